@@ -1,0 +1,103 @@
+//! Command-line interface: argument definitions and dispatch. The JSON lines printed here are
+//! a stable contract that users and other tools script against.
+
+mod bench;
+mod consume;
+mod demo;
+mod produce;
+mod topic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tierlog::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "tierlog", version, about = "Tiered-storage commit log: hot segments on local disk, history in S3-compatible storage")]
+#[command(after_help = "Examples:
+  tierlog demo                                   # the whole tour on an embedded local setup
+  tierlog topic create payments --partitions 3
+  echo '{\"key\":\"acct-1\",\"value\":{\"amount\":12}}' | tierlog produce payments --input-format json
+  tierlog consume payments --from-time 2026-03-03T14:02:00Z --max-records 10
+  tierlog offsets payments --time 2026-03-03T14:02:00Z
+
+Logs go to stderr; set RUST_LOG=info (or debug) for more.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML). Defaults apply when absent; TIERLOG_<SECTION>_<KEY> overrides.
+    #[arg(long, global = true, env = "TIERLOG_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir` and TIERLOG_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    pub fn load_config(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, list and describe topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Append records read from stdin, one per line; exits 0 once every record is durable.
+    #[command(after_help = "Examples:
+  printf 'a\\nb\\n' | tierlog produce events
+  echo '{\"key\":\"k\",\"value\":{\"x\":1},\"timestamp\":\"2026-03-03T14:02:00Z\",\"headers\":{\"src\":\"pos\"}}' \\
+      | tierlog produce events --input-format json
+
+Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,\"last_offset\":B,\"count\":N}")]
+    Produce(produce::ProduceArgs),
+    /// Print records as JSON lines, from an offset or a point in time.
+    #[command(after_help = "Examples:
+  tierlog consume events --from-beginning
+  tierlog consume events --partition 0 --from-offset 100 --max-records 10
+  tierlog consume events --from-time 2026-03-03T14:00:00Z --to-time 2026-03-03T15:00:00Z
+  tierlog consume events --from-end --follow")]
+    Consume(consume::ConsumeArgs),
+    /// Print per-partition start/end offsets, or the first offset at or after a time.
+    #[command(after_help = "Examples:
+  tierlog offsets events
+  tierlog offsets events --time 2026-03-03T14:02:00Z")]
+    Offsets(consume::OffsetsArgs),
+    /// Run the guided tour on an embedded local setup: write payment events, read them back.
+    Demo(demo::DemoArgs),
+    /// Benchmarks that compare tierlog against the machine's measured limits (JSON output).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Each line is the record value.
+    Raw,
+    /// Each line is {"key"?, "value", "timestamp"?, "headers"?}.
+    Json,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Topic(cmd) => topic::run(&cli.global, cmd),
+        Command::Produce(args) => produce::run(&cli.global, args),
+        Command::Consume(args) => consume::run(&cli.global, args),
+        Command::Offsets(args) => consume::offsets(&cli.global, args),
+        Command::Demo(args) => demo::run(&cli.global, args),
+        Command::Bench(cmd) => bench::run(&cli.global, cmd),
+    }
+}

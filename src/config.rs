@@ -1,0 +1,244 @@
+//! Configuration: TOML file, then `TIERLOG_<SECTION>_<KEY>` environment overrides, then CLI
+//! flags (applied by the CLI). Unknown keys and out-of-range values are rejected with the key,
+//! the value and what is allowed. Owns parsing and validation only; each module reads its own
+//! section.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "TIERLOG_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding topics, segments and the writer lock.
+    pub data_dir: PathBuf,
+    pub log: LogSection,
+    pub segment: SegmentSection,
+    pub durability: DurabilitySection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Largest encoded record (key + value + headers) accepted by an append.
+    pub max_record_bytes: u64,
+    /// Partitions of a topic created without an explicit count.
+    pub default_partitions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentSection {
+    /// Roll the active segment when the next batch would take it past this size.
+    pub max_bytes: u64,
+    /// Roll the active segment once it is older than this, so time-based retention and
+    /// tiering can act on quiet partitions.
+    pub max_age_ms: u64,
+    /// Bytes between sparse index entries: the most a lookup scans past its index entry.
+    pub index_interval_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging every append: nothing acknowledged is lost on power failure.
+    Batch,
+    /// fsync every `interval_ms` in the background: a power failure may lose that window,
+    /// a process crash loses nothing (the data is in the page cache).
+    Interval,
+    /// Leave flushing to the OS.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilitySection {
+    pub fsync: FsyncPolicy,
+    /// Background fsync period under `fsync = "interval"`.
+    pub interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tierlog-data"),
+            log: LogSection::default(),
+            segment: SegmentSection::default(),
+            durability: DurabilitySection::default(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { max_record_bytes: 1024 * 1024, default_partitions: 1 }
+    }
+}
+
+impl Default for SegmentSection {
+    fn default() -> Self {
+        SegmentSection { max_bytes: 128 * 1024 * 1024, max_age_ms: 7 * 24 * 3600 * 1000, index_interval_bytes: 4096 }
+    }
+}
+
+impl Default for DurabilitySection {
+    fn default() -> Self {
+        DurabilitySection { fsync: FsyncPolicy::Batch, interval_ms: 1000 }
+    }
+}
+
+/// Allowed range of every numeric key, checked after all overrides are applied.
+const RANGES: &[(&str, u64, u64)] = &[
+    // A record must fit in one batch (64 MiB cap in `batch`).
+    ("log.max_record_bytes", 1, 32 * 1024 * 1024),
+    ("log.default_partitions", 1, 10_000),
+    // Segment positions are u32 in the index; 2 GiB keeps every position representable.
+    ("segment.max_bytes", 4096, 2 * 1024 * 1024 * 1024),
+    ("segment.max_age_ms", 1000, 365 * 24 * 3600 * 1000),
+    ("segment.index_interval_bytes", 1, 16 * 1024 * 1024),
+    ("durability.interval_ms", 1, 3_600_000),
+];
+
+impl Config {
+    /// Loads `path` (or the defaults when `None`), then applies environment overrides taken
+    /// from `env` (pass `std::env::vars()`), then validates.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read config file", e))?;
+                text.parse::<toml::Table>().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            let source = path.map_or("environment".to_string(), |p| p.display().to_string());
+            Error::Config(format!("{source}: {}", e.message()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let table = toml::Table::try_from(self).map_err(|e| Error::Config(e.to_string()))?;
+        for (key, min, max) in RANGES {
+            let (section, name) = key.split_once('.').expect("ranges are section.key");
+            let value = table.get(section).and_then(|s| s.get(name)).and_then(|v| v.as_integer());
+            match value {
+                Some(v) if (*min as i64..=*max as i64).contains(&v) => {}
+                Some(v) => return Err(Error::Config(format!("{key} = {v} is out of range: allowed {min}..={max}"))),
+                None => unreachable!("range table names a key that is not in Config: {key}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `TIERLOG_<SECTION>_<KEY>` (or `TIERLOG_<KEY>` for top-level keys) onto `table`.
+/// The value is typed like the key's default: integers and booleans are parsed, anything
+/// else is a string. A variable naming no known key is an error, so typos do not go unseen.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let mut vars: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "TIERLOG_CONFIG").collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let section = defaults
+            .iter()
+            .filter(|(_, v)| v.is_table())
+            .map(|(k, _)| k.as_str())
+            .find(|s| name.strip_prefix(s).is_some_and(|rest| rest.starts_with('_')));
+        let (path, default) = match section {
+            Some(section) => {
+                let key = &name[section.len() + 1..];
+                (vec![section.to_string(), key.to_string()], defaults[section].get(key))
+            }
+            None => (vec![name.clone()], defaults.get(&name).filter(|v| !v.is_table())),
+        };
+        let Some(default) = default else {
+            return Err(Error::Config(format!("environment variable {var} names no configuration key")));
+        };
+        let value = typed_like(default, &raw)
+            .ok_or_else(|| Error::Config(format!("{var} = {raw:?}: expected {}", default.type_str())))?;
+        let mut target = &mut *table;
+        for part in &path[..path.len() - 1] {
+            let entry = target.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            target = entry
+                .as_table_mut()
+                .ok_or_else(|| Error::Config(format!("{part} must be a table to apply {var}")))?;
+        }
+        target.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+fn typed_like(default: &toml::Value, raw: &str) -> Option<toml::Value> {
+    match default {
+        toml::Value::Integer(_) => raw.trim().parse::<i64>().ok().map(toml::Value::Integer),
+        toml::Value::Boolean(_) => raw.trim().parse::<bool>().ok().map(toml::Value::Boolean),
+        _ => Some(toml::Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_section_and_top_level_keys() {
+        let config = Config::load(
+            None,
+            env(&[("TIERLOG_DATA_DIR", "/tmp/x"), ("TIERLOG_SEGMENT_MAX_BYTES", "65536"), ("TIERLOG_DURABILITY_FSYNC", "never"), ("HOME", "/root")]),
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.segment.max_bytes, 65536);
+        assert_eq!(config.durability.fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key_value_and_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[segment]\nmax_bytez = 10\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("max_bytez"), "{err}");
+
+        std::fs::write(&path, "[segment]\nmax_bytes = 10\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("segment.max_bytes = 10") && err.contains("4096..="), "{err}");
+
+        std::fs::write(&path, "[durability]\nfsync = \"sometimes\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("sometimes") || err.contains("unknown variant"), "{err}");
+
+        let err = Config::load(None, env(&[("TIERLOG_SEGMENT_MAX_BYTES", "lots")])).unwrap_err().to_string();
+        assert!(err.contains("TIERLOG_SEGMENT_MAX_BYTES") && err.contains("lots"), "{err}");
+        let err = Config::load(None, env(&[("TIERLOG_SEGMENT_NOPE", "1")])).unwrap_err().to_string();
+        assert!(err.contains("TIERLOG_SEGMENT_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn every_example_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "expected local, minio, aws and garage examples, found {seen}");
+    }
+}

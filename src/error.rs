@@ -1,0 +1,76 @@
+//! The log crate's error type. Variants carry the context a user needs to act: topic,
+//! partition, offset, file and position. [`Error::kind`] folds them into what a caller
+//! should do (fix the input, retry, repair data, stop).
+
+use std::path::{Path, PathBuf};
+
+use crate::batch::BatchError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request or configuration is wrong: fix it, retrying will not help.
+    Invalid,
+    /// Stored data is damaged or missing: repair or restore, never trust it.
+    Data,
+    /// A resource is busy or unreachable: retry later.
+    Unavailable,
+    /// Another writer owns the data: stop writing.
+    Fenced,
+    /// An operating error of this machine (I/O): look at the message.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {action} {path}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    #[error("corrupt batch in {path} at byte {position}: {error}. The file is left untouched; restore it from the remote tier or move it aside")]
+    Corrupt { path: PathBuf, position: u64, error: BatchError },
+    #[error("data directory {dir} is locked by another tierlog process ({holder}); stop it or use another --data-dir")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("data directory {0} is opened read-only; this operation needs the writer")]
+    ReadOnly(PathBuf),
+    #[error("topic '{0}' does not exist (list topics with `tierlog topic list`)")]
+    UnknownTopic(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("topic '{topic}' has no partition {partition} (it has {partitions}: 0..={max})", max = partitions - 1)]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("record of {bytes} bytes for {topic}/{partition} exceeds log.max_record_bytes = {max}")]
+    RecordTooLarge { topic: String, partition: u32, bytes: usize, max: usize },
+    #[error("offset {offset} of {topic}/{partition} is below the log start {start}: older records were removed by retention; the earliest available offset is {start}")]
+    OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
+    #[error("{topic}/{partition} is damaged: {detail}")]
+    Damaged { topic: String, partition: u32, detail: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), action, source }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Internal,
+            Error::Corrupt { .. } | Error::Damaged { .. } => ErrorKind::Data,
+            Error::Locked { .. } | Error::ReadOnly(_) => ErrorKind::Fenced,
+            Error::UnknownTopic(_)
+            | Error::TopicExists(_)
+            | Error::InvalidTopicName { .. }
+            | Error::UnknownPartition { .. }
+            | Error::RecordTooLarge { .. }
+            | Error::OffsetBelowStart { .. }
+            | Error::Config(_)
+            | Error::Invalid(_) => ErrorKind::Invalid,
+        }
+    }
+}

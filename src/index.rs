@@ -1,0 +1,284 @@
+//! Sparse offset index and time index of one segment.
+//!
+//! Owns the in-memory index of a segment (sparse entries plus a summary: offsets, timestamps,
+//! bytes) and the two index files written beside a segment when it is sealed:
+//! `<base>.index` (offset → file position) and `<base>.timeindex` (running max timestamp →
+//! offset). The active segment's index lives only in memory and is rebuilt by the recovery
+//! scan on open, so index files are written once, whole, and never patched. Layouts are in
+//! `docs/FORMAT.md`; any index file that fails its checks is rebuilt from the segment.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use crate::batch::BatchHeader;
+
+const OFFSET_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLIX");
+const TIME_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLTI");
+const INDEX_VERSION: u8 = 1;
+const INDEX_HEADER_BYTES: usize = 48;
+const OFFSET_ENTRY_BYTES: usize = 8;
+const TIME_ENTRY_BYTES: usize = 12;
+
+/// One sparse entry: the batch starting at `position` has base `offset`; every record before
+/// it in the segment has a timestamp ≤ `max_timestamp_before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub offset: u64,
+    pub position: u32,
+    pub max_timestamp_before: i64,
+}
+
+/// Index and summary of one segment's batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentIndex {
+    pub base_offset: u64,
+    /// Offset the next appended record gets; equals `base_offset` while empty.
+    pub next_offset: u64,
+    /// Bytes of valid batches in the segment file.
+    pub bytes: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub entries: Vec<IndexEntry>,
+    interval_bytes: u64,
+    bytes_at_last_entry: u64,
+}
+
+impl SegmentIndex {
+    pub fn new(base_offset: u64, interval_bytes: u64) -> Self {
+        SegmentIndex {
+            base_offset,
+            next_offset: base_offset,
+            bytes: 0,
+            min_timestamp: i64::MAX,
+            max_timestamp: i64::MIN,
+            entries: Vec::new(),
+            interval_bytes,
+            bytes_at_last_entry: 0,
+        }
+    }
+
+    pub fn interval_bytes(&self) -> u64 {
+        self.interval_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_offset == self.base_offset
+    }
+
+    /// Records a batch that was just written at the end of the segment.
+    pub fn push(&mut self, header: &BatchHeader) {
+        debug_assert_eq!(header.base_offset, self.next_offset, "batches must be dense");
+        let position = self.bytes;
+        if self.entries.is_empty() || position - self.bytes_at_last_entry >= self.interval_bytes {
+            self.entries.push(IndexEntry {
+                offset: header.base_offset,
+                position: u32::try_from(position).expect("segment positions fit in u32"),
+                max_timestamp_before: self.max_timestamp,
+            });
+            self.bytes_at_last_entry = position;
+        }
+        self.bytes += header.length as u64;
+        self.next_offset = header.next_offset();
+        self.min_timestamp = self.min_timestamp.min(header.min_timestamp);
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+    }
+
+    /// Position of the last indexed batch whose base offset is ≤ `offset`; scanning forward
+    /// from it reaches `offset` within about one index interval.
+    pub fn position_for_offset(&self, offset: u64) -> u64 {
+        let i = self.entries.partition_point(|e| e.offset <= offset);
+        if i == 0 { 0 } else { u64::from(self.entries[i - 1].position) }
+    }
+
+    /// Position from which a forward scan finds the first record with timestamp ≥ `time`:
+    /// every record before it is older than `time`.
+    pub fn position_for_time(&self, time: i64) -> u64 {
+        let i = self.entries.partition_point(|e| e.max_timestamp_before < time);
+        if i == 0 { 0 } else { u64::from(self.entries[i - 1].position) }
+    }
+
+    /// Writes `<base>.index` and `<base>.timeindex` into `dir`, each atomically (temp file,
+    /// fsync, rename). Called once, when the segment is sealed.
+    pub fn write_files(&self, dir: &Path) -> std::io::Result<()> {
+        let base = self.base_offset;
+        let rel = |e: &IndexEntry| u32::try_from(e.offset - base).expect("relative offset fits in u32");
+        let mut offsets = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_BYTES);
+        let mut times = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
+        for e in &self.entries {
+            offsets.extend_from_slice(&rel(e).to_le_bytes());
+            offsets.extend_from_slice(&e.position.to_le_bytes());
+            times.extend_from_slice(&e.max_timestamp_before.to_le_bytes());
+            times.extend_from_slice(&rel(e).to_le_bytes());
+        }
+        write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, &offsets))?;
+        write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, &times))
+    }
+
+    fn file_bytes(&self, magic: u32, entries: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + entries.len());
+        out.extend_from_slice(&magic.to_le_bytes());
+        out.push(INDEX_VERSION);
+        out.extend_from_slice(&[0u8; 3]);
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.next_offset.to_le_bytes());
+        out.extend_from_slice(&self.min_timestamp.to_le_bytes());
+        out.extend_from_slice(&self.max_timestamp.to_le_bytes());
+        out.extend_from_slice(entries);
+        let crc = crc32c::crc32c(&out[16..]);
+        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Loads the index files of a sealed segment. Returns `None` when either file is missing,
+    /// damaged, or disagrees with the segment (`segment_bytes` is the file's length): the
+    /// caller then rebuilds the index by scanning the segment.
+    pub fn load_files(dir: &Path, base_offset: u64, segment_bytes: u64, interval_bytes: u64) -> Option<Self> {
+        let offsets = fs::read(dir.join(index_file_name(base_offset))).ok()?;
+        let times = fs::read(dir.join(time_index_file_name(base_offset))).ok()?;
+        let (summary, offset_entries) = parse_file(&offsets, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
+        let (time_summary, time_entries) = parse_file(&times, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        if summary != time_summary || summary.0 != segment_bytes || summary.1 <= base_offset {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(offset_entries.len() / OFFSET_ENTRY_BYTES);
+        for (o, t) in offset_entries.chunks_exact(OFFSET_ENTRY_BYTES).zip(time_entries.chunks_exact(TIME_ENTRY_BYTES)) {
+            let rel = u32::from_le_bytes(o[0..4].try_into().ok()?);
+            if rel != u32::from_le_bytes(t[8..12].try_into().ok()?) {
+                return None;
+            }
+            entries.push(IndexEntry {
+                offset: base_offset + u64::from(rel),
+                position: u32::from_le_bytes(o[4..8].try_into().ok()?),
+                max_timestamp_before: i64::from_le_bytes(t[0..8].try_into().ok()?),
+            });
+        }
+        let ordered = entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position);
+        let in_range = entries.first().is_some_and(|e| e.position == 0 && e.offset == base_offset)
+            && entries.last().is_some_and(|e| u64::from(e.position) < segment_bytes && e.offset < summary.1);
+        if !ordered || !in_range {
+            return None;
+        }
+        let bytes_at_last_entry = entries.last().map_or(0, |e| u64::from(e.position));
+        Some(SegmentIndex {
+            base_offset,
+            next_offset: summary.1,
+            bytes: summary.0,
+            min_timestamp: summary.2,
+            max_timestamp: summary.3,
+            entries,
+            interval_bytes,
+            bytes_at_last_entry,
+        })
+    }
+}
+
+/// `(segment_bytes, next_offset, min_ts, max_ts)` and the entry bytes of a checked index file.
+type FileSummary = (u64, u64, i64, i64);
+
+fn parse_file(bytes: &[u8], magic: u32, entry_bytes: usize) -> Option<(FileSummary, &[u8])> {
+    if bytes.len() < INDEX_HEADER_BYTES || u32::from_le_bytes(bytes[0..4].try_into().ok()?) != magic {
+        return None;
+    }
+    if bytes[4] != INDEX_VERSION {
+        return None;
+    }
+    let count = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
+    if bytes.len() != INDEX_HEADER_BYTES + count * entry_bytes || crc32c::crc32c(&bytes[16..]) != crc {
+        return None;
+    }
+    let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let summary = (field(16), field(24), field(32) as i64, field(40) as i64);
+    Some((summary, &bytes[INDEX_HEADER_BYTES..]))
+}
+
+pub fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+pub fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.index")
+}
+
+pub fn time_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.timeindex")
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(base: u64, count: u32, ts: i64, length: usize) -> BatchHeader {
+        BatchHeader { base_offset: base, record_count: count, min_timestamp: ts, max_timestamp: ts, length }
+    }
+
+    fn sample_index() -> SegmentIndex {
+        let mut index = SegmentIndex::new(100, 1000);
+        let mut offset = 100;
+        for (i, ts) in [50, 40, 70, 60, 90, 80].into_iter().enumerate() {
+            index.push(&header(offset, 2, ts, 600 + i));
+            offset += 2;
+        }
+        index
+    }
+
+    #[test]
+    fn sparse_entries_follow_the_interval_and_carry_running_max() {
+        let index = sample_index();
+        // Entries at the first batch and whenever 1000 bytes passed since the last entry.
+        let got: Vec<(u64, u32, i64)> =
+            index.entries.iter().map(|e| (e.offset, e.position, e.max_timestamp_before)).collect();
+        assert_eq!(got, vec![(100, 0, i64::MIN), (104, 1201, 50), (108, 2406, 70)]);
+        assert_eq!(index.position_for_offset(103), 0);
+        assert_eq!(index.position_for_offset(104), 1201);
+        assert_eq!(index.position_for_offset(200), 2406);
+        assert_eq!(index.position_for_time(50), 0);
+        assert_eq!(index.position_for_time(51), 1201);
+        assert_eq!(index.position_for_time(71), 2406);
+    }
+
+    #[test]
+    fn index_files_round_trip_and_reject_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = sample_index();
+        index.write_files(dir.path()).unwrap();
+        let loaded = SegmentIndex::load_files(dir.path(), 100, index.bytes, 1000).unwrap();
+        assert_eq!(loaded, index);
+        // A segment length that disagrees with the index means the index is stale.
+        assert!(SegmentIndex::load_files(dir.path(), 100, index.bytes + 1, 1000).is_none());
+        let path = dir.path().join(time_index_file_name(100));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(SegmentIndex::load_files(dir.path(), 100, index.bytes, 1000).is_none());
+    }
+
+    /// Golden bytes of the offset index, version 1.
+    #[test]
+    fn offset_index_v1_golden_bytes() {
+        let mut index = SegmentIndex::new(5, 4096);
+        index.push(&header(5, 3, 1000, 200));
+        let bytes = index.file_bytes(OFFSET_INDEX_MAGIC, &[0, 0, 0, 0, 0, 0, 0, 0]);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "544c49580100000001000000d42eb94ac8000000000000000800000000000000e803000000000000e8030000000000000000000000000000");
+    }
+}

@@ -1,0 +1,27 @@
+//! tierlog: an append-only, partitioned commit log whose recent segments live on local disk
+//! and whose sealed segments are tiered to S3-compatible object storage.
+//!
+//! Module map (one responsibility each):
+//! - [`record`], [`batch`]: the record and the checksummed batch format.
+//! - [`index`], [`segment`]: one segment file and its sparse offset/time indexes.
+//! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
+//! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
+//! - [`config`]: TOML + environment configuration.
+//! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
+
+pub mod batch;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod index;
+pub mod lock;
+pub mod log;
+pub mod partition;
+pub mod record;
+pub mod segment;
+pub mod time;
+pub mod topic;
+
+pub use error::{Error, ErrorKind, Result};
+pub use log::Log;
+pub use record::{Record, StoredRecord};

@@ -1,0 +1,173 @@
+//! The log: a data directory of topics, opened either as the one writer (holding the OS lock)
+//! or read-only (no lock, for replaying history while a writer runs).
+//!
+//! Owns the topic registry, the writer lock and the background flusher of the `interval`
+//! fsync policy. Partition-level behaviour lives in `partition`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use crate::config::{Config, FsyncPolicy};
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::partition::now_ms;
+use crate::topic::{self, Topic};
+
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    writable: bool,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    _lock: Option<DirLock>,
+}
+
+impl Log {
+    /// Opens `config.data_dir` as its one writer: takes the lock, recovers every partition.
+    pub fn open(config: Config) -> Result<Log> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let log = Log::open_with(config, true, Some(lock))?;
+        if log.inner.config.durability.fsync == FsyncPolicy::Interval {
+            start_flusher(Arc::downgrade(&log.inner), Duration::from_millis(log.inner.config.durability.interval_ms));
+        }
+        Ok(log)
+    }
+
+    /// Opens the data directory without the writer lock. Reads see every batch the writer
+    /// had fully written when a partition was opened or refreshed; nothing is modified.
+    pub fn open_read_only(config: Config) -> Result<Log> {
+        if !config.data_dir.join("topics").is_dir() {
+            return Err(Error::Invalid(format!("{} is not a tierlog data directory (no topics/ inside); check --data-dir", config.data_dir.display())));
+        }
+        Log::open_with(config, false, None)
+    }
+
+    fn open_with(config: Config, writable: bool, lock: Option<DirLock>) -> Result<Log> {
+        let mut topics = BTreeMap::new();
+        for name in list_topic_names(&config.data_dir)? {
+            let topic = Topic::open(&config.data_dir, &name, &config, writable)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        Ok(Log { inner: Arc::new(Inner { config, writable, topics: RwLock::new(topics), _lock: lock }) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.inner.writable
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        if !self.inner.writable {
+            return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
+        }
+        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(name) {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        let topic = Arc::new(Topic::create(self.data_dir(), name, partitions, &self.inner.config, now_ms())?);
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The named topic. A read-only log also looks for topics created since it was opened.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        topic::validate_name(name)?;
+        if let Some(topic) = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(topic.clone());
+        }
+        if self.inner.writable {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        let topic = Arc::new(Topic::open(self.data_dir(), name, &self.inner.config, false)?);
+        self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Re-reads a topic from disk (read-only logs use this to follow a running writer).
+    pub fn reopen_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if self.inner.writable {
+            return Err(Error::Invalid("reopen_topic is for read-only logs".into()));
+        }
+        let topic = Arc::new(Topic::open(self.data_dir(), name, &self.inner.config, false)?);
+        self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// fsyncs every partition with unflushed appends.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Inner {
+    fn flush(&self) -> Result<()> {
+        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for topic in topics {
+            for partition in &topic.partitions {
+                partition.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.writable {
+            if let Err(e) = self.flush() {
+                tracing::error!(error = %e, "final flush on close failed");
+            }
+        }
+    }
+}
+
+/// Background fsync for the `interval` policy. Holds only a weak reference, so it ends by
+/// itself once the log is dropped.
+fn start_flusher(log: Weak<Inner>, period: Duration) {
+    std::thread::Builder::new()
+        .name("tierlog-flusher".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                let Some(inner) = log.upgrade() else { return };
+                if let Err(e) = inner.flush() {
+                    tracing::error!(error = %e, "interval fsync failed; will retry next period");
+                }
+            }
+        })
+        .expect("spawn flusher thread");
+}
+
+fn list_topic_names(data_dir: &Path) -> Result<Vec<String>> {
+    let dir: PathBuf = data_dir.join("topics");
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list topics in", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, "list topics in", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A directory without metadata is a topic whose creation did not finish: skip it.
+        if topic::validate_name(&name).is_ok() && entry.path().join("topic.json").is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,443 @@
+//! One partition of a topic: an ordered list of sealed segments plus one active segment.
+//!
+//! Owns the partition's policies: dense offset assignment, rolling by size and age, fsync per
+//! the durability policy, recovery on open (validate the active segment batch by batch,
+//! truncate a torn tail, rebuild damaged indexes), and lookups by offset and by time. It does
+//! not know about topics, keys or the remote tier.
+//!
+//! Concurrency: one mutex guards the segment list. Appends hold it for write + fsync, so
+//! appends to one partition are serialised (the order is the log). Reads hold it only to take
+//! a [`SegmentSlice`] snapshot of committed bytes and then read without it, so a slow reader
+//! never blocks a writer. Only bytes of fully written batches are ever visible to readers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::batch::{self, HEADER_BYTES};
+use crate::config::{Config, FsyncPolicy};
+use crate::error::{Error, Result};
+use crate::index::SegmentIndex;
+use crate::record::{Record, StoredRecord};
+use crate::segment::{self, Segment, SegmentSlice};
+
+/// Bytes a single read returns at most (whole batches; at least one batch).
+pub const READ_BYTES_MAX: usize = 1024 * 1024;
+
+/// Summary of a sealed segment, for tiering and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub bytes: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub path: PathBuf,
+}
+
+/// Result of one append: the offsets the records got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub id: u32,
+    dir: PathBuf,
+    policy: Policy,
+    writable: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    max_record_bytes: usize,
+    segment_max_bytes: u64,
+    segment_max_age_ms: i64,
+    index_interval_bytes: u64,
+    fsync: FsyncPolicy,
+}
+
+struct State {
+    /// Sealed segments by base offset; immutable once here.
+    sealed: BTreeMap<u64, Segment>,
+    active: Segment,
+    /// Appended but not yet fsynced (interval policy).
+    dirty: bool,
+}
+
+impl Partition {
+    /// Opens (or, when `writable`, creates) the partition in `dir` and recovers it.
+    pub fn open(topic: &str, id: u32, dir: PathBuf, config: &Config, writable: bool) -> Result<Self> {
+        let policy = Policy {
+            max_record_bytes: config.log.max_record_bytes as usize,
+            segment_max_bytes: config.segment.max_bytes,
+            segment_max_age_ms: config.segment.max_age_ms as i64,
+            index_interval_bytes: config.segment.index_interval_bytes,
+            fsync: config.durability.fsync,
+        };
+        if writable {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
+        }
+        let state = recover(topic, id, &dir, policy, writable)?;
+        Ok(Partition { topic: topic.to_string(), id, dir, policy, writable, state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state it guards is still the files.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// First offset held locally.
+    pub fn start_offset(&self) -> u64 {
+        let state = self.lock();
+        state.sealed.keys().next().copied().unwrap_or(state.active.index.base_offset)
+    }
+
+    /// Offset the next appended record will get (the "log end offset").
+    pub fn end_offset(&self) -> u64 {
+        self.lock().active.index.next_offset
+    }
+
+    /// Bytes in the active segment.
+    pub fn active_bytes(&self) -> u64 {
+        self.lock().active.index.bytes
+    }
+
+    /// Appends `records` as one or more batches with dense offsets and returns once they are
+    /// durable under the fsync policy. Records over `log.max_record_bytes` reject the whole
+    /// call before anything is written.
+    pub fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
+        if !self.writable {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        }
+        assert!(!records.is_empty(), "append needs at least one record");
+        self.check_records(records)?;
+        let mut state = self.lock();
+        let first_offset = state.active.index.next_offset;
+        for group in split_by_size(records, self.batch_bytes_target()) {
+            let base = state.active.index.next_offset;
+            let bytes = batch::encode(base, group);
+            let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
+            self.roll_if_needed(&mut state, bytes.len() as u64, now_ms)?;
+            let fsync = self.policy.fsync == FsyncPolicy::Batch;
+            state.active.append(&header, &bytes, fsync)?;
+            state.dirty |= !fsync;
+        }
+        Ok(Appended { first_offset, last_offset: state.active.index.next_offset - 1 })
+    }
+
+    /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request
+    /// before writing any of it.
+    pub fn check_records(&self, records: &[Record]) -> Result<()> {
+        for record in records {
+            let bytes = batch::record_encoded_len(record);
+            if bytes > self.policy.max_record_bytes {
+                return Err(Error::RecordTooLarge { topic: self.topic.clone(), partition: self.id, bytes, max: self.policy.max_record_bytes });
+            }
+        }
+        Ok(())
+    }
+
+    /// Batches never exceed a segment, nor the batch format's cap.
+    fn batch_bytes_target(&self) -> usize {
+        (self.policy.segment_max_bytes as usize).min(batch::BATCH_BYTES_MAX) - HEADER_BYTES
+    }
+
+    fn roll_if_needed(&self, state: &mut State, next_batch_bytes: u64, now_ms: i64) -> Result<()> {
+        let active = &state.active.index;
+        if active.is_empty() {
+            return Ok(());
+        }
+        let full = active.bytes + next_batch_bytes > self.policy.segment_max_bytes;
+        let old = now_ms - state.active.created_ms >= self.policy.segment_max_age_ms;
+        if full || old { self.roll(state, now_ms) } else { Ok(()) }
+    }
+
+    /// Seals the active segment (fsync, write index files) and starts a new one.
+    fn roll(&self, state: &mut State, now_ms: i64) -> Result<()> {
+        if self.policy.fsync != FsyncPolicy::Never {
+            state.active.sync()?;
+            state.dirty = false;
+        }
+        state.active.index.write_files(&self.dir).map_err(|e| Error::io(&self.dir, "write index files in", e))?;
+        let next = state.active.index.next_offset;
+        let fresh = Segment::create(&self.dir, next, self.policy.index_interval_bytes, now_ms)?;
+        let sealed = std::mem::replace(&mut state.active, fresh);
+        tracing::debug!(topic = %self.topic, partition = self.id, base = sealed.index.base_offset, next, "rolled segment");
+        state.sealed.insert(sealed.index.base_offset, sealed);
+        Ok(())
+    }
+
+    /// Seals the active segment now if it holds anything (used before tiering it).
+    pub fn seal_active(&self, now_ms: i64) -> Result<()> {
+        let mut state = self.lock();
+        if state.active.index.is_empty() { Ok(()) } else { self.roll(&mut state, now_ms) }
+    }
+
+    /// Rolls the active segment if it is older than `segment.max_age_ms`.
+    pub fn roll_if_old(&self, now_ms: i64) -> Result<()> {
+        let mut state = self.lock();
+        self.roll_if_needed(&mut state, 0, now_ms)
+    }
+
+    /// Read-only partitions: picks up what the writer appended since the last look. Extends
+    /// the scan of the active segment, or re-lists the directory when segments were added or
+    /// removed. A torn tail (a batch being written right now) is simply not visible yet.
+    pub fn refresh(&self) -> Result<()> {
+        if self.writable {
+            return Ok(());
+        }
+        let files = list_segments(&self.dir, false)?;
+        let mut state = self.lock();
+        let known: Vec<u64> = state.sealed.keys().copied().chain(std::iter::once(state.active.index.base_offset)).collect();
+        if files.iter().map(|(b, _)| *b).eq(known.iter().copied()) {
+            state.active.scan()?;
+            return Ok(());
+        }
+        drop(state);
+        let fresh = recover(&self.topic, self.id, &self.dir, self.policy, false)?;
+        *self.lock() = fresh;
+        Ok(())
+    }
+
+    /// fsyncs the active segment if appends happened since the last fsync.
+    pub fn flush(&self) -> Result<()> {
+        let mut state = self.lock();
+        if state.dirty {
+            state.active.sync()?;
+            state.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn sealed_segments(&self) -> Vec<SegmentInfo> {
+        self.lock().sealed.values().map(info).collect()
+    }
+
+    /// Deletes a sealed segment's files. The caller (retention) decides that it may.
+    pub fn remove_sealed(&self, base_offset: u64) -> Result<()> {
+        let mut state = self.lock();
+        if state.sealed.keys().next() != Some(&base_offset) {
+            return Err(Error::Invalid(format!("{}/{}: only the oldest sealed segment can be removed", self.topic, self.id)));
+        }
+        state.sealed.remove(&base_offset);
+        drop(state);
+        segment::remove_files(&self.dir, base_offset)
+    }
+
+    /// Snapshot of the committed bytes holding `offset`, starting at the indexed batch at or
+    /// before it. `None` when `offset` is at or past the end.
+    fn slice_for(&self, offset: u64) -> Result<Option<SegmentSlice>> {
+        let state = self.lock();
+        let start = state.sealed.keys().next().copied().unwrap_or(state.active.index.base_offset);
+        if offset < start {
+            return Err(Error::OffsetBelowStart { topic: self.topic.clone(), partition: self.id, offset, start });
+        }
+        if offset >= state.active.index.next_offset {
+            return Ok(None);
+        }
+        let segment = match state.sealed.range(..=offset).next_back() {
+            Some((_, s)) if offset < s.index.next_offset => s,
+            _ => &state.active,
+        };
+        Ok(Some(SegmentSlice {
+            path: segment.path.clone(),
+            file: segment.file.clone(),
+            start: segment.index.position_for_offset(offset),
+            end: segment.index.bytes,
+        }))
+    }
+
+    /// Reads records from `offset` on: whole batches, about `max_bytes` (at least one record
+    /// when any exists). Empty at the end of the log.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let Some(mut slice) = self.slice_for(offset)? else { return Ok(Vec::new()) };
+        loop {
+            let (bytes, next) = slice.read_batches(max_bytes.min(READ_BYTES_MAX))?;
+            let records = self.decode_from(&slice, &bytes, offset)?;
+            if !records.is_empty() || next >= slice.end {
+                return Ok(records);
+            }
+            slice.start = next; // every batch read lay before `offset`: keep scanning
+        }
+    }
+
+    fn decode_from(&self, slice: &SegmentSlice, bytes: &[u8], offset: u64) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let (header, records) = batch::decode(&bytes[at..])
+                .map_err(|error| Error::Corrupt { path: slice.path.clone(), position: slice.start + at as u64, error })?;
+            at += header.length;
+            out.extend(records.into_iter().filter(|(o, _)| *o >= offset).map(|(offset, record)| StoredRecord { offset, record }));
+        }
+        Ok(out)
+    }
+
+    /// First offset whose record timestamp is ≥ `time` (Kafka ListOffsets semantics, using
+    /// the running max timestamp); the end offset when no record is that recent.
+    pub fn offset_for_time(&self, time: i64) -> Result<u64> {
+        let slice = {
+            let state = self.lock();
+            let hit = state.sealed.values().chain(std::iter::once(&state.active)).find(|s| !s.index.is_empty() && s.index.max_timestamp >= time);
+            match hit {
+                None => return Ok(state.active.index.next_offset),
+                Some(s) => SegmentSlice { path: s.path.clone(), file: s.file.clone(), start: s.index.position_for_time(time), end: s.index.bytes },
+            }
+        };
+        let mut slice = slice;
+        while slice.start < slice.end {
+            let (bytes, next) = slice.read_batches(READ_BYTES_MAX)?;
+            let mut at = 0;
+            while at < bytes.len() {
+                let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
+                if header.max_timestamp >= time {
+                    let records = self.decode_from(&SegmentSlice { start: slice.start + at as u64, ..slice.clone() }, &bytes[at..at + header.length], 0)?;
+                    let hit = records.iter().find(|r| r.record.timestamp >= time).expect("batch max timestamp ≥ time");
+                    return Ok(hit.offset);
+                }
+                at += header.length;
+            }
+            slice.start = next;
+        }
+        unreachable!("segment max timestamp promised a record ≥ {time} in {}", slice.path.display())
+    }
+}
+
+fn info(segment: &Segment) -> SegmentInfo {
+    let index = &segment.index;
+    SegmentInfo {
+        base_offset: index.base_offset,
+        next_offset: index.next_offset,
+        bytes: index.bytes,
+        min_timestamp: index.min_timestamp,
+        max_timestamp: index.max_timestamp,
+        path: segment.path.clone(),
+    }
+}
+
+/// Splits records into groups whose encoded batch stays under `target` bytes (a single record
+/// larger than that still gets a batch of its own).
+fn split_by_size(records: &[Record], target: usize) -> Vec<&[Record]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let len = batch::record_encoded_len(record);
+        if i > start && bytes + len > target {
+            groups.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    groups.push(&records[start..]);
+    groups
+}
+
+/// Lists `<base>.log` files in `dir`, sorted by base offset, removing leftover temp files.
+fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => return Ok(out),
+        Err(e) => return Err(Error::io(dir, "list partition directory", e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, "list partition directory", e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if writable && name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, "remove leftover temp file", e))?;
+        } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+            out.push((base, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Recovery on open. Sealed segments load their index files, or are rescanned when those are
+/// missing or damaged (a damaged sealed segment is an error: later segments depend on it).
+/// The active segment is always scanned batch by batch; a torn or corrupt tail is cut off
+/// (writer) or ignored (read-only), and everything before it is kept.
+fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> Result<State> {
+    let files = list_segments(dir, writable)?;
+    let damaged = |detail: String| Error::Damaged { topic: topic.to_string(), partition: id, detail };
+    let mut sealed = BTreeMap::new();
+    let mut expected: Option<u64> = None;
+    let last = files.len().checked_sub(1);
+    let mut active = None;
+    for (i, (base, path)) in files.into_iter().enumerate() {
+        if let Some(expected) = expected.filter(|e| *e != base) {
+            return Err(damaged(format!("segment {} starts at offset {base} but the previous one ends before {expected}: offsets would not be dense", path.display())));
+        }
+        let is_active = Some(i) == last;
+        let mut segment = Segment::open(path, base, policy.index_interval_bytes, writable && is_active)?;
+        if is_active {
+            recover_active(&mut segment, writable)?;
+        } else {
+            load_or_rebuild_index(&mut segment, dir, writable).map_err(damaged)?;
+        }
+        expected = Some(segment.index.next_offset);
+        if is_active { active = Some(segment) } else { sealed.insert(base, segment); }
+    }
+    let active = match active {
+        Some(active) => active,
+        None if writable => Segment::create(dir, 0, policy.index_interval_bytes, now_ms())?,
+        None => Segment { path: dir.join(crate::index::segment_file_name(0)), file: std::sync::Arc::new(empty_file()?), index: SegmentIndex::new(0, policy.index_interval_bytes), created_ms: 0 },
+    };
+    Ok(State { sealed, active, dirty: false })
+}
+
+fn recover_active(segment: &mut Segment, writable: bool) -> Result<()> {
+    if let Some(stop) = segment.scan()? {
+        let file_len = segment.file_len()?;
+        if writable {
+            tracing::warn!(
+                segment = %segment.path.display(), position = stop.position, cut_bytes = file_len - stop.position,
+                reason = %stop.error, "truncating torn or corrupt tail of the active segment"
+            );
+            segment.truncate(stop.position)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_or_rebuild_index(segment: &mut Segment, dir: &Path, writable: bool) -> std::result::Result<(), String> {
+    let base = segment.index.base_offset;
+    let file_len = segment.file_len().map_err(|e| e.to_string())?;
+    if let Some(index) = SegmentIndex::load_files(dir, base, file_len, segment.index.interval_bytes()) {
+        segment.index = index;
+        return Ok(());
+    }
+    tracing::warn!(segment = %segment.path.display(), "index files missing or damaged; rebuilding from the segment");
+    if let Some(stop) = segment.scan().map_err(|e| e.to_string())? {
+        return Err(format!(
+            "sealed segment {} is corrupt at byte {}: {}. Nothing was changed; restore it from the remote tier or move it aside",
+            segment.path.display(),
+            stop.position,
+            stop.error
+        ));
+    }
+    if segment.index.is_empty() {
+        return Err(format!("sealed segment {} is empty", segment.path.display()));
+    }
+    if writable {
+        segment.index.write_files(dir).map_err(|e| format!("cannot rewrite index of {}: {e}", segment.path.display()))?;
+    }
+    Ok(())
+}
+
+fn empty_file() -> Result<fs::File> {
+    fs::File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "open", e))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

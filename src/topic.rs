@@ -1,0 +1,179 @@
+//! A topic: a name, a fixed number of partitions, and how records pick a partition.
+//!
+//! Owns topic names (validation), topic metadata (`topic.json`, versioned) and partitioning:
+//! a record with a key goes to `murmur2(key) % partitions` (Kafka's default partitioner, so
+//! keys land where a Kafka user expects); a record without a key goes round-robin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+
+/// Longest topic name, as in Kafka (it must fit in a file name with room to spare).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions one topic may have; each holds open files.
+pub const PARTITIONS_MAX: u32 = 10_000;
+const METADATA_FILE: &str = "topic.json";
+const METADATA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub version: u32,
+    pub name: String,
+    pub partitions: u32,
+    pub created_ms: i64,
+}
+
+pub struct Topic {
+    pub metadata: TopicMetadata,
+    pub partitions: Vec<Arc<Partition>>,
+    next_keyless: AtomicU64,
+}
+
+/// Checks a topic name: 1..=249 characters from `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let invalid = |reason| Err(Error::InvalidTopicName { name: name.to_string(), reason });
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return invalid("must be 1 to 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("topics").join(name)
+}
+
+impl Topic {
+    /// Creates the topic's directories and metadata. Fails if it exists.
+    pub fn create(data_dir: &Path, name: &str, partitions: u32, config: &Config, now_ms: i64) -> Result<Topic> {
+        validate_name(name)?;
+        if partitions == 0 || partitions > PARTITIONS_MAX {
+            return Err(Error::Invalid(format!("topic '{name}': partitions must be 1..={PARTITIONS_MAX}, got {partitions}")));
+        }
+        let dir = topic_dir(data_dir, name);
+        if dir.join(METADATA_FILE).exists() {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
+        let metadata = TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms: now_ms };
+        let topic = Topic::open_partitions(data_dir, metadata, config, true)?;
+        let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
+        // Metadata last: a crash before this leaves no topic, only empty directories.
+        crate::index::write_atomic(&dir.join(METADATA_FILE), &json).map_err(|e| Error::io(&dir, "write topic metadata in", e))?;
+        Ok(topic)
+    }
+
+    /// Opens an existing topic from its metadata.
+    pub fn open(data_dir: &Path, name: &str, config: &Config, writable: bool) -> Result<Topic> {
+        let path = topic_dir(data_dir, name).join(METADATA_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::UnknownTopic(name.to_string())),
+            Err(e) => return Err(Error::io(&path, "read topic metadata", e)),
+        };
+        let metadata: TopicMetadata = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Damaged { topic: name.to_string(), partition: 0, detail: format!("{}: {e}", path.display()) })?;
+        if metadata.version != METADATA_VERSION || metadata.name != name || metadata.partitions == 0 {
+            return Err(Error::Damaged { topic: name.to_string(), partition: 0, detail: format!("{}: unsupported version or wrong name", path.display()) });
+        }
+        Topic::open_partitions(data_dir, metadata, config, writable)
+    }
+
+    fn open_partitions(data_dir: &Path, metadata: TopicMetadata, config: &Config, writable: bool) -> Result<Topic> {
+        let dir = topic_dir(data_dir, &metadata.name);
+        let partitions = (0..metadata.partitions)
+            .map(|p| Partition::open(&metadata.name, p, dir.join(p.to_string()), config, writable).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Topic { metadata, partitions, next_keyless: AtomicU64::new(0) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
+        self.partitions.get(id as usize).ok_or_else(|| Error::UnknownPartition {
+            topic: self.name().to_string(),
+            partition: id,
+            partitions: self.metadata.partitions,
+        })
+    }
+
+    /// The partition a record goes to: by key hash, else round-robin.
+    pub fn partition_for(&self, key: Option<&[u8]>) -> u32 {
+        let n = self.metadata.partitions;
+        match key {
+            Some(key) => (murmur2(key) as u32 & 0x7fff_ffff) % n,
+            None => (self.next_keyless.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32,
+        }
+    }
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), so the same key maps to the same partition as in Kafka.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vectors from Kafka's own murmur2 tests.
+    #[test]
+    fn murmur2_matches_kafka() {
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn names_with_separators_dots_or_control_characters_are_rejected() {
+        for bad in ["", ".", "..", "a/b", "../etc", "a\0b", "tab\there", "é", &"x".repeat(250)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be rejected");
+        }
+        for good in ["payments", "payments.v2", "a-b_c", "..x"] {
+            validate_name(good).unwrap();
+        }
+    }
+}
