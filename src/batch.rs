@@ -175,20 +175,63 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Validates the batch at the start of `bytes` and decodes its records as `(offset, record)`.
-pub fn decode(bytes: &[u8]) -> Result<(BatchHeader, Vec<(u64, Record)>), BatchError> {
-    let header = validate(bytes)?;
+/// A record borrowed from a batch's bytes: reading through views costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    header_count: usize,
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// Header name/value pairs in order. Their layout was checked when the view was made.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let mut cursor = Cursor { bytes: self.headers };
+        (0..self.header_count).map(move |_| cursor.header().expect("headers were checked when the view was made"))
+    }
+
+    pub fn to_record(&self) -> Record {
+        Record {
+            timestamp: self.timestamp,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.to_vec(),
+            headers: self.headers().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+        }
+    }
+}
+
+/// Validates the batch at the start of `bytes` and returns views of its records.
+pub fn views(bytes: &[u8]) -> Result<(BatchHeader, Vec<RecordView<'_>>), BatchError> {
+    validate(bytes)?;
+    views_of_validated(bytes)
+}
+
+/// Like [`views`] for bytes that already passed [`validate`] (the CRC is not computed twice).
+pub fn views_of_validated(bytes: &[u8]) -> Result<(BatchHeader, Vec<RecordView<'_>>), BatchError> {
+    let header = peek_header(bytes)?;
+    if bytes.len() < header.length {
+        return Err(BatchError::Truncated { needed: header.length, available: bytes.len() });
+    }
     let mut cursor = Cursor { bytes: &bytes[HEADER_BYTES..header.length] };
     // A count larger than the body could possibly hold is corrupt; cap the allocation by it.
     let capacity = (header.record_count as usize).min(cursor.bytes.len() / 20 + 1);
     let mut records = Vec::with_capacity(capacity);
     for i in 0..u64::from(header.record_count) {
-        records.push((header.base_offset + i, cursor.record()?));
+        records.push(cursor.record(header.base_offset + i)?);
     }
     if !cursor.bytes.is_empty() {
         return Err(BatchError::Malformed("trailing bytes after the last record"));
     }
     Ok((header, records))
+}
+
+/// Validates the batch at the start of `bytes` and decodes its records as `(offset, record)`.
+pub fn decode(bytes: &[u8]) -> Result<(BatchHeader, Vec<(u64, Record)>), BatchError> {
+    let (header, views) = views(bytes)?;
+    Ok((header, views.iter().map(|v| (v.offset, v.to_record())).collect()))
 }
 
 struct Cursor<'a> {
@@ -209,26 +252,29 @@ impl<'a> Cursor<'a> {
         Ok(u32_at(self.take(4)?, 0))
     }
 
-    fn record(&mut self) -> Result<Record, BatchError> {
+    fn record(&mut self, offset: u64) -> Result<RecordView<'a>, BatchError> {
         let timestamp = u64_at(self.take(8)?, 0) as i64;
         let key_len = self.u32()?;
-        let key = if key_len == u32::MAX { None } else { Some(self.take(key_len as usize)?.to_vec()) };
+        let key = if key_len == u32::MAX { None } else { Some(self.take(key_len as usize)?) };
         let value_len = self.u32()? as usize;
-        let value = self.take(value_len)?.to_vec();
+        let value = self.take(value_len)?;
         let header_count = self.u32()? as usize;
         if header_count > RECORD_HEADERS_MAX {
             return Err(BatchError::Malformed("too many headers"));
         }
-        let mut headers = Vec::with_capacity(header_count);
+        let headers_start = self.bytes;
         for _ in 0..header_count {
-            let name_len = self.u32()? as usize;
-            let name = std::str::from_utf8(self.take(name_len)?)
-                .map_err(|_| BatchError::Malformed("header name is not UTF-8"))?
-                .to_owned();
-            let value_len = self.u32()? as usize;
-            headers.push((name, self.take(value_len)?.to_vec()));
+            self.header()?;
         }
-        Ok(Record { timestamp, key, value, headers })
+        let headers = &headers_start[..headers_start.len() - self.bytes.len()];
+        Ok(RecordView { offset, timestamp, key, value, header_count, headers })
+    }
+
+    fn header(&mut self) -> Result<(&'a str, &'a [u8]), BatchError> {
+        let name_len = self.u32()? as usize;
+        let name = std::str::from_utf8(self.take(name_len)?).map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
+        let value_len = self.u32()? as usize;
+        Ok((name, self.take(value_len)?))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod log;
 pub mod partition;
 pub mod record;
+pub mod sample;
 pub mod segment;
 pub mod time;
 pub mod topic;

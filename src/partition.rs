@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::batch::{self, HEADER_BYTES};
+use crate::batch::{self, HEADER_BYTES, RecordView};
 use crate::config::{Config, FsyncPolicy};
 use crate::error::{Error, Result};
 use crate::index::SegmentIndex;
@@ -256,30 +256,28 @@ impl Partition {
         }))
     }
 
-    /// Reads records from `offset` on: whole batches, about `max_bytes` (at least one record
-    /// when any exists). Empty at the end of the log.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
-        let Some(mut slice) = self.slice_for(offset)? else { return Ok(Vec::new()) };
+    /// Reads whole batches holding `offset` and what follows it, about `max_bytes` (at least
+    /// one batch). `None` at the end of the log. The bytes are validated (CRC) before return.
+    /// `buf` is a buffer to reuse (see [`Chunk::into_buffer`]); `Vec::new()` is fine.
+    pub fn read_chunk(&self, offset: u64, max_bytes: usize, mut buf: Vec<u8>) -> Result<Option<Chunk>> {
+        let Some(mut slice) = self.slice_for(offset)? else { return Ok(None) };
         loop {
-            let (bytes, next) = slice.read_batches(max_bytes.min(READ_BYTES_MAX))?;
-            let records = self.decode_from(&slice, &bytes, offset)?;
-            if !records.is_empty() || next >= slice.end {
-                return Ok(records);
+            let (bytes, next) = slice.read_batches(max_bytes.min(READ_BYTES_MAX), buf)?;
+            let chunk = Chunk { path: slice.path.clone(), position: slice.start, bytes, from_offset: offset };
+            if chunk.last_offset()?.is_some_and(|last| last >= offset) || next >= slice.end {
+                return Ok(Some(chunk));
             }
+            buf = chunk.into_buffer();
             slice.start = next; // every batch read lay before `offset`: keep scanning
         }
     }
 
-    fn decode_from(&self, slice: &SegmentSlice, bytes: &[u8], offset: u64) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < bytes.len() {
-            let (header, records) = batch::decode(&bytes[at..])
-                .map_err(|error| Error::Corrupt { path: slice.path.clone(), position: slice.start + at as u64, error })?;
-            at += header.length;
-            out.extend(records.into_iter().filter(|(o, _)| *o >= offset).map(|(offset, record)| StoredRecord { offset, record }));
+    /// Reads owned records from `offset` on; empty at the end of the log. See [`Self::read_chunk`].
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        match self.read_chunk(offset, max_bytes, Vec::new())? {
+            None => Ok(Vec::new()),
+            Some(chunk) => Ok(chunk.views()?.iter().map(|v| StoredRecord { offset: v.offset, record: v.to_record() }).collect()),
         }
-        Ok(out)
     }
 
     /// First offset whose record timestamp is ≥ `time` (Kafka ListOffsets semantics, using
@@ -295,20 +293,63 @@ impl Partition {
         };
         let mut slice = slice;
         while slice.start < slice.end {
-            let (bytes, next) = slice.read_batches(READ_BYTES_MAX)?;
+            let (bytes, next) = slice.read_batches(READ_BYTES_MAX, Vec::new())?;
             let mut at = 0;
             while at < bytes.len() {
                 let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
                 if header.max_timestamp >= time {
-                    let records = self.decode_from(&SegmentSlice { start: slice.start + at as u64, ..slice.clone() }, &bytes[at..at + header.length], 0)?;
-                    let hit = records.iter().find(|r| r.record.timestamp >= time).expect("batch max timestamp ≥ time");
-                    return Ok(hit.offset);
+                    let chunk = Chunk { path: slice.path.clone(), position: slice.start + at as u64, bytes: bytes[at..at + header.length].to_vec(), from_offset: 0 };
+                    let views = chunk.views()?;
+                    return Ok(views.iter().find(|r| r.timestamp >= time).expect("batch max timestamp ≥ time").offset);
                 }
                 at += header.length;
             }
             slice.start = next;
         }
         unreachable!("segment max timestamp promised a record ≥ {time} in {}", slice.path.display())
+    }
+}
+
+/// Validated batch bytes read from one segment, and the offset the reader asked for.
+pub struct Chunk {
+    pub path: PathBuf,
+    /// Position of `bytes[0]` in the segment file.
+    pub position: u64,
+    pub bytes: Vec<u8>,
+    pub from_offset: u64,
+}
+
+impl Chunk {
+    /// Views of the records at or after `from_offset`, in offset order. The CRC of every
+    /// batch was checked when the chunk was read.
+    pub fn views(&self) -> Result<Vec<RecordView<'_>>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let (header, views) = batch::views_of_validated(&self.bytes[at..]).map_err(|error| self.corrupt(at, error))?;
+            at += header.length;
+            out.extend(views.into_iter().filter(|v| v.offset >= self.from_offset));
+        }
+        Ok(out)
+    }
+
+    /// Gives the buffer back for the next read.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn last_offset(&self) -> Result<Option<u64>> {
+        let (mut at, mut last) = (0, None);
+        while at < self.bytes.len() {
+            let header = batch::peek_header(&self.bytes[at..]).map_err(|error| self.corrupt(at, error))?;
+            last = Some(header.last_offset());
+            at += header.length;
+        }
+        Ok(last)
+    }
+
+    fn corrupt(&self, at: usize, error: batch::BatchError) -> Error {
+        Error::Corrupt { path: self.path.clone(), position: self.position + at as u64, error }
     }
 }
 

@@ -162,8 +162,8 @@ pub struct SegmentSlice {
 impl SegmentSlice {
     /// Reads whole batches starting at `self.start`, about `max_bytes` worth (at least one
     /// batch), validating each. Returns the batches' bytes and the position after them.
-    pub fn read_batches(&self, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
-        let mut buf = Vec::new();
+    /// `buf` is reused (pass a recycled buffer on hot paths to avoid page faults).
+    pub fn read_batches(&self, max_bytes: usize, mut buf: Vec<u8>) -> Result<(Vec<u8>, u64)> {
         let want = (self.end - self.start).min(max_bytes.max(HEADER_BYTES) as u64) as usize;
         read_at(&self.file, &self.path, self.start, want, &mut buf)?;
         let mut valid = 0;

@@ -1,8 +1,181 @@
-//! `tierlog bench`: filled in below.
+//! `tierlog bench`: benchmarks that print JSON and compare tierlog against limits measured in
+//! the same run, on the same disk and data (absolute numbers on shared machines are noise;
+//! ratios are the result).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use anyhow::Result;
-use clap::Subcommand;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tierlog::config::FsyncPolicy;
+use tierlog::{Log, Record};
+
 use super::GlobalArgs;
+
 #[derive(Subcommand, Debug)]
-pub enum BenchCommand { Append }
-pub fn run(_global: &GlobalArgs, _cmd: BenchCommand) -> Result<ExitCode> { Ok(ExitCode::SUCCESS) }
+pub enum BenchCommand {
+    /// Append and sequential-read throughput against raw write+fdatasync and raw read.
+    #[command(after_help = "Example:\n  tierlog bench append --total-mb 256 --dir /var/tmp/tierlog-bench")]
+    Append(AppendArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AppendArgs {
+    /// Scratch directory on the disk to measure (removed afterwards).
+    #[arg(long, default_value = "tierlog-bench")]
+    pub dir: PathBuf,
+    /// Bytes appended per round.
+    #[arg(long, default_value_t = 256)]
+    pub total_mb: u64,
+    /// Size of each record value (JSON payment events).
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Records per append (one batch, one fsync).
+    #[arg(long, default_value_t = 64)]
+    pub batch_records: usize,
+    /// Rounds; the median of each measurement is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Append(args) => append(global, args),
+    }
+}
+
+/// One round's measurements in MB/s (10^6 bytes) and records/s.
+#[derive(Default, Clone, Copy)]
+struct Round {
+    append_mb_s: f64,
+    append_records_s: f64,
+    raw_write_mb_s: f64,
+    read_mb_s: f64,
+    read_records_s: f64,
+    raw_read_mb_s: f64,
+}
+
+fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
+    anyhow::ensure!(args.rounds > 0 && args.batch_records > 0 && args.total_mb > 0, "--rounds, --batch-records and --total-mb must be positive");
+    let batch: Vec<Record> = (0..args.batch_records as u64).map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, args.record_bytes)).collect();
+    let batch_bytes = tierlog::batch::encode(0, &batch).len();
+    let batches = (args.total_mb * 1_000_000).div_ceil(batch_bytes as u64);
+    fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let progress = indicatif::ProgressBar::new((args.rounds * 4) as u64).with_message("bench append");
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let dir = args.dir.join(format!("round-{round}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let raw_write_mb_s = raw_write(&dir.join("raw.bin"), batch_bytes, batches)?;
+        progress.inc(1);
+        let mut config = global.load_config()?;
+        config.data_dir = dir.join("log");
+        config.durability.fsync = FsyncPolicy::Batch;
+        let log = Log::open(config)?;
+        let partition = log.create_topic("bench", 1)?.partition(0)?.clone();
+        let start = Instant::now();
+        for _ in 0..batches {
+            partition.append(&batch, 0)?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let log_bytes = partition.active_bytes() + partition.sealed_segments().iter().map(|s| s.bytes).sum::<u64>();
+        progress.inc(1);
+        let start = Instant::now();
+        let (mut next, mut records) = (0, 0u64);
+        let mut buf = Vec::new();
+        while let Some(chunk) = partition.read_chunk(next, tierlog::partition::READ_BYTES_MAX, buf)? {
+            let views = chunk.views()?;
+            let Some(last) = views.last() else { break };
+            next = last.offset + 1;
+            records += views.len() as u64;
+            drop(views);
+            buf = chunk.into_buffer();
+        }
+        let read_secs = start.elapsed().as_secs_f64();
+        anyhow::ensure!(records == batches * args.batch_records as u64, "read back {records} records, expected {}", batches * args.batch_records as u64);
+        progress.inc(1);
+        let raw_read_mb_s = raw_read(&partition.dir().to_path_buf())?;
+        progress.inc(1);
+        rounds.push(Round {
+            append_mb_s: log_bytes as f64 / secs / 1e6,
+            append_records_s: records as f64 / secs,
+            raw_write_mb_s,
+            read_mb_s: log_bytes as f64 / read_secs / 1e6,
+            read_records_s: records as f64 / read_secs,
+            raw_read_mb_s,
+        });
+        drop(log);
+        fs::remove_dir_all(&dir)?;
+    }
+    progress.finish_and_clear();
+    let _ = fs::remove_dir(&args.dir);
+    let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let (append_mb_s, raw_write_mb_s, read_mb_s, raw_read_mb_s) = (m(|r| r.append_mb_s), m(|r| r.raw_write_mb_s), m(|r| r.read_mb_s), m(|r| r.raw_read_mb_s));
+    let report = json!({
+        "bench": "append",
+        "record_bytes": args.record_bytes, "batch_records": args.batch_records, "batch_bytes": batch_bytes,
+        "bytes_per_round": batches * batch_bytes as u64, "rounds": args.rounds,
+        "append": {"mb_per_s": round2(append_mb_s), "records_per_s": round2(m(|r| r.append_records_s)), "fsync": "per batch"},
+        "raw_write_fdatasync": {"mb_per_s": round2(raw_write_mb_s), "write_bytes": batch_bytes},
+        "append_vs_raw": round2(append_mb_s / raw_write_mb_s),
+        "append_target": 0.6,
+        "sequential_read": {"mb_per_s": round2(read_mb_s), "records_per_s": round2(m(|r| r.read_records_s))},
+        "raw_read": {"mb_per_s": round2(raw_read_mb_s)},
+        "read_vs_raw": round2(read_mb_s / raw_read_mb_s),
+        "read_target": 0.5,
+        "note": "reads of freshly written files come from the page cache for both tierlog and the raw reader",
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The disk's limit for this workload: `count` writes of `size` bytes, each followed by
+/// fdatasync, into a preallocated-by-append file, exactly as a segment is written.
+fn raw_write(path: &Path, size: usize, count: u64) -> Result<f64> {
+    let buf = vec![0x5au8; size];
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let start = Instant::now();
+    for _ in 0..count {
+        file.write_all(&buf)?;
+        file.sync_data()?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(file);
+    fs::remove_file(path)?;
+    Ok((size as u64 * count) as f64 / secs / 1e6)
+}
+
+/// Plain sequential read of every segment file in `dir` with the same read size tierlog uses.
+fn raw_read(dir: &Path) -> Result<f64> {
+    let mut buf = vec![0u8; tierlog::partition::READ_BYTES_MAX];
+    let mut total = 0u64;
+    let start = Instant::now();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let mut file = File::open(&path)?;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

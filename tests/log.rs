@@ -1,0 +1,182 @@
+//! Behaviour of the local log through its public API: rolling, lookups by offset and time,
+//! recovery of torn tails and damaged indexes, the writer lock and read-only access.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use proptest::prelude::*;
+use tierlog::config::{Config, FsyncPolicy};
+use tierlog::{Error, Log, Record};
+
+fn config(dir: &Path, segment_bytes: u64) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir.to_path_buf();
+    config.segment.max_bytes = segment_bytes;
+    config.segment.index_interval_bytes = 256;
+    config.durability.fsync = FsyncPolicy::Never; // tests check logic, not the disk
+    config
+}
+
+fn record(i: u64, timestamp: i64) -> Record {
+    Record { timestamp, key: Some(format!("k{i}").into_bytes()), value: format!("value-{i:06}").repeat(4).into_bytes(), headers: vec![] }
+}
+
+fn read_all(log: &Log, topic: &str, partition: u32, from: u64) -> Vec<(u64, Record)> {
+    let p = log.topic(topic).unwrap().partition(partition).unwrap().clone();
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = p.read(next, 4096).unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        next = batch.last().unwrap().offset + 1;
+        out.extend(batch.into_iter().map(|s| (s.offset, s.record)));
+    }
+}
+
+#[test]
+fn given_small_segments_when_appending_then_segments_roll_and_offsets_stay_dense() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(config(dir.path(), 4096)).unwrap();
+    let topic = log.create_topic("t", 1).unwrap();
+    let p = topic.partition(0).unwrap();
+    for i in 0..200 {
+        let appended = p.append(&[record(i, 1000 + i as i64)], 0).unwrap();
+        assert_eq!((appended.first_offset, appended.last_offset), (i, i));
+    }
+    assert!(p.sealed_segments().len() >= 3, "expected several segments, got {}", p.sealed_segments().len());
+    let all = read_all(&log, "t", 0, 0);
+    assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    assert_eq!(all[150].1, record(150, 1150));
+    // Reading from the middle of a segment starts exactly at the asked offset.
+    assert_eq!(read_all(&log, "t", 0, 137)[0].0, 137);
+}
+
+#[test]
+fn offset_for_time_uses_running_max_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(config(dir.path(), 2048)).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    // Out-of-order producer timestamps: 10, 30, 20, 40, 35, 50, ...
+    let timestamps: Vec<i64> = (0..100).map(|i| if i % 2 == 0 { 10 * i } else { 10 * i - 15 }).collect();
+    for (i, ts) in timestamps.iter().enumerate() {
+        p.append(&[record(i as u64, *ts)], 0).unwrap();
+    }
+    for t in [-5, 0, 1, 14, 15, 16, 500, 985, 990, 991, 10_000] {
+        let oracle = timestamps.iter().position(|ts| *ts >= t).map_or(100, |i| i as u64);
+        assert_eq!(p.offset_for_time(t).unwrap(), oracle, "time {t}");
+    }
+}
+
+#[test]
+fn given_a_running_writer_when_another_opens_then_it_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _writer = Log::open(config(dir.path(), 4096)).unwrap();
+    let err = Log::open(config(dir.path(), 4096)).err().expect("second writer must be refused");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+}
+
+#[test]
+fn read_only_log_sees_appends_after_refresh_without_taking_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Log::open(config(dir.path(), 4096)).unwrap();
+    let wp = writer.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    wp.append(&[record(0, 1)], 0).unwrap();
+    let reader = Log::open_read_only(config(dir.path(), 4096)).unwrap();
+    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(rp.end_offset(), 1);
+    for i in 1..100 {
+        wp.append(&[record(i, 1)], 0).unwrap();
+    }
+    rp.refresh().unwrap();
+    assert_eq!(rp.end_offset(), 100);
+    assert_eq!(read_all(&reader, "t", 0, 0).len(), 100);
+    assert!(rp.append(&[record(0, 1)], 0).is_err(), "read-only partitions refuse appends");
+}
+
+#[test]
+fn damaged_or_missing_index_files_are_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(config(dir.path(), 2048)).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for i in 0..60 {
+            p.append(&[record(i, i as i64)], 0).unwrap();
+        }
+    }
+    let pdir = dir.path().join("topics/t/0");
+    std::fs::remove_file(pdir.join(format!("{:020}.index", 0))).unwrap();
+    let timeindex = std::fs::read_dir(&pdir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "timeindex" && !p.ends_with(format!("{:020}.timeindex", 0))).unwrap();
+    let mut bytes = std::fs::read(&timeindex).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&timeindex, bytes).unwrap();
+
+    let log = Log::open(config(dir.path(), 2048)).unwrap();
+    assert_eq!(read_all(&log, "t", 0, 0).len(), 60);
+    assert!(pdir.join(format!("{:020}.index", 0)).exists(), "index rebuilt and rewritten");
+    assert_eq!(log.topic("t").unwrap().partition(0).unwrap().offset_for_time(33).unwrap(), 33);
+}
+
+#[test]
+fn corrupt_batch_in_a_sealed_segment_is_reported_with_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(config(dir.path(), 2048)).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for i in 0..60 {
+            p.append(&[record(i, i as i64)], 0).unwrap();
+        }
+    }
+    let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let log = Log::open(config(dir.path(), 2048)).unwrap();
+    let err = log.topic("t").unwrap().partition(0).unwrap().read(0, 1 << 20).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("00000000000000000000.log") && text.contains("at byte 0"), "{text}");
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing is changed on a read error");
+}
+
+/// Writes `batches` batches, then damages the active segment's tail. Reopening must keep
+/// every batch that lies wholly before the damage, and none after it.
+fn damage_tail_and_reopen(batches: usize, cut_or_flip: (bool, usize)) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ends = Vec::new();
+    {
+        let log = Log::open(config(dir.path(), 1 << 20)).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for b in 0..batches {
+            let records: Vec<Record> = (0..3).map(|i| record((b * 3 + i) as u64, b as i64)).collect();
+            p.append(&records, 0).unwrap();
+            ends.push(p.active_bytes());
+        }
+    }
+    let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len() as usize;
+    let (cut, at) = cut_or_flip;
+    let at = at % len;
+    if cut {
+        OpenOptions::new().write(true).open(&segment).unwrap().set_len(at as u64).unwrap();
+    } else {
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[at] ^= 0x5a;
+        std::fs::write(&segment, bytes).unwrap();
+    }
+    let intact = ends.iter().filter(|end| (**end as usize) <= at).count();
+    let log = Log::open(config(dir.path(), 1 << 20)).unwrap();
+    let kept = read_all(&log, "t", 0, 0);
+    assert!(kept.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && *r == record(i as u64, (i / 3) as i64)));
+    (kept.len() / 3, intact)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn reopen_after_tail_damage_keeps_exactly_the_intact_batches(batches in 1usize..12, cut in any::<bool>(), at in any::<usize>()) {
+        let (kept, intact) = damage_tail_and_reopen(batches, (cut, at));
+        prop_assert_eq!(kept, intact);
+    }
+}
