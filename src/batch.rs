@@ -272,7 +272,8 @@ impl<'a> Cursor<'a> {
 
     fn header(&mut self) -> Result<(&'a str, &'a [u8]), BatchError> {
         let name_len = self.u32()? as usize;
-        let name = std::str::from_utf8(self.take(name_len)?).map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
+        let name =
+            std::str::from_utf8(self.take(name_len)?).map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
         let value_len = self.u32()? as usize;
         Ok((name, self.take(value_len)?))
     }

@@ -20,6 +20,8 @@ pub struct Config {
     pub log: LogSection,
     pub segment: SegmentSection,
     pub durability: DurabilitySection,
+    pub remote: RemoteSection,
+    pub tiering: TieringSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +65,85 @@ pub struct DurabilitySection {
     pub interval_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteSection {
+    /// Where sealed segments go: `s3://bucket/prefix` for S3-compatible storage, or
+    /// `file:///abs/dir` / `file://rel/dir` for a local directory. Empty: the embedded
+    /// default, a directory beside the data dir named `<data_dir>-remote`.
+    pub url: String,
+    /// S3 endpoint for non-AWS servers (MinIO, Garage, Ceph), e.g. `http://127.0.0.1:9000`.
+    /// Empty: AWS's regional endpoint.
+    pub endpoint: String,
+    /// S3 region (MinIO and Garage accept any; Garage's default is `garage`).
+    pub region: String,
+    /// Allow plain-HTTP endpoints (local MinIO/Garage). Never for production.
+    pub allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.host`). Off: path-style (`host/bucket`), which
+    /// MinIO, Garage and Ceph expect by default.
+    pub virtual_hosted_style: bool,
+    /// AWS shared-config profile for credentials; empty uses the default chain as is
+    /// (environment, `AWS_PROFILE`, web identity, IMDS).
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TieringSection {
+    /// Upload sealed segments to the remote tier. Off: a purely local log.
+    pub enabled: bool,
+    /// Raw bytes per compressed chunk of a segment object (batch-aligned): one ranged GET
+    /// serves one chunk, so this bounds the bytes a cold seek fetches.
+    pub chunk_bytes: u64,
+    /// zstd level of segment objects (1 is fastest; 3 is zstd's default).
+    pub zstd_level: i64,
+    /// Segment uploads in flight at once, across all partitions.
+    pub upload_concurrency: u64,
+    /// Attempts per object PUT before the upload is reported failed and retried next run.
+    pub upload_attempts: u64,
+    /// Objects above this size are uploaded in multipart parts.
+    pub multipart_threshold_bytes: u64,
+    /// Keep at most this many bytes of *tiered* sealed segments locally per partition.
+    pub local_retention_bytes: u64,
+    /// Keep tiered sealed segments locally for at least this long.
+    pub local_retention_ms: u64,
+    /// How often the background tiering task looks for sealed segments.
+    pub interval_ms: u64,
+    /// Uploaded-but-uncommitted objects younger than this are never removed by a scrub:
+    /// they may belong to an upload still in progress.
+    pub orphan_grace_ms: u64,
+}
+
+impl Default for RemoteSection {
+    fn default() -> Self {
+        RemoteSection {
+            url: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            profile: String::new(),
+        }
+    }
+}
+
+impl Default for TieringSection {
+    fn default() -> Self {
+        TieringSection {
+            enabled: true,
+            chunk_bytes: 4 * 1024 * 1024,
+            zstd_level: 3,
+            upload_concurrency: 4,
+            upload_attempts: 5,
+            multipart_threshold_bytes: 32 * 1024 * 1024,
+            local_retention_bytes: 1024 * 1024 * 1024,
+            local_retention_ms: 24 * 3600 * 1000,
+            interval_ms: 10_000,
+            orphan_grace_ms: 3600 * 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -70,6 +151,8 @@ impl Default for Config {
             log: LogSection::default(),
             segment: SegmentSection::default(),
             durability: DurabilitySection::default(),
+            remote: RemoteSection::default(),
+            tiering: TieringSection::default(),
         }
     }
 }
@@ -102,6 +185,17 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("segment.max_age_ms", 1000, 365 * 24 * 3600 * 1000),
     ("segment.index_interval_bytes", 1, 16 * 1024 * 1024),
     ("durability.interval_ms", 1, 3_600_000),
+    // Chunks must hold at least one batch comfortably and stay cheap to fetch on a seek.
+    ("tiering.chunk_bytes", 64 * 1024, 64 * 1024 * 1024),
+    ("tiering.zstd_level", 1, 19),
+    ("tiering.upload_concurrency", 1, 64),
+    ("tiering.upload_attempts", 1, 20),
+    // S3 parts are at least 5 MiB (except the last).
+    ("tiering.multipart_threshold_bytes", 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
+    ("tiering.local_retention_bytes", 0, u64::MAX >> 2),
+    ("tiering.local_retention_ms", 0, 100 * 365 * 24 * 3600 * 1000),
+    ("tiering.interval_ms", 100, 3_600_000),
+    ("tiering.orphan_grace_ms", 0, 365 * 24 * 3600 * 1000),
 ];
 
 impl Config {
@@ -135,7 +229,35 @@ impl Config {
                 None => unreachable!("range table names a key that is not in Config: {key}"),
             }
         }
+        let url = &self.remote.url;
+        if !(url.is_empty() || url.starts_with("file://") || url.starts_with("s3://")) {
+            return Err(Error::Config(format!("remote.url = {url:?}: expected s3://bucket/prefix or file:///dir")));
+        }
+        if url.starts_with("s3://") && url.trim_start_matches("s3://").split('/').next().is_none_or(str::is_empty) {
+            return Err(Error::Config(format!(
+                "remote.url = {url:?}: the bucket name is missing (s3://bucket/prefix)"
+            )));
+        }
+        if !self.remote.endpoint.is_empty()
+            && !self.remote.endpoint.starts_with("http://")
+            && !self.remote.endpoint.starts_with("https://")
+        {
+            return Err(Error::Config(format!(
+                "remote.endpoint = {:?}: expected http://host:port or https://host",
+                self.remote.endpoint
+            )));
+        }
         Ok(())
+    }
+
+    /// The remote URL with the embedded default resolved: a directory beside the data dir.
+    pub fn remote_url(&self) -> String {
+        if !self.remote.url.is_empty() {
+            return self.remote.url.clone();
+        }
+        let name = self.data_dir.file_name().map_or("tierlog-data".into(), |n| n.to_string_lossy().into_owned());
+        let parent = self.data_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        format!("file://{}", parent.join(format!("{name}-remote")).display())
     }
 }
 
@@ -169,9 +291,8 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let mut target = &mut *table;
         for part in &path[..path.len() - 1] {
             let entry = target.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            target = entry
-                .as_table_mut()
-                .ok_or_else(|| Error::Config(format!("{part} must be a table to apply {var}")))?;
+            target =
+                entry.as_table_mut().ok_or_else(|| Error::Config(format!("{part} must be a table to apply {var}")))?;
         }
         target.insert(path[path.len() - 1].clone(), value);
     }
@@ -198,7 +319,12 @@ mod tests {
     fn env_overrides_section_and_top_level_keys() {
         let config = Config::load(
             None,
-            env(&[("TIERLOG_DATA_DIR", "/tmp/x"), ("TIERLOG_SEGMENT_MAX_BYTES", "65536"), ("TIERLOG_DURABILITY_FSYNC", "never"), ("HOME", "/root")]),
+            env(&[
+                ("TIERLOG_DATA_DIR", "/tmp/x"),
+                ("TIERLOG_SEGMENT_MAX_BYTES", "65536"),
+                ("TIERLOG_DURABILITY_FSYNC", "never"),
+                ("HOME", "/root"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));

@@ -79,7 +79,11 @@ mod tests {
 
     #[test]
     fn parses_every_envelope_field() {
-        let r = parse_json_record(r#"{"key":"k","value":{"a":1},"timestamp":"2026-03-03T14:02:00Z","headers":{"h":"v"}}"#, 5).unwrap();
+        let r = parse_json_record(
+            r#"{"key":"k","value":{"a":1},"timestamp":"2026-03-03T14:02:00Z","headers":{"h":"v"}}"#,
+            5,
+        )
+        .unwrap();
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(r.value, br#"{"a":1}"#);
         assert_eq!(r.timestamp, 1_772_546_520_000);
@@ -105,8 +109,14 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_render_as_base64() {
-        let stored = StoredRecord { offset: 3, record: Record { timestamp: 1, key: Some(vec![0xff]), value: b"v".to_vec(), headers: vec![] } };
+        let stored = StoredRecord {
+            offset: 3,
+            record: Record { timestamp: 1, key: Some(vec![0xff]), value: b"v".to_vec(), headers: vec![] },
+        };
         let json = record_to_json(2, &stored);
-        assert_eq!(json.to_string(), r#"{"headers":{},"key":{"base64":"/w=="},"offset":3,"partition":2,"timestamp":1,"value":"v"}"#);
+        assert_eq!(
+            json.to_string(),
+            r#"{"headers":{},"key":{"base64":"/w=="},"offset":3,"partition":2,"timestamp":1,"value":"v"}"#
+        );
     }
 }

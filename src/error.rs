@@ -27,7 +27,9 @@ pub enum ErrorKind {
 pub enum Error {
     #[error("cannot {action} {path}: {source}")]
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
-    #[error("corrupt batch in {path} at byte {position}: {error}. The file is left untouched; restore it from the remote tier or move it aside")]
+    #[error(
+        "corrupt batch in {path} at byte {position}: {error}. The file is left untouched; restore it from the remote tier or move it aside"
+    )]
     Corrupt { path: PathBuf, position: u64, error: BatchError },
     #[error("data directory {dir} is locked by another tierlog process ({holder}); stop it or use another --data-dir")]
     Locked { dir: PathBuf, holder: String },
@@ -43,7 +45,9 @@ pub enum Error {
     UnknownPartition { topic: String, partition: u32, partitions: u32 },
     #[error("record of {bytes} bytes for {topic}/{partition} exceeds log.max_record_bytes = {max}")]
     RecordTooLarge { topic: String, partition: u32, bytes: usize, max: usize },
-    #[error("offset {offset} of {topic}/{partition} is below the log start {start}: older records were removed by retention; the earliest available offset is {start}")]
+    #[error(
+        "offset {offset} of {topic}/{partition} is below the log start {start}: older records were removed by retention; the earliest available offset is {start}"
+    )]
     OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
     #[error("{topic}/{partition} is damaged: {detail}")]
     Damaged { topic: String, partition: u32, detail: String },

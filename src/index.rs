@@ -279,6 +279,9 @@ mod tests {
         index.push(&header(5, 3, 1000, 200));
         let bytes = index.file_bytes(OFFSET_INDEX_MAGIC, &[0, 0, 0, 0, 0, 0, 0, 0]);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "544c49580100000001000000d42eb94ac8000000000000000800000000000000e803000000000000e8030000000000000000000000000000");
+        assert_eq!(
+            hex,
+            "544c49580100000001000000d42eb94ac8000000000000000800000000000000e803000000000000e8030000000000000000000000000000"
+        );
     }
 }

@@ -39,7 +39,8 @@ impl DirLock {
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
         }
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let holder = format!("pid {} on {}, since {}", std::process::id(), host.trim(), chrono::Utc::now().to_rfc3339());
+        let holder =
+            format!("pid {} on {}, since {}", std::process::id(), host.trim(), chrono::Utc::now().to_rfc3339());
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(holder.as_bytes()))

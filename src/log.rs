@@ -44,7 +44,10 @@ impl Log {
     /// had fully written when a partition was opened or refreshed; nothing is modified.
     pub fn open_read_only(config: Config) -> Result<Log> {
         if !config.data_dir.join("topics").is_dir() {
-            return Err(Error::Invalid(format!("{} is not a tierlog data directory (no topics/ inside); check --data-dir", config.data_dir.display())));
+            return Err(Error::Invalid(format!(
+                "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
+                config.data_dir.display()
+            )));
         }
         Log::open_with(config, false, None)
     }
@@ -131,10 +134,10 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.writable {
-            if let Err(e) = self.flush() {
-                tracing::error!(error = %e, "final flush on close failed");
-            }
+        if self.writable
+            && let Err(e) = self.flush()
+        {
+            tracing::error!(error = %e, "final flush on close failed");
         }
     }
 }

@@ -140,7 +140,12 @@ impl Partition {
         for record in records {
             let bytes = batch::record_encoded_len(record);
             if bytes > self.policy.max_record_bytes {
-                return Err(Error::RecordTooLarge { topic: self.topic.clone(), partition: self.id, bytes, max: self.policy.max_record_bytes });
+                return Err(Error::RecordTooLarge {
+                    topic: self.topic.clone(),
+                    partition: self.id,
+                    bytes,
+                    max: self.policy.max_record_bytes,
+                });
             }
         }
         Ok(())
@@ -197,7 +202,8 @@ impl Partition {
         }
         let files = list_segments(&self.dir, false)?;
         let mut state = self.lock();
-        let known: Vec<u64> = state.sealed.keys().copied().chain(std::iter::once(state.active.index.base_offset)).collect();
+        let known: Vec<u64> =
+            state.sealed.keys().copied().chain(std::iter::once(state.active.index.base_offset)).collect();
         if files.iter().map(|(b, _)| *b).eq(known.iter().copied()) {
             state.active.scan()?;
             return Ok(());
@@ -226,7 +232,10 @@ impl Partition {
     pub fn remove_sealed(&self, base_offset: u64) -> Result<()> {
         let mut state = self.lock();
         if state.sealed.keys().next() != Some(&base_offset) {
-            return Err(Error::Invalid(format!("{}/{}: only the oldest sealed segment can be removed", self.topic, self.id)));
+            return Err(Error::Invalid(format!(
+                "{}/{}: only the oldest sealed segment can be removed",
+                self.topic, self.id
+            )));
         }
         state.sealed.remove(&base_offset);
         drop(state);
@@ -276,7 +285,9 @@ impl Partition {
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         match self.read_chunk(offset, max_bytes, Vec::new())? {
             None => Ok(Vec::new()),
-            Some(chunk) => Ok(chunk.views()?.iter().map(|v| StoredRecord { offset: v.offset, record: v.to_record() }).collect()),
+            Some(chunk) => {
+                Ok(chunk.views()?.iter().map(|v| StoredRecord { offset: v.offset, record: v.to_record() }).collect())
+            }
         }
     }
 
@@ -285,10 +296,19 @@ impl Partition {
     pub fn offset_for_time(&self, time: i64) -> Result<u64> {
         let slice = {
             let state = self.lock();
-            let hit = state.sealed.values().chain(std::iter::once(&state.active)).find(|s| !s.index.is_empty() && s.index.max_timestamp >= time);
+            let hit = state
+                .sealed
+                .values()
+                .chain(std::iter::once(&state.active))
+                .find(|s| !s.index.is_empty() && s.index.max_timestamp >= time);
             match hit {
                 None => return Ok(state.active.index.next_offset),
-                Some(s) => SegmentSlice { path: s.path.clone(), file: s.file.clone(), start: s.index.position_for_time(time), end: s.index.bytes },
+                Some(s) => SegmentSlice {
+                    path: s.path.clone(),
+                    file: s.file.clone(),
+                    start: s.index.position_for_time(time),
+                    end: s.index.bytes,
+                },
             }
         };
         let mut slice = slice;
@@ -298,7 +318,12 @@ impl Partition {
             while at < bytes.len() {
                 let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
                 if header.max_timestamp >= time {
-                    let chunk = Chunk { path: slice.path.clone(), position: slice.start + at as u64, bytes: bytes[at..at + header.length].to_vec(), from_offset: 0 };
+                    let chunk = Chunk {
+                        path: slice.path.clone(),
+                        position: slice.start + at as u64,
+                        bytes: bytes[at..at + header.length].to_vec(),
+                        from_offset: 0,
+                    };
                     let views = chunk.views()?;
                     return Ok(views.iter().find(|r| r.timestamp >= time).expect("batch max timestamp ≥ time").offset);
                 }
@@ -326,7 +351,8 @@ impl Chunk {
         let mut out = Vec::new();
         let mut at = 0;
         while at < self.bytes.len() {
-            let (header, views) = batch::views_of_validated(&self.bytes[at..]).map_err(|error| self.corrupt(at, error))?;
+            let (header, views) =
+                batch::views_of_validated(&self.bytes[at..]).map_err(|error| self.corrupt(at, error))?;
             at += header.length;
             out.extend(views.into_iter().filter(|v| v.offset >= self.from_offset));
         }
@@ -416,7 +442,10 @@ fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> 
     let mut active = None;
     for (i, (base, path)) in files.into_iter().enumerate() {
         if let Some(expected) = expected.filter(|e| *e != base) {
-            return Err(damaged(format!("segment {} starts at offset {base} but the previous one ends before {expected}: offsets would not be dense", path.display())));
+            return Err(damaged(format!(
+                "segment {} starts at offset {base} but the previous one ends before {expected}: offsets would not be dense",
+                path.display()
+            )));
         }
         let is_active = Some(i) == last;
         let mut segment = Segment::open(path, base, policy.index_interval_bytes, writable && is_active)?;
@@ -426,12 +455,21 @@ fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> 
             load_or_rebuild_index(&mut segment, dir, writable).map_err(damaged)?;
         }
         expected = Some(segment.index.next_offset);
-        if is_active { active = Some(segment) } else { sealed.insert(base, segment); }
+        if is_active {
+            active = Some(segment)
+        } else {
+            sealed.insert(base, segment);
+        }
     }
     let active = match active {
         Some(active) => active,
         None if writable => Segment::create(dir, 0, policy.index_interval_bytes, now_ms())?,
-        None => Segment { path: dir.join(crate::index::segment_file_name(0)), file: std::sync::Arc::new(empty_file()?), index: SegmentIndex::new(0, policy.index_interval_bytes), created_ms: 0 },
+        None => Segment {
+            path: dir.join(crate::index::segment_file_name(0)),
+            file: std::sync::Arc::new(empty_file()?),
+            index: SegmentIndex::new(0, policy.index_interval_bytes),
+            created_ms: 0,
+        },
     };
     Ok(State { sealed, active, dirty: false })
 }
@@ -470,7 +508,10 @@ fn load_or_rebuild_index(segment: &mut Segment, dir: &Path, writable: bool) -> s
         return Err(format!("sealed segment {} is empty", segment.path.display()));
     }
     if writable {
-        segment.index.write_files(dir).map_err(|e| format!("cannot rewrite index of {}: {e}", segment.path.display()))?;
+        segment
+            .index
+            .write_files(dir)
+            .map_err(|e| format!("cannot rewrite index of {}: {e}", segment.path.display()))?;
     }
     Ok(())
 }

@@ -6,7 +6,8 @@ use crate::record::Record;
 const CURRENCIES: [&str; 5] = ["EUR", "USD", "GBP", "CHF", "JPY"];
 const KINDS: [&str; 4] = ["card_payment", "sepa_transfer", "refund", "chargeback"];
 const STATUSES: [&str; 3] = ["authorized", "settled", "declined"];
-const MERCHANTS: [&str; 6] = ["Bakery Lindqvist", "Nordic Rail", "Café Aurora", "Hotel Meridian", "BookNook", "FreshMart"];
+const MERCHANTS: [&str; 6] =
+    ["Bakery Lindqvist", "Nordic Rail", "Café Aurora", "Hotel Meridian", "BookNook", "FreshMart"];
 const COUNTRIES: [&str; 6] = ["SE", "DE", "FR", "NL", "GB", "US"];
 
 /// Payment event number `n` at time `timestamp_ms`, keyed by account, about `target_bytes`
@@ -47,7 +48,12 @@ pub fn payment_event(n: u64, timestamp_ms: i64, target_bytes: usize) -> Record {
         value.push('"');
     }
     value.push('}');
-    Record { timestamp: timestamp_ms, key: Some(account.into_bytes()), value: value.into_bytes(), headers: vec![("source".into(), b"demo".to_vec())] }
+    Record {
+        timestamp: timestamp_ms,
+        key: Some(account.into_bytes()),
+        value: value.into_bytes(),
+        headers: vec![("source".into(), b"demo".to_vec())],
+    }
 }
 
 fn mix(mut x: u64) -> u64 {

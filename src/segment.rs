@@ -65,12 +65,7 @@ impl Segment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
-        Ok(Segment {
-            path,
-            file: Arc::new(file),
-            index: SegmentIndex::new(base_offset, interval_bytes),
-            created_ms,
-        })
+        Ok(Segment { path, file: Arc::new(file), index: SegmentIndex::new(base_offset, interval_bytes), created_ms })
     }
 
     pub fn file_len(&self) -> Result<u64> {
@@ -119,7 +114,10 @@ impl Segment {
                 match batch::validate(&buf) {
                     Ok(h) if h.base_offset == self.index.next_offset => self.index.push(&h),
                     Ok(_) => {
-                        return Ok(Some(ScanStop { position, error: BatchError::Malformed("batch offsets not dense") }));
+                        return Ok(Some(ScanStop {
+                            position,
+                            error: BatchError::Malformed("batch offsets not dense"),
+                        }));
                     }
                     Err(error) => return Ok(Some(ScanStop { position, error })),
                 }
@@ -194,7 +192,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Removes a segment file and its index files.
 pub fn remove_files(dir: &Path, base_offset: u64) -> Result<()> {
-    for name in [index::segment_file_name(base_offset), index::index_file_name(base_offset), index::time_index_file_name(base_offset)] {
+    for name in [
+        index::segment_file_name(base_offset),
+        index::index_file_name(base_offset),
+        index::time_index_file_name(base_offset),
+    ] {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}

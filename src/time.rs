@@ -7,9 +7,9 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is neither epoch milliseconds nor an RFC 3339 time such as 2026-03-03T14:02:00Z ({e})"))
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|e| {
+        format!("{text:?} is neither epoch milliseconds nor an RFC 3339 time such as 2026-03-03T14:02:00Z ({e})")
+    })
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, for humans.

@@ -59,18 +59,22 @@ impl Topic {
     pub fn create(data_dir: &Path, name: &str, partitions: u32, config: &Config, now_ms: i64) -> Result<Topic> {
         validate_name(name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
-            return Err(Error::Invalid(format!("topic '{name}': partitions must be 1..={PARTITIONS_MAX}, got {partitions}")));
+            return Err(Error::Invalid(format!(
+                "topic '{name}': partitions must be 1..={PARTITIONS_MAX}, got {partitions}"
+            )));
         }
         let dir = topic_dir(data_dir, name);
         if dir.join(METADATA_FILE).exists() {
             return Err(Error::TopicExists(name.to_string()));
         }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
-        let metadata = TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms: now_ms };
+        let metadata =
+            TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms: now_ms };
         let topic = Topic::open_partitions(data_dir, metadata, config, true)?;
         let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
         // Metadata last: a crash before this leaves no topic, only empty directories.
-        crate::index::write_atomic(&dir.join(METADATA_FILE), &json).map_err(|e| Error::io(&dir, "write topic metadata in", e))?;
+        crate::index::write_atomic(&dir.join(METADATA_FILE), &json)
+            .map_err(|e| Error::io(&dir, "write topic metadata in", e))?;
         Ok(topic)
     }
 
@@ -82,10 +86,17 @@ impl Topic {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::UnknownTopic(name.to_string())),
             Err(e) => return Err(Error::io(&path, "read topic metadata", e)),
         };
-        let metadata: TopicMetadata = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Damaged { topic: name.to_string(), partition: 0, detail: format!("{}: {e}", path.display()) })?;
+        let metadata: TopicMetadata = serde_json::from_slice(&bytes).map_err(|e| Error::Damaged {
+            topic: name.to_string(),
+            partition: 0,
+            detail: format!("{}: {e}", path.display()),
+        })?;
         if metadata.version != METADATA_VERSION || metadata.name != name || metadata.partitions == 0 {
-            return Err(Error::Damaged { topic: name.to_string(), partition: 0, detail: format!("{}: unsupported version or wrong name", path.display()) });
+            return Err(Error::Damaged {
+                topic: name.to_string(),
+                partition: 0,
+                detail: format!("{}: unsupported version or wrong name", path.display()),
+            });
         }
         Topic::open_partitions(data_dir, metadata, config, writable)
     }

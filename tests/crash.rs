@@ -46,7 +46,8 @@ fn kill_9_during_appends_never_loses_or_duplicates_acknowledged_records() {
     for _ in 0..rounds {
         let ids: Vec<u64> = (next_id..next_id + RECORDS_PER_PRODUCE).collect();
         next_id += RECORDS_PER_PRODUCE;
-        let input: String = ids.iter().map(|id| format!("{{\"key\":\"k{}\",\"value\":\"id-{id}\"}}\n", id % 7)).collect();
+        let input: String =
+            ids.iter().map(|id| format!("{{\"key\":\"k{}\",\"value\":\"id-{id}\"}}\n", id % 7)).collect();
         let mut child = tierlog(dir.path())
             .args(["produce", "t", "--input-format", "json"])
             .stdin(Stdio::piped())
@@ -68,7 +69,10 @@ fn kill_9_during_appends_never_loses_or_duplicates_acknowledged_records() {
         if output.status.success() {
             completed += 1;
             let summary = String::from_utf8(output.stdout).unwrap();
-            let counted: u64 = summary.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["count"].as_u64().unwrap()).sum();
+            let counted: u64 = summary
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["count"].as_u64().unwrap())
+                .sum();
             assert_eq!(counted, RECORDS_PER_PRODUCE, "a successful produce acknowledges every record: {summary}");
             acked.extend(&ids);
         } else {
@@ -95,7 +99,10 @@ fn kill_9_during_appends_never_loses_or_duplicates_acknowledged_records() {
         for (i, (offset, _)) in records.iter().enumerate() {
             assert_eq!(*offset, i as u64, "partition {partition}: offsets are dense from 0 (seed {seed})");
         }
-        assert!(records.windows(2).all(|w| w[0].1 < w[1].1), "partition {partition}: records keep append order (seed {seed})");
+        assert!(
+            records.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {partition}: records keep append order (seed {seed})"
+        );
     }
     assert!(completed > 0, "no producer completed; the kill window is too short to test acknowledgements");
 }

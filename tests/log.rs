@@ -9,8 +9,7 @@ use tierlog::config::{Config, FsyncPolicy};
 use tierlog::{Error, Log, Record};
 
 fn config(dir: &Path, segment_bytes: u64) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.segment.max_bytes = segment_bytes;
     config.segment.index_interval_bytes = 256;
     config.durability.fsync = FsyncPolicy::Never; // tests check logic, not the disk
@@ -18,7 +17,12 @@ fn config(dir: &Path, segment_bytes: u64) -> Config {
 }
 
 fn record(i: u64, timestamp: i64) -> Record {
-    Record { timestamp, key: Some(format!("k{i}").into_bytes()), value: format!("value-{i:06}").repeat(4).into_bytes(), headers: vec![] }
+    Record {
+        timestamp,
+        key: Some(format!("k{i}").into_bytes()),
+        value: format!("value-{i:06}").repeat(4).into_bytes(),
+        headers: vec![],
+    }
 }
 
 fn read_all(log: &Log, topic: &str, partition: u32, from: u64) -> Vec<(u64, Record)> {
@@ -108,7 +112,11 @@ fn damaged_or_missing_index_files_are_rebuilt_on_open() {
     }
     let pdir = dir.path().join("topics/t/0");
     std::fs::remove_file(pdir.join(format!("{:020}.index", 0))).unwrap();
-    let timeindex = std::fs::read_dir(&pdir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "timeindex" && !p.ends_with(format!("{:020}.timeindex", 0))).unwrap();
+    let timeindex = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().unwrap() == "timeindex" && !p.ends_with(format!("{:020}.timeindex", 0)))
+        .unwrap();
     let mut bytes = std::fs::read(&timeindex).unwrap();
     bytes[20] ^= 0xff;
     std::fs::write(&timeindex, bytes).unwrap();

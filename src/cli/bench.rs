@@ -60,8 +60,13 @@ struct Round {
 }
 
 fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
-    anyhow::ensure!(args.rounds > 0 && args.batch_records > 0 && args.total_mb > 0, "--rounds, --batch-records and --total-mb must be positive");
-    let batch: Vec<Record> = (0..args.batch_records as u64).map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, args.record_bytes)).collect();
+    anyhow::ensure!(
+        args.rounds > 0 && args.batch_records > 0 && args.total_mb > 0,
+        "--rounds, --batch-records and --total-mb must be positive"
+    );
+    let batch: Vec<Record> = (0..args.batch_records as u64)
+        .map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, args.record_bytes))
+        .collect();
     let batch_bytes = tierlog::batch::encode(0, &batch).len();
     let batches = (args.total_mb * 1_000_000).div_ceil(batch_bytes as u64);
     fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
@@ -97,9 +102,13 @@ fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
             buf = chunk.into_buffer();
         }
         let read_secs = start.elapsed().as_secs_f64();
-        anyhow::ensure!(records == batches * args.batch_records as u64, "read back {records} records, expected {}", batches * args.batch_records as u64);
+        anyhow::ensure!(
+            records == batches * args.batch_records as u64,
+            "read back {records} records, expected {}",
+            batches * args.batch_records as u64
+        );
         progress.inc(1);
-        let raw_read_mb_s = raw_read(&partition.dir().to_path_buf())?;
+        let raw_read_mb_s = raw_read(partition.dir())?;
         progress.inc(1);
         rounds.push(Round {
             append_mb_s: log_bytes as f64 / secs / 1e6,
@@ -115,7 +124,8 @@ fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
     progress.finish_and_clear();
     let _ = fs::remove_dir(&args.dir);
     let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-    let (append_mb_s, raw_write_mb_s, read_mb_s, raw_read_mb_s) = (m(|r| r.append_mb_s), m(|r| r.raw_write_mb_s), m(|r| r.read_mb_s), m(|r| r.raw_read_mb_s));
+    let (append_mb_s, raw_write_mb_s, read_mb_s, raw_read_mb_s) =
+        (m(|r| r.append_mb_s), m(|r| r.raw_write_mb_s), m(|r| r.read_mb_s), m(|r| r.raw_read_mb_s));
     let report = json!({
         "bench": "append",
         "record_bytes": args.record_bytes, "batch_records": args.batch_records, "batch_bytes": batch_bytes,

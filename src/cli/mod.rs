@@ -15,7 +15,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tierlog::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "tierlog", version, about = "Tiered-storage commit log: hot segments on local disk, history in S3-compatible storage")]
+#[command(
+    name = "tierlog",
+    version,
+    about = "Tiered-storage commit log: hot segments on local disk, history in S3-compatible storage"
+)]
 #[command(after_help = "Examples:
   tierlog demo                                   # the whole tour on an embedded local setup
   tierlog topic create payments --partitions 3

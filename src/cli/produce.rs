@@ -49,13 +49,21 @@ pub fn run(global: &GlobalArgs, args: ProduceArgs) -> Result<ExitCode> {
     let stdin = std::io::stdin().lock();
     let result = produce_lines(stdin, &topic, &args, &mut written);
     for (partition, w) in &written {
-        println!("{}", json!({"partition": partition, "first_offset": w.first_offset, "last_offset": w.last_offset, "count": w.count}));
+        println!(
+            "{}",
+            json!({"partition": partition, "first_offset": w.first_offset, "last_offset": w.last_offset, "count": w.count})
+        );
     }
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn produce_lines(input: impl BufRead, topic: &Topic, args: &ProduceArgs, written: &mut BTreeMap<u32, Written>) -> Result<()> {
+fn produce_lines(
+    input: impl BufRead,
+    topic: &Topic,
+    args: &ProduceArgs,
+    written: &mut BTreeMap<u32, Written>,
+) -> Result<()> {
     let mut group: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut group_bytes = 0;
     for (i, line) in input.split(b'\n').enumerate() {
@@ -79,7 +87,12 @@ fn produce_lines(input: impl BufRead, topic: &Topic, args: &ProduceArgs, written
     Ok(())
 }
 
-fn append_group(topic: &Topic, args: &ProduceArgs, lines: &[(usize, Vec<u8>)], written: &mut BTreeMap<u32, Written>) -> Result<()> {
+fn append_group(
+    topic: &Topic,
+    args: &ProduceArgs,
+    lines: &[(usize, Vec<u8>)],
+    written: &mut BTreeMap<u32, Written>,
+) -> Result<()> {
     let now = now_ms();
     let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
     for (line_no, line) in lines {
@@ -97,11 +110,15 @@ fn append_group(topic: &Topic, args: &ProduceArgs, lines: &[(usize, Vec<u8>)], w
         by_partition.entry(partition).or_default().push(record);
     }
     for (partition, records) in &by_partition {
-        topic.partition(*partition)?.check_records(records).with_context(|| format!("lines {}..={}: nothing of them was written", lines[0].0, lines[lines.len() - 1].0))?;
+        topic.partition(*partition)?.check_records(records).with_context(|| {
+            format!("lines {}..={}: nothing of them was written", lines[0].0, lines[lines.len() - 1].0)
+        })?;
     }
     for (partition, records) in by_partition {
         let appended = topic.partition(partition)?.append(&records, now)?;
-        let w = written.entry(partition).or_insert_with(|| Written { first_offset: appended.first_offset, ..Written::default() });
+        let w = written
+            .entry(partition)
+            .or_insert_with(|| Written { first_offset: appended.first_offset, ..Written::default() });
         w.last_offset = appended.last_offset;
         w.count += records.len() as u64;
     }

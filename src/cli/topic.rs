@@ -32,7 +32,10 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
             let partitions = partitions.unwrap_or(config.log.default_partitions as u32);
             let log = Log::open(config)?;
             let created = log.create_topic(&topic, partitions)?;
-            println!("{}", json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true}));
+            println!(
+                "{}",
+                json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true})
+            );
         }
         TopicCommand::List => {
             let log = Log::open_read_only(config)?;

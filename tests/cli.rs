@@ -1,0 +1,118 @@
+//! The CLI contract, through the real binary: JSON lines in and out, and clear errors for bad
+//! input that write nothing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tierlog");
+
+fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TIERLOG_CONFIG")
+        .env("TIERLOG_LOG_MAX_RECORD_BYTES", "2000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn produce_then_consume_round_trips_the_json_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["topic", "create", "t", "--partitions", "1"], "").status.success());
+    let input = "{\"key\":\"k\",\"value\":{\"amount\":1},\"timestamp\":\"2026-03-03T14:02:00Z\",\"headers\":{\"h\":\"v\"}}\n\
+                 {\"value\":\"plain\",\"timestamp\":1772546530000}\n";
+    let out = run(dir.path(), &["produce", "t", "--input-format", "json"], input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), vec![serde_json::json!({"partition":0,"first_offset":0,"last_offset":1,"count":2})]);
+
+    let out = run(dir.path(), &["consume", "t"], "");
+    let records = lines(&out);
+    assert_eq!(
+        records[0],
+        serde_json::json!({"partition":0,"offset":0,"timestamp":1772546520000i64,"key":"k","value":"{\"amount\":1}","headers":{"h":"v"}})
+    );
+    assert_eq!(records[1]["value"], "plain");
+
+    let out = run(dir.path(), &["consume", "t", "--from-time", "2026-03-03T14:02:05Z"], "");
+    assert_eq!(lines(&out).iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1]);
+    let out = run(dir.path(), &["offsets", "t", "--time", "2026-03-03T14:02:05Z"], "");
+    assert_eq!(lines(&out), vec![serde_json::json!({"partition":0,"offset":1})]);
+    let out = run(dir.path(), &["offsets", "t", "--time", "2099-01-01T00:00:00Z"], "");
+    assert_eq!(
+        lines(&out),
+        vec![serde_json::json!({"partition":0,"offset":2})],
+        "after the last record: the end offset"
+    );
+}
+
+#[test]
+fn malformed_line_is_reported_by_number_and_nothing_of_its_batch_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t"], "");
+    let out =
+        run(dir.path(), &["produce", "t", "--input-format", "json"], "{\"value\":\"a\"}\n{\"value\":\"b\"}\n{oops\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    assert!(lines(&run(dir.path(), &["consume", "t"], "")).is_empty(), "nothing of the bad batch is written");
+
+    let big = format!("{}\n", "x".repeat(5000));
+    let out = run(dir.path(), &["produce", "t"], &format!("small\n{big}"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("log.max_record_bytes = 2000"), "{}", stderr(&out));
+    assert!(lines(&run(dir.path(), &["consume", "t"], "")).is_empty());
+}
+
+#[test]
+fn bad_names_unknown_topics_and_offsets_past_the_end_get_clear_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t"], "");
+    for bad in ["../etc", "a/b", "bad\u{7}name"] {
+        let out = run(dir.path(), &["topic", "create", bad], "");
+        assert!(!out.status.success() && stderr(&out).contains("invalid topic name"), "{bad}: {}", stderr(&out));
+    }
+    let out = run(dir.path(), &["consume", "nope"], "");
+    assert!(!out.status.success() && stderr(&out).contains("topic 'nope' does not exist"));
+    let out = run(dir.path(), &["consume", "t", "--from-offset", "1000"], "");
+    assert!(out.status.success() && out.stdout.is_empty(), "past the end: nothing, exit 0");
+}
+
+#[test]
+fn follow_prints_records_appended_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t"], "");
+    let mut follower = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["consume", "t", "--from-end", "--follow", "--max-records", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(run(dir.path(), &["produce", "t"], "hello\n").status.success());
+    let mut line = String::new();
+    BufReader::new(follower.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let record: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["value"], "hello");
+    assert!(started.elapsed() < Duration::from_secs(2), "followed record arrived after {:?}", started.elapsed());
+    assert!(follower.wait().unwrap().success());
+}
