@@ -1,1 +1,23 @@
-pub fn placeholder() {}
+//! tierlog-tiering: the remote tier of tierlog.
+//!
+//! Moves *sealed segments* (raw bytes plus batch boundaries supplied by the caller) to object
+//! storage and keeps, per partition, the manifest that is the one source of truth for what
+//! the remote tier holds. It knows nothing about records.
+//!
+//! - [`store`]: the object store from configuration (S3 with aws-config credentials, or a
+//!   local directory), fail-fast checks, the conditional-write probe.
+//! - [`segment_object`]: the chunked-zstd segment object format.
+//! - [`keys`]: object key layout.
+//! - [`manifest`]: the versioned, hash-chained, create-only manifest.
+//! - [`uploader`]: build, upload with retries, commit in offset order.
+//! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
+
+pub mod error;
+pub mod fault;
+pub mod keys;
+pub mod manifest;
+pub mod segment_object;
+pub mod store;
+pub mod uploader;
+
+pub use error::{Error, Result};

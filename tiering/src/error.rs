@@ -1,0 +1,39 @@
+//! Errors of the remote tier. Variants name the object key, the store (endpoint and bucket,
+//! never credentials) and say what to check.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The remote configuration is unusable (bad URL, unknown scheme…).
+    #[error("remote tier configuration: {0}")]
+    Config(String),
+    /// The store could not be reached or refused us; `hint` says what to check.
+    #[error("object store {store}: {action} failed: {source}. {hint}")]
+    Store { store: String, action: String, hint: &'static str, source: Box<object_store::Error> },
+    /// Bytes in the bucket (or built for it) break the format: never trusted.
+    #[error("{0}")]
+    Format(String),
+    /// An object failed verification: key and reason.
+    #[error("object {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// An object the manifest lists is missing from the bucket.
+    #[error("object {key} is listed in the manifest but missing from the bucket")]
+    Missing { key: String },
+    /// Another writer committed to this partition's manifest.
+    #[error(
+        "{topic}/{partition}: manifest version {version} was written by another writer ({other}); this writer is fenced. Stop the other writer or point this one at another prefix"
+    )]
+    Fenced { topic: String, partition: u32, version: u64, other: String },
+    /// The remote tier disagrees with the local log in a way that cannot be reconciled.
+    #[error("{topic}/{partition}: {detail}")]
+    Diverged { topic: String, partition: u32, detail: String },
+    #[error("local file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl Error {
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
+    }
+}

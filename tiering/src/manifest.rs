@@ -1,0 +1,533 @@
+//! The per-partition manifest: the only source of truth for what the remote tier holds.
+//!
+//! Format (version 1) — two JSON documents separated by a newline, so `jq` reads it as is:
+//!
+//! ```text
+//! {"format":"tierlog-manifest","format_version":1,"body_sha256":"<hex of the body bytes>"}
+//! {<body: topic, partition, manifest_version, writer, archives, entries…>}
+//! ```
+//!
+//! Every entry carries the hash of the previous entry and its own hash over its fields, a
+//! chain that makes any edit or removal in the middle evident. Versions are objects of their
+//! own, `…/<version:020>.json`, written create-only (`PutMode::Create`): a second writer that
+//! tries to commit the same version gets `AlreadyExists` and is fenced. A timed-out PUT that
+//! in fact landed is recognised on retry: the existing version is ours, byte for byte.
+//!
+//! Finding the latest version never LISTs: from a hint (the writer remembers its last
+//! version locally) the reader probes forward with HEADs, galloping then bisecting.
+//!
+//! Bounded size: once more than [`ENTRIES_MAX`] entries accumulate, the oldest
+//! [`ARCHIVE_ENTRIES`] are moved into an immutable archive object (written create-only before
+//! the manifest that references it), which the manifest lists by key, range and SHA-256.
+
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::store::RemoteStore;
+
+pub const FORMAT: &str = "tierlog-manifest";
+pub const ARCHIVE_FORMAT: &str = "tierlog-manifest-archive";
+pub const FORMAT_VERSION: u32 = 1;
+/// Entries kept inline; beyond this the oldest are archived. Keeps each manifest version
+/// around 100 KiB, so commits and startup loads stay cheap however long history grows.
+pub const ENTRIES_MAX: usize = 256;
+/// Entries moved per archive object.
+pub const ARCHIVE_ENTRIES: usize = 128;
+/// Hash a chain starts from.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Most versions the forward probe will gallop over before giving up (2^40 versions).
+const PROBE_STEPS_MAX: u32 = 40;
+
+/// The process that wrote a manifest version: a data directory's id and a start epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    pub id: String,
+    pub epoch: u64,
+}
+
+/// One sealed segment in the remote tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub raw_bytes: u64,
+    pub object_bytes: u64,
+    pub chunks: u32,
+    pub key: String,
+    /// Where the chunk index frame lies in the object: one exact ranged GET fetches it.
+    pub index_position: u64,
+    pub index_len: u64,
+    pub raw_sha256: String,
+    pub object_sha256: String,
+    pub uploaded_ms: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl Entry {
+    /// The chain hash over every field but `hash` itself.
+    pub fn compute_hash(&self) -> String {
+        let text = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.prev_hash,
+            self.base_offset,
+            self.last_offset,
+            self.min_timestamp,
+            self.max_timestamp,
+            self.raw_bytes,
+            self.object_bytes,
+            self.chunks,
+            self.key,
+            self.index_position,
+            self.index_len,
+            self.raw_sha256,
+            self.object_sha256,
+            self.uploaded_ms
+        );
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+/// A reference to an archive object holding older entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    pub key: String,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub entries: u32,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub raw_bytes: u64,
+    pub object_bytes: u64,
+    pub sha256: String,
+    pub first_prev_hash: String,
+    pub last_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub topic: String,
+    pub partition: u32,
+    pub manifest_version: u64,
+    pub writer: Writer,
+    pub written_ms: i64,
+    /// Older entries, oldest first, in immutable archive objects.
+    pub archives: Vec<ArchiveRef>,
+    /// Recent entries, contiguous in offsets, oldest first.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: String,
+    format_version: u32,
+    body_sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Archive {
+    topic: String,
+    partition: u32,
+    entries: Vec<Entry>,
+}
+
+impl Manifest {
+    pub fn empty(topic: &str, partition: u32, writer: Writer) -> Manifest {
+        Manifest {
+            topic: topic.into(),
+            partition,
+            manifest_version: 0,
+            writer,
+            written_ms: 0,
+            archives: vec![],
+            entries: vec![],
+        }
+    }
+
+    /// First offset in the remote tier, if any.
+    pub fn start_offset(&self) -> Option<u64> {
+        self.archives.first().map(|a| a.base_offset).or_else(|| self.entries.first().map(|e| e.base_offset))
+    }
+
+    /// The offset after the last one in the remote tier (0 when empty).
+    pub fn next_offset(&self) -> u64 {
+        self.entries
+            .last()
+            .map(|e| e.last_offset + 1)
+            .or_else(|| self.archives.last().map(|a| a.last_offset + 1))
+            .unwrap_or(0)
+    }
+
+    pub fn last_hash(&self) -> String {
+        self.entries
+            .last()
+            .map(|e| e.hash.clone())
+            .or_else(|| self.archives.last().map(|a| a.last_hash.clone()))
+            .unwrap_or_else(|| GENESIS_HASH.into())
+    }
+
+    /// Totals over archives and entries: (segments, raw bytes, object bytes).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let a = self
+            .archives
+            .iter()
+            .fold((0, 0, 0), |t, a| (t.0 + u64::from(a.entries), t.1 + a.raw_bytes, t.2 + a.object_bytes));
+        self.entries.iter().fold(a, |t, e| (t.0 + 1, t.1 + e.raw_bytes, t.2 + e.object_bytes))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        wrap(FORMAT, &serde_json::to_vec(self).expect("manifest serializes"))
+    }
+
+    /// Parses and checks a manifest: header, body checksum, chain, offset contiguity.
+    pub fn from_bytes(bytes: &[u8], key: &str) -> Result<Manifest> {
+        let body = unwrap(bytes, FORMAT, key)?;
+        let manifest: Manifest = serde_json::from_slice(body).map_err(|e| corrupt(key, format!("body: {e}")))?;
+        manifest.check_chain().map_err(|reason| corrupt(key, reason))?;
+        Ok(manifest)
+    }
+
+    fn check_chain(&self) -> std::result::Result<(), String> {
+        let mut prev_hash = self
+            .archives
+            .first()
+            .map_or_else(|| self.entries.first().map(|e| e.prev_hash.clone()), |a| Some(a.first_prev_hash.clone()));
+        let mut next_offset: Option<u64> = None;
+        for a in &self.archives {
+            if prev_hash.as_deref() != Some(&a.first_prev_hash) || next_offset.is_some_and(|n| n != a.base_offset) {
+                return Err(format!("archive {} breaks the hash chain or offset order", a.key));
+            }
+            (prev_hash, next_offset) = (Some(a.last_hash.clone()), Some(a.last_offset + 1));
+        }
+        for e in &self.entries {
+            if prev_hash.as_deref() != Some(&e.prev_hash) || next_offset.is_some_and(|n| n != e.base_offset) {
+                return Err(format!("entry at offset {} breaks the hash chain or offset order", e.base_offset));
+            }
+            if e.compute_hash() != e.hash || e.last_offset < e.base_offset {
+                return Err(format!("entry at offset {} does not match its hash", e.base_offset));
+            }
+            (prev_hash, next_offset) = (Some(e.hash.clone()), Some(e.last_offset + 1));
+        }
+        Ok(())
+    }
+
+    /// Appends entries (filling in their chain hashes). Entries must continue the offsets.
+    pub fn append(&mut self, entries: Vec<Entry>) -> Result<()> {
+        for mut entry in entries {
+            if entry.base_offset != self.next_offset() && !(self.entries.is_empty() && self.archives.is_empty()) {
+                return Err(Error::Diverged {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    detail: format!(
+                        "segment at offset {} does not continue the remote tier, which ends before {}",
+                        entry.base_offset,
+                        self.next_offset()
+                    ),
+                });
+            }
+            entry.prev_hash = self.last_hash();
+            entry.hash = entry.compute_hash();
+            self.entries.push(entry);
+        }
+        Ok(())
+    }
+}
+
+fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
+    let header = Header {
+        format: format.into(),
+        format_version: FORMAT_VERSION,
+        body_sha256: hex::encode(Sha256::digest(body)),
+    };
+    let mut out = serde_json::to_vec(&header).expect("header serializes");
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out.push(b'\n');
+    out
+}
+
+fn unwrap<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<&'a [u8]> {
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(key, "no header line".into()))?;
+    let header: Header = serde_json::from_slice(&bytes[..newline]).map_err(|e| corrupt(key, format!("header: {e}")))?;
+    if header.format != format {
+        return Err(corrupt(key, format!("format {:?}, expected {format:?}", header.format)));
+    }
+    if header.format_version != FORMAT_VERSION {
+        return Err(corrupt(
+            key,
+            format!("format_version {} is not supported by this build (reads {FORMAT_VERSION})", header.format_version),
+        ));
+    }
+    let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
+    if hex::encode(Sha256::digest(body)) != header.body_sha256 {
+        return Err(corrupt(key, "body SHA-256 does not match the header: the object was altered or truncated".into()));
+    }
+    Ok(body)
+}
+
+fn corrupt(key: &str, reason: String) -> Error {
+    Error::Corrupt { key: key.to_string(), reason }
+}
+
+/// A partition's manifest in the store: loading the latest version and committing new ones.
+#[derive(Debug)]
+pub struct ManifestStore {
+    pub store: RemoteStore,
+    pub topic: String,
+    pub partition: u32,
+    pub writer: Writer,
+    /// The latest committed version (version 0: nothing committed yet).
+    pub current: Manifest,
+}
+
+impl ManifestStore {
+    /// Loads the latest version, probing forward from `hint` (0 when unknown).
+    pub async fn open(
+        store: RemoteStore,
+        topic: &str,
+        partition: u32,
+        writer: Writer,
+        hint: u64,
+    ) -> Result<ManifestStore> {
+        let current = match latest_version(&store, topic, partition, hint).await? {
+            0 => Manifest::empty(topic, partition, writer.clone()),
+            version => load_version(&store, topic, partition, version).await?,
+        };
+        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current })
+    }
+
+    /// Commits `entries` as the next version: archives first when the manifest grows past
+    /// its bound, then the manifest itself, create-only. Retries transient failures; an
+    /// existing version that is not ours means another writer: [`Error::Fenced`].
+    pub async fn commit(&mut self, entries: Vec<Entry>, now_ms: i64, attempts: u32) -> Result<()> {
+        let mut next = self.current.clone();
+        next.append(entries)?;
+        next.manifest_version += 1;
+        next.writer = self.writer.clone();
+        next.written_ms = now_ms;
+        while next.entries.len() > ENTRIES_MAX {
+            self.spill(&mut next, attempts).await?;
+        }
+        let key = keys::manifest_key(&self.store, &self.topic, self.partition, next.manifest_version);
+        let bytes = next.to_bytes();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match self.store.store.put_opts(&key, PutPayload::from(bytes.clone()), options).await {
+                Ok(_) => break,
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    let existing =
+                        load_version(&self.store, &self.topic, self.partition, next.manifest_version).await?;
+                    if existing == next {
+                        break; // an earlier attempt of ours landed although it reported failure
+                    }
+                    return Err(Error::Fenced {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        version: next.manifest_version,
+                        other: format!("writer {} epoch {}", existing.writer.id, existing.writer.epoch),
+                    });
+                }
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(key = %key, attempt, error = %e, "manifest commit failed; retrying");
+                    tokio::time::sleep(crate::uploader::backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.store.error(format!("PUT {key} (manifest commit)"), e)),
+            }
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, version = next.manifest_version, next_offset = next.next_offset(), "committed manifest");
+        self.current = next;
+        Ok(())
+    }
+
+    async fn spill(&self, next: &mut Manifest, attempts: u32) -> Result<()> {
+        let moved: Vec<Entry> = next.entries.drain(..ARCHIVE_ENTRIES).collect();
+        let first = moved.first().expect("archive has entries");
+        let last = moved.last().expect("archive has entries");
+        let key = keys::archive_key(&self.store, &self.topic, self.partition, first.base_offset);
+        let archive = Archive { topic: self.topic.clone(), partition: self.partition, entries: moved.clone() };
+        let bytes = wrap(ARCHIVE_FORMAT, &serde_json::to_vec(&archive).expect("archive serializes"));
+        let reference = ArchiveRef {
+            key: key.to_string(),
+            base_offset: first.base_offset,
+            last_offset: last.last_offset,
+            entries: moved.len() as u32,
+            min_timestamp: moved.iter().map(|e| e.min_timestamp).min().unwrap_or(i64::MAX),
+            max_timestamp: moved.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
+            raw_bytes: moved.iter().map(|e| e.raw_bytes).sum(),
+            object_bytes: moved.iter().map(|e| e.object_bytes).sum(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            first_prev_hash: first.prev_hash.clone(),
+            last_hash: last.hash.clone(),
+        };
+        crate::uploader::put_create_with_retries(&self.store, &key, bytes.into(), attempts).await?;
+        next.archives.push(reference);
+        Ok(())
+    }
+
+    /// The entries of an archive, checked against its reference.
+    pub async fn load_archive(&self, reference: &ArchiveRef) -> Result<Vec<Entry>> {
+        let key = object_store::path::Path::from(reference.key.as_str());
+        let bytes = get_bytes(&self.store, &key).await?;
+        if hex::encode(Sha256::digest(&bytes)) != reference.sha256 {
+            return Err(corrupt(&reference.key, "archive SHA-256 differs from the manifest".into()));
+        }
+        let body = unwrap(&bytes, ARCHIVE_FORMAT, &reference.key)?;
+        let archive: Archive =
+            serde_json::from_slice(body).map_err(|e| corrupt(&reference.key, format!("archive body: {e}")))?;
+        Ok(archive.entries)
+    }
+}
+
+/// The latest committed version (0 when none), without LIST: check `hint`, then gallop
+/// forward with HEADs and bisect.
+pub async fn latest_version(store: &RemoteStore, topic: &str, partition: u32, hint: u64) -> Result<u64> {
+    let exists = |version: u64| async move {
+        let key = keys::manifest_key(store, topic, partition, version);
+        match store.store.head(&key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(store.error(format!("HEAD {key}"), e)),
+        }
+    };
+    let mut low = if hint > 0 && exists(hint).await? { hint } else { 0 };
+    if low == 0 {
+        if !exists(1).await? {
+            return Ok(0);
+        }
+        low = 1;
+    }
+    let mut step = 1u64;
+    let mut steps = 0;
+    while exists(low + step).await? {
+        low += step;
+        step *= 2;
+        steps += 1;
+        if steps > PROBE_STEPS_MAX {
+            return Err(Error::Format(format!(
+                "{topic}/{partition}: manifest versions beyond {low}: refusing to probe further"
+            )));
+        }
+    }
+    // `low` exists, `low + step` does not: bisect the gap.
+    let mut high = low + step;
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if exists(mid).await? { low = mid } else { high = mid }
+    }
+    Ok(low)
+}
+
+pub async fn load_version(store: &RemoteStore, topic: &str, partition: u32, version: u64) -> Result<Manifest> {
+    let key = keys::manifest_key(store, topic, partition, version);
+    let bytes = get_bytes(store, &key).await?;
+    let manifest = Manifest::from_bytes(&bytes, key.as_ref())?;
+    if manifest.topic != topic || manifest.partition != partition || manifest.manifest_version != version {
+        return Err(corrupt(
+            key.as_ref(),
+            format!("belongs to {}/{} version {}", manifest.topic, manifest.partition, manifest.manifest_version),
+        ));
+    }
+    Ok(manifest)
+}
+
+pub async fn get_bytes(store: &RemoteStore, key: &object_store::path::Path) -> Result<bytes::Bytes> {
+    match store.store.get(key).await {
+        Ok(result) => result.bytes().await.map_err(|e| store.error(format!("GET {key}"), e)),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::Missing { key: key.to_string() }),
+        Err(e) => Err(store.error(format!("GET {key}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn entry(base: u64, last: u64) -> Entry {
+        Entry {
+            base_offset: base,
+            last_offset: last,
+            min_timestamp: base as i64,
+            max_timestamp: last as i64,
+            raw_bytes: 100,
+            object_bytes: 25,
+            chunks: 1,
+            key: format!("segments/ab/t/0/{base:020}-x.zst"),
+            index_position: 20,
+            index_len: 5,
+            raw_sha256: "r".into(),
+            object_sha256: "o".into(),
+            uploaded_ms: 7,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn manifest(n: u64) -> Manifest {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        m.append((0..n).map(|i| entry(i * 10, i * 10 + 9)).collect()).unwrap();
+        m.manifest_version = 1;
+        m
+    }
+
+    #[test]
+    fn round_trip_and_chain_check() {
+        let m = manifest(5);
+        assert_eq!(Manifest::from_bytes(&m.to_bytes(), "k").unwrap(), m);
+        assert_eq!((m.start_offset(), m.next_offset()), (Some(0), 50));
+        assert_eq!(m.entries[0].prev_hash, GENESIS_HASH);
+        assert_eq!(m.entries[3].prev_hash, m.entries[2].hash);
+    }
+
+    #[test]
+    fn tampering_with_an_entry_is_evident_even_with_a_recomputed_body_checksum() {
+        let mut m = manifest(5);
+        m.entries[2].raw_sha256 = "forged".into();
+        let err = Manifest::from_bytes(&m.to_bytes(), "k").unwrap_err().to_string();
+        assert!(err.contains("offset 20") && err.contains("hash"), "{err}");
+        let mut m = manifest(5);
+        m.entries.remove(2);
+        assert!(Manifest::from_bytes(&m.to_bytes(), "k").is_err(), "a removed entry breaks the chain");
+    }
+
+    #[test]
+    fn altered_bytes_fail_the_body_checksum() {
+        let mut bytes = manifest(3).to_bytes();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        let err = Manifest::from_bytes(&bytes, "manifests/t/0/1.json").unwrap_err().to_string();
+        assert!(err.contains("manifests/t/0/1.json"), "{err}");
+    }
+
+    #[test]
+    fn appending_a_gap_is_refused() {
+        let mut m = manifest(2);
+        assert!(m.append(vec![entry(25, 30)]).is_err());
+    }
+
+    /// Golden bytes of manifest format version 1 (header line + body).
+    #[test]
+    fn manifest_v1_golden_bytes() {
+        let m = manifest(1);
+        let golden = concat!(
+            r#"{"format":"tierlog-manifest","format_version":1,"body_sha256":"0e70bb64df325428640069623a29f17b34f4f80e642c83cde641d8950a728aaa"}"#,
+            "\n",
+            r#"{"topic":"t","partition":0,"manifest_version":1,"writer":{"id":"w","epoch":1},"written_ms":0,"archives":[],"entries":[{"#,
+            r#""base_offset":0,"last_offset":9,"min_timestamp":0,"max_timestamp":9,"raw_bytes":100,"object_bytes":25,"chunks":1,"#,
+            r#""key":"segments/ab/t/0/00000000000000000000-x.zst","index_position":20,"index_len":5,"raw_sha256":"r","object_sha256":"o","#,
+            r#""uploaded_ms":7,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+            r#""hash":"1aed4609e0360625795f15f76f69f05dbddfeeebc7e421f596271926eb66f3e9"}]}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), golden);
+    }
+}

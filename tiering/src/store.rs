@@ -1,0 +1,260 @@
+//! The object store behind the remote tier, built from configuration.
+//!
+//! `s3://bucket/prefix` builds an `AmazonS3` client (path-style unless asked otherwise, plain
+//! HTTP only when allowed) whose credentials come from aws-config's default chain (env,
+//! profile, SSO, web identity, IMDS) through [`AwsChainCredentials`], so everything the AWS
+//! CLI accepts works here. `file://dir` is the embedded default: a local directory with the
+//! same layout and semantics (including create-only writes).
+//!
+//! At startup [`RemoteStore::check`] fails fast with a message naming the endpoint and
+//! bucket, and [`RemoteStore::probe_conditional_writes`] finds out whether create-only writes
+//! are honoured (they fence a second writer); Garage, for one, ignores them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use object_store::aws::{AmazonS3Builder, AwsCredential};
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, CredentialProvider, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Per-request timeout of S3 calls. A segment chunk is a few MiB; 60 s is generous even on a
+/// slow link, yet bounds a hung connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connecting should be quick; a long connect means a wrong or unreachable endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries inside object_store for idempotent requests (GET, HEAD, DELETE) on 5xx and
+/// connection errors. Uploads get their own retries with fresh keys in `uploader`.
+const CLIENT_RETRIES: usize = 3;
+/// Refresh cached credentials this long before they expire.
+const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// Where and how to reach the remote tier. Mirrors the `[remote]` config section.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteConfig {
+    pub url: String,
+    pub endpoint: String,
+    pub region: String,
+    pub allow_http: bool,
+    pub virtual_hosted_style: bool,
+    pub profile: String,
+}
+
+/// A connected object store plus the key prefix everything of this cluster lives under.
+#[derive(Debug, Clone)]
+pub struct RemoteStore {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// Endpoint and bucket (or directory), for messages. Never holds credentials.
+    pub display: String,
+}
+
+impl RemoteStore {
+    /// Builds the store described by `config` (no request is made yet).
+    pub async fn connect(config: &RemoteConfig) -> Result<RemoteStore> {
+        if let Some(dir) = config.url.strip_prefix("file://") {
+            return RemoteStore::local_dir(std::path::Path::new(dir));
+        }
+        let Some(rest) = config.url.strip_prefix("s3://") else {
+            return Err(Error::Config(format!(
+                "remote.url {:?}: expected s3://bucket/prefix or file:///dir",
+                config.url
+            )));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(format!("remote.url {:?}: bucket name missing", config.url)));
+        }
+        let credentials = AwsChainCredentials::from_default_chain(config).await;
+        let endpoint =
+            if config.endpoint.is_empty() { format!("AWS S3 ({})", config.region) } else { config.endpoint.clone() };
+        let display = format!("{endpoint}, bucket '{bucket}'");
+        let store = s3_builder(config, bucket)
+            .with_credentials(Arc::new(credentials))
+            .build()
+            .map_err(|e| Error::Config(format!("{display}: {e}")))?;
+        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display })
+    }
+
+    /// Like [`connect`](Self::connect) for S3 with explicit credentials instead of the chain.
+    pub fn connect_s3_with_keys(config: &RemoteConfig, key_id: &str, secret: &str) -> Result<RemoteStore> {
+        let rest = config.url.strip_prefix("s3://").ok_or_else(|| Error::Config("expected an s3:// url".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let display = format!("{}, bucket '{bucket}'", config.endpoint);
+        let store = s3_builder(config, bucket)
+            .with_access_key_id(key_id)
+            .with_secret_access_key(secret)
+            .build()
+            .map_err(|e| Error::Config(format!("{display}: {e}")))?;
+        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display })
+    }
+
+    /// The embedded default: objects as files under `dir`.
+    pub fn local_dir(dir: &std::path::Path) -> Result<RemoteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::Config(format!("local remote directory {}: {e}", dir.display())))?;
+        Ok(RemoteStore {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            display: format!("local directory {}", dir.display()),
+        })
+    }
+
+    /// Wraps the store (e.g. with fault injection or request counting in tests).
+    pub fn with_store(&self, store: Arc<dyn ObjectStore>) -> RemoteStore {
+        RemoteStore { store, prefix: self.prefix.clone(), display: self.display.clone() }
+    }
+
+    /// `prefix/part/part…`
+    pub fn key(&self, parts: &[&str]) -> Path {
+        let mut path = self.prefix.clone();
+        for part in parts {
+            path = path.clone().join(*part);
+        }
+        path
+    }
+
+    /// Turns an object_store error into one that names the store and says what to check.
+    pub fn error(&self, action: impl Into<String>, source: object_store::Error) -> Error {
+        let text = format!("{source:?}");
+        let hint = if text.contains("NoSuchBucket") {
+            "The bucket does not exist: create it, or fix the bucket in remote.url"
+        } else if text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch")
+            || text.contains("AccessDenied")
+            || text.contains("403")
+        {
+            "The credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS profile, and the bucket policy"
+        } else if text.contains("PermanentRedirect")
+            || text.contains("301")
+            || text.contains("AuthorizationHeaderMalformed")
+        {
+            "The server wants another addressing style or region: check remote.region and remote.virtual_hosted_style"
+        } else if text.contains("onnect") || text.contains("dns error") || text.contains("timed out") {
+            "The endpoint is unreachable: check remote.endpoint, that the server is running, and remote.allow_http for http:// endpoints"
+        } else if text.contains("NoCredentials") || text.contains("credential") {
+            "No credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or remote.profile"
+        } else {
+            "Check remote.url, remote.endpoint and the server's logs"
+        };
+        Error::Store { store: self.display.clone(), action: action.into(), hint, source: Box::new(source) }
+    }
+
+    /// Fails fast when the store is unreachable, the bucket is missing or the credentials are
+    /// refused: a HEAD of a key that need not exist (404 is success).
+    pub async fn check(&self) -> Result<()> {
+        let key = self.key(&["_tierlog", "check"]);
+        match self.store.head(&key).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(format!("HEAD {key}"), e)),
+        }
+    }
+
+    /// Writes a fresh probe object twice with create-only semantics: a store that honours
+    /// conditional writes refuses the second write. Returns whether it does.
+    pub async fn probe_conditional_writes(&self) -> Result<bool> {
+        let key = self.key(&["_tierlog", "probe", &crate::keys::unique_suffix()]);
+        let create = || PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        self.store
+            .put_opts(&key, PutPayload::from_static(b"1"), create())
+            .await
+            .map_err(|e| self.error(format!("PUT {key}"), e))?;
+        let honoured = match self.store.put_opts(&key, PutPayload::from_static(b"2"), create()).await {
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => true,
+            Ok(_) => false,
+            Err(e) => return Err(self.error(format!("PUT {key} (conditional)"), e)),
+        };
+        if let Err(e) = self.store.delete(&key).await {
+            tracing::warn!(key = %key, error = %e, "could not delete the conditional-write probe object");
+        }
+        Ok(honoured)
+    }
+}
+
+fn s3_builder(config: &RemoteConfig, bucket: &str) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(if config.region.is_empty() { "us-east-1" } else { &config.region })
+        .with_allow_http(config.allow_http)
+        .with_virtual_hosted_style_request(config.virtual_hosted_style)
+        .with_retry(RetryConfig {
+            max_retries: CLIENT_RETRIES,
+            retry_timeout: Duration::from_secs(120),
+            ..RetryConfig::default()
+        })
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_allow_http(config.allow_http),
+        );
+    if !config.endpoint.is_empty() {
+        builder = builder.with_endpoint(&config.endpoint);
+    }
+    builder
+}
+
+/// Bridges aws-config's credential chain into object_store, caching credentials until shortly
+/// before they expire. Its `Debug` never prints secrets.
+pub struct AwsChainCredentials {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+impl std::fmt::Debug for AwsChainCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsChainCredentials(aws-config default chain)")
+    }
+}
+
+impl AwsChainCredentials {
+    pub async fn from_default_chain(config: &RemoteConfig) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if !config.profile.is_empty() {
+            loader = loader.profile_name(&config.profile);
+        }
+        if !config.region.is_empty() {
+            loader = loader.region(aws_config::Region::new(config.region.clone()));
+        }
+        let sdk = loader.load().await;
+        let provider = sdk.credentials_provider().unwrap_or_else(|| {
+            SharedCredentialsProvider::new(aws_credential_types::Credentials::new("", "", None, None, "none"))
+        });
+        AwsChainCredentials { provider, cached: Mutex::new(None) }
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for AwsChainCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((credential, expiry)) = cached.as_ref() {
+            let fresh = expiry.is_none_or(|e| SystemTime::now() + CREDENTIAL_REFRESH_MARGIN < e);
+            if fresh {
+                return Ok(credential.clone());
+            }
+        }
+        let credentials = self.provider.provide_credentials().await.map_err(|e| object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "no usable AWS credentials from the default chain (env, profile, SSO, web identity, IMDS): {e}"
+            )
+            .into(),
+        })?;
+        let credential = Arc::new(AwsCredential {
+            key_id: credentials.access_key_id().to_string(),
+            secret_key: credentials.secret_access_key().to_string(),
+            token: credentials.session_token().map(str::to_string),
+        });
+        *cached = Some((credential.clone(), credentials.expiry()));
+        Ok(credential)
+    }
+}

@@ -1,0 +1,241 @@
+//! The upload pipeline of one partition: sealed segments → build objects (zstd, off the async
+//! threads) → bounded parallel uploads with retries → manifest commits in offset order.
+//!
+//! Crash consistency: objects are uploaded under fresh keys and only become visible when a
+//! manifest version listing them is committed, which happens strictly after their PUTs
+//! succeeded. A crash anywhere leaves at worst orphan objects (removed by a scrub), never a
+//! manifest that lists a missing object. The manifest commits a contiguous run of offsets
+//! only: when segment k fails, segments after k wait for the next run even if they uploaded.
+//!
+//! Ambiguous PUTs (a timeout after the server stored the object) are retried under a new key;
+//! the first object becomes an orphan. object_store does not retry PUTs itself.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::manifest::{Entry, ManifestStore};
+use crate::segment_object::{self, BatchMark};
+use crate::store::RemoteStore;
+
+/// First retry delay; doubles per attempt up to [`BACKOFF_MAX`], with full jitter so many
+/// partitions retrying after an outage do not stampede the store together.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Multipart part size: S3's minimum is 5 MiB; 8 MiB keeps parts few and memory modest.
+const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Segments committed per manifest version during a long backlog, so progress is saved
+/// regularly without writing one manifest version per segment.
+pub const COMMIT_EVERY_SEGMENTS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub chunk_bytes: u64,
+    pub zstd_level: i32,
+    pub attempts: u32,
+    pub multipart_threshold_bytes: u64,
+    /// Uploads in flight per partition (a shared semaphore bounds them globally).
+    pub concurrency: usize,
+}
+
+/// A sealed segment's raw bytes and batch boundaries, as supplied by the log.
+#[derive(Debug, Clone)]
+pub struct SegmentBytes {
+    pub base_offset: u64,
+    pub raw: Bytes,
+    pub batches: Vec<BatchMark>,
+}
+
+/// What one run of the pipeline achieved.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    pub committed: Vec<Entry>,
+    /// The first failure, after which the run stopped; what came before it is committed.
+    pub error: Option<Error>,
+}
+
+/// Full-jitter exponential backoff for attempt `attempt` (1-based).
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_MAX);
+    cap.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// Create-only PUT with retries. An `AlreadyExists` after a failed attempt means that attempt
+/// landed (keys passed here are unique to the caller), so it counts as success.
+pub async fn put_create_with_retries(
+    store: &RemoteStore,
+    key: &Path,
+    payload: PutPayload,
+    attempts: u32,
+) -> Result<()> {
+    for attempt in 1..=attempts {
+        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        match store.store.put_opts(key, payload.clone(), options).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if attempt > 1 => return Ok(()),
+            Err(e) if attempt < attempts => {
+                tracing::warn!(key = %key, attempt, error = %e, "PUT failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(store.error(format!("PUT {key}"), e)),
+        }
+    }
+    unreachable!("attempts >= 1")
+}
+
+/// Builds, uploads and describes one segment object. Each attempt uses a fresh key.
+pub async fn upload_segment(
+    store: &RemoteStore,
+    topic: &str,
+    partition: u32,
+    segment: SegmentBytes,
+    settings: &UploadSettings,
+    now_ms: i64,
+) -> Result<Entry> {
+    let (chunk_bytes, level) = (settings.chunk_bytes, settings.zstd_level);
+    let raw = segment.raw.clone();
+    let batches = segment.batches.clone();
+    let (built, raw_sha256, object_sha256) = tokio::task::spawn_blocking(move || {
+        let built = segment_object::build(&raw, &batches, chunk_bytes, level)?;
+        let raw_sha = hex::encode(Sha256::digest(&raw));
+        let object_sha = hex::encode(Sha256::digest(&built.bytes));
+        Ok::<_, Error>((built, raw_sha, object_sha))
+    })
+    .await
+    .map_err(|e| Error::Format(format!("compression task failed: {e}")))??;
+    let object = Bytes::from(built.bytes);
+    let mut last_error = None;
+    for attempt in 1..=settings.attempts.max(1) {
+        let key = keys::segment_key(store, topic, partition, segment.base_offset);
+        match put_object(store, &key, object.clone(), settings.multipart_threshold_bytes).await {
+            Ok(()) => {
+                let index = &built.index;
+                return Ok(Entry {
+                    base_offset: segment.base_offset,
+                    last_offset: index.chunks.last().map_or(segment.base_offset, |c| c.last_offset),
+                    min_timestamp: index.chunks.iter().map(|c| c.min_timestamp).min().unwrap_or(i64::MAX),
+                    max_timestamp: index.chunks.iter().map(|c| c.max_timestamp).max().unwrap_or(i64::MIN),
+                    raw_bytes: segment.raw.len() as u64,
+                    object_bytes: object.len() as u64,
+                    chunks: index.chunks.len() as u32,
+                    key: key.to_string(),
+                    index_position: built.index_position,
+                    index_len: built.index_len,
+                    raw_sha256,
+                    object_sha256,
+                    uploaded_ms: now_ms,
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, base_offset = segment.base_offset, key = %key, attempt, error = %e, "segment upload failed");
+                last_error = Some(store.error(format!("PUT {key}"), e));
+                if attempt < settings.attempts {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+    Err(last_error.expect("at least one attempt ran"))
+}
+
+async fn put_object(
+    store: &RemoteStore,
+    key: &Path,
+    object: Bytes,
+    multipart_threshold: u64,
+) -> object_store::Result<()> {
+    if (object.len() as u64) < multipart_threshold {
+        return store.store.put(key, PutPayload::from(object)).await.map(|_| ());
+    }
+    let upload = store.store.put_multipart(key).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+    writer.write(&object);
+    match writer.finish().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e), // finish aborts the upload on failure
+    }
+}
+
+/// Uploads `bases` (ascending, contiguous with the manifest's end) with up to
+/// `settings.concurrency` in flight, loading each segment with `load`, and commits the
+/// successful prefix every [`COMMIT_EVERY_SEGMENTS`] segments and at the end.
+pub async fn upload_in_order<F, Fut>(
+    manifest: &mut ManifestStore,
+    bases: Vec<u64>,
+    load: F,
+    settings: &UploadSettings,
+    permits: Arc<Semaphore>,
+    now_ms: impl Fn() -> i64,
+) -> RunOutcome
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<SegmentBytes>>,
+{
+    let store = manifest.store.clone();
+    let (topic, partition) = (manifest.topic.clone(), manifest.partition);
+    let mut outcome = RunOutcome::default();
+    let uploads = futures::stream::iter(bases)
+        .map(|base| {
+            let (store, topic, permits, load) = (store.clone(), topic.clone(), permits.clone(), &load);
+            let now = now_ms();
+            async move {
+                let _permit = permits.acquire_owned().await.map_err(|_| Error::Config("uploader shut down".into()))?;
+                let segment = load(base).await?;
+                upload_segment(&store, &topic, partition, segment, settings, now).await
+            }
+        })
+        .buffered(settings.concurrency.max(1));
+    futures::pin_mut!(uploads);
+    let mut ready = Vec::new();
+    while let Some(result) = uploads.next().await {
+        match result {
+            Ok(entry) => ready.push(entry),
+            Err(e) => {
+                outcome.error = Some(e);
+                break;
+            }
+        }
+        if ready.len() >= COMMIT_EVERY_SEGMENTS && !commit(manifest, &mut ready, settings, &now_ms, &mut outcome).await
+        {
+            return outcome;
+        }
+    }
+    commit(manifest, &mut ready, settings, &now_ms, &mut outcome).await;
+    outcome
+}
+
+async fn commit(
+    manifest: &mut ManifestStore,
+    ready: &mut Vec<Entry>,
+    settings: &UploadSettings,
+    now_ms: &impl Fn() -> i64,
+    outcome: &mut RunOutcome,
+) -> bool {
+    if ready.is_empty() {
+        return true;
+    }
+    let entries = std::mem::take(ready);
+    match manifest.commit(entries.clone(), now_ms(), settings.attempts).await {
+        Ok(()) => {
+            let committed = manifest.current.entries.iter().rev().take(entries.len()).rev().cloned();
+            outcome.committed.extend(committed);
+            true
+        }
+        Err(e) => {
+            outcome.error.get_or_insert(e);
+            false
+        }
+    }
+}
