@@ -51,6 +51,8 @@ pub enum Error {
     OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
     #[error("{topic}/{partition} is damaged: {detail}")]
     Damaged { topic: String, partition: u32, detail: String },
+    #[error(transparent)]
+    Remote(#[from] tierlog_tiering::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{0}")]
@@ -65,6 +67,13 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Internal,
+            Error::Remote(e) => match e {
+                tierlog_tiering::Error::Fenced { .. } => ErrorKind::Fenced,
+                tierlog_tiering::Error::Store { .. } => ErrorKind::Unavailable,
+                tierlog_tiering::Error::Config(_) => ErrorKind::Invalid,
+                tierlog_tiering::Error::Io { .. } => ErrorKind::Internal,
+                _ => ErrorKind::Data,
+            },
             Error::Corrupt { .. } | Error::Damaged { .. } => ErrorKind::Data,
             Error::Locked { .. } | Error::ReadOnly(_) => ErrorKind::Fenced,
             Error::UnknownTopic(_)

@@ -7,6 +7,7 @@
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
 //! - [`config`]: TOML + environment configuration.
+//! - [`tier`]: drives the remote tier (upload, commit, local retention).
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod partition;
 pub mod record;
 pub mod sample;
 pub mod segment;
+pub mod tier;
 pub mod time;
 pub mod topic;
 

@@ -25,6 +25,9 @@ use crate::segment::{self, Segment, SegmentSlice};
 /// Bytes a single read returns at most (whole batches; at least one batch).
 pub const READ_BYTES_MAX: usize = 1024 * 1024;
 
+/// A batch header and the position of its batch in a segment file.
+pub type BatchAt = (u64, batch::BatchHeader);
+
 /// Summary of a sealed segment, for tiering and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -226,6 +229,32 @@ impl Partition {
 
     pub fn sealed_segments(&self) -> Vec<SegmentInfo> {
         self.lock().sealed.values().map(info).collect()
+    }
+
+    /// The bytes of a sealed segment and its batch boundaries `(position, header)`, every
+    /// batch validated (CRC) right before the bytes leave for the remote tier.
+    pub fn read_sealed(&self, base_offset: u64) -> Result<(Vec<u8>, Vec<BatchAt>)> {
+        let (path, file, len) = {
+            let state = self.lock();
+            let segment = state.sealed.get(&base_offset).ok_or_else(|| {
+                Error::Invalid(format!("{}/{}: no sealed segment at offset {base_offset}", self.topic, self.id))
+            })?;
+            (segment.path.clone(), segment.file.clone(), segment.index.bytes)
+        };
+        let mut bytes = vec![0u8; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0).map_err(|e| Error::io(&path, "read", e))?;
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let header = batch::validate(&bytes[at..]).map_err(|error| Error::Corrupt {
+                path: path.clone(),
+                position: at as u64,
+                error,
+            })?;
+            batches.push((at as u64, header));
+            at += header.length;
+        }
+        Ok((bytes, batches))
     }
 
     /// Deletes a sealed segment's files. The caller (retention) decides that it may.

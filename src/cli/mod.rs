@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod demo;
 mod produce;
+mod tier;
 mod topic;
 
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,
   tierlog offsets events
   tierlog offsets events --time 2026-03-03T14:02:00Z")]
     Offsets(consume::OffsetsArgs),
+    /// Move sealed segments to the remote tier and inspect it.
+    #[command(subcommand)]
+    Tier(tier::TierCommand),
     /// Run the guided tour on an embedded local setup: write payment events, read them back.
     Demo(demo::DemoArgs),
     /// Benchmarks that compare tierlog against the machine's measured limits (JSON output).
@@ -101,6 +105,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Produce(args) => produce::run(&cli.global, args),
         Command::Consume(args) => consume::run(&cli.global, args),
         Command::Offsets(args) => consume::offsets(&cli.global, args),
+        Command::Tier(cmd) => tier::run(&cli.global, cmd),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
     }

@@ -21,3 +21,9 @@ pub mod store;
 pub mod uploader;
 
 pub use error::{Error, Result};
+
+/// Hex SHA-256, the digest used for raw segments, objects and manifests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -123,7 +123,7 @@ impl RemoteStore {
     /// Turns an object_store error into one that names the store and says what to check.
     pub fn error(&self, action: impl Into<String>, source: object_store::Error) -> Error {
         let text = format!("{source:?}");
-        let hint = if text.contains("NoSuchBucket") {
+        let hint = if text.contains("NoSuchBucket") || matches!(source, object_store::Error::NotFound { .. }) {
             "The bucket does not exist: create it, or fix the bucket in remote.url"
         } else if text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
@@ -147,12 +147,19 @@ impl RemoteStore {
     }
 
     /// Fails fast when the store is unreachable, the bucket is missing or the credentials are
-    /// refused: a HEAD of a key that need not exist (404 is success).
+    /// refused. A one-page LIST of our own check prefix tells a missing bucket apart from a
+    /// missing key on every server; where LIST is not permitted, a GET of a key that need not
+    /// exist still catches unreachable endpoints and refused credentials.
     pub async fn check(&self) -> Result<()> {
         let key = self.key(&["_tierlog", "check"]);
-        match self.store.head(&key).await {
+        match self.store.list_with_delimiter(Some(&key)).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::PermissionDenied { .. }) => {}
+            Err(e) => return Err(self.error(format!("LIST {key}"), e)),
+        }
+        match self.store.get(&key).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.error(format!("HEAD {key}"), e)),
+            Err(e) => Err(self.error(format!("GET {key}"), e)),
         }
     }
 

@@ -1,0 +1,199 @@
+//! The real `tierlog` binary against a real S3 server: `tier run|status|scrub`, startup
+//! failures that leave the local log working, and kill -9 during tiering.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use serde_json::Value;
+use tierlog_integration::{S3Target, tierlog_bin};
+use tierlog_tiering::manifest::{ManifestStore, Writer};
+use tierlog_tiering::segment_object;
+
+fn write_config(dir: &Path, s3: &S3Target, prefix: &str) -> std::path::PathBuf {
+    let path = dir.join("tierlog.toml");
+    let text = format!(
+        "data_dir = \"{data}\"\n[segment]\nmax_bytes = 65536\n[durability]\nfsync = \"never\"\n\
+         [remote]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n\
+         [tiering]\nlocal_retention_bytes = 0\nchunk_bytes = 65536\nupload_concurrency = 2\n",
+        data = dir.join("data").display(),
+        bucket = s3.bucket,
+        endpoint = s3.endpoint,
+        region = s3.region,
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tierlog(config: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(tierlog_bin());
+    cmd.arg("--config").arg(config);
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "TIERLOG_CONFIG"] {
+        cmd.env_remove(var);
+    }
+    // Never let the credential chain reach for the EC2 metadata endpoint from a test.
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
+}
+
+fn run(config: &Path, env: &[(String, String)], args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = tierlog(config, env)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn events(from: u64, n: u64) -> String {
+    (from..from + n)
+        .map(|i| format!("{{\"key\":\"acct-{}\",\"value\":\"payment {i} {}\"}}\n", i % 5, "x".repeat(200)))
+        .collect()
+}
+
+#[test]
+fn tier_run_status_and_scrub_through_the_cli() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, &s3.unique_prefix("cli"));
+    let env = s3.child_env();
+    assert!(run(&config, &env, &["topic", "create", "payments", "--partitions", "2"], "").status.success());
+    let out = run(&config, &env, &["produce", "payments", "--input-format", "json"], &events(0, 2000));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = run(&config, &env, &["tier", "run"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports = json_lines(&out);
+    assert_eq!(reports.len(), 2);
+    assert!(
+        reports.iter().all(|r| r["uploaded_segments"].as_u64().unwrap() >= 2 && r["error"].is_null()),
+        "{reports:?}"
+    );
+
+    let status = json_lines(&run(&config, &env, &["tier", "status", "payments"], ""));
+    for s in &status {
+        assert_eq!(s["remote"]["start_offset"], 0);
+        assert_eq!(s["remote"]["end_offset"], s["local"]["end_offset"]);
+        assert_eq!(s["local"]["sealed_segments"], 0);
+        assert_eq!(s["tiering_lag_bytes"], 0);
+        assert_eq!(s["conditional_writes"], s3.conditional_writes);
+        assert!(
+            s["remote"]["stored_bytes"].as_u64().unwrap() * 4 < s["remote"]["raw_bytes"].as_u64().unwrap(),
+            "compressed: {s}"
+        );
+    }
+    let out = run(&config, &env, &["tier", "scrub"], "");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "no orphans after a clean run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn missing_credentials_fail_tiering_fast_and_the_local_log_keeps_working() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "nocreds");
+    assert!(run(&config, &[], &["topic", "create", "t"], "").status.success());
+    let started = Instant::now();
+    let out = run(&config, &[], &["tier", "run"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&s3.endpoint) && err.contains(&s3.bucket) && err.contains("credentials"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "fails fast, took {:?}", started.elapsed());
+    let out = run(&config, &[], &["produce", "t"], "still works\n");
+    assert!(out.status.success(), "appends never depend on the remote tier");
+}
+
+/// kill -9 `tier run` at random moments, over and over, then let one finish: the manifest
+/// must cover every sealed offset exactly once and every object must decode to the records
+/// that were produced.
+#[test]
+fn kill_9_during_tiering_converges_with_no_loss() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("crash");
+    let config = write_config(dir.path(), &s3, &prefix);
+    let env = s3.child_env();
+    assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
+    let rounds: u64 = std::env::var("TIERLOG_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("tiering crash test: {rounds} rounds, seed {seed}");
+    let mut produced = 0;
+    let mut killed = 0;
+    for _ in 0..rounds {
+        let out = run(&config, &env, &["produce", "t", "--input-format", "json"], &events(produced, 700));
+        assert!(out.status.success());
+        produced += 700;
+        let mut child =
+            tierlog(&config, &env).args(["tier", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let deadline = Instant::now() + Duration::from_millis((seed >> 33) % 400);
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    eprintln!("tiering crash test: {killed} of {rounds} runs killed mid-way");
+    let out = run(&config, &env, &["tier", "run"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = s3.store(&prefix);
+    let manifest = runtime
+        .block_on(ManifestStore::open(store.clone(), "t", 0, Writer { id: "check".into(), epoch: 0 }, 0))
+        .unwrap()
+        .current;
+    assert_eq!(
+        (manifest.start_offset(), manifest.next_offset()),
+        (Some(0), produced),
+        "every produced record is in the remote tier"
+    );
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut next = 0;
+    for entry in &manifest.entries {
+        assert_eq!(entry.base_offset, next, "entries are contiguous");
+        let object = runtime
+            .block_on(async { store.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap() });
+        let raw = segment_object::decode_object(&object).unwrap();
+        assert_eq!(tierlog_tiering::sha256_hex(&raw), entry.raw_sha256);
+        let mut at = 0;
+        while at < raw.len() {
+            let (header, records) = tierlog::batch::decode(&raw[at..]).unwrap();
+            for (offset, record) in records {
+                assert_eq!(offset, next);
+                let value = String::from_utf8(record.value).unwrap();
+                let id: u64 = value.split(' ').nth(1).unwrap().parse().unwrap();
+                *seen.entry(id).or_default() += 1;
+                next += 1;
+            }
+            at += header.length;
+        }
+    }
+    assert!(manifest.archives.is_empty());
+    assert_eq!(next, produced);
+    assert!((0..produced).all(|id| seen.get(&id) == Some(&1)), "every record exactly once");
+    let scrub = run(&config, &env, &["tier", "scrub"], "");
+    let orphans = json_lines(&scrub).len();
+    eprintln!(
+        "tiering crash test: {orphans} orphan objects left by killed runs (a scrub removes them after the grace period)"
+    );
+}

@@ -1,0 +1,246 @@
+//! End-to-end tiering against a real S3 HTTP server (in-process s3s-fs by default; Garage or
+//! moto in CI through TIERLOG_TEST_S3_*): segments move to the bucket, the manifest lists
+//! them, objects decode to the local bytes, and bad configuration fails fast and clearly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use object_store::ObjectStoreExt;
+use tierlog::Log;
+use tierlog::config::{Config, FsyncPolicy};
+use tierlog::tier::{self, Tiering};
+use tierlog_integration::S3Target;
+use tierlog_tiering::fault::FaultStore;
+use tierlog_tiering::manifest::{ManifestStore, Writer};
+use tierlog_tiering::segment_object;
+use tierlog_tiering::store::RemoteStore;
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.segment.max_bytes = 64 * 1024;
+    config.durability.fsync = FsyncPolicy::Never;
+    config.tiering.local_retention_bytes = 0;
+    config.tiering.chunk_bytes = 64 * 1024;
+    config.tiering.upload_attempts = 3;
+    config
+}
+
+/// Appends `n` payment events to `topic` (created with `partitions`), returns the log.
+fn filled_log(dir: &Path, topic: &str, partitions: u32, n: u64) -> Log {
+    let log = Log::open(config(dir)).unwrap();
+    let topic = log.create_topic(topic, partitions).unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        for p in 0..partitions {
+            let records: Vec<_> =
+                chunk.iter().map(|i| tierlog::sample::payment_event(*i, 1_700_000_000_000 + *i as i64, 300)).collect();
+            topic.partition(p).unwrap().append(&records, 0).unwrap();
+        }
+    }
+    log
+}
+
+/// Raw bytes of every sealed local segment of a partition, by base offset.
+fn local_segments(log: &Log, topic: &str, partition: u32) -> BTreeMap<u64, Vec<u8>> {
+    let p = log.topic(topic).unwrap().partition(partition).unwrap().clone();
+    p.sealed_segments().into_iter().map(|s| (s.base_offset, std::fs::read(&s.path).unwrap())).collect()
+}
+
+async fn manifest(store: &RemoteStore, topic: &str, partition: u32) -> tierlog_tiering::manifest::Manifest {
+    ManifestStore::open(store.clone(), topic, partition, Writer { id: "test".into(), epoch: 0 }, 0)
+        .await
+        .unwrap()
+        .current
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_run_moves_sealed_segments_to_s3_and_objects_decode_to_the_local_bytes() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(dir.path(), "payments", 2, 600);
+    let p0 = log.topic("payments").unwrap().partition(0).unwrap().clone();
+    p0.seal_active(0).unwrap();
+    let before = local_segments(&log, "payments", 0);
+    assert!(before.len() >= 3, "need several segments, got {}", before.len());
+    let store = s3.store(&s3.unique_prefix("e2e"));
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    assert_eq!(tiering.conditional_writes, s3.conditional_writes, "conditional-write probe on {}", s3.provider);
+
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    assert!(p0.sealed_segments().is_empty(), "tiered sealed segments are deleted locally (retention 0)");
+    assert_eq!(p0.start_offset(), p0.end_offset());
+
+    let m = manifest(&store, "payments", 0).await;
+    assert_eq!((m.start_offset(), m.next_offset()), (Some(0), p0.end_offset()));
+    assert_eq!(m.entries.len(), before.len());
+    let scratch = tempfile::tempdir().unwrap();
+    for entry in &m.entries {
+        let object = store.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(object.len() as u64, entry.object_bytes);
+        let raw = segment_object::decode_object(&object).unwrap();
+        assert_eq!(&raw, &before[&entry.base_offset], "object {} decodes to the local segment", entry.key);
+        // The standard zstd CLI yields the same bytes.
+        let path = scratch.path().join("object.zst");
+        std::fs::write(&path, &object).unwrap();
+        let out = std::process::Command::new("zstd")
+            .args(["-d", "-c", "-q"])
+            .arg(&path)
+            .output()
+            .expect("zstd CLI (apt-get install zstd)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, raw, "zstd -d of {} equals the segment file", entry.key);
+    }
+    // A second run finds nothing to do and changes nothing.
+    let again = tiering.run_once(None, true).await.unwrap();
+    assert!(again.iter().all(|r| r.uploaded_segments == 0 && r.error.is_none()));
+    assert_eq!(manifest(&store, "payments", 0).await, m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_on_the_same_prefix_is_fenced() {
+    let s3 = S3Target::start();
+    if !s3.conditional_writes {
+        eprintln!("{} ignores conditional writes: fencing is unavailable there (reported by the probe)", s3.provider);
+        return;
+    }
+    let prefix = s3.unique_prefix("fence");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Little enough data that nothing is sealed yet: both writers load the empty manifest
+    // before either commits, as two writers started together would.
+    let a = Tiering::start_with(filled_log(a_dir.path(), "t", 1, 100), s3.store(&prefix)).await.unwrap();
+    let b = Tiering::start_with(filled_log(b_dir.path(), "t", 1, 100), s3.store(&prefix)).await.unwrap();
+    assert_eq!(a.run_once(None, false).await.unwrap()[0].uploaded_segments, 0);
+    assert_eq!(b.run_once(None, false).await.unwrap()[0].uploaded_segments, 0);
+    let first = a.run_once(None, true).await.unwrap();
+    assert!(first[0].error.is_none(), "{first:?}");
+    let second = b.run_once(None, true).await.unwrap();
+    let error = second[0].error.clone().expect("the second writer must be fenced");
+    assert!(error.contains("fenced"), "{error}");
+    assert!(
+        b_dir.path().join("topics/t/0").read_dir().unwrap().count() > 2,
+        "the fenced writer keeps its local segments"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_never_deletes_local_segments_another_data_dir_tiered() {
+    let s3 = S3Target::start();
+    let prefix = s3.unique_prefix("foreign");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Tiering::start_with(filled_log(a_dir.path(), "t", 1, 300), s3.store(&prefix)).await.unwrap();
+    assert!(a.run_once(None, true).await.unwrap()[0].error.is_none());
+    // B holds different data at the same offsets and starts after A committed.
+    let b_log = Log::open(config(b_dir.path())).unwrap();
+    let p = b_log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    for i in 0..300u64 {
+        p.append(&[tierlog::sample::payment_event(i + 1_000_000, 5, 300)], 0).unwrap();
+    }
+    let sealed_before = p.sealed_segments().len();
+    let b = Tiering::start_with(b_log.clone(), s3.store(&prefix)).await.unwrap();
+    let report = b.run_once(None, false).await.unwrap();
+    let error = report[0].error.clone().expect("B must refuse to trust A's manifest for its own data");
+    assert!(error.contains("differs from the remote copy"), "{error}");
+    assert!(p.sealed_segments().len() >= sealed_before, "nothing of B is deleted");
+    assert_eq!(p.start_offset(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_put_failures_and_ambiguous_timeouts_lose_nothing_and_commit_once() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(dir.path(), "t", 1, 400);
+    log.topic("t").unwrap().partition(0).unwrap().seal_active(0).unwrap();
+    let before = local_segments(&log, "t", 0);
+    let base = s3.store(&s3.unique_prefix("faults"));
+    let faulty = Arc::new(FaultStore::new(base.store.clone()));
+    let tiering = Tiering::start_with(log.clone(), base.with_store(faulty.clone())).await.unwrap();
+    faulty.faults.fail_puts.store(2, Ordering::SeqCst);
+    faulty.faults.timeout_after_store_puts.store(2, Ordering::SeqCst);
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports[0].error.is_none(), "{reports:?}");
+    let m = manifest(&base, "t", 0).await;
+    assert_eq!(
+        m.entries.iter().map(|e| e.base_offset).collect::<Vec<_>>(),
+        before.keys().copied().collect::<Vec<_>>(),
+        "each segment committed exactly once"
+    );
+    for entry in &m.entries {
+        let object = base.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(segment_object::decode_object(&object).unwrap(), before[&entry.base_offset]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_failure_keeps_the_local_segment_and_is_visible_in_status_state() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(dir.path(), "t", 1, 300);
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    p.seal_active(0).unwrap();
+    let sealed_before = p.sealed_segments().len();
+    let base = s3.store(&s3.unique_prefix("hard"));
+    let faulty = Arc::new(FaultStore::new(base.store.clone()));
+    let tiering = Tiering::start_with(log.clone(), base.with_store(faulty.clone())).await.unwrap();
+    *faulty.faults.fail_puts_matching.lock().unwrap() = Some("/segments/".into());
+    let reports = tiering.run_once(None, true).await.unwrap();
+    let error = reports[0].error.clone().expect("uploads must fail");
+    assert!(error.contains("injected fault"), "{error}");
+    assert_eq!(p.sealed_segments().len(), sealed_before, "nothing is deleted locally");
+    let state = tier::read_partition_state(p.dir());
+    assert!(state.last_error.unwrap().contains("injected fault"));
+    // Once the store recovers, the next run catches up.
+    *faulty.faults.fail_puts_matching.lock().unwrap() = None;
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports[0].error.is_none() && reports[0].uploaded_segments == sealed_before, "{reports:?}");
+    assert!(tier::read_partition_state(p.dir()).last_error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_remote_configuration_fails_fast_naming_endpoint_and_bucket() {
+    let s3 = S3Target::start();
+    // Missing bucket.
+    let mut missing = s3.remote_config("x");
+    missing.url = "s3://no-such-bucket-tierlog/x".into();
+    let store = RemoteStore::connect_s3_with_keys(&missing, &s3.access_key, &s3.secret_key).unwrap();
+    let err = store.check().await.unwrap_err().to_string();
+    assert!(err.contains("no-such-bucket-tierlog") && err.contains(&s3.endpoint), "{err}");
+    assert!(err.contains("bucket does not exist"), "{err}");
+
+    // Wrong credentials.
+    let store = RemoteStore::connect_s3_with_keys(&s3.remote_config("x"), &s3.access_key, "wrong-secret").unwrap();
+    let err = store.check().await.unwrap_err().to_string();
+    assert!(err.contains("credentials were refused"), "{err}");
+    assert!(!err.contains("wrong-secret"), "secrets never appear in errors: {err}");
+
+    // Unreachable endpoint.
+    let mut unreachable = s3.remote_config("x");
+    unreachable.endpoint = "http://127.0.0.1:9".into();
+    let store = RemoteStore::connect_s3_with_keys(&unreachable, &s3.access_key, &s3.secret_key).unwrap();
+    let err = store.check().await.unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1:9") && err.contains("unreachable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_task_tiers_new_segments_until_stopped() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.tiering.interval_ms = 100;
+    let log = Log::open(cfg).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let store = s3.store(&s3.unique_prefix("bg"));
+    let tiering = Arc::new(Tiering::start_with(log.clone(), store.clone()).await.unwrap());
+    let background = tiering.spawn();
+    for i in 0..400u64 {
+        p.append(&[tierlog::sample::payment_event(i, i as i64, 300)], 0).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while manifest(&store, "t", 0).await.entries.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "background tiering made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    background.stop().await;
+    assert!(manifest(&store, "t", 0).await.next_offset() <= p.end_offset());
+}

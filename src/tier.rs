@@ -1,0 +1,390 @@
+//! Tiering driver: decides which local segments go to the remote tier, hands them to the
+//! `tierlog-tiering` pipeline, and applies local retention once they are committed.
+//!
+//! Owns: connecting to the remote tier at startup (fail fast, conditional-write probe),
+//! the writer identity used in manifests, per-partition tiering state on local disk
+//! (`tiering.json`: manifest version hint, last error), reconciliation (everything sealed
+//! locally and not in the manifest is uploaded, whatever happened before a crash), local
+//! deletion (only segments a committed manifest covers, and only when local retention says
+//! so), and the background task that long-running owners of the log start.
+//!
+//! Does not own: object formats, keys, manifests, retries (all in `tierlog-tiering`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
+use tierlog_tiering::segment_object::BatchMark;
+use tierlog_tiering::store::{RemoteConfig, RemoteStore};
+use tierlog_tiering::uploader::{self, SegmentBytes, UploadSettings};
+use tokio::sync::{Mutex, Semaphore, watch};
+
+use crate::Log;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::write_atomic;
+use crate::partition::{Partition, now_ms};
+
+const PARTITION_STATE_FILE: &str = "tiering.json";
+const STORE_STATE_FILE: &str = "tiering.json";
+const WRITER_ID_FILE: &str = "writer-id";
+
+/// What the writer remembers about a partition's remote tier between runs. A hint and a
+/// report, never the truth: the manifest in the bucket is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub manifest_version: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+}
+
+/// What the writer learned about the store at startup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreState {
+    pub store: String,
+    pub conditional_writes: bool,
+    pub probed_ms: i64,
+}
+
+/// The result of tiering one partition once.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: u32,
+    pub uploaded_segments: usize,
+    pub uploaded_raw_bytes: u64,
+    pub uploaded_object_bytes: u64,
+    pub remote_end_offset: u64,
+    pub deleted_local_segments: usize,
+    pub error: Option<String>,
+}
+
+pub fn remote_config(config: &Config) -> RemoteConfig {
+    RemoteConfig {
+        url: config.remote_url(),
+        endpoint: config.remote.endpoint.clone(),
+        region: config.remote.region.clone(),
+        allow_http: config.remote.allow_http,
+        virtual_hosted_style: config.remote.virtual_hosted_style,
+        profile: config.remote.profile.clone(),
+    }
+}
+
+/// Connects to the configured remote tier and checks it answers (bucket, credentials).
+pub async fn connect(config: &Config) -> Result<RemoteStore> {
+    let remote = RemoteStore::connect(&remote_config(config)).await?;
+    remote.check().await?;
+    Ok(remote)
+}
+
+pub struct Tiering {
+    log: Log,
+    remote: RemoteStore,
+    settings: UploadSettings,
+    writer: Writer,
+    pub conditional_writes: bool,
+    permits: Arc<Semaphore>,
+    manifests: Mutex<HashMap<(String, u32), ManifestStore>>,
+}
+
+impl Tiering {
+    /// Connects to the remote tier of `log` (its writer), probes conditional writes and
+    /// records what it found. Fails fast with a message naming the endpoint and bucket.
+    pub async fn start(log: Log) -> Result<Tiering> {
+        let remote = connect(log.config()).await?;
+        Tiering::start_with(log, remote).await
+    }
+
+    /// Like [`start`](Self::start) with an already built store (tests wrap it with faults).
+    pub async fn start_with(log: Log, remote: RemoteStore) -> Result<Tiering> {
+        if !log.is_writable() {
+            return Err(Error::ReadOnly(log.data_dir().to_path_buf()));
+        }
+        let conditional_writes = remote.probe_conditional_writes().await?;
+        if !conditional_writes {
+            tracing::warn!(store = %remote.display, "the object store ignores conditional writes (If-None-Match): a second writer on the same prefix cannot be fenced; relying on the local writer lock only");
+        }
+        let state = StoreState { store: remote.display.clone(), conditional_writes, probed_ms: now_ms() };
+        write_json(&log.data_dir().join(STORE_STATE_FILE), &state)?;
+        let writer = Writer { id: writer_id(log.data_dir())?, epoch: now_ms() as u64 };
+        let tiering = &log.config().tiering;
+        let settings = UploadSettings {
+            chunk_bytes: tiering.chunk_bytes,
+            zstd_level: tiering.zstd_level as i32,
+            attempts: tiering.upload_attempts as u32,
+            multipart_threshold_bytes: tiering.multipart_threshold_bytes,
+            concurrency: tiering.upload_concurrency as usize,
+        };
+        let permits = Arc::new(Semaphore::new(settings.concurrency));
+        Ok(Tiering { log, remote, settings, writer, conditional_writes, permits, manifests: Mutex::default() })
+    }
+
+    pub fn remote(&self) -> &RemoteStore {
+        &self.remote
+    }
+
+    /// One pass over every partition (or one topic's): roll segments that are old enough
+    /// (or every non-empty active segment when `seal_active`), upload and commit what is
+    /// sealed and not yet remote, then apply local retention.
+    pub async fn run_once(&self, topic: Option<&str>, seal_active: bool) -> Result<Vec<PartitionReport>> {
+        let topics = match topic {
+            Some(name) => vec![self.log.topic(name)?],
+            None => self.log.topics(),
+        };
+        let mut reports = Vec::new();
+        for topic in topics {
+            for partition in &topic.partitions {
+                if seal_active {
+                    partition.seal_active(now_ms())?
+                } else {
+                    partition.roll_if_old(now_ms())?
+                }
+                reports.push(self.tier_partition(partition.clone()).await?);
+            }
+        }
+        Ok(reports)
+    }
+
+    async fn tier_partition(&self, partition: Arc<Partition>) -> Result<PartitionReport> {
+        let key = (partition.topic.clone(), partition.id);
+        let mut manifests = self.manifests.lock().await;
+        if !manifests.contains_key(&key) {
+            let hint = read_partition_state(partition.dir()).manifest_version;
+            let store = ManifestStore::open(self.remote.clone(), &key.0, key.1, self.writer.clone(), hint).await?;
+            manifests.insert(key.clone(), store);
+        }
+        let manifest = manifests.get_mut(&key).expect("inserted above");
+        let bases = eligible(&partition, &manifest.current)?;
+        let load = |base: u64| {
+            let partition = partition.clone();
+            async move {
+                tokio::task::spawn_blocking(move || segment_bytes(&partition, base))
+                    .await
+                    .map_err(|e| tierlog_tiering::Error::Format(format!("segment read task failed: {e}")))?
+            }
+        };
+        let mut outcome =
+            uploader::upload_in_order(manifest, bases, load, &self.settings, self.permits.clone(), now_ms).await;
+        let mut state = read_partition_state(partition.dir());
+        state.manifest_version = manifest.current.manifest_version;
+        match &outcome.error {
+            Some(e) => {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "tiering stopped; local segments stay until the next run succeeds");
+                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(now_ms()));
+            }
+            None => (state.last_error, state.last_success_ms) = (None, Some(now_ms())),
+        }
+        let deleted = match apply_local_retention(&partition, manifest, self.log.config()).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "local retention stopped");
+                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(now_ms()));
+                outcome.error.get_or_insert(tierlog_tiering::Error::Format(e.to_string()));
+                0
+            }
+        };
+        write_json(&partition.dir().join(PARTITION_STATE_FILE), &state)?;
+        let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
+        let report = PartitionReport {
+            topic: key.0.clone(),
+            partition: key.1,
+            uploaded_segments: outcome.committed.len(),
+            uploaded_raw_bytes: outcome.committed.iter().map(|e| e.raw_bytes).sum(),
+            uploaded_object_bytes: outcome.committed.iter().map(|e| e.object_bytes).sum(),
+            remote_end_offset: manifest.current.next_offset(),
+            deleted_local_segments: deleted,
+            error: outcome.error.map(|e| e.to_string()),
+        };
+        if fenced {
+            manifests.remove(&key); // reload on the next run rather than keep a stale view
+        }
+        Ok(report)
+    }
+
+    /// Starts the background task: a pass every `tiering.interval_ms` until `stop` is called.
+    pub fn spawn(self: Arc<Self>) -> Background {
+        let (stop, mut stopped) = watch::channel(false);
+        let period = Duration::from_millis(self.log.config().tiering.interval_ms);
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stopped.changed() => return,
+                }
+                match self.run_once(None, false).await {
+                    Ok(reports) => {
+                        for r in reports.iter().filter(|r| r.uploaded_segments > 0 || r.deleted_local_segments > 0) {
+                            tracing::info!(topic = %r.topic, partition = r.partition, uploaded = r.uploaded_segments, deleted = r.deleted_local_segments, "tiering pass");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "tiering pass failed; retrying next interval"),
+                }
+            }
+        });
+        Background { stop, handle }
+    }
+}
+
+/// Handle of the background tiering task.
+pub struct Background {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Asks the task to stop after its current pass and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+/// Sealed segments not yet in the manifest, in order. Reconciliation after a crash is this
+/// same comparison: whatever the manifest lacks is uploaded again.
+fn eligible(partition: &Partition, manifest: &Manifest) -> Result<Vec<u64>> {
+    let remote_end = manifest.next_offset();
+    let has_remote = manifest.start_offset().is_some();
+    let mut bases = Vec::new();
+    for segment in partition.sealed_segments() {
+        if segment.next_offset <= remote_end && has_remote {
+            continue;
+        }
+        if has_remote && segment.base_offset < remote_end {
+            return Err(diverged(
+                partition,
+                format!(
+                    "local segment {}..{} straddles the remote end {remote_end}",
+                    segment.base_offset, segment.next_offset
+                ),
+            ));
+        }
+        if has_remote && bases.is_empty() && segment.base_offset != remote_end {
+            return Err(diverged(
+                partition,
+                format!(
+                    "the remote tier ends before {remote_end} but the next local segment starts at {}",
+                    segment.base_offset
+                ),
+            ));
+        }
+        bases.push(segment.base_offset);
+    }
+    if has_remote && partition.end_offset() < remote_end {
+        return Err(diverged(
+            partition,
+            format!(
+                "the remote tier holds offsets up to {} but the local log ends at {}: this data directory did not write that prefix; use another remote.url or restore it from the bucket",
+                remote_end - 1,
+                partition.end_offset()
+            ),
+        ));
+    }
+    Ok(bases)
+}
+
+fn diverged(partition: &Partition, detail: String) -> Error {
+    Error::Remote(tierlog_tiering::Error::Diverged { topic: partition.topic.clone(), partition: partition.id, detail })
+}
+
+fn segment_bytes(partition: &Partition, base: u64) -> tierlog_tiering::Result<SegmentBytes> {
+    let (raw, headers) = partition.read_sealed(base).map_err(|e| tierlog_tiering::Error::Format(e.to_string()))?;
+    let batches = headers
+        .into_iter()
+        .map(|(position, h)| BatchMark {
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            position,
+            length: h.length as u64,
+            min_timestamp: h.min_timestamp,
+            max_timestamp: h.max_timestamp,
+        })
+        .collect();
+    Ok(SegmentBytes { base_offset: base, raw: raw.into(), batches })
+}
+
+/// Deletes the oldest local sealed segments that the committed manifest covers, while the
+/// partition holds more than `local_retention_bytes` or they are older than
+/// `local_retention_ms` (by their newest record). Never touches anything not yet remote, and
+/// checks right before deleting that the remote entry is this very segment (same offsets,
+/// same SHA-256 of the raw bytes): a manifest written by another data directory never causes
+/// a local deletion.
+async fn apply_local_retention(partition: &Arc<Partition>, manifest: &ManifestStore, config: &Config) -> Result<usize> {
+    let remote_end = manifest.current.next_offset();
+    let sealed = partition.sealed_segments();
+    let mut local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + partition.active_bytes();
+    let now = now_ms();
+    let mut deleted = 0;
+    for segment in sealed {
+        let tiered = manifest.current.start_offset().is_some() && segment.next_offset <= remote_end;
+        let too_big = local_bytes > config.tiering.local_retention_bytes;
+        let too_old = now.saturating_sub(segment.max_timestamp) > config.tiering.local_retention_ms as i64;
+        if !tiered || !(too_big || too_old) {
+            break;
+        }
+        let entry = remote_entry(manifest, segment.base_offset).await?;
+        let path = segment.path.clone();
+        let sha = tokio::task::spawn_blocking(move || std::fs::read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+            .await
+            .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
+            .map_err(|e| Error::io(&segment.path, "read", e))?;
+        let same = entry.as_ref().is_some_and(|e| e.last_offset + 1 == segment.next_offset && e.raw_sha256 == sha);
+        if !same {
+            return Err(diverged(
+                partition,
+                format!(
+                    "local segment {} differs from the remote copy of offsets {}..{} (SHA-256 or range): it is kept; this data directory did not write that prefix",
+                    segment.path.display(),
+                    segment.base_offset,
+                    segment.next_offset
+                ),
+            ));
+        }
+        partition.remove_sealed(segment.base_offset)?;
+        tracing::debug!(topic = %partition.topic, partition = partition.id, base = segment.base_offset, "deleted local segment (tiered)");
+        local_bytes -= segment.bytes;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+/// The manifest entry of the segment starting at `base`, inline or in an archive.
+async fn remote_entry(manifest: &ManifestStore, base: u64) -> Result<Option<tierlog_tiering::manifest::Entry>> {
+    if let Some(entry) = manifest.current.entries.iter().find(|e| e.base_offset == base) {
+        return Ok(Some(entry.clone()));
+    }
+    match manifest.current.archives.iter().find(|a| a.base_offset <= base && base <= a.last_offset) {
+        Some(archive) => Ok(manifest.load_archive(archive).await?.into_iter().find(|e| e.base_offset == base)),
+        None => Ok(None),
+    }
+}
+
+pub fn read_partition_state(partition_dir: &Path) -> PartitionState {
+    std::fs::read(partition_dir.join(PARTITION_STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn read_store_state(data_dir: &Path) -> Option<StoreState> {
+    std::fs::read(data_dir.join(STORE_STATE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).expect("state serializes");
+    write_atomic(path, &bytes).map_err(|e| Error::io(path, "write", e))
+}
+
+/// A stable id for this data directory's writer, created once.
+fn writer_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(WRITER_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let id = tierlog_tiering::keys::unique_suffix();
+    write_atomic(&path, id.as_bytes()).map_err(|e| Error::io(&path, "write", e))?;
+    Ok(id)
+}
