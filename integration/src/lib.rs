@@ -6,8 +6,10 @@
 //!   authentication and conditional writes; needs no setup, so `cargo test --workspace`
 //!   works on a fresh machine;
 //! - `TIERLOG_TEST_S3_ENDPOINT` (+ `_BUCKET`, `_ACCESS_KEY`, `_SECRET_KEY`, `_REGION`,
-//!   `_CONDITIONAL=true|false`): an external server such as Garage or moto, started by
+//!   `_CONDITIONAL=true|false`, `_AUTH=true|false`): an external server such as Garage or moto, started by
 //!   `integration/scripts/s3-servers.sh` in CI.
+
+pub mod scenarios;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub struct S3Target {
     pub region: String,
     /// Whether the server honours `If-None-Match: *`.
     pub conditional_writes: bool,
+    /// Whether the server checks signatures (moto accepts any credentials).
+    pub authenticates: bool,
     pub provider: String,
     _server: Option<InProcessS3>,
 }
@@ -58,6 +62,21 @@ impl S3Target {
         }
     }
 
+    /// A server started by the caller (e.g. MinIO in a container).
+    pub fn custom(endpoint: String, bucket: &str, access_key: &str, secret_key: &str, provider: &str) -> S3Target {
+        S3Target {
+            endpoint,
+            bucket: bucket.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            region: "us-east-1".into(),
+            conditional_writes: true,
+            authenticates: true,
+            provider: provider.into(),
+            _server: None,
+        }
+    }
+
     fn external(endpoint: String) -> S3Target {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
         S3Target {
@@ -67,6 +86,7 @@ impl S3Target {
             secret_key: var("TIERLOG_TEST_S3_SECRET_KEY", ""),
             region: var("TIERLOG_TEST_S3_REGION", "us-east-1"),
             conditional_writes: var("TIERLOG_TEST_S3_CONDITIONAL", "true") == "true",
+            authenticates: var("TIERLOG_TEST_S3_AUTH", "true") == "true",
             provider: var("TIERLOG_TEST_S3_PROVIDER", "external"),
             _server: None,
         }
@@ -92,6 +112,7 @@ impl S3Target {
             secret_key: SECRET_KEY.into(),
             region: "us-east-1".into(),
             conditional_writes: true,
+            authenticates: true,
             provider: "s3s-fs (in-process)".into(),
             _server: Some(InProcessS3 { _root: root, shutdown: Some(tx) }),
         }

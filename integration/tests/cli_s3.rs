@@ -30,7 +30,9 @@ fn write_config(dir: &Path, s3: &S3Target, prefix: &str) -> std::path::PathBuf {
 fn tierlog(config: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(tierlog_bin());
     cmd.arg("--config").arg(config);
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "TIERLOG_CONFIG"] {
+    // The child sees only this test's configuration: no TIERLOG_* (the test harness's own
+    // TIERLOG_TEST_* would be rejected as unknown keys) and no ambient AWS credentials.
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_") || k.starts_with("AWS_")) {
         cmd.env_remove(var);
     }
     // Never let the credential chain reach for the EC2 metadata endpoint from a test.

@@ -1,0 +1,35 @@
+//! The end-to-end tiering scenario against MinIO in Docker, through testcontainers.
+//!
+//! Needs a Docker engine, so it is ignored by default. Run it with:
+//!
+//! ```sh
+//! cargo test -p tierlog-integration --test minio -- --ignored
+//! ```
+
+use testcontainers::core::{ExecCommand, IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{GenericImage, ImageExt};
+use tierlog_integration::S3Target;
+
+const USER: &str = "minioadmin";
+const PASSWORD: &str = "minioadmin";
+const BUCKET: &str = "tierlog-test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
+async fn tiering_round_trip_against_minio() {
+    let container = GenericImage::new("minio/minio", "latest")
+        .with_exposed_port(9000.tcp())
+        .with_wait_for(WaitFor::message_on_stdout("API:"))
+        .with_env_var("MINIO_ROOT_USER", USER)
+        .with_env_var("MINIO_ROOT_PASSWORD", PASSWORD)
+        .with_cmd(["server", "/data"])
+        .start()
+        .await
+        .expect("start MinIO (is Docker running?)");
+    let create_bucket = format!("mc alias set local http://127.0.0.1:9000 {USER} {PASSWORD} && mc mb local/{BUCKET}");
+    container.exec(ExecCommand::new(["sh", "-c", &create_bucket])).await.expect("create bucket");
+    let port = container.get_host_port_ipv4(9000.tcp()).await.expect("mapped port");
+    let s3 = S3Target::custom(format!("http://127.0.0.1:{port}"), BUCKET, USER, PASSWORD, "minio");
+    tierlog_integration::scenarios::tier_round_trip(&s3).await;
+}
