@@ -21,6 +21,25 @@ pub enum BenchCommand {
     /// Append and sequential-read throughput against raw write+fdatasync and raw read.
     #[command(after_help = "Example:\n  tierlog bench append --total-mb 256 --dir /var/tmp/tierlog-bench")]
     Append(AppendArgs),
+    /// Seal + compress + upload throughput to the configured remote, against single-thread
+    /// zstd on the same data at the same level.
+    #[command(
+        after_help = "Example:\n  tierlog bench tier --total-mb 128\n  tierlog --config config/minio.toml bench tier"
+    )]
+    Tier(TierArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TierArgs {
+    /// Scratch directory (removed afterwards; the embedded remote goes beside its log).
+    #[arg(long, default_value = "tierlog-bench")]
+    pub dir: PathBuf,
+    /// Raw bytes of payment events to tier.
+    #[arg(long, default_value_t = 128)]
+    pub total_mb: u64,
+    /// Size of each record value (JSON payment events).
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +64,7 @@ pub struct AppendArgs {
 pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Append(args) => append(global, args),
+        BenchCommand::Tier(args) => tier(global, args),
     }
 }
 
@@ -188,4 +208,74 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let mut config = global.load_config()?;
+    config.data_dir = args.dir.join("log");
+    config.durability.fsync = FsyncPolicy::Never; // this bench measures tiering, not appends
+    config.segment.max_bytes = config.segment.max_bytes.min(64 * 1024 * 1024);
+    config.tiering.local_retention_bytes = u64::MAX >> 2;
+    let log = Log::open(config.clone())?;
+    let partition = log.create_topic("bench", 1)?.partition(0)?.clone();
+    let total = args.total_mb * 1_000_000;
+    let mut n = 0u64;
+    while partition.active_bytes() + partition.sealed_segments().iter().map(|s| s.bytes).sum::<u64>() < total {
+        let batch: Vec<Record> = (n..n + 256)
+            .map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, args.record_bytes))
+            .collect();
+        partition.append(&batch, tierlog::partition::now_ms())?;
+        n += 256;
+    }
+    partition.seal_active(tierlog::partition::now_ms())?;
+    let segments = partition.sealed_segments();
+    let raw_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
+
+    // The limit: one thread compressing the same bytes, in the same chunks, at the same level.
+    let level = config.tiering.zstd_level as i32;
+    let mut zstd_secs = 0.0;
+    let mut zstd_out = 0u64;
+    for segment in &segments {
+        let raw = fs::read(&segment.path)?;
+        let start = Instant::now();
+        for chunk in raw.chunks(config.tiering.chunk_bytes as usize) {
+            zstd_out += zstd::bulk::compress(chunk, level)?.len() as u64;
+        }
+        zstd_secs += start.elapsed().as_secs_f64();
+    }
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (secs, object_bytes, store) = runtime.block_on(async {
+        let tiering = tierlog::tier::Tiering::start(log.clone()).await?;
+        let store = tiering.remote().display.clone();
+        let start = Instant::now();
+        let reports = tiering.run_once(Some("bench"), true).await?;
+        let secs = start.elapsed().as_secs_f64();
+        if let Some(error) = reports.iter().find_map(|r| r.error.clone()) {
+            anyhow::bail!("tiering failed: {error}");
+        }
+        anyhow::Ok((secs, reports.iter().map(|r| r.uploaded_object_bytes).sum::<u64>(), store))
+    })?;
+    let tier_mb_s = raw_bytes as f64 / secs / 1e6;
+    let zstd_mb_s = raw_bytes as f64 / zstd_secs / 1e6;
+    let report = json!({
+        "bench": "tier",
+        "store": store,
+        "segments": segments.len(), "raw_bytes": raw_bytes, "object_bytes": object_bytes,
+        "record_bytes": args.record_bytes, "zstd_level": level, "chunk_bytes": config.tiering.chunk_bytes,
+        "upload_concurrency": config.tiering.upload_concurrency,
+        "tier": {"raw_mb_per_s": round2(tier_mb_s), "seconds": round2(secs)},
+        "zstd_single_thread": {"mb_per_s": round2(zstd_mb_s), "ratio": round2(raw_bytes as f64 / zstd_out as f64)},
+        "compression_ratio": round2(raw_bytes as f64 / object_bytes as f64),
+        "tier_vs_zstd": round2(tier_mb_s / zstd_mb_s),
+        "tier_target": 0.7,
+        "ratio_target": 4.0,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(log);
+    fs::remove_dir_all(&args.dir)?;
+    Ok(ExitCode::SUCCESS)
 }
