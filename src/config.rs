@@ -22,6 +22,7 @@ pub struct Config {
     pub durability: DurabilitySection,
     pub remote: RemoteSection,
     pub tiering: TieringSection,
+    pub reader: ReaderSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +115,32 @@ pub struct TieringSection {
     pub orphan_grace_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReaderSection {
+    /// Decompressed remote chunks kept in memory, shared by every reader of the process.
+    pub cache_bytes: u64,
+    /// Compressed bytes fetched ahead of a sequential remote replay (across segments).
+    pub prefetch_bytes: u64,
+    /// Remote GETs in flight at once, separate from uploads, so cold replays cannot starve
+    /// tiering (or appends, which never wait on the remote tier).
+    pub concurrency: u64,
+    /// A remote GET that has not answered after this long fails (and may be retried by the
+    /// caller); independent of how long a client is willing to wait.
+    pub timeout_ms: u64,
+}
+
+impl Default for ReaderSection {
+    fn default() -> Self {
+        ReaderSection {
+            cache_bytes: 256 * 1024 * 1024,
+            prefetch_bytes: 32 * 1024 * 1024,
+            concurrency: 8,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
 impl Default for RemoteSection {
     fn default() -> Self {
         RemoteSection {
@@ -153,6 +180,7 @@ impl Default for Config {
             durability: DurabilitySection::default(),
             remote: RemoteSection::default(),
             tiering: TieringSection::default(),
+            reader: ReaderSection::default(),
         }
     }
 }
@@ -196,6 +224,11 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("tiering.local_retention_ms", 0, 100 * 365 * 24 * 3600 * 1000),
     ("tiering.interval_ms", 100, 3_600_000),
     ("tiering.orphan_grace_ms", 0, 365 * 24 * 3600 * 1000),
+    // At least one 4 MiB chunk must fit, or every remote read would miss the cache.
+    ("reader.cache_bytes", 8 * 1024 * 1024, 1 << 40),
+    ("reader.prefetch_bytes", 0, 1 << 34),
+    ("reader.concurrency", 1, 256),
+    ("reader.timeout_ms", 100, 3_600_000),
 ];
 
 impl Config {

@@ -8,16 +8,19 @@
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
 //! - [`config`]: TOML + environment configuration.
 //! - [`tier`]: drives the remote tier (upload, commit, local retention).
+//! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
 pub mod batch;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod groups;
 pub mod index;
 pub mod lock;
 pub mod log;
 pub mod partition;
+pub mod reader;
 pub mod record;
 pub mod sample;
 pub mod segment;

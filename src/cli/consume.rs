@@ -1,5 +1,6 @@
-//! `tierlog consume` and `tierlog offsets`. Both open the data directory read-only (no
-//! writer lock), so history can be replayed while a producer or server keeps writing.
+//! `tierlog consume` and `tierlog offsets`, through the unified reader (both tiers). Both
+//! open the data directory read-only (no writer lock), so history can be replayed while a
+//! producer or server keeps writing.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,9 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{ArgGroup, Args};
 use serde_json::json;
-use tierlog::Log;
+use std::sync::Arc;
+
 use tierlog::partition::Partition;
+use tierlog::reader::Reader;
 use tierlog::time::parse_time;
+use tierlog::{Log, groups};
 
 use super::GlobalArgs;
 
@@ -52,6 +56,10 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records after reaching the end.
     #[arg(long)]
     pub follow: bool,
+    /// Consumer group: resume from its committed offsets (unless a --from-* flag is given)
+    /// and commit after records are printed.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -62,13 +70,13 @@ pub struct OffsetsArgs {
     pub time: Option<i64>,
 }
 
-struct Cursor<'a> {
-    partition: &'a Partition,
+struct Cursor {
+    partition: Arc<Partition>,
     next: u64,
     stop: Option<u64>,
 }
 
-impl Cursor<'_> {
+impl Cursor {
     fn done(&self) -> bool {
         self.stop.is_some_and(|stop| self.next >= stop)
     }
@@ -76,22 +84,34 @@ impl Cursor<'_> {
 
 pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
     let log = Log::open_read_only(global.load_config()?)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(consume(Reader::new(log), args))
+}
+
+async fn consume(reader: Reader, args: ConsumeArgs) -> Result<ExitCode> {
+    let log = reader.log().clone();
     let topic = log.topic(&args.topic)?;
-    let partitions: Vec<&Partition> = match args.partition {
-        Some(p) => vec![topic.partition(p)?.as_ref()],
-        None => topic.partitions.iter().map(|p| p.as_ref()).collect(),
+    let partitions: Vec<Arc<Partition>> = match args.partition {
+        Some(p) => vec![topic.partition(p)?.clone()],
+        None => topic.partitions.clone(),
     };
+    let committed = match &args.group {
+        Some(group) => groups::load(log.data_dir(), group, &args.topic)?,
+        None => Default::default(),
+    };
+    let explicit_start = args.from_beginning || args.from_offset.is_some() || args.from_time.is_some() || args.from_end;
     let mut cursors = Vec::new();
     for partition in partitions {
-        let next = match (args.from_offset, args.from_time, args.from_end) {
-            (Some(offset), _, _) => offset,
-            (_, Some(time), _) => partition.offset_for_time(time)?,
-            (_, _, true) => partition.end_offset(),
-            _ => partition.start_offset(),
+        let next = match (args.from_offset, args.from_time, args.from_end, committed.get(&partition.id)) {
+            (Some(offset), ..) => offset,
+            (_, Some(time), ..) => reader.offset_for_time(&partition, time).await?,
+            (_, _, true, _) => partition.end_offset(),
+            (.., Some(offset)) if !explicit_start => *offset,
+            _ => reader.start_offset(&partition).await?,
         };
         let stop = match (args.to_offset, args.to_time) {
             (Some(offset), _) => Some(offset),
-            (_, Some(time)) => Some(partition.offset_for_time(time)?),
+            (_, Some(time)) => Some(reader.offset_for_time(&partition, time).await?),
             _ => None,
         };
         cursors.push(Cursor { partition, next, stop });
@@ -101,7 +121,7 @@ pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
     while remaining > 0 && cursors.iter().any(|c| !c.done()) {
         let mut progressed = false;
         for cursor in cursors.iter_mut().filter(|c| !c.done()) {
-            for stored in cursor.partition.read(cursor.next, READ_STEP_BYTES)? {
+            for stored in reader.read(&cursor.partition, cursor.next, READ_STEP_BYTES).await? {
                 if cursor.done() || remaining == 0 {
                     break;
                 }
@@ -111,12 +131,14 @@ pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
                 progressed = true;
             }
         }
-        if !progressed {
+        if progressed {
+            out.flush()?;
+            commit(&log, &args, &cursors)?; // after the records are printed: at-least-once
+        } else {
             if !args.follow {
                 break;
             }
-            out.flush()?;
-            std::thread::sleep(FOLLOW_POLL);
+            tokio::time::sleep(FOLLOW_POLL).await;
             for cursor in &cursors {
                 cursor.partition.refresh()?;
             }
@@ -126,15 +148,27 @@ pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn commit(log: &Log, args: &ConsumeArgs, cursors: &[Cursor]) -> Result<()> {
+    if let Some(group) = &args.group {
+        let offsets = cursors.iter().map(|c| (c.partition.id, c.next)).collect();
+        groups::commit(log.data_dir(), group, &args.topic, &offsets)?;
+    }
+    Ok(())
+}
+
 pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
     let log = Log::open_read_only(global.load_config()?)?;
-    let topic = log.topic(&args.topic)?;
-    for p in &topic.partitions {
-        let line = match args.time {
-            Some(time) => json!({"partition": p.id, "offset": p.offset_for_time(time)?}),
-            None => json!({"partition": p.id, "start": p.start_offset(), "end": p.end_offset()}),
-        };
-        println!("{line}");
-    }
-    Ok(ExitCode::SUCCESS)
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let reader = Reader::new(log.clone());
+        let topic = log.topic(&args.topic)?;
+        for p in &topic.partitions {
+            let line = match args.time {
+                Some(time) => json!({"partition": p.id, "offset": reader.offset_for_time(p, time).await?}),
+                None => json!({"partition": p.id, "start": reader.start_offset(p).await?, "end": p.end_offset()}),
+            };
+            println!("{line}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

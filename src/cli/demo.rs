@@ -66,8 +66,9 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
     }
     println!("   {written} records are durable.\n");
 
-    describe_reads(&log, &config, day_start)?;
-    tier_to_remote(&log, &config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    tier_to_remote(&runtime, &log, &config)?;
+    runtime.block_on(describe_reads(&log, day_start))?;
     drop(log);
     println!("Explore it yourself:");
     println!(
@@ -75,6 +76,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
         config.data_dir.display()
     );
     println!("  tierlog --data-dir {} offsets payments --time 2026-03-03T14:02:00Z", config.data_dir.display());
+    println!("  tierlog --data-dir {} tier status payments", config.data_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,36 +117,40 @@ fn write_events(topic: &tierlog::topic::Topic, events: u64, day_start: i64) -> R
     Ok(events)
 }
 
-fn describe_reads(log: &Log, _config: &Config, day_start: i64) -> Result<()> {
+async fn describe_reads(log: &Log, day_start: i64) -> Result<()> {
+    let reader = tierlog::reader::Reader::new(log.clone());
     let topic = log.topic("payments")?;
     let p0 = topic.partition(0)?;
-    println!("3. Reading by offset: partition 0, offset 1234 (an index lookup, then one short scan).");
-    let record = p0.read(1234, 64 * 1024)?.into_iter().next().context("offset 1234 should exist")?;
-    println!(
-        "   offset {} at {}: {}\n",
-        record.offset,
-        format_time(record.record.timestamp),
-        preview(&record.record.value)
-    );
-
+    println!("4. Reading by offset, one reader over both tiers (partition 0):");
+    for offset in [1234, p0.end_offset() - 1] {
+        let tier = if offset >= p0.start_offset() { "local disk" } else { "remote tier: one ranged GET of one chunk" };
+        let record = reader.read(p0, offset, 64 * 1024).await?.into_iter().next().context("offset should exist")?;
+        println!(
+            "   offset {} ({tier}) at {}: {}",
+            record.offset,
+            format_time(record.record.timestamp),
+            preview(&record.record.value)
+        );
+    }
+    println!();
     let question = day_start + (14 * 60 + 2) * 60 * 1000;
-    println!("4. Point in time: \"what did we know at {}?\"", format_time(question));
+    println!("5. Point in time: \"what did we know at {}?\"", format_time(question));
     let mut before = 0;
     for p in &topic.partitions {
-        let offset = p.offset_for_time(question)?;
-        before += offset - p.start_offset();
-        println!("   partition {}: first record at or after that time is offset {offset}", p.id);
+        let offset = reader.offset_for_time(p, question).await?;
+        before += offset - reader.start_offset(p).await?;
+        let tier = if offset >= p.start_offset() { "local" } else { "remote" };
+        println!("   partition {}: first record at or after that time is offset {offset} ({tier} tier)", p.id);
     }
     println!("   {before} payments had happened by then; replaying offsets below those answers the question,");
     println!("   and asking again returns the same records every time.\n");
     Ok(())
 }
 
-fn tier_to_remote(log: &Log, config: &Config) -> Result<()> {
-    println!("5. Tiering: sealed segments are compressed (zstd, 4 MiB chunks) and uploaded to the remote tier.");
+fn tier_to_remote(runtime: &tokio::runtime::Runtime, log: &Log, config: &Config) -> Result<()> {
+    println!("3. Tiering: sealed segments are compressed (zstd, 4 MiB chunks) and uploaded to the remote tier.");
     println!("   Here the remote is the embedded default, a directory: {}", config.remote_url());
     println!("   (point remote.url at s3://bucket/prefix for MinIO, AWS S3, Garage or Ceph).");
-    let runtime = tokio::runtime::Runtime::new()?;
     let reports = runtime.block_on(async {
         let tiering = tierlog::tier::Tiering::start(log.clone()).await?;
         anyhow::Ok(tiering.run_once(Some("payments"), true).await?)

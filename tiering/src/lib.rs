@@ -10,12 +10,14 @@
 //! - [`keys`]: object key layout.
 //! - [`manifest`]: the versioned, hash-chained, create-only manifest.
 //! - [`uploader`]: build, upload with retries, commit in offset order.
+//! - [`remote_reader`]: offset/time → one ranged GET of one chunk; cache, prefetch, coalescing.
 //! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
 
 pub mod error;
 pub mod fault;
 pub mod keys;
 pub mod manifest;
+pub mod remote_reader;
 pub mod segment_object;
 pub mod store;
 pub mod uploader;

@@ -1,0 +1,394 @@
+//! Reading the remote tier: offset or time → manifest (in memory) → chunk index (cached) →
+//! one ranged GET of one chunk → decompress → raw batch bytes for the caller to decode.
+//!
+//! Request budget: a cold seek costs 2 requests with the manifest loaded (index range + chunk
+//! range), 1 when the chunk index is cached, 0 when the chunk is cached. Sequential replay
+//! (a read starting right after the previous chunk of the same partition) prefetches the
+//! following chunks, across segment boundaries, within `prefetch_bytes`. Concurrent loads of
+//! one chunk are coalesced into one GET; a load runs as its own task, so it completes and
+//! fills the cache even if the reader that asked for it went away. Decompressed chunks are
+//! cached up to `cache_bytes`. Remote GETs have their own concurrency limit and timeout.
+//!
+//! Knows nothing about records: it returns validated (CRC32C per chunk, zstd checksum)
+//! decompressed bytes that are whole batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Entry, Manifest, ManifestStore, Writer};
+use crate::segment_object::{self, ChunkIndex};
+use crate::store::RemoteStore;
+
+/// Chunk indexes kept in memory. An index is ~60 bytes per 4 MiB chunk, so this bound is
+/// about an MiB of memory while covering thousands of segments.
+const INDEXES_MAX: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    pub cache_bytes: u64,
+    pub prefetch_bytes: u64,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// Decompressed bytes of one chunk: whole batches covering `first_offset..=last_offset`.
+#[derive(Debug, Clone)]
+pub struct RemoteChunk {
+    pub raw: Bytes,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub key: String,
+    pub chunk: usize,
+}
+
+type ChunkId = (String, usize);
+type Loading = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<Error>>>>;
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub chunk_gets: std::sync::atomic::AtomicU64,
+    pub index_gets: std::sync::atomic::AtomicU64,
+    pub bytes_fetched: std::sync::atomic::AtomicU64,
+    pub cache_hits: std::sync::atomic::AtomicU64,
+}
+
+pub struct RemoteReader {
+    store: RemoteStore,
+    settings: ReaderSettings,
+    permits: Arc<Semaphore>,
+    manifests: Mutex<HashMap<(String, u32), Arc<PartitionView>>>,
+    indexes: Mutex<Lru<String, Arc<ChunkIndex>>>,
+    chunks: Mutex<Lru<ChunkId, Bytes>>,
+    loading: Mutex<HashMap<ChunkId, Loading>>,
+    /// Per partition: the offset right after the last chunk served (sequential detection).
+    next_expected: Mutex<HashMap<(String, u32), u64>>,
+    pub stats: Arc<ReadStats>,
+    me: std::sync::Weak<RemoteReader>,
+}
+
+/// A loaded manifest plus the archives loaded on demand.
+struct PartitionView {
+    store: ManifestStore,
+    archives: Mutex<HashMap<usize, Arc<Vec<Entry>>>>,
+}
+
+impl RemoteReader {
+    pub fn new(store: RemoteStore, settings: ReaderSettings) -> Arc<RemoteReader> {
+        Arc::new_cyclic(|me| RemoteReader {
+            me: me.clone(),
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            indexes: Mutex::new(Lru::new(INDEXES_MAX as u64)),
+            chunks: Mutex::new(Lru::new(settings.cache_bytes)),
+            store,
+            settings,
+            manifests: Mutex::default(),
+            loading: Mutex::default(),
+            next_expected: Mutex::default(),
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn store(&self) -> &RemoteStore {
+        &self.store
+    }
+
+    /// The partition's manifest, loaded once (`refresh` reloads it, probing forward).
+    pub async fn manifest(&self, topic: &str, partition: u32, refresh: bool, hint: u64) -> Result<Manifest> {
+        Ok(self.view(topic, partition, refresh, hint).await?.store.current.clone())
+    }
+
+    async fn view(&self, topic: &str, partition: u32, refresh: bool, hint: u64) -> Result<Arc<PartitionView>> {
+        let key = (topic.to_string(), partition);
+        let known = lock(&self.manifests).get(&key).cloned();
+        if let Some(view) = known.as_ref().filter(|_| !refresh) {
+            return Ok(view.clone());
+        }
+        let hint = known.as_ref().map_or(hint, |v| v.store.current.manifest_version.max(hint));
+        let reader = Writer { id: "reader".into(), epoch: 0 };
+        let store = ManifestStore::open(self.store.clone(), topic, partition, reader, hint).await?;
+        let view = Arc::new(PartitionView { store, archives: Mutex::default() });
+        lock(&self.manifests).insert(key, view.clone());
+        Ok(view)
+    }
+
+    /// The manifest entry holding `offset`, from inline entries or an archive.
+    async fn entry_for_offset(&self, view: &PartitionView, offset: u64) -> Result<Option<(Entry, Option<Entry>)>> {
+        let m = &view.store.current;
+        if m.entries.first().is_some_and(|e| e.base_offset <= offset) {
+            let i = m.entries.partition_point(|e| e.last_offset < offset);
+            return Ok(m.entries.get(i).map(|e| (e.clone(), m.entries.get(i + 1).cloned())));
+        }
+        let Some(ai) = m.archives.iter().position(|a| a.base_offset <= offset && offset <= a.last_offset) else {
+            return Ok(None);
+        };
+        let entries = self.archive(view, ai).await?;
+        let i = entries.partition_point(|e| e.last_offset < offset);
+        let next = entries.get(i + 1).cloned().or_else(|| m.entries.first().cloned());
+        Ok(entries.get(i).map(|e| (e.clone(), next)))
+    }
+
+    async fn archive(&self, view: &PartitionView, i: usize) -> Result<Arc<Vec<Entry>>> {
+        if let Some(entries) = lock(&view.archives).get(&i) {
+            return Ok(entries.clone());
+        }
+        let entries = Arc::new(view.store.load_archive(&view.store.current.archives[i]).await?);
+        lock(&view.archives).insert(i, entries.clone());
+        Ok(entries)
+    }
+
+    /// The first entry whose newest record is at or after `time` (every earlier entry holds
+    /// only older records, so a time lookup's answer lies in it).
+    async fn entry_for_time(&self, view: &PartitionView, time: i64) -> Result<Option<Entry>> {
+        let m = &view.store.current;
+        for (i, archive) in m.archives.iter().enumerate() {
+            if archive.max_timestamp >= time {
+                return Ok(self.archive(view, i).await?.iter().find(|e| e.max_timestamp >= time).cloned());
+            }
+        }
+        Ok(m.entries.iter().find(|e| e.max_timestamp >= time).cloned())
+    }
+
+    /// The chunk holding `offset`, or `None` when the remote tier does not hold it (after
+    /// refreshing the manifest once, in case the writer tiered more since it was loaded).
+    pub async fn read_at(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        hint: u64,
+    ) -> Result<Option<RemoteChunk>> {
+        let mut view = self.view(topic, partition, false, hint).await?;
+        if offset >= view.store.current.next_offset() {
+            view = self.view(topic, partition, true, hint).await?;
+        }
+        let Some((entry, next_entry)) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
+        let index = self.index(&entry).await?;
+        let Some(chunk_no) = index.chunks.iter().position(|c| c.first_offset <= offset && offset <= c.last_offset)
+        else {
+            return Err(Error::Corrupt {
+                key: entry.key.clone(),
+                reason: format!("chunk index has no chunk for offset {offset}"),
+            });
+        };
+        let sequential = lock(&self.next_expected).get(&(topic.to_string(), partition))
+            == Some(&index.chunks[chunk_no].first_offset);
+        let chunk = self.chunk(&entry, &index, chunk_no).await?;
+        lock(&self.next_expected).insert((topic.to_string(), partition), chunk.last_offset + 1);
+        if sequential && self.settings.prefetch_bytes > 0 {
+            self.clone().prefetch(entry, index, chunk_no + 1, next_entry);
+        }
+        Ok(Some(chunk))
+    }
+
+    /// The chunk holding the first record with timestamp ≥ `time`, or `None` when no remote
+    /// record is that recent. No scan of cold data: manifest, then chunk index, then one chunk.
+    pub async fn read_for_time(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: u32,
+        time: i64,
+        hint: u64,
+    ) -> Result<Option<RemoteChunk>> {
+        let view = self.view(topic, partition, false, hint).await?;
+        let Some(entry) = self.entry_for_time(&view, time).await? else { return Ok(None) };
+        let index = self.index(&entry).await?;
+        let Some(chunk_no) = index.chunks.iter().position(|c| c.max_timestamp >= time) else {
+            return Err(Error::Corrupt {
+                key: entry.key.clone(),
+                reason: format!("manifest says a record ≥ {time} exists, the chunk index disagrees"),
+            });
+        };
+        Ok(Some(self.chunk(&entry, &index, chunk_no).await?))
+    }
+
+    async fn index(&self, entry: &Entry) -> Result<Arc<ChunkIndex>> {
+        if let Some(index) = lock(&self.indexes).get(&entry.key) {
+            return Ok(index);
+        }
+        let range = entry.index_position..entry.index_position + entry.index_len;
+        let frame = self.get_range(&entry.key, range).await?;
+        self.stats.index_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = Arc::new(
+            segment_object::parse_index_frame(&frame)
+                .map_err(|e| Error::Corrupt { key: entry.key.clone(), reason: e.to_string() })?,
+        );
+        if index.base_offset != entry.base_offset
+            || index.chunks.last().map(|c| c.last_offset) != Some(entry.last_offset)
+        {
+            return Err(Error::Corrupt {
+                key: entry.key.clone(),
+                reason: "chunk index disagrees with the manifest entry".into(),
+            });
+        }
+        lock(&self.indexes).insert(entry.key.clone(), index.clone(), 1);
+        Ok(index)
+    }
+
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Config("reader closed".into()))?;
+        let path = Path::from(key);
+        let len = range.end - range.start;
+        let fetched = tokio::time::timeout(self.settings.timeout, self.store.store.get_range(&path, range)).await;
+        let bytes = match fetched {
+            Err(_) => {
+                return Err(Error::Format(format!(
+                    "GET {key}: no answer within {:?} (reader.timeout_ms)",
+                    self.settings.timeout
+                )));
+            }
+            Ok(Err(object_store::Error::NotFound { .. })) => return Err(Error::Missing { key: key.to_string() }),
+            Ok(Err(e)) => return Err(self.store.error(format!("GET {key}"), e)),
+            Ok(Ok(bytes)) => bytes,
+        };
+        if bytes.len() as u64 != len {
+            return Err(Error::Corrupt {
+                key: key.into(),
+                reason: format!("ranged GET returned {} bytes, expected {len}", bytes.len()),
+            });
+        }
+        self.stats.bytes_fetched.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// One chunk, from the cache or from one (coalesced) GET.
+    async fn chunk(&self, entry: &Entry, index: &ChunkIndex, chunk_no: usize) -> Result<RemoteChunk> {
+        let meta = index.chunks[chunk_no];
+        let id: ChunkId = (entry.key.clone(), chunk_no);
+        let wrap = |raw: Bytes| RemoteChunk {
+            raw,
+            first_offset: meta.first_offset,
+            last_offset: meta.last_offset,
+            key: entry.key.clone(),
+            chunk: chunk_no,
+        };
+        if let Some(raw) = lock(&self.chunks).get(&id) {
+            self.stats.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(wrap(raw));
+        }
+        let loading = self.start_load(id.clone(), meta);
+        match loading.await {
+            Ok(raw) => Ok(wrap(raw)),
+            Err(e) => Err(Error::Corrupt { key: entry.key.clone(), reason: format!("chunk {chunk_no}: {e}") }),
+        }
+    }
+
+    /// The shared load of a chunk: joins one in flight or starts one as its own task.
+    fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta) -> Loading {
+        let mut loading = lock(&self.loading);
+        if let Some(existing) = loading.get(&id) {
+            return existing.clone();
+        }
+        let this = self.self_handle();
+        let task_id = id.clone();
+        let task = tokio::spawn(async move {
+            let result = this.fetch_chunk(&task_id, meta).await;
+            lock(&this.loading).remove(&task_id);
+            result.map_err(Arc::new)
+        });
+        let shared =
+            async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Format(format!("chunk load task: {e}"))))) }
+                .boxed()
+                .shared();
+        loading.insert(id, shared.clone());
+        shared
+    }
+
+    async fn fetch_chunk(&self, id: &ChunkId, meta: segment_object::ChunkMeta) -> Result<Bytes> {
+        let range = meta.compressed_position..meta.compressed_position + u64::from(meta.compressed_len);
+        let compressed = self.get_range(&id.0, range).await?;
+        self.stats.chunk_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let raw = tokio::task::spawn_blocking(move || segment_object::decode_chunk(&meta, &compressed))
+            .await
+            .map_err(|e| Error::Format(format!("decompression task: {e}")))?
+            .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;
+        let raw = Bytes::from(raw);
+        lock(&self.chunks).insert(id.clone(), raw.clone(), raw.len() as u64);
+        Ok(raw)
+    }
+
+    /// Loads the chunks after `from` (in this segment, then the next) up to `prefetch_bytes`
+    /// of compressed data, in the background.
+    fn prefetch(self: Arc<Self>, entry: Entry, index: Arc<ChunkIndex>, from: usize, next_entry: Option<Entry>) {
+        tokio::spawn(async move {
+            let mut budget = self.settings.prefetch_bytes;
+            let mut plan: Vec<(Entry, Arc<ChunkIndex>, usize)> =
+                (from..index.chunks.len()).map(|c| (entry.clone(), index.clone(), c)).collect();
+            if let Some(next) = next_entry
+                && let Ok(next_index) = self.index(&next).await
+            {
+                plan.extend((0..next_index.chunks.len()).map(|c| (next.clone(), next_index.clone(), c)));
+            }
+            for (entry, index, c) in plan {
+                let cost = u64::from(index.chunks[c].compressed_len);
+                if cost > budget {
+                    break;
+                }
+                budget -= cost;
+                let _ = self.chunk(&entry, &index, c).await;
+            }
+        });
+    }
+
+    /// Loads run as tasks that own a handle to the reader (and so outlive the asker).
+    fn self_handle(&self) -> Arc<RemoteReader> {
+        self.me.upgrade().expect("a reader is alive while one of its methods runs")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A small LRU bounded by a cost (bytes for chunks, count for indexes).
+struct Lru<K, V> {
+    budget: u64,
+    used: u64,
+    tick: u64,
+    items: HashMap<K, (V, u64, u64)>,
+    order: BTreeMap<u64, K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    fn new(budget: u64) -> Self {
+        Lru { budget, used: 0, tick: 0, items: HashMap::new(), order: BTreeMap::new() }
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.tick += 1;
+        let (value, _, tick) = self.items.get_mut(key)?;
+        self.order.remove(tick);
+        *tick = self.tick;
+        self.order.insert(self.tick, key.clone());
+        Some(value.clone())
+    }
+
+    fn insert(&mut self, key: K, value: V, cost: u64) {
+        if cost > self.budget {
+            return; // larger than the whole cache: serve it, do not keep it
+        }
+        if let Some((_, old_cost, old_tick)) = self.items.remove(&key) {
+            self.used -= old_cost;
+            self.order.remove(&old_tick);
+        }
+        while self.used + cost > self.budget {
+            let Some((_, victim)) = self.order.pop_first() else { break };
+            if let Some((_, victim_cost, _)) = self.items.remove(&victim) {
+                self.used -= victim_cost;
+            }
+        }
+        self.tick += 1;
+        self.items.insert(key.clone(), (value, cost, self.tick));
+        self.order.insert(self.tick, key);
+        self.used += cost;
+    }
+}
