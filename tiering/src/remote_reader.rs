@@ -51,7 +51,42 @@ pub struct RemoteChunk {
 }
 
 type ChunkId = (String, usize);
-type Loading = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<Error>>>>;
+type Loading<V> = Shared<BoxFuture<'static, std::result::Result<V, Arc<Error>>>>;
+
+/// Joins concurrent loads of the same key into one. Each load runs as its own task, so it
+/// completes (and fills the cache) even if every caller went away.
+struct Coalescer<K, V> {
+    inflight: Arc<Mutex<HashMap<K, Loading<V>>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Coalescer<K, V> {
+    fn new() -> Self {
+        Coalescer { inflight: Arc::default() }
+    }
+
+    fn load<F>(&self, key: K, work: F) -> Loading<V>
+    where
+        F: std::future::Future<Output = Result<V>> + Send + 'static,
+    {
+        let mut inflight = lock(&self.inflight);
+        if let Some(existing) = inflight.get(&key) {
+            return existing.clone();
+        }
+        let registry = self.inflight.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let result = work.await.map_err(Arc::new);
+            lock(&registry).remove(&task_key);
+            result
+        });
+        let shared =
+            async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Format(format!("load task: {e}"))))) }
+                .boxed()
+                .shared();
+        inflight.insert(key, shared.clone());
+        shared
+    }
+}
 
 /// Counters for tests, benchmarks and metrics.
 #[derive(Debug, Default)]
@@ -69,7 +104,8 @@ pub struct RemoteReader {
     manifests: Mutex<HashMap<(String, u32), Arc<PartitionView>>>,
     indexes: Mutex<Lru<String, Arc<ChunkIndex>>>,
     chunks: Mutex<Lru<ChunkId, Bytes>>,
-    loading: Mutex<HashMap<ChunkId, Loading>>,
+    loading_chunks: Coalescer<ChunkId, Bytes>,
+    loading_indexes: Coalescer<String, Arc<ChunkIndex>>,
     /// Per partition: the offset right after the last chunk served (sequential detection).
     next_expected: Mutex<HashMap<(String, u32), u64>>,
     pub stats: Arc<ReadStats>,
@@ -92,7 +128,8 @@ impl RemoteReader {
             store,
             settings,
             manifests: Mutex::default(),
-            loading: Mutex::default(),
+            loading_chunks: Coalescer::new(),
+            loading_indexes: Coalescer::new(),
             next_expected: Mutex::default(),
             stats: Arc::default(),
         })
@@ -215,6 +252,13 @@ impl RemoteReader {
         if let Some(index) = lock(&self.indexes).get(&entry.key) {
             return Ok(index);
         }
+        let this = self.self_handle();
+        let owned = entry.clone();
+        let loading = self.loading_indexes.load(entry.key.clone(), async move { this.fetch_index(&owned).await });
+        loading.await.map_err(|e| Error::Corrupt { key: entry.key.clone(), reason: format!("chunk index: {e}") })
+    }
+
+    async fn fetch_index(&self, entry: &Entry) -> Result<Arc<ChunkIndex>> {
         let range = entry.index_position..entry.index_position + entry.index_len;
         let frame = self.get_range(&entry.key, range).await?;
         self.stats.index_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -282,25 +326,11 @@ impl RemoteReader {
         }
     }
 
-    /// The shared load of a chunk: joins one in flight or starts one as its own task.
-    fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta) -> Loading {
-        let mut loading = lock(&self.loading);
-        if let Some(existing) = loading.get(&id) {
-            return existing.clone();
-        }
+    /// The shared load of a chunk: joins one in flight or starts one.
+    fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta) -> Loading<Bytes> {
         let this = self.self_handle();
         let task_id = id.clone();
-        let task = tokio::spawn(async move {
-            let result = this.fetch_chunk(&task_id, meta).await;
-            lock(&this.loading).remove(&task_id);
-            result.map_err(Arc::new)
-        });
-        let shared =
-            async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Format(format!("chunk load task: {e}"))))) }
-                .boxed()
-                .shared();
-        loading.insert(id, shared.clone());
-        shared
+        self.loading_chunks.load(id, async move { this.fetch_chunk(&task_id, meta).await })
     }
 
     async fn fetch_chunk(&self, id: &ChunkId, meta: segment_object::ChunkMeta) -> Result<Bytes> {
