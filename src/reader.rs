@@ -135,7 +135,7 @@ fn below_start(partition: &Partition, offset: u64, start: u64) -> Error {
 }
 
 /// Decodes a remote chunk's batches (each CRC-checked) into records at or after `from`.
-fn decode_chunk(chunk: &RemoteChunk, from: u64) -> Result<Vec<StoredRecord>> {
+pub fn decode_chunk(chunk: &RemoteChunk, from: u64) -> Result<Vec<StoredRecord>> {
     let corrupt = |at: usize, e: batch::BatchError| {
         Error::Remote(tierlog_tiering::Error::Corrupt {
             key: chunk.key.clone(),

@@ -27,6 +27,26 @@ pub enum BenchCommand {
         after_help = "Example:\n  tierlog bench tier --total-mb 128\n  tierlog --config config/minio.toml bench tier"
     )]
     Tier(TierArgs),
+    /// Cold random seeks and sequential replay from the remote tier, against local replay of
+    /// the same data, with requests, bytes and peak memory.
+    #[command(after_help = "Example:\n  tierlog bench read --total-mb 192 --seeks 50")]
+    Read(ReadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Scratch directory (removed afterwards; the embedded remote goes beside its log).
+    #[arg(long, default_value = "tierlog-bench")]
+    pub dir: PathBuf,
+    /// Raw bytes of payment events to write, tier and replay.
+    #[arg(long, default_value_t = 192)]
+    pub total_mb: u64,
+    /// Cold seeks to random offsets.
+    #[arg(long, default_value_t = 50)]
+    pub seeks: usize,
+    /// Chunk cache for this run (smaller than the data, so replay exercises eviction).
+    #[arg(long, default_value_t = 64)]
+    pub cache_mb: u64,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +85,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Append(args) => append(global, args),
         BenchCommand::Tier(args) => tier(global, args),
+        BenchCommand::Read(args) => read(global, args),
     }
 }
 
@@ -278,4 +299,168 @@ fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
     drop(log);
     fs::remove_dir_all(&args.dir)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `total_mb` of payment events into a fresh log under `dir` and tiers every sealed
+/// segment, keeping local copies. Returns the log and its partition.
+fn tiered_log(
+    global: &GlobalArgs,
+    dir: &std::path::Path,
+    total_mb: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(Log, std::sync::Arc<tierlog::partition::Partition>)> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut config = global.load_config()?;
+    config.data_dir = dir.join("log");
+    config.durability.fsync = FsyncPolicy::Never;
+    config.segment.max_bytes = config.segment.max_bytes.min(32 * 1024 * 1024);
+    config.tiering.local_retention_bytes = u64::MAX >> 2;
+    config.tiering.local_retention_ms = 1 << 50;
+    let log = Log::open(config)?;
+    let partition = log.create_topic("bench", 1)?.partition(0)?.clone();
+    let mut n = 0u64;
+    while partition.active_bytes() + partition.sealed_segments().iter().map(|s| s.bytes).sum::<u64>()
+        < total_mb * 1_000_000
+    {
+        let batch: Vec<Record> =
+            (n..n + 256).map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, 1024)).collect();
+        partition.append(&batch, tierlog::partition::now_ms())?;
+        n += 256;
+    }
+    runtime.block_on(async {
+        let tiering = tierlog::tier::Tiering::start(log.clone()).await?;
+        let reports = tiering.run_once(Some("bench"), true).await?;
+        match reports.iter().find_map(|r| r.error.clone()) {
+            Some(error) => anyhow::bail!("tiering failed: {error}"),
+            None => anyhow::Ok(()),
+        }
+    })?;
+    Ok((log, partition))
+}
+
+fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
+    use std::sync::atomic::Ordering;
+    use tierlog_tiering::remote_reader::RemoteReader;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (log, partition) = tiered_log(global, &args.dir, args.total_mb, &runtime)?;
+    let mut settings = tierlog::reader::settings(log.config());
+    settings.cache_bytes = args.cache_mb * 1024 * 1024;
+    let end = partition.end_offset();
+    let raw_bytes: u64 = partition.sealed_segments().iter().map(|s| s.bytes).sum();
+
+    // Local sequential replay of the same data (page cache, views, CRC per batch).
+    let start = Instant::now();
+    let (mut next, mut buf) = (0, Vec::new());
+    while let Some(chunk) = partition.read_chunk(next, tierlog::partition::READ_BYTES_MAX, buf)? {
+        let Some(last) = chunk.views()?.last().map(|v| v.offset) else { break };
+        next = last + 1;
+        buf = chunk.into_buffer();
+    }
+    let local_secs = start.elapsed().as_secs_f64();
+
+    let report = runtime.block_on(async {
+        let store = tierlog::tier::connect(log.config()).await?;
+        let faulty = std::sync::Arc::new(tierlog_tiering::fault::FaultStore::new(store.store.clone()));
+        let counted = store.with_store(faulty.clone());
+
+        // Cold seeks: a fresh reader per seek (nothing cached), manifest loaded first.
+        let mut latencies = Vec::new();
+        let (mut requests, mut bytes, mut worst_ratio) = (0u64, 0u64, 0f64);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..args.seeks {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let offset = (rng >> 11) % end;
+            let reader = RemoteReader::new(counted.clone(), settings.clone());
+            reader.manifest("bench", 0, false, 0).await?;
+            let before = faulty.counters.snapshot();
+            let t = Instant::now();
+            let chunk = reader.read_at("bench", 0, offset, 0).await?.context("offset in the remote tier")?;
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            let after = faulty.counters.snapshot();
+            let seek_requests: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+            let fetched = reader.stats.bytes_fetched.load(Ordering::SeqCst);
+            let compressed = compressed_len_of(&reader, &chunk).await?;
+            requests += seek_requests;
+            bytes += fetched;
+            worst_ratio = worst_ratio.max(fetched as f64 / compressed as f64);
+        }
+        latencies.sort_by(f64::total_cmp);
+
+        // Remote sequential replay with prefetch, sampling RSS.
+        let reader = RemoteReader::new(counted.clone(), settings.clone());
+        let rss_before = rss_bytes();
+        let rss_peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (peak, on) = (rss_peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while on.load(Ordering::SeqCst) {
+                    peak.fetch_max(rss_bytes(), Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+        };
+        let start = Instant::now();
+        let (mut next, mut records) = (0u64, 0u64);
+        while let Some(chunk) = reader.read_at("bench", 0, next, 0).await? {
+            // Zero-copy views with a CRC check per batch, as the local replay above.
+            let mut at = 0;
+            while at < chunk.raw.len() {
+                let (header, views) = tierlog::batch::views(&chunk.raw[at..])?;
+                records += views.iter().filter(|v| v.offset >= next).count() as u64;
+                at += header.length;
+            }
+            next = chunk.last_offset + 1;
+        }
+        let remote_secs = start.elapsed().as_secs_f64();
+        sampling.store(false, Ordering::SeqCst);
+        sampler.join().expect("rss sampler");
+        anyhow::ensure!(next == records, "remote replay read {records} records up to offset {next}");
+        let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        let budget_mb = (settings.cache_bytes + settings.prefetch_bytes) as f64 / 1048576.0 + 64.0;
+        anyhow::Ok(json!({
+            "bench": "read",
+            "store": store.display,
+            "raw_bytes": raw_bytes, "records": end,
+            "cold_seek": {
+                "seeks": args.seeks,
+                "requests_per_seek": round2(requests as f64 / args.seeks as f64),
+                "bytes_per_seek": round2(bytes as f64 / args.seeks as f64),
+                "worst_bytes_vs_compressed_chunk": round2(worst_ratio),
+                "p50_ms": round2(p(0.5)), "p99_ms": round2(p(0.99)),
+            },
+            "local_replay": {"mb_per_s": round2(raw_bytes as f64 / local_secs / 1e6), "records_per_s": round2(end as f64 / local_secs)},
+            "remote_replay": {"mb_per_s": round2(raw_bytes as f64 / remote_secs / 1e6), "records_per_s": round2(records as f64 / remote_secs),
+                              "chunk_gets": reader.stats.chunk_gets.load(Ordering::SeqCst), "index_gets": reader.stats.index_gets.load(Ordering::SeqCst)},
+            "remote_vs_local": round2(local_secs / remote_secs),
+            "peak_rss_mb": round2(rss_peak.load(Ordering::SeqCst) as f64 / 1048576.0),
+            "rss_before_replay_mb": round2(rss_before as f64 / 1048576.0),
+            "rss_budget_mb": round2(budget_mb),
+            "targets": {"requests_per_seek": 2, "bytes_vs_compressed_chunk": 1.1, "remote_vs_local": 0.5},
+        }))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(log);
+    fs::remove_dir_all(&args.dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Compressed size of the chunk a seek fetched, from the (now cached) chunk index.
+async fn compressed_len_of(
+    reader: &tierlog_tiering::remote_reader::RemoteReader,
+    chunk: &tierlog_tiering::remote_reader::RemoteChunk,
+) -> Result<u64> {
+    Ok(reader.chunk_meta(&chunk.key, chunk.chunk).map_or(1, |m| u64::from(m.compressed_len)))
+}
+
+/// Resident set size of this process, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

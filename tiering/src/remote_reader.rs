@@ -278,6 +278,11 @@ impl RemoteReader {
         Ok(index)
     }
 
+    /// The index entry of a chunk whose index is cached (for benchmarks and diagnostics).
+    pub fn chunk_meta(&self, key: &str, chunk: usize) -> Option<segment_object::ChunkMeta> {
+        lock(&self.indexes).get(&key.to_string()).and_then(|index| index.chunks.get(chunk).copied())
+    }
+
     async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
         let _permit = self.permits.acquire().await.map_err(|_| Error::Config("reader closed".into()))?;
         let path = Path::from(key);
@@ -346,25 +351,33 @@ impl RemoteReader {
         Ok(raw)
     }
 
-    /// Loads the chunks after `from` (in this segment, then the next) up to `prefetch_bytes`
-    /// of compressed data, in the background.
+    /// Starts loading the chunks after `from` (in this segment, then the next segment) up to
+    /// `prefetch_bytes` of decompressed data — at most half the cache, so prefetched chunks
+    /// are not evicted before they are read. Loads run in parallel (bounded by the reader's
+    /// GET concurrency) and are coalesced with any reader asking for the same chunk.
     fn prefetch(self: Arc<Self>, entry: Entry, index: Arc<ChunkIndex>, from: usize, next_entry: Option<Entry>) {
         tokio::spawn(async move {
-            let mut budget = self.settings.prefetch_bytes;
+            let mut budget = self.settings.prefetch_bytes.min(self.settings.cache_bytes / 2);
             let mut plan: Vec<(Entry, Arc<ChunkIndex>, usize)> =
                 (from..index.chunks.len()).map(|c| (entry.clone(), index.clone(), c)).collect();
-            if let Some(next) = next_entry
+            let raw_ahead: u64 = plan.iter().map(|(_, i, c)| u64::from(i.chunks[*c].raw_len)).sum();
+            if raw_ahead < budget
+                && let Some(next) = next_entry
                 && let Ok(next_index) = self.index(&next).await
             {
                 plan.extend((0..next_index.chunks.len()).map(|c| (next.clone(), next_index.clone(), c)));
             }
             for (entry, index, c) in plan {
-                let cost = u64::from(index.chunks[c].compressed_len);
-                if cost > budget {
+                let meta = index.chunks[c];
+                if u64::from(meta.raw_len) > budget {
                     break;
                 }
-                budget -= cost;
-                let _ = self.chunk(&entry, &index, c).await;
+                budget -= u64::from(meta.raw_len);
+                let id: ChunkId = (entry.key.clone(), c);
+                if lock(&self.chunks).contains(&id) {
+                    continue;
+                }
+                drop(self.start_load(id, meta)); // runs to completion on its own
             }
         });
     }
@@ -400,6 +413,10 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
         *tick = self.tick;
         self.order.insert(self.tick, key.clone());
         Some(value.clone())
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.items.contains_key(key)
     }
 
     fn insert(&mut self, key: K, value: V, cost: u64) {
