@@ -66,27 +66,8 @@ pub struct DurabilitySection {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RemoteSection {
-    /// Where sealed segments go: `s3://bucket/prefix` for S3-compatible storage, or
-    /// `file:///abs/dir` / `file://rel/dir` for a local directory. Empty: the embedded
-    /// default, a directory beside the data dir named `<data_dir>-remote`.
-    pub url: String,
-    /// S3 endpoint for non-AWS servers (MinIO, Garage, Ceph), e.g. `http://127.0.0.1:9000`.
-    /// Empty: AWS's regional endpoint.
-    pub endpoint: String,
-    /// S3 region (MinIO and Garage accept any; Garage's default is `garage`).
-    pub region: String,
-    /// Allow plain-HTTP endpoints (local MinIO/Garage). Never for production.
-    pub allow_http: bool,
-    /// Virtual-hosted-style requests (`bucket.host`). Off: path-style (`host/bucket`), which
-    /// MinIO, Garage and Ceph expect by default.
-    pub virtual_hosted_style: bool,
-    /// AWS shared-config profile for credentials; empty uses the default chain as is
-    /// (environment, `AWS_PROFILE`, web identity, IMDS).
-    pub profile: String,
-}
+/// The `[remote]` section is the tiering crate's own connection settings.
+pub use tierlog_tiering::store::RemoteConfig as RemoteSection;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,19 +118,6 @@ impl Default for ReaderSection {
             prefetch_bytes: 32 * 1024 * 1024,
             concurrency: 8,
             timeout_ms: 30_000,
-        }
-    }
-}
-
-impl Default for RemoteSection {
-    fn default() -> Self {
-        RemoteSection {
-            url: String::new(),
-            endpoint: String::new(),
-            region: "us-east-1".into(),
-            allow_http: false,
-            virtual_hosted_style: false,
-            profile: String::new(),
         }
     }
 }

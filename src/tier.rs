@@ -63,15 +63,9 @@ pub struct PartitionReport {
     pub error: Option<String>,
 }
 
+/// The `[remote]` section with the embedded default's URL resolved.
 pub fn remote_config(config: &Config) -> RemoteConfig {
-    RemoteConfig {
-        url: config.remote_url(),
-        endpoint: config.remote.endpoint.clone(),
-        region: config.remote.region.clone(),
-        allow_http: config.remote.allow_http,
-        virtual_hosted_style: config.remote.virtual_hosted_style,
-        profile: config.remote.profile.clone(),
-    }
+    RemoteConfig { url: config.remote_url(), ..config.remote.clone() }
 }
 
 /// Connects to the configured remote tier and checks it answers (bucket, credentials).

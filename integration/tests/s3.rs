@@ -167,3 +167,41 @@ async fn background_task_tiers_new_segments_until_stopped() {
     background.stop().await;
     assert!(manifest(&store, "t", 0).await.next_offset() <= p.end_offset());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_above_the_multipart_threshold_upload_in_parts_and_decode_exactly() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment.max_bytes = 16 * 1024 * 1024;
+    cfg.tiering.multipart_threshold_bytes = 5 * 1024 * 1024; // S3's smallest part size
+    cfg.tiering.chunk_bytes = 1024 * 1024;
+    let log = Log::open(cfg).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    // Incompressible values, so the object stays above the threshold after zstd.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..120 {
+        let value: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        p.append(&[tierlog::Record { timestamp: i, key: None, value, headers: vec![] }], 0).unwrap();
+    }
+    p.seal_active(0).unwrap();
+    let before = local_segments(&log, "t", 0);
+    let store = s3.store(&s3.unique_prefix("multipart"));
+    let counting = Arc::new(FaultStore::new(store.store.clone()));
+    let tiering = Tiering::start_with(log.clone(), store.with_store(counting.clone())).await.unwrap();
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports[0].error.is_none(), "{reports:?}");
+    let m = manifest(&store, "t", 0).await;
+    let entry = &m.entries[0];
+    assert!(entry.object_bytes > 5 * 1024 * 1024, "object of {} bytes should have gone multipart", entry.object_bytes);
+    assert_eq!(counting.counters.multipart_uploads.load(Ordering::SeqCst), 1, "one multipart upload");
+    let object = store.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(segment_object::decode_object(&object).unwrap(), before[&entry.base_offset]);
+}

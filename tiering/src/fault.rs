@@ -25,6 +25,8 @@ pub struct Counters {
     pub heads: AtomicU64,
     pub lists: AtomicU64,
     pub deletes: AtomicU64,
+    /// Multipart uploads started (also counted in `puts`).
+    pub multipart_uploads: AtomicU64,
 }
 
 impl Counters {
@@ -115,6 +117,7 @@ impl ObjectStore for FaultStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
+        self.counters.multipart_uploads.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
         if take(&self.faults.fail_puts) {
             return Err(injected("multipart PUT failed"));

@@ -34,15 +34,40 @@ const CLIENT_RETRIES: usize = 3;
 /// Refresh cached credentials this long before they expire.
 const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-/// Where and how to reach the remote tier. Mirrors the `[remote]` config section.
-#[derive(Debug, Clone, Default)]
+/// Where and how to reach the remote tier: the `[remote]` section of tierlog's config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
+    /// Where sealed segments go: `s3://bucket/prefix` for S3-compatible storage, or
+    /// `file:///abs/dir` / `file://rel/dir` for a local directory. Empty: the embedded
+    /// default, a directory beside the data dir named `<data_dir>-remote`.
     pub url: String,
+    /// S3 endpoint for non-AWS servers (MinIO, Garage, Ceph), e.g. `http://127.0.0.1:9000`.
+    /// Empty: AWS's regional endpoint.
     pub endpoint: String,
+    /// S3 region (MinIO and Garage accept any; Garage's default is `garage`).
     pub region: String,
+    /// Allow plain-HTTP endpoints (local MinIO/Garage). Never for production.
     pub allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.host`). Off: path-style (`host/bucket`), which
+    /// MinIO, Garage and Ceph expect by default.
     pub virtual_hosted_style: bool,
+    /// AWS shared-config profile for credentials; empty uses the default chain as is
+    /// (environment, `AWS_PROFILE`, web identity, IMDS).
     pub profile: String,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            url: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            profile: String::new(),
+        }
+    }
 }
 
 /// A connected object store plus the key prefix everything of this cluster lives under.
