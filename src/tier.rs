@@ -83,6 +83,10 @@ pub struct Tiering {
     pub conditional_writes: bool,
     permits: Arc<Semaphore>,
     manifests: Mutex<HashMap<(String, u32), ManifestStore>>,
+    /// Segments this process uploaded from its own local files, by (topic, partition) →
+    /// (base offset → raw SHA-256). Their remote copies are known to be theirs, so local
+    /// retention need not read and hash them again before deleting.
+    uploaded: std::sync::Mutex<HashMap<(String, u32), HashMap<u64, String>>>,
 }
 
 impl Tiering {
@@ -114,7 +118,16 @@ impl Tiering {
             concurrency: tiering.upload_concurrency as usize,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
-        Ok(Tiering { log, remote, settings, writer, conditional_writes, permits, manifests: Mutex::default() })
+        Ok(Tiering {
+            log,
+            remote,
+            settings,
+            writer,
+            conditional_writes,
+            permits,
+            manifests: Mutex::default(),
+            uploaded: Default::default(),
+        })
     }
 
     pub fn remote(&self) -> &RemoteStore {
@@ -172,7 +185,12 @@ impl Tiering {
             }
             None => (state.last_error, state.last_success_ms) = (None, Some(now_ms())),
         }
-        let deleted = match apply_local_retention(&partition, manifest, self.log.config()).await {
+        let mut uploaded =
+            std::mem::take(self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default());
+        uploaded.extend(outcome.committed.iter().map(|e| (e.base_offset, e.raw_sha256.clone())));
+        let retention = apply_local_retention(&partition, manifest, self.log.config(), &mut uploaded).await;
+        self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), uploaded);
+        let deleted = match retention {
             Ok(deleted) => deleted,
             Err(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "local retention stopped");
@@ -306,7 +324,12 @@ fn segment_bytes(partition: &Partition, base: u64) -> tierlog_tiering::Result<Se
 /// checks right before deleting that the remote entry is this very segment (same offsets,
 /// same SHA-256 of the raw bytes): a manifest written by another data directory never causes
 /// a local deletion.
-async fn apply_local_retention(partition: &Arc<Partition>, manifest: &ManifestStore, config: &Config) -> Result<usize> {
+async fn apply_local_retention(
+    partition: &Arc<Partition>,
+    manifest: &ManifestStore,
+    config: &Config,
+    uploaded: &mut HashMap<u64, String>,
+) -> Result<usize> {
     let remote_end = manifest.current.next_offset();
     let sealed = partition.sealed_segments();
     let mut local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + partition.active_bytes();
@@ -320,11 +343,16 @@ async fn apply_local_retention(partition: &Arc<Partition>, manifest: &ManifestSt
             break;
         }
         let entry = remote_entry(manifest, segment.base_offset).await?;
-        let path = segment.path.clone();
-        let sha = tokio::task::spawn_blocking(move || std::fs::read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
-            .await
-            .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
-            .map_err(|e| Error::io(&segment.path, "read", e))?;
+        let sha = match uploaded.remove(&segment.base_offset) {
+            Some(sha) => sha, // hashed from these very bytes when this process uploaded them
+            None => {
+                let path = segment.path.clone();
+                tokio::task::spawn_blocking(move || std::fs::read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
+                    .map_err(|e| Error::io(&segment.path, "read", e))?
+            }
+        };
         let same = entry.as_ref().is_some_and(|e| e.last_offset + 1 == segment.next_offset && e.raw_sha256 == sha);
         if !same {
             return Err(diverged(

@@ -238,7 +238,8 @@ fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
     config.data_dir = args.dir.join("log");
     config.durability.fsync = FsyncPolicy::Never; // this bench measures tiering, not appends
     config.segment.max_bytes = config.segment.max_bytes.min(64 * 1024 * 1024);
-    config.tiering.local_retention_bytes = u64::MAX >> 2;
+    config.tiering.local_retention_bytes = u64::MAX >> 2; // measure tiering, not deletion
+    config.tiering.local_retention_ms = 1 << 50;
     let log = Log::open(config.clone())?;
     let partition = log.create_topic("bench", 1)?.partition(0)?.clone();
     let total = args.total_mb * 1_000_000;
