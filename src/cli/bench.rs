@@ -5,6 +5,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use object_store::ObjectStoreExt;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -419,6 +421,17 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
         sampling.store(false, Ordering::SeqCst);
         sampler.join().expect("rss sampler");
         anyhow::ensure!(next == records, "remote replay read {records} records up to offset {next}");
+        // The limit a remote replay cannot beat on one core: decompressing the same objects.
+        let manifest = reader.manifest("bench", 0, false, 0).await?;
+        let mut objects = Vec::new();
+        for entry in &manifest.entries {
+            objects.push(store.store.get(&entry.key.as_str().into()).await.map_err(|e| store.error("GET", e))?.bytes().await.map_err(|e| store.error("GET", e))?);
+        }
+        let start = Instant::now();
+        for object in &objects {
+            tierlog_tiering::segment_object::decode_object(object)?;
+        }
+        let decompress_mb_s = raw_bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
         let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
         let budget_mb = (settings.cache_bytes + settings.prefetch_bytes) as f64 / 1048576.0 + 64.0;
         anyhow::Ok(json!({
@@ -436,6 +449,8 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
             "remote_replay": {"mb_per_s": round2(raw_bytes as f64 / remote_secs / 1e6), "records_per_s": round2(records as f64 / remote_secs),
                               "chunk_gets": reader.stats.chunk_gets.load(Ordering::SeqCst), "index_gets": reader.stats.index_gets.load(Ordering::SeqCst)},
             "remote_vs_local": round2(local_secs / remote_secs),
+            "zstd_decompress_single_thread": {"mb_per_s": round2(decompress_mb_s)},
+            "remote_vs_decompress": round2(raw_bytes as f64 / remote_secs / 1e6 / decompress_mb_s),
             "peak_rss_mb": round2(rss_peak.load(Ordering::SeqCst) as f64 / 1048576.0),
             "rss_before_replay_mb": round2(rss_before as f64 / 1048576.0),
             "rss_budget_mb": round2(budget_mb),
