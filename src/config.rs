@@ -23,6 +23,7 @@ pub struct Config {
     pub remote: RemoteSection,
     pub tiering: TieringSection,
     pub reader: ReaderSection,
+    pub server: ServerSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +112,38 @@ pub struct ReaderSection {
     pub timeout_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address `tierlog serve` listens on.
+    pub listen: String,
+    /// Without authentication, listening beyond loopback exposes every topic: refused
+    /// unless this is set.
+    pub allow_non_loopback: bool,
+    /// Largest request body; larger requests get 413.
+    pub max_body_bytes: u64,
+    /// Most records one produce request may carry; more gets 413.
+    pub max_records_per_request: u64,
+    /// Most concurrent `follow=true` streams; more get 429.
+    pub max_follow_streams: u64,
+    /// A request whose body has not arrived completely after this long is cut off
+    /// (slow-body clients).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:7070".into(),
+            allow_non_loopback: false,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_records_per_request: 50_000,
+            max_follow_streams: 256,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
 impl Default for ReaderSection {
     fn default() -> Self {
         ReaderSection {
@@ -149,6 +182,7 @@ impl Default for Config {
             remote: RemoteSection::default(),
             tiering: TieringSection::default(),
             reader: ReaderSection::default(),
+            server: ServerSection::default(),
         }
     }
 }
@@ -197,6 +231,10 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("reader.prefetch_bytes", 0, 1 << 34),
     ("reader.concurrency", 1, 256),
     ("reader.timeout_ms", 100, 3_600_000),
+    ("server.max_body_bytes", 1024, 1 << 30),
+    ("server.max_records_per_request", 1, 10_000_000),
+    ("server.max_follow_streams", 1, 100_000),
+    ("server.request_timeout_ms", 100, 3_600_000),
 ];
 
 impl Config {

@@ -24,6 +24,7 @@ pub mod reader;
 pub mod record;
 pub mod sample;
 pub mod segment;
+pub mod server;
 pub mod tier;
 pub mod time;
 pub mod topic;

@@ -53,6 +53,8 @@ pub struct Partition {
     policy: Policy,
     writable: bool,
     state: Mutex<State>,
+    /// The end offset, published after every append, so followers wait without polling.
+    end_watch: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +88,8 @@ impl Partition {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
         }
         let state = recover(topic, id, &dir, policy, writable)?;
-        Ok(Partition { topic: topic.to_string(), id, dir, policy, writable, state: Mutex::new(state) })
+        let end_watch = tokio::sync::watch::Sender::new(state.active.index.next_offset);
+        Ok(Partition { topic: topic.to_string(), id, dir, policy, writable, state: Mutex::new(state), end_watch })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -102,6 +105,11 @@ impl Partition {
     pub fn start_offset(&self) -> u64 {
         let state = self.lock();
         state.sealed.keys().next().copied().unwrap_or(state.active.index.base_offset)
+    }
+
+    /// A receiver that sees the end offset change after each append in this process.
+    pub fn watch_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.end_watch.subscribe()
     }
 
     /// Offset the next appended record will get (the "log end offset").
@@ -134,7 +142,10 @@ impl Partition {
             state.active.append(&header, &bytes, fsync)?;
             state.dirty |= !fsync;
         }
-        Ok(Appended { first_offset, last_offset: state.active.index.next_offset - 1 })
+        let end = state.active.index.next_offset;
+        drop(state);
+        self.end_watch.send_replace(end);
+        Ok(Appended { first_offset, last_offset: end - 1 })
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request

@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod demo;
 mod produce;
+mod serve;
 mod tier;
 mod topic;
 
@@ -81,6 +82,9 @@ Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,
   tierlog offsets events
   tierlog offsets events --time 2026-03-03T14:02:00Z")]
     Offsets(consume::OffsetsArgs),
+    /// Serve the HTTP/JSON API (docs/HTTP.md), tier in the background, stop cleanly on SIGTERM.
+    #[command(after_help = "Example:\n  tierlog serve --listen 127.0.0.1:7070\n  curl -s localhost:7070/v1/topics")]
+    Serve(serve::ServeArgs),
     /// Move sealed segments to the remote tier and inspect it.
     #[command(subcommand)]
     Tier(tier::TierCommand),
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consume(args) => consume::run(&cli.global, args),
         Command::Offsets(args) => consume::offsets(&cli.global, args),
         Command::Tier(cmd) => tier::run(&cli.global, cmd),
+        Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
     }

@@ -1,0 +1,82 @@
+//! `tierlog serve`: the long-running owner of a data directory. Serves HTTP, tiers in the
+//! background, and shuts down gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight
+//! requests (appends complete and are durable), end follow streams, flush, exit 0.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tierlog::Log;
+use tierlog::server::{AppState, router};
+use tierlog::tier::Tiering;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::GlobalArgs;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (default: server.listen, 127.0.0.1:7070).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
+    let mut config = global.load_config()?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let addr: SocketAddr = config.server.listen.parse().with_context(|| {
+        format!("server.listen = {:?} is not an address such as 127.0.0.1:7070", config.server.listen)
+    })?;
+    if !addr.ip().is_loopback() && !config.server.allow_non_loopback {
+        bail!(
+            "refusing to listen on {addr} without authentication: use a loopback address, or set server.allow_non_loopback = true (TIERLOG_SERVER_ALLOW_NON_LOOPBACK=true) behind your own access control"
+        );
+    }
+    let log = Log::open(config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(log, addr))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
+    let background = if log.config().tiering.enabled {
+        match Tiering::start(log.clone()).await {
+            Ok(tiering) => Some(Arc::new(tiering).spawn()),
+            Err(e) => {
+                tracing::error!(error = %e, "remote tier unavailable: serving the local log without tiering; fix the [remote] settings and restart");
+                eprintln!("warning: tiering is off for this run: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = AppState::new(log.clone(), stopped);
+    eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
+    let shutdown_state = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("tierlog: shutting down (finishing in-flight requests)");
+            shutdown_state.ready.store(false, Ordering::Relaxed);
+            let _ = stop.send(true);
+        })
+        .await
+        .context("HTTP server")?;
+    if let Some(background) = background {
+        background.stop().await;
+    }
+    log.flush()?;
+    eprintln!("tierlog: stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! The HTTP/JSON serving layer of `tierlog serve` (routes documented in `docs/HTTP.md`).
+//!
+//! Owns request parsing and validation, limits (body size, records per request, concurrent
+//! follow streams, slow bodies), mapping errors to status codes with a JSON body, NDJSON
+//! streaming (with live following of appends), and the Prometheus metrics text. Appends go
+//! through `spawn_blocking` (they fsync); reads go through the unified reader, so both tiers
+//! are served. Everything a client sends is untrusted: every input is checked before use,
+//! and no request can make the server panic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ServerSection;
+use crate::error::{Error, ErrorKind};
+use crate::partition::{Partition, now_ms};
+use crate::reader::Reader;
+use crate::record::Record;
+use crate::{Log, envelope, groups, time};
+
+/// Bytes read from a partition per step of a fetch stream.
+const STREAM_STEP_BYTES: usize = 256 * 1024;
+
+/// Counters exported at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub produce_requests: AtomicU64,
+    pub appended_records: AtomicU64,
+    pub appended_bytes: AtomicU64,
+    pub fetched_records: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub server_errors: AtomicU64,
+}
+
+pub struct AppState {
+    pub log: Log,
+    pub reader: Reader,
+    pub metrics: Metrics,
+    pub limits: ServerSection,
+    follow_permits: Arc<Semaphore>,
+    pub ready: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// `shutdown` turning true ends follow streams, so a graceful shutdown does not wait on them.
+    pub fn new(log: Log, shutdown: watch::Receiver<bool>) -> Arc<AppState> {
+        let limits = log.config().server.clone();
+        Arc::new(AppState {
+            reader: Reader::new(log.clone()),
+            follow_permits: Arc::new(Semaphore::new(limits.max_follow_streams as usize)),
+            limits,
+            log,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(true),
+            shutdown,
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/topics", post(create_topic).get(list_topics))
+        .route("/v1/topics/{topic}", get(describe_topic))
+        .route("/v1/topics/{topic}/records", post(produce))
+        .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
+        .route("/v1/topics/{topic}/offsets", get(offsets))
+        .route("/v1/groups/{group}/offsets", get(group_offsets).post(commit_group_offsets))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/HTTP.md") })
+        .with_state(state)
+}
+
+/// An error answer: status plus `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match (&e, e.kind()) {
+            (Error::UnknownTopic(_) | Error::UnknownPartition { .. }, _) => StatusCode::NOT_FOUND,
+            (Error::TopicExists(_), _) => StatusCode::CONFLICT,
+            (Error::RecordTooLarge { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
+            (Error::OffsetBelowStart { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
+            (_, ErrorKind::Invalid) => StatusCode::BAD_REQUEST,
+            (_, ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            (_, ErrorKind::Fenced) => StatusCode::CONFLICT,
+            (_, ErrorKind::Data | ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn count_error(state: &AppState, e: &ApiError) {
+    let counter = if e.status.is_server_error() { &state.metrics.server_errors } else { &state.metrics.client_errors };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTopic {
+    name: String,
+    partitions: Option<u32>,
+}
+
+async fn create_topic(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request: CreateTopic = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
+    let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
+    let log = state.log.clone();
+    let topic =
+        tokio::task::spawn_blocking(move || log.create_topic(&request.name, partitions)).await.expect("create task")?;
+    Ok((StatusCode::CREATED, Json(json!({"topic": topic.name(), "partitions": topic.metadata.partitions}))))
+}
+
+async fn list_topics(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.log.topics().iter().map(|t| json!({"topic": t.name(), "partitions": t.metadata.partitions})).collect())
+}
+
+async fn describe_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> ApiResult<Json<Value>> {
+    let topic = state.log.topic(&topic)?;
+    let mut partitions = Vec::new();
+    for p in &topic.partitions {
+        let sealed = p.sealed_segments();
+        let local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + p.active_bytes();
+        let start = state.reader.start_offset(p).await.ok();
+        partitions.push(json!({
+            "partition": p.id, "start_offset": start, "end_offset": p.end_offset(),
+            "local": {"start_offset": p.start_offset(), "bytes": local_bytes, "sealed_segments": sealed.len()},
+            "remote_only_below": start.filter(|s| *s < p.start_offset()).map(|_| p.start_offset()),
+        }));
+    }
+    Ok(Json(json!({"topic": topic.name(), "partitions": partitions})))
+}
+
+#[derive(Deserialize)]
+struct ProduceQuery {
+    partition: Option<String>,
+}
+
+async fn produce(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    Query(query): Query<ProduceQuery>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let result = produce_inner(&state, &topic, query, request).await;
+    if let Err(e) = &result {
+        count_error(&state, e);
+    }
+    result
+}
+
+async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, request: Request) -> ApiResult<Json<Value>> {
+    state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let topic = state.log.topic(topic)?;
+    let explicit = match query.partition {
+        Some(p) => Some(
+            p.parse::<u32>()
+                .map_err(|_| ApiError::bad_request(format!("partition must be a non-negative integer, got {p:?}")))?,
+        ),
+        None => None,
+    };
+    if let Some(p) = explicit {
+        topic.partition(p)?;
+    }
+    let ndjson = content_type_is_ndjson(request.headers())?;
+    let body = read_body(state, request.into_body()).await?;
+    let records = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for record in records {
+        let p = explicit.unwrap_or_else(|| topic.partition_for(record.key.as_deref()));
+        by_partition.entry(p).or_default().push(record);
+    }
+    for (p, records) in &by_partition {
+        topic.partition(*p)?.check_records(records)?; // validate everything before writing anything
+    }
+    let mut written = Vec::new();
+    for (p, records) in by_partition {
+        let partition = topic.partition(p)?.clone();
+        let count = records.len();
+        let bytes: usize = records.iter().map(crate::batch::record_encoded_len).sum();
+        let appended =
+            tokio::task::spawn_blocking(move || partition.append(&records, now_ms())).await.expect("append task")?;
+        state.metrics.appended_records.fetch_add(count as u64, Ordering::Relaxed);
+        state.metrics.appended_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        written.push(json!({"partition": p, "first_offset": appended.first_offset, "last_offset": appended.last_offset, "count": count}));
+    }
+    Ok(Json(Value::Array(written)))
+}
+
+fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => Ok(true),
+        "application/json" => Ok(false),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content-type {content_type:?}: send application/x-ndjson (one record per line) or application/json (an array of records)"
+            ),
+        )),
+    }
+}
+
+/// Reads the whole body within the size limit and the slow-body timeout.
+async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+    let limit = state.limits.max_body_bytes as usize;
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {} ms", timeout.as_millis()),
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over server.max_body_bytes = {limit}"),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<Vec<Record>> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
+    let now = now_ms();
+    let too_many = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("more than server.max_records_per_request = {max_records} records"),
+        )
+    };
+    let mut records = Vec::new();
+    if ndjson {
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            if records.len() == max_records {
+                return Err(too_many());
+            }
+            records.push(
+                envelope::parse_json_record(line, now)
+                    .map_err(|e| ApiError::bad_request(format!("line {}: {e}; nothing was written", i + 1)))?,
+            );
+        }
+    } else {
+        let values: Vec<Value> = serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("expected a JSON array of records: {e}")))?;
+        if values.len() > max_records {
+            return Err(too_many());
+        }
+        for (i, value) in values.iter().enumerate() {
+            records.push(
+                envelope::parse_json_record(&value.to_string(), now)
+                    .map_err(|e| ApiError::bad_request(format!("record {i}: {e}; nothing was written")))?,
+            );
+        }
+    }
+    if records.is_empty() {
+        return Err(ApiError::bad_request("no records in the body"));
+    }
+    Ok(records)
+}
+
+#[derive(Deserialize)]
+struct FetchQuery {
+    from_offset: Option<String>,
+    from_time: Option<String>,
+    to_offset: Option<String>,
+    to_time: Option<String>,
+    max_records: Option<String>,
+    follow: Option<String>,
+}
+
+fn parse_u64(name: &str, value: Option<&String>) -> ApiResult<Option<u64>> {
+    value
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer, got {v:?}")))
+        })
+        .transpose()
+}
+
+fn parse_time_param(name: &str, value: Option<&String>) -> ApiResult<Option<i64>> {
+    value.map(|v| time::parse_time(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))).transpose()
+}
+
+async fn fetch(
+    State(state): State<Arc<AppState>>,
+    Path((topic, partition)): Path<(String, String)>,
+    Query(q): Query<FetchQuery>,
+) -> ApiResult<Response> {
+    let result = fetch_inner(state.clone(), topic, partition, q).await;
+    if let Err(e) = &result {
+        count_error(&state, e);
+    }
+    result
+}
+
+async fn fetch_inner(state: Arc<AppState>, topic: String, partition: String, q: FetchQuery) -> ApiResult<Response> {
+    let id: u32 = partition
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("partition must be a non-negative integer, got {partition:?}")))?;
+    let partition = state.log.topic(&topic)?.partition(id)?.clone();
+    let follow = match q.follow.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("follow must be true or false, got {other:?}"))),
+    };
+    let next =
+        match (parse_u64("from_offset", q.from_offset.as_ref())?, parse_time_param("from_time", q.from_time.as_ref())?)
+        {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request("give from_offset or from_time, not both")),
+            (Some(offset), None) => offset,
+            (None, Some(time)) => state.reader.offset_for_time(&partition, time).await?,
+            (None, None) => state.reader.start_offset(&partition).await?,
+        };
+    let stop = match (parse_u64("to_offset", q.to_offset.as_ref())?, parse_time_param("to_time", q.to_time.as_ref())?) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give to_offset or to_time, not both")),
+        (Some(offset), None) => Some(offset),
+        (None, Some(time)) => Some(state.reader.offset_for_time(&partition, time).await?),
+        (None, None) => None,
+    };
+    let remaining = parse_u64("max_records", q.max_records.as_ref())?.unwrap_or(u64::MAX);
+    // Fail before streaming starts when the first read fails (e.g. below the log start).
+    if next < partition.end_offset() && stop.is_none_or(|s| next < s) {
+        state.reader.read(&partition, next, 1).await?;
+    }
+    let permit = if follow {
+        let permit = state.follow_permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "server.max_follow_streams = {} follow streams are open; retry later",
+                    state.limits.max_follow_streams
+                ),
+            )
+        })?;
+        Some(permit)
+    } else {
+        None
+    };
+    let stream = FetchStream {
+        state: state.clone(),
+        ends: partition.watch_end(),
+        partition,
+        next,
+        stop,
+        remaining,
+        follow,
+        _permit: permit,
+    };
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
+        match s.step().await {
+            Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), s)),
+            Ok(None) => None,
+            Err(e) => {
+                // Mid-stream errors cannot change the status any more: end with an error line.
+                let line = format!("{}\n", json!({"error": e.to_string()}));
+                s.remaining = 0;
+                Some((Ok(Bytes::from(line)), s))
+            }
+        }
+    }));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+struct FetchStream {
+    state: Arc<AppState>,
+    partition: Arc<Partition>,
+    ends: watch::Receiver<u64>,
+    next: u64,
+    stop: Option<u64>,
+    remaining: u64,
+    follow: bool,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl FetchStream {
+    /// The next piece of NDJSON, `None` at the end of the stream.
+    async fn step(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if self.remaining == 0 || self.stop.is_some_and(|s| self.next >= s) {
+                return Ok(None);
+            }
+            let records = self.state.reader.read(&self.partition, self.next, STREAM_STEP_BYTES).await?;
+            let mut out = Vec::new();
+            for stored in
+                records.into_iter().take_while(|r| self.stop.is_none_or(|s| r.offset < s)).take(self.remaining as usize)
+            {
+                serde_json::to_writer(&mut out, &envelope::record_to_json(self.partition.id, &stored))
+                    .expect("json to vec");
+                out.push(b'\n');
+                self.next = stored.offset + 1;
+                self.remaining -= 1;
+                self.state.metrics.fetched_records.fetch_add(1, Ordering::Relaxed);
+            }
+            if !out.is_empty() {
+                return Ok(Some(Bytes::from(out)));
+            }
+            if !self.follow {
+                return Ok(None);
+            }
+            let mut shutdown = self.state.shutdown.clone();
+            let end_now = self.partition.end_offset();
+            if end_now > self.next {
+                continue;
+            }
+            tokio::select! {
+                changed = self.ends.changed() => if changed.is_err() { return Ok(None) },
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct OffsetsQuery {
+    time: Option<String>,
+}
+
+async fn offsets(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    Query(q): Query<OffsetsQuery>,
+) -> ApiResult<Json<Value>> {
+    let topic = state.log.topic(&topic)?;
+    let time = parse_time_param("time", q.time.as_ref())?;
+    let mut out = Vec::new();
+    for p in &topic.partitions {
+        out.push(match time {
+            Some(t) => json!({"partition": p.id, "offset": state.reader.offset_for_time(p, t).await?}),
+            None => json!({"partition": p.id, "start": state.reader.start_offset(p).await?, "end": p.end_offset()}),
+        });
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+struct GroupQuery {
+    topic: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupCommit {
+    topic: String,
+    offsets: BTreeMap<u32, u64>,
+}
+
+async fn group_offsets(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    Query(q): Query<GroupQuery>,
+) -> ApiResult<Json<Value>> {
+    let topic = q.topic.ok_or_else(|| ApiError::bad_request("topic query parameter is required"))?;
+    state.log.topic(&topic)?;
+    let offsets = groups::load(state.log.data_dir(), &group, &topic)?;
+    Ok(Json(json!({"group": group, "topic": topic, "offsets": offsets})))
+}
+
+async fn commit_group_offsets(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let commit: GroupCommit = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
+    })?;
+    let topic = state.log.topic(&commit.topic)?;
+    for (p, offset) in &commit.offsets {
+        let partition = topic.partition(*p)?;
+        if *offset > partition.end_offset() {
+            return Err(ApiError::bad_request(format!(
+                "offset {offset} of partition {p} is past its end {}",
+                partition.end_offset()
+            )));
+        }
+    }
+    groups::commit(state.log.data_dir(), &group, &commit.topic, &commit.offsets)?;
+    Ok(Json(json!({"group": group, "topic": commit.topic, "committed": commit.offsets})))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ready\n".into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+    };
+    counter("tierlog_produce_requests_total", "Produce requests received.", m.produce_requests.load(Ordering::Relaxed));
+    counter("tierlog_appended_records_total", "Records appended.", m.appended_records.load(Ordering::Relaxed));
+    counter("tierlog_appended_bytes_total", "Encoded record bytes appended.", m.appended_bytes.load(Ordering::Relaxed));
+    counter("tierlog_fetched_records_total", "Records streamed to clients.", m.fetched_records.load(Ordering::Relaxed));
+    counter("tierlog_http_client_errors_total", "Requests answered with 4xx.", m.client_errors.load(Ordering::Relaxed));
+    counter("tierlog_http_server_errors_total", "Requests answered with 5xx.", m.server_errors.load(Ordering::Relaxed));
+    out.push_str("# HELP tierlog_partition_end_offset Log end offset.\n# TYPE tierlog_partition_end_offset gauge\n");
+    for topic in state.log.topics() {
+        for p in &topic.partitions {
+            out.push_str(&format!(
+                "tierlog_partition_end_offset{{topic=\"{}\",partition=\"{}\"}} {}\n",
+                topic.name(),
+                p.id,
+                p.end_offset()
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,290 @@
+//! `tierlog serve` as a real process on a loopback port: the HTTP API round trip, live
+//! following, bad input answered with clear 4xx, SIGTERM and kill -9 losing nothing that was
+//! acknowledged.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tierlog");
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `tierlog serve` on an ephemeral loopback port and waits until it listens.
+    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(data_dir).args(["serve", "--listen", "127.0.0.1:0"]);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("TIERLOG_TIERING_ENABLED", "false").envs(extra_env.iter().copied());
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        // Owned by `Server` from here on, whose Drop kills and waits for it.
+        let mut server = Server { child, base: String::new() };
+        let mut line = String::new();
+        while server.base.is_empty() {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+            if let Some(url) = line.trim().split(" on ").nth(1).filter(|u| u.starts_with("http://")) {
+                server.base = url.to_string();
+            }
+        }
+        std::thread::spawn(move || for _ in stderr.lines() {}); // keep draining its stderr
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn signal(&mut self, signal: &str) {
+        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn produce(c: &reqwest::Client, s: &Server, topic: &str, body: String) -> reqwest::Response {
+    c.post(s.url(&format!("/v1/topics/{topic}/records")))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn fetch_all(c: &reqwest::Client, s: &Server, topic: &str, partition: u32) -> Vec<Value> {
+    let text = c
+        .get(s.url(&format!("/v1/topics/{topic}/partitions/{partition}/records")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn produce_fetch_offsets_and_groups_round_trip_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let r = c.post(s.url("/v1/topics")).json(&json!({"name": "pay", "partitions": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body =
+        "{\"key\":\"a\",\"value\":{\"x\":1},\"timestamp\":1000}\n{\"key\":\"a\",\"value\":\"y\",\"timestamp\":2000}\n";
+    let r = produce(&c, &s, "pay", body.into()).await;
+    assert_eq!(r.status(), 200);
+    let acks: Vec<Value> = r.json().await.unwrap();
+    let p = acks[0]["partition"].as_u64().unwrap() as u32;
+    assert_eq!(acks[0]["count"], 2);
+    let records = fetch_all(&c, &s, "pay", p).await;
+    assert_eq!(records[0]["value"], "{\"x\":1}");
+    assert_eq!(records[1]["offset"], 1);
+    let offsets: Vec<Value> =
+        c.get(s.url("/v1/topics/pay/offsets?time=1500")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(offsets[p as usize]["offset"], 1);
+    let windowed = c
+        .get(s.url(&format!("/v1/topics/pay/partitions/{p}/records?from_time=1500&to_offset=2")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(windowed.lines().count(), 1);
+    let r = c
+        .post(s.url("/v1/groups/audit/offsets"))
+        .json(&json!({"topic": "pay", "offsets": {p.to_string(): 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let g: Value = c.get(s.url("/v1/groups/audit/offsets?topic=pay")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(g["offsets"][p.to_string()], 1);
+    let metrics = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tierlog_appended_records_total 2"), "{metrics}");
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn follow_stream_delivers_a_new_record_well_under_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "live", "partitions": 1})).send().await.unwrap();
+    let mut stream =
+        c.get(s.url("/v1/topics/live/partitions/0/records?from_offset=0&follow=true")).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    produce(&c, &s, "live", "{\"value\":\"now\"}\n".into()).await;
+    let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap().unwrap();
+    let elapsed = started.elapsed();
+    let record: Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!(record["value"], "now");
+    assert!(elapsed < Duration::from_millis(500), "delivered after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[("TIERLOG_SERVER_MAX_BODY_BYTES", "4096"), ("TIERLOG_SERVER_MAX_FOLLOW_STREAMS", "1")],
+    );
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            c.post(s.url("/v1/topics/t/records"))
+                .header("content-type", "application/x-ndjson")
+                .body("{\"value\":1}\n{oops\n"),
+            400,
+            "line 2",
+        ),
+        (c.post(s.url("/v1/topics/t/records")).header("content-type", "text/plain").body("x"), 415, "content-type"),
+        (
+            c.post(s.url("/v1/topics/nope/records")).header("content-type", "application/json").body("[{\"value\":1}]"),
+            404,
+            "does not exist",
+        ),
+        (
+            c.post(s.url("/v1/topics/t/records"))
+                .header("content-type", "application/json")
+                .body(vec![b'[', 0xff, b']']),
+            400,
+            "UTF-8",
+        ),
+        (
+            c.post(s.url("/v1/topics/t/records"))
+                .header("content-type", "application/x-ndjson")
+                .body("x".repeat(10_000)),
+            413,
+            "max_body_bytes",
+        ),
+        (c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=-5")), 400, "from_offset"),
+        (c.get(s.url("/v1/topics/t/partitions/0/records?from_time=yesterday")), 400, "from_time"),
+        (c.get(s.url("/v1/topics/t/partitions/9/records")), 404, "no partition 9"),
+        (c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=99999999999999999999999")), 400, "from_offset"),
+        (c.get(s.url("/v1/topics/..%2Fetc/offsets")), 400, "invalid topic name"),
+        (c.post(s.url("/v1/topics")).json(&json!({"name": "a/b"})), 400, "invalid topic name"),
+        (c.post(s.url("/v1/topics")).body("{"), 400, "expected"),
+    ];
+    for (request, status, needle) in cases {
+        let r = request.send().await.unwrap();
+        let got = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(got, status, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{status}: {body}");
+    }
+    let _first = c.get(s.url("/v1/topics/t/partitions/0/records?follow=true")).send().await.unwrap();
+    let second = c.get(s.url("/v1/topics/t/partitions/0/records?follow=true")).send().await.unwrap();
+    assert_eq!(second.status(), 429, "follow streams are limited");
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200, "still serving");
+}
+
+#[test]
+fn refuses_a_non_loopback_address_without_explicit_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(BIN).arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "0.0.0.0:0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_non_loopback"));
+}
+
+/// Sends appends from a task until the server stops answering; returns every acknowledged
+/// (value id → offset).
+async fn append_until_gone(base: String, topic: &'static str, from: u64) -> HashMap<u64, u64> {
+    let c = client();
+    let mut acked = HashMap::new();
+    for id in from.. {
+        let r = c
+            .post(format!("{base}/v1/topics/{topic}/records?partition=0"))
+            .header("content-type", "application/x-ndjson")
+            .body(format!("{{\"value\":\"id-{id}\"}}\n"))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 200 => {
+                let acks: Vec<Value> = r.json().await.unwrap_or_default();
+                if let Some(offset) = acks.first().and_then(|a| a["first_offset"].as_u64()) {
+                    acked.insert(id, offset);
+                }
+            }
+            _ => return acked,
+        }
+    }
+    acked
+}
+
+async fn check_exactly_once(dir: &Path, topic: &str, acked: &HashMap<u64, u64>) {
+    let s = Server::start(dir, &[]);
+    let records = fetch_all(&client(), &s, topic, 0).await;
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["offset"].as_u64().unwrap(), i as u64, "dense offsets");
+        let id: u64 = r["value"].as_str().unwrap().trim_start_matches("id-").parse().unwrap();
+        *seen.entry(id).or_default() += 1;
+    }
+    for (id, offset) in acked {
+        assert_eq!(seen.get(id), Some(&1), "acknowledged id-{id} present exactly once");
+        assert_eq!(records[*offset as usize]["value"], format!("id-{id}"), "at the acknowledged offset");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_appends_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    client().post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    let appender = tokio::spawn(append_until_gone(s.base.clone(), "t", 0));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.signal("-TERM");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let acked = appender.await.unwrap();
+    assert!(!acked.is_empty());
+    check_exactly_once(dir.path(), "t", &acked).await;
+}
+
+#[tokio::test]
+async fn kill_9_during_http_appends_loses_nothing_acknowledged() {
+    let rounds: u64 = std::env::var("TIERLOG_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = HashMap::new();
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("http crash test: {rounds} rounds, seed {seed}");
+    for round in 0..rounds {
+        let mut s = Server::start(dir.path(), &[]);
+        if round == 0 {
+            client().post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+        }
+        let appender = tokio::spawn(append_until_gone(s.base.clone(), "t", round * 1_000_000));
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(50 + (seed >> 33) % 300)).await;
+        s.signal("-KILL");
+        s.child.wait().unwrap();
+        acked.extend(appender.await.unwrap());
+    }
+    assert!(acked.len() as u64 > rounds, "appends were acknowledged between kills");
+    check_exactly_once(dir.path(), "t", &acked).await;
+}
