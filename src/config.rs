@@ -129,6 +129,30 @@ pub struct ServerSection {
     /// A request whose body has not arrived completely after this long is cut off
     /// (slow-body clients).
     pub request_timeout_ms: u64,
+    /// Refuse appends (429) while a partition holds more than this many bytes not yet in the
+    /// remote tier, so a stalled object store cannot fill the local disk. 0: no limit.
+    pub max_untiered_bytes: u64,
+    /// Bearer tokens. Empty: no authentication (loopback only, see `allow_non_loopback`).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token and its rights. Only the token's SHA-256 is configured, so the file
+/// holds no secret: `printf %s "$TOKEN" | sha256sum`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who this token is, for the audit log.
+    pub name: String,
+    pub token_sha256: String,
+    /// Topic patterns (`*` matches any run of characters) this token may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Topic patterns this token may write.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// May create topics.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Default for ServerSection {
@@ -140,6 +164,8 @@ impl Default for ServerSection {
             max_records_per_request: 50_000,
             max_follow_streams: 256,
             request_timeout_ms: 30_000,
+            max_untiered_bytes: 0,
+            tokens: Vec::new(),
         }
     }
 }
@@ -235,6 +261,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.max_records_per_request", 1, 10_000_000),
     ("server.max_follow_streams", 1, 100_000),
     ("server.request_timeout_ms", 100, 3_600_000),
+    ("server.max_untiered_bytes", 0, u64::MAX >> 2),
 ];
 
 impl Config {
@@ -266,6 +293,15 @@ impl Config {
                 Some(v) if (*min as i64..=*max as i64).contains(&v) => {}
                 Some(v) => return Err(Error::Config(format!("{key} = {v} is out of range: allowed {min}..={max}"))),
                 None => unreachable!("range table names a key that is not in Config: {key}"),
+            }
+        }
+        for token in &self.server.tokens {
+            let hex = token.token_sha256.len() == 64 && token.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(Error::Config(format!(
+                    "server.tokens '{}': token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)",
+                    token.name
+                )));
             }
         }
         let url = &self.remote.url;

@@ -11,6 +11,7 @@
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod envelope;

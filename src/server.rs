@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
+use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
 use crate::error::{Error, ErrorKind};
 use crate::partition::{Partition, now_ms};
@@ -51,13 +52,16 @@ pub struct AppState {
     follow_permits: Arc<Semaphore>,
     pub ready: AtomicBool,
     shutdown: watch::Receiver<bool>,
+    auth: Auth,
 }
 
 impl AppState {
     /// `shutdown` turning true ends follow streams, so a graceful shutdown does not wait on them.
-    pub fn new(log: Log, shutdown: watch::Receiver<bool>) -> Arc<AppState> {
+    pub fn new(log: Log, shutdown: watch::Receiver<bool>) -> crate::Result<Arc<AppState>> {
         let limits = log.config().server.clone();
-        Arc::new(AppState {
+        let auth = Auth::new(log.config())?;
+        Ok(Arc::new(AppState {
+            auth,
             reader: Reader::new(log.clone()),
             follow_permits: Arc::new(Semaphore::new(limits.max_follow_streams as usize)),
             limits,
@@ -65,6 +69,20 @@ impl AppState {
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             shutdown,
+        }))
+    }
+
+    /// The caller's name, if its bearer token grants `right` on `topic`.
+    fn authorize(&self, headers: &HeaderMap, right: Right, topic: Option<&str>) -> ApiResult<String> {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.auth.check(authorization, right, topic).map_err(|denied| {
+            let e = match denied {
+                Denied::Unauthenticated(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+                Denied::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
+            };
+            tracing::warn!(status = %e.status, error = %e.message, topic = topic.unwrap_or("-"), "request refused");
+            count_error(self, &e);
+            e
         })
     }
 }
@@ -140,7 +158,12 @@ struct CreateTopic {
     partitions: Option<u32>,
 }
 
-async fn create_topic(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn create_topic(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    state.authorize(&headers, Right::Admin, None)?;
     let request: CreateTopic = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
@@ -150,11 +173,22 @@ async fn create_topic(State(state): State<Arc<AppState>>, body: Bytes) -> ApiRes
     Ok((StatusCode::CREATED, Json(json!({"topic": topic.name(), "partitions": topic.metadata.partitions}))))
 }
 
-async fn list_topics(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(state.log.topics().iter().map(|t| json!({"topic": t.name(), "partitions": t.metadata.partitions})).collect())
+async fn list_topics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if state.auth.enabled() && auth.is_none() {
+        state.authorize(&headers, Right::Read, None)?; // 401
+    }
+    let visible =
+        state.log.topics().into_iter().filter(|t| state.auth.check(auth, Right::Read, Some(t.name())).is_ok());
+    Ok(Json(visible.map(|t| json!({"topic": t.name(), "partitions": t.metadata.partitions})).collect()))
 }
 
-async fn describe_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> ApiResult<Json<Value>> {
+async fn describe_topic(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(topic): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.authorize(&headers, Right::Read, Some(&topic))?;
     let topic = state.log.topic(&topic)?;
     let mut partitions = Vec::new();
     for p in &topic.partitions {
@@ -190,6 +224,7 @@ async fn produce(
 
 async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, request: Request) -> ApiResult<Json<Value>> {
     state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    state.authorize(request.headers(), Right::Write, Some(topic))?;
     let topic = state.log.topic(topic)?;
     let explicit = match query.partition {
         Some(p) => Some(
@@ -210,7 +245,9 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
         by_partition.entry(p).or_default().push(record);
     }
     for (p, records) in &by_partition {
-        topic.partition(*p)?.check_records(records)?; // validate everything before writing anything
+        let partition = topic.partition(*p)?;
+        partition.check_records(records)?; // validate everything before writing anything
+        backpressure(state, partition)?;
     }
     let mut written = Vec::new();
     for (p, records) in by_partition {
@@ -224,6 +261,25 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
         written.push(json!({"partition": p, "first_offset": appended.first_offset, "last_offset": appended.last_offset, "count": count}));
     }
     Ok(Json(Value::Array(written)))
+}
+
+/// 429 while the partition holds more untiered bytes than `server.max_untiered_bytes`.
+fn backpressure(state: &AppState, partition: &Partition) -> ApiResult<()> {
+    let limit = state.limits.max_untiered_bytes;
+    if limit == 0 || !state.log.config().tiering.enabled {
+        return Ok(());
+    }
+    let untiered = crate::tier::untiered_bytes(partition);
+    if untiered > limit {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{}/{}: tiering is behind, {untiered} bytes are not yet in the remote tier (server.max_untiered_bytes = {limit}); retry later and check `tierlog tier status`",
+                partition.topic, partition.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
@@ -323,17 +379,28 @@ fn parse_time_param(name: &str, value: Option<&String>) -> ApiResult<Option<i64>
 
 async fn fetch(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path((topic, partition)): Path<(String, String)>,
     Query(q): Query<FetchQuery>,
 ) -> ApiResult<Response> {
-    let result = fetch_inner(state.clone(), topic, partition, q).await;
+    let who = state.authorize(&headers, Right::Read, Some(&topic))?;
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let result = fetch_inner(state.clone(), topic, partition, q, who, sse).await;
     if let Err(e) = &result {
         count_error(&state, e);
     }
     result
 }
 
-async fn fetch_inner(state: Arc<AppState>, topic: String, partition: String, q: FetchQuery) -> ApiResult<Response> {
+async fn fetch_inner(
+    state: Arc<AppState>,
+    topic: String,
+    partition: String,
+    q: FetchQuery,
+    who: String,
+    sse: bool,
+) -> ApiResult<Response> {
     let id: u32 = partition
         .parse()
         .map_err(|_| ApiError::bad_request(format!("partition must be a non-negative integer, got {partition:?}")))?;
@@ -376,6 +443,7 @@ async fn fetch_inner(state: Arc<AppState>, topic: String, partition: String, q: 
     } else {
         None
     };
+    state.auth.audit_read(&who, &topic, id, next, stop, follow);
     let stream = FetchStream {
         state: state.clone(),
         ends: partition.watch_end(),
@@ -384,6 +452,7 @@ async fn fetch_inner(state: Arc<AppState>, topic: String, partition: String, q: 
         stop,
         remaining,
         follow,
+        sse,
         _permit: permit,
     };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
@@ -392,13 +461,15 @@ async fn fetch_inner(state: Arc<AppState>, topic: String, partition: String, q: 
             Ok(None) => None,
             Err(e) => {
                 // Mid-stream errors cannot change the status any more: end with an error line.
-                let line = format!("{}\n", json!({"error": e.to_string()}));
+                let error = json!({"error": e.to_string()});
+                let line = if s.sse { format!("event: error\ndata: {error}\n\n") } else { format!("{error}\n") };
                 s.remaining = 0;
                 Some((Ok(Bytes::from(line)), s))
             }
         }
     }));
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    let content_type = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response())
 }
 
 struct FetchStream {
@@ -409,6 +480,8 @@ struct FetchStream {
     stop: Option<u64>,
     remaining: u64,
     follow: bool,
+    /// Server-Sent Events framing (`id:` = offset, `data:` = the record) instead of NDJSON.
+    sse: bool,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -424,9 +497,12 @@ impl FetchStream {
             for stored in
                 records.into_iter().take_while(|r| self.stop.is_none_or(|s| r.offset < s)).take(self.remaining as usize)
             {
+                if self.sse {
+                    out.extend_from_slice(format!("id: {}\ndata: ", stored.offset).as_bytes());
+                }
                 serde_json::to_writer(&mut out, &envelope::record_to_json(self.partition.id, &stored))
                     .expect("json to vec");
-                out.push(b'\n');
+                out.extend_from_slice(if self.sse { b"\n\n" } else { b"\n" });
                 self.next = stored.offset + 1;
                 self.remaining -= 1;
                 self.state.metrics.fetched_records.fetch_add(1, Ordering::Relaxed);
@@ -457,9 +533,11 @@ struct OffsetsQuery {
 
 async fn offsets(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(topic): Path<String>,
     Query(q): Query<OffsetsQuery>,
 ) -> ApiResult<Json<Value>> {
+    state.authorize(&headers, Right::Read, Some(&topic))?;
     let topic = state.log.topic(&topic)?;
     let time = parse_time_param("time", q.time.as_ref())?;
     let mut out = Vec::new();
@@ -486,10 +564,12 @@ struct GroupCommit {
 
 async fn group_offsets(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(group): Path<String>,
     Query(q): Query<GroupQuery>,
 ) -> ApiResult<Json<Value>> {
     let topic = q.topic.ok_or_else(|| ApiError::bad_request("topic query parameter is required"))?;
+    state.authorize(&headers, Right::Read, Some(&topic))?;
     state.log.topic(&topic)?;
     let offsets = groups::load(state.log.data_dir(), &group, &topic)?;
     Ok(Json(json!({"group": group, "topic": topic, "offsets": offsets})))
@@ -497,12 +577,14 @@ async fn group_offsets(
 
 async fn commit_group_offsets(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(group): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let commit: GroupCommit = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
     })?;
+    state.authorize(&headers, Right::Read, Some(&commit.topic))?;
     let topic = state.log.topic(&commit.topic)?;
     for (p, offset) in &commit.offsets {
         let partition = topic.partition(*p)?;

@@ -37,9 +37,19 @@ const WRITER_ID_FILE: &str = "writer-id";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartitionState {
     pub manifest_version: u64,
+    /// The offset after the last one in the remote tier, as of the last run.
+    #[serde(default)]
+    pub remote_end_offset: u64,
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
+}
+
+/// Local bytes of `partition` not yet in the remote tier (per the last tiering run).
+pub fn untiered_bytes(partition: &Partition) -> u64 {
+    let remote_end = read_partition_state(partition.dir()).remote_end_offset;
+    let sealed: u64 = partition.sealed_segments().iter().filter(|s| s.next_offset > remote_end).map(|s| s.bytes).sum();
+    sealed + partition.active_bytes()
 }
 
 /// What the writer learned about the store at startup.
@@ -178,6 +188,7 @@ impl Tiering {
             uploader::upload_in_order(manifest, bases, load, &self.settings, self.permits.clone(), now_ms).await;
         let mut state = read_partition_state(partition.dir());
         state.manifest_version = manifest.current.manifest_version;
+        state.remote_end_offset = manifest.current.next_offset();
         match &outcome.error {
             Some(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "tiering stopped; local segments stay until the next run succeeds");

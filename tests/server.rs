@@ -288,3 +288,102 @@ async fn kill_9_during_http_appends_loses_nothing_acknowledged() {
     assert!(acked.len() as u64 > rounds, "appends were acknowledged between kills");
     check_exactly_once(dir.path(), "t", &acked).await;
 }
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn bearer_tokens_grant_per_topic_rights_and_historical_reads_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntokens = [\n  {{ name = \"ingest\", token_sha256 = \"{}\", write = [\"pay*\"] }},\n  {{ name = \"auditor\", token_sha256 = \"{}\", read = [\"*\"] }},\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n]\n",
+            sha256_hex("w-token"),
+            sha256_hex("r-token"),
+            sha256_hex("a-token")
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
+    let c = client();
+    let create = |token: Option<&'static str>| {
+        let r = c.post(s.url("/v1/topics")).json(&json!({"name": "payments", "partitions": 1}));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    };
+    assert_eq!(create(None).send().await.unwrap().status(), 401);
+    assert_eq!(create(Some("wrong")).send().await.unwrap().status(), 401);
+    assert_eq!(create(Some("w-token")).send().await.unwrap().status(), 403);
+    assert_eq!(create(Some("a-token")).send().await.unwrap().status(), 201);
+    let produce = |token: &'static str| {
+        c.post(s.url("/v1/topics/payments/records"))
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body("{\"value\":\"x\"}\n")
+    };
+    assert_eq!(produce("w-token").send().await.unwrap().status(), 200);
+    assert_eq!(produce("r-token").send().await.unwrap().status(), 403);
+    let fetch =
+        |token: &'static str| c.get(s.url("/v1/topics/payments/partitions/0/records?from_offset=0")).bearer_auth(token);
+    assert_eq!(fetch("w-token").send().await.unwrap().status(), 403);
+    let r = fetch("r-token").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("\"value\":\"x\""));
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    let line: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (line["who"].as_str(), line["topic"].as_str(), line["from_offset"].as_u64()),
+        (Some("auditor"), Some("payments"), Some(0))
+    );
+    assert!(!audit.contains("r-token"), "tokens never reach the audit log");
+}
+
+#[tokio::test]
+async fn server_sent_events_frame_each_record_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    produce(&c, &s, "t", "{\"value\":\"a\"}\n{\"value\":\"b\"}\n".into()).await;
+    let r = c
+        .get(s.url("/v1/topics/t/partitions/0/records?from_offset=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let body = r.text().await.unwrap();
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2);
+    assert!(events[1].starts_with("id: 1\ndata: {"), "{body}");
+}
+
+#[tokio::test]
+async fn appends_are_refused_with_429_while_tiering_is_behind_the_local_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = format!("file://{}", dir.path().join("remote").display());
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("TIERLOG_TIERING_ENABLED", "true"),
+            ("TIERLOG_REMOTE_URL", &remote),
+            ("TIERLOG_TIERING_INTERVAL_MS", "3600000"),
+            ("TIERLOG_SERVER_MAX_UNTIERED_BYTES", "2048"),
+        ],
+    );
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    let big = format!("{{\"value\":\"{}\"}}\n", "x".repeat(4000));
+    assert_eq!(produce(&c, &s, "t", big.clone()).await.status(), 200, "under the budget");
+    let r = produce(&c, &s, "t", big).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("max_untiered_bytes"), "{body}");
+}

@@ -31,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let addr: SocketAddr = config.server.listen.parse().with_context(|| {
         format!("server.listen = {:?} is not an address such as 127.0.0.1:7070", config.server.listen)
     })?;
-    if !addr.ip().is_loopback() && !config.server.allow_non_loopback {
+    if !addr.ip().is_loopback() && !config.server.allow_non_loopback && config.server.tokens.is_empty() {
         bail!(
             "refusing to listen on {addr} without authentication: use a loopback address, or set server.allow_non_loopback = true (TIERLOG_SERVER_ALLOW_NON_LOOPBACK=true) behind your own access control"
         );
@@ -57,7 +57,7 @@ async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let state = AppState::new(log.clone(), stopped);
+    let state = AppState::new(log.clone(), stopped)?;
     eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
     let shutdown_state = state.clone();
     axum::serve(listener, router(state))
