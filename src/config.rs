@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "TIERLOG_";
+/// Variables read by the CLI itself, not configuration keys.
+const CLI_ENV: [&str; 3] = ["TIERLOG_CONFIG", "TIERLOG_SERVER", "TIERLOG_TOKEN"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,7 +344,7 @@ impl Config {
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<()> {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
     let mut vars: Vec<(String, String)> =
-        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "TIERLOG_CONFIG").collect();
+        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !CLI_ENV.contains(&k.as_str())).collect();
     vars.sort();
     for (var, raw) in vars {
         let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();

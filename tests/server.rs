@@ -387,3 +387,51 @@ async fn appends_are_refused_with_429_while_tiering_is_behind_the_local_budget()
     let body: Value = r.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("max_untiered_bytes"), "{body}");
 }
+
+#[test]
+fn the_cli_against_a_server_prints_what_it_prints_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(["--server", &s.base])
+            .args(args)
+            .env_remove("TIERLOG_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cli(&["topic", "create", "t", "--partitions", "2"], ""),
+        vec![json!({"topic":"t","partitions":2,"created":true})]
+    );
+    let acks = cli(&["produce", "t", "--partition", "1"], "a\nb\n");
+    assert_eq!(acks, vec![json!({"partition":1,"first_offset":0,"last_offset":1,"count":2})]);
+    let json_acks =
+        cli(&["produce", "t", "--input-format", "json"], "{\"key\":\"k\",\"value\":{\"n\":1},\"timestamp\":5}\n");
+    assert_eq!(json_acks[0]["count"], 1);
+    let records = cli(&["consume", "t", "--partition", "1"], "");
+    assert_eq!(records.iter().map(|r| r["value"].clone()).collect::<Vec<_>>(), vec![json!("a"), json!("b")]);
+    let grouped = cli(&["consume", "t", "--partition", "1", "--group", "g", "--max-records", "1"], "");
+    assert_eq!(grouped[0]["offset"], 0);
+    let resumed = cli(&["consume", "t", "--partition", "1", "--group", "g"], "");
+    assert_eq!(
+        resumed.iter().map(|r| r["offset"].clone()).collect::<Vec<_>>(),
+        vec![json!(1)],
+        "the group resumes after what it printed"
+    );
+    let offsets = cli(&["offsets", "t"], "");
+    assert_eq!(offsets[1], json!({"partition":1,"start":0,"end":2}));
+    assert_eq!(cli(&["topic", "list"], ""), vec![json!({"topic":"t","partitions":2})]);
+}

@@ -83,6 +83,10 @@ impl Cursor {
 }
 
 pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
+    if global.server.is_some() {
+        super::client::Client::new(global)?.consume(&args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(consume(Reader::new(log), args))
@@ -157,6 +161,10 @@ fn commit(log: &Log, args: &ConsumeArgs, cursors: &[Cursor]) -> Result<()> {
 }
 
 pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
+    if global.server.is_some() {
+        super::client::Client::new(global)?.offsets(&args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -2,6 +2,7 @@
 //! a stable contract that users and other tools script against.
 
 mod bench;
+mod client;
 mod consume;
 mod demo;
 mod produce;
@@ -45,6 +46,14 @@ pub struct GlobalArgs {
     /// Data directory (overrides `data_dir` and TIERLOG_DATA_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Talk to a running `tierlog serve` at this URL instead of opening a data directory
+    /// (produce, consume, offsets, topic).
+    #[arg(long, global = true, env = "TIERLOG_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for --server (prefer the environment variable: arguments are visible to
+    /// other users of this machine).
+    #[arg(long, global = true, env = "TIERLOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 impl GlobalArgs {

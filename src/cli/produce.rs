@@ -33,21 +33,38 @@ pub struct ProduceArgs {
 }
 
 #[derive(Default)]
-struct Written {
-    first_offset: u64,
-    last_offset: u64,
-    count: u64,
+pub struct Written {
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub count: u64,
+}
+
+impl Written {
+    /// Adds an acknowledged range to a partition's running summary.
+    pub fn add(written: &mut BTreeMap<u32, Written>, partition: u32, first: u64, last: u64, count: u64) {
+        let w = written.entry(partition).or_insert_with(|| Written { first_offset: first, ..Written::default() });
+        w.last_offset = last;
+        w.count += count;
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: ProduceArgs) -> Result<ExitCode> {
-    let log = Log::open(global.load_config()?)?;
-    let topic = log.topic(&args.topic)?;
-    if let Some(p) = args.partition {
-        topic.partition(p)?;
-    }
     let mut written = BTreeMap::new();
     let stdin = std::io::stdin().lock();
-    let result = produce_lines(stdin, &topic, &args, &mut written);
+    let result = match &global.server {
+        Some(_) => {
+            let client = super::client::Client::new(global)?;
+            for_each_group(stdin, |lines| client.produce(&args, lines, &mut written))
+        }
+        None => {
+            let log = Log::open(global.load_config()?)?;
+            let topic = log.topic(&args.topic)?;
+            if let Some(p) = args.partition {
+                topic.partition(p)?;
+            }
+            for_each_group(stdin, |lines| append_group(&topic, &args, lines, &mut written))
+        }
+    };
     for (partition, w) in &written {
         println!(
             "{}",
@@ -58,12 +75,9 @@ pub fn run(global: &GlobalArgs, args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn produce_lines(
-    input: impl BufRead,
-    topic: &Topic,
-    args: &ProduceArgs,
-    written: &mut BTreeMap<u32, Written>,
-) -> Result<()> {
+/// Splits input into groups of non-blank lines (with 1-based line numbers) and hands each
+/// group to `write`, which writes all of it or none of it.
+pub fn for_each_group(input: impl BufRead, mut write: impl FnMut(&[(usize, Vec<u8>)]) -> Result<()>) -> Result<()> {
     let mut group: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut group_bytes = 0;
     for (i, line) in input.split(b'\n').enumerate() {
@@ -77,12 +91,12 @@ fn produce_lines(
         group_bytes += line.len();
         group.push((i + 1, line));
         if group.len() >= GROUP_RECORDS_MAX || group_bytes >= GROUP_BYTES_MAX {
-            append_group(topic, args, &std::mem::take(&mut group), written)?;
+            write(&std::mem::take(&mut group))?;
             group_bytes = 0;
         }
     }
     if !group.is_empty() {
-        append_group(topic, args, &group, written)?;
+        write(&group)?;
     }
     Ok(())
 }
@@ -116,11 +130,7 @@ fn append_group(
     }
     for (partition, records) in by_partition {
         let appended = topic.partition(partition)?.append(&records, now)?;
-        let w = written
-            .entry(partition)
-            .or_insert_with(|| Written { first_offset: appended.first_offset, ..Written::default() });
-        w.last_offset = appended.last_offset;
-        w.count += records.len() as u64;
+        Written::add(written, partition, appended.first_offset, appended.last_offset, records.len() as u64);
     }
     Ok(())
 }

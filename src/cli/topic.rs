@@ -26,6 +26,15 @@ pub enum TopicCommand {
 }
 
 pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
+    if global.server.is_some() {
+        let client = super::client::Client::new(global)?;
+        match cmd {
+            TopicCommand::Create { topic, partitions } => client.create_topic(&topic, partitions)?,
+            TopicCommand::List => client.list_topics()?,
+            TopicCommand::Describe { topic } => client.describe_topic(&topic)?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = global.load_config()?;
     match cmd {
         TopicCommand::Create { topic, partitions } => {
@@ -46,15 +55,19 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
         TopicCommand::Describe { topic } => {
             let log = Log::open_read_only(config)?;
             let topic = log.topic(&topic)?;
+            let reader = tierlog::reader::Reader::new(log.clone());
+            let runtime = tokio::runtime::Runtime::new()?;
             for p in &topic.partitions {
                 let sealed = p.sealed_segments();
-                let sealed_bytes: u64 = sealed.iter().map(|s| s.bytes).sum();
+                let local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + p.active_bytes();
+                // Same shape as GET /v1/topics/{topic}, so scripts work against either.
+                let start = runtime.block_on(reader.start_offset(p))?;
                 println!(
                     "{}",
                     json!({
-                        "topic": topic.name(), "partition": p.id,
-                        "start_offset": p.start_offset(), "end_offset": p.end_offset(),
-                        "sealed_segments": sealed.len(), "local_bytes": sealed_bytes + p.active_bytes(),
+                        "topic": topic.name(), "partition": p.id, "start_offset": start, "end_offset": p.end_offset(),
+                        "local": {"start_offset": p.start_offset(), "bytes": local_bytes, "sealed_segments": sealed.len()},
+                        "remote_only_below": (start < p.start_offset()).then(|| p.start_offset()),
                     })
                 );
             }
