@@ -33,6 +33,32 @@ pub enum BenchCommand {
     /// the same data, with requests, bytes and peak memory.
     #[command(after_help = "Example:\n  tierlog bench read --total-mb 192 --seeks 50")]
     Read(ReadArgs),
+    /// Concurrent producers and consumers over HTTP against an in-process server, against the
+    /// library append rate measured in the same run.
+    #[command(after_help = "Example:\n  tierlog bench http --producers 4 --batch-records 256")]
+    Http(HttpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Scratch directory (removed afterwards).
+    #[arg(long, default_value = "tierlog-bench")]
+    pub dir: PathBuf,
+    /// Concurrent HTTP producers (and partitions: one each).
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Concurrent HTTP consumers reading everything back.
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
+    /// Records per produce request (and per library append).
+    #[arg(long, default_value_t = 256)]
+    pub batch_records: usize,
+    /// Produce requests per producer.
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+    /// Size of each record value (JSON payment events).
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +114,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Append(args) => append(global, args),
         BenchCommand::Tier(args) => tier(global, args),
         BenchCommand::Read(args) => read(global, args),
+        BenchCommand::Http(args) => http(global, args),
     }
 }
 
@@ -479,4 +506,108 @@ fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
+    anyhow::ensure!(args.producers > 0 && args.batch_records > 0 && args.requests > 0, "counts must be positive");
+    let _ = fs::remove_dir_all(&args.dir);
+    let mut config = global.load_config()?;
+    config.data_dir = args.dir.join("log");
+    config.tiering.enabled = false; // measures the serving path, not the object store
+    config.durability.fsync = FsyncPolicy::Batch;
+    let log = Log::open(config)?;
+    let topic = log.create_topic("bench", args.producers as u32)?;
+    let batch: Vec<Record> = (0..args.batch_records as u64)
+        .map(|i| tierlog::sample::payment_event(i, 1_700_000_000_000 + i as i64, args.record_bytes))
+        .collect();
+
+    // Library rate, same batches, same concurrency (one thread per partition).
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let appenders: Vec<_> = (0..args.producers)
+            .map(|p| {
+                let (partition, batch) = (topic.partition(p as u32).expect("partition").clone(), &batch);
+                scope.spawn(move || (0..args.requests).try_for_each(|_| partition.append(batch, 0).map(|_| ())))
+            })
+            .collect();
+        appenders.into_iter().try_for_each(|a| a.join().expect("appender thread"))
+    })?;
+    let total_records = (args.producers * args.requests * args.batch_records) as f64;
+    let library_rps = total_records / start.elapsed().as_secs_f64();
+
+    let body: String = batch.iter().map(|r| format!("{}\n", json!({"key": String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()), "value": String::from_utf8_lossy(&r.value), "timestamp": r.timestamp}))).collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let state = tierlog::server::AppState::new(log.clone(), stopped)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, tierlog::server::router(state)).await });
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        let mut producers = Vec::new();
+        for p in 0..args.producers {
+            let (client, url, body) =
+                (client.clone(), format!("{base}/v1/topics/bench/records?partition={p}"), body.clone());
+            producers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for _ in 0..args.requests {
+                    let t = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/x-ndjson")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    anyhow::ensure!(r.status().is_success(), "produce answered {}", r.status());
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                anyhow::Ok(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for p in producers {
+            latencies.extend(p.await??);
+        }
+        let http_rps = total_records / start.elapsed().as_secs_f64();
+        latencies.sort_by(f64::total_cmp);
+        let start = Instant::now();
+        let mut consumers = Vec::new();
+        for c in 0..args.consumers {
+            let (client, base, partitions) = (client.clone(), base.clone(), args.producers);
+            consumers.push(tokio::spawn(async move {
+                let mut lines = 0u64;
+                for p in (0..partitions).filter(|p| p % args.consumers.max(1) == c) {
+                    let text = client
+                        .get(format!("{base}/v1/topics/bench/partitions/{p}/records?from_offset=0"))
+                        .send()
+                        .await?
+                        .text()
+                        .await?;
+                    lines += text.lines().count() as u64;
+                }
+                anyhow::Ok(lines)
+            }));
+        }
+        let mut consumed = 0;
+        for c in consumers {
+            consumed += c.await??;
+        }
+        let consume_secs = start.elapsed().as_secs_f64();
+        let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        anyhow::Ok(json!({
+            "bench": "http",
+            "producers": args.producers, "consumers": args.consumers, "batch_records": args.batch_records,
+            "record_bytes": args.record_bytes, "requests_per_producer": args.requests, "fsync": "per batch",
+            "library_append": {"records_per_s": round2(library_rps)},
+            "http_append": {"records_per_s": round2(http_rps), "p50_ms": round2(p(0.5)), "p99_ms": round2(p(0.99))},
+            "http_vs_library": round2(http_rps / library_rps),
+            "http_vs_library_target": 0.5,
+            "http_consume": {"records": consumed, "records_per_s": round2(consumed as f64 / consume_secs)},
+        }))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(log);
+    fs::remove_dir_all(&args.dir)?;
+    Ok(ExitCode::SUCCESS)
 }
