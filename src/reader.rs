@@ -38,6 +38,11 @@ impl Reader {
         Reader { log, remote: OnceCell::new_with(Some(remote)) }
     }
 
+    /// Remote read counters, once the remote tier has been used.
+    pub fn remote_stats(&self) -> Option<Arc<tierlog_tiering::remote_reader::ReadStats>> {
+        self.remote.get().map(|r| r.stats.clone())
+    }
+
     pub fn log(&self) -> &Log {
         &self.log
     }

@@ -33,9 +33,46 @@ use crate::{Log, envelope, groups, time};
 /// Bytes read from a partition per step of a fetch stream.
 const STREAM_STEP_BYTES: usize = 256 * 1024;
 
+/// Upper bounds (ms) of the request-latency histogram buckets.
+const LATENCY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000];
+
+/// A Prometheus-style cumulative histogram of request latencies.
+#[derive(Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
+            if ms <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
+            let le = bound as f64 / 1000.0;
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {}\n", bucket.load(Ordering::Relaxed)));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!("{name}_sum{{{labels}}} {}\n", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6));
+        out.push_str(&format!("{name}_count{{{labels}}} {count}\n"));
+    }
+}
+
 /// Counters exported at `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
+    pub produce_latency: Latency,
+    pub fetch_latency: Latency,
     pub produce_requests: AtomicU64,
     pub appended_records: AtomicU64,
     pub appended_bytes: AtomicU64,
@@ -53,11 +90,17 @@ pub struct AppState {
     pub ready: AtomicBool,
     shutdown: watch::Receiver<bool>,
     auth: Auth,
+    tiering: Option<Arc<crate::tier::TieringStats>>,
 }
 
 impl AppState {
     /// `shutdown` turning true ends follow streams, so a graceful shutdown does not wait on them.
-    pub fn new(log: Log, shutdown: watch::Receiver<bool>) -> crate::Result<Arc<AppState>> {
+    /// `tiering` is the background tiering task's counters, when it runs.
+    pub fn new(
+        log: Log,
+        shutdown: watch::Receiver<bool>,
+        tiering: Option<Arc<crate::tier::TieringStats>>,
+    ) -> crate::Result<Arc<AppState>> {
         let limits = log.config().server.clone();
         let auth = Auth::new(log.config())?;
         Ok(Arc::new(AppState {
@@ -69,6 +112,7 @@ impl AppState {
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             shutdown,
+            tiering,
         }))
     }
 
@@ -215,7 +259,9 @@ async fn produce(
     Query(query): Query<ProduceQuery>,
     request: Request,
 ) -> ApiResult<Json<Value>> {
+    let started = std::time::Instant::now();
     let result = produce_inner(&state, &topic, query, request).await;
+    state.metrics.produce_latency.observe(started.elapsed());
     if let Err(e) = &result {
         count_error(&state, e);
     }
@@ -386,7 +432,9 @@ async fn fetch(
     let who = state.authorize(&headers, Right::Read, Some(&topic))?;
     let sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let started = std::time::Instant::now();
     let result = fetch_inner(state.clone(), topic, partition, q, who, sse).await;
+    state.metrics.fetch_latency.observe(started.elapsed()); // time to the first byte
     if let Err(e) = &result {
         count_error(&state, e);
     }
@@ -619,16 +667,67 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     counter("tierlog_fetched_records_total", "Records streamed to clients.", m.fetched_records.load(Ordering::Relaxed));
     counter("tierlog_http_client_errors_total", "Requests answered with 4xx.", m.client_errors.load(Ordering::Relaxed));
     counter("tierlog_http_server_errors_total", "Requests answered with 5xx.", m.server_errors.load(Ordering::Relaxed));
-    out.push_str("# HELP tierlog_partition_end_offset Log end offset.\n# TYPE tierlog_partition_end_offset gauge\n");
+    if let Some(t) = &state.tiering {
+        counter(
+            "tierlog_uploaded_segments_total",
+            "Segments uploaded and committed to the remote tier.",
+            t.uploaded_segments.load(Ordering::Relaxed),
+        );
+        counter(
+            "tierlog_uploaded_raw_bytes_total",
+            "Raw segment bytes tiered.",
+            t.uploaded_raw_bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            "tierlog_uploaded_object_bytes_total",
+            "Compressed object bytes uploaded.",
+            t.uploaded_object_bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            "tierlog_tiering_failures_total",
+            "Partition tiering runs that stopped on an error.",
+            t.failed_partition_runs.load(Ordering::Relaxed),
+        );
+        counter(
+            "tierlog_local_segments_deleted_total",
+            "Tiered local segments removed by local retention.",
+            t.deleted_local_segments.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(r) = state.reader.remote_stats() {
+        let (hits, gets) = (r.cache_hits.load(Ordering::Relaxed), r.chunk_gets.load(Ordering::Relaxed));
+        counter("tierlog_remote_chunk_gets_total", "Ranged GETs of segment chunks.", gets);
+        counter(
+            "tierlog_remote_index_gets_total",
+            "Ranged GETs of chunk indexes.",
+            r.index_gets.load(Ordering::Relaxed),
+        );
+        counter(
+            "tierlog_remote_bytes_fetched_total",
+            "Bytes fetched from the remote tier.",
+            r.bytes_fetched.load(Ordering::Relaxed),
+        );
+        counter("tierlog_remote_cache_hits_total", "Remote chunk reads served from the cache.", hits);
+        out.push_str("# HELP tierlog_remote_cache_hit_ratio Share of remote chunk reads served from the cache.\n# TYPE tierlog_remote_cache_hit_ratio gauge\n");
+        out.push_str(&format!("tierlog_remote_cache_hit_ratio {}\n", hits as f64 / (hits + gets).max(1) as f64));
+    }
+    out.push_str("# HELP tierlog_http_request_duration_seconds Produce latency (until durable) and fetch latency (until the stream starts).\n# TYPE tierlog_http_request_duration_seconds histogram\n");
+    m.produce_latency.render("tierlog_http_request_duration_seconds", "route=\"produce\"", &mut out);
+    m.fetch_latency.render("tierlog_http_request_duration_seconds", "route=\"fetch\"", &mut out);
+    let mut ends = String::from(
+        "# HELP tierlog_partition_end_offset Log end offset.\n# TYPE tierlog_partition_end_offset gauge\n",
+    );
+    let mut lag = String::from(
+        "# HELP tierlog_tiering_lag_bytes Local bytes not yet in the remote tier.\n# TYPE tierlog_tiering_lag_bytes gauge\n",
+    );
     for topic in state.log.topics() {
         for p in &topic.partitions {
-            out.push_str(&format!(
-                "tierlog_partition_end_offset{{topic=\"{}\",partition=\"{}\"}} {}\n",
-                topic.name(),
-                p.id,
-                p.end_offset()
-            ));
+            let labels = format!("topic=\"{}\",partition=\"{}\"", topic.name(), p.id);
+            ends.push_str(&format!("tierlog_partition_end_offset{{{labels}}} {}\n", p.end_offset()));
+            lag.push_str(&format!("tierlog_tiering_lag_bytes{{{labels}}} {}\n", crate::tier::untiered_bytes(p)));
         }
     }
+    out.push_str(&ends);
+    out.push_str(&lag);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -85,7 +85,18 @@ pub async fn connect(config: &Config) -> Result<RemoteStore> {
     Ok(remote)
 }
 
+/// Counters of the tiering driver, exported by the server's `/metrics`.
+#[derive(Debug, Default)]
+pub struct TieringStats {
+    pub uploaded_segments: std::sync::atomic::AtomicU64,
+    pub uploaded_raw_bytes: std::sync::atomic::AtomicU64,
+    pub uploaded_object_bytes: std::sync::atomic::AtomicU64,
+    pub failed_partition_runs: std::sync::atomic::AtomicU64,
+    pub deleted_local_segments: std::sync::atomic::AtomicU64,
+}
+
 pub struct Tiering {
+    pub stats: Arc<TieringStats>,
     log: Log,
     remote: RemoteStore,
     settings: UploadSettings,
@@ -129,6 +140,7 @@ impl Tiering {
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         Ok(Tiering {
+            stats: Arc::default(),
             log,
             remote,
             settings,
@@ -212,6 +224,7 @@ impl Tiering {
         };
         write_json(&partition.dir().join(PARTITION_STATE_FILE), &state)?;
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
+        self.record(&outcome, deleted);
         let report = PartitionReport {
             topic: key.0.clone(),
             partition: key.1,
@@ -226,6 +239,16 @@ impl Tiering {
             manifests.remove(&key); // reload on the next run rather than keep a stale view
         }
         Ok(report)
+    }
+
+    fn record(&self, outcome: &uploader::RunOutcome, deleted: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        s.uploaded_segments.fetch_add(outcome.committed.len() as u64, Relaxed);
+        s.uploaded_raw_bytes.fetch_add(outcome.committed.iter().map(|e| e.raw_bytes).sum(), Relaxed);
+        s.uploaded_object_bytes.fetch_add(outcome.committed.iter().map(|e| e.object_bytes).sum(), Relaxed);
+        s.failed_partition_runs.fetch_add(u64::from(outcome.error.is_some()), Relaxed);
+        s.deleted_local_segments.fetch_add(deleted as u64, Relaxed);
     }
 
     /// Starts the background task: a pass every `tiering.interval_ms` until `stop` is called.

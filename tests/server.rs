@@ -435,3 +435,75 @@ fn the_cli_against_a_server_prints_what_it_prints_locally() {
     assert_eq!(offsets[1], json!({"partition":1,"start":0,"end":2}));
     assert_eq!(cli(&["topic", "list"], ""), vec![json!({"topic":"t","partitions":2})]);
 }
+
+#[tokio::test]
+async fn records_round_trip_over_http_across_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = format!("file://{}", dir.path().join("remote").display());
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("TIERLOG_TIERING_ENABLED", "true"),
+            ("TIERLOG_REMOTE_URL", &remote),
+            ("TIERLOG_TIERING_INTERVAL_MS", "100"),
+            ("TIERLOG_TIERING_LOCAL_RETENTION_BYTES", "0"),
+            ("TIERLOG_SEGMENT_MAX_BYTES", "8192"),
+        ],
+    );
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    for chunk in 0..10 {
+        let body: String =
+            (0..50).map(|i| format!("{{\"value\":\"record-{}-{}\"}}\n", chunk * 50 + i, "p".repeat(100))).collect();
+        assert_eq!(produce(&c, &s, "t", body).await.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let topic: Value = c.get(s.url("/v1/topics/t")).send().await.unwrap().json().await.unwrap();
+        if topic["partitions"][0]["local"]["start_offset"].as_u64().unwrap() > 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "background tiering did not move old segments: {topic}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = fetch_all(&c, &s, "t", 0).await;
+    assert_eq!(records.len(), 500, "everything is served, from the bucket and from local disk");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["offset"], i as u64);
+        assert!(r["value"].as_str().unwrap().starts_with(&format!("record-{i}-")));
+    }
+    let metrics = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tierlog_remote_chunk_gets_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tierlog_uploaded_segments_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_slow_body_is_cut_off_with_408_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("TIERLOG_SERVER_REQUEST_TIMEOUT_MS", "300")]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(async {
+            client().post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await
+        })
+        .unwrap();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    write!(slow, "POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{{\"val").unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = slow.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let health = runtime.block_on(async { client().get(s.url("/healthz")).send().await }).unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -539,7 +539,7 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let state = tierlog::server::AppState::new(log.clone(), stopped)?;
+        let state = tierlog::server::AppState::new(log.clone(), stopped, None)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, tierlog::server::router(state)).await });

@@ -43,9 +43,13 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
 }
 
 async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
+    let mut tiering_stats = None;
     let background = if log.config().tiering.enabled {
         match Tiering::start(log.clone()).await {
-            Ok(tiering) => Some(Arc::new(tiering).spawn()),
+            Ok(tiering) => {
+                tiering_stats = Some(tiering.stats.clone());
+                Some(Arc::new(tiering).spawn())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "remote tier unavailable: serving the local log without tiering; fix the [remote] settings and restart");
                 eprintln!("warning: tiering is off for this run: {e}");
@@ -57,7 +61,7 @@ async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let state = AppState::new(log.clone(), stopped)?;
+    let state = AppState::new(log.clone(), stopped, tiering_stats)?;
     eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
     let shutdown_state = state.clone();
     axum::serve(listener, router(state))

@@ -471,7 +471,6 @@ mod tests_support {
             hash: String::new(),
         }
     }
-
 }
 
 #[cfg(test)]
