@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
@@ -243,4 +244,24 @@ proptest! {
             }
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_load_completes_and_fills_the_cache_after_its_reader_gave_up() {
+    let s3 = S3Target::start();
+    let t = two_tier_log(&s3, (0..1500).collect(), 0.6).await;
+    let (reader, faulty, remote) = counting_reader(&t, 0);
+    remote.manifest("t", 0, false, 0).await.unwrap();
+    let p = t.log.topic("t").unwrap().partition(0).unwrap().clone();
+    faulty.faults.latency_ms.store(300, Ordering::SeqCst);
+    // The client stops waiting long before the store answers.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), reader.read(&p, 10, 4096)).await;
+    assert!(gave_up.is_err(), "the read should still be waiting");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    faulty.faults.latency_ms.store(0, Ordering::SeqCst);
+    assert_eq!(remote.stats.chunk_gets.load(Ordering::SeqCst), 1, "the abandoned load ran to completion");
+    let gets = faulty.counters.snapshot()[1];
+    let records = reader.read(&p, 10, 4096).await.unwrap();
+    assert_eq!(records[0].offset, 10);
+    assert_eq!(faulty.counters.snapshot()[1], gets, "served from the cache the abandoned load filled");
 }

@@ -209,17 +209,23 @@ impl RemoteReader {
             view = self.view(topic, partition, true, hint).await?;
         }
         let Some((entry, next_entry)) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
-        let index = self.index(&entry).await?;
-        let Some(chunk_no) = index.chunks.iter().position(|c| c.first_offset <= offset && offset <= c.last_offset)
-        else {
-            return Err(Error::Corrupt {
-                key: entry.key.clone(),
-                reason: format!("chunk index has no chunk for offset {offset}"),
-            });
-        };
+        // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
+        let (this, fill_entry) = (self.clone(), entry.clone());
+        let fill = tokio::spawn(async move {
+            let index = this.index(&fill_entry).await?;
+            let Some(chunk_no) = index.chunks.iter().position(|c| c.first_offset <= offset && offset <= c.last_offset)
+            else {
+                return Err(Error::Corrupt {
+                    key: fill_entry.key.clone(),
+                    reason: format!("chunk index has no chunk for offset {offset}"),
+                });
+            };
+            let chunk = this.chunk(&fill_entry, &index, chunk_no).await?;
+            Ok((index, chunk_no, chunk))
+        });
+        let (index, chunk_no, chunk) = fill.await.map_err(|e| Error::Format(format!("remote read task: {e}")))??;
         let sequential = lock(&self.next_expected).get(&(topic.to_string(), partition))
             == Some(&index.chunks[chunk_no].first_offset);
-        let chunk = self.chunk(&entry, &index, chunk_no).await?;
         lock(&self.next_expected).insert((topic.to_string(), partition), chunk.last_offset + 1);
         if sequential && self.settings.prefetch_bytes > 0 {
             self.clone().prefetch(entry, index, chunk_no + 1, next_entry);
