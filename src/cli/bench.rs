@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 use tierlog::config::FsyncPolicy;
 use tierlog::{Log, Record};
 
@@ -37,6 +37,15 @@ pub enum BenchCommand {
     /// library append rate measured in the same run.
     #[command(after_help = "Example:\n  tierlog bench http --producers 4 --batch-records 256")]
     Http(HttpArgs),
+    /// (internal to `bench read`) replay the remote tier of a bench log in a fresh process.
+    #[command(hide = true)]
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[arg(long)]
+    pub cache_mb: u64,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +124,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Tier(args) => tier(global, args),
         BenchCommand::Read(args) => read(global, args),
         BenchCommand::Http(args) => http(global, args),
+        BenchCommand::Replay(args) => replay(global, args),
     }
 }
 
@@ -418,36 +428,20 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
         }
         latencies.sort_by(f64::total_cmp);
 
-        // Remote sequential replay with prefetch, sampling RSS.
+        // Remote sequential replay with prefetch, in a fresh process of its own, so its peak
+        // RSS (VmHWM) is the replay's and not this process's write and tiering phases.
+        let replay = std::process::Command::new(std::env::current_exe()?)
+            .arg("--data-dir")
+            .arg(log.data_dir())
+            .args(["bench", "replay", "--cache-mb", &args.cache_mb.to_string()])
+            .envs(global.config.as_ref().map(|c| ("TIERLOG_CONFIG", c.as_os_str().to_owned())))
+            .output()?;
+        anyhow::ensure!(replay.status.success(), "replay process failed: {}", String::from_utf8_lossy(&replay.stderr));
+        let replay: Value = serde_json::from_slice(&replay.stdout)?;
+        let remote_secs = replay["seconds"].as_f64().unwrap_or(f64::NAN);
+        let records = replay["records"].as_u64().unwrap_or(0);
+        anyhow::ensure!(records == end, "remote replay read {records} records, expected {end}");
         let reader = RemoteReader::new(counted.clone(), settings.clone());
-        let rss_before = rss_bytes();
-        let rss_peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let sampler = {
-            let (peak, on) = (rss_peak.clone(), sampling.clone());
-            std::thread::spawn(move || {
-                while on.load(Ordering::SeqCst) {
-                    peak.fetch_max(rss_bytes(), Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            })
-        };
-        let start = Instant::now();
-        let (mut next, mut records) = (0u64, 0u64);
-        while let Some(chunk) = reader.read_at("bench", 0, next, 0).await? {
-            // Zero-copy views with a CRC check per batch, as the local replay above.
-            let mut at = 0;
-            while at < chunk.raw.len() {
-                let (header, views) = tierlog::batch::views(&chunk.raw[at..])?;
-                records += views.iter().filter(|v| v.offset >= next).count() as u64;
-                at += header.length;
-            }
-            next = chunk.last_offset + 1;
-        }
-        let remote_secs = start.elapsed().as_secs_f64();
-        sampling.store(false, Ordering::SeqCst);
-        sampler.join().expect("rss sampler");
-        anyhow::ensure!(next == records, "remote replay read {records} records up to offset {next}");
         // The limit a remote replay cannot beat on one core: decompressing the same objects.
         let manifest = reader.manifest("bench", 0, false, 0).await?;
         let mut objects = Vec::new();
@@ -474,12 +468,11 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
             },
             "local_replay": {"mb_per_s": round2(raw_bytes as f64 / local_secs / 1e6), "records_per_s": round2(end as f64 / local_secs)},
             "remote_replay": {"mb_per_s": round2(raw_bytes as f64 / remote_secs / 1e6), "records_per_s": round2(records as f64 / remote_secs),
-                              "chunk_gets": reader.stats.chunk_gets.load(Ordering::SeqCst), "index_gets": reader.stats.index_gets.load(Ordering::SeqCst)},
+                              "chunk_gets": replay["chunk_gets"], "index_gets": replay["index_gets"]},
             "remote_vs_local": round2(local_secs / remote_secs),
             "zstd_decompress_single_thread": {"mb_per_s": round2(decompress_mb_s)},
             "remote_vs_decompress": round2(raw_bytes as f64 / remote_secs / 1e6 / decompress_mb_s),
-            "peak_rss_mb": round2(rss_peak.load(Ordering::SeqCst) as f64 / 1048576.0),
-            "rss_before_replay_mb": round2(rss_before as f64 / 1048576.0),
+            "replay_process_peak_rss_mb": replay["peak_rss_mb"],
             "rss_budget_mb": round2(budget_mb),
             "targets": {"requests_per_seek": 2, "bytes_vs_compressed_chunk": 1.1, "remote_vs_local": 0.5},
         }))
@@ -487,6 +480,41 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(log);
     fs::remove_dir_all(&args.dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sequential replay of partition 0 of topic "bench" from the remote tier; prints seconds,
+/// records, GETs and this process's peak RSS as one JSON line.
+fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<ExitCode> {
+    use tierlog_tiering::remote_reader::RemoteReader;
+    let config = global.load_config()?;
+    let mut settings = tierlog::reader::settings(&config);
+    settings.cache_bytes = args.cache_mb * 1024 * 1024;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let line = runtime.block_on(async {
+        let reader = RemoteReader::new(tierlog::tier::connect(&config).await?, settings);
+        reader.manifest("bench", 0, false, 0).await?;
+        let start = Instant::now();
+        let (mut next, mut records) = (0u64, 0u64);
+        while let Some(chunk) = reader.read_at("bench", 0, next, 0).await? {
+            // Zero-copy views with a CRC check per batch, as the local replay does.
+            let mut at = 0;
+            while at < chunk.raw.len() {
+                let (header, views) = tierlog::batch::views(&chunk.raw[at..])?;
+                records += views.iter().filter(|v| v.offset >= next).count() as u64;
+                at += header.length;
+            }
+            next = chunk.last_offset + 1;
+        }
+        let stats = &reader.stats;
+        anyhow::Ok(json!({
+            "seconds": start.elapsed().as_secs_f64(), "records": records,
+            "chunk_gets": stats.chunk_gets.load(std::sync::atomic::Ordering::SeqCst),
+            "index_gets": stats.index_gets.load(std::sync::atomic::Ordering::SeqCst),
+            "peak_rss_mb": round2(peak_rss_bytes() as f64 / 1048576.0),
+        }))
+    })?;
+    println!("{line}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -498,12 +526,12 @@ async fn compressed_len_of(
     Ok(reader.chunk_meta(&chunk.key, chunk.chunk).map_or(1, |m| u64::from(m.compressed_len)))
 }
 
-/// Resident set size of this process, from /proc (Linux).
-fn rss_bytes() -> u64 {
+/// Peak resident set size of this process (VmHWM), from /proc (Linux).
+fn peak_rss_bytes() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
