@@ -90,9 +90,11 @@ impl Reader {
         match remote.read_at(&partition.topic, partition.id, offset, hint(partition)).await? {
             Some(chunk) => decode_chunk(&chunk, offset),
             None => {
+                // Not remote: maybe a read-only view is behind the writer's local segments.
                 partition.refresh()?;
                 if offset >= partition.start_offset() {
-                    return Box::pin(self.read(partition, offset, max_bytes)).await;
+                    let local = partition.clone();
+                    return tokio::task::spawn_blocking(move || local.read(offset, max_bytes)).await.expect("local read task");
                 }
                 let manifest = remote.manifest(&partition.topic, partition.id, false, hint(partition)).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
