@@ -94,7 +94,9 @@ impl Reader {
                 partition.refresh()?;
                 if offset >= partition.start_offset() {
                     let local = partition.clone();
-                    return tokio::task::spawn_blocking(move || local.read(offset, max_bytes)).await.expect("local read task");
+                    return tokio::task::spawn_blocking(move || local.read(offset, max_bytes))
+                        .await
+                        .expect("local read task");
                 }
                 let manifest = remote.manifest(&partition.topic, partition.id, false, hint(partition)).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
