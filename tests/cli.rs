@@ -116,3 +116,26 @@ fn follow_prints_records_appended_after_it_started() {
     assert!(started.elapsed() < Duration::from_secs(2), "followed record arrived after {:?}", started.elapsed());
     assert!(follower.wait().unwrap().success());
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_reads_across_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let out = Command::new(BIN)
+        .args(["demo", "--events", "6000", "--dir"])
+        .arg(&demo_dir)
+        .env_remove("TIERLOG_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("remote tier: one ranged GET"), "{text}");
+    assert!(text.contains("(remote tier)") || text.contains("(local tier)"), "{text}");
+    // A second run replaces its own directory and nothing else.
+    assert!(
+        Command::new(BIN).args(["demo", "--events", "600", "--dir"]).arg(&demo_dir).output().unwrap().status.success()
+    );
+    std::fs::create_dir_all(dir.path().join("precious")).unwrap();
+    let out = Command::new(BIN).args(["demo", "--dir"]).arg(dir.path().join("precious")).output().unwrap();
+    assert!(!out.status.success(), "the demo never deletes a directory it did not create");
+}

@@ -20,8 +20,8 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Payment events to write.
-    #[arg(long, default_value_t = 30_000)]
+    /// Payment events to write (at least 100, so every partition has some).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub events: u64,
     /// Directory for the demo's data (replaced on each run). Default: ./tierlog-demo.
     #[arg(long, value_name = "DIR")]
@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
     // Small segments so a demo-sized log spans many of them, as a real one would.
     config.segment.max_bytes = 1024 * 1024;
     // Keep a little locally and tier the rest, to show both tiers at work.
-    config.tiering.local_retention_bytes = 2 * 1024 * 1024;
+    config.tiering.local_retention_bytes = 1024 * 1024;
     config.tiering.local_retention_ms = 100 * 365 * 24 * 3600 * 1000; // demo events are dated 2026-03-03
     config.remote.url = String::new(); // the embedded default, beside the demo's data dir
     println!("tierlog demo — an append-only log you can replay by offset or by time\n");
@@ -121,8 +121,8 @@ async fn describe_reads(log: &Log, day_start: i64) -> Result<()> {
     let reader = tierlog::reader::Reader::new(log.clone());
     let topic = log.topic("payments")?;
     let p0 = topic.partition(0)?;
-    println!("4. Reading by offset, one reader over both tiers (partition 0):");
-    for offset in [1234, p0.end_offset() - 1] {
+    println!("4. Reading by offset, one reader over both tiers (partition 0, an old record and the newest):");
+    for offset in [p0.end_offset() / 8, p0.end_offset().saturating_sub(1)] {
         let tier = if offset >= p0.start_offset() { "local disk" } else { "remote tier: one ranged GET of one chunk" };
         let record = reader.read(p0, offset, 64 * 1024).await?.into_iter().next().context("offset should exist")?;
         println!(
