@@ -188,3 +188,18 @@ proptest! {
         prop_assert_eq!(kept, intact);
     }
 }
+
+#[test]
+fn reading_below_the_log_start_names_the_earliest_available_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(config(dir.path(), 2048)).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    for i in 0..100 {
+        p.append(&[record(i, i as i64)], 0).unwrap();
+    }
+    let oldest = p.sealed_segments()[0].clone();
+    p.remove_sealed(oldest.base_offset).unwrap();
+    let err = p.read(0, 4096).unwrap_err().to_string();
+    assert!(err.contains(&format!("earliest available offset is {}", oldest.next_offset)), "{err}");
+    assert_eq!(p.read(oldest.next_offset, 4096).unwrap()[0].offset, oldest.next_offset);
+}
