@@ -52,7 +52,13 @@ impl Reader {
             .get_or_try_init(|| async {
                 let config = self.log.config();
                 let store = tier::connect(config).await?;
-                Ok::<_, Error>(RemoteReader::new(store, settings(config)))
+                // The writer's last committed manifest version, from its local state.
+                let data_dir = config.data_dir.clone();
+                let hints: tierlog_tiering::remote_reader::VersionHints = Box::new(move |topic, partition| {
+                    let dir = crate::topic::topic_dir(&data_dir, topic).join(partition.to_string());
+                    tier::read_partition_state(&dir).manifest_version
+                });
+                Ok::<_, Error>(RemoteReader::with_hints(store, settings(config), Some(hints)))
             })
             .await
     }
@@ -67,7 +73,7 @@ impl Reader {
         if local == 0 || !self.remote_enabled() {
             return Ok(local);
         }
-        let manifest = self.remote().await?.manifest(&partition.topic, partition.id, false, hint(partition)).await?;
+        let manifest = self.remote().await?.manifest(&partition.topic, partition.id).await?;
         Ok(manifest.start_offset().map_or(local, |remote| remote.min(local)))
     }
 
@@ -87,7 +93,7 @@ impl Reader {
             return Err(below_start(partition, offset, partition.start_offset()));
         }
         let remote = self.remote().await?;
-        match remote.read_at(&partition.topic, partition.id, offset, hint(partition)).await? {
+        match remote.read_at(&partition.topic, partition.id, offset).await? {
             Some(chunk) => decode_chunk(&chunk, offset),
             None => {
                 // Not remote: maybe a read-only view is behind the writer's local segments.
@@ -98,7 +104,7 @@ impl Reader {
                         .await
                         .expect("local read task");
                 }
-                let manifest = remote.manifest(&partition.topic, partition.id, false, hint(partition)).await?;
+                let manifest = remote.manifest(&partition.topic, partition.id).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
                 Err(below_start(partition, offset, start))
             }
@@ -110,7 +116,8 @@ impl Reader {
     pub async fn offset_for_time(&self, partition: &Arc<Partition>, time: i64) -> Result<u64> {
         if partition.start_offset() > 0 && self.remote_enabled() {
             let remote = self.remote().await?;
-            if let Some(chunk) = remote.read_for_time(&partition.topic, partition.id, time, hint(partition)).await? {
+            let local_start = partition.start_offset();
+            if let Some(chunk) = remote.read_for_time(&partition.topic, partition.id, time, local_start).await? {
                 let records = decode_chunk(&chunk, chunk.first_offset)?;
                 let hit = records.iter().find(|r| r.record.timestamp >= time);
                 return hit.map(|r| r.offset).ok_or_else(|| {
@@ -133,10 +140,6 @@ pub fn settings(config: &crate::config::Config) -> ReaderSettings {
         concurrency: config.reader.concurrency as usize,
         timeout: Duration::from_millis(config.reader.timeout_ms),
     }
-}
-
-fn hint(partition: &Partition) -> u64 {
-    tier::read_partition_state(partition.dir()).manifest_version
 }
 
 fn below_start(partition: &Partition, offset: u64, start: u64) -> Error {

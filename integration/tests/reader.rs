@@ -90,7 +90,7 @@ async fn cold_seeks_cost_two_requests_then_one_and_replay_one_get_per_chunk() {
     let t = two_tier_log(&s3, (0..3000).map(|i| 1_000 + i * 10).collect(), 0.7).await;
     let (reader, faulty, remote) = counting_reader(&t, 0);
     let p = t.log.topic("t").unwrap().partition(0).unwrap().clone();
-    remote.manifest("t", 0, false, 0).await.unwrap(); // "with the manifest loaded"
+    remote.manifest("t", 0).await.unwrap(); // "with the manifest loaded"
     let [_, gets0, heads0, lists0, _] = faulty.counters.snapshot();
 
     let first = reader.read(&p, 1234, 1 << 20).await.unwrap();
@@ -99,7 +99,7 @@ async fn cold_seeks_cost_two_requests_then_one_and_replay_one_get_per_chunk() {
     assert!(gets1 - gets0 <= 2, "cold seek: {} GETs", gets1 - gets0);
     assert_eq!((heads1, lists1), (heads0, lists0), "no HEAD or LIST on the read path");
     let seek_bytes = remote.stats.bytes_fetched.load(Ordering::SeqCst);
-    let manifest = remote.manifest("t", 0, false, 0).await.unwrap();
+    let manifest = remote.manifest("t", 0).await.unwrap();
     let entry = manifest.entries.iter().find(|e| e.base_offset <= 1234 && 1234 <= e.last_offset).unwrap();
     let object = t.store.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap();
     let index = tierlog_tiering::segment_object::parse_index_from_object(&object).unwrap();
@@ -122,7 +122,7 @@ async fn cold_seeks_cost_two_requests_then_one_and_replay_one_get_per_chunk() {
 
     // Point in time, cold reader: at most 2 requests.
     let (reader, faulty, remote) = counting_reader(&t, 0);
-    remote.manifest("t", 0, false, 0).await.unwrap();
+    remote.manifest("t", 0).await.unwrap();
     let before = faulty.counters.snapshot()[1];
     assert_eq!(reader.offset_for_time(&p, 1_000 + 777 * 10).await.unwrap(), 777);
     assert!(faulty.counters.snapshot()[1] - before <= 2);
@@ -133,7 +133,7 @@ async fn cold_seeks_cost_two_requests_then_one_and_replay_one_get_per_chunk() {
     assert_eq!(replay.len(), 3000);
     let chunk_gets = remote.stats.chunk_gets.load(Ordering::SeqCst);
     let index_gets = remote.stats.index_gets.load(Ordering::SeqCst);
-    let manifest = remote.manifest("t", 0, false, 0).await.unwrap();
+    let manifest = remote.manifest("t", 0).await.unwrap();
     let chunks: u64 = manifest.entries.iter().map(|e| u64::from(e.chunks)).sum();
     assert_eq!(chunk_gets, chunks, "every chunk fetched exactly once");
     assert_eq!(index_gets, manifest.entries.len() as u64, "every index fetched once");
@@ -251,7 +251,7 @@ async fn a_chunk_load_completes_and_fills_the_cache_after_its_reader_gave_up() {
     let s3 = S3Target::start();
     let t = two_tier_log(&s3, (0..1500).collect(), 0.6).await;
     let (reader, faulty, remote) = counting_reader(&t, 0);
-    remote.manifest("t", 0, false, 0).await.unwrap();
+    remote.manifest("t", 0).await.unwrap();
     let p = t.log.topic("t").unwrap().partition(0).unwrap().clone();
     faulty.faults.latency_ms.store(300, Ordering::SeqCst);
     // The client stops waiting long before the store answers.
@@ -264,4 +264,30 @@ async fn a_chunk_load_completes_and_fills_the_cache_after_its_reader_gave_up() {
     let records = reader.read(&p, 10, 4096).await.unwrap();
     assert_eq!(records[0].offset, 10);
     assert_eq!(faulty.counters.snapshot()[1], gets, "served from the cache the abandoned load filled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_lookups_see_segments_tiered_after_the_reader_loaded_the_manifest() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let log = Log::open(cfg.clone()).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let store = s3.store(&s3.unique_prefix("stale"));
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    let append = |from: u64| {
+        for i in from..from + 1000 {
+            p.append(&[record(i, i as i64)], 0).unwrap();
+        }
+    };
+    append(0);
+    tiering.run_once(None, true).await.unwrap();
+    let reader = Reader::with_remote(log.clone(), RemoteReader::new(store.clone(), settings(&cfg)));
+    assert_eq!(reader.offset_for_time(&p, 500).await.unwrap(), 500, "loads the manifest");
+    // The writer tiers and deletes more while the reader keeps its manifest in memory.
+    append(1000);
+    tiering.run_once(None, true).await.unwrap();
+    assert_eq!(p.start_offset(), 2000, "the second thousand is remote-only now");
+    assert_eq!(reader.offset_for_time(&p, 1500).await.unwrap(), 1500);
+    assert_eq!(reader.read(&p, 1700, 4096).await.unwrap()[0].offset, 1700);
 }

@@ -413,10 +413,10 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let offset = (rng >> 11) % end;
             let reader = RemoteReader::new(counted.clone(), settings.clone());
-            reader.manifest("bench", 0, false, 0).await?;
+            reader.manifest("bench", 0).await?;
             let before = faulty.counters.snapshot();
             let t = Instant::now();
-            let chunk = reader.read_at("bench", 0, offset, 0).await?.context("offset in the remote tier")?;
+            let chunk = reader.read_at("bench", 0, offset).await?.context("offset in the remote tier")?;
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
             let after = faulty.counters.snapshot();
             let seek_requests: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
@@ -443,7 +443,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
         anyhow::ensure!(records == end, "remote replay read {records} records, expected {end}");
         let reader = RemoteReader::new(counted.clone(), settings.clone());
         // The limit a remote replay cannot beat on one core: decompressing the same objects.
-        let manifest = reader.manifest("bench", 0, false, 0).await?;
+        let manifest = reader.manifest("bench", 0).await?;
         let mut objects = Vec::new();
         for entry in &manifest.entries {
             objects.push(store.store.get(&entry.key.as_str().into()).await.map_err(|e| store.error("GET", e))?.bytes().await.map_err(|e| store.error("GET", e))?);
@@ -493,10 +493,10 @@ fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let line = runtime.block_on(async {
         let reader = RemoteReader::new(tierlog::tier::connect(&config).await?, settings);
-        reader.manifest("bench", 0, false, 0).await?;
+        reader.manifest("bench", 0).await?;
         let start = Instant::now();
         let (mut next, mut records) = (0u64, 0u64);
-        while let Some(chunk) = reader.read_at("bench", 0, next, 0).await? {
+        while let Some(chunk) = reader.read_at("bench", 0, next).await? {
             // Zero-copy views with a CRC check per batch, as the local replay does.
             let mut at = 0;
             while at < chunk.raw.len() {

@@ -110,7 +110,13 @@ pub struct RemoteReader {
     next_expected: Mutex<HashMap<(String, u32), u64>>,
     pub stats: Arc<ReadStats>,
     me: std::sync::Weak<RemoteReader>,
+    hints: Option<VersionHints>,
 }
+
+/// Where a reader may learn a partition's last known manifest version (e.g. the writer's
+/// local state), so the first load of a manifest probes forward from there rather than from
+/// version 1. Consulted only when a partition's manifest is first loaded.
+pub type VersionHints = Box<dyn Fn(&str, u32) -> u64 + Send + Sync>;
 
 /// A loaded manifest plus the archives loaded on demand.
 struct PartitionView {
@@ -120,8 +126,13 @@ struct PartitionView {
 
 impl RemoteReader {
     pub fn new(store: RemoteStore, settings: ReaderSettings) -> Arc<RemoteReader> {
+        RemoteReader::with_hints(store, settings, None)
+    }
+
+    pub fn with_hints(store: RemoteStore, settings: ReaderSettings, hints: Option<VersionHints>) -> Arc<RemoteReader> {
         Arc::new_cyclic(|me| RemoteReader {
             me: me.clone(),
+            hints,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             indexes: Mutex::new(Lru::new(INDEXES_MAX as u64)),
             chunks: Mutex::new(Lru::new(settings.cache_bytes)),
@@ -139,18 +150,23 @@ impl RemoteReader {
         &self.store
     }
 
-    /// The partition's manifest, loaded once (`refresh` reloads it, probing forward).
-    pub async fn manifest(&self, topic: &str, partition: u32, refresh: bool, hint: u64) -> Result<Manifest> {
-        Ok(self.view(topic, partition, refresh, hint).await?.store.current.clone())
+    /// The partition's manifest as this reader knows it (loaded on first use).
+    pub async fn manifest(&self, topic: &str, partition: u32) -> Result<Manifest> {
+        Ok(self.view(topic, partition, 0).await?.store.current.clone())
     }
 
-    async fn view(&self, topic: &str, partition: u32, refresh: bool, hint: u64) -> Result<Arc<PartitionView>> {
+    /// The partition's manifest view, reloaded (probing forward from the known version) when
+    /// it does not reach `upto`: the one rule for noticing what the writer tiered since.
+    async fn view(&self, topic: &str, partition: u32, upto: u64) -> Result<Arc<PartitionView>> {
         let key = (topic.to_string(), partition);
         let known = lock(&self.manifests).get(&key).cloned();
-        if let Some(view) = known.as_ref().filter(|_| !refresh) {
+        if let Some(view) = known.as_ref().filter(|v| v.store.current.next_offset() >= upto) {
             return Ok(view.clone());
         }
-        let hint = known.as_ref().map_or(hint, |v| v.store.current.manifest_version.max(hint));
+        let hint = match &known {
+            Some(view) => view.store.current.manifest_version,
+            None => self.hints.as_ref().map_or(0, |hints| hints(topic, partition)),
+        };
         let reader = Writer { id: "reader".into(), epoch: 0 };
         let store = ManifestStore::open(self.store.clone(), topic, partition, reader, hint).await?;
         let view = Arc::new(PartitionView { store, archives: Mutex::default() });
@@ -197,17 +213,8 @@ impl RemoteReader {
 
     /// The chunk holding `offset`, or `None` when the remote tier does not hold it (after
     /// refreshing the manifest once, in case the writer tiered more since it was loaded).
-    pub async fn read_at(
-        self: &Arc<Self>,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        hint: u64,
-    ) -> Result<Option<RemoteChunk>> {
-        let mut view = self.view(topic, partition, false, hint).await?;
-        if offset >= view.store.current.next_offset() {
-            view = self.view(topic, partition, true, hint).await?;
-        }
+    pub async fn read_at(self: &Arc<Self>, topic: &str, partition: u32, offset: u64) -> Result<Option<RemoteChunk>> {
+        let view = self.view(topic, partition, offset + 1).await?;
         let Some((entry, next_entry)) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
         // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
         let (this, fill_entry) = (self.clone(), entry.clone());
@@ -235,14 +242,16 @@ impl RemoteReader {
 
     /// The chunk holding the first record with timestamp ≥ `time`, or `None` when no remote
     /// record is that recent. No scan of cold data: manifest, then chunk index, then one chunk.
+    /// `local_start` is the first offset the caller still holds locally: a manifest that ends
+    /// before it is refreshed first, or records tiered since it was loaded would be skipped.
     pub async fn read_for_time(
         self: &Arc<Self>,
         topic: &str,
         partition: u32,
         time: i64,
-        hint: u64,
+        local_start: u64,
     ) -> Result<Option<RemoteChunk>> {
-        let view = self.view(topic, partition, false, hint).await?;
+        let view = self.view(topic, partition, local_start).await?;
         let Some(entry) = self.entry_for_time(&view, time).await? else { return Ok(None) };
         let index = self.index(&entry).await?;
         let Some(chunk_no) = index.chunks.iter().position(|c| c.max_timestamp >= time) else {
