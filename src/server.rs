@@ -657,57 +657,53 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
-    };
-    counter("tierlog_produce_requests_total", "Produce requests received.", m.produce_requests.load(Ordering::Relaxed));
-    counter("tierlog_appended_records_total", "Records appended.", m.appended_records.load(Ordering::Relaxed));
-    counter("tierlog_appended_bytes_total", "Encoded record bytes appended.", m.appended_bytes.load(Ordering::Relaxed));
-    counter("tierlog_fetched_records_total", "Records streamed to clients.", m.fetched_records.load(Ordering::Relaxed));
-    counter("tierlog_http_client_errors_total", "Requests answered with 4xx.", m.client_errors.load(Ordering::Relaxed));
-    counter("tierlog_http_server_errors_total", "Requests answered with 5xx.", m.server_errors.load(Ordering::Relaxed));
+    let mut counters: Vec<(&str, &str, &AtomicU64)> = vec![
+        ("tierlog_produce_requests_total", "Produce requests received.", &m.produce_requests),
+        ("tierlog_appended_records_total", "Records appended.", &m.appended_records),
+        ("tierlog_appended_bytes_total", "Encoded record bytes appended.", &m.appended_bytes),
+        ("tierlog_fetched_records_total", "Records streamed to clients.", &m.fetched_records),
+        ("tierlog_http_client_errors_total", "Requests answered with 4xx.", &m.client_errors),
+        ("tierlog_http_server_errors_total", "Requests answered with 5xx.", &m.server_errors),
+    ];
     if let Some(t) = &state.tiering {
-        counter(
-            "tierlog_uploaded_segments_total",
-            "Segments uploaded and committed to the remote tier.",
-            t.uploaded_segments.load(Ordering::Relaxed),
-        );
-        counter(
-            "tierlog_uploaded_raw_bytes_total",
-            "Raw segment bytes tiered.",
-            t.uploaded_raw_bytes.load(Ordering::Relaxed),
-        );
-        counter(
-            "tierlog_uploaded_object_bytes_total",
-            "Compressed object bytes uploaded.",
-            t.uploaded_object_bytes.load(Ordering::Relaxed),
-        );
-        counter(
-            "tierlog_tiering_failures_total",
-            "Partition tiering runs that stopped on an error.",
-            t.failed_partition_runs.load(Ordering::Relaxed),
-        );
-        counter(
-            "tierlog_local_segments_deleted_total",
-            "Tiered local segments removed by local retention.",
-            t.deleted_local_segments.load(Ordering::Relaxed),
-        );
+        counters.extend([
+            (
+                "tierlog_uploaded_segments_total",
+                "Segments uploaded and committed to the remote tier.",
+                &t.uploaded_segments,
+            ),
+            ("tierlog_uploaded_raw_bytes_total", "Raw segment bytes tiered.", &t.uploaded_raw_bytes),
+            ("tierlog_uploaded_object_bytes_total", "Compressed object bytes uploaded.", &t.uploaded_object_bytes),
+            (
+                "tierlog_tiering_failures_total",
+                "Partition tiering runs that stopped on an error.",
+                &t.failed_partition_runs,
+            ),
+            (
+                "tierlog_local_segments_deleted_total",
+                "Tiered local segments removed by local retention.",
+                &t.deleted_local_segments,
+            ),
+        ]);
     }
-    if let Some(r) = state.reader.remote_stats() {
+    let remote = state.reader.remote_stats();
+    if let Some(r) = &remote {
+        counters.extend([
+            ("tierlog_remote_chunk_gets_total", "Ranged GETs of segment chunks.", &r.chunk_gets),
+            ("tierlog_remote_index_gets_total", "Ranged GETs of chunk indexes.", &r.index_gets),
+            ("tierlog_remote_bytes_fetched_total", "Bytes fetched from the remote tier.", &r.bytes_fetched),
+            ("tierlog_remote_cache_hits_total", "Remote chunk reads served from the cache.", &r.cache_hits),
+        ]);
+    }
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
+    }
+    if let Some(r) = &remote {
         let (hits, gets) = (r.cache_hits.load(Ordering::Relaxed), r.chunk_gets.load(Ordering::Relaxed));
-        counter("tierlog_remote_chunk_gets_total", "Ranged GETs of segment chunks.", gets);
-        counter(
-            "tierlog_remote_index_gets_total",
-            "Ranged GETs of chunk indexes.",
-            r.index_gets.load(Ordering::Relaxed),
-        );
-        counter(
-            "tierlog_remote_bytes_fetched_total",
-            "Bytes fetched from the remote tier.",
-            r.bytes_fetched.load(Ordering::Relaxed),
-        );
-        counter("tierlog_remote_cache_hits_total", "Remote chunk reads served from the cache.", hits);
         out.push_str("# HELP tierlog_remote_cache_hit_ratio Share of remote chunk reads served from the cache.\n# TYPE tierlog_remote_cache_hit_ratio gauge\n");
         out.push_str(&format!("tierlog_remote_cache_hit_ratio {}\n", hits as f64 / (hits + gets).max(1) as f64));
     }

@@ -2,15 +2,16 @@
 //! following, bad input answered with clear 4xx, SIGTERM and kill -9 losing nothing that was
 //! acknowledged.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BIN, json_lines, run_with_stdin};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tierlog");
 
 struct Server {
     child: Child,
@@ -40,6 +41,15 @@ impl Server {
         }
         std::thread::spawn(move || for _ in stderr.lines() {}); // keep draining its stderr
         server
+    }
+
+    /// A server with tiering to a local-directory remote: data in `dir/data`, objects in
+    /// `dir/remote`.
+    fn start_tiered(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let remote = format!("file://{}", dir.join("remote").display());
+        let mut env = vec![("TIERLOG_TIERING_ENABLED", "true"), ("TIERLOG_REMOTE_URL", remote.as_str())];
+        env.extend_from_slice(extra_env);
+        Server::start(&dir.join("data"), &env)
     }
 
     fn url(&self, path: &str) -> String {
@@ -368,15 +378,9 @@ async fn server_sent_events_frame_each_record_with_its_offset() {
 #[tokio::test]
 async fn appends_are_refused_with_429_while_tiering_is_behind_the_local_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = format!("file://{}", dir.path().join("remote").display());
-    let s = Server::start(
-        &dir.path().join("data"),
-        &[
-            ("TIERLOG_TIERING_ENABLED", "true"),
-            ("TIERLOG_REMOTE_URL", &remote),
-            ("TIERLOG_TIERING_INTERVAL_MS", "3600000"),
-            ("TIERLOG_SERVER_MAX_UNTIERED_BYTES", "2048"),
-        ],
+    let s = Server::start_tiered(
+        dir.path(),
+        &[("TIERLOG_TIERING_INTERVAL_MS", "3600000"), ("TIERLOG_SERVER_MAX_UNTIERED_BYTES", "2048")],
     );
     let c = client();
     c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
@@ -393,24 +397,12 @@ fn the_cli_against_a_server_prints_what_it_prints_locally() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let cli = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(BIN)
-            .args(["--server", &s.base])
-            .args(args)
-            .env_remove("TIERLOG_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(
+            Command::new(BIN).args(["--server", &s.base]).args(args).env_remove("TIERLOG_CONFIG"),
+            stdin,
+        );
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect::<Vec<_>>()
+        json_lines(&out)
     };
     assert_eq!(
         cli(&["topic", "create", "t", "--partitions", "2"], ""),
@@ -439,12 +431,9 @@ fn the_cli_against_a_server_prints_what_it_prints_locally() {
 #[tokio::test]
 async fn records_round_trip_over_http_across_both_tiers() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = format!("file://{}", dir.path().join("remote").display());
-    let s = Server::start(
-        &dir.path().join("data"),
+    let s = Server::start_tiered(
+        dir.path(),
         &[
-            ("TIERLOG_TIERING_ENABLED", "true"),
-            ("TIERLOG_REMOTE_URL", &remote),
             ("TIERLOG_TIERING_INTERVAL_MS", "100"),
             ("TIERLOG_TIERING_LOCAL_RETENTION_BYTES", "0"),
             ("TIERLOG_SEGMENT_MAX_BYTES", "8192"),
