@@ -13,7 +13,6 @@ pub mod scenarios;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -199,6 +198,3 @@ pub fn tierlog_bin() -> PathBuf {
     );
     bin
 }
-
-/// Shared store handle type for fault-wrapped stores in tests.
-pub type SharedStore = Arc<dyn object_store::ObjectStore>;

@@ -26,10 +26,6 @@ pub fn segment_key(store: &RemoteStore, topic: &str, partition: u32, base_offset
     store.key(&["segments", &hash, topic, &partition.to_string(), &name])
 }
 
-pub fn segments_root(store: &RemoteStore) -> Path {
-    store.key(&["segments"])
-}
-
 pub fn manifest_key(store: &RemoteStore, topic: &str, partition: u32, version: u64) -> Path {
     store.key(&["manifests", topic, &partition.to_string(), &format!("{version:020}.json")])
 }

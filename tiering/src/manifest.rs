@@ -575,4 +575,21 @@ mod store_tests {
             assert_eq!(pair[1].compute_hash(), pair[1].hash);
         }
     }
+
+    /// A manifest PUT that stored the version and then reported a timeout is retried; the
+    /// retry finds the identical version and counts it as committed, not as a fence.
+    #[tokio::test]
+    async fn a_commit_whose_put_timed_out_after_landing_is_recognised_as_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = RemoteStore::local_dir(dir.path()).unwrap();
+        let faulty = std::sync::Arc::new(crate::fault::FaultStore::new(base.store.clone()));
+        let store = base.with_store(faulty.clone());
+        let mut m = ManifestStore::open(store, "t", 0, Writer { id: "w".into(), epoch: 1 }, 0).await.unwrap();
+        faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        m.commit(vec![entry(0, 9)], 1, 3).await.unwrap();
+        assert_eq!(m.current.manifest_version, 1, "committed once");
+        assert_eq!(latest_version(&base, "t", 0, 0).await.unwrap(), 1, "no second version was written");
+        m.commit(vec![entry(10, 19)], 2, 3).await.unwrap();
+        assert_eq!(load_version(&base, "t", 0, 2).await.unwrap().next_offset(), 20);
+    }
 }
