@@ -51,6 +51,12 @@ pub enum Error {
     OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
     #[error("{topic}/{partition} is damaged: {detail}")]
     Damaged { topic: String, partition: u32, detail: String },
+    /// A write or fsync failed in a way that leaves the durability of the active segment
+    /// unknown: the partition refuses appends until it is reopened (recovery re-validates it).
+    #[error(
+        "{topic}/{partition} refuses appends: {reason}. Nothing after the last acknowledged record was kept. Fix the disk, then restart tierlog: recovery re-validates the active segment"
+    )]
+    Stopped { topic: String, partition: u32, reason: String },
     #[error(transparent)]
     Remote(#[from] tierlog_tiering::Error),
     #[error("invalid configuration: {0}")]
@@ -66,7 +72,7 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } => ErrorKind::Internal,
+            Error::Io { .. } | Error::Stopped { .. } => ErrorKind::Internal,
             Error::Remote(e) => match e {
                 tierlog_tiering::Error::Fenced { .. } => ErrorKind::Fenced,
                 tierlog_tiering::Error::Store { .. } => ErrorKind::Unavailable,

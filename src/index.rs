@@ -7,11 +7,10 @@
 //! scan on open, so index files are written once, whole, and never patched. Layouts are in
 //! `docs/FORMAT.md`; any index file that fails its checks is rebuilt from the segment.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use crate::batch::BatchHeader;
+use crate::disk::Disk;
 
 const OFFSET_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLIX");
 const TIME_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLTI");
@@ -100,7 +99,7 @@ impl SegmentIndex {
 
     /// Writes `<base>.index` and `<base>.timeindex` into `dir`, each atomically (temp file,
     /// fsync, rename). Called once, when the segment is sealed.
-    pub fn write_files(&self, dir: &Path) -> std::io::Result<()> {
+    pub fn write_files(&self, disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
         let rel = |e: &IndexEntry| u32::try_from(e.offset - base).expect("relative offset fits in u32");
         let mut offsets = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_BYTES);
@@ -111,8 +110,8 @@ impl SegmentIndex {
             times.extend_from_slice(&e.max_timestamp_before.to_le_bytes());
             times.extend_from_slice(&rel(e).to_le_bytes());
         }
-        write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, &offsets))?;
-        write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, &times))
+        disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, &offsets))?;
+        disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, &times))
     }
 
     fn file_bytes(&self, magic: u32, entries: &[u8]) -> Vec<u8> {
@@ -135,9 +134,15 @@ impl SegmentIndex {
     /// Loads the index files of a sealed segment. Returns `None` when either file is missing,
     /// damaged, or disagrees with the segment (`segment_bytes` is the file's length): the
     /// caller then rebuilds the index by scanning the segment.
-    pub fn load_files(dir: &Path, base_offset: u64, segment_bytes: u64, interval_bytes: u64) -> Option<Self> {
-        let offsets = fs::read(dir.join(index_file_name(base_offset))).ok()?;
-        let times = fs::read(dir.join(time_index_file_name(base_offset))).ok()?;
+    pub fn load_files(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: u64,
+        segment_bytes: u64,
+        interval_bytes: u64,
+    ) -> Option<Self> {
+        let offsets = disk.read(&dir.join(index_file_name(base_offset))).ok()?;
+        let times = disk.read(&dir.join(time_index_file_name(base_offset))).ok()?;
         let (summary, offset_entries) = parse_file(&offsets, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
         let (time_summary, time_entries) = parse_file(&times, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
         if summary != time_summary || summary.0 != segment_bytes || summary.1 <= base_offset {
@@ -207,19 +212,10 @@ pub fn time_index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.timeindex")
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new one.
+/// Writes `bytes` to `path` on the real file system so that a crash leaves either the old
+/// file or the whole new one. Code that runs under the simulation uses [`Disk::write_atomic`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::disk::OsDisk.write_atomic(path, bytes)
 }
 
 #[cfg(test)]
@@ -259,17 +255,18 @@ mod tests {
     fn index_files_round_trip_and_reject_damage() {
         let dir = tempfile::tempdir().unwrap();
         let index = sample_index();
-        index.write_files(dir.path()).unwrap();
-        let loaded = SegmentIndex::load_files(dir.path(), 100, index.bytes, 1000).unwrap();
+        let disk = crate::disk::OsDisk;
+        index.write_files(&disk, dir.path()).unwrap();
+        let loaded = SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).unwrap();
         assert_eq!(loaded, index);
         // A segment length that disagrees with the index means the index is stale.
-        assert!(SegmentIndex::load_files(dir.path(), 100, index.bytes + 1, 1000).is_none());
+        assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes + 1, 1000).is_none());
         let path = dir.path().join(time_index_file_name(100));
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        fs::write(&path, bytes).unwrap();
-        assert!(SegmentIndex::load_files(dir.path(), 100, index.bytes, 1000).is_none());
+        std::fs::write(&path, bytes).unwrap();
+        assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
     }
 
     /// Golden bytes of the offset index, version 1.

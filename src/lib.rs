@@ -7,6 +7,7 @@
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
 //! - [`config`]: TOML + environment configuration.
+//! - [`disk`]: the file-system trait the log writes through (real, or simulated with crashes).
 //! - [`tier`]: drives the remote tier (upload, commit, local retention).
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
@@ -14,9 +15,11 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod disk;
 pub mod envelope;
 pub mod error;
 pub mod groups;
+pub mod host;
 pub mod index;
 pub mod lock;
 pub mod log;

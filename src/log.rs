@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::config::{Config, FsyncPolicy};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::lock::DirLock;
-use crate::partition::now_ms;
 use crate::topic::{self, Topic};
 
 #[derive(Clone)]
@@ -22,6 +22,7 @@ pub struct Log {
 
 struct Inner {
     config: Config,
+    host: Host,
     writable: bool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     _lock: Option<DirLock>,
@@ -30,10 +31,17 @@ struct Inner {
 impl Log {
     /// Opens `config.data_dir` as its one writer: takes the lock, recovers every partition.
     pub fn open(config: Config) -> Result<Log> {
+        Log::open_on(Host::os(), config)
+    }
+
+    /// [`open`](Self::open) on another host (the simulation's disk and clock). The writer lock
+    /// is always the OS lock on `config.data_dir`, which must exist on the real file system.
+    pub fn open_on(host: Host, config: Config) -> Result<Log> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
+        host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create data directory", e))?;
         let lock = DirLock::acquire(&dir)?;
-        let log = Log::open_with(config, true, Some(lock))?;
+        let log = Log::open_with(host, config, true, Some(lock))?;
         if log.inner.config.durability.fsync == FsyncPolicy::Interval {
             start_flusher(Arc::downgrade(&log.inner), Duration::from_millis(log.inner.config.durability.interval_ms));
         }
@@ -43,22 +51,32 @@ impl Log {
     /// Opens the data directory without the writer lock. Reads see every batch the writer
     /// had fully written when a partition was opened or refreshed; nothing is modified.
     pub fn open_read_only(config: Config) -> Result<Log> {
-        if !config.data_dir.join("topics").is_dir() {
+        Log::open_read_only_on(Host::os(), config)
+    }
+
+    /// [`open_read_only`](Self::open_read_only) on another host.
+    pub fn open_read_only_on(host: Host, config: Config) -> Result<Log> {
+        if !host.disk.is_dir(&config.data_dir.join("topics")) {
             return Err(Error::Invalid(format!(
                 "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
                 config.data_dir.display()
             )));
         }
-        Log::open_with(config, false, None)
+        Log::open_with(host, config, false, None)
     }
 
-    fn open_with(config: Config, writable: bool, lock: Option<DirLock>) -> Result<Log> {
+    fn open_with(host: Host, config: Config, writable: bool, lock: Option<DirLock>) -> Result<Log> {
         let mut topics = BTreeMap::new();
-        for name in list_topic_names(&config.data_dir)? {
-            let topic = Topic::open(&config.data_dir, &name, &config, writable)?;
+        for name in list_topic_names(&host, &config.data_dir)? {
+            let topic = Topic::open(&host, &config.data_dir, &name, &config, writable)?;
             topics.insert(name, Arc::new(topic));
         }
-        Ok(Log { inner: Arc::new(Inner { config, writable, topics: RwLock::new(topics), _lock: lock }) })
+        Ok(Log { inner: Arc::new(Inner { config, host, writable, topics: RwLock::new(topics), _lock: lock }) })
+    }
+
+    /// The disk and clock this log runs on.
+    pub fn host(&self) -> &Host {
+        &self.inner.host
     }
 
     pub fn config(&self) -> &Config {
@@ -81,7 +99,7 @@ impl Log {
         if topics.contains_key(name) {
             return Err(Error::TopicExists(name.to_string()));
         }
-        let topic = Arc::new(Topic::create(self.data_dir(), name, partitions, &self.inner.config, now_ms())?);
+        let topic = Arc::new(Topic::create(&self.inner.host, self.data_dir(), name, partitions, &self.inner.config)?);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -99,7 +117,7 @@ impl Log {
         if self.inner.writable {
             return Err(Error::UnknownTopic(name.to_string()));
         }
-        let topic = Arc::new(Topic::open(self.data_dir(), name, &self.inner.config, false)?);
+        let topic = Arc::new(Topic::open(&self.inner.host, self.data_dir(), name, &self.inner.config, false)?);
         self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -109,7 +127,7 @@ impl Log {
         if self.inner.writable {
             return Err(Error::Invalid("reopen_topic is for read-only logs".into()));
         }
-        let topic = Arc::new(Topic::open(self.data_dir(), name, &self.inner.config, false)?);
+        let topic = Arc::new(Topic::open(&self.inner.host, self.data_dir(), name, &self.inner.config, false)?);
         self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -123,12 +141,17 @@ impl Log {
 impl Inner {
     fn flush(&self) -> Result<()> {
         let topics: Vec<Arc<Topic>> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        // Every partition is flushed even when one fails: a stopped partition must not leave
+        // the others unsynced.
+        let mut first_error = None;
         for topic in topics {
             for partition in &topic.partitions {
-                partition.flush()?;
+                if let Err(e) = partition.flush() {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -152,22 +175,21 @@ fn start_flusher(log: Weak<Inner>, period: Duration) {
                 std::thread::sleep(period);
                 let Some(inner) = log.upgrade() else { return };
                 if let Err(e) = inner.flush() {
-                    tracing::error!(error = %e, "interval fsync failed; will retry next period");
+                    // The partition concerned has stopped itself (see `Partition::flush`);
+                    // the others are flushed again next period.
+                    tracing::error!(error = %e, "interval fsync failed");
                 }
             }
         })
         .expect("spawn flusher thread");
 }
 
-fn list_topic_names(data_dir: &Path) -> Result<Vec<String>> {
+fn list_topic_names(host: &Host, data_dir: &Path) -> Result<Vec<String>> {
     let dir: PathBuf = data_dir.join("topics");
     let mut names = Vec::new();
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list topics in", e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(&dir, "list topics in", e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in host.disk.list(&dir).map_err(|e| Error::io(&dir, "list topics in", e))? {
         // A directory without metadata is a topic whose creation did not finish: skip it.
-        if topic::validate_name(&name).is_ok() && entry.path().join("topic.json").is_file() {
+        if topic::validate_name(&name).is_ok() && host.disk.is_file(&dir.join(&name).join("topic.json")) {
             names.push(name);
         }
     }

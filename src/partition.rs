@@ -9,18 +9,27 @@
 //! appends to one partition are serialised (the order is the log). Reads hold it only to take
 //! a [`SegmentSlice`] snapshot of committed bytes and then read without it, so a slow reader
 //! never blocks a writer. Only bytes of fully written batches are ever visible to readers.
+//!
+//! Failed appends: one `append` call is all or nothing. Its batches are written after the
+//! last acknowledged byte and only then recorded in the index; if a write or fsync fails, the
+//! file is cut back to the last acknowledged byte and that is fsynced, so no byte of the
+//! failed call can be read, or be found by recovery between acknowledged batches. After a
+//! failed fsync (or a cut that itself failed) the partition stops accepting appends until it
+//! is reopened: Linux may already have dropped the unsynced pages while reporting the error
+//! only once (PostgreSQL's "fsyncgate"), so retrying the fsync proves nothing.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::batch::{self, HEADER_BYTES, RecordView};
 use crate::config::{Config, FsyncPolicy};
+use crate::disk::{self, Disk};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::index::SegmentIndex;
 use crate::record::{Record, StoredRecord};
-use crate::segment::{self, Segment, SegmentSlice};
+use crate::segment::{self, Segment, SegmentSlice, WriteFailure};
 
 /// Bytes a single read returns at most (whole batches; at least one batch).
 pub const READ_BYTES_MAX: usize = 1024 * 1024;
@@ -50,6 +59,7 @@ pub struct Partition {
     pub topic: String,
     pub id: u32,
     dir: PathBuf,
+    host: Host,
     policy: Policy,
     writable: bool,
     state: Mutex<State>,
@@ -72,11 +82,13 @@ struct State {
     active: Segment,
     /// Appended but not yet fsynced (interval policy).
     dirty: bool,
+    /// Why appends are refused until the partition is reopened, after a failed fsync.
+    stopped: Option<String>,
 }
 
 impl Partition {
     /// Opens (or, when `writable`, creates) the partition in `dir` and recovers it.
-    pub fn open(topic: &str, id: u32, dir: PathBuf, config: &Config, writable: bool) -> Result<Self> {
+    pub fn open(host: &Host, topic: &str, id: u32, dir: PathBuf, config: &Config, writable: bool) -> Result<Self> {
         let policy = Policy {
             max_record_bytes: config.log.max_record_bytes as usize,
             segment_max_bytes: config.segment.max_bytes,
@@ -85,11 +97,12 @@ impl Partition {
             fsync: config.durability.fsync,
         };
         if writable {
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
+            host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
         }
-        let state = recover(topic, id, &dir, policy, writable)?;
+        let state = recover(host, topic, id, &dir, policy, writable)?;
         let end_watch = tokio::sync::watch::Sender::new(state.active.index.next_offset);
-        Ok(Partition { topic: topic.to_string(), id, dir, policy, writable, state: Mutex::new(state), end_watch })
+        let host = host.clone();
+        Ok(Partition { topic: topic.to_string(), id, dir, host, policy, writable, state: Mutex::new(state), end_watch })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -99,6 +112,11 @@ impl Partition {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The disk and clock the partition runs on.
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// First offset held locally.
@@ -123,8 +141,10 @@ impl Partition {
     }
 
     /// Appends `records` as one or more batches with dense offsets and returns once they are
-    /// durable under the fsync policy. Records over `log.max_record_bytes` reject the whole
-    /// call before anything is written.
+    /// durable under the fsync policy. All or nothing: records over `log.max_record_bytes`
+    /// reject the whole call before anything is written, and an I/O error leaves none of the
+    /// call's records in the log (see the module doc). The call's batches go into one segment
+    /// (rolled first if they would not fit), so one cut undoes all of them.
     pub fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
         if !self.writable {
             return Err(Error::ReadOnly(self.dir.clone()));
@@ -132,20 +152,69 @@ impl Partition {
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
         let mut state = self.lock();
+        self.check_running(&state)?;
         let first_offset = state.active.index.next_offset;
+        let mut batches = Vec::new();
+        let mut next = first_offset;
         for group in split_by_size(records, self.batch_bytes_target()) {
-            let base = state.active.index.next_offset;
-            let bytes = batch::encode(base, group);
+            let bytes = batch::encode(next, group);
             let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
-            self.roll_if_needed(&mut state, bytes.len() as u64, now_ms)?;
-            let fsync = self.policy.fsync == FsyncPolicy::Batch;
-            state.active.append(&header, &bytes, fsync)?;
-            state.dirty |= !fsync;
+            next = header.next_offset();
+            batches.push((header, bytes));
         }
+        let total: u64 = batches.iter().map(|(h, _)| h.length as u64).sum();
+        self.roll_if_needed(&mut state, total, now_ms)?;
+        let fsync = self.policy.fsync == FsyncPolicy::Batch;
+        if let Err(failure) = state.active.write_batches(&batches, fsync) {
+            return Err(self.undo_append(&mut state, failure));
+        }
+        for (header, _) in &batches {
+            state.active.index.push(header);
+        }
+        state.dirty |= !fsync;
         let end = state.active.index.next_offset;
         drop(state);
         self.end_watch.send_replace(end);
         Ok(Appended { first_offset, last_offset: end - 1 })
+    }
+
+    fn check_running(&self, state: &State) -> Result<()> {
+        match &state.stopped {
+            Some(reason) => Err(self.stopped(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn stopped(&self, reason: String) -> Error {
+        Error::Stopped { topic: self.topic.clone(), partition: self.id, reason }
+    }
+
+    /// After a failed append: cuts the active segment back to the last acknowledged byte and
+    /// fsyncs that. A failed write whose cut succeeded leaves the partition usable (ENOSPC
+    /// may pass); a failed fsync, or a cut that fails, stops it.
+    fn undo_append(&self, state: &mut State, failure: WriteFailure) -> Error {
+        let acked = state.active.index.bytes;
+        let cut = state.active.truncate(acked);
+        let path = state.active.path.clone();
+        let (error, reason) = match failure {
+            WriteFailure::Write(e) => (Error::io(&path, "append to", e), None),
+            WriteFailure::Sync(e) => {
+                let reason = format!("fsync of {} failed ({e}); the OS may have dropped unsynced data", path.display());
+                (Error::io(&path, "fsync", e), Some(reason))
+            }
+        };
+        let reason = match cut {
+            Ok(()) => reason,
+            Err(cut) => Some(format!("{error}, and cutting the failed append off at byte {acked} also failed ({cut})")),
+        };
+        tracing::error!(topic = %self.topic, partition = self.id, error = %error, stopped = reason.is_some(), "append failed; the call was undone");
+        match reason {
+            Some(reason) => {
+                state.stopped = Some(reason.clone());
+                self.stopped(reason)
+            }
+            None => error,
+        }
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request
@@ -180,15 +249,20 @@ impl Partition {
         if full || old { self.roll(state, now_ms) } else { Ok(()) }
     }
 
-    /// Seals the active segment (fsync, write index files) and starts a new one.
+    /// Seals the active segment (fsync, write index files) and starts a new one. The fsync
+    /// happens under every policy, `never` included: index files are written durably, so the
+    /// segment they describe must be durable first or a power cut leaves an index longer than
+    /// its segment (and it is one fsync per segment).
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<()> {
-        if self.policy.fsync != FsyncPolicy::Never {
-            state.active.sync()?;
-            state.dirty = false;
-        }
-        state.active.index.write_files(&self.dir).map_err(|e| Error::io(&self.dir, "write index files in", e))?;
+        self.check_running(state)?;
+        self.sync_active(state)?;
+        state
+            .active
+            .index
+            .write_files(&*self.host.disk, &self.dir)
+            .map_err(|e| Error::io(&self.dir, "write index files in", e))?;
         let next = state.active.index.next_offset;
-        let fresh = Segment::create(&self.dir, next, self.policy.index_interval_bytes, now_ms)?;
+        let fresh = Segment::create(&*self.host.disk, &self.dir, next, self.policy.index_interval_bytes, now_ms)?;
         let sealed = std::mem::replace(&mut state.active, fresh);
         tracing::debug!(topic = %self.topic, partition = self.id, base = sealed.index.base_offset, next, "rolled segment");
         state.sealed.insert(sealed.index.base_offset, sealed);
@@ -214,7 +288,7 @@ impl Partition {
         if self.writable {
             return Ok(());
         }
-        let files = list_segments(&self.dir, false)?;
+        let files = list_segments(&*self.host.disk, &self.dir, false)?;
         let mut state = self.lock();
         let known: Vec<u64> =
             state.sealed.keys().copied().chain(std::iter::once(state.active.index.base_offset)).collect();
@@ -223,18 +297,31 @@ impl Partition {
             return Ok(());
         }
         drop(state);
-        let fresh = recover(&self.topic, self.id, &self.dir, self.policy, false)?;
+        let fresh = recover(&self.host, &self.topic, self.id, &self.dir, self.policy, false)?;
         *self.lock() = fresh;
         Ok(())
     }
 
-    /// fsyncs the active segment if appends happened since the last fsync.
+    /// fsyncs the active segment if appends happened since the last fsync. A failure stops
+    /// the partition: records acknowledged under the `interval` policy may be lost, and a
+    /// later fsync that succeeds would not bring them back.
     pub fn flush(&self) -> Result<()> {
         let mut state = self.lock();
+        self.check_running(&state)?;
         if state.dirty {
-            state.active.sync()?;
-            state.dirty = false;
+            self.sync_active(&mut state)?;
         }
+        Ok(())
+    }
+
+    fn sync_active(&self, state: &mut State) -> Result<()> {
+        if let Err(e) = state.active.sync() {
+            let reason = format!("{e}; records acknowledged since the last successful fsync may be lost");
+            tracing::error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; partition stopped");
+            state.stopped = Some(reason.clone());
+            return Err(self.stopped(reason));
+        }
+        state.dirty = false;
         Ok(())
     }
 
@@ -253,7 +340,7 @@ impl Partition {
             (segment.path.clone(), segment.file.clone(), segment.index.bytes)
         };
         let mut bytes = vec![0u8; len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0).map_err(|e| Error::io(&path, "read", e))?;
+        file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&path, "read", e))?;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < bytes.len() {
@@ -279,7 +366,7 @@ impl Partition {
         }
         state.sealed.remove(&base_offset);
         drop(state);
-        segment::remove_files(&self.dir, base_offset)
+        segment::remove_files(&*self.host.disk, &self.dir, base_offset)
     }
 
     /// Snapshot of the committed bytes holding `offset`, starting at the indexed batch at or
@@ -449,18 +536,17 @@ fn split_by_size(records: &[Record], target: usize) -> Vec<&[Record]> {
 }
 
 /// Lists `<base>.log` files in `dir`, sorted by base offset, removing leftover temp files.
-fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>> {
+fn list_segments(disk: &dyn Disk, dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
+    let names = match disk.list(dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => return Ok(out),
         Err(e) => return Err(Error::io(dir, "list partition directory", e)),
     };
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, "list partition directory", e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    for name in names {
+        let path = dir.join(&name);
         if writable && name.ends_with(".tmp") {
-            fs::remove_file(&path).map_err(|e| Error::io(&path, "remove leftover temp file", e))?;
+            disk.remove_file(&path).map_err(|e| Error::io(&path, "remove leftover temp file", e))?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
             out.push((base, path));
         }
@@ -473,8 +559,9 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>> {
 /// missing or damaged (a damaged sealed segment is an error: later segments depend on it).
 /// The active segment is always scanned batch by batch; a torn or corrupt tail is cut off
 /// (writer) or ignored (read-only), and everything before it is kept.
-fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> Result<State> {
-    let files = list_segments(dir, writable)?;
+fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> Result<State> {
+    let disk = &*host.disk;
+    let files = list_segments(disk, dir, writable)?;
     let damaged = |detail: String| Error::Damaged { topic: topic.to_string(), partition: id, detail };
     let mut sealed = BTreeMap::new();
     let mut expected: Option<u64> = None;
@@ -488,11 +575,14 @@ fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> 
             )));
         }
         let is_active = Some(i) == last;
-        let mut segment = Segment::open(path, base, policy.index_interval_bytes, writable && is_active)?;
+        let mut segment = Segment::open(disk, path, base, policy.index_interval_bytes, writable && is_active)?;
         if is_active {
-            recover_active(&mut segment, writable)?;
+            recover_active(&mut segment, writable).map_err(|e| match e {
+                ActiveDamage::Error(e) => e,
+                ActiveDamage::Damaged(detail) => damaged(detail),
+            })?;
         } else {
-            load_or_rebuild_index(&mut segment, dir, writable).map_err(damaged)?;
+            load_or_rebuild_index(disk, &mut segment, dir, writable).map_err(damaged)?;
         }
         expected = Some(segment.index.next_offset);
         if is_active {
@@ -503,35 +593,73 @@ fn recover(topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> 
     }
     let active = match active {
         Some(active) => active,
-        None if writable => Segment::create(dir, 0, policy.index_interval_bytes, now_ms())?,
+        None if writable => Segment::create(disk, dir, 0, policy.index_interval_bytes, host.clock.now_ms())?,
         None => Segment {
             path: dir.join(crate::index::segment_file_name(0)),
-            file: std::sync::Arc::new(empty_file()?),
+            file: disk::empty_file(),
             index: SegmentIndex::new(0, policy.index_interval_bytes),
             created_ms: 0,
         },
     };
-    Ok(State { sealed, active, dirty: false })
+    Ok(State { sealed, active, dirty: false, stopped: None })
 }
 
-fn recover_active(segment: &mut Segment, writable: bool) -> Result<()> {
-    if let Some(stop) = segment.scan()? {
-        let file_len = segment.file_len()?;
-        if writable {
-            tracing::warn!(
-                segment = %segment.path.display(), position = stop.position, cut_bytes = file_len - stop.position,
-                reason = %stop.error, "truncating torn or corrupt tail of the active segment"
-            );
-            segment.truncate(stop.position)?;
-        }
+enum ActiveDamage {
+    Error(Error),
+    Damaged(String),
+}
+
+impl From<Error> for ActiveDamage {
+    fn from(e: Error) -> Self {
+        ActiveDamage::Error(e)
     }
+}
+
+/// Scans the active segment. A torn tail (nothing valid after the first bad byte) is what a
+/// crash during a write leaves: the writer cuts it. Damage with valid batches after it is
+/// something else — a bad sector, a lost write-back — and those batches were acknowledged:
+/// the file is left as it is and the partition is not opened for writing. Read-only opens
+/// serve what precedes the first bad byte either way.
+fn recover_active(segment: &mut Segment, writable: bool) -> std::result::Result<(), ActiveDamage> {
+    let Some(stop) = segment.scan()? else { return Ok(()) };
+    if !writable {
+        return Ok(());
+    }
+    let file_len = segment.file_len()?;
+    if let Some(valid) = segment.next_valid_batch_after(stop.position)? {
+        return Err(ActiveDamage::Damaged(format!(
+            "active segment {} is damaged at bytes {}..{} ({}) and valid batches follow from byte {valid} to the end ({file_len} bytes): \
+             they were acknowledged, so nothing was cut and the partition is not opened for writing. \
+             Offsets from {} on are affected. Restore the damaged range from a copy (the remote tier holds only sealed segments, \
+             so a copy of this file from a replica or backup), or, to give up the records from offset {} on, \
+             move the file aside and cut it at byte {} (`truncate -s {} <file>`) before restarting",
+            segment.path.display(),
+            stop.position,
+            valid,
+            stop.error,
+            segment.index.next_offset,
+            segment.index.next_offset,
+            stop.position,
+            stop.position,
+        )));
+    }
+    tracing::warn!(
+        segment = %segment.path.display(), position = stop.position, cut_bytes = file_len - stop.position,
+        reason = %stop.error, "truncating the torn tail of the active segment (nothing valid follows it)"
+    );
+    segment.truncate(stop.position)?;
     Ok(())
 }
 
-fn load_or_rebuild_index(segment: &mut Segment, dir: &Path, writable: bool) -> std::result::Result<(), String> {
+fn load_or_rebuild_index(
+    disk: &dyn Disk,
+    segment: &mut Segment,
+    dir: &Path,
+    writable: bool,
+) -> std::result::Result<(), String> {
     let base = segment.index.base_offset;
     let file_len = segment.file_len().map_err(|e| e.to_string())?;
-    if let Some(index) = SegmentIndex::load_files(dir, base, file_len, segment.index.interval_bytes()) {
+    if let Some(index) = SegmentIndex::load_files(disk, dir, base, file_len, segment.index.interval_bytes()) {
         segment.index = index;
         return Ok(());
     }
@@ -550,14 +678,10 @@ fn load_or_rebuild_index(segment: &mut Segment, dir: &Path, writable: bool) -> s
     if writable {
         segment
             .index
-            .write_files(dir)
+            .write_files(disk, dir)
             .map_err(|e| format!("cannot rewrite index of {}: {e}", segment.path.display()))?;
     }
     Ok(())
-}
-
-fn empty_file() -> Result<fs::File> {
-    fs::File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "open", e))
 }
 
 pub fn now_ms() -> i64 {

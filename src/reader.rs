@@ -54,9 +54,10 @@ impl Reader {
                 let store = tier::connect(config).await?;
                 // The writer's last committed manifest version, from its local state.
                 let data_dir = config.data_dir.clone();
+                let disk = self.log.host().disk.clone();
                 let hints: tierlog_tiering::remote_reader::VersionHints = Box::new(move |topic, partition| {
                     let dir = crate::topic::topic_dir(&data_dir, topic).join(partition.to_string());
-                    tier::read_partition_state(&dir).manifest_version
+                    tier::read_partition_state_in(&*disk, &dir).manifest_version
                 });
                 Ok::<_, Error>(RemoteReader::with_hints(store, settings(config), Some(hints)))
             })

@@ -4,13 +4,10 @@
 //! validates batches one by one, and positional reads. It does not decide when to roll or
 //! fsync (that is `partition`'s policy) and it never interprets records beyond their batch.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
+use crate::disk::{Disk, FileRef};
 use crate::error::{Error, Result};
 use crate::index::{self, SegmentIndex};
 
@@ -27,7 +24,7 @@ pub struct ScanStop {
 
 pub struct Segment {
     pub path: PathBuf,
-    pub file: Arc<File>,
+    pub file: FileRef,
     pub index: SegmentIndex,
     /// Wall-clock time (ms) the segment was created, for age-based rolling.
     pub created_ms: i64,
@@ -35,41 +32,22 @@ pub struct Segment {
 
 impl Segment {
     /// Creates a new, empty segment file and makes its directory entry durable.
-    pub fn create(dir: &Path, base_offset: u64, interval_bytes: u64, now_ms: i64) -> Result<Self> {
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: u64, interval_bytes: u64, now_ms: i64) -> Result<Self> {
         let path = dir.join(index::segment_file_name(base_offset));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "create segment", e))?;
-        sync_dir(dir)?;
-        Ok(Segment {
-            path,
-            file: Arc::new(file),
-            index: SegmentIndex::new(base_offset, interval_bytes),
-            created_ms: now_ms,
-        })
+        let file = disk.create_new(&path).map_err(|e| Error::io(&path, "create segment", e))?;
+        sync_dir(disk, dir)?;
+        Ok(Segment { path, file, index: SegmentIndex::new(base_offset, interval_bytes), created_ms: now_ms })
     }
 
     /// Opens an existing segment. `writable` opens it for appends (the active segment).
-    pub fn open(path: PathBuf, base_offset: u64, interval_bytes: u64, writable: bool) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(writable)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "open segment", e))?;
-        let created_ms = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        Ok(Segment { path, file: Arc::new(file), index: SegmentIndex::new(base_offset, interval_bytes), created_ms })
+    pub fn open(disk: &dyn Disk, path: PathBuf, base_offset: u64, interval_bytes: u64, writable: bool) -> Result<Self> {
+        let file = disk.open(&path, writable).map_err(|e| Error::io(&path, "open segment", e))?;
+        let created_ms = file.modified_ms().unwrap_or(0);
+        Ok(Segment { path, file, index: SegmentIndex::new(base_offset, interval_bytes), created_ms })
     }
 
     pub fn file_len(&self) -> Result<u64> {
-        Ok(self.file.metadata().map_err(|e| Error::io(&self.path, "stat segment", e))?.len())
+        self.file.len().map_err(|e| Error::io(&self.path, "stat segment", e))
     }
 
     /// Extends `self.index` by validating batches from `index.bytes` to the end of the file.
@@ -126,20 +104,58 @@ impl Segment {
         Ok(None)
     }
 
-    /// Cuts the file back to `len` bytes and makes that durable. Used by recovery only.
-    pub fn truncate(&self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| Error::io(&self.path, "truncate torn tail of", e))?;
-        self.file.sync_all().map_err(|e| Error::io(&self.path, "fsync", e))
+    /// After [`scan`](Self::scan) stopped at `position`: the position of the first valid
+    /// batch (magic, length and CRC) anywhere after it, if there is one. `None` means nothing
+    /// valid follows — a torn tail, safe to cut. `Some` means damage in the middle of the
+    /// file with acknowledged batches behind it, which must never be cut.
+    pub fn next_valid_batch_after(&self, position: u64) -> Result<Option<u64>> {
+        let file_len = self.file_len()?;
+        let magic = batch::BATCH_MAGIC.to_le_bytes();
+        let (mut window, mut candidate) = (Vec::new(), Vec::new());
+        let mut at = position + 1;
+        while at + HEADER_BYTES as u64 <= file_len {
+            let want = (file_len - at).min(SCAN_READ_BYTES as u64) as usize;
+            read_at(&self.file, &self.path, at, want, &mut window)?;
+            for i in window.windows(magic.len()).enumerate().filter(|(_, w)| *w == magic).map(|(i, _)| i) {
+                let start = at + i as u64;
+                let Ok(header) = self.peek_at(start, &mut candidate) else { continue };
+                if start + header.length as u64 > file_len {
+                    continue;
+                }
+                read_at(&self.file, &self.path, start, header.length, &mut candidate)?;
+                if batch::validate(&candidate).is_ok() {
+                    return Ok(Some(start));
+                }
+            }
+            // Windows overlap by less than a magic, so a magic across the seam is still seen.
+            at += (want - (magic.len() - 1)).max(1) as u64;
+        }
+        Ok(None)
     }
 
-    /// Appends one encoded batch; fsyncs before returning when `fsync` is set.
-    pub fn append(&mut self, header: &BatchHeader, bytes: &[u8], fsync: bool) -> Result<()> {
-        debug_assert_eq!(header.length, bytes.len());
-        (&*self.file).write_all(bytes).map_err(|e| Error::io(&self.path, "append to", e))?;
-        if fsync {
-            self.sync()?;
+    fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {
+        let len = (self.file_len()? - position).min(HEADER_BYTES as u64) as usize;
+        read_at(&self.file, &self.path, position, len, buf)?;
+        batch::peek_header(buf).map_err(|error| Error::Corrupt { path: self.path.clone(), position, error })
+    }
+
+    /// Cuts the file back to `len` bytes and makes that durable.
+    pub fn truncate(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| Error::io(&self.path, "truncate", e))?;
+        self.sync()
+    }
+
+    /// Writes encoded batches at the end of the file, then fsyncs when `fsync`. The index is
+    /// not touched: the caller records the batches once the whole call succeeded, or cuts the
+    /// file back to `index.bytes` when it did not, so no byte of a failed call stays behind.
+    pub fn write_batches(&self, batches: &[(BatchHeader, Vec<u8>)], fsync: bool) -> Result<(), WriteFailure> {
+        for (header, bytes) in batches {
+            debug_assert_eq!(header.length, bytes.len());
+            self.file.append(bytes).map_err(WriteFailure::Write)?;
         }
-        self.index.push(header);
+        if fsync {
+            self.file.sync_data().map_err(WriteFailure::Sync)?;
+        }
         Ok(())
     }
 
@@ -148,11 +164,19 @@ impl Segment {
     }
 }
 
+/// Why [`Segment::write_batches`] failed: a failed write may have left a prefix behind; a
+/// failed fsync leaves the durability of everything unsynced unknown.
+#[derive(Debug)]
+pub enum WriteFailure {
+    Write(std::io::Error),
+    Sync(std::io::Error),
+}
+
 /// A read-only view of a byte range of a segment, detached from the partition's lock.
 #[derive(Clone)]
 pub struct SegmentSlice {
     pub path: PathBuf,
-    pub file: Arc<File>,
+    pub file: FileRef,
     pub start: u64,
     pub end: u64,
 }
@@ -181,28 +205,28 @@ impl SegmentSlice {
     }
 }
 
-fn read_at(file: &File, path: &Path, position: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+fn read_at(file: &FileRef, path: &Path, position: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
     buf.resize(len, 0);
     file.read_exact_at(buf, position).map_err(|e| Error::io(path, "read", e))
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir).map_err(|e| Error::io(dir, "fsync directory", e))
 }
 
 /// Removes a segment file and its index files.
-pub fn remove_files(dir: &Path, base_offset: u64) -> Result<()> {
+pub fn remove_files(disk: &dyn Disk, dir: &Path, base_offset: u64) -> Result<()> {
     for name in [
         index::segment_file_name(base_offset),
         index::index_file_name(base_offset),
         index::time_index_file_name(base_offset),
     ] {
         let path = dir.join(name);
-        match fs::remove_file(&path) {
+        match disk.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path, "remove", e)),
         }
     }
-    sync_dir(dir)
+    sync_dir(disk, dir)
 }

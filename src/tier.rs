@@ -24,9 +24,9 @@ use tokio::sync::{Mutex, Semaphore, watch};
 
 use crate::Log;
 use crate::config::Config;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::index::write_atomic;
-use crate::partition::{Partition, now_ms};
+use crate::partition::Partition;
 
 const PARTITION_STATE_FILE: &str = "tiering.json";
 const STORE_STATE_FILE: &str = "tiering.json";
@@ -47,7 +47,7 @@ pub struct PartitionState {
 
 /// Local bytes of `partition` not yet in the remote tier (per the last tiering run).
 pub fn untiered_bytes(partition: &Partition) -> u64 {
-    let remote_end = read_partition_state(partition.dir()).remote_end_offset;
+    let remote_end = read_partition_state(partition).remote_end_offset;
     let sealed: u64 = partition.sealed_segments().iter().filter(|s| s.next_offset > remote_end).map(|s| s.bytes).sum();
     sealed + partition.active_bytes()
 }
@@ -108,6 +108,9 @@ pub struct Tiering {
     /// (base offset → raw SHA-256). Their remote copies are known to be theirs, so local
     /// retention need not read and hash them again before deleting.
     uploaded: std::sync::Mutex<HashMap<(String, u32), HashMap<u64, String>>>,
+    /// Per partition, the remote end offset whose last segment was checked against the
+    /// local copy (or committed by this process): the chain may be extended from there.
+    verified_end: std::sync::Mutex<HashMap<(String, u32), u64>>,
 }
 
 impl Tiering {
@@ -127,9 +130,11 @@ impl Tiering {
         if !conditional_writes {
             tracing::warn!(store = %remote.display, "the object store ignores conditional writes (If-None-Match): a second writer on the same prefix cannot be fenced; relying on the local writer lock only");
         }
-        let state = StoreState { store: remote.display.clone(), conditional_writes, probed_ms: now_ms() };
-        write_json(&log.data_dir().join(STORE_STATE_FILE), &state)?;
-        let writer = Writer { id: writer_id(log.data_dir())?, epoch: now_ms() as u64 };
+        let now = log.host().clock.now_ms();
+        let state = StoreState { store: remote.display.clone(), conditional_writes, probed_ms: now };
+        let disk = &*log.host().disk;
+        write_json(disk, &log.data_dir().join(STORE_STATE_FILE), &state)?;
+        let writer = Writer { id: writer_id(disk, log.data_dir())?, epoch: now as u64 };
         let tiering = &log.config().tiering;
         let settings = UploadSettings {
             chunk_bytes: tiering.chunk_bytes,
@@ -149,7 +154,12 @@ impl Tiering {
             permits,
             manifests: Mutex::default(),
             uploaded: Default::default(),
+            verified_end: Default::default(),
         })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.log.host().clock.now_ms()
     }
 
     pub fn remote(&self) -> &RemoteStore {
@@ -158,7 +168,8 @@ impl Tiering {
 
     /// One pass over every partition (or one topic's): roll segments that are old enough
     /// (or every non-empty active segment when `seal_active`), upload and commit what is
-    /// sealed and not yet remote, then apply local retention.
+    /// sealed and not yet remote, then apply local retention. Partitions are independent: an
+    /// error in one is recorded in its report and its `tiering.json`, and the pass goes on.
     pub async fn run_once(&self, topic: Option<&str>, seal_active: bool) -> Result<Vec<PartitionReport>> {
         let topics = match topic {
             Some(name) => vec![self.log.topic(name)?],
@@ -167,27 +178,55 @@ impl Tiering {
         let mut reports = Vec::new();
         for topic in topics {
             for partition in &topic.partitions {
-                if seal_active {
-                    partition.seal_active(now_ms())?
-                } else {
-                    partition.roll_if_old(now_ms())?
-                }
-                reports.push(self.tier_partition(partition.clone()).await?);
+                let report = match self.tier_partition(partition.clone(), seal_active).await {
+                    Ok(report) => report,
+                    Err(e) => self.failed_pass(partition, e),
+                };
+                reports.push(report);
             }
         }
         Ok(reports)
     }
 
-    async fn tier_partition(&self, partition: Arc<Partition>) -> Result<PartitionReport> {
+    /// The report of a pass that stopped before uploading, recorded in the partition state.
+    fn failed_pass(&self, partition: &Partition, error: Error) -> PartitionReport {
+        tracing::error!(topic = %partition.topic, partition = partition.id, error = %error, "tiering pass of the partition failed; other partitions go on");
+        self.stats.failed_partition_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut state = read_partition_state(partition);
+        (state.last_error, state.last_error_ms) = (Some(error.to_string()), Some(self.now_ms()));
+        if let Err(e) = write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state) {
+            tracing::error!(topic = %partition.topic, partition = partition.id, error = %e, "cannot record the tiering error");
+        }
+        PartitionReport {
+            topic: partition.topic.clone(),
+            partition: partition.id,
+            uploaded_segments: 0,
+            uploaded_raw_bytes: 0,
+            uploaded_object_bytes: 0,
+            remote_end_offset: state.remote_end_offset,
+            deleted_local_segments: 0,
+            error: Some(error.to_string()),
+        }
+    }
+
+    async fn tier_partition(&self, partition: Arc<Partition>, seal_active: bool) -> Result<PartitionReport> {
+        if seal_active {
+            partition.seal_active(self.now_ms())?
+        } else {
+            partition.roll_if_old(self.now_ms())?
+        }
         let key = (partition.topic.clone(), partition.id);
         let mut manifests = self.manifests.lock().await;
         if !manifests.contains_key(&key) {
-            let hint = read_partition_state(partition.dir()).manifest_version;
+            let hint = read_partition_state(&partition).manifest_version;
             let store = ManifestStore::open(self.remote.clone(), &key.0, key.1, self.writer.clone(), hint).await?;
             manifests.insert(key.clone(), store);
         }
         let manifest = manifests.get_mut(&key).expect("inserted above");
         let bases = eligible(&partition, &manifest.current)?;
+        if !bases.is_empty() {
+            self.check_chain_end(&partition, manifest).await?;
+        }
         let load = |base: u64| {
             let partition = partition.clone();
             async move {
@@ -196,33 +235,39 @@ impl Tiering {
                     .map_err(|e| tierlog_tiering::Error::Format(format!("segment read task failed: {e}")))?
             }
         };
+        let clock = self.log.host().clock.clone();
+        let now_ms = move || clock.now_ms();
         let mut outcome =
             uploader::upload_in_order(manifest, bases, load, &self.settings, self.permits.clone(), now_ms).await;
-        let mut state = read_partition_state(partition.dir());
+        if let Some(last) = outcome.committed.last() {
+            self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), last.last_offset + 1);
+        }
+        let mut state = read_partition_state(&partition);
         state.manifest_version = manifest.current.manifest_version;
         state.remote_end_offset = manifest.current.next_offset();
         match &outcome.error {
             Some(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "tiering stopped; local segments stay until the next run succeeds");
-                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(now_ms()));
+                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(self.now_ms()));
             }
-            None => (state.last_error, state.last_success_ms) = (None, Some(now_ms())),
+            None => (state.last_error, state.last_success_ms) = (None, Some(self.now_ms())),
         }
         let mut uploaded =
             std::mem::take(self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default());
         uploaded.extend(outcome.committed.iter().map(|e| (e.base_offset, e.raw_sha256.clone())));
-        let retention = apply_local_retention(&partition, manifest, self.log.config(), &mut uploaded).await;
+        let retention =
+            apply_local_retention(&partition, manifest, self.log.config(), &mut uploaded, self.now_ms()).await;
         self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), uploaded);
         let deleted = match retention {
             Ok(deleted) => deleted,
             Err(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "local retention stopped");
-                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(now_ms()));
+                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(self.now_ms()));
                 outcome.error.get_or_insert(tierlog_tiering::Error::Format(e.to_string()));
                 0
             }
         };
-        write_json(&partition.dir().join(PARTITION_STATE_FILE), &state)?;
+        write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state)?;
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
         self.record(&outcome, deleted);
         let report = PartitionReport {
@@ -239,6 +284,48 @@ impl Tiering {
             manifests.remove(&key); // reload on the next run rather than keep a stale view
         }
         Ok(report)
+    }
+
+    /// Before extending the remote chain: the segment at its end must be the local segment
+    /// with the same offsets, byte for byte (SHA-256). Another data directory that wrote
+    /// different records at the same offsets must never splice its history onto this chain.
+    /// Checked once per process and partition (later ends were committed by this process).
+    async fn check_chain_end(&self, partition: &Arc<Partition>, manifest: &ManifestStore) -> Result<()> {
+        let key = (partition.topic.clone(), partition.id);
+        let remote_end = manifest.current.next_offset();
+        let Some(last) = manifest.current.entries.last() else { return Ok(()) };
+        if self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).get(&key) == Some(&remote_end) {
+            return Ok(());
+        }
+        let local = partition.sealed_segments().into_iter().find(|s| s.base_offset == last.base_offset);
+        let Some(local) = local else {
+            // The local copy is gone: local retention deleted it after checking its SHA-256
+            // against this very entry, or the local log starts after it (restored node).
+            return Ok(());
+        };
+        let (disk, path) = (partition.host().disk.clone(), local.path.clone());
+        let sha = tokio::task::spawn_blocking(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+            .await
+            .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
+            .map_err(|e| Error::io(&local.path, "read", e))?;
+        if local.next_offset != remote_end || sha != last.raw_sha256 {
+            let w = &manifest.current.writer;
+            return Err(diverged(
+                partition,
+                format!(
+                    "the remote tier's last segment (offsets {}..={}, written by writer {} epoch {}) differs from the local segment {} (written by this data directory, writer {}): \
+                     this data directory holds different records at the same offsets. Nothing was uploaded. Point remote.url at another prefix, or restore this node from the bucket",
+                    last.base_offset,
+                    last.last_offset,
+                    w.id,
+                    w.epoch,
+                    local.path.display(),
+                    self.writer.id
+                ),
+            ));
+        }
+        self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key, remote_end);
+        Ok(())
     }
 
     fn record(&self, outcome: &uploader::RunOutcome, deleted: usize) {
@@ -363,11 +450,11 @@ async fn apply_local_retention(
     manifest: &ManifestStore,
     config: &Config,
     uploaded: &mut HashMap<u64, String>,
+    now: i64,
 ) -> Result<usize> {
     let remote_end = manifest.current.next_offset();
     let sealed = partition.sealed_segments();
     let mut local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + partition.active_bytes();
-    let now = now_ms();
     let mut deleted = 0;
     for segment in sealed {
         let tiered = manifest.current.start_offset().is_some() && segment.next_offset <= remote_end;
@@ -380,8 +467,8 @@ async fn apply_local_retention(
         let sha = match uploaded.remove(&segment.base_offset) {
             Some(sha) => sha, // hashed from these very bytes when this process uploaded them
             None => {
-                let path = segment.path.clone();
-                tokio::task::spawn_blocking(move || std::fs::read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+                let (disk, path) = (partition.host().disk.clone(), segment.path.clone());
+                tokio::task::spawn_blocking(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
                     .await
                     .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
                     .map_err(|e| Error::io(&segment.path, "read", e))?
@@ -399,12 +486,39 @@ async fn apply_local_retention(
                 ),
             ));
         }
+        let entry = entry.expect("`same` implies an entry");
+        confirm_object(manifest, &entry).await?;
         partition.remove_sealed(segment.base_offset)?;
         tracing::debug!(topic = %partition.topic, partition = partition.id, base = segment.base_offset, "deleted local segment (tiered)");
         local_bytes -= segment.bytes;
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// The manifest's word is not enough to delete the only local copy: one HEAD confirms the
+/// committed object exists with the size the entry records (a bucket emptied by hand, a
+/// lifecycle rule, or a scrub bug must not cost the local copy too).
+async fn confirm_object(manifest: &ManifestStore, entry: &tierlog_tiering::manifest::Entry) -> Result<()> {
+    let store = &manifest.store;
+    let key = object_store::path::Path::from(entry.key.as_str());
+    let meta = match object_store::ObjectStoreExt::head(&*store.store, &key).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::Remote(tierlog_tiering::Error::Missing { key: entry.key.clone() }));
+        }
+        Err(e) => return Err(Error::Remote(store.error(format!("HEAD {key}"), e))),
+    };
+    if meta.size != entry.object_bytes {
+        return Err(Error::Remote(tierlog_tiering::Error::Corrupt {
+            key: entry.key.clone(),
+            reason: format!(
+                "{} bytes in the bucket, {} in the manifest; the local segment of offsets {}..={} is kept",
+                meta.size, entry.object_bytes, entry.base_offset, entry.last_offset
+            ),
+        }));
+    }
+    Ok(())
 }
 
 /// The manifest entry of the segment starting at `base`, inline or in an archive.
@@ -418,8 +532,14 @@ async fn remote_entry(manifest: &ManifestStore, base: u64) -> Result<Option<tier
     }
 }
 
-pub fn read_partition_state(partition_dir: &Path) -> PartitionState {
-    std::fs::read(partition_dir.join(PARTITION_STATE_FILE))
+pub fn read_partition_state(partition: &Partition) -> PartitionState {
+    read_partition_state_in(&*partition.host().disk, partition.dir())
+}
+
+/// The state file of the partition directory `partition_dir` (for callers without a
+/// [`Partition`], e.g. the reader's manifest hints).
+pub fn read_partition_state_in(disk: &dyn Disk, partition_dir: &Path) -> PartitionState {
+    disk.read(&partition_dir.join(PARTITION_STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -429,18 +549,18 @@ pub fn read_store_state(data_dir: &Path) -> Option<StoreState> {
     std::fs::read(data_dir.join(STORE_STATE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn write_json<T: Serialize>(disk: &dyn Disk, path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serializes");
-    write_atomic(path, &bytes).map_err(|e| Error::io(path, "write", e))
+    disk.write_atomic(path, &bytes).map_err(|e| Error::io(path, "write", e))
 }
 
 /// A stable id for this data directory's writer, created once.
-fn writer_id(data_dir: &Path) -> Result<String> {
+fn writer_id(disk: &dyn Disk, data_dir: &Path) -> Result<String> {
     let path = data_dir.join(WRITER_ID_FILE);
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        return Ok(id.trim().to_string());
+    if let Ok(id) = disk.read(&path) {
+        return Ok(String::from_utf8_lossy(&id).trim().to_string());
     }
     let id = tierlog_tiering::keys::unique_suffix();
-    write_atomic(&path, id.as_bytes()).map_err(|e| Error::io(&path, "write", e))?;
+    disk.write_atomic(&path, id.as_bytes()).map_err(|e| Error::io(&path, "write", e))?;
     Ok(id)
 }

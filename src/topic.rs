@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::partition::Partition;
 
 /// Longest topic name, as in Kafka (it must fit in a file name with room to spare).
@@ -56,7 +57,7 @@ pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
 
 impl Topic {
     /// Creates the topic's directories and metadata. Fails if it exists.
-    pub fn create(data_dir: &Path, name: &str, partitions: u32, config: &Config, now_ms: i64) -> Result<Topic> {
+    pub fn create(host: &Host, data_dir: &Path, name: &str, partitions: u32, config: &Config) -> Result<Topic> {
         validate_name(name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Error::Invalid(format!(
@@ -64,24 +65,25 @@ impl Topic {
             )));
         }
         let dir = topic_dir(data_dir, name);
-        if dir.join(METADATA_FILE).exists() {
+        if host.disk.is_file(&dir.join(METADATA_FILE)) {
             return Err(Error::TopicExists(name.to_string()));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
-        let metadata =
-            TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms: now_ms };
-        let topic = Topic::open_partitions(data_dir, metadata, config, true)?;
+        host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
+        let created_ms = host.clock.now_ms();
+        let metadata = TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms };
+        let topic = Topic::open_partitions(host, data_dir, metadata, config, true)?;
         let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
         // Metadata last: a crash before this leaves no topic, only empty directories.
-        crate::index::write_atomic(&dir.join(METADATA_FILE), &json)
+        host.disk
+            .write_atomic(&dir.join(METADATA_FILE), &json)
             .map_err(|e| Error::io(&dir, "write topic metadata in", e))?;
         Ok(topic)
     }
 
     /// Opens an existing topic from its metadata.
-    pub fn open(data_dir: &Path, name: &str, config: &Config, writable: bool) -> Result<Topic> {
+    pub fn open(host: &Host, data_dir: &Path, name: &str, config: &Config, writable: bool) -> Result<Topic> {
         let path = topic_dir(data_dir, name).join(METADATA_FILE);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match host.disk.read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::UnknownTopic(name.to_string())),
             Err(e) => return Err(Error::io(&path, "read topic metadata", e)),
@@ -98,13 +100,19 @@ impl Topic {
                 detail: format!("{}: unsupported version or wrong name", path.display()),
             });
         }
-        Topic::open_partitions(data_dir, metadata, config, writable)
+        Topic::open_partitions(host, data_dir, metadata, config, writable)
     }
 
-    fn open_partitions(data_dir: &Path, metadata: TopicMetadata, config: &Config, writable: bool) -> Result<Topic> {
+    fn open_partitions(
+        host: &Host,
+        data_dir: &Path,
+        metadata: TopicMetadata,
+        config: &Config,
+        writable: bool,
+    ) -> Result<Topic> {
         let dir = topic_dir(data_dir, &metadata.name);
         let partitions = (0..metadata.partitions)
-            .map(|p| Partition::open(&metadata.name, p, dir.join(p.to_string()), config, writable).map(Arc::new))
+            .map(|p| Partition::open(host, &metadata.name, p, dir.join(p.to_string()), config, writable).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic { metadata, partitions, next_keyless: AtomicU64::new(0) })
     }

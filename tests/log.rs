@@ -148,9 +148,11 @@ fn corrupt_batch_in_a_sealed_segment_is_reported_with_file_and_position() {
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing is changed on a read error");
 }
 
-/// Writes `batches` batches, then damages the active segment's tail. Reopening must keep
-/// every batch that lies wholly before the damage, and none after it.
-fn damage_tail_and_reopen(batches: usize, cut_or_flip: (bool, usize)) -> (usize, usize) {
+/// Writes `batches` batches, then cuts the active segment short or flips a byte in it.
+/// A cut (a torn tail) must keep every batch that lies wholly before it and none after it. A
+/// flip in the last batch is a torn tail too; a flip with valid batches after it is damage:
+/// the partition must refuse to open for writing and leave the file as it is.
+fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut ends = Vec::new();
     {
@@ -159,12 +161,11 @@ fn damage_tail_and_reopen(batches: usize, cut_or_flip: (bool, usize)) -> (usize,
         for b in 0..batches {
             let records: Vec<Record> = (0..3).map(|i| record((b * 3 + i) as u64, b as i64)).collect();
             p.append(&records, 0).unwrap();
-            ends.push(p.active_bytes());
+            ends.push(p.active_bytes() as usize);
         }
     }
     let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
     let len = std::fs::metadata(&segment).unwrap().len() as usize;
-    let (cut, at) = cut_or_flip;
     let at = at % len;
     if cut {
         OpenOptions::new().write(true).open(&segment).unwrap().set_len(at as u64).unwrap();
@@ -173,19 +174,31 @@ fn damage_tail_and_reopen(batches: usize, cut_or_flip: (bool, usize)) -> (usize,
         bytes[at] ^= 0x5a;
         std::fs::write(&segment, bytes).unwrap();
     }
-    let intact = ends.iter().filter(|end| (**end as usize) <= at).count();
-    let log = Log::open(config(dir.path(), 1 << 20)).unwrap();
-    let kept = read_all(&log, "t", 0, 0);
-    assert!(kept.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && *r == record(i as u64, (i / 3) as i64)));
-    (kept.len() / 3, intact)
+    let intact = ends.iter().filter(|end| **end <= at).count();
+    let damaged_mid_file = !cut && intact + 1 < batches;
+    let before = std::fs::read(&segment).unwrap();
+    match Log::open(config(dir.path(), 1 << 20)) {
+        Ok(log) => {
+            assert!(!damaged_mid_file, "a flip at byte {at} with valid batches after it must not open");
+            let kept = read_all(&log, "t", 0, 0);
+            assert!(
+                kept.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && *r == record(i as u64, (i / 3) as i64))
+            );
+            assert_eq!(kept.len() / 3, intact, "kept exactly the batches before the torn tail");
+        }
+        Err(e) => {
+            assert!(damaged_mid_file, "a torn tail at byte {at} must be cut, not refused: {e}");
+            assert!(matches!(e, Error::Damaged { .. }), "{e}");
+            assert_eq!(std::fs::read(&segment).unwrap(), before, "nothing was cut");
+        }
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
-    fn reopen_after_tail_damage_keeps_exactly_the_intact_batches(batches in 1usize..12, cut in any::<bool>(), at in any::<usize>()) {
-        let (kept, intact) = damage_tail_and_reopen(batches, (cut, at));
-        prop_assert_eq!(kept, intact);
+    fn reopen_after_damage_cuts_only_a_torn_tail_and_refuses_mid_file_damage(batches in 1usize..12, cut in any::<bool>(), at in any::<usize>()) {
+        damage_and_reopen(batches, cut, at);
     }
 }
 

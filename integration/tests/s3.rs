@@ -109,13 +109,13 @@ async fn a_hard_failure_keeps_the_local_segment_and_is_visible_in_status_state()
     let error = reports[0].error.clone().expect("uploads must fail");
     assert!(error.contains("injected fault"), "{error}");
     assert_eq!(p.sealed_segments().len(), sealed_before, "nothing is deleted locally");
-    let state = tier::read_partition_state(p.dir());
+    let state = tier::read_partition_state(&p);
     assert!(state.last_error.unwrap().contains("injected fault"));
     // Once the store recovers, the next run catches up.
     *faulty.faults.fail_puts_matching.lock().unwrap() = None;
     let reports = tiering.run_once(None, true).await.unwrap();
     assert!(reports[0].error.is_none() && reports[0].uploaded_segments == sealed_before, "{reports:?}");
-    assert!(tier::read_partition_state(p.dir()).last_error.is_none());
+    assert!(tier::read_partition_state(&p).last_error.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

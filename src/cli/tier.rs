@@ -68,7 +68,7 @@ async fn load_manifest(
     remote: &RemoteStore,
     partition: &tierlog::partition::Partition,
 ) -> Result<tierlog_tiering::manifest::Manifest> {
-    let hint = tier::read_partition_state(partition.dir()).manifest_version;
+    let hint = tier::read_partition_state(partition).manifest_version;
     let reader = Writer { id: "reader".into(), epoch: 0 };
     Ok(ManifestStore::open(remote.clone(), &partition.topic, partition.id, reader, hint).await?.current)
 }
@@ -83,7 +83,7 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
     for topic in topics {
         for p in &topic.partitions {
             let manifest = load_manifest(&remote, p).await?;
-            let state = tier::read_partition_state(p.dir());
+            let state = tier::read_partition_state(p);
             let sealed = p.sealed_segments();
             let local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + p.active_bytes();
             let remote_end = manifest.next_offset();
@@ -122,7 +122,7 @@ async fn scrub(log: Log, delete: bool) -> Result<ExitCode> {
         for p in &topic.partitions {
             known.insert((topic.name().to_string(), p.id.to_string()));
             let reader = Writer { id: "scrub".into(), epoch: 0 };
-            let hint = tier::read_partition_state(p.dir()).manifest_version;
+            let hint = tier::read_partition_state(p).manifest_version;
             let store = ManifestStore::open(remote.clone(), &p.topic, p.id, reader, hint).await?;
             for archive in &store.current.archives {
                 referenced.insert(archive.key.clone());

@@ -1,0 +1,208 @@
+//! The append and recovery paths under injected disk faults (the simulated disk of
+//! `tierlog::disk::sim`): a write that stops part-way (ENOSPC), a failed fsync, a power cut,
+//! a flipped bit. Each test names the acknowledged records it proves are kept.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use tierlog::config::{Config, FsyncPolicy};
+use tierlog::disk::Disk;
+use tierlog::disk::sim::{DiskFaults, SimDisk};
+use tierlog::host::{Clock, Host};
+use tierlog::{Error, Log, Record};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    disk: SimDisk,
+    host: Host,
+    config: Config,
+}
+
+fn fixture(fsync: FsyncPolicy) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new(1, DiskFaults::default());
+    let host = Host { disk: Arc::new(disk.clone()), clock: Clock::manual(Arc::new(AtomicI64::new(1_000))) };
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.durability.fsync = fsync;
+    config.segment.index_interval_bytes = 256;
+    Fixture { _dir: dir, disk, host, config }
+}
+
+impl Fixture {
+    fn open(&self) -> tierlog::Result<Log> {
+        Log::open_on(self.host.clone(), self.config.clone())
+    }
+
+    fn segment(&self, base: u64) -> std::path::PathBuf {
+        self.config.data_dir.join("topics/t/0").join(format!("{base:020}.log"))
+    }
+}
+
+fn record(i: u64) -> Record {
+    Record { timestamp: 1_000 + i as i64, key: None, value: format!("value-{i:05}").into_bytes(), headers: vec![] }
+}
+
+fn records(range: std::ops::Range<u64>) -> Vec<Record> {
+    range.map(record).collect()
+}
+
+fn values(log: &Log) -> Vec<(u64, String)> {
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let mut out = Vec::new();
+    loop {
+        let batch = p.read(out.len() as u64, 1 << 20).unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch.into_iter().map(|s| (s.offset, String::from_utf8(s.record.value).unwrap())));
+    }
+}
+
+fn expected(values: &[u64]) -> Vec<(u64, String)> {
+    values.iter().enumerate().map(|(offset, i)| (offset as u64, format!("value-{i:05}"))).collect()
+}
+
+#[test]
+fn a_write_that_stops_part_way_leaves_no_bytes_and_later_acknowledged_records_survive_a_restart() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    f.disk.fail_append_after(0);
+    let err = p.append(&records(3..6), 1_000).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    // The partition goes on (the disk may have space again); the failed records are gone.
+    assert_eq!(p.append(&records(6..9), 1_000).unwrap().first_offset, 3);
+    assert_eq!(values(&log), expected(&[0, 1, 2, 6, 7, 8]));
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2, 6, 7, 8]), "after a power cut and recovery");
+}
+
+#[test]
+fn a_multi_batch_append_that_fails_in_its_second_batch_writes_none_of_it() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 1 << 20;
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..2), 1_000).unwrap();
+    // 64 KiB records in one call: several batches, the second of which fails.
+    let big: Vec<Record> =
+        (0..40).map(|i| Record { value: vec![b'x'; 60 * 1024], ..record(100 + i) }).collect::<Vec<_>>();
+    f.disk.fail_append_after(1);
+    assert!(p.append(&big, 1_000).is_err());
+    assert_eq!(p.end_offset(), 2, "no offset of the failed call was handed out");
+    assert_eq!(values(&log), expected(&[0, 1]));
+}
+
+#[test]
+fn a_failed_fsync_stops_the_partition_and_no_acknowledged_record_is_lost_at_the_next_crash() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    f.disk.fail_sync_after(0);
+    let err = p.append(&records(3..6), 1_000).unwrap_err();
+    assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    let again = p.append(&records(6..9), 1_000).unwrap_err();
+    assert!(
+        matches!(again, Error::Stopped { .. }),
+        "an fsync error is never retried as if the data were safe: {again}"
+    );
+    assert!(again.to_string().contains("t/0") && again.to_string().contains("restart"), "{again}");
+    assert_eq!(values(&log), expected(&[0, 1, 2]));
+    drop((p, log));
+    f.disk.crash();
+    let log = f.open().unwrap();
+    assert_eq!(values(&log), expected(&[0, 1, 2]));
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(p.append(&records(9..10), 1_000).unwrap().first_offset, 3, "reopened, it appends again");
+}
+
+#[test]
+fn a_failed_interval_fsync_stops_the_partition_instead_of_reporting_success_next_time() {
+    let f = fixture(FsyncPolicy::Interval);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    f.disk.fail_sync_after(0);
+    assert!(matches!(p.flush().unwrap_err(), Error::Stopped { .. }));
+    assert!(p.flush().is_err(), "the next flush must not report success");
+    assert!(matches!(p.append(&records(3..4), 1_000).unwrap_err(), Error::Stopped { .. }));
+}
+
+#[test]
+fn one_flipped_bit_in_the_middle_of_the_active_segment_refuses_to_open_and_cuts_nothing() {
+    let f = fixture(FsyncPolicy::Batch);
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for i in 0..1000 {
+            p.append(&records(i..i + 1), 1_000).unwrap();
+        }
+    }
+    let path = f.segment(0);
+    let before = f.disk.contents(&path).unwrap();
+    let batch_bytes = before.len() as u64 / 1000;
+    assert!(f.disk.flip_bit(&path, 2 * batch_bytes + 60, 3), "flip a bit inside batch 3");
+    let err = f.open().err().expect("the partition must not open for writing");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Damaged { .. }), "{text}");
+    assert!(text.contains(&format!("bytes {}..{}", 2 * batch_bytes, 3 * batch_bytes)), "names the range: {text}");
+    assert!(text.contains("valid batches follow"), "{text}");
+    let mut flipped = before.clone();
+    flipped[(2 * batch_bytes + 60) as usize] ^= 1 << 3;
+    assert_eq!(f.disk.contents(&path).unwrap(), flipped, "nothing was cut");
+    // Read-only access still serves what precedes the damage.
+    let read_only = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+    assert_eq!(values(&read_only).len(), 2);
+}
+
+#[test]
+fn a_torn_tail_with_nothing_valid_after_it_is_cut_and_everything_before_it_kept() {
+    let f = fixture(FsyncPolicy::Never);
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..5), 1_000).unwrap();
+        p.flush().unwrap();
+    }
+    let path = f.segment(0);
+    let good = f.disk.contents(&path).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(&good[..good.len() / 2]); // half a batch: a torn write
+    f.disk.restore(&path, &torn);
+    let log = f.open().unwrap();
+    assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4]));
+    assert_eq!(f.disk.contents(&path).unwrap(), good, "the torn half batch was cut");
+}
+
+#[test]
+fn with_fsync_never_a_sealed_segment_is_durable_before_its_index_files() {
+    let mut f = fixture(FsyncPolicy::Never);
+    f.config.segment.max_bytes = 4096;
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for i in 0..300 {
+            p.append(&records(i..i + 1), 1_000).unwrap();
+        }
+        assert!(p.sealed_segments().len() >= 2);
+    }
+    f.disk.crash();
+    let log = f.open().expect("every sealed segment survives a power cut whole");
+    let got = values(&log);
+    let sealed_end = log.topic("t").unwrap().partition(0).unwrap().sealed_segments().last().unwrap().next_offset;
+    assert!(got.len() as u64 >= sealed_end, "{} records, sealed up to {sealed_end}", got.len());
+    assert_eq!(got[..sealed_end as usize], expected(&(0..sealed_end).collect::<Vec<_>>())[..]);
+}
+
+#[test]
+fn data_dir_paths_live_on_the_simulated_disk_only() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    log.create_topic("t", 1).unwrap();
+    assert!(f.disk.is_file(&f.config.data_dir.join("topics/t/topic.json")));
+    assert!(!Path::new(&f.config.data_dir.join("topics/t/topic.json")).exists(), "nothing reached the real disk");
+}
