@@ -18,9 +18,8 @@ pub const HEADER_BYTES: usize = 48;
 /// Upper bound on one encoded batch. Positions inside a segment are u32, and a single batch
 /// this large would already stall every reader behind it; producers split larger inputs.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Upper bound on headers per record, so a corrupt-but-checksummed count cannot make a reader
-/// allocate without limit.
-pub const RECORD_HEADERS_MAX: usize = 1024;
+/// Headers per record: defined in the one limit table that writers check too.
+pub use crate::limits::RECORD_HEADERS_MAX;
 
 const OFF_CRC: usize = 4;
 const OFF_LEN: usize = 8;
@@ -46,6 +45,8 @@ pub enum BatchError {
     Checksum { stored: u32, computed: u32 },
     #[error("malformed batch body: {0}")]
     Malformed(&'static str),
+    #[error("record at offset {offset} {limit}")]
+    OverLimit { offset: u64, limit: crate::limits::LimitError },
 }
 
 /// The fixed fields of a batch, readable without decoding its records.
@@ -260,7 +261,8 @@ impl<'a> Cursor<'a> {
         let value = self.take(value_len)?;
         let header_count = self.u32()? as usize;
         if header_count > RECORD_HEADERS_MAX {
-            return Err(BatchError::Malformed("too many headers"));
+            let limit = crate::limits::LimitError::Headers { count: header_count };
+            return Err(BatchError::OverLimit { offset, limit });
         }
         let headers_start = self.bytes;
         for _ in 0..header_count {

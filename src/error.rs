@@ -43,6 +43,10 @@ pub enum Error {
     InvalidTopicName { name: String, reason: &'static str },
     #[error("topic '{topic}' has no partition {partition} (it has {partitions}: 0..={max})", max = partitions - 1)]
     UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error(
+        "{topic}/{partition}: record {index} of the append {limit}; nothing of the append was written. Split the record or move data out of its headers"
+    )]
+    RecordLimit { topic: String, partition: u32, index: usize, limit: crate::limits::LimitError },
     #[error("record of {bytes} bytes for {topic}/{partition} exceeds log.max_record_bytes = {max}")]
     RecordTooLarge { topic: String, partition: u32, bytes: usize, max: usize },
     #[error(
@@ -87,6 +91,7 @@ impl Error {
             | Error::InvalidTopicName { .. }
             | Error::UnknownPartition { .. }
             | Error::RecordTooLarge { .. }
+            | Error::RecordLimit { .. }
             | Error::OffsetBelowStart { .. }
             | Error::Config(_)
             | Error::Invalid(_) => ErrorKind::Invalid,

@@ -1,16 +1,27 @@
 //! Consumer groups: named, independent positions in a topic. A group's committed offset for
 //! a partition is the next offset it will read (Kafka semantics). Stored per group and topic
-//! in `<data_dir>/groups/<group>/<topic>.json`, written atomically; readers that commit do
-//! not need the writer lock. Two processes consuming as the same group at once overwrite
-//! each other's commits (last commit wins), as with an unmanaged Kafka group.
+//! in `<data_dir>/groups/<group>/<topic>.json`; readers that commit do not need the writer
+//! lock. Two processes consuming the same partition as the same group at once overwrite each
+//! other's commits for that partition (last commit wins), as with an unmanaged Kafka group.
+//!
+//! A commit is a load-merge-write of the whole file, so commits of *different* partitions
+//! (the CLI's per-partition streams, concurrent HTTP requests, several processes) must not
+//! interleave, or one would write back a stale offset of another's partition. Each commit
+//! therefore holds an OS file lock on `<group>/<topic>.lock` (`flock`: it serialises threads
+//! and processes alike, and the OS releases it when a process dies) from the load to the
+//! rename. The new file is written under a temp name unique to the commit, fsynced, renamed
+//! over the old one, and the directory is fsynced, so readers (who do not lock) see the old
+//! or the new offsets, never a torn file.
 
 use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::write_atomic;
 use crate::topic::validate_name;
 
 const VERSION: u32 = 1;
@@ -31,7 +42,7 @@ fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
 /// Committed offsets of `group` in `topic`, by partition (empty for a new group).
 pub fn load(data_dir: &Path, group: &str, topic: &str) -> Result<BTreeMap<u32, u64>> {
     let path = path(data_dir, group, topic)?;
-    match std::fs::read(&path) {
+    match fs::read(&path) {
         Ok(bytes) => {
             let file: GroupFile =
                 serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
@@ -45,15 +56,89 @@ pub fn load(data_dir: &Path, group: &str, topic: &str) -> Result<BTreeMap<u32, u
     }
 }
 
-/// Commits `offsets` (partition → next offset to read) for `group` in `topic`.
+/// Commits `offsets` (partition → next offset to read) for `group` in `topic`, keeping the
+/// committed offsets of every other partition. Durable when it returns.
 pub fn commit(data_dir: &Path, group: &str, topic: &str, offsets: &BTreeMap<u32, u64>) -> Result<()> {
     let path = path(data_dir, group, topic)?;
+    let dir = path.parent().expect("group file path is <data_dir>/groups/<group>/<topic>.json");
+    create_dir_durably(dir)?;
+    let _lock = lock(dir, topic)?;
     let mut merged = load(data_dir, group, topic)?;
     merged.extend(offsets);
-    let dir = path.parent().expect("group file has a directory");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create group directory", e))?;
-    let bytes = serde_json::to_vec_pretty(&GroupFile { version: VERSION, offsets: merged }).expect("offsets serialize");
-    write_atomic(&path, &bytes).map_err(|e| Error::io(&path, "commit group offsets to", e))
+    remove_leftover_temps(dir, topic)?;
+    let bytes = serde_json::to_vec_pretty(&GroupFile { version: VERSION, offsets: merged })
+        .expect("a map of integers always serializes");
+    replace_durably(&path, &temp_path(dir, topic), &bytes)
+}
+
+/// Creates the group directory, and fsyncs its parent when it was new so the directory entry
+/// survives a power cut along with the first commit.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create group directory", e))?;
+    let parent = dir.parent().unwrap_or(dir);
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(parent, "fsync directory", e))
+}
+
+/// Blocks until this commit owns `<topic>.lock`; the lock is released when the file closes.
+fn lock(dir: &Path, topic: &str) -> Result<File> {
+    let path = dir.join(format!("{topic}.lock"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open group lock file", e))?;
+    file.lock().map_err(|e| Error::io(&path, "lock group offsets with", e))?;
+    Ok(file)
+}
+
+/// `<topic>.<pid>-<sequence>.tmp`: unique per commit in this process and across processes.
+fn temp_path(dir: &Path, topic: &str) -> PathBuf {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{topic}.{}-{sequence}.tmp", std::process::id()))
+}
+
+/// Whether `name` is a temp file of `topic`'s commits (and not of a topic whose name merely
+/// starts with `topic`: names may contain dots).
+fn is_temp_of(name: &str, topic: &str) -> bool {
+    let Some(rest) = name.strip_prefix(topic).and_then(|r| r.strip_prefix('.')) else { return false };
+    let Some((pid, sequence)) = rest.strip_suffix(".tmp").and_then(|r| r.split_once('-')) else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(pid) && digits(sequence)
+}
+
+/// Removes temp files of commits that died before their rename. Called under the lock, so
+/// no live commit of this topic owns one.
+fn remove_leftover_temps(dir: &Path, topic: &str) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, "list group directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, "list group directory", e))?;
+        if entry.file_name().to_str().is_some_and(|name| is_temp_of(name, topic)) {
+            let stale = entry.path();
+            fs::remove_file(&stale).map_err(|e| Error::io(&stale, "remove leftover temp file", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `temp`, fsyncs it, renames it over `path` and fsyncs the directory.
+fn replace_durably(path: &Path, temp: &Path, bytes: &[u8]) -> Result<()> {
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(temp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(temp); // best effort: the next commit removes it otherwise
+        return Err(Error::io(path, "commit group offsets to", e));
+    }
+    let dir = path.parent().unwrap_or(path);
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))
 }
 
 #[cfg(test)]
@@ -67,5 +152,56 @@ mod tests {
         assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), [(0, 5), (1, 7)].into());
         assert_eq!(super::load(dir.path(), "billing", "t").unwrap(), [(0, 1)].into());
         assert!(super::load(dir.path(), "../x", "t").is_err());
+    }
+
+    #[test]
+    fn temp_files_belong_to_their_topic_only() {
+        assert!(super::is_temp_of("t.12-3.tmp", "t"));
+        assert!(!super::is_temp_of("t.x.12-3.tmp", "t"), "a temp of topic t.x");
+        assert!(!super::is_temp_of("t.json", "t"));
+        assert!(!super::is_temp_of("t.-3.tmp", "t"));
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_dead_commit_is_removed_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        super::commit(dir.path(), "audit", "t", &[(0, 5)].into()).unwrap();
+        let stale = dir.path().join("groups/audit/t.999-0.tmp");
+        std::fs::write(&stale, b"{half").unwrap();
+        super::commit(dir.path(), "audit", "t", &[(1, 7)].into()).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), [(0, 5), (1, 7)].into());
+    }
+
+    /// Each thread commits its own partition, round after round, as the CLI's per-partition
+    /// streams and the server's concurrent requests do. No commit may fail or be lost.
+    #[test]
+    fn given_concurrent_commits_of_different_partitions_when_done_then_every_last_offset_is_kept() {
+        const THREADS: u32 = 8;
+        const ROUNDS: u64 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let errors: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..THREADS)
+                .map(|p| {
+                    let dir = dir.path();
+                    scope.spawn(move || {
+                        (1..=ROUNDS)
+                            .filter_map(|next| super::commit(dir, "audit", "t", &[(p, next)].into()).err())
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        assert!(errors.is_empty(), "{} commits failed, first: {}", errors.len(), errors[0]);
+        let expected: std::collections::BTreeMap<u32, u64> = (0..THREADS).map(|p| (p, ROUNDS)).collect();
+        assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), expected);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("groups/audit"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
     }
 }

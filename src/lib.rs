@@ -2,7 +2,8 @@
 //! and whose sealed segments are tiered to S3-compatible object storage.
 //!
 //! Module map (one responsibility each):
-//! - [`record`], [`batch`]: the record and the checksummed batch format.
+//! - [`record`], [`batch`], [`limits`]: the record, the checksummed batch format and the one
+//!   table of record limits that writers check and the decoder enforces.
 //! - [`index`], [`segment`]: one segment file and its sparse offset/time indexes.
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod groups;
 pub mod host;
 pub mod index;
+pub mod limits;
 pub mod lock;
 pub mod log;
 pub mod partition;

@@ -220,7 +220,14 @@ impl Partition {
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request
     /// before writing any of it.
     pub fn check_records(&self, records: &[Record]) -> Result<()> {
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
+            // The format's limits first: a record the decoder would refuse must never be written.
+            crate::limits::check_record(record).map_err(|limit| Error::RecordLimit {
+                topic: self.topic.clone(),
+                partition: self.id,
+                index,
+                limit,
+            })?;
             let bytes = batch::record_encoded_len(record);
             if bytes > self.policy.max_record_bytes {
                 return Err(Error::RecordTooLarge {

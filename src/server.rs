@@ -146,16 +146,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// An error answer: status plus `{"error": "..."}`.
+/// An error answer: status plus `{"error": "...", ...details}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Fields beside `error`, e.g. what a failed produce did write.
+    details: serde_json::Map<String, Value>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), details: serde_json::Map::new() }
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -168,7 +170,7 @@ impl From<Error> for ApiError {
         let status = match (&e, e.kind()) {
             (Error::UnknownTopic(_) | Error::UnknownPartition { .. }, _) => StatusCode::NOT_FOUND,
             (Error::TopicExists(_), _) => StatusCode::CONFLICT,
-            (Error::RecordTooLarge { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
+            (Error::RecordTooLarge { .. } | Error::RecordLimit { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
             (Error::OffsetBelowStart { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
             (_, ErrorKind::Invalid) => StatusCode::BAD_REQUEST,
             (_, ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +186,9 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut body = self.details;
+        body.insert("error".into(), Value::String(self.message));
+        (self.status, Json(Value::Object(body))).into_response()
     }
 }
 
@@ -284,29 +288,130 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     }
     let ndjson = content_type_is_ndjson(request.headers())?;
     let body = read_body(state, request.into_body()).await?;
-    let records = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
-    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-    for record in records {
+    let (records, labels) = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
+    let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
+    for (position, record) in records.into_iter().enumerate() {
         let p = explicit.unwrap_or_else(|| topic.partition_for(record.key.as_deref()));
-        by_partition.entry(p).or_default().push(record);
+        let group = by_partition.entry(p).or_default();
+        group.positions.push(position);
+        group.records.push(record);
     }
-    for (p, records) in &by_partition {
+    for (p, group) in &by_partition {
         let partition = topic.partition(*p)?;
-        partition.check_records(records)?; // validate everything before writing anything
+        // Validate everything before writing anything.
+        partition.check_records(&group.records).map_err(|e| locate(e, &group.positions, &labels))?;
         backpressure(state, partition)?;
     }
-    let mut written = Vec::new();
-    for (p, records) in by_partition {
-        let partition = topic.partition(p)?.clone();
-        let count = records.len();
-        let bytes: usize = records.iter().map(crate::batch::record_encoded_len).sum();
-        let appended =
-            tokio::task::spawn_blocking(move || partition.append(&records, now_ms())).await.expect("append task")?;
-        state.metrics.appended_records.fetch_add(count as u64, Ordering::Relaxed);
-        state.metrics.appended_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        written.push(json!({"partition": p, "first_offset": appended.first_offset, "last_offset": appended.last_offset, "count": count}));
+    // One blocking task for every partition: a client that disconnects cannot stop the request
+    // half-way, between partitions, where nobody would learn what was written.
+    let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
+    for w in &outcome.written {
+        state.metrics.appended_records.fetch_add(w.count as u64, Ordering::Relaxed);
+        state.metrics.appended_bytes.fetch_add(w.bytes as u64, Ordering::Relaxed);
     }
-    Ok(Json(Value::Array(written)))
+    match outcome.failure {
+        None => Ok(Json(outcome.written.iter().map(Written::to_json).collect())),
+        Some(failure) => Err(partial_write_error(outcome.written, failure)),
+    }
+}
+
+/// The records of one request that go to one partition, with their positions in the request.
+#[derive(Default)]
+struct PartitionRecords {
+    positions: Vec<usize>,
+    records: Vec<Record>,
+}
+
+/// One partition's acknowledged range.
+struct Written {
+    partition: u32,
+    first_offset: u64,
+    last_offset: u64,
+    count: usize,
+    bytes: usize,
+}
+
+impl Written {
+    fn to_json(&self) -> Value {
+        json!({"partition": self.partition, "first_offset": self.first_offset, "last_offset": self.last_offset, "count": self.count})
+    }
+}
+
+/// The append that failed, and what the request had not written when it stopped.
+struct Failure {
+    topic: String,
+    partition: u32,
+    error: Error,
+    not_attempted: Vec<u32>,
+    unwritten_positions: Vec<usize>,
+}
+
+struct Outcome {
+    written: Vec<Written>,
+    failure: Option<Failure>,
+}
+
+/// Appends each partition's records in partition order and stops at the first failure, so
+/// the answer can say exactly which partitions hold the request's records and which do not.
+fn append_all(topic: &crate::topic::Topic, by_partition: BTreeMap<u32, PartitionRecords>) -> Outcome {
+    let mut written = Vec::new();
+    let mut groups = by_partition.into_iter();
+    while let Some((p, group)) = groups.next() {
+        let result = topic.partition(p).and_then(|partition| partition.append(&group.records, now_ms()));
+        match result {
+            Ok(appended) => written.push(Written {
+                partition: p,
+                first_offset: appended.first_offset,
+                last_offset: appended.last_offset,
+                count: group.records.len(),
+                bytes: group.records.iter().map(crate::batch::record_encoded_len).sum(),
+            }),
+            Err(error) => {
+                let rest: Vec<(u32, PartitionRecords)> = groups.collect();
+                let mut unwritten_positions: Vec<usize> =
+                    group.positions.into_iter().chain(rest.iter().flat_map(|(_, g)| g.positions.clone())).collect();
+                unwritten_positions.sort_unstable();
+                let not_attempted = rest.into_iter().map(|(p, _)| p).collect();
+                let topic = topic.name().to_string();
+                let failure = Failure { topic, partition: p, error, not_attempted, unwritten_positions };
+                return Outcome { written, failure: Some(failure) };
+            }
+        }
+    }
+    Outcome { written, failure: None }
+}
+
+/// The answer to a produce that failed after writing some partitions: the failure's usual
+/// status and message, plus what was written and what was not, so a retry resends only the
+/// records listed in `unwritten_records` and duplicates nothing.
+fn partial_write_error(written: Vec<Written>, failure: Failure) -> ApiError {
+    let error_text = failure.error.to_string();
+    let mut e = ApiError::from(failure.error);
+    let written_partitions: Vec<u32> = written.iter().map(|w| w.partition).collect();
+    e.message = format!(
+        "{}/{} failed: {error_text}. Written before the failure: partitions {written_partitions:?} (see \"written\"); not attempted: partitions {:?}. Resend only the records listed in \"unwritten_records\"",
+        failure.topic, failure.partition, failure.not_attempted
+    );
+    e.details.insert("written".into(), written.iter().map(Written::to_json).collect());
+    e.details.insert("failed".into(), json!({"partition": failure.partition, "error": error_text}));
+    e.details.insert("not_attempted".into(), json!(failure.not_attempted));
+    e.details.insert("unwritten_records".into(), json!(failure.unwritten_positions));
+    e
+}
+
+/// Names a refused record by its place in the request instead of its place in the partition's
+/// share of it.
+fn locate(e: Error, positions: &[usize], labels: &[String]) -> ApiError {
+    match e {
+        Error::RecordLimit { topic, partition, index, limit } => {
+            let label = positions.get(index).and_then(|p| labels.get(*p)).map_or("a record", String::as_str);
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{topic}/{partition}: {label} {limit}; nothing was written"),
+            )
+        }
+        other => other.into(),
+    }
 }
 
 /// 429 while the partition holds more untiered bytes than `server.max_untiered_bytes`.
@@ -360,7 +465,9 @@ async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
     }
 }
 
-fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<Vec<Record>> {
+/// The records of a produce body, and for each a label naming it in error messages
+/// ("line 3" of NDJSON, "record 2" of a JSON array).
+fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<(Vec<Record>, Vec<String>)> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
     let now = now_ms();
@@ -370,12 +477,13 @@ fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<Vec
             format!("more than server.max_records_per_request = {max_records} records"),
         )
     };
-    let mut records = Vec::new();
+    let (mut records, mut labels) = (Vec::new(), Vec::new());
     if ndjson {
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             if records.len() == max_records {
                 return Err(too_many());
             }
+            labels.push(format!("line {}", i + 1));
             records.push(
                 envelope::parse_json_record(line, now)
                     .map_err(|e| ApiError::bad_request(format!("line {}: {e}; nothing was written", i + 1)))?,
@@ -388,6 +496,7 @@ fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<Vec
             return Err(too_many());
         }
         for (i, value) in values.iter().enumerate() {
+            labels.push(format!("record {i}"));
             records.push(
                 envelope::parse_json_record(&value.to_string(), now)
                     .map_err(|e| ApiError::bad_request(format!("record {i}: {e}; nothing was written")))?,
@@ -397,7 +506,7 @@ fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<Vec
     if records.is_empty() {
         return Err(ApiError::bad_request("no records in the body"));
     }
-    Ok(records)
+    Ok((records, labels))
 }
 
 #[derive(Deserialize)]
@@ -643,7 +752,12 @@ async fn commit_group_offsets(
             )));
         }
     }
-    groups::commit(state.log.data_dir(), &group, &commit.topic, &commit.offsets)?;
+    // A commit waits for the group's file lock and fsyncs: keep it off the async workers.
+    let data_dir = state.log.data_dir().to_path_buf();
+    let (name, topic, offsets) = (group.clone(), commit.topic.clone(), commit.offsets.clone());
+    tokio::task::spawn_blocking(move || groups::commit(&data_dir, &name, &topic, &offsets))
+        .await
+        .expect("group commit task")?;
     Ok(Json(json!({"group": group, "topic": commit.topic, "committed": commit.offsets})))
 }
 

@@ -126,3 +126,109 @@ fn the_demo_runs_end_to_end_and_reads_across_both_tiers() {
     let out = Command::new(BIN).args(["demo", "--dir"]).arg(dir.path().join("precious")).output().unwrap();
     assert!(!out.status.success(), "the demo never deletes a directory it did not create");
 }
+
+/// A JSON envelope line with `count` distinct headers.
+fn record_with_headers(count: usize) -> String {
+    let headers: serde_json::Map<String, Value> = (0..count).map(|i| (format!("h{i}"), Value::from("v"))).collect();
+    format!("{}\n", serde_json::json!({"value": "v", "headers": headers}))
+}
+
+#[test]
+fn a_record_with_1025_headers_is_refused_by_produce_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t"], "");
+    let input = format!("{}{}", record_with_headers(1), record_with_headers(1025));
+    // Without the 2000-byte record policy of `run`, so the header limit is what refuses it.
+    let mut produce = Command::new(BIN);
+    produce.arg("--data-dir").arg(dir.path()).args(["produce", "t", "--input-format", "json"]);
+    let out = run_with_stdin(produce.env_remove("TIERLOG_CONFIG"), &input);
+    assert!(!out.status.success(), "a record the reader would refuse must not be written");
+    for needle in ["line 2", "1025 headers", "maximum is 1024", "nothing"] {
+        assert!(stderr(&out).contains(needle), "{needle:?} missing from: {}", stderr(&out));
+    }
+    let consumed = run(dir.path(), &["consume", "t"], "");
+    assert!(consumed.status.success(), "the partition stays readable: {}", stderr(&consumed));
+    assert!(json_lines(&consumed).is_empty(), "nothing of the refused group is written");
+}
+
+/// Keys whose records go to partitions 0, 1 and 2 of topic `t` in `dir`.
+fn keys_for_partitions(dir: &Path, partitions: u32) -> Vec<String> {
+    let config = tierlog::config::Config { data_dir: dir.to_path_buf(), ..Default::default() };
+    let log = tierlog::Log::open_read_only(config).unwrap();
+    let topic = log.topic("t").unwrap();
+    (0..partitions)
+        .map(|p| (0..).map(|i| format!("key-{i}")).find(|k| topic.partition_for(Some(k.as_bytes())) == p).unwrap())
+        .collect()
+}
+
+/// Runs the binary under `ulimit -f` (512-byte blocks) with SIGXFSZ ignored, so a write past
+/// the limit fails with EFBIG: a real I/O error on the append path, no root needed.
+fn run_with_file_size_limit(dir: &Path, blocks: u32, args: &[&str], stdin: &str) -> Output {
+    let script = format!("ulimit -f {blocks} && trap '' XFSZ && exec \"$0\" \"$@\"");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, BIN, "--data-dir"]).arg(dir).args(args).env_remove("TIERLOG_CONFIG");
+    run_with_stdin(&mut cmd, stdin)
+}
+
+#[test]
+fn given_an_append_failure_in_the_second_partition_produce_prints_what_was_written_and_which_lines_were_not() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t", "--partitions", "3"], "");
+    // Partition 1 holds ~1 MiB, past the 256 KiB file size limit below: its next append fails.
+    let filler = format!("{}\n", "f".repeat(1000)).repeat(1100);
+    assert!(run(dir.path(), &["produce", "t", "--partition", "1"], &filler).status.success());
+    let keys = keys_for_partitions(dir.path(), 3);
+    let input: String =
+        [0, 1, 2, 0].iter().map(|p| format!("{{\"key\":\"{}\",\"value\":\"v{p}\"}}\n", keys[*p])).collect();
+
+    let out = run_with_file_size_limit(dir.path(), 512, &["produce", "t", "--input-format", "json"], &input);
+    assert!(!out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines[0], serde_json::json!({"partition":0,"first_offset":0,"last_offset":1,"count":2}));
+    assert_eq!(lines[1]["failed"]["partition"], 1, "{}", lines[1]);
+    assert!(lines[1]["failed"]["error"].as_str().unwrap().contains("File too large"), "{}", lines[1]);
+    assert_eq!(lines[1]["not_attempted"], serde_json::json!([2]));
+    assert_eq!(lines[1]["not_written_lines"], "2-3,5-", "lines 2 and 3 and whatever followed the group");
+    assert_eq!(lines.len(), 2);
+    for needle in ["t/1", "Lines 2-3,5-", "were not written", "partition 0 offsets 0..=1"] {
+        assert!(stderr(&out).contains(needle), "{needle:?} missing from: {}", stderr(&out));
+    }
+    let consumed = json_lines(&run(dir.path(), &["consume", "t", "--partition", "0"], ""));
+    assert_eq!(consumed.iter().map(|r| r["value"].clone()).collect::<Vec<_>>(), vec!["v0", "v0"]);
+    assert!(json_lines(&run(dir.path(), &["consume", "t", "--partition", "2"], "")).is_empty());
+}
+
+#[test]
+fn two_consumer_processes_committing_different_partitions_of_one_group_keep_both_offsets() {
+    const ROUNDS: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &["topic", "create", "t", "--partitions", "2"], "");
+    let input = "r\n".repeat(ROUNDS);
+    for p in ["0", "1"] {
+        assert!(run(dir.path(), &["produce", "t", "--partition", p], &input).status.success());
+    }
+    let printed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let consumers: Vec<_> = ["0", "1"]
+            .map(|p| {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    (0..ROUNDS)
+                        .flat_map(|_| {
+                            let args = ["consume", "t", "--partition", p, "--group", "g", "--max-records", "1"];
+                            let out = run(dir, &args, "");
+                            assert!(out.status.success(), "{}", stderr(&out));
+                            json_lines(&out).into_iter().map(|r| r["offset"].as_u64().unwrap())
+                        })
+                        .collect()
+                })
+            })
+            .into_iter()
+            .collect();
+        consumers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let expected: Vec<u64> = (0..ROUNDS as u64).collect();
+    assert_eq!(printed, vec![expected.clone(), expected], "each offset printed once: no commit was lost");
+    let committed = std::fs::read_to_string(dir.path().join("groups/g/t.json")).unwrap();
+    let committed: Value = serde_json::from_str(&committed).unwrap();
+    assert_eq!(committed["offsets"], serde_json::json!({"0": ROUNDS, "1": ROUNDS}));
+}

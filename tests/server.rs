@@ -21,7 +21,19 @@ struct Server {
 impl Server {
     /// Starts `tierlog serve` on an ephemeral loopback port and waits until it listens.
     fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::spawn(Command::new(BIN), data_dir, extra_env)
+    }
+
+    /// A server under `ulimit -f` (512-byte blocks) with SIGXFSZ ignored: a write past the
+    /// limit fails with EFBIG, a real I/O error on the append path that needs no root.
+    fn start_with_file_size_limit(data_dir: &Path, blocks: u32) -> Server {
+        let script = format!("ulimit -f {blocks} && trap '' XFSZ && exec \"$0\" \"$@\"");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, BIN]);
+        Server::spawn(cmd, data_dir, &[])
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
         cmd.arg("--data-dir").arg(data_dir).args(["serve", "--listen", "127.0.0.1:0"]);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_")) {
             cmd.env_remove(k);
@@ -495,4 +507,82 @@ fn a_slow_body_is_cut_off_with_408_and_the_server_keeps_serving() {
     assert!(started.elapsed() < Duration::from_secs(3));
     let health = runtime.block_on(async { client().get(s.url("/healthz")).send().await }).unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_record_with_1025_headers_is_refused_with_413_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    let headers =
+        |n: usize| -> serde_json::Map<String, Value> { (0..n).map(|i| (format!("h{i}"), Value::from("v"))).collect() };
+    let body = format!(
+        "{}\n{}\n",
+        json!({"value": "ok", "headers": headers(1)}),
+        json!({"value": "bad", "headers": headers(1025)})
+    );
+    let r = produce(&c, &s, "t", body).await;
+    let status = r.status().as_u16();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(status, 413, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    for needle in ["t/0", "line 2", "1025 headers", "maximum is 1024", "nothing was written"] {
+        assert!(error.contains(needle), "{needle:?} missing from: {error}");
+    }
+    assert!(fetch_all(&c, &s, "t", 0).await.is_empty(), "nothing of the refused request is written");
+}
+
+/// Keys whose records go to partitions 0..partitions of topic `t` in `data_dir`.
+fn keys_for_partitions(data_dir: &Path, partitions: u32) -> Vec<String> {
+    let config = tierlog::config::Config { data_dir: data_dir.to_path_buf(), ..Default::default() };
+    let log = tierlog::Log::open_read_only(config).unwrap();
+    let topic = log.topic("t").unwrap();
+    (0..partitions)
+        .map(|p| (0..).map(|i| format!("key-{i}")).find(|k| topic.partition_for(Some(k.as_bytes())) == p).unwrap())
+        .collect()
+}
+
+#[test]
+fn given_an_append_failure_in_the_second_partition_produce_answers_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: &str| {
+        run_with_stdin(
+            Command::new(BIN).arg("--data-dir").arg(dir.path()).args(args).env_remove("TIERLOG_CONFIG"),
+            stdin,
+        )
+    };
+    assert!(cli(&["topic", "create", "t", "--partitions", "3"], "").status.success());
+    // Partition 1 holds ~1 MiB, past the server's 256 KiB file size limit: its next append fails.
+    let filler = format!("{}\n", "f".repeat(1000)).repeat(1100);
+    assert!(cli(&["produce", "t", "--partition", "1"], &filler).status.success());
+    let keys = keys_for_partitions(dir.path(), 3);
+    let body: String = [0, 1, 2].iter().map(|p| format!("{{\"key\":\"{}\",\"value\":\"v{p}\"}}\n", keys[*p])).collect();
+    let s = Server::start_with_file_size_limit(dir.path(), 512);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let c = client();
+    let r = runtime.block_on(produce(&c, &s, "t", body.clone()));
+    let status = r.status().as_u16();
+    let answer: Value = runtime.block_on(r.json()).unwrap();
+    assert_eq!(status, 500, "an I/O error keeps its status: {answer}");
+    assert!(answer["error"].as_str().unwrap().contains("t/1"), "{answer}");
+    assert_eq!(answer["written"], json!([{"partition": 0, "first_offset": 0, "last_offset": 0, "count": 1}]));
+    assert_eq!(answer["failed"]["partition"], 1, "{answer}");
+    assert!(answer["failed"]["error"].as_str().unwrap().contains("File too large"), "{answer}");
+    assert_eq!(answer["not_attempted"], json!([2]));
+    assert_eq!(answer["unwritten_records"], json!([1, 2]), "positions in the request");
+    let values = |p| runtime.block_on(fetch_all(&c, &s, "t", p)).iter().map(|r| r["value"].clone()).collect::<Vec<_>>();
+    assert_eq!(values(0), vec![json!("v0")]);
+    assert!(values(2).is_empty());
+
+    // The CLI against the server reports the same, in the same form as locally.
+    let out =
+        run_with_stdin(Command::new(BIN).args(["--server", &s.base, "produce", "t", "--input-format", "json"]), &body);
+    assert!(!out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines[0], json!({"partition": 0, "first_offset": 1, "last_offset": 1, "count": 1}));
+    assert_eq!(lines[1]["failed"]["partition"], 1, "{}", lines[1]);
+    assert_eq!(lines[1]["not_attempted"], json!([2]));
+    assert_eq!(lines[1]["not_written_lines"], "2-3,4-");
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::GlobalArgs;
 use super::InputFormat;
 use super::consume::{ConsumeArgs, OffsetsArgs};
-use super::produce::{ProduceArgs, Written};
+use super::produce::{PartialWrite, ProduceArgs, Written};
 
 pub struct Client {
     base: String,
@@ -40,13 +40,18 @@ impl Client {
 
     /// Sends a request and returns its JSON answer, or the server's error message.
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, body) = self.call_raw(request).await?;
         if !status.is_success() {
             bail!("server answered {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
         }
         Ok(body)
+    }
+
+    /// Sends a request and returns its status and JSON body, error answers included.
+    async fn call_raw(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value)> {
+        let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     pub fn produce(
@@ -72,10 +77,11 @@ impl Client {
         let request =
             self.request(reqwest::Method::POST, &path).header("content-type", "application/x-ndjson").body(body);
         let first_line = lines[0].0;
-        let acks = self
+        let (status, body) = self
             .runtime
-            .block_on(self.call(request))
+            .block_on(self.call_raw(request))
             .with_context(|| format!("lines {first_line}..: nothing of them was acknowledged"))?;
+        let acks = if status.is_success() { &body } else { &body["written"] };
         for ack in acks.as_array().into_iter().flatten() {
             let field = |k: &str| ack[k].as_u64().unwrap_or_default();
             Written::add(
@@ -86,7 +92,14 @@ impl Client {
                 field("count"),
             );
         }
-        Ok(())
+        if status.is_success() {
+            return Ok(());
+        }
+        if let Some(partial) = partial_write(&args.topic, lines, &body) {
+            return Err(partial.into());
+        }
+        let message = body["error"].as_str().unwrap_or("(no message)");
+        bail!("server answered {status}: {message}; lines {first_line}..: nothing of them was acknowledged")
     }
 
     pub fn consume(&self, args: &ConsumeArgs) -> Result<()> {
@@ -238,4 +251,23 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Reads the server's account of a produce that failed after writing some partitions
+/// (docs/HTTP.md) and maps the unwritten records back to input line numbers.
+fn partial_write(topic: &str, lines: &[(usize, Vec<u8>)], body: &Value) -> Option<PartialWrite> {
+    let failed = body.get("failed")?;
+    let unwritten_lines = body["unwritten_records"]
+        .as_array()?
+        .iter()
+        .map(|i| i.as_u64().and_then(|i| lines.get(i as usize)).map(|(line_no, _)| *line_no))
+        .collect::<Option<Vec<usize>>>()?;
+    Some(PartialWrite {
+        topic: topic.to_string(),
+        partition: failed["partition"].as_u64()? as u32,
+        error: failed["error"].as_str().unwrap_or("(no message)").to_string(),
+        not_attempted: body["not_attempted"].as_array()?.iter().filter_map(|p| p.as_u64()).map(|p| p as u32).collect(),
+        unwritten_lines,
+        unread_from_line: lines[lines.len() - 1].0 + 1,
+    })
 }

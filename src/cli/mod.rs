@@ -77,7 +77,10 @@ pub enum Command {
   echo '{\"key\":\"k\",\"value\":{\"x\":1},\"timestamp\":\"2026-03-03T14:02:00Z\",\"headers\":{\"src\":\"pos\"}}' \\
       | tierlog produce events --input-format json
 
-Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,\"last_offset\":B,\"count\":N}")]
+Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,\"last_offset\":B,\"count\":N}
+If an append fails after others were written, exits non-zero after printing what was written and
+{\"failed\":{\"partition\":P,\"error\":E},\"not_attempted\":[..],\"not_written_lines\":\"2-3,5-\"}:
+resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume without duplicates.")]
     Produce(produce::ProduceArgs),
     /// Print records as JSON lines, from an offset or a point in time.
     #[command(after_help = "Examples:

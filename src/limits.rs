@@ -1,0 +1,86 @@
+//! The record limits of the log: one table that the write path checks before anything is
+//! appended ([`check_record`], called by `Partition::check_records`) and that the batch
+//! decoder enforces on read, so the log never accepts a record it cannot read back.
+//!
+//! Owns the format's hard limits only. The operator's policy (`log.max_record_bytes`, at most
+//! 32 MiB) is checked beside it by the partition and is always tighter than these.
+//!
+//! The decoder must never become stricter than a previous writer was: a record that an older
+//! build accepted and could read stays readable. So every limit here is either one the decoder
+//! always enforced (headers per record) or one the batch length bound already implies (bytes).
+
+use crate::batch::{BATCH_BYTES_MAX, HEADER_BYTES};
+use crate::record::Record;
+
+/// Headers per record. The decoder refuses more, so a corrupt-but-checksummed count cannot
+/// make a reader loop or allocate without limit; Kafka clients rarely send more than a few.
+pub const RECORD_HEADERS_MAX: usize = 1024;
+/// Encoded bytes of one record: it must fit in one batch beside the batch header.
+pub const RECORD_BYTES_MAX: usize = BATCH_BYTES_MAX - HEADER_BYTES;
+/// Bytes of a key, a value, a header name or a header value. Each length is a `u32` in the
+/// format (a key length of `u32::MAX` means "no key"), and no field can outgrow its record.
+pub const FIELD_BYTES_MAX: usize = RECORD_BYTES_MAX;
+
+/// Which limit a record is over. The caller adds topic, partition and the record's position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("has {count} headers; the maximum is {RECORD_HEADERS_MAX} (headers per record)")]
+    Headers { count: usize },
+    #[error("has a {field} of {bytes} bytes; the maximum is {FIELD_BYTES_MAX} ({field} bytes)")]
+    Field { field: &'static str, bytes: usize },
+    #[error("encodes to {bytes} bytes; the maximum is {RECORD_BYTES_MAX} (record bytes)")]
+    RecordBytes { bytes: usize },
+}
+
+/// Checks `record` against every limit the decoder enforces. Header names need no check:
+/// they are `String`s, so always the UTF-8 the decoder requires.
+pub fn check_record(record: &Record) -> Result<(), LimitError> {
+    if record.headers.len() > RECORD_HEADERS_MAX {
+        return Err(LimitError::Headers { count: record.headers.len() });
+    }
+    let key = record.key.as_ref().map_or(0, Vec::len);
+    check_field("key", key)?;
+    check_field("value", record.value.len())?;
+    for (name, value) in &record.headers {
+        check_field("header name", name.len())?;
+        check_field("header value", value.len())?;
+    }
+    let bytes = crate::batch::record_encoded_len(record);
+    if bytes > RECORD_BYTES_MAX {
+        return Err(LimitError::RecordBytes { bytes });
+    }
+    Ok(())
+}
+
+fn check_field(field: &'static str, bytes: usize) -> Result<(), LimitError> {
+    if bytes > FIELD_BYTES_MAX { Err(LimitError::Field { field, bytes }) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_headers(count: usize) -> Record {
+        Record { headers: vec![("h".into(), b"v".to_vec()); count], ..Record::default() }
+    }
+
+    #[test]
+    fn headers_per_record_are_refused_one_past_the_maximum() {
+        assert_eq!(check_record(&with_headers(RECORD_HEADERS_MAX)), Ok(()));
+        let err = check_record(&with_headers(RECORD_HEADERS_MAX + 1)).unwrap_err();
+        assert_eq!(err.to_string(), "has 1025 headers; the maximum is 1024 (headers per record)");
+    }
+
+    #[test]
+    fn a_record_that_cannot_fit_in_a_batch_is_refused_by_its_field_first() {
+        let value = vec![0u8; RECORD_BYTES_MAX + 1];
+        let err = check_record(&Record { value, ..Record::default() }).unwrap_err();
+        assert_eq!(err, LimitError::Field { field: "value", bytes: RECORD_BYTES_MAX + 1 });
+        // 20 bytes of fixed fields (timestamp, three lengths) plus the value.
+        let fits = Record { value: vec![0u8; RECORD_BYTES_MAX - 20], ..Record::default() };
+        assert_eq!(check_record(&fits), Ok(()));
+        let value = vec![0u8; RECORD_BYTES_MAX - 19];
+        let err = check_record(&Record { value, ..Record::default() }).unwrap_err();
+        assert_eq!(err, LimitError::RecordBytes { bytes: RECORD_BYTES_MAX + 1 });
+    }
+}
