@@ -30,6 +30,7 @@ pub fn upload_settings() -> UploadSettings {
         attempts: 3,
         multipart_threshold_bytes: 64 * 1024 * 1024,
         concurrency: 4,
+        commit_window_ms: 600_000,
     }
 }
 
@@ -81,7 +82,7 @@ pub async fn tier(store: &RemoteStore, topic: &str, partition: u32, segments: Ve
 
 /// Uploads one segment object without committing it: an orphan until a manifest lists it.
 pub async fn upload_uncommitted(store: &RemoteStore, topic: &str, partition: u32, segment: SegmentBytes) -> Entry {
-    uploader::upload_segment(store, topic, partition, segment, &upload_settings(), wall_ms()).await.unwrap()
+    uploader::upload_segment(store, topic, partition, segment, &upload_settings(), &wall_ms).await.unwrap()
 }
 
 /// Makes the local-file object `key` (under the store directory `dir`) look `age` old.
