@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
 use tierlog::Log;
-use tierlog::partition::now_ms;
 use tierlog::tier::{self, Tiering};
 use tierlog_tiering::manifest::{ManifestStore, Writer};
 use tierlog_tiering::scrub::{self, ScrubPartition, ScrubSettings};
@@ -26,8 +25,10 @@ pub enum TierCommand {
     },
     /// Per partition: local and remote offset ranges, bytes per tier, tiering lag, last error.
     Status { topic: Option<String> },
-    /// List objects no manifest references (uploads that were never committed); with
-    /// --delete, remove those older than tiering.orphan_grace_ms.
+    /// List segment and archive objects no manifest references (uploads that were never
+    /// committed); with --delete, remove those older than tiering.commit_window_ms +
+    /// tiering.orphan_grace_ms by the object store's clock. Manifest versions and keys it
+    /// does not recognise are never touched.
     Scrub {
         #[arg(long)]
         delete: bool,
@@ -120,15 +121,17 @@ async fn scrub(log: Log, delete: bool) -> Result<ExitCode> {
             partitions.push(ScrubPartition { topic: p.topic.clone(), partition: p.id, version_hint });
         }
     }
-    let settings = ScrubSettings { orphan_grace_ms: log.config().tiering.orphan_grace_ms, delete };
-    let report = scrub::scrub(&remote, &partitions, &settings, now_ms()).await?;
+    let tiering = &log.config().tiering;
+    let settings =
+        ScrubSettings { commit_window_ms: tiering.commit_window_ms, orphan_grace_ms: tiering.orphan_grace_ms, delete };
+    let report = scrub::scrub(&remote, &partitions, &settings).await?;
     for object in &report.objects {
-        let line = json!({"key": object.key, "bytes": object.bytes, "age_ms": object.age_ms, "action": object.action});
-        println!("{line}");
+        let action = object.action.describe();
+        println!("{}", json!({"key": object.key, "bytes": object.bytes, "age_ms": object.age_ms, "action": action}));
     }
     eprintln!(
         "scrub: {} unreferenced objects, {} deleted, {} referenced objects kept",
-        report.objects.len(),
+        report.unreferenced(),
         report.deleted,
         report.referenced
     );
