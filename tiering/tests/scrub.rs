@@ -87,6 +87,8 @@ async fn scrub_never_deletes_manifests_of_a_topic_and_prefix_named_archive() {
     assert!(exists(&store, &other_topic).await, "a partition scrub was not given is never touched");
     assert!(exists(&store, unknown).await, "a key scrub does not fully recognise is never touched");
     assert!(!exists(&store, &orphan).await);
+    let markers: Vec<String> = all_keys(dir.path()).into_iter().filter(|k| k.contains("_tierlog")).collect();
+    assert!(markers.is_empty(), "the scrub clock marker is removed: {markers:?}");
 }
 
 /// Runs a callback once the first LIST has been read to its end: a commit that lands between
