@@ -94,8 +94,15 @@ pub struct TieringSection {
     pub local_retention_ms: u64,
     /// How often the background tiering task looks for sealed segments.
     pub interval_ms: u64,
-    /// Uploaded-but-uncommitted objects younger than this are never removed by a scrub:
-    /// they may belong to an upload still in progress.
+    /// Longest time from the start of a segment object's PUT to the start of the manifest
+    /// PUT that commits it. A segment that misses it is not committed (its object becomes an
+    /// orphan) and is uploaded again on the next run. Scrub relies on it: an unreferenced
+    /// object is deleted only once older than `commit_window_ms + orphan_grace_ms` by the
+    /// store's clock, when no commit can still reference it. Every writer and scrub sharing
+    /// a bucket prefix must use the same value.
+    pub commit_window_ms: u64,
+    /// Extra age, beyond `commit_window_ms`, before a scrub removes an uploaded-but-never-
+    /// committed object: covers a manifest PUT started inside the window and still in flight.
     pub orphan_grace_ms: u64,
 }
 
@@ -195,6 +202,7 @@ impl Default for TieringSection {
             local_retention_bytes: 1024 * 1024 * 1024,
             local_retention_ms: 24 * 3600 * 1000,
             interval_ms: 10_000,
+            commit_window_ms: 600_000,
             orphan_grace_ms: 3600 * 1000,
         }
     }
@@ -253,6 +261,9 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("tiering.local_retention_bytes", 0, u64::MAX >> 2),
     ("tiering.local_retention_ms", 0, 100 * 365 * 24 * 3600 * 1000),
     ("tiering.interval_ms", 100, 3_600_000),
+    // A commit needs at least a round trip after its upload; beyond a week, orphans of failed
+    // runs would wait for scrub longer than anyone would expect.
+    ("tiering.commit_window_ms", 1000, 7 * 24 * 3600 * 1000),
     ("tiering.orphan_grace_ms", 0, 365 * 24 * 3600 * 1000),
     // At least one 4 MiB chunk must fit, or every remote read would miss the cache.
     ("reader.cache_bytes", 8 * 1024 * 1024, 1 << 40),
@@ -429,6 +440,15 @@ mod tests {
         assert!(err.contains("TIERLOG_SEGMENT_MAX_BYTES") && err.contains("lots"), "{err}");
         let err = Config::load(None, env(&[("TIERLOG_SEGMENT_NOPE", "1")])).unwrap_err().to_string();
         assert!(err.contains("TIERLOG_SEGMENT_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn commit_window_has_a_default_an_env_override_and_a_range() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().tiering.commit_window_ms, 600_000);
+        let config = Config::load(None, env(&[("TIERLOG_TIERING_COMMIT_WINDOW_MS", "120000")])).unwrap();
+        assert_eq!(config.tiering.commit_window_ms, 120_000);
+        let err = Config::load(None, env(&[("TIERLOG_TIERING_COMMIT_WINDOW_MS", "10")])).unwrap_err().to_string();
+        assert!(err.contains("tiering.commit_window_ms = 10") && err.contains("1000..="), "{err}");
     }
 
     #[test]

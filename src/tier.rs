@@ -142,6 +142,7 @@ impl Tiering {
             attempts: tiering.upload_attempts as u32,
             multipart_threshold_bytes: tiering.multipart_threshold_bytes,
             concurrency: tiering.upload_concurrency as usize,
+            commit_window_ms: tiering.commit_window_ms,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         Ok(Tiering {

@@ -232,3 +232,66 @@ fn two_consumer_processes_committing_different_partitions_of_one_group_keep_both
     let committed: Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(committed["offsets"], serde_json::json!({"0": ROUNDS, "1": ROUNDS}));
 }
+
+/// Issue 8, defect 1, as a new user met it: a topic named `archive`, tiered with nothing kept
+/// locally, then `tier scrub --delete` with the shortest window and no grace, every object made
+/// to look two hours old. Scrub must recognise manifest versions by the key grammar, never as
+/// orphans: it deletes the one uncommitted object, and every record is still readable.
+#[test]
+fn scrub_delete_keeps_every_manifest_of_a_topic_named_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tier_env = [
+        ("TIERLOG_SEGMENT_MAX_BYTES", "65536"),
+        ("TIERLOG_TIERING_LOCAL_RETENTION_BYTES", "0"),
+        ("TIERLOG_TIERING_COMMIT_WINDOW_MS", "1000"),
+        ("TIERLOG_TIERING_ORPHAN_GRACE_MS", "0"),
+    ];
+    let run_env = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(&data).args(args).env_remove("TIERLOG_CONFIG").envs(tier_env);
+        run_with_stdin(&mut cmd, stdin)
+    };
+    assert!(run_env(&["topic", "create", "archive"], "").status.success());
+    let input: String = (0..3000).map(|i| format!("{{\"value\":\"event {i} {}\"}}\n", "x".repeat(100))).collect();
+    let out = run_env(&["produce", "archive", "--input-format", "json"], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_env(&["tier", "run"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(json_lines(&out)[0]["uploaded_segments"].as_u64().unwrap() >= 2, "several segments tiered");
+    let remote_dir = dir.path().join("data-remote");
+    let remote = tierlog_tiering::store::RemoteStore::local_dir(&remote_dir).unwrap();
+    let orphan = tierlog_tiering::keys::segment_key(&remote, "archive", 0, 3000).to_string();
+    std::fs::create_dir_all(remote_dir.join(&orphan).parent().unwrap()).unwrap();
+    std::fs::write(remote_dir.join(&orphan), b"an upload that was never committed").unwrap();
+    age_every_file(&remote_dir, Duration::from_secs(7200));
+
+    let out = run_env(&["tier", "scrub", "--delete"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deleted: Vec<String> = json_lines(&out)
+        .into_iter()
+        .filter(|l| l["action"] == "deleted")
+        .map(|l| l["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, vec![orphan], "only the uncommitted object is deleted");
+
+    let status = json_lines(&run_env(&["tier", "status", "archive"], ""));
+    assert_eq!(status[0]["remote"]["end_offset"], 3000, "{status:?}");
+    let out = run_env(&["consume", "archive", "--from-beginning"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let offsets: Vec<u64> = json_lines(&out).iter().map(|r| r["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..3000).collect::<Vec<_>>(), "every acknowledged record survives the scrub");
+}
+
+/// Sets the modification time of every file under `dir` to `age` ago.
+fn age_every_file(dir: &Path, age: Duration) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            age_every_file(&path, age);
+        } else {
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(std::time::SystemTime::now() - age).unwrap();
+        }
+    }
+}

@@ -1,17 +1,14 @@
 //! `tierlog tier run|status|scrub`: the remote tier from the command line.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde_json::json;
 use tierlog::Log;
-use tierlog::partition::now_ms;
 use tierlog::tier::{self, Tiering};
 use tierlog_tiering::manifest::{ManifestStore, Writer};
+use tierlog_tiering::scrub::{self, ScrubPartition, ScrubSettings};
 use tierlog_tiering::store::RemoteStore;
 
 use super::GlobalArgs;
@@ -28,8 +25,10 @@ pub enum TierCommand {
     },
     /// Per partition: local and remote offset ranges, bytes per tier, tiering lag, last error.
     Status { topic: Option<String> },
-    /// List objects no manifest references (uploads that were never committed); with
-    /// --delete, remove those older than tiering.orphan_grace_ms.
+    /// List segment and archive objects no manifest references (uploads that were never
+    /// committed); with --delete, remove those older than tiering.commit_window_ms +
+    /// tiering.orphan_grace_ms by the object store's clock. Manifest versions and keys it
+    /// does not recognise are never touched.
     Scrub {
         #[arg(long)]
         delete: bool,
@@ -115,53 +114,26 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
 
 async fn scrub(log: Log, delete: bool) -> Result<ExitCode> {
     let remote = tier::connect(log.config()).await?;
-    let grace_ms = log.config().tiering.orphan_grace_ms as i64;
-    let mut referenced = HashSet::new();
-    let mut known = HashSet::new();
+    let mut partitions = Vec::new();
     for topic in log.topics() {
         for p in &topic.partitions {
-            known.insert((topic.name().to_string(), p.id.to_string()));
-            let reader = Writer { id: "scrub".into(), epoch: 0 };
-            let hint = tier::read_partition_state(p).manifest_version;
-            let store = ManifestStore::open(remote.clone(), &p.topic, p.id, reader, hint).await?;
-            for archive in &store.current.archives {
-                referenced.insert(archive.key.clone());
-                referenced.extend(store.load_archive(archive).await?.into_iter().map(|e| e.key));
-            }
-            referenced.extend(store.current.entries.iter().map(|e| e.key.clone()));
+            let version_hint = tier::read_partition_state(p).manifest_version;
+            partitions.push(ScrubPartition { topic: p.topic.clone(), partition: p.id, version_hint });
         }
     }
-    let (mut orphans, mut removed) = (0, 0);
-    for root in [remote.key(&["segments"]), remote.key(&["manifests"])] {
-        let objects: Vec<_> =
-            remote.store.list(Some(&root)).try_collect().await.map_err(|e| remote.error(format!("LIST {root}"), e))?;
-        for meta in objects {
-            let key = meta.location.to_string();
-            let is_segment_or_archive = key.ends_with(".zst") || key.contains("/archive/");
-            if !is_segment_or_archive || referenced.contains(&key) || !belongs_to(&key, &known) {
-                continue;
-            }
-            orphans += 1;
-            let age_ms = now_ms() - meta.last_modified.timestamp_millis();
-            let action = match (age_ms >= grace_ms, delete) {
-                (false, _) => "kept: younger than tiering.orphan_grace_ms (may be an upload in progress)",
-                (true, false) => "orphan: would delete with --delete",
-                (true, true) => {
-                    remote.store.delete(&meta.location).await.map_err(|e| remote.error(format!("DELETE {key}"), e))?;
-                    removed += 1;
-                    "deleted"
-                }
-            };
-            println!("{}", json!({"key": key, "bytes": meta.size, "age_ms": age_ms, "action": action}));
-        }
+    let tiering = &log.config().tiering;
+    let settings =
+        ScrubSettings { commit_window_ms: tiering.commit_window_ms, orphan_grace_ms: tiering.orphan_grace_ms, delete };
+    let report = scrub::scrub(&remote, &partitions, &settings).await?;
+    for object in &report.objects {
+        let action = object.action.describe();
+        println!("{}", json!({"key": object.key, "bytes": object.bytes, "age_ms": object.age_ms, "action": action}));
     }
-    eprintln!("scrub: {orphans} unreferenced objects, {removed} deleted, {} referenced objects kept", referenced.len());
+    eprintln!(
+        "scrub: {} unreferenced objects, {} deleted, {} referenced objects kept",
+        report.unreferenced(),
+        report.deleted,
+        report.referenced
+    );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether an object key lies under a topic/partition this data directory knows, so a scrub
-/// never touches another cluster's objects sharing the bucket prefix.
-fn belongs_to(key: &str, known: &HashSet<(String, String)>) -> bool {
-    let parts: Vec<&str> = key.split('/').collect();
-    parts.windows(2).any(|w| known.contains(&(w[0].to_string(), w[1].to_string())))
 }

@@ -25,6 +25,12 @@ pub enum Error {
         "{topic}/{partition}: manifest version {version} was written by another writer ({other}); this writer is fenced. Stop the other writer or point this one at another prefix"
     )]
     Fenced { topic: String, partition: u32, version: u64, other: String },
+    /// An upload's commit window passed before a manifest version could list it. Scrub
+    /// counts objects that old as orphans, so the commit is not attempted.
+    #[error(
+        "{topic}/{partition}: {what} {key}: the commit window (tiering.commit_window_ms) of the segment at offset {base_offset} has passed, so it is not committed; the uploaded object is left for scrub and the segment is uploaded again on the next run. If uploads or commits are routinely this slow, raise tiering.commit_window_ms"
+    )]
+    CommitWindow { topic: String, partition: u32, base_offset: u64, what: &'static str, key: String },
     /// The remote tier disagrees with the local log in a way that cannot be reconciled.
     #[error("{topic}/{partition}: {detail}")]
     Diverged { topic: String, partition: u32, detail: String },

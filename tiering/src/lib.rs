@@ -18,6 +18,7 @@ pub mod fault;
 pub mod keys;
 pub mod manifest;
 pub mod remote_reader;
+pub mod scrub;
 pub mod segment_object;
 pub mod store;
 pub mod uploader;

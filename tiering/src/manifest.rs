@@ -11,7 +11,9 @@
 //! chain that makes any edit or removal in the middle evident. Versions are objects of their
 //! own, `…/<version:020>.json`, written create-only (`PutMode::Create`): a second writer that
 //! tries to commit the same version gets `AlreadyExists` and is fenced. A timed-out PUT that
-//! in fact landed is recognised on retry: the existing version is ours, byte for byte.
+//! in fact landed is recognised on retry (the existing version is ours, byte for byte) and
+//! also after the commit returned an error: the next commit finds a version with our writer id
+//! and epoch that extends our state, adopts it, and commits only what it lacks.
 //!
 //! Finding the latest version never LISTs: from a hint (the writer remembers its last
 //! version locally) the reader probes forward with HEADs, galloping then bisecting.
@@ -40,6 +42,10 @@ pub const ARCHIVE_ENTRIES: usize = 128;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Most versions the forward probe will gallop over before giving up (2^40 versions).
 const PROBE_STEPS_MAX: u32 = 40;
+/// Versions of our own one commit may adopt before giving up. Each commit call that
+/// returned an error can leave at most one landed version behind, and the next call adopts
+/// it: more than a handful in a row means something else is writing as us.
+const ADOPTIONS_MAX: usize = 8;
 
 /// The process that wrote a manifest version: a data directory's id and a start epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +70,8 @@ pub struct Entry {
     pub index_len: u64,
     pub raw_sha256: String,
     pub object_sha256: String,
+    /// When the PUT that stored the object started (writer's clock): the uploader's commit
+    /// window counts from here.
     pub uploaded_ms: i64,
     pub prev_hash: String,
     pub hash: String,
@@ -241,6 +249,24 @@ impl Manifest {
     }
 }
 
+/// Whether `next` continues `current`: same start, at least as far, and the same chain hash
+/// where `current` ends (when that point is still visible inline or at an archive's end).
+fn extends(next: &Manifest, current: &Manifest) -> bool {
+    if current.start_offset().is_none() {
+        return true;
+    }
+    let end = current.next_offset() - 1;
+    let hash_at_end = next
+        .entries
+        .iter()
+        .find(|e| e.last_offset == end)
+        .map(|e| &e.hash)
+        .or_else(|| next.archives.iter().find(|a| a.last_offset == end).map(|a| &a.last_hash));
+    next.start_offset() == current.start_offset()
+        && next.next_offset() >= current.next_offset()
+        && hash_at_end.is_none_or(|hash| *hash == current.last_hash())
+}
+
 fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
     let header = Header {
         format: format.into(),
@@ -304,38 +330,101 @@ impl ManifestStore {
         Ok(ManifestStore { store, topic: topic.into(), partition, writer, current })
     }
 
+    /// Commits `entries` as the next version, with no commit deadline. See
+    /// [`commit_within`](Self::commit_within).
+    pub async fn commit(&mut self, entries: Vec<Entry>, now_ms: i64, attempts: u32) -> Result<Vec<Entry>> {
+        self.commit_within(entries, &|| now_ms, i64::MAX, attempts).await
+    }
+
     /// Commits `entries` as the next version: archives first when the manifest grows past
-    /// its bound, then the manifest itself, create-only. Retries transient failures; an
-    /// existing version that is not ours means another writer: [`Error::Fenced`].
-    pub async fn commit(&mut self, entries: Vec<Entry>, now_ms: i64, attempts: u32) -> Result<()> {
+    /// its bound, then the manifest itself, create-only. Retries transient failures, but
+    /// starts no PUT after `deadline_ms` (by `now_ms`): the uploader's commit window, which
+    /// scrub relies on. Returns the entries appended (with their chain hashes).
+    ///
+    /// An existing version at the number we try is either ours or another writer's. Ours
+    /// (same writer id and epoch, extending `current`) is an earlier PUT that landed although
+    /// it reported failure — in this call's retries, or in an earlier call that returned an
+    /// error: it is adopted as `current`, entries it already holds are dropped (their fresh
+    /// uploads become orphans), and the rest are committed on top. Anything else is another
+    /// writer: [`Error::Fenced`].
+    pub async fn commit_within(
+        &mut self,
+        entries: Vec<Entry>,
+        now_ms: &impl Fn() -> i64,
+        deadline_ms: i64,
+        attempts: u32,
+    ) -> Result<Vec<Entry>> {
+        let mut entries = entries;
+        for _ in 0..=ADOPTIONS_MAX {
+            entries = self.drop_committed(entries).await?;
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (next, appended) = self.next_version(entries.clone(), now_ms, deadline_ms, attempts).await?;
+            match self.put_version(&next, now_ms, deadline_ms, attempts).await? {
+                None => {
+                    tracing::info!(topic = %self.topic, partition = self.partition, version = next.manifest_version, next_offset = next.next_offset(), "committed manifest");
+                    self.current = next;
+                    return Ok(appended);
+                }
+                Some(existing) => self.adopt_or_fence(existing)?,
+            }
+        }
+        Err(Error::Diverged {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            detail: format!(
+                "more than {ADOPTIONS_MAX} manifest versions after {} were written by this writer without its knowledge; restart the writer",
+                self.current.manifest_version
+            ),
+        })
+    }
+
+    /// `current` plus `entries` as the next version (archives spilled and written), and the
+    /// appended entries with their chain hashes.
+    async fn next_version(
+        &self,
+        entries: Vec<Entry>,
+        now_ms: &impl Fn() -> i64,
+        deadline_ms: i64,
+        attempts: u32,
+    ) -> Result<(Manifest, Vec<Entry>)> {
         let mut next = self.current.clone();
+        let count = entries.len();
         next.append(entries)?;
+        let appended = next.entries[next.entries.len() - count..].to_vec();
         next.manifest_version += 1;
         next.writer = self.writer.clone();
-        next.written_ms = now_ms;
+        next.written_ms = now_ms();
         while next.entries.len() > ENTRIES_MAX {
+            self.check_deadline(&next, now_ms, deadline_ms)?;
             self.spill(&mut next, attempts).await?;
         }
+        Ok((next, appended))
+    }
+
+    /// PUTs `next` create-only. `None`: committed (possibly by an earlier attempt of this
+    /// loop that reported failure). `Some(existing)`: the version exists and differs.
+    async fn put_version(
+        &self,
+        next: &Manifest,
+        now_ms: &impl Fn() -> i64,
+        deadline_ms: i64,
+        attempts: u32,
+    ) -> Result<Option<Manifest>> {
         let key = keys::manifest_key(&self.store, &self.topic, self.partition, next.manifest_version);
         let bytes = next.to_bytes();
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.check_deadline(next, now_ms, deadline_ms)?;
             let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
             match self.store.store.put_opts(&key, PutPayload::from(bytes.clone()), options).await {
-                Ok(_) => break,
+                Ok(_) => return Ok(None),
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                     let existing =
                         load_version(&self.store, &self.topic, self.partition, next.manifest_version).await?;
-                    if existing == next {
-                        break; // an earlier attempt of ours landed although it reported failure
-                    }
-                    return Err(Error::Fenced {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        version: next.manifest_version,
-                        other: format!("writer {} epoch {}", existing.writer.id, existing.writer.epoch),
-                    });
+                    return Ok((existing != *next).then_some(existing));
                 }
                 Err(e) if attempt < attempts => {
                     tracing::warn!(key = %key, attempt, error = %e, "manifest commit failed; retrying");
@@ -344,9 +433,79 @@ impl ManifestStore {
                 Err(e) => return Err(self.store.error(format!("PUT {key} (manifest commit)"), e)),
             }
         }
-        tracing::info!(topic = %self.topic, partition = self.partition, version = next.manifest_version, next_offset = next.next_offset(), "committed manifest");
-        self.current = next;
-        Ok(())
+    }
+
+    /// No manifest PUT (or archive PUT for it) starts once the commit window of the oldest
+    /// entry it carries has passed: scrub may already count those objects as orphans.
+    fn check_deadline(&self, next: &Manifest, now_ms: &impl Fn() -> i64, deadline_ms: i64) -> Result<()> {
+        if now_ms() <= deadline_ms {
+            return Ok(());
+        }
+        let key = keys::manifest_key(&self.store, &self.topic, self.partition, next.manifest_version);
+        Err(Error::CommitWindow {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            base_offset: self.current.next_offset(),
+            what: "manifest commit",
+            key: key.to_string(),
+        })
+    }
+
+    /// Adopts `existing` (the version after `current`) when this writer wrote it and it
+    /// extends `current`; otherwise another writer holds the partition: fenced.
+    fn adopt_or_fence(&mut self, existing: Manifest) -> Result<()> {
+        if existing.writer == self.writer && extends(&existing, &self.current) {
+            tracing::warn!(topic = %self.topic, partition = self.partition, version = existing.manifest_version, next_offset = existing.next_offset(), "found a manifest version of ours that was reported failed; adopting it");
+            self.current = existing;
+            return Ok(());
+        }
+        Err(Error::Fenced {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            version: existing.manifest_version,
+            other: format!("writer {} epoch {}", existing.writer.id, existing.writer.epoch),
+        })
+    }
+
+    /// Drops the entries `current` already holds — the same segment (offsets and raw
+    /// SHA-256) committed under another key by an earlier, adopted version. A different
+    /// segment at those offsets is a divergence, never silently replaced.
+    async fn drop_committed(&self, entries: Vec<Entry>) -> Result<Vec<Entry>> {
+        let end = self.current.next_offset();
+        let mut remaining = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if self.current.start_offset().is_none() || entry.base_offset >= end {
+                remaining.push(entry);
+                continue;
+            }
+            let committed = self.committed_entry(entry.base_offset).await?;
+            let same = committed
+                .as_ref()
+                .is_some_and(|c| c.last_offset == entry.last_offset && c.raw_sha256 == entry.raw_sha256);
+            if !same {
+                return Err(Error::Diverged {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    detail: format!(
+                        "segment at offset {} (object {}) overlaps the remote tier, which ends before {end}, and differs from the committed segment there",
+                        entry.base_offset, entry.key
+                    ),
+                });
+            }
+            tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = entry.base_offset, key = %entry.key, "segment already committed; its fresh upload is an orphan");
+        }
+        Ok(remaining)
+    }
+
+    /// The committed entry starting at `base`, inline or in an archive.
+    async fn committed_entry(&self, base: u64) -> Result<Option<Entry>> {
+        if let Some(entry) = self.current.entries.iter().find(|e| e.base_offset == base) {
+            return Ok(Some(entry.clone()));
+        }
+        match self.current.archives.iter().find(|a| a.base_offset <= base && base <= a.last_offset) {
+            Some(archive) => Ok(self.load_archive(archive).await?.into_iter().find(|e| e.base_offset == base)),
+            None => Ok(None),
+        }
     }
 
     async fn spill(&self, next: &mut Manifest, attempts: u32) -> Result<()> {
@@ -376,16 +535,21 @@ impl ManifestStore {
 
     /// The entries of an archive, checked against its reference.
     pub async fn load_archive(&self, reference: &ArchiveRef) -> Result<Vec<Entry>> {
-        let key = object_store::path::Path::from(reference.key.as_str());
-        let bytes = get_bytes(&self.store, &key).await?;
-        if hex::encode(Sha256::digest(&bytes)) != reference.sha256 {
-            return Err(corrupt(&reference.key, "archive SHA-256 differs from the manifest".into()));
-        }
-        let body = unwrap(&bytes, ARCHIVE_FORMAT, &reference.key)?;
-        let archive: Archive =
-            serde_json::from_slice(body).map_err(|e| corrupt(&reference.key, format!("archive body: {e}")))?;
-        Ok(archive.entries)
+        load_archive(&self.store, reference).await
     }
+}
+
+/// The entries of an archive, checked against its reference.
+pub async fn load_archive(store: &RemoteStore, reference: &ArchiveRef) -> Result<Vec<Entry>> {
+    let key = object_store::path::Path::from(reference.key.as_str());
+    let bytes = get_bytes(store, &key).await?;
+    if hex::encode(Sha256::digest(&bytes)) != reference.sha256 {
+        return Err(corrupt(&reference.key, "archive SHA-256 differs from the manifest".into()));
+    }
+    let body = unwrap(&bytes, ARCHIVE_FORMAT, &reference.key)?;
+    let archive: Archive =
+        serde_json::from_slice(body).map_err(|e| corrupt(&reference.key, format!("archive body: {e}")))?;
+    Ok(archive.entries)
 }
 
 /// The latest committed version (0 when none), without LIST: check `hint`, then gallop
@@ -591,5 +755,40 @@ mod store_tests {
         assert_eq!(latest_version(&base, "t", 0, 0).await.unwrap(), 1, "no second version was written");
         m.commit(vec![entry(10, 19)], 2, 3).await.unwrap();
         assert_eq!(load_version(&base, "t", 0, 2).await.unwrap().next_offset(), 20);
+    }
+
+    /// Defect 11: on the last attempt, a manifest PUT that landed but reported failure left
+    /// `current` one version behind; the next commit found "its" version taken — by itself —
+    /// and reported Fenced naming its own writer. It must adopt its own version instead and
+    /// commit only what that version does not hold yet.
+    #[tokio::test]
+    async fn a_landed_commit_reported_failed_on_the_last_attempt_is_adopted_not_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = RemoteStore::local_dir(dir.path()).unwrap();
+        let faulty = std::sync::Arc::new(crate::fault::FaultStore::new(base.store.clone()));
+        let store = base.with_store(faulty.clone());
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut m = ManifestStore::open(store, "t", 0, writer.clone(), 0).await.unwrap();
+        m.commit(vec![entry(0, 9)], 1, 1).await.unwrap();
+        faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        let err = m.commit(vec![entry(10, 19)], 2, 1).await.unwrap_err();
+        assert!(!err.is_fenced(), "an ambiguous PUT is not a fence: {err}");
+        assert_eq!(m.current.manifest_version, 1, "the caller was told version 2 failed");
+
+        // The next run uploads segment 10 again (a fresh key) along with segment 20.
+        let mut again = entry(10, 19);
+        again.key = "segments/ab/t/0/00000000000000000010-again.zst".into();
+        m.commit(vec![again, entry(20, 29)], 3, 1).await.unwrap();
+
+        assert_eq!(m.current.manifest_version, 3, "adopted version 2, then committed version 3");
+        let v3 = load_version(&base, "t", 0, 3).await.unwrap();
+        assert_eq!(v3, m.current);
+        let keys: Vec<&str> = v3.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [entry(0, 9).key, entry(10, 19).key, entry(20, 29).key],
+            "segment 10 listed once, as first committed"
+        );
+        assert_eq!(load_version(&base, "t", 0, 2).await.unwrap().writer, writer);
     }
 }

@@ -174,20 +174,21 @@ impl RemoteReader {
         Ok(view)
     }
 
-    /// The manifest entry holding `offset`, from inline entries or an archive.
-    async fn entry_for_offset(&self, view: &PartitionView, offset: u64) -> Result<Option<(Entry, Option<Entry>)>> {
+    /// The manifest entry holding `offset`, from inline entries or an archive. The one lookup
+    /// for reads and for prefetch's "next segment", so an archive boundary is crossed the same
+    /// way by both.
+    async fn entry_for_offset(&self, view: &PartitionView, offset: u64) -> Result<Option<Entry>> {
         let m = &view.store.current;
         if m.entries.first().is_some_and(|e| e.base_offset <= offset) {
             let i = m.entries.partition_point(|e| e.last_offset < offset);
-            return Ok(m.entries.get(i).map(|e| (e.clone(), m.entries.get(i + 1).cloned())));
+            return Ok(m.entries.get(i).cloned());
         }
         let Some(ai) = m.archives.iter().position(|a| a.base_offset <= offset && offset <= a.last_offset) else {
             return Ok(None);
         };
         let entries = self.archive(view, ai).await?;
         let i = entries.partition_point(|e| e.last_offset < offset);
-        let next = entries.get(i + 1).cloned().or_else(|| m.entries.first().cloned());
-        Ok(entries.get(i).map(|e| (e.clone(), next)))
+        Ok(entries.get(i).cloned())
     }
 
     async fn archive(&self, view: &PartitionView, i: usize) -> Result<Arc<Vec<Entry>>> {
@@ -215,7 +216,7 @@ impl RemoteReader {
     /// refreshing the manifest once, in case the writer tiered more since it was loaded).
     pub async fn read_at(self: &Arc<Self>, topic: &str, partition: u32, offset: u64) -> Result<Option<RemoteChunk>> {
         let view = self.view(topic, partition, offset + 1).await?;
-        let Some((entry, next_entry)) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
+        let Some(entry) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
         // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
         let (this, fill_entry) = (self.clone(), entry.clone());
         let fill = tokio::spawn(async move {
@@ -235,7 +236,7 @@ impl RemoteReader {
             == Some(&index.chunks[chunk_no].first_offset);
         lock(&self.next_expected).insert((topic.to_string(), partition), chunk.last_offset + 1);
         if sequential && self.settings.prefetch_bytes > 0 {
-            self.clone().prefetch(entry, index, chunk_no + 1, next_entry);
+            self.clone().prefetch(view, entry, index, chunk_no + 1);
         }
         Ok(Some(chunk))
     }
@@ -369,15 +370,17 @@ impl RemoteReader {
     /// Starts loading the chunks after `from` (in this segment, then the next segment) up to
     /// `prefetch_bytes` of decompressed data — at most half the cache, so prefetched chunks
     /// are not evicted before they are read. Loads run in parallel (bounded by the reader's
-    /// GET concurrency) and are coalesced with any reader asking for the same chunk.
-    fn prefetch(self: Arc<Self>, entry: Entry, index: Arc<ChunkIndex>, from: usize, next_entry: Option<Entry>) {
+    /// GET concurrency) and are coalesced with any reader asking for the same chunk. The next
+    /// segment is the entry holding `entry.last_offset + 1`, looked up here (not at read time)
+    /// so a seek that is not followed by more reads never loads the next archive.
+    fn prefetch(self: Arc<Self>, view: Arc<PartitionView>, entry: Entry, index: Arc<ChunkIndex>, from: usize) {
         tokio::spawn(async move {
             let mut budget = self.settings.prefetch_bytes.min(self.settings.cache_bytes / 2);
             let mut plan: Vec<(Entry, Arc<ChunkIndex>, usize)> =
                 (from..index.chunks.len()).map(|c| (entry.clone(), index.clone(), c)).collect();
             let raw_ahead: u64 = plan.iter().map(|(_, i, c)| u64::from(i.chunks[*c].raw_len)).sum();
             if raw_ahead < budget
-                && let Some(next) = next_entry
+                && let Ok(Some(next)) = self.entry_for_offset(&view, entry.last_offset + 1).await
                 && let Ok(next_index) = self.index(&next).await
             {
                 plan.extend((0..next_index.chunks.len()).map(|c| (next.clone(), next_index.clone(), c)));

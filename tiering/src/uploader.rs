@@ -9,6 +9,14 @@
 //!
 //! Ambiguous PUTs (a timeout after the server stored the object) are retried under a new key;
 //! the first object becomes an orphan. object_store does not retry PUTs itself.
+//!
+//! Commit window: an entry is committed only while `commit_window_ms` has not passed since its
+//! object's PUT started (by the injected clock), and no manifest PUT starts after the window
+//! of the oldest entry it carries. Past it, the entry and everything after it wait for the
+//! next run, which uploads them again under fresh keys. This bounds how long after an
+//! object's `last_modified` a commit can still reference it, which is what lets scrub delete
+//! unreferenced objects older than `commit_window_ms + orphan_grace_ms` without racing a
+//! commit (see [`crate::scrub`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +54,9 @@ pub struct UploadSettings {
     pub multipart_threshold_bytes: u64,
     /// Uploads in flight per partition (a shared semaphore bounds them globally).
     pub concurrency: usize,
+    /// Longest time from the start of an object's PUT to the start of the manifest PUT that
+    /// commits it; later, the object is left uncommitted (see the module doc).
+    pub commit_window_ms: u64,
 }
 
 /// A sealed segment's raw bytes and batch boundaries, as supplied by the log.
@@ -93,14 +104,16 @@ pub async fn put_create_with_retries(
     unreachable!("attempts >= 1")
 }
 
-/// Builds, uploads and describes one segment object. Each attempt uses a fresh key.
+/// Builds, uploads and describes one segment object. Each attempt uses a fresh key. The
+/// entry's `uploaded_ms` is when the PUT that succeeded started: its commit window counts
+/// from there.
 pub async fn upload_segment(
     store: &RemoteStore,
     topic: &str,
     partition: u32,
     segment: SegmentBytes,
     settings: &UploadSettings,
-    now_ms: i64,
+    now_ms: &impl Fn() -> i64,
 ) -> Result<Entry> {
     let (chunk_bytes, level) = (settings.chunk_bytes, settings.zstd_level);
     let raw = segment.raw.clone();
@@ -117,6 +130,7 @@ pub async fn upload_segment(
     let mut last_error = None;
     for attempt in 1..=settings.attempts.max(1) {
         let key = keys::segment_key(store, topic, partition, segment.base_offset);
+        let put_started_ms = now_ms();
         match put_object(store, &key, object.clone(), settings.multipart_threshold_bytes).await {
             Ok(()) => {
                 let index = &built.index;
@@ -133,7 +147,7 @@ pub async fn upload_segment(
                     index_len: built.index_len,
                     raw_sha256,
                     object_sha256,
-                    uploaded_ms: now_ms,
+                    uploaded_ms: put_started_ms,
                     prev_hash: String::new(),
                     hash: String::new(),
                 });
@@ -188,12 +202,11 @@ where
     let mut outcome = RunOutcome::default();
     let uploads = futures::stream::iter(bases)
         .map(|base| {
-            let (store, topic, permits, load) = (store.clone(), topic.clone(), permits.clone(), &load);
-            let now = now_ms();
+            let (store, topic, permits, load, now_ms) = (store.clone(), topic.clone(), permits.clone(), &load, &now_ms);
             async move {
                 let _permit = permits.acquire_owned().await.map_err(|_| Error::Config("uploader shut down".into()))?;
                 let segment = load(base).await?;
-                upload_segment(&store, &topic, partition, segment, settings, now).await
+                upload_segment(&store, &topic, partition, segment, settings, now_ms).await
             }
         })
         .buffered(settings.concurrency.max(1));
@@ -216,6 +229,8 @@ where
     outcome
 }
 
+/// Commits the ready entries still inside their commit window (a contiguous prefix) and
+/// reports the first one outside it as the run's error. Returns whether the run may go on.
 async fn commit(
     manifest: &mut ManifestStore,
     ready: &mut Vec<Entry>,
@@ -226,16 +241,34 @@ async fn commit(
     if ready.is_empty() {
         return true;
     }
-    let entries = std::mem::take(ready);
-    match manifest.commit(entries.clone(), now_ms(), settings.attempts).await {
-        Ok(()) => {
-            let committed = manifest.current.entries.iter().rev().take(entries.len()).rev().cloned();
-            outcome.committed.extend(committed);
-            true
+    let mut entries = std::mem::take(ready);
+    let window_ms = i64::try_from(settings.commit_window_ms).unwrap_or(i64::MAX);
+    let now = now_ms();
+    let late_at = entries.iter().position(|e| now.saturating_sub(e.uploaded_ms) > window_ms);
+    let late = late_at.map(|i| Error::CommitWindow {
+        topic: manifest.topic.clone(),
+        partition: manifest.partition,
+        base_offset: entries[i].base_offset,
+        what: "upload of",
+        key: entries[i].key.clone(),
+    });
+    entries.truncate(late_at.unwrap_or(entries.len()));
+    if let Some(oldest_ms) = entries.iter().map(|e| e.uploaded_ms).min() {
+        let deadline_ms = oldest_ms.saturating_add(window_ms);
+        match manifest.commit_within(entries, now_ms, deadline_ms, settings.attempts).await {
+            Ok(appended) => outcome.committed.extend(appended),
+            Err(e) => {
+                outcome.error.get_or_insert(e);
+                return false;
+            }
         }
-        Err(e) => {
+    }
+    match late {
+        Some(e) => {
+            tracing::warn!(error = %e, "commit window passed");
             outcome.error.get_or_insert(e);
             false
         }
+        None => true,
     }
 }

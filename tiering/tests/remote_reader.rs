@@ -1,0 +1,102 @@
+//! Sequential replay prefetch across archive boundaries, with GETs counted by the fault
+//! store: the chunk prefetched at the end of a segment is the next segment's, wherever the
+//! manifest keeps that segment (the next archive, or the inline entries).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use tierlog_tiering::fault::{Counters, FaultStore};
+use tierlog_tiering::manifest::{ARCHIVE_ENTRIES, Manifest};
+use tierlog_tiering::remote_reader::{ReaderSettings, RemoteReader};
+use tierlog_tiering::store::RemoteStore;
+
+/// 400 one-chunk segments of 10 offsets: archives hold segments 0..128 and 128..256, the
+/// manifest keeps 256..400 inline.
+const SEGMENTS: u64 = 400;
+
+fn gets(counters: &Counters) -> u64 {
+    counters.gets.load(Ordering::SeqCst)
+}
+
+/// Waits until no request has arrived for a while: the spawned prefetch has finished.
+async fn settle(counters: &Counters) {
+    let (mut last, mut quiet) = (counters.snapshot(), 0);
+    while quiet < 4 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = counters.snapshot();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+}
+
+fn reader(store: &RemoteStore) -> (Arc<RemoteReader>, Arc<FaultStore>) {
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    let settings = ReaderSettings {
+        cache_bytes: 64 * 1024 * 1024,
+        prefetch_bytes: 1024 * 1024,
+        concurrency: 4,
+        timeout: Duration::from_secs(10),
+    };
+    (RemoteReader::new(store.with_store(faulty.clone()), settings), faulty)
+}
+
+/// Replays the segments `last - 1`, `last` (the last one of an archive) and `last + 1`, and
+/// returns the GETs of the third read and the GETs of the whole replay (prefetch included).
+async fn replay_across(store: &RemoteStore, last: u64) -> (u64, u64) {
+    let (reader, faulty) = reader(store);
+    let first_offset = |segment: u64| segment * BATCH_OFFSETS;
+    for segment in [last - 1, last] {
+        let chunk = reader.read_at("t", 0, first_offset(segment)).await.unwrap().unwrap();
+        assert_eq!(chunk.raw, segment_bytes(segment), "segment {segment} reads back unchanged");
+    }
+    settle(&faulty.counters).await;
+    let before = gets(&faulty.counters);
+    let chunk = reader.read_at("t", 0, first_offset(last + 1)).await.unwrap().unwrap();
+    assert_eq!(chunk.raw, segment_bytes(last + 1));
+    let crossing = gets(&faulty.counters) - before;
+    settle(&faulty.counters).await;
+    (crossing, gets(&faulty.counters))
+}
+
+fn segment_bytes(segment: u64) -> bytes::Bytes {
+    common::segment(segment * BATCH_OFFSETS, 1).raw
+}
+
+async fn tiered_store(dir: &std::path::Path) -> (RemoteStore, Manifest) {
+    let store = RemoteStore::local_dir(dir).unwrap();
+    let manifest = tier(&store, "t", 0, segments(0, SEGMENTS, 1)).await;
+    assert_eq!(manifest.archives.len(), 2, "two archives, then inline entries");
+    assert_eq!(manifest.archives[1].base_offset, ARCHIVE_ENTRIES as u64 * BATCH_OFFSETS);
+    assert_eq!(manifest.entries[0].base_offset, 2 * ARCHIVE_ENTRIES as u64 * BATCH_OFFSETS);
+    (store, manifest)
+}
+
+/// Defect 12: at the end of the first archive, prefetch fetched the first inline entry
+/// instead of the first entry of the next archive.
+#[tokio::test]
+async fn prefetch_from_the_end_of_an_archive_fetches_the_first_segment_of_the_next_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = tiered_store(dir.path()).await;
+    let last = ARCHIVE_ENTRIES as u64 - 1;
+    let (crossing, total) = replay_across(&store, last).await;
+    assert_eq!(crossing, 0, "the next segment (first of the next archive) was prefetched");
+    // manifest 1 + archive 0 1 + two reads 2×2 + prefetch of the next segment (archive 1,
+    // index, chunk) 3 + prefetch after the third read (index, chunk) 2.
+    assert_eq!(total, 11, "no GET beyond what the replay and its read-ahead need");
+}
+
+#[tokio::test]
+async fn prefetch_from_the_end_of_the_last_archive_fetches_the_first_inline_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = tiered_store(dir.path()).await;
+    let last = 2 * ARCHIVE_ENTRIES as u64 - 1;
+    let (crossing, total) = replay_across(&store, last).await;
+    assert_eq!(crossing, 0, "the next segment (first inline entry) was prefetched");
+    // manifest 1 + archive 1 1 + two reads 2×2 + prefetch of the next segment 2 + prefetch
+    // after the third read 2.
+    assert_eq!(total, 10, "no GET beyond what the replay and its read-ahead need");
+}

@@ -1,0 +1,215 @@
+//! Scrub against a real (local-file) object store: it deletes only uncommitted segment and
+//! archive objects of the partitions it was given, old enough that no commit can still
+//! reference them, and never a manifest version, whatever the topic or prefix is called.
+
+mod common;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use tierlog_tiering::manifest::{self, ManifestStore};
+use tierlog_tiering::scrub::{self, ScrubAction, ScrubPartition, ScrubReport, ScrubSettings};
+use tierlog_tiering::store::RemoteStore;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn partition(topic: &str, partition: u32) -> ScrubPartition {
+    ScrubPartition { topic: topic.into(), partition, version_hint: 0 }
+}
+
+async fn run_scrub(
+    store: &RemoteStore,
+    partitions: &[ScrubPartition],
+    commit_window_ms: u64,
+    orphan_grace_ms: u64,
+) -> ScrubReport {
+    let settings = ScrubSettings { commit_window_ms, orphan_grace_ms, delete: true };
+    scrub::scrub(store, partitions, &settings).await.unwrap()
+}
+
+fn deleted(report: &ScrubReport) -> Vec<String> {
+    report.objects.iter().filter(|o| o.action == ScrubAction::Deleted).map(|o| o.key.clone()).collect()
+}
+
+async fn exists(store: &RemoteStore, key: &str) -> bool {
+    store.store.head(&Path::from(key)).await.is_ok()
+}
+
+/// Every committed object of the partition's latest manifest decodes to the bytes tiered.
+async fn assert_readable(store: &RemoteStore, topic: &str, expected: &[tierlog_tiering::uploader::SegmentBytes]) {
+    let latest = manifest::latest_version(store, topic, 0, 0).await.unwrap();
+    let current = manifest::load_version(store, topic, 0, latest).await.unwrap();
+    assert_eq!(current.entries.len(), expected.len());
+    for (entry, segment) in current.entries.iter().zip(expected) {
+        let object = manifest::get_bytes(store, &Path::from(entry.key.as_str())).await.unwrap();
+        let raw = tierlog_tiering::segment_object::decode_object(&object).unwrap();
+        assert_eq!(raw, segment.raw, "segment at {} reads back unchanged", entry.base_offset);
+    }
+}
+
+/// Defect 1: substring classification took every manifest version of a topic named
+/// `archive` (or under a prefix with an `archive` part) for an orphan archive object.
+#[tokio::test]
+async fn scrub_never_deletes_manifests_of_a_topic_and_prefix_named_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = RemoteStore::local_dir(dir.path()).unwrap();
+    let store = RemoteStore { prefix: Path::from("archive/segments"), ..base.clone() };
+    let tiered = segments(0, 6, 2);
+    for pair in tiered.chunks(2) {
+        tier(&store, "archive", 0, pair.to_vec()).await; // three manifest versions
+    }
+    let orphan = upload_uncommitted(&store, "archive", 0, segment(120, 2)).await.key;
+    let other_topic = upload_uncommitted(&store, "other", 0, segment(0, 2)).await.key;
+    let unknown = "archive/segments/segments/zzzz/archive/0/garbage.zst";
+    store.store.put(&Path::from(unknown), PutPayload::from_static(b"not ours")).await.unwrap();
+    for key in all_keys(dir.path()) {
+        set_age(dir.path(), &key, 2 * HOUR);
+    }
+
+    let report = run_scrub(&store, &[partition("archive", 0)], 0, 0).await;
+
+    assert_eq!(deleted(&report), vec![orphan.clone()], "only the uncommitted segment object");
+    for version in 1..=3 {
+        manifest::load_version(&store, "archive", 0, version).await.unwrap();
+    }
+    assert_readable(&store, "archive", &tiered).await;
+    assert!(exists(&store, &other_topic).await, "a partition scrub was not given is never touched");
+    assert!(exists(&store, unknown).await, "a key scrub does not fully recognise is never touched");
+    assert!(!exists(&store, &orphan).await);
+    let markers: Vec<String> = all_keys(dir.path()).into_iter().filter(|k| k.contains("_tierlog")).collect();
+    assert!(markers.is_empty(), "the scrub clock marker is removed: {markers:?}");
+}
+
+/// Runs a callback once the first LIST has been read to its end: a commit that lands between
+/// scrub's LIST and its deletes.
+struct AfterFirstList {
+    inner: Arc<dyn ObjectStore>,
+    hook: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+impl fmt::Debug for AfterFirstList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AfterFirstList({})", self.inner)
+    }
+}
+
+impl fmt::Display for AfterFirstList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for AfterFirstList {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let listing = self.inner.list(prefix);
+        match self.hook.lock().unwrap().take() {
+            Some(hook) => {
+                listing.chain(futures::stream::once(hook).filter_map(|()| futures::future::ready(None))).boxed()
+            }
+            None => listing,
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Defect 2: scrub loaded the manifests, then LISTed, then deleted what the (stale)
+/// manifests did not list. An object uploaded before the LIST and committed right after it
+/// must survive, even when it looks old and there is no grace at all.
+#[tokio::test]
+async fn an_object_committed_after_the_listing_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 2)).await;
+    let late = upload_uncommitted(&store, "t", 0, segment(40, 2)).await;
+    for key in all_keys(dir.path()) {
+        set_age(dir.path(), &key, HOUR); // a slow upload: its PUT began long ago
+    }
+    let committer = store.clone();
+    let entry = late.clone();
+    let commit = async move {
+        let mut m = ManifestStore::open(committer, "t", 0, writer(), 0).await.unwrap();
+        m.commit(vec![entry], wall_ms(), 3).await.unwrap();
+    };
+    let hooked = Arc::new(AfterFirstList { inner: store.store.clone(), hook: Mutex::new(Some(commit.boxed())) });
+
+    let report = run_scrub(&store.with_store(hooked.clone()), &[partition("t", 0)], 0, 0).await;
+
+    assert!(hooked.hook.lock().unwrap().is_none(), "the commit ran during the scrub");
+    assert_eq!(manifest::latest_version(&store, "t", 0, 0).await.unwrap(), 2);
+    assert!(deleted(&report).is_empty(), "{:?}", report.objects);
+    assert!(exists(&store, &late.key).await, "the committed object {} is still there", late.key);
+    let mut expected = segments(0, 2, 2);
+    expected.push(segment(40, 2));
+    assert_readable(&store, "t", &expected).await;
+}
+
+/// Grace counts from the end of the commit window: an orphan is deleted only when older
+/// than both together, since until then an upload in progress may still commit it.
+#[tokio::test]
+async fn orphans_are_deleted_only_after_the_commit_window_and_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 2)).await;
+    for key in all_keys(dir.path()) {
+        set_age(dir.path(), &key, 2 * HOUR);
+    }
+    let old = upload_uncommitted(&store, "t", 0, segment(40, 2)).await.key;
+    set_age(dir.path(), &old, 2 * HOUR);
+    let in_window = upload_uncommitted(&store, "t", 0, segment(40, 2)).await.key;
+    set_age(dir.path(), &in_window, HOUR / 2);
+    let fresh = upload_uncommitted(&store, "t", 0, segment(40, 2)).await.key;
+
+    let report = run_scrub(&store, &[partition("t", 0)], HOUR.as_millis() as u64, 10_000).await;
+
+    assert_eq!(deleted(&report), vec![old], "{:?}", report.objects);
+    assert!(exists(&store, &in_window).await, "older than the grace but inside the commit window: kept");
+    assert!(exists(&store, &fresh).await);
+    assert_readable(&store, "t", &segments(0, 2, 2)).await;
+}
