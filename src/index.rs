@@ -43,7 +43,40 @@ pub struct SegmentIndex {
     bytes_at_last_entry: u64,
 }
 
+/// Where a segment's index stood, so a failed append can be undone exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexMark {
+    pub next_offset: u64,
+    pub bytes: u64,
+    min_timestamp: i64,
+    max_timestamp: i64,
+    entries: usize,
+    bytes_at_last_entry: u64,
+}
+
 impl SegmentIndex {
+    pub fn mark(&self) -> IndexMark {
+        IndexMark {
+            next_offset: self.next_offset,
+            bytes: self.bytes,
+            min_timestamp: self.min_timestamp,
+            max_timestamp: self.max_timestamp,
+            entries: self.entries.len(),
+            bytes_at_last_entry: self.bytes_at_last_entry,
+        }
+    }
+
+    /// Forgets every batch pushed since `mark` was taken.
+    pub fn rewind(&mut self, mark: IndexMark) {
+        assert!(mark.entries <= self.entries.len() && mark.bytes <= self.bytes, "rewind only goes back");
+        self.next_offset = mark.next_offset;
+        self.bytes = mark.bytes;
+        self.min_timestamp = mark.min_timestamp;
+        self.max_timestamp = mark.max_timestamp;
+        self.entries.truncate(mark.entries);
+        self.bytes_at_last_entry = mark.bytes_at_last_entry;
+    }
+
     pub fn new(base_offset: u64, interval_bytes: u64) -> Self {
         SegmentIndex {
             base_offset,

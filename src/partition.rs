@@ -27,9 +27,10 @@ use crate::config::{Config, FsyncPolicy};
 use crate::disk::{self, Disk};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::index::IndexMark;
 use crate::index::SegmentIndex;
 use crate::record::{Record, StoredRecord};
-use crate::segment::{self, Segment, SegmentSlice, WriteFailure};
+use crate::segment::{self, Segment, SegmentSlice};
 
 /// Bytes a single read returns at most (whole batches; at least one batch).
 pub const READ_BYTES_MAX: usize = 1024 * 1024;
@@ -143,8 +144,7 @@ impl Partition {
     /// Appends `records` as one or more batches with dense offsets and returns once they are
     /// durable under the fsync policy. All or nothing: records over `log.max_record_bytes`
     /// reject the whole call before anything is written, and an I/O error leaves none of the
-    /// call's records in the log (see the module doc). The call's batches go into one segment
-    /// (rolled first if they would not fit), so one cut undoes all of them.
+    /// call's records in the log, even when the call had rolled segments (see the module doc).
     pub fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
         if !self.writable {
             return Err(Error::ReadOnly(self.dir.clone()));
@@ -153,29 +153,28 @@ impl Partition {
         self.check_records(records)?;
         let mut state = self.lock();
         self.check_running(&state)?;
-        let first_offset = state.active.index.next_offset;
-        let mut batches = Vec::new();
-        let mut next = first_offset;
+        let start = (state.active.index.base_offset, state.active.index.mark());
         for group in split_by_size(records, self.batch_bytes_target()) {
-            let bytes = batch::encode(next, group);
+            let bytes = batch::encode(state.active.index.next_offset, group);
             let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
-            next = header.next_offset();
-            batches.push((header, bytes));
+            let written = self
+                .roll_if_needed(&mut state, bytes.len() as u64, now_ms)
+                .map_err(Failure::Roll)
+                .and_then(|()| state.active.write_batch(&bytes).map_err(Failure::Write));
+            if let Err(failure) = written {
+                return Err(self.undo_append(&mut state, start, failure));
+            }
+            state.active.index.push(&header);
         }
-        let total: u64 = batches.iter().map(|(h, _)| h.length as u64).sum();
-        self.roll_if_needed(&mut state, total, now_ms)?;
         let fsync = self.policy.fsync == FsyncPolicy::Batch;
-        if let Err(failure) = state.active.write_batches(&batches, fsync) {
-            return Err(self.undo_append(&mut state, failure));
-        }
-        for (header, _) in &batches {
-            state.active.index.push(header);
+        if fsync && let Err(e) = state.active.sync_data() {
+            return Err(self.undo_append(&mut state, start, Failure::Sync(e)));
         }
         state.dirty |= !fsync;
         let end = state.active.index.next_offset;
         drop(state);
         self.end_watch.send_replace(end);
-        Ok(Appended { first_offset, last_offset: end - 1 })
+        Ok(Appended { first_offset: start.1.next_offset, last_offset: end - 1 })
     }
 
     fn check_running(&self, state: &State) -> Result<()> {
@@ -189,23 +188,23 @@ impl Partition {
         Error::Stopped { topic: self.topic.clone(), partition: self.id, reason }
     }
 
-    /// After a failed append: cuts the active segment back to the last acknowledged byte and
-    /// fsyncs that. A failed write whose cut succeeded leaves the partition usable (ENOSPC
-    /// may pass); a failed fsync, or a cut that fails, stops it.
-    fn undo_append(&self, state: &mut State, failure: WriteFailure) -> Error {
-        let acked = state.active.index.bytes;
-        let cut = state.active.truncate(acked);
+    /// After a failed append: undoes the call (see [`Self::rewind`]) and fsyncs the result. A
+    /// failed write whose undo succeeded leaves the partition usable (ENOSPC may pass); a
+    /// failed fsync, or an undo that fails, stops it.
+    fn undo_append(&self, state: &mut State, start: (u64, IndexMark), failure: Failure) -> Error {
         let path = state.active.path.clone();
         let (error, reason) = match failure {
-            WriteFailure::Write(e) => (Error::io(&path, "append to", e), None),
-            WriteFailure::Sync(e) => {
+            Failure::Write(e) => (Error::io(&path, "append to", e), None),
+            Failure::Roll(e @ Error::Stopped { .. }) => (e, state.stopped.clone()),
+            Failure::Roll(e) => (e, None),
+            Failure::Sync(e) => {
                 let reason = format!("fsync of {} failed ({e}); the OS may have dropped unsynced data", path.display());
                 (Error::io(&path, "fsync", e), Some(reason))
             }
         };
-        let reason = match cut {
+        let reason = match self.rewind(state, start) {
             Ok(()) => reason,
-            Err(cut) => Some(format!("{error}, and cutting the failed append off at byte {acked} also failed ({cut})")),
+            Err(undo) => Some(format!("{error}, and undoing the failed append also failed ({undo})")),
         };
         tracing::error!(topic = %self.topic, partition = self.id, error = %error, stopped = reason.is_some(), "append failed; the call was undone");
         match reason {
@@ -215,6 +214,22 @@ impl Partition {
             }
             None => error,
         }
+    }
+
+    /// Puts the partition back where a call started: segments the call created hold nothing
+    /// else and are removed, the segment it started in becomes active again (its index files,
+    /// written when the call sealed it, are removed), and its file is cut back to the call's
+    /// first byte and fsynced.
+    fn rewind(&self, state: &mut State, (base, mark): (u64, IndexMark)) -> Result<()> {
+        let disk = &*self.host.disk;
+        while state.active.index.base_offset != base {
+            let (_, previous) = state.sealed.pop_last().expect("the call's first segment was sealed by the call");
+            let created = std::mem::replace(&mut state.active, previous);
+            segment::remove_files(disk, &self.dir, created.index.base_offset)?;
+            segment::remove_index_files(disk, &self.dir, state.active.index.base_offset)?;
+        }
+        state.active.index.rewind(mark);
+        state.active.truncate(mark.bytes)
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request
@@ -467,6 +482,13 @@ impl Partition {
         }
         unreachable!("segment max timestamp promised a record ≥ {time} in {}", slice.path.display())
     }
+}
+
+/// Why an append call failed part-way.
+enum Failure {
+    Write(std::io::Error),
+    Sync(std::io::Error),
+    Roll(Error),
 }
 
 /// Validated batch bytes read from one segment, and the offset the reader asked for.

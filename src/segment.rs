@@ -145,31 +145,21 @@ impl Segment {
         self.sync()
     }
 
-    /// Writes encoded batches at the end of the file, then fsyncs when `fsync`. The index is
-    /// not touched: the caller records the batches once the whole call succeeded, or cuts the
-    /// file back to `index.bytes` when it did not, so no byte of a failed call stays behind.
-    pub fn write_batches(&self, batches: &[(BatchHeader, Vec<u8>)], fsync: bool) -> Result<(), WriteFailure> {
-        for (header, bytes) in batches {
-            debug_assert_eq!(header.length, bytes.len());
-            self.file.append(bytes).map_err(WriteFailure::Write)?;
-        }
-        if fsync {
-            self.file.sync_data().map_err(WriteFailure::Sync)?;
-        }
-        Ok(())
+    /// Writes one encoded batch at the end of the file. The index is not touched: the caller
+    /// records the batch, or cuts the file back to `index.bytes` when the call fails, so no
+    /// byte of a failed call stays behind. On error a prefix of `bytes` may have been written.
+    pub fn write_batch(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.append(bytes)
+    }
+
+    /// fsync, with the raw error (the caller decides what a failure means).
+    pub fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
     }
 
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, "fsync", e))
     }
-}
-
-/// Why [`Segment::write_batches`] failed: a failed write may have left a prefix behind; a
-/// failed fsync leaves the durability of everything unsynced unknown.
-#[derive(Debug)]
-pub enum WriteFailure {
-    Write(std::io::Error),
-    Sync(std::io::Error),
 }
 
 /// A read-only view of a byte range of a segment, detached from the partition's lock.
@@ -216,11 +206,17 @@ pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
 
 /// Removes a segment file and its index files.
 pub fn remove_files(disk: &dyn Disk, dir: &Path, base_offset: u64) -> Result<()> {
-    for name in [
-        index::segment_file_name(base_offset),
-        index::index_file_name(base_offset),
-        index::time_index_file_name(base_offset),
-    ] {
+    remove(disk, dir, &[index::segment_file_name(base_offset)])?;
+    remove_index_files(disk, dir, base_offset)
+}
+
+/// Removes a segment's index files (rebuilt by the next seal or recovery).
+pub fn remove_index_files(disk: &dyn Disk, dir: &Path, base_offset: u64) -> Result<()> {
+    remove(disk, dir, &[index::index_file_name(base_offset), index::time_index_file_name(base_offset)])
+}
+
+fn remove(disk: &dyn Disk, dir: &Path, names: &[String]) -> Result<()> {
+    for name in names {
         let path = dir.join(name);
         match disk.remove_file(&path) {
             Ok(()) => {}

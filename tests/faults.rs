@@ -81,19 +81,26 @@ fn a_write_that_stops_part_way_leaves_no_bytes_and_later_acknowledged_records_su
 }
 
 #[test]
-fn a_multi_batch_append_that_fails_in_its_second_batch_writes_none_of_it() {
+fn a_multi_batch_append_that_fails_after_rolling_segments_writes_none_of_it() {
     let mut f = fixture(FsyncPolicy::Batch);
-    f.config.segment.max_bytes = 1 << 20;
+    f.config.segment.max_bytes = 128 * 1024;
     let log = f.open().unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     p.append(&records(0..2), 1_000).unwrap();
-    // 64 KiB records in one call: several batches, the second of which fails.
-    let big: Vec<Record> =
-        (0..40).map(|i| Record { value: vec![b'x'; 60 * 1024], ..record(100 + i) }).collect::<Vec<_>>();
-    f.disk.fail_append_after(1);
+    // 60 KiB records in one call: several batches over several segments; the sixth write fails.
+    let big: Vec<Record> = (0..40).map(|i| Record { value: vec![b'x'; 60 * 1024], ..record(100 + i) }).collect();
+    f.disk.fail_append_after(5);
     assert!(p.append(&big, 1_000).is_err());
     assert_eq!(p.end_offset(), 2, "no offset of the failed call was handed out");
+    assert!(p.sealed_segments().is_empty(), "the segments the call rolled were undone");
     assert_eq!(values(&log), expected(&[0, 1]));
+    let files = f.disk.files();
+    assert_eq!(files.iter().filter(|f| f.extension().is_some_and(|e| e != "json")).count(), 1, "{files:?}");
+    // The partition goes on, and the same call now succeeds whole.
+    assert_eq!(p.append(&big, 1_000).unwrap().first_offset, 2);
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()).len(), 42);
 }
 
 #[test]

@@ -354,8 +354,10 @@ impl Disk for SimDisk {
         // Each step is its own operation, so a power cut can fall between them.
         let tmp = super::temp_path(path);
         let file = self.create_new(&tmp)?;
-        file.append(bytes)?;
-        file.sync_data()?;
+        if let Err(e) = file.append(bytes).and_then(|()| file.sync_data()) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
         {
             let mut state = self.lock();
             state.begin()?;
