@@ -2,6 +2,8 @@
 //!
 //! Faults: failing PUTs (before storing), PUTs that store the object and then report a
 //! timeout (the ambiguous case object_store does not retry), failing GETs, and added latency.
+//! [`Faults::seeded`] draws the same faults at random from a seed, for the deterministic
+//! simulation: one seed, one sequence of failures for the same sequence of requests.
 //! Counters: requests by kind and bytes fetched, so tests can prove request budgets.
 
 use std::fmt;
@@ -48,6 +50,58 @@ pub struct Faults {
     pub fail_gets: AtomicU64,
     /// Added to every request.
     pub latency_ms: AtomicU64,
+    /// Random faults from a seed, when set.
+    pub seeded: std::sync::Mutex<Option<SeededFaults>>,
+}
+
+/// Probabilities (parts per million per request) of faults drawn from a seeded generator.
+#[derive(Debug)]
+pub struct SeededFaults {
+    rng: rand::rngs::StdRng,
+    pub put_fail_per_million: u32,
+    pub put_timeout_after_store_per_million: u32,
+    pub get_fail_per_million: u32,
+    pub head_fail_per_million: u32,
+    pub delete_fail_per_million: u32,
+}
+
+impl SeededFaults {
+    pub fn new(seed: u64, per_million: u32) -> Self {
+        use rand::SeedableRng;
+        SeededFaults {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            put_fail_per_million: per_million,
+            put_timeout_after_store_per_million: per_million,
+            get_fail_per_million: per_million,
+            head_fail_per_million: per_million,
+            delete_fail_per_million: per_million,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Draw {
+    PutFail,
+    PutTimeoutAfterStore,
+    GetFail,
+    HeadFail,
+    DeleteFail,
+}
+
+impl Faults {
+    fn draw(&self, what: Draw) -> bool {
+        use rand::Rng;
+        let mut seeded = self.seeded.lock().expect("fault lock");
+        let Some(s) = seeded.as_mut() else { return false };
+        let per_million = match what {
+            Draw::PutFail => s.put_fail_per_million,
+            Draw::PutTimeoutAfterStore => s.put_timeout_after_store_per_million,
+            Draw::GetFail => s.get_fail_per_million,
+            Draw::HeadFail => s.head_fail_per_million,
+            Draw::DeleteFail => s.delete_fail_per_million,
+        };
+        s.rng.random_range(0..1_000_000u32) < per_million
+    }
 }
 
 #[derive(Debug)]
@@ -101,11 +155,11 @@ impl ObjectStore for FaultStore {
             .expect("fault lock")
             .as_ref()
             .is_some_and(|m| location.as_ref().contains(m.as_str()));
-        if hard || take(&self.faults.fail_puts) {
+        if hard || take(&self.faults.fail_puts) || self.faults.draw(Draw::PutFail) {
             return Err(injected("PUT failed"));
         }
         let result = self.inner.put_opts(location, payload, opts).await?;
-        if take(&self.faults.timeout_after_store_puts) {
+        if take(&self.faults.timeout_after_store_puts) || self.faults.draw(Draw::PutTimeoutAfterStore) {
             return Err(injected("PUT timed out (after the object was stored)"));
         }
         Ok(result)
@@ -119,7 +173,7 @@ impl ObjectStore for FaultStore {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.counters.multipart_uploads.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
-        if take(&self.faults.fail_puts) {
+        if take(&self.faults.fail_puts) || self.faults.draw(Draw::PutFail) {
             return Err(injected("multipart PUT failed"));
         }
         self.inner.put_multipart_opts(location, opts).await
@@ -132,7 +186,8 @@ impl ObjectStore for FaultStore {
             self.counters.gets.fetch_add(1, Ordering::SeqCst);
         }
         self.delay().await;
-        if take(&self.faults.fail_gets) {
+        let drawn = self.faults.draw(if options.head { Draw::HeadFail } else { Draw::GetFail });
+        if take(&self.faults.fail_gets) || drawn {
             return Err(injected("GET failed"));
         }
         self.inner.get_opts(location, options).await
@@ -143,6 +198,10 @@ impl ObjectStore for FaultStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         self.counters.deletes.fetch_add(1, Ordering::SeqCst);
+        if self.faults.draw(Draw::DeleteFail) {
+            use futures::StreamExt;
+            return locations.map(|_| Err(injected("DELETE failed"))).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 

@@ -1,0 +1,426 @@
+//! Deterministic simulation of the whole storage path, under one seed: the real partition
+//! append/roll/seal/recovery code on a simulated disk with crash semantics and seeded I/O
+//! faults, the real upload pipeline, manifest commits, local retention and scrub against an
+//! in-memory object store with seeded faults (failed and ambiguous PUTs, failed GETs, HEADs and
+//! DELETEs), the unified reader and consumer groups, with power cuts landing between any two
+//! disk operations. After every step the invariants are checked against an in-memory oracle:
+//!
+//! - every acknowledged record is readable exactly once, in order, with dense offsets, through
+//!   the unified reader (both tiers); a failed append left nothing; a call cut short by a
+//!   power cut left at most a prefix of itself;
+//! - a time lookup equals the oracle's (first offset whose timestamp is ≥ T);
+//! - the manifest chain verifies, starts at offset 0 and never runs past the local log;
+//! - no local segment is gone unless its object is in the bucket (else the read check fails);
+//! - scrub never deletes a referenced object (else the read check fails);
+//! - committed group offsets read back as committed.
+//!
+//! Runs `TIERLOG_SIM_SEEDS` seeds (default 200) from `TIERLOG_SIM_FIRST_SEED` (default 1);
+//! `TIERLOG_SIM_SEED=N` replays one seed with its trace printed. The durability policy is
+//! `batch`: under `interval`/`never`, acknowledged records may be lost at a crash by design.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use object_store::memory::InMemory;
+use tierlog::config::{Config, FsyncPolicy};
+use tierlog::disk::sim::{DiskFaults, SimDisk, SimRng};
+use tierlog::host::{Clock, Host};
+use tierlog::reader::Reader;
+use tierlog::tier::Tiering;
+use tierlog::{Error, Log, Record};
+use tierlog_tiering::fault::{FaultStore, SeededFaults};
+use tierlog_tiering::manifest::{ManifestStore, Writer};
+use tierlog_tiering::remote_reader::RemoteReader;
+use tierlog_tiering::scrub::{self, ScrubPartition, ScrubSettings};
+use tierlog_tiering::store::RemoteStore;
+
+/// Named `archive`, the name that once made scrub take manifests for orphans.
+const TOPIC: &str = "archive";
+const PARTITIONS: u32 = 2;
+const STEPS: usize = 60;
+
+/// What the oracle knows about one partition.
+#[derive(Debug, Default, Clone)]
+struct PartitionOracle {
+    /// Records known to be in the log, in offset order: (value, timestamp).
+    records: Vec<(String, i64)>,
+    /// A call cut short by a power cut: any prefix of it may have survived.
+    in_doubt: Vec<(String, i64)>,
+}
+
+struct World {
+    seed: u64,
+    rng: SimRng,
+    _dir: tempfile::TempDir,
+    disk: SimDisk,
+    time: Arc<AtomicI64>,
+    config: Config,
+    remote: RemoteStore,
+    faults: Arc<FaultStore>,
+    log: Option<Log>,
+    tiering: Option<Tiering>,
+    oracle: Vec<PartitionOracle>,
+    groups: BTreeMap<u32, u64>,
+    calls: u64,
+    trace: Vec<String>,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let mut rng = SimRng::new(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let faults = DiskFaults { enospc_per_million: 4_000, fsync_error_per_million: 2_000 };
+        let disk = SimDisk::new(rng.next_u64(), faults);
+        let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        config.durability.fsync = FsyncPolicy::Batch;
+        config.segment.max_bytes = 1024 + rng.below(4096);
+        config.segment.index_interval_bytes = 256;
+        config.tiering.chunk_bytes = 512 + rng.below(2048);
+        config.tiering.local_retention_bytes = rng.below(8192);
+        config.tiering.local_retention_ms = u64::MAX >> 2;
+        config.tiering.upload_attempts = 1 + rng.below(3);
+        config.tiering.upload_concurrency = 1; // one request at a time: the same order every run
+        config.tiering.commit_window_ms = 1_000;
+        config.tiering.orphan_grace_ms = 0;
+        let faulty = Arc::new(FaultStore::new(Arc::new(InMemory::new())));
+        *faulty.faults.seeded.lock().unwrap() = Some(SeededFaults::new(rng.next_u64(), 20_000));
+        let remote = RemoteStore::local_dir(&dir.path().join("unused")).unwrap().with_store(faulty.clone());
+        let oracle = vec![PartitionOracle::default(); PARTITIONS as usize];
+        let time = Arc::new(AtomicI64::new(1_700_000_000_000));
+        let (log, tiering, groups, calls, trace) = (None, None, BTreeMap::new(), 0, Vec::new());
+        World {
+            seed,
+            rng,
+            _dir: dir,
+            disk,
+            time,
+            config,
+            remote,
+            faults: faulty,
+            log,
+            tiering,
+            oracle,
+            groups,
+            calls,
+            trace,
+        }
+    }
+
+    fn host(&self) -> Host {
+        Host { disk: Arc::new(self.disk.clone()), clock: Clock::manual(self.time.clone()) }
+    }
+
+    fn log(&self) -> &Log {
+        self.log.as_ref().expect("log is open")
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.push(line);
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "seed {}: {what}\ntrace:\n  {}\nreplay: TIERLOG_SIM_SEED={} cargo test --test simulation -- --nocapture",
+            self.seed,
+            self.trace.join("\n  "),
+            self.seed
+        );
+    }
+
+    /// Opens the log (creating the topic the first time) and a tiering driver on it.
+    async fn open(&mut self) {
+        self.disk.set_now_ms(self.time.load(Ordering::SeqCst));
+        let log = match Log::open_on(self.host(), self.config.clone()) {
+            Ok(log) => log,
+            Err(e) if self.disk.is_dead() => {
+                self.note(format!("power cut during recovery ({e})"));
+                return; // the crash that follows restarts again
+            }
+            Err(e) => self.fail(format!("recovery failed: {e}")),
+        };
+        if log.topics().is_empty() && let Err(e) = log.create_topic(TOPIC, PARTITIONS) {
+            if !self.disk.is_dead() {
+                self.fail(format!("create topic: {e}"));
+            }
+        }
+        let tiering = match Tiering::start_with(log.clone(), self.remote.clone()).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.note(format!("tiering start failed: {e}"));
+                None
+            }
+        };
+        self.log = Some(log);
+        self.tiering = tiering;
+    }
+
+    fn close(&mut self) {
+        self.tiering = None;
+        self.log = None;
+    }
+
+    /// A power cut: what was not durable is lost or torn; the process starts again.
+    async fn crash_and_restart(&mut self) {
+        self.close();
+        self.disk.crash();
+        self.open().await;
+        let seeded = self.faults.faults.seeded.lock().unwrap().take();
+        self.reconcile_after_crash().await;
+        *self.faults.faults.seeded.lock().unwrap() = seeded;
+    }
+
+    async fn produce(&mut self) {
+        let partition = self.rng.below(u64::from(PARTITIONS)) as u32;
+        let count = 1 + self.rng.below(40) as usize;
+        let size = 1 + self.rng.below(300) as usize;
+        let call = self.calls;
+        self.calls += 1;
+        let now = self.time.load(Ordering::SeqCst);
+        let records: Vec<(String, i64)> = (0..count)
+            .map(|i| (format!("p{partition}-c{call}-r{i}-{}", "x".repeat(size)), now + self.rng.below(50) as i64 - 25))
+            .collect();
+        let batch: Vec<Record> = records
+            .iter()
+            .map(|(v, ts)| Record { timestamp: *ts, key: None, value: v.clone().into_bytes(), headers: vec![] })
+            .collect();
+        let p = self.log().topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        let expected_first = self.oracle[partition as usize].records.len() as u64;
+        match p.append(&batch, now) {
+            Ok(appended) => {
+                if appended.first_offset != expected_first || appended.last_offset + 1 - appended.first_offset != count as u64
+                {
+                    self.fail(format!("append {call} got {appended:?}, expected {count} records from {expected_first}"));
+                }
+                self.note(format!("produce p{partition} call {call}: {count} acked at {expected_first}"));
+                self.oracle[partition as usize].records.extend(records);
+            }
+            Err(e) if self.disk.is_dead() => {
+                self.note(format!("produce p{partition} call {call}: cut by the power cut ({e})"));
+                self.oracle[partition as usize].in_doubt = records;
+            }
+            Err(e) => {
+                self.note(format!("produce p{partition} call {call}: failed, must leave nothing ({})", kind(&e)));
+                if matches!(e, Error::Stopped { .. }) {
+                    self.close();
+                    self.open().await; // the operator restarts the stopped process
+                }
+            }
+        }
+    }
+
+    async fn tier(&mut self) {
+        let seal = self.rng.below(2) == 0;
+        let Some(tiering) = self.tiering.as_ref() else {
+            self.close();
+            self.open().await;
+            return;
+        };
+        match tiering.run_once(None, seal).await {
+            Ok(reports) => {
+                let summary: Vec<String> = reports
+                    .iter()
+                    .map(|r| format!("p{} up {} del {} err {}", r.partition, r.uploaded_segments, r.deleted_local_segments, r.error.is_some()))
+                    .collect();
+                self.note(format!("tier run (seal {seal}): {}", summary.join(", ")));
+            }
+            Err(e) => self.note(format!("tier run failed: {}", kind(&e))),
+        }
+    }
+
+    async fn scrub(&mut self) {
+        let partitions: Vec<ScrubPartition> = (0..PARTITIONS)
+            .map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 })
+            .collect();
+        let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
+        match scrub::scrub(&self.remote, &partitions, &settings).await {
+            Ok(report) => self.note(format!("scrub: {} unreferenced", report.unreferenced())),
+            Err(e) => self.note(format!("scrub failed: {e}")),
+        }
+    }
+
+    fn commit_group(&mut self) {
+        let partition = self.rng.below(u64::from(PARTITIONS)) as u32;
+        let end = self.oracle[partition as usize].records.len() as u64;
+        let offset = self.rng.below(end + 1);
+        let dir = self.config.data_dir.clone();
+        match tierlog::groups::commit(&dir, "g", TOPIC, &[(partition, offset)].into()) {
+            Ok(()) => {
+                self.groups.insert(partition, offset);
+            }
+            Err(e) => self.fail(format!("group commit: {e}")),
+        }
+        let loaded = tierlog::groups::load(&dir, "g", TOPIC).unwrap_or_else(|e| self.fail(format!("group load: {e}")));
+        if loaded != self.groups {
+            self.fail(format!("group offsets {loaded:?}, committed {:?}", self.groups));
+        }
+    }
+
+    /// Everything the log holds now, through the unified reader.
+    async fn read_all(&self, partition: u32) -> Result<Vec<(u64, String, i64)>, Error> {
+        let log = self.log().clone();
+        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
+        let reader = Reader::with_remote(log.clone(), remote);
+        let p = log.topic(TOPIC)?.partition(partition)?.clone();
+        let mut out = Vec::new();
+        let mut next = reader.start_offset(&p).await?;
+        loop {
+            let records = reader.read(&p, next, 64 * 1024).await?;
+            let Some(last) = records.last() else { return Ok(out) };
+            next = last.offset + 1;
+            out.extend(
+                records.into_iter().map(|r| (r.offset, String::from_utf8(r.record.value).unwrap(), r.record.timestamp)),
+            );
+        }
+    }
+
+    /// After a crash: the log must hold every acknowledged record and at most a prefix of the
+    /// call the crash interrupted; what survived of that call becomes known.
+    async fn reconcile_after_crash(&mut self) {
+        for p in 0..PARTITIONS {
+            let got = self.read_checked(p).await;
+            let oracle = &self.oracle[p as usize];
+            let known = oracle.records.len();
+            let extra = got.len().saturating_sub(known);
+            if got.len() < known || extra > oracle.in_doubt.len() {
+                self.fail(format!("p{p}: {} records after the crash, {known} acknowledged (+{} in doubt)", got.len(), oracle.in_doubt.len()));
+            }
+            let doubt = oracle.in_doubt[..extra].to_vec();
+            self.check_prefix(p, &got, &doubt);
+            let oracle = &mut self.oracle[p as usize];
+            oracle.records.extend(doubt);
+            oracle.in_doubt.clear();
+            self.note(format!("p{p}: {extra} in-doubt records survived the crash"));
+        }
+    }
+
+    async fn read_checked(&mut self, partition: u32) -> Vec<(u64, String, i64)> {
+        match self.read_all(partition).await {
+            Ok(records) => records,
+            Err(e) => self.fail(format!("p{partition}: read failed: {e}")),
+        }
+    }
+
+    fn check_prefix(&self, partition: u32, got: &[(u64, String, i64)], doubt: &[(String, i64)]) {
+        let oracle = &self.oracle[partition as usize];
+        let want = oracle.records.iter().chain(doubt);
+        for (i, ((offset, value, ts), (want_value, want_ts))) in got.iter().zip(want).enumerate() {
+            if *offset != i as u64 || value != want_value || ts != want_ts {
+                self.fail(format!("p{partition} offset {i}: got {offset} {value:.20} @ {ts}, want {want_value:.20} @ {want_ts}"));
+            }
+        }
+    }
+
+    /// The invariants that must hold after every step.
+    async fn check(&mut self) {
+        for p in 0..PARTITIONS {
+            let got = self.read_checked(p).await;
+            if got.len() != self.oracle[p as usize].records.len() {
+                self.fail(format!("p{p}: {} records readable, {} acknowledged", got.len(), self.oracle[p as usize].records.len()));
+            }
+            self.check_prefix(p, &got, &[]);
+            self.check_time_lookup(p).await;
+            self.check_manifest(p).await;
+        }
+    }
+
+    async fn check_time_lookup(&mut self, partition: u32) {
+        let records = self.oracle[partition as usize].records.clone();
+        let Some(first) = records.first() else { return };
+        let t = first.1 - 30 + self.rng.below((records.last().unwrap().1 - first.1 + 60).max(1) as u64) as i64;
+        let want = records.iter().position(|(_, ts)| *ts >= t).unwrap_or(records.len()) as u64;
+        let log = self.log().clone();
+        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
+        let reader = Reader::with_remote(log.clone(), remote);
+        let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        match reader.offset_for_time(&p, t).await {
+            Ok(got) if got == want => {}
+            Ok(got) => self.fail(format!("p{partition}: offset_for_time({t}) = {got}, oracle says {want}")),
+            Err(e) => self.fail(format!("p{partition}: offset_for_time({t}) failed: {e}")),
+        }
+    }
+
+    async fn check_manifest(&mut self, partition: u32) {
+        let faults = self.faults.faults.seeded.lock().unwrap().take();
+        let loaded = ManifestStore::open(self.remote.clone(), TOPIC, partition, Writer { id: "sim".into(), epoch: 0 }, 0).await;
+        *self.faults.faults.seeded.lock().unwrap() = faults;
+        let manifest = match loaded {
+            Ok(m) => m.current,
+            Err(e) => self.fail(format!("p{partition}: manifest does not load or verify: {e}")),
+        };
+        let end = self.oracle[partition as usize].records.len() as u64;
+        if manifest.start_offset().is_some_and(|s| s != 0) || manifest.next_offset() > end {
+            self.fail(format!("p{partition}: manifest covers {:?}..{}, log ends at {end}", manifest.start_offset(), manifest.next_offset()));
+        }
+    }
+
+    async fn step(&mut self) {
+        self.time.fetch_add(1 + self.rng.below(500) as i64, Ordering::SeqCst);
+        self.disk.set_now_ms(self.time.load(Ordering::SeqCst));
+        match self.rng.below(100) {
+            0..=49 => self.produce().await,
+            50..=69 => self.tier().await,
+            70..=79 => {
+                // A power cut somewhere inside the next produce or tiering pass.
+                let after = self.rng.below(60);
+                self.note(format!("power cut armed after {after} disk operations"));
+                self.disk.crash_after(after);
+                if self.rng.below(2) == 0 { self.produce().await } else { self.tier().await }
+                self.crash_and_restart().await;
+            }
+            80..=84 => {
+                self.note("clean restart".into());
+                self.close();
+                self.open().await;
+            }
+            85..=89 => self.scrub().await,
+            _ => self.commit_group(),
+        }
+        // Faults stop while the invariants are checked: the checker reads, it is not tested.
+        let seeded = self.faults.faults.seeded.lock().unwrap().take();
+        self.check().await;
+        *self.faults.faults.seeded.lock().unwrap() = seeded;
+    }
+}
+
+fn kind(e: &Error) -> String {
+    format!("{:?}", e.kind())
+}
+
+/// One seed, one run; returns its trace.
+fn run_seed(seed: u64) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    runtime.block_on(async {
+        let mut world = World::new(seed);
+        world.open().await;
+        for _ in 0..STEPS {
+            world.step().await;
+        }
+        world.trace
+    })
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+}
+
+#[test]
+fn every_acknowledged_record_survives_faults_crashes_tiering_retention_and_scrub() {
+    if let Some(seed) = env_u64("TIERLOG_SIM_SEED") {
+        let trace = run_seed(seed);
+        println!("seed {seed} trace:\n  {}", trace.join("\n  "));
+        return;
+    }
+    let first = env_u64("TIERLOG_SIM_FIRST_SEED").unwrap_or(1);
+    let seeds = env_u64("TIERLOG_SIM_SEEDS").unwrap_or(200);
+    let started = std::time::Instant::now();
+    for seed in first..first + seeds {
+        run_seed(seed);
+    }
+    println!("simulation: {seeds} seeds from {first} in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn one_seed_gives_one_trace() {
+    assert_eq!(run_seed(7), run_seed(7));
+}
