@@ -213,3 +213,29 @@ fn data_dir_paths_live_on_the_simulated_disk_only() {
     assert!(f.disk.is_file(&f.config.data_dir.join("topics/t/topic.json")));
     assert!(!Path::new(&f.config.data_dir.join("topics/t/topic.json")).exists(), "nothing reached the real disk");
 }
+
+/// Review finding: a record value that happens to contain a valid batch (any producer can
+/// send one) makes an ordinary torn tail look like mid-file damage. The torn batch's header
+/// says it runs past the end of the file, yet `next_valid_batch_after` searches *inside* it,
+/// finds the embedded batch, and recovery refuses to open the partition for writing.
+#[test]
+fn review_a_torn_tail_whose_value_embeds_a_batch_is_still_a_torn_tail() {
+    let f = fixture(FsyncPolicy::Batch);
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..5), 1_000).unwrap();
+    }
+    let path = f.segment(0);
+    let good = f.disk.contents(&path).unwrap();
+    // The unacknowledged append in flight at the power cut: one record whose value starts
+    // with the bytes of a complete, valid batch, followed by padding.
+    let mut value = tierlog::batch::encode(77, &[record(0)]);
+    value.extend_from_slice(&[b'p'; 8192]);
+    let in_flight = tierlog::batch::encode(5, &[Record { value, ..record(5) }]);
+    let mut torn = good.clone();
+    torn.extend_from_slice(&in_flight[..in_flight.len() / 2]); // a prefix reached the medium
+    f.disk.restore(&path, &torn);
+    let log = f.open().expect("a torn tail must be cut, not reported as mid-file damage");
+    assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4]));
+}
