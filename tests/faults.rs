@@ -239,3 +239,75 @@ fn review_a_torn_tail_whose_value_embeds_a_batch_is_still_a_torn_tail() {
     let log = f.open().expect("a torn tail must be cut, not reported as mid-file damage");
     assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4]));
 }
+
+/// Review finding: the directories of a new topic and partition are created but the entry
+/// for each in its parent is never fsynced (only the partition directory itself is), so on
+/// Linux a power cut after acknowledged appends can lose the whole topic directory. SimDisk
+/// hides this by treating every directory as durable the moment it is created.
+#[test]
+fn review_new_topic_and_partition_directories_are_made_durable_in_their_parents() {
+    use std::sync::Mutex;
+    #[derive(Debug)]
+    struct Recording {
+        inner: SimDisk,
+        created: Mutex<Vec<std::path::PathBuf>>,
+        synced_after: Mutex<Vec<std::path::PathBuf>>,
+    }
+    impl Disk for Recording {
+        fn create_new(&self, p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            self.inner.create_new(p)
+        }
+        fn open(&self, p: &Path, a: bool) -> std::io::Result<tierlog::disk::FileRef> {
+            self.inner.open(p, a)
+        }
+        fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
+            self.inner.read(p)
+        }
+        fn write_atomic(&self, p: &Path, b: &[u8]) -> std::io::Result<()> {
+            self.inner.write_atomic(p, b)?;
+            self.synced_after.lock().unwrap().push(p.parent().unwrap().to_path_buf());
+            Ok(())
+        }
+        fn list(&self, d: &Path) -> std::io::Result<Vec<String>> {
+            self.inner.list(d)
+        }
+        fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+            self.inner.remove_file(p)
+        }
+        fn create_dir_all(&self, d: &Path) -> std::io::Result<()> {
+            for a in d.ancestors() {
+                if !self.inner.is_dir(a) {
+                    self.created.lock().unwrap().push(a.to_path_buf());
+                }
+            }
+            self.inner.create_dir_all(d)
+        }
+        fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
+            self.synced_after.lock().unwrap().push(d.to_path_buf());
+            self.inner.sync_dir(d)
+        }
+        fn is_file(&self, p: &Path) -> bool {
+            self.inner.is_file(p)
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.inner.is_dir(p)
+        }
+    }
+    let f = fixture(FsyncPolicy::Batch);
+    let disk = Arc::new(Recording { inner: f.disk.clone(), created: Mutex::default(), synced_after: Mutex::default() });
+    let host = Host { disk: disk.clone(), clock: f.host.clock.clone() };
+    let log = Log::open_on(host, f.config.clone()).unwrap();
+    disk.created.lock().unwrap().clear();
+    disk.synced_after.lock().unwrap().clear();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap(); // acknowledged under fsync = batch
+    let created = disk.created.lock().unwrap().clone();
+    let synced = disk.synced_after.lock().unwrap().clone();
+    assert!(!created.is_empty());
+    let not_durable: Vec<_> =
+        created.iter().filter(|d| !synced.iter().any(|s| Some(s.as_path()) == d.parent())).collect();
+    assert!(
+        not_durable.is_empty(),
+        "directories created for an acknowledged append whose parent was never fsynced: {not_durable:?} (synced: {synced:?})"
+    );
+}
