@@ -311,3 +311,129 @@ fn review_new_topic_and_partition_directories_are_made_durable_in_their_parents(
         "directories created for an acknowledged append whose parent was never fsynced: {not_durable:?} (synced: {synced:?})"
     );
 }
+
+/// Review finding: a read-only reader of the same data directory (`Log::open_read_only`,
+/// `refresh()`, as `tierlog consume` and the reader use) indexes and serves batches the writer
+/// has written but not acknowledged. Here the writer's call fails (ENOSPC after a roll) and
+/// is undone, yet the reader already served its record at offset 3; after the writer appends
+/// a different record at offset 3, the reader's index no longer matches the file.
+#[test]
+fn review_a_read_only_reader_never_serves_a_record_of_a_failed_append() {
+    use std::sync::Mutex;
+    type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+    struct HookDisk {
+        inner: SimDisk,
+        hook: Hook,
+    }
+    impl std::fmt::Debug for HookDisk {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("HookDisk")
+        }
+    }
+    struct HookFile {
+        inner: tierlog::disk::FileRef,
+        hook: Hook,
+    }
+    impl std::fmt::Debug for HookFile {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("HookFile")
+        }
+    }
+    impl tierlog::disk::DiskFile for HookFile {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn modified_ms(&self) -> std::io::Result<i64> {
+            self.inner.modified_ms()
+        }
+        fn read_exact_at(&self, buf: &mut [u8], position: u64) -> std::io::Result<()> {
+            self.inner.read_exact_at(buf, position)
+        }
+        fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+            self.inner.append(bytes)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            self.inner.sync_data()
+        }
+    }
+    impl HookDisk {
+        fn wrap(&self, file: tierlog::disk::FileRef) -> tierlog::disk::FileRef {
+            Arc::new(HookFile { inner: file, hook: self.hook.clone() })
+        }
+    }
+    impl Disk for HookDisk {
+        fn create_new(&self, p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            self.inner.create_new(p).map(|f| self.wrap(f))
+        }
+        fn open(&self, p: &Path, a: bool) -> std::io::Result<tierlog::disk::FileRef> {
+            self.inner.open(p, a).map(|f| self.wrap(f))
+        }
+        fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
+            self.inner.read(p)
+        }
+        fn write_atomic(&self, p: &Path, b: &[u8]) -> std::io::Result<()> {
+            self.inner.write_atomic(p, b)
+        }
+        fn list(&self, d: &Path) -> std::io::Result<Vec<String>> {
+            self.inner.list(d)
+        }
+        fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+            self.inner.remove_file(p)
+        }
+        fn create_dir_all(&self, d: &Path) -> std::io::Result<()> {
+            self.inner.create_dir_all(d)
+        }
+        fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
+            self.inner.sync_dir(d)
+        }
+        fn is_file(&self, p: &Path) -> bool {
+            self.inner.is_file(p)
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.inner.is_dir(p)
+        }
+    }
+
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 4096;
+    let hook: Hook = Arc::default();
+    let writer_host = Host { disk: Arc::new(HookDisk { inner: f.disk.clone(), hook: hook.clone() }), clock: f.host.clock.clone() };
+    let log = Log::open_on(writer_host, f.config.clone()).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    let reader = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(rp.read(0, 1 << 20).unwrap().len(), 3);
+
+    // One call, two ~3 KB batches: the first lands in the active segment, the second needs a
+    // roll (whose fsync runs the hook: the reader looks now) and then fails with ENOSPC.
+    let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+    let seen: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    {
+        let (rp, seen) = (rp.clone(), seen.clone());
+        *hook.lock().unwrap() = Some(Box::new(move || {
+            rp.refresh().unwrap();
+            let got = rp.read(3, 1 << 20).unwrap();
+            seen.lock().unwrap().extend(got.iter().map(|s| (s.offset, s.record.value.len())));
+        }));
+    }
+    f.disk.fail_append_after(1);
+    assert!(p.append(&failed, 1_000).is_err(), "the call fails and is undone");
+    assert_eq!(p.end_offset(), 3);
+    // The writer goes on: a different, acknowledged record at offset 3.
+    p.append(&[Record { value: vec![b'Y'; 500], ..record(3) }], 1_000).unwrap();
+    let later = rp.refresh().and_then(|()| rp.read(3, 1 << 20)).map(|v| v.iter().map(|s| s.record.value.len()).collect::<Vec<_>>());
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "the reader served records of the failed, undone call: (offset, value bytes) {seen:?}; \
+         after the writer acknowledged another record at offset 3 the reader returns {later:?} (expected [500])"
+    );
+}
