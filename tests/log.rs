@@ -216,3 +216,62 @@ fn reading_below_the_log_start_names_the_earliest_available_offset() {
     assert!(err.contains(&format!("earliest available offset is {}", oldest.next_offset)), "{err}");
     assert_eq!(p.read(oldest.next_offset, 4096).unwrap()[0].offset, oldest.next_offset);
 }
+
+/// Review finding: the chain-end check only compares the local segment whose *base offset*
+/// equals the remote chain's last entry. A second data directory whose segment boundaries
+/// differ (different record sizes or roll settings — the normal case for different records)
+/// has no local segment at that base, the check is skipped, and `eligible` happily uploads
+/// its segment that starts at the remote end: its history is spliced onto the other chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_another_chain() {
+    use std::sync::Arc;
+    use tierlog::tier::Tiering;
+    use tierlog_tiering::store::RemoteStore;
+    let remote = RemoteStore {
+        store: Arc::new(object_store::memory::InMemory::new()),
+        prefix: object_store::path::Path::from("p"),
+        display: "memory".into(),
+    };
+    let fill = |dir: &Path, cuts: &[u64], tag: &str| {
+        let mut c = config(dir, 64 * 1024 * 1024);
+        c.tiering.local_retention_bytes = u64::MAX >> 2;
+        c.tiering.local_retention_ms = 100 * 365 * 24 * 3600 * 1000;
+        let log = Log::open(c).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        let mut from = 0;
+        for &to in cuts {
+            let records: Vec<Record> =
+                (from..to).map(|i| Record { value: format!("{tag}-{i}").into_bytes(), ..record(i, 1_000) }).collect();
+            p.append(&records, 1_000).unwrap();
+            p.seal_active(1_000).unwrap();
+            from = to;
+        }
+        log
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A: segments [0,50) and [50,100), tiered.
+    let a = Tiering::start_with(fill(a_dir.path(), &[50, 100], "A"), remote.clone()).await.unwrap();
+    assert!(a.run_once(None, false).await.unwrap()[0].error.is_none());
+    let before = tierlog_tiering::manifest::ManifestStore::open(
+        remote.clone(), "t", 0, tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 }, 0,
+    )
+    .await
+    .unwrap()
+    .current;
+    assert_eq!(before.next_offset(), 100);
+    drop(a);
+    // B: different records, segments [0,20), [20,100), [100,150): no segment at base 50.
+    let b = Tiering::start_with(fill(b_dir.path(), &[20, 100, 150], "B"), remote.clone()).await.unwrap();
+    let report = b.run_once(None, false).await.unwrap();
+    let after = tierlog_tiering::manifest::ManifestStore::open(
+        remote.clone(), "t", 0, tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 }, 0,
+    )
+    .await
+    .unwrap()
+    .current;
+    assert_eq!(
+        after.next_offset(),
+        100,
+        "B spliced its offsets 100..150 onto A's chain (report: {report:?}); A's records 0..100 and B's 100..150 now read as one history"
+    );
+}

@@ -213,3 +213,109 @@ async fn orphans_are_deleted_only_after_the_commit_window_and_the_grace() {
     assert!(exists(&store, &fresh).await);
     assert_readable(&store, "t", &segments(0, 2, 2)).await;
 }
+
+/// Holds every manifest-version PUT until released: a manifest PUT that was started inside
+/// the commit window and is still in flight (a slow request, object_store's internal
+/// retries of up to 120 s).
+struct SlowManifestPuts {
+    inner: Arc<dyn ObjectStore>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl fmt::Debug for SlowManifestPuts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlowManifestPuts({})", self.inner)
+    }
+}
+
+impl fmt::Display for SlowManifestPuts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for SlowManifestPuts {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let is_version = location.as_ref().contains("/manifests/") || location.as_ref().starts_with("manifests/");
+        if is_version && location.as_ref().ends_with(".json") && !location.as_ref().contains("/archive/") {
+            self.release.notified().await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Review finding: `tiering.orphan_grace_ms` may be 0 (config minimum), but grace is the only
+/// thing that covers a manifest PUT started inside the commit window and still in flight.
+/// With the smallest window the config allows (1 s) and grace 0, a manifest PUT that takes
+/// two seconds commits an object scrub has just deleted: the manifest references nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_manifest_put_in_flight_is_never_outrun_by_scrub_at_the_smallest_allowed_settings() {
+    const WINDOW_MS: u64 = 1_000; // config minimum of tiering.commit_window_ms
+    const GRACE_MS: u64 = 0; // config minimum of tiering.orphan_grace_ms
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let slow = store.with_store(Arc::new(SlowManifestPuts { inner: store.store.clone(), release: release.clone() }));
+    let mut settings = upload_settings();
+    settings.commit_window_ms = WINDOW_MS;
+    let entry =
+        tierlog_tiering::uploader::upload_segment(&slow, "t", 0, segment(0, 2), &settings, &wall_ms).await.unwrap();
+    // The commit starts at once, well inside the window; its PUT is slow.
+    let committer = slow.clone();
+    let committed_entry = entry.clone();
+    let commit = tokio::spawn(async move {
+        let mut m = ManifestStore::open(committer, "t", 0, writer(), 0).await.unwrap();
+        let deadline = committed_entry.uploaded_ms + WINDOW_MS as i64;
+        m.commit_within(vec![committed_entry], &wall_ms, deadline, 1).await
+    });
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let report = run_scrub(&store, &[partition("t", 0)], WINDOW_MS, GRACE_MS).await;
+    release.notify_one();
+    let committed = commit.await.unwrap();
+    assert!(committed.is_ok(), "the manifest PUT started in time and landed: {committed:?}");
+    let current = manifest::load_version(&store, "t", 0, 1).await.unwrap();
+    assert_eq!(current.entries[0].key, entry.key);
+    assert!(
+        exists(&store, &entry.key).await,
+        "manifest version 1 references {} but scrub deleted it (scrub report: {:?})",
+        entry.key,
+        report.objects
+    );
+}
