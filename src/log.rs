@@ -40,6 +40,7 @@ impl Log {
         let dir = config.data_dir.clone();
         host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create data directory", e))?;
+        host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
         let lock = DirLock::acquire(&dir)?;
         let log = Log::open_with(host, config, true, Some(lock))?;
         if log.inner.config.durability.fsync == FsyncPolicy::Interval {

@@ -99,6 +99,10 @@ impl Partition {
         };
         if writable {
             host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
+            // The new directory's entry must be durable in its parent before data goes in it.
+            if let Some(parent) = dir.parent() {
+                segment::sync_dir(&*host.disk, parent)?;
+            }
         }
         let state = recover(host, topic, id, &dir, policy, writable)?;
         let end_watch = tokio::sync::watch::Sender::new(state.active.index.next_offset);
@@ -655,7 +659,9 @@ fn recover_active(segment: &mut Segment, writable: bool) -> std::result::Result<
         return Ok(());
     }
     let file_len = segment.file_len()?;
-    if let Some(valid) = segment.next_valid_batch_after(stop.position)? {
+    let damage_after =
+        if segment.is_torn_tail(&stop)? { None } else { segment.next_valid_batch_after(stop.position)? };
+    if let Some(valid) = damage_after {
         return Err(ActiveDamage::Damaged(format!(
             "active segment {} is damaged at bytes {}..{} ({}) and valid batches follow from byte {valid} to the end ({file_len} bytes): \
              they were acknowledged, so nothing was cut and the partition is not opened for writing. \

@@ -35,7 +35,11 @@ impl Segment {
     pub fn create(disk: &dyn Disk, dir: &Path, base_offset: u64, interval_bytes: u64, now_ms: i64) -> Result<Self> {
         let path = dir.join(index::segment_file_name(base_offset));
         let file = disk.create_new(&path).map_err(|e| Error::io(&path, "create segment", e))?;
-        sync_dir(disk, dir)?;
+        if let Err(e) = sync_dir(disk, dir) {
+            // Leave no half-created segment behind: the next roll creates it again.
+            let _ = disk.remove_file(&path);
+            return Err(e);
+        }
         Ok(Segment { path, file, index: SegmentIndex::new(base_offset, interval_bytes), created_ms: now_ms })
     }
 
@@ -131,6 +135,21 @@ impl Segment {
             at += (want - (magic.len() - 1)).max(1) as u64;
         }
         Ok(None)
+    }
+
+    /// Whether a scan stop is a batch cut short by the end of the file: its header is intact,
+    /// continues the offsets, and claims more bytes than the file holds. Nothing after it is
+    /// searched for valid batches: what lies there is that batch's own body, and a producer's
+    /// value may well contain valid-looking batches. (A flipped bit in the length field would
+    /// look the same; it also breaks the batch's CRC, but past the end of the file.)
+    pub fn is_torn_tail(&self, stop: &ScanStop) -> Result<bool> {
+        if !matches!(stop.error, BatchError::Truncated { .. }) {
+            return Ok(false);
+        }
+        Ok(match self.peek_at(stop.position, &mut Vec::new()) {
+            Ok(header) => header.base_offset == self.index.next_offset,
+            Err(_) => self.file_len()? - stop.position < HEADER_BYTES as u64,
+        })
     }
 
     fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {

@@ -298,31 +298,46 @@ impl Tiering {
         if self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).get(&key) == Some(&remote_end) {
             return Ok(());
         }
-        let local = partition.sealed_segments().into_iter().find(|s| s.base_offset == last.base_offset);
-        let Some(local) = local else {
-            // The local copy is gone: local retention deleted it after checking its SHA-256
-            // against this very entry, or the local log starts after it (restored node).
+        let w = &manifest.current.writer;
+        let refuse = |detail: String| {
+            Err(diverged(
+                partition,
+                format!(
+                    "the remote tier's last segment (offsets {}..={}, written by writer {} epoch {}) {detail} (this data directory is writer {}): \
+                     nothing was uploaded. Point remote.url at another prefix, or restore this node from the bucket",
+                    last.base_offset, last.last_offset, w.id, w.epoch, self.writer.id
+                ),
+            ))
+        };
+        let sealed = partition.sealed_segments();
+        let covering = sealed.iter().find(|s| s.base_offset <= last.last_offset && last.base_offset < s.next_offset);
+        let Some(local) = covering else {
+            // No local copy: local retention deletes one only after checking its SHA-256
+            // against this entry, so only a chain this data directory wrote may go on unchecked.
+            if w.id != self.writer.id {
+                return refuse(
+                    "cannot be checked against a local copy and was written by another data directory".into(),
+                );
+            }
             return Ok(());
         };
+        if local.base_offset != last.base_offset || local.next_offset != remote_end {
+            return refuse(format!(
+                "has other boundaries than the local segment {} (offsets {}..{}): this data directory holds different records at the same offsets",
+                local.path.display(),
+                local.base_offset,
+                local.next_offset
+            ));
+        }
         let (disk, path) = (partition.host().disk.clone(), local.path.clone());
         let sha = tokio::task::spawn_blocking(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
             .await
             .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
             .map_err(|e| Error::io(&local.path, "read", e))?;
-        if local.next_offset != remote_end || sha != last.raw_sha256 {
-            let w = &manifest.current.writer;
-            return Err(diverged(
-                partition,
-                format!(
-                    "the remote tier's last segment (offsets {}..={}, written by writer {} epoch {}) differs from the local segment {} (written by this data directory, writer {}): \
-                     this data directory holds different records at the same offsets. Nothing was uploaded. Point remote.url at another prefix, or restore this node from the bucket",
-                    last.base_offset,
-                    last.last_offset,
-                    w.id,
-                    w.epoch,
-                    local.path.display(),
-                    self.writer.id
-                ),
+        if sha != last.raw_sha256 {
+            return refuse(format!(
+                "differs from the local segment {} (SHA-256): this data directory holds different records at the same offsets",
+                local.path.display()
             ));
         }
         self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key, remote_end);

@@ -69,6 +69,8 @@ impl Topic {
             return Err(Error::TopicExists(name.to_string()));
         }
         host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
+        let topics = data_dir.join("topics");
+        host.disk.sync_dir(&topics).map_err(|e| Error::io(&topics, "fsync directory", e))?;
         let created_ms = host.clock.now_ms();
         let metadata = TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms };
         let topic = Topic::open_partitions(host, data_dir, metadata, config, true)?;

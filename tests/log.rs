@@ -253,7 +253,11 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
     let a = Tiering::start_with(fill(a_dir.path(), &[50, 100], "A"), remote.clone()).await.unwrap();
     assert!(a.run_once(None, false).await.unwrap()[0].error.is_none());
     let before = tierlog_tiering::manifest::ManifestStore::open(
-        remote.clone(), "t", 0, tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 }, 0,
+        remote.clone(),
+        "t",
+        0,
+        tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 },
+        0,
     )
     .await
     .unwrap()
@@ -264,7 +268,11 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
     let b = Tiering::start_with(fill(b_dir.path(), &[20, 100, 150], "B"), remote.clone()).await.unwrap();
     let report = b.run_once(None, false).await.unwrap();
     let after = tierlog_tiering::manifest::ManifestStore::open(
-        remote.clone(), "t", 0, tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 }, 0,
+        remote.clone(),
+        "t",
+        0,
+        tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 },
+        0,
     )
     .await
     .unwrap()

@@ -14,7 +14,7 @@
 //! - scrub never deletes a referenced object (else the read check fails);
 //! - committed group offsets read back as committed.
 //!
-//! Runs `TIERLOG_SIM_SEEDS` seeds (default 200) from `TIERLOG_SIM_FIRST_SEED` (default 1);
+//! Runs `TIERLOG_SIM_SEEDS` seeds (default 150, about 2 minutes in a debug build here) from `TIERLOG_SIM_FIRST_SEED` (default 1);
 //! `TIERLOG_SIM_SEED=N` replays one seed with its trace printed. The durability policy is
 //! `batch`: under `interval`/`never`, acknowledged records may be lost at a crash by design.
 
@@ -139,10 +139,11 @@ impl World {
             }
             Err(e) => self.fail(format!("recovery failed: {e}")),
         };
-        if log.topics().is_empty() && let Err(e) = log.create_topic(TOPIC, PARTITIONS) {
-            if !self.disk.is_dead() {
-                self.fail(format!("create topic: {e}"));
-            }
+        if log.topics().is_empty()
+            && let Err(e) = log.create_topic(TOPIC, PARTITIONS)
+            && !self.disk.is_dead()
+        {
+            self.fail(format!("create topic: {e}"));
         }
         let tiering = match Tiering::start_with(log.clone(), self.remote.clone()).await {
             Ok(t) => Some(t),
@@ -188,9 +189,12 @@ impl World {
         let expected_first = self.oracle[partition as usize].records.len() as u64;
         match p.append(&batch, now) {
             Ok(appended) => {
-                if appended.first_offset != expected_first || appended.last_offset + 1 - appended.first_offset != count as u64
+                if appended.first_offset != expected_first
+                    || appended.last_offset + 1 - appended.first_offset != count as u64
                 {
-                    self.fail(format!("append {call} got {appended:?}, expected {count} records from {expected_first}"));
+                    self.fail(format!(
+                        "append {call} got {appended:?}, expected {count} records from {expected_first}"
+                    ));
                 }
                 self.note(format!("produce p{partition} call {call}: {count} acked at {expected_first}"));
                 self.oracle[partition as usize].records.extend(records);
@@ -220,7 +224,15 @@ impl World {
             Ok(reports) => {
                 let summary: Vec<String> = reports
                     .iter()
-                    .map(|r| format!("p{} up {} del {} err {}", r.partition, r.uploaded_segments, r.deleted_local_segments, r.error.is_some()))
+                    .map(|r| {
+                        format!(
+                            "p{} up {} del {} err {}",
+                            r.partition,
+                            r.uploaded_segments,
+                            r.deleted_local_segments,
+                            r.error.is_some()
+                        )
+                    })
                     .collect();
                 self.note(format!("tier run (seal {seal}): {}", summary.join(", ")));
             }
@@ -229,9 +241,8 @@ impl World {
     }
 
     async fn scrub(&mut self) {
-        let partitions: Vec<ScrubPartition> = (0..PARTITIONS)
-            .map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 })
-            .collect();
+        let partitions: Vec<ScrubPartition> =
+            (0..PARTITIONS).map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 }).collect();
         let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
         match scrub::scrub(&self.remote, &partitions, &settings).await {
             Ok(report) => self.note(format!("scrub: {} unreferenced", report.unreferenced())),
@@ -283,7 +294,11 @@ impl World {
             let known = oracle.records.len();
             let extra = got.len().saturating_sub(known);
             if got.len() < known || extra > oracle.in_doubt.len() {
-                self.fail(format!("p{p}: {} records after the crash, {known} acknowledged (+{} in doubt)", got.len(), oracle.in_doubt.len()));
+                self.fail(format!(
+                    "p{p}: {} records after the crash, {known} acknowledged (+{} in doubt)",
+                    got.len(),
+                    oracle.in_doubt.len()
+                ));
             }
             let doubt = oracle.in_doubt[..extra].to_vec();
             self.check_prefix(p, &got, &doubt);
@@ -306,7 +321,9 @@ impl World {
         let want = oracle.records.iter().chain(doubt);
         for (i, ((offset, value, ts), (want_value, want_ts))) in got.iter().zip(want).enumerate() {
             if *offset != i as u64 || value != want_value || ts != want_ts {
-                self.fail(format!("p{partition} offset {i}: got {offset} {value:.20} @ {ts}, want {want_value:.20} @ {want_ts}"));
+                self.fail(format!(
+                    "p{partition} offset {i}: got {offset} {value:.20} @ {ts}, want {want_value:.20} @ {want_ts}"
+                ));
             }
         }
     }
@@ -316,7 +333,11 @@ impl World {
         for p in 0..PARTITIONS {
             let got = self.read_checked(p).await;
             if got.len() != self.oracle[p as usize].records.len() {
-                self.fail(format!("p{p}: {} records readable, {} acknowledged", got.len(), self.oracle[p as usize].records.len()));
+                self.fail(format!(
+                    "p{p}: {} records readable, {} acknowledged",
+                    got.len(),
+                    self.oracle[p as usize].records.len()
+                ));
             }
             self.check_prefix(p, &got, &[]);
             self.check_time_lookup(p).await;
@@ -342,7 +363,8 @@ impl World {
 
     async fn check_manifest(&mut self, partition: u32) {
         let faults = self.faults.faults.seeded.lock().unwrap().take();
-        let loaded = ManifestStore::open(self.remote.clone(), TOPIC, partition, Writer { id: "sim".into(), epoch: 0 }, 0).await;
+        let loaded =
+            ManifestStore::open(self.remote.clone(), TOPIC, partition, Writer { id: "sim".into(), epoch: 0 }, 0).await;
         *self.faults.faults.seeded.lock().unwrap() = faults;
         let manifest = match loaded {
             Ok(m) => m.current,
@@ -350,7 +372,11 @@ impl World {
         };
         let end = self.oracle[partition as usize].records.len() as u64;
         if manifest.start_offset().is_some_and(|s| s != 0) || manifest.next_offset() > end {
-            self.fail(format!("p{partition}: manifest covers {:?}..{}, log ends at {end}", manifest.start_offset(), manifest.next_offset()));
+            self.fail(format!(
+                "p{partition}: manifest covers {:?}..{}, log ends at {end}",
+                manifest.start_offset(),
+                manifest.next_offset()
+            ));
         }
     }
 
@@ -365,7 +391,11 @@ impl World {
                 let after = self.rng.below(60);
                 self.note(format!("power cut armed after {after} disk operations"));
                 self.disk.crash_after(after);
-                if self.rng.below(2) == 0 { self.produce().await } else { self.tier().await }
+                if self.rng.below(2) == 0 {
+                    self.produce().await
+                } else {
+                    self.tier().await
+                }
                 self.crash_and_restart().await;
             }
             80..=84 => {
@@ -412,7 +442,7 @@ fn every_acknowledged_record_survives_faults_crashes_tiering_retention_and_scrub
         return;
     }
     let first = env_u64("TIERLOG_SIM_FIRST_SEED").unwrap_or(1);
-    let seeds = env_u64("TIERLOG_SIM_SEEDS").unwrap_or(200);
+    let seeds = env_u64("TIERLOG_SIM_SEEDS").unwrap_or(150);
     let started = std::time::Instant::now();
     for seed in first..first + seeds {
         run_seed(seed);

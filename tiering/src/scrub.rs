@@ -25,7 +25,8 @@
 //! Scrub deletes an unreferenced object only when `now - last_modified >= commit_window_ms +
 //! orphan_grace_ms` (plus [`CLOCK_RESOLUTION_MS`]): grace counts from a time that cannot
 //! precede the start of any commit of that object, and only has to cover a manifest PUT that
-//! was started in time and is still in flight. Elapsed times are measured by one clock each
+//! was started in time and is still in flight — so it is never less than
+//! [`MANIFEST_PUT_IN_FLIGHT_MAX_MS`], whatever the configuration says. Elapsed times are measured by one clock each
 //! (the uploader's for the window, the server's for the age), so clock offsets between hosts
 //! cancel out.
 //!
@@ -47,6 +48,12 @@ use crate::keys::{self, ParsedKey};
 use crate::manifest::{self, Entry};
 use crate::store::RemoteStore;
 
+/// The longest a manifest PUT started inside the commit window can stay in flight and still
+/// land: object_store's retry budget for one request plus one last request timeout
+/// (`store::RETRY_TIMEOUT` + `store::REQUEST_TIMEOUT`). Added to every age threshold
+/// whatever `orphan_grace_ms` says, so even `orphan_grace_ms = 0` cannot outrun a slow commit.
+pub const MANIFEST_PUT_IN_FLIGHT_MAX_MS: u64 =
+    (crate::store::RETRY_TIMEOUT.as_millis() + crate::store::REQUEST_TIMEOUT.as_millis()) as u64;
 /// S3's `Last-Modified` has one-second resolution (HEAD returns an HTTP date), so an age
 /// computed from two such times may be overstated by up to this much; it is added to the
 /// age an object must reach before it is deleted.
@@ -174,8 +181,10 @@ async fn scrub_listed(
     now_ms: i64,
 ) -> Result<ScrubReport> {
     let mut candidates = list_candidates(remote, partitions, &loaded).await?;
-    let min_age_ms =
-        settings.commit_window_ms.saturating_add(settings.orphan_grace_ms).saturating_add(CLOCK_RESOLUTION_MS);
+    let min_age_ms = settings
+        .commit_window_ms
+        .saturating_add(settings.orphan_grace_ms.max(MANIFEST_PUT_IN_FLIGHT_MAX_MS))
+        .saturating_add(CLOCK_RESOLUTION_MS);
     let min_age_ms = i64::try_from(min_age_ms).unwrap_or(i64::MAX);
     let mut report = ScrubReport::default();
     for ((p, before), listed) in partitions.iter().zip(loaded).zip(candidates.iter_mut()) {

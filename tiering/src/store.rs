@@ -25,7 +25,11 @@ use crate::error::{Error, Result};
 
 /// Per-request timeout of S3 calls. A segment chunk is a few MiB; 60 s is generous even on a
 /// slow link, yet bounds a hung connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long object_store keeps retrying one request (idempotent requests and, on connection
+/// errors before a response, PUTs): with [`REQUEST_TIMEOUT`], the longest a request can be in
+/// flight, which scrub must out-wait before deleting an unreferenced object.
+pub const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connecting should be quick; a long connect means a wrong or unreachable endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retries inside object_store for idempotent requests (GET, HEAD, DELETE) on 5xx and
@@ -215,11 +219,7 @@ fn s3_builder(config: &RemoteConfig, bucket: &str) -> AmazonS3Builder {
         .with_region(if config.region.is_empty() { "us-east-1" } else { &config.region })
         .with_allow_http(config.allow_http)
         .with_virtual_hosted_style_request(config.virtual_hosted_style)
-        .with_retry(RetryConfig {
-            max_retries: CLIENT_RETRIES,
-            retry_timeout: Duration::from_secs(120),
-            ..RetryConfig::default()
-        })
+        .with_retry(RetryConfig { max_retries: CLIENT_RETRIES, retry_timeout: RETRY_TIMEOUT, ..RetryConfig::default() })
         .with_client_options(
             ClientOptions::new()
                 .with_timeout(REQUEST_TIMEOUT)
