@@ -134,7 +134,7 @@ impl World {
         let log = match Log::open_on(self.host(), self.config.clone()) {
             Ok(log) => log,
             Err(e) if self.disk.is_dead() => {
-                self.note(format!("power cut during recovery ({e})"));
+                self.note(format!("power cut during recovery ({})", kind(&e)));
                 return; // the crash that follows restarts again
             }
             Err(e) => self.fail(format!("recovery failed: {e}")),
@@ -148,7 +148,7 @@ impl World {
         let tiering = match Tiering::start_with(log.clone(), self.remote.clone()).await {
             Ok(t) => Some(t),
             Err(e) => {
-                self.note(format!("tiering start failed: {e}"));
+                self.note(format!("tiering start failed: {}", kind(&e)));
                 None
             }
         };
@@ -200,7 +200,7 @@ impl World {
                 self.oracle[partition as usize].records.extend(records);
             }
             Err(e) if self.disk.is_dead() => {
-                self.note(format!("produce p{partition} call {call}: cut by the power cut ({e})"));
+                self.note(format!("produce p{partition} call {call}: cut by the power cut ({})", kind(&e)));
                 self.oracle[partition as usize].in_doubt = records;
             }
             Err(e) => {
@@ -246,7 +246,7 @@ impl World {
         let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
         match scrub::scrub(&self.remote, &partitions, &settings).await {
             Ok(report) => self.note(format!("scrub: {} unreferenced", report.unreferenced())),
-            Err(e) => self.note(format!("scrub failed: {e}")),
+            Err(e) => self.note(format!("scrub failed: {}", if e.is_fenced() { "fenced" } else { "error" })),
         }
     }
 
