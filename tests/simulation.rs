@@ -139,11 +139,17 @@ impl World {
             }
             Err(e) => self.fail(format!("recovery failed: {e}")),
         };
-        if log.topics().is_empty()
-            && let Err(e) = log.create_topic(TOPIC, PARTITIONS)
-            && !self.disk.is_dead()
-        {
-            self.fail(format!("create topic: {e}"));
+        // Creating the topic is setup, not under test: an injected fault makes it try again
+        // (a failed creation leaves no metadata, so the retry starts clean).
+        for attempt in 0.. {
+            if !log.topics().is_empty() || self.disk.is_dead() {
+                break;
+            }
+            match log.create_topic(TOPIC, PARTITIONS) {
+                Ok(_) => break,
+                Err(e) if attempt >= 20 => self.fail(format!("create topic: {e}")),
+                Err(e) => self.note(format!("create topic failed ({}), trying again", kind(&e))),
+            }
         }
         let tiering = match Tiering::start_with(log.clone(), self.remote.clone()).await {
             Ok(t) => Some(t),
