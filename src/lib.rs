@@ -5,6 +5,7 @@
 //! - [`record`], [`batch`], [`limits`]: the record, the checksummed batch format and the one
 //!   table of record limits that writers check and the decoder enforces.
 //! - [`index`], [`segment`]: one segment file and its sparse offset/time indexes.
+//! - [`ack_end`]: the acknowledged end the writer publishes for read-only readers.
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
 //! - [`config`]: TOML + environment configuration.
@@ -13,6 +14,7 @@
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
+pub mod ack_end;
 pub mod auth;
 pub mod batch;
 pub mod config;

@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::ack_end::{self, AckEnd};
 use crate::batch::{self, HEADER_BYTES, RecordView};
 use crate::config::{Config, FsyncPolicy};
-use crate::disk::{self, Disk};
+use crate::disk::{self, Disk, FileRef};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::index::IndexMark;
@@ -85,6 +86,8 @@ struct State {
     dirty: bool,
     /// Why appends are refused until the partition is reopened, after a failed fsync.
     stopped: Option<String>,
+    /// The writer's `ack-end` file, where it publishes the acknowledged end for readers.
+    ack_end: Option<FileRef>,
 }
 
 impl Partition {
@@ -175,10 +178,22 @@ impl Partition {
             return Err(self.undo_append(&mut state, start, Failure::Sync(e)));
         }
         state.dirty |= !fsync;
+        self.publish_ack_end(&state);
         let end = state.active.index.next_offset;
         drop(state);
         self.end_watch.send_replace(end);
         Ok(Appended { first_offset: start.1.next_offset, last_offset: end - 1 })
+    }
+
+    /// Tells read-only readers in other processes how far the acknowledged records go. A
+    /// failure is logged, not returned: the records are acknowledged either way, and readers
+    /// only lag until the next publication.
+    fn publish_ack_end(&self, state: &State) {
+        let Some(file) = &state.ack_end else { return };
+        let end = AckEnd { active_base: state.active.index.base_offset, active_bytes: state.active.index.bytes };
+        if let Err(e) = ack_end::publish(file, end) {
+            tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "cannot publish the acknowledged end for readers");
+        }
     }
 
     fn check_running(&self, state: &State) -> Result<()> {
@@ -233,6 +248,7 @@ impl Partition {
             segment::remove_index_files(disk, &self.dir, state.active.index.base_offset)?;
         }
         state.active.index.rewind(mark);
+        self.publish_ack_end(state);
         state.active.truncate(mark.bytes)
     }
 
@@ -290,6 +306,7 @@ impl Partition {
         let next = state.active.index.next_offset;
         let fresh = Segment::create(&*self.host.disk, &self.dir, next, self.policy.index_interval_bytes, now_ms)?;
         let sealed = std::mem::replace(&mut state.active, fresh);
+        self.publish_ack_end(state);
         tracing::debug!(topic = %self.topic, partition = self.id, base = sealed.index.base_offset, next, "rolled segment");
         state.sealed.insert(sealed.index.base_offset, sealed);
         Ok(())
@@ -318,8 +335,12 @@ impl Partition {
         let mut state = self.lock();
         let known: Vec<u64> =
             state.sealed.keys().copied().chain(std::iter::once(state.active.index.base_offset)).collect();
-        if files.iter().map(|(b, _)| *b).eq(known.iter().copied()) {
-            state.active.scan()?;
+        let same_files = files.iter().map(|(b, _)| *b).eq(known.iter().copied());
+        // A file shorter than what was indexed was cut by its writer (an undone append, or a
+        // torn tail after a crash): index it again from the start.
+        if same_files && state.active.file_len()? >= state.active.index.bytes {
+            let limit = read_limit(&*self.host.disk, &self.dir, state.active.index.base_offset);
+            state.active.scan(limit)?;
             return Ok(());
         }
         drop(state);
@@ -610,7 +631,8 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
         let is_active = Some(i) == last;
         let mut segment = Segment::open(disk, path, base, policy.index_interval_bytes, writable && is_active)?;
         if is_active {
-            recover_active(&mut segment, writable).map_err(|e| match e {
+            let limit = if writable { u64::MAX } else { read_limit(disk, dir, base) };
+            recover_active(&mut segment, writable, limit).map_err(|e| match e {
                 ActiveDamage::Error(e) => e,
                 ActiveDamage::Damaged(detail) => damaged(detail),
             })?;
@@ -634,7 +656,23 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
             created_ms: 0,
         },
     };
-    Ok(State { sealed, active, dirty: false, stopped: None })
+    let ack_end = match writable {
+        true => Some(ack_end::open(disk, dir).map_err(|e| Error::io(dir, "open the ack-end file in", e))?),
+        false => None,
+    };
+    let state = State { sealed, active, dirty: false, stopped: None, ack_end };
+    if let Some(file) = &state.ack_end {
+        let end = AckEnd { active_base: state.active.index.base_offset, active_bytes: state.active.index.bytes };
+        ack_end::publish(file, end).map_err(|e| Error::io(dir, "publish the acknowledged end in", e))?;
+    }
+    Ok(state)
+}
+
+/// How far a read-only opener may index the segment starting at `base`: up to the writer's
+/// acknowledged end, or (no intact `ack-end`: no writer since a crash, or an older data
+/// directory) every whole valid batch.
+fn read_limit(disk: &dyn Disk, dir: &Path, base: u64) -> u64 {
+    ack_end::read(disk, dir).map_or(u64::MAX, |end| end.limit_for(base))
 }
 
 enum ActiveDamage {
@@ -653,8 +691,8 @@ impl From<Error> for ActiveDamage {
 /// something else — a bad sector, a lost write-back — and those batches were acknowledged:
 /// the file is left as it is and the partition is not opened for writing. Read-only opens
 /// serve what precedes the first bad byte either way.
-fn recover_active(segment: &mut Segment, writable: bool) -> std::result::Result<(), ActiveDamage> {
-    let Some(stop) = segment.scan()? else { return Ok(()) };
+fn recover_active(segment: &mut Segment, writable: bool, limit: u64) -> std::result::Result<(), ActiveDamage> {
+    let Some(stop) = segment.scan(limit)? else { return Ok(()) };
     if !writable {
         return Ok(());
     }
@@ -699,7 +737,7 @@ fn load_or_rebuild_index(
         return Ok(());
     }
     tracing::warn!(segment = %segment.path.display(), "index files missing or damaged; rebuilding from the segment");
-    if let Some(stop) = segment.scan().map_err(|e| e.to_string())? {
+    if let Some(stop) = segment.scan(u64::MAX).map_err(|e| e.to_string())? {
         return Err(format!(
             "sealed segment {} is corrupt at byte {}: {}. Nothing was changed; restore it from the remote tier or move it aside",
             segment.path.display(),

@@ -54,11 +54,12 @@ impl Segment {
         self.file.len().map_err(|e| Error::io(&self.path, "stat segment", e))
     }
 
-    /// Extends `self.index` by validating batches from `index.bytes` to the end of the file.
+    /// Extends `self.index` by validating batches from `index.bytes` to the end of the file,
+    /// or to `limit` bytes when that comes first (readers stop at the acknowledged end).
     /// Stops at the first batch that is torn, corrupt or not dense with its predecessor and
     /// reports where; everything before that point is valid and indexed.
-    pub fn scan(&mut self) -> Result<Option<ScanStop>> {
-        let file_len = self.file_len()?;
+    pub fn scan(&mut self, limit: u64) -> Result<Option<ScanStop>> {
+        let file_len = self.file_len()?.min(limit);
         let mut buf = Vec::new();
         while self.index.bytes < file_len {
             let position = self.index.bytes;

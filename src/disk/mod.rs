@@ -33,6 +33,8 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn create_new(&self, path: &Path) -> io::Result<FileRef>;
     /// Opens an existing file for reads, and for appends when `append`.
     fn open(&self, path: &Path, append: bool) -> io::Result<FileRef>;
+    /// Opens a file for reads and positional writes, creating it empty when missing.
+    fn open_rw(&self, path: &Path) -> io::Result<FileRef>;
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Replaces `path` with `bytes` so that a crash leaves the old content or the whole new
@@ -57,6 +59,8 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
     /// Writes all of `bytes` at the end of the file. On error a prefix may have been written.
     fn append(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes all of `bytes` at `position` (files from [`Disk::open_rw`] only).
+    fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fsync of the data (and the size). After an error, nothing written since the last
     /// successful sync may be assumed durable — nor, on Linux, still present after a crash.
@@ -91,6 +95,11 @@ impl Disk for OsDisk {
 
     fn open(&self, path: &Path, append: bool) -> io::Result<FileRef> {
         let file = OpenOptions::new().read(true).append(append).open(path)?;
+        Ok(Arc::new(OsFile(file)))
+    }
+
+    fn open_rw(&self, path: &Path) -> io::Result<FileRef> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         Ok(Arc::new(OsFile(file)))
     }
 
@@ -166,6 +175,10 @@ impl DiskFile for OsFile {
         (&self.0).write_all(bytes)
     }
 
+    fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(bytes, position)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
@@ -197,6 +210,10 @@ impl DiskFile for EmptyFile {
     }
 
     fn append(&self, _bytes: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only empty file"))
+    }
+
+    fn write_at(&self, _position: u64, _bytes: &[u8]) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only empty file"))
     }
 

@@ -112,6 +112,21 @@ struct State {
     /// Appends (resp. fsyncs) left before one fails for sure, for targeted tests.
     append_countdown: Option<u64>,
     sync_countdown: Option<u64>,
+    dir_sync_countdown: Option<u64>,
+    /// Directories created and directories fsynced, for tests of directory durability.
+    dirs_created: Vec<PathBuf>,
+    dirs_synced: Vec<PathBuf>,
+    /// Run (without the disk's lock) right before the next file fsync.
+    before_sync: Option<SyncHook>,
+}
+
+/// A callback run right before a file fsync (a test looks at the disk at that moment).
+pub struct SyncHook(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for SyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncHook")
+    }
 }
 
 /// The simulated disk. Cloning shares it.
@@ -145,6 +160,10 @@ impl SimDisk {
             ops: 0,
             append_countdown: None,
             sync_countdown: None,
+            dir_sync_countdown: None,
+            dirs_created: Vec::new(),
+            dirs_synced: Vec::new(),
+            before_sync: None,
         };
         SimDisk { state: Arc::new(Mutex::new(state)) }
     }
@@ -170,6 +189,22 @@ impl SimDisk {
     /// Makes the fsync after `ok` more successful ones fail with EIO.
     pub fn fail_sync_after(&self, ok: u64) {
         self.lock().sync_countdown = Some(ok);
+    }
+
+    /// Makes the directory fsync after `ok` more successful ones fail with EIO.
+    pub fn fail_dir_sync_after(&self, ok: u64) {
+        self.lock().dir_sync_countdown = Some(ok);
+    }
+
+    /// Runs `hook` right before the next file fsync, without the disk's lock held.
+    pub fn before_next_sync(&self, hook: impl FnOnce() + Send + 'static) {
+        self.lock().before_sync = Some(SyncHook(Box::new(hook)));
+    }
+
+    /// Directories created and directories fsynced since the last call, and forgets them.
+    pub fn take_dir_log(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut state = self.lock();
+        (std::mem::take(&mut state.dirs_created), std::mem::take(&mut state.dirs_synced))
     }
 
     /// Arms a power cut after `ops` more operations (0: the next one fails).
@@ -257,9 +292,9 @@ impl SimDisk {
         }
     }
 
-    fn file(&self, path: &Path, id: u64, append: bool) -> FileRef {
+    fn file(&self, path: &Path, id: u64, mode: Mode) -> FileRef {
         let generation = self.lock().generation;
-        Arc::new(SimFile { disk: self.clone(), path: path.to_path_buf(), id, append, generation })
+        Arc::new(SimFile { disk: self.clone(), path: path.to_path_buf(), id, mode, generation })
     }
 }
 
@@ -331,7 +366,7 @@ impl Disk for SimDisk {
             state.names.insert(path.to_path_buf(), id);
             id
         };
-        Ok(self.file(path, id, true))
+        Ok(self.file(path, id, Mode::Append))
     }
 
     fn open(&self, path: &Path, append: bool) -> io::Result<FileRef> {
@@ -340,7 +375,24 @@ impl Disk for SimDisk {
             state.begin()?;
             *state.names.get(path).ok_or_else(|| not_found(path))?
         };
-        Ok(self.file(path, id, append))
+        Ok(self.file(path, id, if append { Mode::Append } else { Mode::Read }))
+    }
+
+    fn open_rw(&self, path: &Path) -> io::Result<FileRef> {
+        let id = {
+            let mut state = self.lock();
+            state.begin()?;
+            state.parent_exists(path)?;
+            match state.names.get(path) {
+                Some(id) => *id,
+                None => {
+                    let id = state.new_inode();
+                    state.names.insert(path.to_path_buf(), id);
+                    id
+                }
+            }
+        };
+        Ok(self.file(path, id, Mode::ReadWrite))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -391,17 +443,22 @@ impl Disk for SimDisk {
         let mut state = self.lock();
         state.begin()?;
         for ancestor in dir.ancestors() {
-            if !ancestor.as_os_str().is_empty() {
-                state.dirs.insert(ancestor.to_path_buf());
+            if !ancestor.as_os_str().is_empty() && state.dirs.insert(ancestor.to_path_buf()) {
+                state.dirs_created.push(ancestor.to_path_buf());
             }
         }
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         state.begin()?;
+        if State::fails(&mut state.dir_sync_countdown, &mut state.rng, 0) {
+            return Err(io::Error::other("fsync of directory: input/output error (simulated)"));
+        }
         state.sync_dir(dir);
+        state.dirs_synced.push(dir.to_path_buf());
         Ok(())
     }
 
@@ -414,12 +471,19 @@ impl Disk for SimDisk {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Read,
+    Append,
+    ReadWrite,
+}
+
 #[derive(Debug)]
 struct SimFile {
     disk: SimDisk,
     path: PathBuf,
     id: u64,
-    append: bool,
+    mode: Mode,
     generation: u64,
 }
 
@@ -461,7 +525,7 @@ impl DiskFile for SimFile {
     }
 
     fn append(&self, bytes: &[u8]) -> io::Result<()> {
-        if !self.append {
+        if self.mode != Mode::Append {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "file not opened for appends"));
         }
         self.with(|inode, state| {
@@ -472,6 +536,21 @@ impl DiskFile for SimFile {
                 return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (simulated)"));
             }
             inode.data.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.mode != Mode::ReadWrite {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "file not opened for writes"));
+        }
+        self.with(|inode, state| {
+            inode.mtime_ms = state.now_ms;
+            let (from, to) = (position as usize, position as usize + bytes.len());
+            if inode.data.len() < to {
+                inode.data.resize(to, 0);
+            }
+            inode.data[from..to].copy_from_slice(bytes);
             Ok(())
         })
     }
@@ -489,6 +568,10 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let hook = self.disk.lock().before_sync.take();
+        if let Some(SyncHook(hook)) = hook {
+            hook();
+        }
         self.with(|inode, state| {
             if State::fails(&mut state.sync_countdown, &mut state.rng, state.faults.fsync_error_per_million) {
                 let unsynced_from = common_prefix(&inode.data, &inode.durable);
