@@ -54,7 +54,10 @@ pub struct Faults {
     pub seeded: std::sync::Mutex<Option<SeededFaults>>,
 }
 
-/// Probabilities (parts per million per request) of faults drawn from a seeded generator.
+/// Probabilities (parts per million per request) of faults drawn from a seeded generator,
+/// and, for the simulation, a server clock: every request moves `clock` on by a random
+/// latency (now and then a long stall), and objects are stamped with that clock's time
+/// instead of the wall clock's, so object ages follow simulated time.
 #[derive(Debug)]
 pub struct SeededFaults {
     rng: rand::rngs::StdRng,
@@ -63,6 +66,11 @@ pub struct SeededFaults {
     pub get_fail_per_million: u32,
     pub head_fail_per_million: u32,
     pub delete_fail_per_million: u32,
+    /// The simulation's clock (ms since the epoch), moved by requests.
+    pub clock: Option<Arc<std::sync::atomic::AtomicI64>>,
+    pub latency_ms_max: u64,
+    pub stall_per_million: u32,
+    pub stall_ms: u64,
 }
 
 impl SeededFaults {
@@ -75,6 +83,10 @@ impl SeededFaults {
             get_fail_per_million: per_million,
             head_fail_per_million: per_million,
             delete_fail_per_million: per_million,
+            clock: None,
+            latency_ms_max: 0,
+            stall_per_million: 0,
+            stall_ms: 0,
         }
     }
 }
@@ -89,6 +101,19 @@ enum Draw {
 }
 
 impl Faults {
+    /// Moves the simulated clock on by one request's latency; returns the time after it.
+    fn tick(&self) -> Option<i64> {
+        use rand::Rng;
+        let mut seeded = self.seeded.lock().expect("fault lock");
+        let s = seeded.as_mut()?;
+        let clock = s.clock.clone()?;
+        let mut ms = s.rng.random_range(0..=s.latency_ms_max);
+        if s.rng.random_range(0..1_000_000u32) < s.stall_per_million {
+            ms += s.stall_ms;
+        }
+        Some(clock.fetch_add(ms as i64, Ordering::SeqCst) + ms as i64)
+    }
+
     fn draw(&self, what: Draw) -> bool {
         use rand::Rng;
         let mut seeded = self.seeded.lock().expect("fault lock");
@@ -109,11 +134,27 @@ pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     pub faults: Arc<Faults>,
     pub counters: Arc<Counters>,
+    /// Simulated `last_modified` of objects written while a simulated clock ran.
+    stamps: std::sync::Mutex<std::collections::HashMap<Path, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl FaultStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        FaultStore { inner, faults: Arc::default(), counters: Arc::default() }
+        FaultStore { inner, faults: Arc::default(), counters: Arc::default(), stamps: Default::default() }
+    }
+
+    fn stamp(&self, location: &Path, now_ms: Option<i64>) {
+        if let Some(time) = now_ms.and_then(chrono::DateTime::from_timestamp_millis) {
+            self.stamps.lock().expect("stamp lock").insert(location.clone(), time);
+        }
+    }
+
+    /// The object's simulated modification time, where it has one.
+    fn restamp(&self, mut meta: ObjectMeta) -> ObjectMeta {
+        if let Some(time) = self.stamps.lock().expect("stamp lock").get(&meta.location) {
+            meta.last_modified = *time;
+        }
+        meta
     }
 
     async fn delay(&self) {
@@ -148,6 +189,7 @@ impl ObjectStore for FaultStore {
     ) -> object_store::Result<PutResult> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
+        let now = self.faults.tick();
         let hard = self
             .faults
             .fail_puts_matching
@@ -159,6 +201,7 @@ impl ObjectStore for FaultStore {
             return Err(injected("PUT failed"));
         }
         let result = self.inner.put_opts(location, payload, opts).await?;
+        self.stamp(location, now);
         if take(&self.faults.timeout_after_store_puts) || self.faults.draw(Draw::PutTimeoutAfterStore) {
             return Err(injected("PUT timed out (after the object was stored)"));
         }
@@ -173,6 +216,9 @@ impl ObjectStore for FaultStore {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.counters.multipart_uploads.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
+        // Multipart objects are stamped when the upload starts, as S3 does.
+        let now = self.faults.tick();
+        self.stamp(location, now);
         if take(&self.faults.fail_puts) || self.faults.draw(Draw::PutFail) {
             return Err(injected("multipart PUT failed"));
         }
@@ -186,11 +232,14 @@ impl ObjectStore for FaultStore {
             self.counters.gets.fetch_add(1, Ordering::SeqCst);
         }
         self.delay().await;
+        self.faults.tick();
         let drawn = self.faults.draw(if options.head { Draw::HeadFail } else { Draw::GetFail });
         if take(&self.faults.fail_gets) || drawn {
             return Err(injected("GET failed"));
         }
-        self.inner.get_opts(location, options).await
+        let mut result = self.inner.get_opts(location, options).await?;
+        result.meta = self.restamp(result.meta);
+        Ok(result)
     }
 
     fn delete_stream(
@@ -198,6 +247,7 @@ impl ObjectStore for FaultStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         self.counters.deletes.fetch_add(1, Ordering::SeqCst);
+        self.faults.tick();
         if self.faults.draw(Draw::DeleteFail) {
             use futures::StreamExt;
             return locations.map(|_| Err(injected("DELETE failed"))).boxed();
@@ -206,8 +256,21 @@ impl ObjectStore for FaultStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        use futures::StreamExt;
         self.counters.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix)
+        self.faults.tick();
+        let stamps = self.stamps.lock().expect("stamp lock").clone();
+        self.inner
+            .list(prefix)
+            .map(move |meta| {
+                meta.map(|mut m| {
+                    if let Some(time) = stamps.get(&m.location) {
+                        m.last_modified = *time;
+                    }
+                    m
+                })
+            })
+            .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
