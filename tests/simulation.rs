@@ -441,9 +441,8 @@ impl World {
     /// A tiering pass and a scrub at once: their requests interleave at every await.
     async fn tier_beside_scrub(&mut self) {
         let Some(tiering) = self.tiering.as_ref() else { return };
-        let partitions: Vec<ScrubPartition> = (0..PARTITIONS)
-            .map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 })
-            .collect();
+        let partitions: Vec<ScrubPartition> =
+            (0..PARTITIONS).map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 }).collect();
         let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
         let (tiered, scrubbed) =
             tokio::join!(tiering.run_once(None, true), scrub::scrub(&self.remote, &partitions, &settings));

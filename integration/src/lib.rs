@@ -13,6 +13,8 @@ pub mod scenarios;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -31,7 +33,40 @@ pub struct S3Target {
     /// Whether the server checks signatures (moto accepts any credentials).
     pub authenticates: bool,
     pub provider: String,
+    /// Holds manifest PUTs at the server (in-process target only): see [`CommitGate`].
+    pub gate: Option<Arc<CommitGate>>,
     _server: Option<InProcessS3>,
+}
+
+/// Steers a crash into the commit window: while `hold` is set, the in-process server takes
+/// every PUT of a manifest version, reads its whole body, counts it in `held` and waits until
+/// `release` is set; then it stores it (`land`) or answers 503 without storing it (the PUT
+/// was lost). A test kills the client while its commit is held, then releases it.
+#[derive(Debug, Default)]
+pub struct CommitGate {
+    pub hold: AtomicBool,
+    pub held: AtomicU64,
+    pub release: AtomicBool,
+    pub land: AtomicBool,
+}
+
+impl CommitGate {
+    fn holds(&self, method: &http::Method, path: &str) -> bool {
+        let manifest_version = path.contains("/manifests/") && !path.contains("/archive/") && path.ends_with(".json");
+        self.hold.load(Ordering::SeqCst) && method == http::Method::PUT && manifest_version
+    }
+
+    /// Waits (up to `limit`) until `n` manifest PUTs are held.
+    pub fn wait_held(&self, n: u64, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.held.load(Ordering::SeqCst) < n {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 /// s3s-fs serving a temp directory, on its own thread and runtime so it outlives any test's
@@ -72,6 +107,7 @@ impl S3Target {
             conditional_writes: true,
             authenticates: true,
             provider: provider.into(),
+            gate: None,
             _server: None,
         }
     }
@@ -87,6 +123,7 @@ impl S3Target {
             conditional_writes: var("TIERLOG_TEST_S3_CONDITIONAL", "true") == "true",
             authenticates: var("TIERLOG_TEST_S3_AUTH", "true") == "true",
             provider: var("TIERLOG_TEST_S3_PROVIDER", "external"),
+            gate: None,
             _server: None,
         }
     }
@@ -100,9 +137,11 @@ impl S3Target {
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fs_root = root.path().to_path_buf();
+        let gate = Arc::new(CommitGate::default());
+        let server_gate = gate.clone();
         std::thread::Builder::new()
             .name("s3s-server".into())
-            .spawn(move || serve(listener, fs_root, rx))
+            .spawn(move || serve(listener, fs_root, rx, server_gate))
             .expect("spawn s3s thread");
         S3Target {
             endpoint,
@@ -113,6 +152,7 @@ impl S3Target {
             conditional_writes: true,
             authenticates: true,
             provider: "s3s-fs (in-process)".into(),
+            gate: Some(gate),
             _server: Some(InProcessS3 { _root: root, shutdown: Some(tx) }),
         }
     }
@@ -158,7 +198,7 @@ impl S3Target {
     }
 }
 
-fn serve(listener: StdListener, root: PathBuf, stop: tokio::sync::oneshot::Receiver<()>) {
+fn serve(listener: StdListener, root: PathBuf, stop: tokio::sync::oneshot::Receiver<()>, gate: Arc<CommitGate>) {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("s3s runtime");
     runtime.block_on(async move {
@@ -177,12 +217,52 @@ fn serve(listener: StdListener, root: PathBuf, stop: tokio::sync::oneshot::Recei
                 },
                 _ = &mut stop => return,
             };
-            let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            let (service, gate) = (service.clone(), gate.clone());
+            let gated = hyper::service::service_fn(move |req| gated_call(service.clone(), gate.clone(), req));
+            let connection = http.serve_connection(TokioIo::new(socket), gated).into_owned();
             tokio::spawn(async move {
                 let _ = connection.await;
             });
         }
     });
+}
+
+/// Passes a request to s3s, holding it first when the [`CommitGate`] says so.
+async fn gated_call(
+    service: s3s::service::S3Service,
+    gate: Arc<CommitGate>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<s3s::HttpResponse, s3s::HttpError> {
+    use http_body_util::BodyExt;
+    if !gate.holds(req.method(), req.uri().path()) {
+        return hyper::service::Service::call(&service, req).await;
+    }
+    // The whole body first, so the PUT can land after its client is gone.
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(status(http::StatusCode::BAD_REQUEST)), // the client went away mid-body
+    };
+    gate.held.fetch_add(1, Ordering::SeqCst);
+    // On a task of its own: hyper drops this future when the client's connection dies, and
+    // the point is to store the PUT after that.
+    let held = tokio::spawn(async move {
+        while !gate.release.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if !gate.land.load(Ordering::SeqCst) {
+            return Ok(status(http::StatusCode::SERVICE_UNAVAILABLE));
+        }
+        let req = http::Request::from_parts(parts, http_body_util::Full::new(body));
+        tower::Service::call(&mut service.clone(), req).await
+    });
+    held.await.unwrap_or_else(|_| Ok(status(http::StatusCode::INTERNAL_SERVER_ERROR)))
+}
+
+fn status(code: http::StatusCode) -> s3s::HttpResponse {
+    let mut response = s3s::HttpResponse::new(s3s::Body::empty());
+    *response.status_mut() = code;
+    response
 }
 
 /// Path of the `tierlog` binary built beside this test executable

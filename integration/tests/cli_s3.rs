@@ -158,8 +158,19 @@ fn kill_9_during_tiering_converges_with_no_loss() {
     let out = run(&config, &env, &["tier", "run"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    assert_remote_holds_each_record_once(&s3, &prefix, produced);
+    let scrub = run(&config, &env, &["tier", "scrub"], "");
+    let orphans = json_lines(&scrub).len();
+    eprintln!(
+        "tiering crash test: {orphans} orphan objects left by killed runs (a scrub removes them after the grace period)"
+    );
+}
+
+/// The remote tier of topic `t` partition 0 holds offsets 0..produced contiguously, every
+/// object decodes to its recorded SHA-256, and every produced record appears exactly once.
+fn assert_remote_holds_each_record_once(s3: &S3Target, prefix: &str, produced: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = s3.store(&prefix);
+    let store = s3.store(prefix);
     let manifest = runtime
         .block_on(ManifestStore::open(store.clone(), "t", 0, Writer { id: "check".into(), epoch: 0 }, 0))
         .unwrap()
@@ -193,9 +204,53 @@ fn kill_9_during_tiering_converges_with_no_loss() {
     assert!(manifest.archives.is_empty());
     assert_eq!(next, produced);
     assert!((0..produced).all(|id| seen.get(&id) == Some(&1)), "every record exactly once");
-    let scrub = run(&config, &env, &["tier", "scrub"], "");
-    let orphans = json_lines(&scrub).len();
-    eprintln!(
-        "tiering crash test: {orphans} orphan objects left by killed runs (a scrub removes them after the grace period)"
-    );
+}
+
+/// kill -9 steered into the commit window: the in-process server holds `tier run`'s manifest
+/// PUT until the process is dead, then either stores it (the commit landed after its writer
+/// died) or drops it (it never landed). Either way the next `tier run` converges: every
+/// record in the remote tier exactly once, the chain contiguous, nothing re-committed.
+#[test]
+fn kill_9_inside_the_commit_window_converges_whether_the_commit_lands_or_not() {
+    let s3 = S3Target::start();
+    let Some(gate) = s3.gate.clone() else {
+        eprintln!("{}: the commit window can only be steered on the in-process server; skipped", s3.provider);
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("commit-window");
+    let config = write_config(dir.path(), &s3, &prefix);
+    let env = s3.child_env();
+    assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
+    let mut produced = 0;
+    for (round, land) in [true, false, true, false].into_iter().enumerate() {
+        let out = run(&config, &env, &["produce", "t", "--input-format", "json"], &events(produced, 600));
+        assert!(out.status.success());
+        produced += 600;
+        gate.release.store(false, std::sync::atomic::Ordering::SeqCst);
+        gate.land.store(land, std::sync::atomic::Ordering::SeqCst);
+        gate.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut child =
+            tierlog(&config, &env).args(["tier", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        assert!(gate.wait_held(round as u64 + 1, Duration::from_secs(60)), "round {round}: no manifest PUT arrived");
+        child.kill().unwrap(); // SIGKILL while the commit is at the server
+        child.wait().unwrap();
+        gate.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        gate.release.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200)); // the held PUT lands (or is dropped)
+        let remote_end = remote_end(&s3, &prefix);
+        match land {
+            true => assert_eq!(remote_end, produced, "round {round}: the held commit landed after its writer died"),
+            false => assert!(remote_end < produced, "round {round}: the held commit was lost"),
+        }
+    }
+    let out = run(&config, &env, &["tier", "run"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_remote_holds_each_record_once(&s3, &prefix, produced);
+}
+
+fn remote_end(s3: &S3Target, prefix: &str) -> u64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = Writer { id: "check".into(), epoch: 0 };
+    runtime.block_on(ManifestStore::open(s3.store(prefix), "t", 0, reader, 0)).unwrap().current.next_offset()
 }
