@@ -91,7 +91,7 @@ impl World {
         config.segment.index_interval_bytes = 256;
         config.tiering.chunk_bytes = 512 + rng.below(2048);
         config.tiering.local_retention_bytes = rng.below(8192);
-        config.tiering.local_retention_ms = 10 * 60_000 + rng.below(2 * 3600_000);
+        config.tiering.local_retention_ms = 10 * 60_000 + rng.below(2 * 3_600_000);
         config.tiering.upload_attempts = 1 + rng.below(3);
         config.tiering.upload_concurrency = 1; // one request at a time: the same order every run
         config.tiering.commit_window_ms = 1_000;
