@@ -101,6 +101,7 @@ impl World {
         let mut seeded = SeededFaults::new(rng.next_u64(), 20_000);
         seeded.clock = Some(time.clone());
         (seeded.latency_ms_max, seeded.stall_per_million, seeded.stall_ms) = (20, 10_000, 3_000);
+        (seeded.list_stale_per_million, seeded.list_lag_ms) = (200_000, 5_000);
         *faulty.faults.seeded.lock().unwrap() = Some(seeded);
         let remote = RemoteStore::local_dir(&dir.path().join("unused")).unwrap().with_store(faulty.clone());
         let oracle = vec![PartitionOracle::default(); PARTITIONS as usize];

@@ -71,6 +71,10 @@ pub struct SeededFaults {
     pub latency_ms_max: u64,
     pub stall_per_million: u32,
     pub stall_ms: u64,
+    /// A LIST may leave out an object stored less than `list_lag_ms` ago (simulated time),
+    /// with this probability per object: the staleness some S3-compatible stores show.
+    pub list_stale_per_million: u32,
+    pub list_lag_ms: i64,
 }
 
 impl SeededFaults {
@@ -87,6 +91,8 @@ impl SeededFaults {
             latency_ms_max: 0,
             stall_per_million: 0,
             stall_ms: 0,
+            list_stale_per_million: 0,
+            list_lag_ms: 0,
         }
     }
 }
@@ -112,6 +118,18 @@ impl Faults {
             ms += s.stall_ms;
         }
         Some(clock.fetch_add(ms as i64, Ordering::SeqCst) + ms as i64)
+    }
+
+    /// Of the objects stamped at `stamps`, those a stale LIST leaves out this time.
+    fn stale(&self, stamps: &std::collections::HashMap<Path, chrono::DateTime<chrono::Utc>>) -> Vec<Path> {
+        use rand::Rng;
+        let mut seeded = self.seeded.lock().expect("fault lock");
+        let Some(s) = seeded.as_mut() else { return Vec::new() };
+        let Some(now) = s.clock.as_ref().map(|c| c.load(Ordering::SeqCst)) else { return Vec::new() };
+        let mut recent: Vec<&Path> =
+            stamps.iter().filter(|(_, t)| now - t.timestamp_millis() < s.list_lag_ms).map(|(p, _)| p).collect();
+        recent.sort(); // a HashMap's order differs per run; the draws must not
+        recent.into_iter().filter(|_| s.rng.random_range(0..1_000_000u32) < s.list_stale_per_million).cloned().collect()
     }
 
     fn draw(&self, what: Draw) -> bool {
@@ -260,8 +278,10 @@ impl ObjectStore for FaultStore {
         self.counters.lists.fetch_add(1, Ordering::SeqCst);
         self.faults.tick();
         let stamps = self.stamps.lock().expect("stamp lock").clone();
+        let stale = self.faults.stale(&stamps);
         self.inner
             .list(prefix)
+            .filter(move |meta| futures::future::ready(!meta.as_ref().is_ok_and(|m| stale.contains(&m.location))))
             .map(move |meta| {
                 meta.map(|mut m| {
                     if let Some(time) = stamps.get(&m.location) {
