@@ -252,31 +252,17 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
     // A: segments [0,50) and [50,100), tiered.
     let a = Tiering::start_with(fill(a_dir.path(), &[50, 100], "A"), remote.clone()).await.unwrap();
     assert!(a.run_once(None, false).await.unwrap()[0].error.is_none());
-    let before = tierlog_tiering::manifest::ManifestStore::open(
-        remote.clone(),
-        "t",
-        0,
-        tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 },
-        0,
-    )
-    .await
-    .unwrap()
-    .current;
+    let manifest = || async {
+        let reader = tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 };
+        tierlog_tiering::manifest::ManifestStore::open(remote.clone(), "t", 0, reader, 0).await.unwrap().current
+    };
+    let before = manifest().await;
     assert_eq!(before.next_offset(), 100);
     drop(a);
     // B: different records, segments [0,20), [20,100), [100,150): no segment at base 50.
     let b = Tiering::start_with(fill(b_dir.path(), &[20, 100, 150], "B"), remote.clone()).await.unwrap();
     let report = b.run_once(None, false).await.unwrap();
-    let after = tierlog_tiering::manifest::ManifestStore::open(
-        remote.clone(),
-        "t",
-        0,
-        tierlog_tiering::manifest::Writer { id: "x".into(), epoch: 0 },
-        0,
-    )
-    .await
-    .unwrap()
-    .current;
+    let after = manifest().await;
     assert_eq!(
         after.next_offset(),
         100,

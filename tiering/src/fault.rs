@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -147,18 +148,70 @@ impl Faults {
     }
 }
 
+/// Runs before a PUT of `location`; an error fails the PUT before anything is stored.
+pub type BeforePut = Arc<dyn Fn(&Path) -> BoxFuture<'static, object_store::Result<()>> + Send + Sync>;
+/// Runs after a PUT of `location` stored its object.
+pub type AfterPut = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// Code a test runs around requests: to hold a PUT in flight, move a clock while it is, fail
+/// it, or act between a LIST and what follows it.
+#[derive(Default)]
+pub struct Hooks {
+    pub before_put: Option<BeforePut>,
+    pub after_put: Option<AfterPut>,
+    /// Runs once, after the first LIST has been read to its end.
+    pub after_first_list: Option<BoxFuture<'static, ()>>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("before_put", &self.before_put.is_some())
+            .field("after_put", &self.after_put.is_some())
+            .field("after_first_list", &self.after_first_list.is_some())
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     pub faults: Arc<Faults>,
     pub counters: Arc<Counters>,
+    pub hooks: std::sync::Mutex<Hooks>,
     /// Simulated `last_modified` of objects written while a simulated clock ran.
     stamps: std::sync::Mutex<std::collections::HashMap<Path, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl FaultStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        FaultStore { inner, faults: Arc::default(), counters: Arc::default(), stamps: Default::default() }
+        FaultStore {
+            inner,
+            faults: Arc::default(),
+            counters: Arc::default(),
+            hooks: Default::default(),
+            stamps: Default::default(),
+        }
+    }
+
+    /// Whether the first LIST's hook is still waiting to run.
+    pub fn list_hook_pending(&self) -> bool {
+        self.hooks.lock().expect("hook lock").after_first_list.is_some()
+    }
+
+    async fn before_put(&self, location: &Path) -> object_store::Result<()> {
+        let hook = self.hooks.lock().expect("hook lock").before_put.clone();
+        match hook {
+            Some(hook) => hook(location).await,
+            None => Ok(()),
+        }
+    }
+
+    fn after_put(&self, location: &Path) {
+        let hook = self.hooks.lock().expect("hook lock").after_put.clone();
+        if let Some(hook) = hook {
+            hook(location);
+        }
     }
 
     fn stamp(&self, location: &Path, now_ms: Option<i64>) {
@@ -207,6 +260,7 @@ impl ObjectStore for FaultStore {
     ) -> object_store::Result<PutResult> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
+        self.before_put(location).await?;
         let now = self.faults.tick();
         let hard = self
             .faults
@@ -220,6 +274,7 @@ impl ObjectStore for FaultStore {
         }
         let result = self.inner.put_opts(location, payload, opts).await?;
         self.stamp(location, now);
+        self.after_put(location);
         if take(&self.faults.timeout_after_store_puts) || self.faults.draw(Draw::PutTimeoutAfterStore) {
             return Err(injected("PUT timed out (after the object was stored)"));
         }
@@ -234,6 +289,7 @@ impl ObjectStore for FaultStore {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.counters.multipart_uploads.fetch_add(1, Ordering::SeqCst);
         self.delay().await;
+        self.before_put(location).await?;
         // Multipart objects are stamped when the upload starts, as S3 does.
         let now = self.faults.tick();
         self.stamp(location, now);
@@ -279,8 +335,11 @@ impl ObjectStore for FaultStore {
         self.faults.tick();
         let stamps = self.stamps.lock().expect("stamp lock").clone();
         let stale = self.faults.stale(&stamps);
+        let after = self.hooks.lock().expect("hook lock").after_first_list.take();
+        let after = futures::stream::iter(after).then(|hook| hook).filter_map(|()| futures::future::ready(None));
         self.inner
             .list(prefix)
+            .chain(after)
             .filter(move |meta| futures::future::ready(!meta.as_ref().is_ok_and(|m| stale.contains(&m.location))))
             .map(move |meta| {
                 meta.map(|mut m| {

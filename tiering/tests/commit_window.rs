@@ -4,19 +4,14 @@
 
 mod common;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use async_trait::async_trait;
 use common::*;
-use futures::stream::BoxStream;
+use futures::FutureExt;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
-};
 use tierlog_tiering::Error;
+use tierlog_tiering::fault::FaultStore;
 use tierlog_tiering::manifest::{self, ManifestStore};
 use tierlog_tiering::store::RemoteStore;
 use tierlog_tiering::uploader::{self, RunOutcome, SegmentBytes, UploadSettings};
@@ -24,101 +19,64 @@ use tokio::sync::Semaphore;
 
 const WINDOW_MS: u64 = 60_000;
 
-/// Moves the test clock forward by `segment_put_ms` during every segment PUT (a slow
-/// upload), and makes manifest PUTs fail while moving it by `manifest_put_ms`.
-#[derive(Debug)]
-struct SlowStore {
-    inner: Arc<dyn ObjectStore>,
-    clock: Arc<AtomicI64>,
+/// Knobs of the store's hooks: every segment PUT moves the test clock by `segment_put_ms`
+/// (a slow upload); manifest PUTs move it by `manifest_put_ms` and fail while
+/// `fail_manifest_puts` lasts.
+#[derive(Debug, Default)]
+struct Slow {
+    clock: AtomicI64,
     segment_put_ms: AtomicI64,
     manifest_put_ms: AtomicI64,
     fail_manifest_puts: AtomicU64,
     manifest_puts: AtomicU64,
 }
 
-impl fmt::Display for SlowStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SlowStore({})", self.inner)
-    }
-}
-
 fn is_under(location: &Path, root: &str) -> bool {
     location.parts().next().is_some_and(|p| p.as_ref() == root)
 }
 
-#[async_trait]
-impl ObjectStore for SlowStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        if is_under(location, "manifests") {
-            self.manifest_puts.fetch_add(1, Ordering::SeqCst);
-            self.clock.fetch_add(self.manifest_put_ms.load(Ordering::SeqCst), Ordering::SeqCst);
-            if self.fail_manifest_puts.load(Ordering::SeqCst) > 0 {
-                return Err(object_store::Error::Generic { store: "SlowStore", source: "injected: PUT failed".into() });
+fn slow_store(inner: Arc<dyn object_store::ObjectStore>, slow: Arc<Slow>) -> Arc<FaultStore> {
+    let store = Arc::new(FaultStore::new(inner));
+    let mut hooks = store.hooks.lock().unwrap();
+    let before = slow.clone();
+    hooks.before_put = Some(Arc::new(move |location: &Path| {
+        let manifest = is_under(location, "manifests");
+        let slow = before.clone();
+        async move {
+            if manifest {
+                slow.manifest_puts.fetch_add(1, Ordering::SeqCst);
+                slow.clock.fetch_add(slow.manifest_put_ms.load(Ordering::SeqCst), Ordering::SeqCst);
+                let failing =
+                    slow.fail_manifest_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if failing.is_ok() {
+                    return Err(object_store::Error::Generic { store: "Slow", source: "injected: PUT failed".into() });
+                }
             }
+            Ok(())
         }
-        let result = self.inner.put_opts(location, payload, opts).await;
+        .boxed()
+    }));
+    hooks.after_put = Some(Arc::new(move |location: &Path| {
         if is_under(location, "segments") {
-            self.clock.fetch_add(self.segment_put_ms.load(Ordering::SeqCst), Ordering::SeqCst);
+            slow.clock.fetch_add(slow.segment_put_ms.load(Ordering::SeqCst), Ordering::SeqCst);
         }
-        result
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
+    }));
+    drop(hooks);
+    store
 }
 
 struct Fixture {
     _dir: tempfile::TempDir,
     base: RemoteStore,
-    slow: Arc<SlowStore>,
+    slow: Arc<Slow>,
     store: RemoteStore,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let base = RemoteStore::local_dir(dir.path()).unwrap();
-    let slow = Arc::new(SlowStore {
-        inner: base.store.clone(),
-        clock: Arc::new(AtomicI64::new(1_000_000)),
-        segment_put_ms: AtomicI64::new(0),
-        manifest_put_ms: AtomicI64::new(0),
-        fail_manifest_puts: AtomicU64::new(0),
-        manifest_puts: AtomicU64::new(0),
-    });
-    let store = base.with_store(slow.clone());
+    let slow = Arc::new(Slow { clock: AtomicI64::new(1_000_000), ..Slow::default() });
+    let store = base.with_store(slow_store(base.store.clone(), slow.clone()));
     Fixture { _dir: dir, base, slow, store }
 }
 
@@ -132,8 +90,8 @@ async fn run(f: &Fixture, manifest: &mut ManifestStore, segments: &[SegmentBytes
         let segment = segments.iter().find(|s| s.base_offset == base).cloned().unwrap();
         async move { Ok(segment) }
     };
-    let clock = f.slow.clock.clone();
-    let now_ms = move || clock.load(Ordering::SeqCst);
+    let slow = f.slow.clone();
+    let now_ms = move || slow.clock.load(Ordering::SeqCst);
     uploader::upload_in_order(manifest, bases, load, &settings(attempts), Arc::new(Semaphore::new(1)), now_ms).await
 }
 

@@ -4,20 +4,14 @@
 
 mod common;
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::*;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStoreExt, PutPayload};
+use tierlog_tiering::fault::FaultStore;
 use tierlog_tiering::manifest::{self, ManifestStore};
 use tierlog_tiering::scrub::{self, ScrubAction, ScrubPartition, ScrubReport, ScrubSettings};
 use tierlog_tiering::store::RemoteStore;
@@ -91,74 +85,6 @@ async fn scrub_never_deletes_manifests_of_a_topic_and_prefix_named_archive() {
     assert!(markers.is_empty(), "the scrub clock marker is removed: {markers:?}");
 }
 
-/// Runs a callback once the first LIST has been read to its end: a commit that lands between
-/// scrub's LIST and its deletes.
-struct AfterFirstList {
-    inner: Arc<dyn ObjectStore>,
-    hook: Mutex<Option<BoxFuture<'static, ()>>>,
-}
-
-impl fmt::Debug for AfterFirstList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AfterFirstList({})", self.inner)
-    }
-}
-
-impl fmt::Display for AfterFirstList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for AfterFirstList {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let listing = self.inner.list(prefix);
-        match self.hook.lock().unwrap().take() {
-            Some(hook) => {
-                listing.chain(futures::stream::once(hook).filter_map(|()| futures::future::ready(None))).boxed()
-            }
-            None => listing,
-        }
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// Defect 2: scrub loaded the manifests, then LISTed, then deleted what the (stale)
 /// manifests did not list. An object uploaded before the LIST and committed right after it
 /// must survive, even when it looks old and there is no grace at all.
@@ -177,11 +103,13 @@ async fn an_object_committed_after_the_listing_is_not_deleted() {
         let mut m = ManifestStore::open(committer, "t", 0, writer(), 0).await.unwrap();
         m.commit(vec![entry], wall_ms(), 3).await.unwrap();
     };
-    let hooked = Arc::new(AfterFirstList { inner: store.store.clone(), hook: Mutex::new(Some(commit.boxed())) });
+    // The commit runs once scrub's first LIST has been read to its end.
+    let hooked = Arc::new(FaultStore::new(store.store.clone()));
+    hooked.hooks.lock().unwrap().after_first_list = Some(commit.boxed());
 
     let report = run_scrub(&store.with_store(hooked.clone()), &[partition("t", 0)], 0, 0).await;
 
-    assert!(hooked.hook.lock().unwrap().is_none(), "the commit ran during the scrub");
+    assert!(!hooked.list_hook_pending(), "the commit ran during the scrub");
     assert_eq!(manifest::latest_version(&store, "t", 0, 0).await.unwrap(), 2);
     assert!(deleted(&report).is_empty(), "{:?}", report.objects);
     assert!(exists(&store, &late.key).await, "the committed object {} is still there", late.key);
@@ -214,71 +142,24 @@ async fn orphans_are_deleted_only_after_the_commit_window_and_the_grace() {
     assert_readable(&store, "t", &segments(0, 2, 2)).await;
 }
 
-/// Holds every manifest-version PUT until released: a manifest PUT that was started inside
-/// the commit window and is still in flight (a slow request, object_store's internal
-/// retries of up to 120 s).
-struct SlowManifestPuts {
-    inner: Arc<dyn ObjectStore>,
-    release: Arc<tokio::sync::Notify>,
-}
-
-impl fmt::Debug for SlowManifestPuts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SlowManifestPuts({})", self.inner)
-    }
-}
-
-impl fmt::Display for SlowManifestPuts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for SlowManifestPuts {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let is_version = location.as_ref().contains("/manifests/") || location.as_ref().starts_with("manifests/");
-        if is_version && location.as_ref().ends_with(".json") && !location.as_ref().contains("/archive/") {
-            self.release.notified().await;
+/// Holds every manifest-version PUT until `release` is notified: a manifest PUT that was
+/// started inside the commit window and is still in flight (a slow request, object_store's
+/// internal retries of up to 120 s).
+fn slow_manifest_puts(inner: Arc<dyn object_store::ObjectStore>, release: Arc<tokio::sync::Notify>) -> Arc<FaultStore> {
+    let store = Arc::new(FaultStore::new(inner));
+    store.hooks.lock().unwrap().before_put = Some(Arc::new(move |location: &Path| {
+        let key = location.as_ref();
+        let version = key.contains("manifests/") && key.ends_with(".json") && !key.contains("/archive/");
+        let release = release.clone();
+        async move {
+            if version {
+                release.notified().await;
+            }
+            Ok(())
         }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
+        .boxed()
+    }));
+    store
 }
 
 /// Review finding: `tiering.orphan_grace_ms` may be 0 (config minimum), but grace is the only
@@ -292,7 +173,7 @@ async fn review_a_manifest_put_in_flight_is_never_outrun_by_scrub_at_the_smalles
     let dir = tempfile::tempdir().unwrap();
     let store = RemoteStore::local_dir(dir.path()).unwrap();
     let release = Arc::new(tokio::sync::Notify::new());
-    let slow = store.with_store(Arc::new(SlowManifestPuts { inner: store.store.clone(), release: release.clone() }));
+    let slow = store.with_store(slow_manifest_puts(store.store.clone(), release.clone()));
     let mut settings = upload_settings();
     settings.commit_window_ms = WINDOW_MS;
     let entry =
