@@ -30,7 +30,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use futures::FutureExt;
 
 use object_store::memory::InMemory;
 use tierlog::config::{Config, FsyncPolicy};
@@ -126,6 +129,12 @@ impl World {
         }
     }
 
+    /// Faults stop while the checker reads (it is not under test) and for the final pass.
+    /// Returns whether they were paused before, for the caller to restore.
+    fn pause_faults(&self, paused: bool) -> bool {
+        self.faults.faults.paused.swap(paused, Ordering::SeqCst)
+    }
+
     fn host(&self) -> Host {
         Host { disk: Arc::new(self.disk.clone()), clock: Clock::manual(self.time.clone()) }
     }
@@ -199,9 +208,9 @@ impl World {
         self.close();
         self.disk.crash();
         self.open().await;
-        let seeded = self.faults.faults.seeded.lock().unwrap().take();
+        let was = self.pause_faults(true);
         self.reconcile_after_crash().await;
-        *self.faults.faults.seeded.lock().unwrap() = seeded;
+        self.pause_faults(was);
     }
 
     async fn produce(&mut self) {
@@ -380,8 +389,35 @@ impl World {
                 ));
             }
             self.check_prefix(p, &got, &[]);
+            self.check_seek(p).await;
             self.check_time_lookup(p).await;
             self.check_manifest(p).await;
+        }
+    }
+
+    /// A read from a random offset starts exactly there (an index seek, locally or in a chunk
+    /// of the remote tier) with the oracle's record.
+    async fn check_seek(&mut self, partition: u32) {
+        let records = self.oracle[partition as usize].records.clone();
+        if records.is_empty() {
+            return;
+        }
+        let offset = self.rng.below(records.len() as u64);
+        let log = self.log().clone();
+        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
+        let reader = Reader::with_remote(log.clone(), remote);
+        let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        match reader.read(&p, offset, 1).await {
+            Ok(got)
+                if got
+                    .first()
+                    .is_some_and(|r| r.offset == offset && r.record.value == records[offset as usize].0.as_bytes()) => {
+            }
+            Ok(got) => self.fail(format!(
+                "p{partition}: read at {offset} returned offsets {:?}",
+                got.iter().map(|r| r.offset).collect::<Vec<_>>()
+            )),
+            Err(e) => self.fail(format!("p{partition}: read at {offset} failed: {e}")),
         }
     }
 
@@ -402,10 +438,10 @@ impl World {
     }
 
     async fn check_manifest(&mut self, partition: u32) {
-        let faults = self.faults.faults.seeded.lock().unwrap().take();
+        let was = self.pause_faults(true);
         let loaded =
             ManifestStore::open(self.remote.clone(), TOPIC, partition, Writer { id: "sim".into(), epoch: 0 }, 0).await;
-        *self.faults.faults.seeded.lock().unwrap() = faults;
+        self.pause_faults(was);
         let manifest = match loaded {
             Ok(m) => m.current,
             Err(e) => self.fail(format!("p{partition}: manifest does not load or verify: {e}")),
@@ -432,28 +468,46 @@ impl World {
     }
 
     async fn remote_end(&mut self, partition: u32) -> u64 {
-        let faults = self.faults.faults.seeded.lock().unwrap().take();
+        let was = self.pause_faults(true);
         let writer = Writer { id: "sim".into(), epoch: 0 };
         let loaded = ManifestStore::open(self.remote.clone(), TOPIC, partition, writer, 0).await;
-        *self.faults.faults.seeded.lock().unwrap() = faults;
+        self.pause_faults(was);
         loaded.map_or(0, |m| m.current.next_offset())
     }
 
-    /// A tiering pass and a scrub at once: their requests interleave at every await.
+    /// A scrub in the middle of a tiering pass: it runs whole right before the pass's k-th PUT
+    /// (k from the seed), e.g. between a segment's upload and the manifest commit listing it —
+    /// the window scrub must never delete from. Placed by a store hook rather than left to the
+    /// scheduler, so the interleaving is the same on every run.
     async fn tier_beside_scrub(&mut self) {
         let Some(tiering) = self.tiering.as_ref() else { return };
-        let partitions: Vec<ScrubPartition> =
-            (0..PARTITIONS).map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 }).collect();
-        let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
-        let (tiered, scrubbed) =
-            tokio::join!(tiering.run_once(None, true), scrub::scrub(&self.remote, &partitions, &settings));
-        let deleted = scrubbed.map(|r| r.objects.iter().filter(|o| o.action.describe() == "deleted").count());
-        self.note(format!("tier beside scrub: tier ok {}, scrub deleted {:?}", tiered.is_ok(), deleted.ok()));
+        let k = self.rng.below(8);
+        let (puts, outcome) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(None)));
+        let (remote, hook_outcome) = (self.remote.clone(), outcome.clone());
+        self.faults.hooks.lock().unwrap().before_put = Some(Arc::new(move |_: &object_store::path::Path| {
+            let at = puts.fetch_add(1, Ordering::SeqCst);
+            let (remote, outcome) = (remote.clone(), hook_outcome.clone());
+            async move {
+                if at == k {
+                    let deleted = run_scrub(&remote).await;
+                    *outcome.lock().unwrap() = Some(format!("before PUT {k}: deleted {deleted:?}"));
+                }
+                Ok(())
+            }
+            .boxed()
+        }));
+        let tiered = tiering.run_once(None, true).await;
+        self.faults.hooks.lock().unwrap().before_put = None;
+        let scrubbed = match outcome.lock().unwrap().take() {
+            Some(outcome) => outcome,
+            None => format!("after the pass: deleted {:?}", run_scrub(&self.remote).await),
+        };
+        self.note(format!("tier beside scrub: tier ok {}, scrub {scrubbed}", tiered.is_ok()));
     }
 
     /// With faults off, one pass must commit everything: nothing is left fenced or stuck.
     async fn check_liveness(&mut self) {
-        *self.faults.faults.seeded.lock().unwrap() = None;
+        self.pause_faults(true); // for good: the final pass runs without faults
         self.disk.set_faults(DiskFaults::default());
         self.close();
         self.open().await;
@@ -462,6 +516,9 @@ impl World {
             Ok(reports) => reports,
             Err(e) => self.fail(format!("final pass: {e}")),
         };
+        if reports.len() != PARTITIONS as usize {
+            self.fail(format!("final pass reported {} partitions of {PARTITIONS}", reports.len()));
+        }
         for r in &reports {
             let end = self.oracle[r.partition as usize].records.len() as u64;
             if r.error.is_some() || r.remote_end_offset != end {
@@ -507,10 +564,19 @@ impl World {
             _ => self.commit_group(),
         }
         // Faults stop while the invariants are checked: the checker reads, it is not tested.
-        let seeded = self.faults.faults.seeded.lock().unwrap().take();
+        let was = self.pause_faults(true);
         self.check().await;
-        *self.faults.faults.seeded.lock().unwrap() = seeded;
+        self.pause_faults(was);
     }
+}
+
+/// A scrub with delete, as `tier scrub --delete` runs it: how many objects it deleted.
+async fn run_scrub(remote: &RemoteStore) -> Option<usize> {
+    let partitions: Vec<ScrubPartition> =
+        (0..PARTITIONS).map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 }).collect();
+    let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
+    let report = scrub::scrub(remote, &partitions, &settings).await.ok()?;
+    Some(report.objects.iter().filter(|o| o.action.describe() == "deleted").count())
 }
 
 fn kind(e: &Error) -> String {

@@ -53,6 +53,9 @@ pub struct Faults {
     pub latency_ms: AtomicU64,
     /// Random faults from a seed, when set.
     pub seeded: std::sync::Mutex<Option<SeededFaults>>,
+    /// Seeded faults (errors and stale LISTs) are not drawn while set; the simulated clock
+    /// still runs, so objects keep simulated stamps.
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 /// Probabilities (parts per million per request) of faults drawn from a seeded generator,
@@ -108,24 +111,26 @@ enum Draw {
 }
 
 impl Faults {
-    /// Moves the simulated clock on by one request's latency; returns the time after it.
+    /// Moves the simulated clock on by one request's latency; returns the time the request
+    /// started (objects are stamped with it: `last_modified` is never later than a PUT's start,
+    /// the assumption scrub's age rule is checked against).
     fn tick(&self) -> Option<i64> {
         use rand::Rng;
         let mut seeded = self.seeded.lock().expect("fault lock");
         let s = seeded.as_mut()?;
         let clock = s.clock.clone()?;
         let mut ms = s.rng.random_range(0..=s.latency_ms_max);
-        if s.rng.random_range(0..1_000_000u32) < s.stall_per_million {
+        if !self.paused.load(Ordering::SeqCst) && s.rng.random_range(0..1_000_000u32) < s.stall_per_million {
             ms += s.stall_ms;
         }
-        Some(clock.fetch_add(ms as i64, Ordering::SeqCst) + ms as i64)
+        Some(clock.fetch_add(ms as i64, Ordering::SeqCst))
     }
 
     /// Of the objects stamped at `stamps`, those a stale LIST leaves out this time.
     fn stale(&self, stamps: &std::collections::HashMap<Path, chrono::DateTime<chrono::Utc>>) -> Vec<Path> {
         use rand::Rng;
         let mut seeded = self.seeded.lock().expect("fault lock");
-        let Some(s) = seeded.as_mut() else { return Vec::new() };
+        let Some(s) = seeded.as_mut().filter(|_| !self.paused.load(Ordering::SeqCst)) else { return Vec::new() };
         let Some(now) = s.clock.as_ref().map(|c| c.load(Ordering::SeqCst)) else { return Vec::new() };
         let mut recent: Vec<&Path> =
             stamps.iter().filter(|(_, t)| now - t.timestamp_millis() < s.list_lag_ms).map(|(p, _)| p).collect();
@@ -136,7 +141,7 @@ impl Faults {
     fn draw(&self, what: Draw) -> bool {
         use rand::Rng;
         let mut seeded = self.seeded.lock().expect("fault lock");
-        let Some(s) = seeded.as_mut() else { return false };
+        let Some(s) = seeded.as_mut().filter(|_| !self.paused.load(Ordering::SeqCst)) else { return false };
         let per_million = match what {
             Draw::PutFail => s.put_fail_per_million,
             Draw::PutTimeoutAfterStore => s.put_timeout_after_store_per_million,
