@@ -498,7 +498,8 @@ impl World {
         }));
         let tiered = tiering.run_once(None, true).await;
         self.faults.hooks.lock().unwrap().before_put = None;
-        let scrubbed = match outcome.lock().unwrap().take() {
+        let ran = outcome.lock().unwrap().take();
+        let scrubbed = match ran {
             Some(outcome) => outcome,
             None => format!("after the pass: deleted {:?}", run_scrub(&self.remote).await),
         };
