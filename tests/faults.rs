@@ -396,3 +396,65 @@ fn review_a_read_only_reader_never_serves_a_batch_sealed_by_a_roll_inside_a_fail
          after the writer acknowledged another record at offset 3 the reader returns {later:?} (expected [500])"
     );
 }
+
+/// Review finding (ack-end): the writer refuses to open a data directory when it cannot
+/// create or write the `ack-end` file (a full disk, where a data directory from a build
+/// before `ack-end` has no such file yet and creating it needs a block), although nothing
+/// needs it: readers fall back without it, and every later publication failure is only
+/// logged (`publish_ack_end`). A full disk is exactly when the operator restarts the
+/// writer to let retention free space; here the whole log is refused instead.
+#[test]
+fn review_the_writer_opens_when_the_ack_end_file_cannot_be_written() {
+    #[derive(Debug)]
+    struct NoAckEnd(SimDisk);
+    impl Disk for NoAckEnd {
+        fn create_new(&self, p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            self.0.create_new(p)
+        }
+        fn open(&self, p: &Path, a: bool) -> std::io::Result<tierlog::disk::FileRef> {
+            self.0.open(p, a)
+        }
+        fn open_rw(&self, _p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (simulated)"))
+        }
+        fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
+            self.0.read(p)
+        }
+        fn write_atomic(&self, p: &Path, b: &[u8]) -> std::io::Result<()> {
+            self.0.write_atomic(p, b)
+        }
+        fn list(&self, d: &Path) -> std::io::Result<Vec<String>> {
+            self.0.list(d)
+        }
+        fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+            self.0.remove_file(p)
+        }
+        fn create_dir_all(&self, d: &Path) -> std::io::Result<()> {
+            self.0.create_dir_all(d)
+        }
+        fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
+            self.0.sync_dir(d)
+        }
+        fn is_file(&self, p: &Path) -> bool {
+            self.0.is_file(p)
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.0.is_dir(p)
+        }
+    }
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    drop((p, log));
+    // A data directory from before ack-end existed.
+    f.disk.remove_file(&f.config.data_dir.join("topics/t/0/ack-end")).unwrap();
+    let host = Host { disk: Arc::new(NoAckEnd(f.disk.clone())), clock: f.host.clock.clone() };
+    let reopened = Log::open_on(host, f.config.clone());
+    assert!(
+        reopened.is_ok(),
+        "the writer refuses the whole data directory because ack-end cannot be created: {}",
+        reopened.err().unwrap()
+    );
+    assert_eq!(values(&reopened.unwrap()), expected(&[0, 1, 2]));
+}
