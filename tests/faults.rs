@@ -337,3 +337,124 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
         "after one failed directory fsync the partition must either go on or stop cleanly; got {next:?} (files left by the failed roll: {leftover:?})"
     );
 }
+
+/// Review finding (ack-end): a call that rolls part-way exposes its first batches to
+/// read-only readers before it is acknowledged. The roll writes the full segment's index
+/// files and publishes `ack-end` naming the *new* segment, so a reader that refreshes now
+/// loads the old segment as sealed — `limit_for` says "complete" for every segment before
+/// the named one, and sealed segments are not limited at all — and serves the call's first
+/// batch. The call then fails (ENOSPC on its third batch) and is undone: the reader served a
+/// record of an undone append, and after the writer acknowledges a different record at that
+/// offset the reader's view disagrees with the log.
+#[test]
+fn review_a_read_only_reader_never_serves_a_batch_sealed_by_a_roll_inside_a_failing_call() {
+    use std::sync::Mutex;
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 4096;
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    let reader = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(rp.read(0, 1 << 20).unwrap().len(), 3);
+
+    // One call, three ~3 KB batches: b1 lands in segment 0, b2 needs a roll (fsync #1), b3
+    // needs another roll (its fsync of segment 1: the reader looks now, after the first roll)
+    // and then fails with ENOSPC.
+    let failed: Vec<Record> = (0..3).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+    let seen: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    {
+        // The reader looks at the first file fsync after the call's first roll completed
+        // (segment 1 exists): that is the second roll's fsync of segment 1.
+        fn when_rolled(disk: SimDisk, segment_1: std::path::PathBuf, then: Box<dyn FnOnce() + Send>) {
+            let d = disk.clone();
+            disk.before_next_sync(move || {
+                if d.files().contains(&segment_1) { then() } else { when_rolled(d, segment_1, then) }
+            });
+        }
+        let (rp, seen) = (rp.clone(), seen.clone());
+        let look: Box<dyn FnOnce() + Send> = Box::new(move || {
+            rp.refresh().unwrap();
+            let got = rp.read(3, 1 << 20).unwrap();
+            seen.lock().unwrap().extend(got.iter().map(|s| (s.offset, s.record.value.len())));
+        });
+        when_rolled(f.disk.clone(), f.segment(4), look);
+    }
+    // Appends: b1, the two index files of segment 0, b2, the two of segment 1, then b3 fails.
+    f.disk.fail_append_after(6);
+    assert!(p.append(&failed, 1_000).is_err(), "the call fails and is undone");
+    assert_eq!(p.end_offset(), 3);
+    p.append(&[Record { value: vec![b'Y'; 500], ..record(3) }], 1_000).unwrap();
+    let later = rp
+        .refresh()
+        .and_then(|()| rp.read(3, 1 << 20))
+        .map(|v| v.iter().map(|s| s.record.value.len()).collect::<Vec<_>>());
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "the reader served records of the failed, undone call: (offset, value bytes) {seen:?}; \
+         after the writer acknowledged another record at offset 3 the reader returns {later:?} (expected [500])"
+    );
+}
+
+/// Review finding (ack-end): the writer refuses to open a data directory when it cannot
+/// create or write the `ack-end` file (a full disk, where a data directory from a build
+/// before `ack-end` has no such file yet and creating it needs a block), although nothing
+/// needs it: readers fall back without it, and every later publication failure is only
+/// logged (`publish_ack_end`). A full disk is exactly when the operator restarts the
+/// writer to let retention free space; here the whole log is refused instead.
+#[test]
+fn review_the_writer_opens_when_the_ack_end_file_cannot_be_written() {
+    #[derive(Debug)]
+    struct NoAckEnd(SimDisk);
+    impl Disk for NoAckEnd {
+        fn create_new(&self, p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            self.0.create_new(p)
+        }
+        fn open(&self, p: &Path, a: bool) -> std::io::Result<tierlog::disk::FileRef> {
+            self.0.open(p, a)
+        }
+        fn open_rw(&self, _p: &Path) -> std::io::Result<tierlog::disk::FileRef> {
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (simulated)"))
+        }
+        fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
+            self.0.read(p)
+        }
+        fn write_atomic(&self, p: &Path, b: &[u8]) -> std::io::Result<()> {
+            self.0.write_atomic(p, b)
+        }
+        fn list(&self, d: &Path) -> std::io::Result<Vec<String>> {
+            self.0.list(d)
+        }
+        fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+            self.0.remove_file(p)
+        }
+        fn create_dir_all(&self, d: &Path) -> std::io::Result<()> {
+            self.0.create_dir_all(d)
+        }
+        fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
+            self.0.sync_dir(d)
+        }
+        fn is_file(&self, p: &Path) -> bool {
+            self.0.is_file(p)
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.0.is_dir(p)
+        }
+    }
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    drop((p, log));
+    // A data directory from before ack-end existed.
+    f.disk.remove_file(&f.config.data_dir.join("topics/t/0/ack-end")).unwrap();
+    let host = Host { disk: Arc::new(NoAckEnd(f.disk.clone())), clock: f.host.clock.clone() };
+    let reopened = Log::open_on(host, f.config.clone());
+    assert!(
+        reopened.is_ok(),
+        "the writer refuses the whole data directory because ack-end cannot be created: {}",
+        reopened.err().unwrap()
+    );
+    assert_eq!(values(&reopened.unwrap()), expected(&[0, 1, 2]));
+}
