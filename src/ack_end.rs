@@ -81,9 +81,23 @@ pub fn publish(file: &FileRef, end: AckEnd) -> std::io::Result<()> {
     file.write_at(0, &encode(end))
 }
 
+/// Reads of a bad copy retried before giving up: a read racing the writer's in-place write
+/// can come back torn (the CRC catches it), and giving up means no limit at all.
+const TORN_READ_RETRIES: usize = 3;
+
 /// What the writer last published, if the file is there and intact.
 pub fn read(disk: &dyn Disk, partition_dir: &Path) -> Option<AckEnd> {
-    disk.read(&partition_dir.join(FILE_NAME)).ok().and_then(|b| decode(&b))
+    let path = partition_dir.join(FILE_NAME);
+    for _ in 0..TORN_READ_RETRIES {
+        match disk.read(&path) {
+            Ok(bytes) => match decode(&bytes) {
+                Some(end) => return Some(end),
+                None => continue, // torn by a concurrent write, or damaged: look again
+            },
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]

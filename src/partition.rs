@@ -185,9 +185,11 @@ impl Partition {
         Ok(Appended { first_offset: start.1.next_offset, last_offset: end - 1 })
     }
 
-    /// Tells read-only readers in other processes how far the acknowledged records go. A
-    /// failure is logged, not returned: the records are acknowledged either way, and readers
-    /// only lag until the next publication.
+    /// Tells read-only readers in other processes how far the acknowledged records go. Never
+    /// called inside an append call (not even when the call rolls a segment): until the call
+    /// is acknowledged or undone, readers keep the end from before it. A failure is logged, not
+    /// returned: the records are acknowledged either way, and readers only lag until the next
+    /// publication.
     fn publish_ack_end(&self, state: &State) {
         let Some(file) = &state.ack_end else { return };
         let end = AckEnd { active_base: state.active.index.base_offset, active_bytes: state.active.index.bytes };
@@ -306,7 +308,6 @@ impl Partition {
         let next = state.active.index.next_offset;
         let fresh = Segment::create(&*self.host.disk, &self.dir, next, self.policy.index_interval_bytes, now_ms)?;
         let sealed = std::mem::replace(&mut state.active, fresh);
-        self.publish_ack_end(state);
         tracing::debug!(topic = %self.topic, partition = self.id, base = sealed.index.base_offset, next, "rolled segment");
         state.sealed.insert(sealed.index.base_offset, sealed);
         Ok(())
@@ -315,13 +316,19 @@ impl Partition {
     /// Seals the active segment now if it holds anything (used before tiering it).
     pub fn seal_active(&self, now_ms: i64) -> Result<()> {
         let mut state = self.lock();
-        if state.active.index.is_empty() { Ok(()) } else { self.roll(&mut state, now_ms) }
+        if !state.active.index.is_empty() {
+            self.roll(&mut state, now_ms)?;
+            self.publish_ack_end(&state);
+        }
+        Ok(())
     }
 
     /// Rolls the active segment if it is older than `segment.max_age_ms`.
     pub fn roll_if_old(&self, now_ms: i64) -> Result<()> {
         let mut state = self.lock();
-        self.roll_if_needed(&mut state, 0, now_ms)
+        self.roll_if_needed(&mut state, 0, now_ms)?;
+        self.publish_ack_end(&state);
+        Ok(())
     }
 
     /// Read-only partitions: picks up what the writer appended since the last look. Extends
@@ -338,8 +345,11 @@ impl Partition {
         let same_files = files.iter().map(|(b, _)| *b).eq(known.iter().copied());
         // A file shorter than what was indexed was cut by its writer (an undone append, or a
         // torn tail after a crash): index it again from the start.
-        if same_files && state.active.file_len()? >= state.active.index.bytes {
-            let limit = read_limit(&*self.host.disk, &self.dir, state.active.index.base_offset);
+        let mark = ack_end::read(&*self.host.disk, &self.dir);
+        let active_base = state.active.index.base_offset;
+        let mark_moved = mark.is_some_and(|m| m.active_base != active_base);
+        if same_files && !mark_moved && state.active.file_len()? >= state.active.index.bytes {
+            let limit = mark.map_or(u64::MAX, |m| m.limit_for(active_base));
             state.active.scan(limit)?;
             return Ok(());
         }
@@ -615,7 +625,13 @@ fn list_segments(disk: &dyn Disk, dir: &Path, writable: bool) -> Result<Vec<(u64
 /// (writer) or ignored (read-only), and everything before it is kept.
 fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writable: bool) -> Result<State> {
     let disk = &*host.disk;
-    let files = list_segments(disk, dir, writable)?;
+    let mut files = list_segments(disk, dir, writable)?;
+    // A reader sees no segment past the writer's acknowledged end: one created by a call in
+    // progress (or being undone) holds nothing acknowledged, whatever index files say.
+    let mark = if writable { None } else { ack_end::read(disk, dir) };
+    if let Some(mark) = mark {
+        files.retain(|(base, _)| *base <= mark.active_base);
+    }
     let damaged = |detail: String| Error::Damaged { topic: topic.to_string(), partition: id, detail };
     let mut sealed = BTreeMap::new();
     let mut expected: Option<u64> = None;
@@ -631,7 +647,7 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
         let is_active = Some(i) == last;
         let mut segment = Segment::open(disk, path, base, policy.index_interval_bytes, writable && is_active)?;
         if is_active {
-            let limit = if writable { u64::MAX } else { read_limit(disk, dir, base) };
+            let limit = mark.map_or(u64::MAX, |m| m.limit_for(base));
             recover_active(&mut segment, writable, limit).map_err(|e| match e {
                 ActiveDamage::Error(e) => e,
                 ActiveDamage::Damaged(detail) => damaged(detail),
@@ -656,23 +672,24 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
             created_ms: 0,
         },
     };
-    let ack_end = match writable {
-        true => Some(ack_end::open(disk, dir).map_err(|e| Error::io(dir, "open the ack-end file in", e))?),
-        false => None,
-    };
-    let state = State { sealed, active, dirty: false, stopped: None, ack_end };
-    if let Some(file) = &state.ack_end {
-        let end = AckEnd { active_base: state.active.index.base_offset, active_bytes: state.active.index.bytes };
-        ack_end::publish(file, end).map_err(|e| Error::io(dir, "publish the acknowledged end in", e))?;
-    }
-    Ok(state)
+    let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
+    let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
+    Ok(State { sealed, active, dirty: false, stopped: None, ack_end })
 }
 
-/// How far a read-only opener may index the segment starting at `base`: up to the writer's
-/// acknowledged end, or (no intact `ack-end`: no writer since a crash, or an older data
-/// directory) every whole valid batch.
-fn read_limit(disk: &dyn Disk, dir: &Path, base: u64) -> u64 {
-    ack_end::read(disk, dir).map_or(u64::MAX, |end| end.limit_for(base))
+/// The writer's `ack-end`, published with the recovered end. Not being able to write it (a
+/// full disk, say) does not stop the writer: readers then index every whole valid batch, as
+/// they did before the file existed — so a stale copy is removed, or readers would lag at it.
+fn open_ack_end(disk: &dyn Disk, dir: &Path, end: AckEnd) -> Option<FileRef> {
+    let opened = ack_end::open(disk, dir).and_then(|file| ack_end::publish(&file, end).map(|()| file));
+    match opened {
+        Ok(file) => Some(file),
+        Err(e) => {
+            let removed = disk.remove_file(&dir.join(ack_end::FILE_NAME));
+            tracing::warn!(dir = %dir.display(), error = %e, stale_removed = removed.is_ok(), "cannot publish the acknowledged end; read-only readers will index every whole batch");
+            None
+        }
+    }
 }
 
 enum ActiveDamage {
