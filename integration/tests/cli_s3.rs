@@ -208,7 +208,9 @@ fn assert_remote_holds_each_record_once(s3: &S3Target, prefix: &str, produced: u
 
 /// kill -9 steered into the commit window: the in-process server holds `tier run`'s manifest
 /// PUT until the process is dead, then either stores it (the commit landed after its writer
-/// died) or drops it (it never landed). Either way the next `tier run` converges: every
+/// died) or drops it (it never landed); in the last rounds a successor `tier run` commits
+/// while the dead writer's PUT is still held, and only then is that PUT let through (it must
+/// not overwrite the successor's version). Each time the next `tier run` converges: every
 /// record in the remote tier exactly once, the chain contiguous, nothing re-committed.
 #[test]
 fn kill_9_inside_the_commit_window_converges_whether_the_commit_lands_or_not() {
@@ -223,7 +225,17 @@ fn kill_9_inside_the_commit_window_converges_whether_the_commit_lands_or_not() {
     let env = s3.child_env();
     assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
     let mut produced = 0;
-    for (round, land) in [true, false, true, false].into_iter().enumerate() {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        Land,
+        Lose,
+        SuccessorFirstThenLand,
+    }
+    use Then::*;
+    for (round, then) in
+        [Land, Lose, Land, Lose, SuccessorFirstThenLand, SuccessorFirstThenLand].into_iter().enumerate()
+    {
+        let land = then != Lose;
         let out = run(&config, &env, &["produce", "t", "--input-format", "json"], &events(produced, 600));
         assert!(out.status.success());
         produced += 600;
@@ -236,12 +248,20 @@ fn kill_9_inside_the_commit_window_converges_whether_the_commit_lands_or_not() {
         child.kill().unwrap(); // SIGKILL while the commit is at the server
         child.wait().unwrap();
         gate.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        if then == SuccessorFirstThenLand {
+            let out = run(&config, &env, &["tier", "run"], "");
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(remote_end(&s3, &prefix), produced, "round {round}: the successor committed everything");
+        }
         gate.release.store(true, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(200)); // the held PUT lands (or is dropped)
         let remote_end = remote_end(&s3, &prefix);
-        match land {
-            true => assert_eq!(remote_end, produced, "round {round}: the held commit landed after its writer died"),
-            false => assert!(remote_end < produced, "round {round}: the held commit was lost"),
+        match then {
+            Land => assert_eq!(remote_end, produced, "round {round}: the held commit landed after its writer died"),
+            Lose => assert!(remote_end < produced, "round {round}: the held commit was lost"),
+            SuccessorFirstThenLand => {
+                assert_eq!(remote_end, produced, "round {round}: the late PUT did not replace the successor's version")
+            }
         }
     }
     let out = run(&config, &env, &["tier", "run"], "");
