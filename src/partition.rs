@@ -33,6 +33,10 @@ use crate::index::SegmentIndex;
 use crate::record::{Record, StoredRecord};
 use crate::segment::{self, Segment, SegmentSlice};
 
+/// Left in the partition directory by a writer that stopped on a failed fsync; see
+/// [`Partition::stop`].
+const FSYNC_FAILED_FILE: &str = "fsync-failed";
+
 /// Bytes a single read returns at most (whole batches; at least one batch).
 pub const READ_BYTES_MAX: usize = 1024 * 1024;
 
@@ -229,12 +233,22 @@ impl Partition {
         };
         tracing::error!(topic = %self.topic, partition = self.id, error = %error, stopped = reason.is_some(), "append failed; the call was undone");
         match reason {
-            Some(reason) => {
-                state.stopped = Some(reason.clone());
-                self.stopped(reason)
-            }
+            Some(reason) => self.stop(state, reason),
             None => error,
         }
+    }
+
+    /// Stops the partition. The reason is also left on disk (`fsync-failed`), so that the
+    /// next writer rewrites the active segment before trusting it: after a failed write-back
+    /// Linux keeps the pages in the cache, marked clean, so a restarted process reads back
+    /// bytes that are not on the medium and that no later fsync will ever write.
+    fn stop(&self, state: &mut State, reason: String) -> Error {
+        let marker = self.dir.join(FSYNC_FAILED_FILE);
+        if let Err(e) = self.host.disk.write_atomic(&marker, reason.as_bytes()) {
+            tracing::error!(topic = %self.topic, partition = self.id, error = %e, "cannot leave the fsync-failed marker; rewrite the active segment by hand before trusting it");
+        }
+        state.stopped = Some(reason.clone());
+        self.stopped(reason)
     }
 
     /// Puts the partition back where a call started: segments the call created hold nothing
@@ -375,8 +389,7 @@ impl Partition {
         if let Err(e) = state.active.sync() {
             let reason = format!("{e}; records acknowledged since the last successful fsync may be lost");
             tracing::error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; partition stopped");
-            state.stopped = Some(reason.clone());
-            return Err(self.stopped(reason));
+            return Err(self.stop(state, reason));
         }
         state.dirty = false;
         Ok(())
@@ -672,9 +685,30 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
             created_ms: 0,
         },
     };
+    let active = if writable { rewrite_after_failed_fsync(disk, dir, active)? } else { active };
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
     Ok(State { sealed, active, dirty: false, stopped: None, ack_end })
+}
+
+/// After a previous writer stopped on a failed fsync (its `fsync-failed` marker is there), the
+/// validated bytes of the active segment may exist only in the page cache: they are written
+/// again into a fresh file that replaces the old one (temp file, fsync, rename, directory
+/// fsync), and only then is the marker removed. Holds the segment in memory once; this runs
+/// only after an fsync failure.
+fn rewrite_after_failed_fsync(disk: &dyn Disk, dir: &Path, active: Segment) -> Result<Segment> {
+    let marker = dir.join(FSYNC_FAILED_FILE);
+    if !disk.is_file(&marker) {
+        return Ok(active);
+    }
+    let mut bytes = vec![0u8; active.index.bytes as usize];
+    active.file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&active.path, "read", e))?;
+    disk.write_atomic(&active.path, &bytes).map_err(|e| Error::io(&active.path, "rewrite after a failed fsync", e))?;
+    let file = disk.open(&active.path, true).map_err(|e| Error::io(&active.path, "open segment", e))?;
+    disk.remove_file(&marker).map_err(|e| Error::io(&marker, "remove", e))?;
+    segment::sync_dir(disk, dir)?;
+    tracing::warn!(segment = %active.path.display(), bytes = bytes.len(), "rewrote the active segment after a failed fsync of the previous writer");
+    Ok(Segment { file, ..active })
 }
 
 /// The writer's `ack-end`, published with the recovered end. Not being able to write it (a
