@@ -483,3 +483,40 @@ fn a_restart_after_a_failed_fsync_rewrites_the_active_segment_so_later_fsyncs_co
     let log = f.open().expect("nothing acknowledged and fsynced may be damaged after the power cut");
     assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4]));
 }
+
+/// Review finding (fsync-failed marker): `Partition::stop` only logs when it cannot write the
+/// marker, and the marker is written on a disk that has just failed an fsync (its own fsync,
+/// or an ENOSPC on its one block, are likely). The restarted writer then finds no marker,
+/// trusts the poisoned page-cache bytes, later fsyncs "succeed" without writing them, and a
+/// power cut leaves zeros under acknowledged records: exactly the seed-1094 bug the marker
+/// was meant to fix. The `Stopped` error does not even say the marker is missing.
+#[test]
+fn review_a_failed_fsync_whose_marker_cannot_be_written_still_protects_the_next_writer() {
+    let f = fixture(FsyncPolicy::Interval);
+    let marker = f.config.data_dir.join("topics/t/0/fsync-failed");
+    let stopped;
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..3), 1_000).unwrap(); // acknowledged, waiting for the interval fsync
+        f.disk.fail_sync_after(0); // the data fsync fails...
+        f.disk.fail_append_after(0); // ...and the marker's one write hits ENOSPC
+        stopped = p.flush().unwrap_err();
+        assert!(matches!(stopped, Error::Stopped { .. }), "{stopped}");
+    } // the operator restarts the process; the machine keeps running (page cache intact)
+    let marker_left = f.disk.is_file(&marker);
+    {
+        let log = f.open().unwrap();
+        let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(p.append(&records(3..5), 1_000).unwrap().first_offset, 3);
+        p.flush().unwrap(); // reported as covering everything acknowledged so far
+    }
+    f.disk.crash();
+    let reopened = f.open();
+    let got = reopened.as_ref().map(values).map_err(|e| e.to_string());
+    assert_eq!(
+        got,
+        Ok(expected(&[0, 1, 2, 3, 4])),
+        "marker left: {marker_left}; the stopped writer reported only: {stopped}"
+    );
+}
