@@ -520,3 +520,33 @@ fn review_a_failed_fsync_whose_marker_cannot_be_written_still_protects_the_next_
         "marker left: {marker_left}; the stopped writer reported only: {stopped}"
     );
 }
+
+/// Review finding (rewrite vs read-only readers): `rewrite_after_failed_fsync` replaces the
+/// active segment by rename, so a read-only reader that was open across the writer's restart
+/// keeps the old, unlinked inode. `refresh` sees the same file names, the same `active_base`
+/// in ack-end and an old file no shorter than its index, so it scans the dead inode and never
+/// sees another record until the segment rolls (by default 1 GiB or 7 days later).
+#[test]
+fn review_a_following_reader_sees_records_appended_after_the_rewrite() {
+    let f = fixture(FsyncPolicy::Interval);
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..3), 1_000).unwrap();
+        f.disk.fail_sync_after(0);
+        assert!(matches!(p.flush().unwrap_err(), Error::Stopped { .. }));
+    }
+    let reader = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(rp.read(0, 1 << 20).unwrap().len(), 3);
+    // The writer restarts (rewriting the active segment) and acknowledges more records.
+    let log = f.open().unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    p.append(&records(3..5), 1_000).unwrap();
+    p.flush().unwrap();
+    p.append(&records(5..6), 1_000).unwrap();
+    p.flush().unwrap();
+    rp.refresh().unwrap();
+    let seen: Vec<u64> = rp.read(0, 1 << 20).unwrap().iter().map(|s| s.offset).collect();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "the reader is stuck on the replaced inode");
+}
