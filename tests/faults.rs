@@ -550,3 +550,38 @@ fn review_a_following_reader_sees_records_appended_after_the_rewrite() {
     let seen: Vec<u64> = rp.read(0, 1 << 20).unwrap().iter().map(|s| s.offset).collect();
     assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "the reader is stuck on the replaced inode");
 }
+
+/// Review finding (undo + marker): when removing the segment a failing call created fails
+/// (its directory fsync), `rewind` returns before it rewinds the index and cuts the file of
+/// the segment the call started in, so that segment keeps the call's first batch. The
+/// partition is stopped, yet it serves that record now, and the restarted writer recovers
+/// it — and, through the fsync-failed rewrite, makes it durable — as part of the log. The
+/// call was reported as failed: a retry duplicates it, and the module doc's "an I/O error
+/// leaves none of the call's records in the log" is broken.
+#[test]
+fn review_an_undo_that_fails_part_way_leaves_no_record_of_the_failed_call_in_the_log() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 4096;
+    let served: Vec<usize>;
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..3), 1_000).unwrap();
+        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, two index files, new
+        // segment), b2 in segment 3, then the call's fsync fails; undoing it removes segment 3,
+        // and that removal's directory fsync fails too.
+        let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+        f.disk.fail_sync_after(3); // segment 0 at the roll, the two index files, then segment 3 fails
+        f.disk.fail_dir_sync_after(3); // two index files, segment 3 created, then its removal fails
+        let err = p.append(&failed, 1_000).unwrap_err();
+        assert!(matches!(err, Error::Stopped { .. }), "{err}");
+        served = p.read(3, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
+    }
+    let log = f.open().unwrap();
+    let got: Vec<usize> = log.topic("t").unwrap().partition(0).unwrap().read(0, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
+    assert!(
+        served.is_empty() && got.len() == 3,
+        "records of the failed call: served by the stopped writer from offset 3: value sizes {served:?}; \
+         in the log after a restart: value sizes {got:?}"
+    );
+}
