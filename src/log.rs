@@ -158,10 +158,15 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.writable
-            && let Err(e) = self.flush()
-        {
+        if !self.writable {
+            return;
+        }
+        if let Err(e) = self.flush() {
             tracing::error!(error = %e, "final flush on close failed");
+        }
+        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for partition in topics.iter().flat_map(|t| t.partitions.iter()) {
+            partition.close_clean();
         }
     }
 }

@@ -33,9 +33,13 @@ use crate::index::SegmentIndex;
 use crate::record::{Record, StoredRecord};
 use crate::segment::{self, Segment, SegmentSlice};
 
-/// Left in the partition directory by a writer that stopped on a failed fsync; see
-/// [`Partition::stop`].
-const FSYNC_FAILED_FILE: &str = "fsync-failed";
+/// Written (durably) when a writer opens a partition, removed when it closes cleanly. Found at
+/// open, it means the last writer crashed or stopped on a failed fsync — and after a failed
+/// write-back Linux keeps the pages in the cache, marked clean, so a restarted process reads
+/// back bytes that are not on the medium and that no later fsync will ever write. So the
+/// active segment is first rewritten into a fresh file. Written at open rather than at the
+/// failure, when the disk may refuse it: if it cannot be written, the writer does not open.
+const WRITER_OPEN_FILE: &str = "writer-open";
 
 /// Bytes a single read returns at most (whole batches; at least one batch).
 pub const READ_BYTES_MAX: usize = 1024 * 1024;
@@ -238,34 +242,56 @@ impl Partition {
         }
     }
 
-    /// Stops the partition. The reason is also left on disk (`fsync-failed`), so that the
-    /// next writer rewrites the active segment before trusting it: after a failed write-back
-    /// Linux keeps the pages in the cache, marked clean, so a restarted process reads back
-    /// bytes that are not on the medium and that no later fsync will ever write.
+    /// Stops the partition. Its `writer-open` marker stays, so the next writer rewrites the
+    /// active segment before trusting it (see [`WRITER_OPEN_FILE`]).
     fn stop(&self, state: &mut State, reason: String) -> Error {
-        let marker = self.dir.join(FSYNC_FAILED_FILE);
-        if let Err(e) = self.host.disk.write_atomic(&marker, reason.as_bytes()) {
-            tracing::error!(topic = %self.topic, partition = self.id, error = %e, "cannot leave the fsync-failed marker; rewrite the active segment by hand before trusting it");
-        }
         state.stopped = Some(reason.clone());
         self.stopped(reason)
+    }
+
+    /// A clean close: everything fsynced and the partition not stopped, so the active
+    /// segment's bytes are on the medium and the `writer-open` marker can go.
+    pub fn close_clean(&self) {
+        if !self.writable {
+            return;
+        }
+        let state = self.lock();
+        if state.stopped.is_some() || state.dirty {
+            return;
+        }
+        let marker = self.dir.join(WRITER_OPEN_FILE);
+        let removed = self.host.disk.remove_file(&marker).and_then(|()| self.host.disk.sync_dir(&self.dir));
+        if let Err(e) = removed {
+            tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "cannot remove the writer-open marker; the next writer rewrites the active segment");
+        }
     }
 
     /// Puts the partition back where a call started: segments the call created hold nothing
     /// else and are removed, the segment it started in becomes active again (its index files,
     /// written when the call sealed it, are removed), and its file is cut back to the call's
     /// first byte and fsynced.
+    ///
+    /// Every step is attempted even when one fails (the first error is returned): the state in
+    /// memory always goes back to the call's start, so a stopped writer never serves the call,
+    /// and the cut of the first segment — the bytes a restart would otherwise keep — comes first.
     fn rewind(&self, state: &mut State, (base, mark): (u64, IndexMark)) -> Result<()> {
         let disk = &*self.host.disk;
+        let mut created = Vec::new();
         while state.active.index.base_offset != base {
             let (_, previous) = state.sealed.pop_last().expect("the call's first segment was sealed by the call");
-            let created = std::mem::replace(&mut state.active, previous);
-            segment::remove_files(disk, &self.dir, created.index.base_offset)?;
-            segment::remove_index_files(disk, &self.dir, state.active.index.base_offset)?;
+            created.push(std::mem::replace(&mut state.active, previous).index.base_offset);
         }
         state.active.index.rewind(mark);
         self.publish_ack_end(state);
-        state.active.truncate(mark.bytes)
+        let mut first_error = state.active.truncate(mark.bytes).err();
+        if !created.is_empty() {
+            let unsealed = segment::remove_index_files(disk, &self.dir, base);
+            first_error = first_error.or(unsealed.err());
+        }
+        for created in created {
+            first_error = first_error.or(segment::remove_files(disk, &self.dir, created).err());
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request
@@ -362,8 +388,12 @@ impl Partition {
         let mark = ack_end::read(&*self.host.disk, &self.dir);
         let active_base = state.active.index.base_offset;
         let mark_moved = mark.is_some_and(|m| m.active_base != active_base);
-        if same_files && !mark_moved && state.active.file_len()? >= state.active.index.bytes {
-            let limit = mark.map_or(u64::MAX, |m| m.limit_for(active_base));
+        let limit = mark.map_or(u64::MAX, |m| m.limit_for(active_base));
+        let file_len = state.active.file_len()?;
+        // Acknowledged bytes this handle cannot see: the writer replaced the file (a rewrite
+        // after an unclean close), so the handle holds the old inode.
+        let stale_handle = limit != u64::MAX && limit > file_len;
+        if same_files && !mark_moved && !stale_handle && file_len >= state.active.index.bytes {
             state.active.scan(limit)?;
             return Ok(());
         }
@@ -685,7 +715,7 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
             created_ms: 0,
         },
     };
-    let active = if writable { rewrite_after_failed_fsync(disk, dir, active)? } else { active };
+    let active = if writable { rewrite_after_unclean_close(disk, dir, active)? } else { active };
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
     Ok(State { sealed, active, dirty: false, stopped: None, ack_end })
@@ -696,19 +726,22 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
 /// again into a fresh file that replaces the old one (temp file, fsync, rename, directory
 /// fsync), and only then is the marker removed. Holds the segment in memory once; this runs
 /// only after an fsync failure.
-fn rewrite_after_failed_fsync(disk: &dyn Disk, dir: &Path, active: Segment) -> Result<Segment> {
-    let marker = dir.join(FSYNC_FAILED_FILE);
-    if !disk.is_file(&marker) {
-        return Ok(active);
-    }
-    let mut bytes = vec![0u8; active.index.bytes as usize];
-    active.file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&active.path, "read", e))?;
-    disk.write_atomic(&active.path, &bytes).map_err(|e| Error::io(&active.path, "rewrite after a failed fsync", e))?;
-    let file = disk.open(&active.path, true).map_err(|e| Error::io(&active.path, "open segment", e))?;
-    disk.remove_file(&marker).map_err(|e| Error::io(&marker, "remove", e))?;
-    segment::sync_dir(disk, dir)?;
-    tracing::warn!(segment = %active.path.display(), bytes = bytes.len(), "rewrote the active segment after a failed fsync of the previous writer");
-    Ok(Segment { file, ..active })
+fn rewrite_after_unclean_close(disk: &dyn Disk, dir: &Path, active: Segment) -> Result<Segment> {
+    let marker = dir.join(WRITER_OPEN_FILE);
+    let active = if disk.is_file(&marker) && active.index.bytes > 0 {
+        let mut bytes = vec![0u8; active.index.bytes as usize];
+        active.file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&active.path, "read", e))?;
+        disk.write_atomic(&active.path, &bytes)
+            .map_err(|e| Error::io(&active.path, "rewrite (the last writer did not close cleanly)", e))?;
+        let file = disk.open(&active.path, true).map_err(|e| Error::io(&active.path, "open segment", e))?;
+        tracing::info!(segment = %active.path.display(), bytes = bytes.len(), "rewrote the active segment: the last writer did not close cleanly");
+        Segment { file, ..active }
+    } else {
+        active
+    };
+    disk.write_atomic(&marker, b"a writer has this partition open; see docs/FORMAT.md\n")
+        .map_err(|e| Error::io(&marker, "write the writer-open marker (free disk space, then restart) in", e))?;
+    Ok(active)
 }
 
 /// The writer's `ack-end`, published with the recovered end. Not being able to write it (a

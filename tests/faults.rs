@@ -484,41 +484,36 @@ fn a_restart_after_a_failed_fsync_rewrites_the_active_segment_so_later_fsyncs_co
     assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4]));
 }
 
-/// Review finding (fsync-failed marker): `Partition::stop` only logs when it cannot write the
-/// marker, and the marker is written on a disk that has just failed an fsync (its own fsync,
-/// or an ENOSPC on its one block, are likely). The restarted writer then finds no marker,
-/// trusts the poisoned page-cache bytes, later fsyncs "succeed" without writing them, and a
-/// power cut leaves zeros under acknowledged records: exactly the seed-1094 bug the marker
-/// was meant to fix. The `Stopped` error does not even say the marker is missing.
+/// Review finding: the first design wrote an `fsync-failed` marker when the fsync failed, on
+/// a disk that had just failed (an ENOSPC on the marker's one block lost it, and the restarted
+/// writer trusted the poisoned page-cache bytes: the seed-1094 loss again). Now the marker
+/// (`writer-open`) is written when a writer opens and removed only on a clean close; a writer
+/// that cannot rewrite the segment or write the marker refuses to open instead of going on.
 #[test]
 fn review_a_failed_fsync_whose_marker_cannot_be_written_still_protects_the_next_writer() {
     let f = fixture(FsyncPolicy::Interval);
-    let marker = f.config.data_dir.join("topics/t/0/fsync-failed");
-    let stopped;
     {
         let log = f.open().unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
         p.append(&records(0..3), 1_000).unwrap(); // acknowledged, waiting for the interval fsync
-        f.disk.fail_sync_after(0); // the data fsync fails...
-        f.disk.fail_append_after(0); // ...and the marker's one write hits ENOSPC
-        stopped = p.flush().unwrap_err();
-        assert!(matches!(stopped, Error::Stopped { .. }), "{stopped}");
+        f.disk.fail_sync_after(0);
+        assert!(matches!(p.flush().unwrap_err(), Error::Stopped { .. }));
     } // the operator restarts the process; the machine keeps running (page cache intact)
-    let marker_left = f.disk.is_file(&marker);
+    assert!(f.disk.is_file(&f.config.data_dir.join("topics/t/0/writer-open")), "a stopped writer never closes cleanly");
+    f.disk.fail_append_after(0); // the disk is full: the rewrite cannot be written
+    let refused = f.open().err().expect("the writer must not open on bytes it could not rewrite");
+    assert!(
+        matches!(&refused, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+        "{refused}"
+    );
     {
-        let log = f.open().unwrap();
+        let log = f.open().expect("space freed: it opens, after rewriting the active segment");
         let p = log.topic("t").unwrap().partition(0).unwrap().clone();
         assert_eq!(p.append(&records(3..5), 1_000).unwrap().first_offset, 3);
-        p.flush().unwrap(); // reported as covering everything acknowledged so far
+        p.flush().unwrap();
     }
     f.disk.crash();
-    let reopened = f.open();
-    let got = reopened.as_ref().map(values).map_err(|e| e.to_string());
-    assert_eq!(
-        got,
-        Ok(expected(&[0, 1, 2, 3, 4])),
-        "marker left: {marker_left}; the stopped writer reported only: {stopped}"
-    );
+    assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2, 3, 4]));
 }
 
 /// Review finding (rewrite vs read-only readers): `rewrite_after_failed_fsync` replaces the
@@ -578,7 +573,16 @@ fn review_an_undo_that_fails_part_way_leaves_no_record_of_the_failed_call_in_the
         served = p.read(3, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
     }
     let log = f.open().unwrap();
-    let got: Vec<usize> = log.topic("t").unwrap().partition(0).unwrap().read(0, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
+    let got: Vec<usize> = log
+        .topic("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .read(0, 1 << 20)
+        .unwrap()
+        .iter()
+        .map(|s| s.record.value.len())
+        .collect();
     assert!(
         served.is_empty() && got.len() == 3,
         "records of the failed call: served by the stopped writer from offset 3: value sizes {served:?}; \
