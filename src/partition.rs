@@ -13,8 +13,10 @@
 //! Failed appends: one `append` call is all or nothing. Its batches are written after the
 //! last acknowledged byte and only then recorded in the index; if a write or fsync fails, the
 //! file is cut back to the last acknowledged byte and that is fsynced, so no byte of the
-//! failed call can be read, or be found by recovery between acknowledged batches. After a
-//! failed fsync (or a cut that itself failed) the partition stops accepting appends until it
+//! failed call can be read, or be found by recovery between acknowledged batches. (If the undo
+//! itself fails, the partition stops and the call's first batches may come back after a
+//! restart, after every acknowledged record, like those of a call a crash interrupted.) After
+//! a failed fsync (or a cut that itself failed) the partition stops accepting appends until it
 //! is reopened: Linux may already have dropped the unsynced pages while reporting the error
 //! only once (PostgreSQL's "fsyncgate"), so retrying the fsync proves nothing.
 
@@ -271,9 +273,13 @@ impl Partition {
     /// written when the call sealed it, are removed), and its file is cut back to the call's
     /// first byte and fsynced.
     ///
-    /// Every step is attempted even when one fails (the first error is returned): the state in
-    /// memory always goes back to the call's start, so a stopped writer never serves the call,
-    /// and the cut of the first segment — the bytes a restart would otherwise keep — comes first.
+    /// The state in memory always goes back to the call's start, so a stopped writer never
+    /// serves the call. On disk the order keeps the segments dense at every step, whatever a
+    /// crash interrupts: the newest created segment goes first, the first segment is cut last,
+    /// and only once every created segment is gone — cutting it while a later one survives
+    /// would leave a hole that recovery refuses. So when a removal fails, the first segment
+    /// keeps the call's first batches: after a restart they read like the records of a call
+    /// cut short by a crash (never acknowledged, maybe present), and the partition is stopped.
     fn rewind(&self, state: &mut State, (base, mark): (u64, IndexMark)) -> Result<()> {
         let disk = &*self.host.disk;
         let mut created = Vec::new();
@@ -283,15 +289,13 @@ impl Partition {
         }
         state.active.index.rewind(mark);
         self.publish_ack_end(state);
-        let mut first_error = state.active.truncate(mark.bytes).err();
+        for created in &created {
+            segment::remove_files(disk, &self.dir, *created)?; // newest first
+        }
         if !created.is_empty() {
-            let unsealed = segment::remove_index_files(disk, &self.dir, base);
-            first_error = first_error.or(unsealed.err());
+            segment::remove_index_files(disk, &self.dir, base)?;
         }
-        for created in created {
-            first_error = first_error.or(segment::remove_files(disk, &self.dir, created).err());
-        }
-        first_error.map_or(Ok(()), Err)
+        state.active.truncate(mark.bytes)
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request

@@ -51,8 +51,9 @@ use tierlog_tiering::store::RemoteStore;
 /// Named `archive`, the name that once made scrub take manifests for orphans.
 const TOPIC: &str = "archive";
 /// Seeds that once failed, run every time: 1094 found the page-cache trap after a failed
-/// fsync (a restarted writer trusted bytes that were never written back).
-const REGRESSION_SEEDS: &[u64] = &[1094];
+/// fsync (a restarted writer trusted bytes that were never written back); 142 found an undo
+/// that cut the first segment before a later one was gone (a hole recovery refuses).
+const REGRESSION_SEEDS: &[u64] = &[1094, 142];
 const PARTITIONS: u32 = 2;
 const STEPS: usize = 60;
 
