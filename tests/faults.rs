@@ -268,6 +268,20 @@ fn review_new_topic_and_partition_directories_are_made_durable_in_their_parents(
 /// a different record at offset 3, the reader's index no longer matches the file.
 #[test]
 fn review_a_read_only_reader_never_serves_a_record_of_a_failed_append() {
+    // One call, two ~3 KB batches: the first lands in the active segment, the second needs a
+    // roll (whose fsync runs the look: the reader looks now) and then fails with ENOSPC.
+    assert_a_reader_never_sees_the_failed_call(2, 1, |f, look| f.disk.before_next_sync(look));
+}
+
+/// A writer holding records 0..3 and a read-only reader of the same data directory; a call of
+/// `batches` ~3 KB records whose write after `ok_appends` successful ones fails with ENOSPC,
+/// so the call is undone; `arm` decides when during the call the reader refreshes and reads.
+/// The reader must never serve a record of the call, and must see the writer's next record.
+fn assert_a_reader_never_sees_the_failed_call(
+    batches: u64,
+    ok_appends: u64,
+    arm: impl FnOnce(&Fixture, Box<dyn FnOnce() + Send>),
+) {
     use std::sync::Mutex;
     let mut f = fixture(FsyncPolicy::Batch);
     f.config.segment.max_bytes = 4096;
@@ -278,19 +292,18 @@ fn review_a_read_only_reader_never_serves_a_record_of_a_failed_append() {
     let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
     assert_eq!(rp.read(0, 1 << 20).unwrap().len(), 3);
 
-    // One call, two ~3 KB batches: the first lands in the active segment, the second needs a
-    // roll (whose fsync runs the hook: the reader looks now) and then fails with ENOSPC.
-    let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+    let failed: Vec<Record> = (0..batches).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
     let seen: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
-    {
-        let (rp, seen) = (rp.clone(), seen.clone());
-        f.disk.before_next_sync(move || {
-            rp.refresh().unwrap();
-            let got = rp.read(3, 1 << 20).unwrap();
-            seen.lock().unwrap().extend(got.iter().map(|s| (s.offset, s.record.value.len())));
-        });
-    }
-    f.disk.fail_append_after(1);
+    let (looker, looked) = (rp.clone(), seen.clone());
+    arm(
+        &f,
+        Box::new(move || {
+            looker.refresh().unwrap();
+            let got = looker.read(3, 1 << 20).unwrap();
+            looked.lock().unwrap().extend(got.iter().map(|s| (s.offset, s.record.value.len())));
+        }),
+    );
+    f.disk.fail_append_after(ok_appends);
     assert!(p.append(&failed, 1_000).is_err(), "the call fails and is undone");
     assert_eq!(p.end_offset(), 3);
     // The writer goes on: a different, acknowledged record at offset 3.
@@ -323,12 +336,8 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
     // The next record needs a roll; the directory fsync of the new segment fails once (the two
     // index files' atomic writes sync the directory first).
     let names_before = f.disk.files();
-    let mut failed_once = false;
     f.disk.fail_dir_sync_after(2);
-    if p.append(&[big(2)], 1_000).is_err() {
-        failed_once = true;
-    }
-    assert!(failed_once, "the injected directory fsync failure fails the call");
+    assert!(p.append(&[big(2)], 1_000).is_err(), "the injected directory fsync failure fails the call");
     assert_eq!(p.end_offset(), 2);
     let leftover: Vec<_> = f.disk.files().into_iter().filter(|n| !names_before.contains(n)).collect();
     let next = p.append(&[big(3)], 1_000);
@@ -348,53 +357,18 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
 /// offset the reader's view disagrees with the log.
 #[test]
 fn review_a_read_only_reader_never_serves_a_batch_sealed_by_a_roll_inside_a_failing_call() {
-    use std::sync::Mutex;
-    let mut f = fixture(FsyncPolicy::Batch);
-    f.config.segment.max_bytes = 4096;
-    let log = f.open().unwrap();
-    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
-    p.append(&records(0..3), 1_000).unwrap();
-    let reader = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
-    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
-    assert_eq!(rp.read(0, 1 << 20).unwrap().len(), 3);
-
-    // One call, three ~3 KB batches: b1 lands in segment 0, b2 needs a roll (fsync #1), b3
-    // needs another roll (its fsync of segment 1: the reader looks now, after the first roll)
-    // and then fails with ENOSPC.
-    let failed: Vec<Record> = (0..3).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-    let seen: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
-    {
-        // The reader looks at the first file fsync after the call's first roll completed
-        // (segment 1 exists): that is the second roll's fsync of segment 1.
-        fn when_rolled(disk: SimDisk, segment_1: std::path::PathBuf, then: Box<dyn FnOnce() + Send>) {
-            let d = disk.clone();
-            disk.before_next_sync(move || {
-                if d.files().contains(&segment_1) { then() } else { when_rolled(d, segment_1, then) }
-            });
-        }
-        let (rp, seen) = (rp.clone(), seen.clone());
-        let look: Box<dyn FnOnce() + Send> = Box::new(move || {
-            rp.refresh().unwrap();
-            let got = rp.read(3, 1 << 20).unwrap();
-            seen.lock().unwrap().extend(got.iter().map(|s| (s.offset, s.record.value.len())));
-        });
-        when_rolled(f.disk.clone(), f.segment(4), look);
+    // The reader looks at the first file fsync after the call's first roll completed (segment
+    // 4 exists): the second roll's fsync. Appends: b1, the two index files of segment 0, b2,
+    // the two of segment 4, then b3 fails.
+    fn when_rolled(disk: SimDisk, segment_4: std::path::PathBuf, then: Box<dyn FnOnce() + Send>) {
+        let d = disk.clone();
+        disk.before_next_sync(
+            move || {
+                if d.files().contains(&segment_4) { then() } else { when_rolled(d, segment_4, then) }
+            },
+        );
     }
-    // Appends: b1, the two index files of segment 0, b2, the two of segment 1, then b3 fails.
-    f.disk.fail_append_after(6);
-    assert!(p.append(&failed, 1_000).is_err(), "the call fails and is undone");
-    assert_eq!(p.end_offset(), 3);
-    p.append(&[Record { value: vec![b'Y'; 500], ..record(3) }], 1_000).unwrap();
-    let later = rp
-        .refresh()
-        .and_then(|()| rp.read(3, 1 << 20))
-        .map(|v| v.iter().map(|s| s.record.value.len()).collect::<Vec<_>>());
-    let seen = seen.lock().unwrap().clone();
-    assert!(
-        seen.is_empty(),
-        "the reader served records of the failed, undone call: (offset, value bytes) {seen:?}; \
-         after the writer acknowledged another record at offset 3 the reader returns {later:?} (expected [500])"
-    );
+    assert_a_reader_never_sees_the_failed_call(3, 6, |f, look| when_rolled(f.disk.clone(), f.segment(4), look));
 }
 
 /// Review finding (ack-end): the writer refuses to open a data directory when it cannot

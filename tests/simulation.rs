@@ -45,7 +45,7 @@ use tierlog::{Error, Log, Record};
 use tierlog_tiering::fault::{FaultStore, SeededFaults};
 use tierlog_tiering::manifest::{ManifestStore, Writer};
 use tierlog_tiering::remote_reader::RemoteReader;
-use tierlog_tiering::scrub::{self, ScrubPartition, ScrubSettings};
+use tierlog_tiering::scrub::{self, ScrubAction, ScrubPartition, ScrubSettings};
 use tierlog_tiering::store::RemoteStore;
 
 /// Named `archive`, the name that once made scrub take manifests for orphans.
@@ -292,7 +292,7 @@ impl World {
         let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
         match scrub::scrub(&self.remote, &partitions, &settings).await {
             Ok(report) => {
-                let deleted = report.objects.iter().filter(|o| o.action.describe() == "deleted").count();
+                let deleted = report.objects.iter().filter(|o| o.action == ScrubAction::Deleted).count();
                 self.note(format!("scrub: {} unreferenced, {deleted} deleted", report.unreferenced()))
             }
             Err(e) => self.note(format!("scrub failed: {}", if e.is_fenced() { "fenced" } else { "error" })),
@@ -316,11 +316,16 @@ impl World {
         }
     }
 
-    /// Everything the log holds now, through the unified reader.
-    async fn read_all(&self, partition: u32) -> Result<Vec<(u64, String, i64)>, Error> {
+    /// The unified reader over both tiers of the open log, with a cold remote cache.
+    fn reader(&self) -> (Log, Reader) {
         let log = self.log().clone();
         let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
-        let reader = Reader::with_remote(log.clone(), remote);
+        (log.clone(), Reader::with_remote(log, remote))
+    }
+
+    /// Everything the log holds now, through the unified reader.
+    async fn read_all(&self, partition: u32) -> Result<Vec<(u64, String, i64)>, Error> {
+        let (log, reader) = self.reader();
         let p = log.topic(TOPIC)?.partition(partition)?.clone();
         let mut out = Vec::new();
         let mut next = reader.start_offset(&p).await?;
@@ -407,9 +412,7 @@ impl World {
             return;
         }
         let offset = self.rng.below(records.len() as u64);
-        let log = self.log().clone();
-        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
-        let reader = Reader::with_remote(log.clone(), remote);
+        let (log, reader) = self.reader();
         let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
         match reader.read(&p, offset, 1).await {
             Ok(got)
@@ -430,9 +433,7 @@ impl World {
         let Some(first) = records.first() else { return };
         let t = first.1 - 30 + self.rng.below((records.last().unwrap().1 - first.1 + 60).max(1) as u64) as i64;
         let want = records.iter().position(|(_, ts)| *ts >= t).unwrap_or(records.len()) as u64;
-        let log = self.log().clone();
-        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
-        let reader = Reader::with_remote(log.clone(), remote);
+        let (log, reader) = self.reader();
         let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
         match reader.offset_for_time(&p, t).await {
             Ok(got) if got == want => {}
@@ -581,7 +582,7 @@ async fn run_scrub(remote: &RemoteStore) -> Option<usize> {
         (0..PARTITIONS).map(|p| ScrubPartition { topic: TOPIC.into(), partition: p, version_hint: 0 }).collect();
     let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
     let report = scrub::scrub(remote, &partitions, &settings).await.ok()?;
-    Some(report.objects.iter().filter(|o| o.action.describe() == "deleted").count())
+    Some(report.objects.iter().filter(|o| o.action == ScrubAction::Deleted).count())
 }
 
 fn kind(e: &Error) -> String {
