@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,7 +67,8 @@ pub fn commit(data_dir: &Path, group: &str, topic: &str, offsets: &BTreeMap<u32,
     remove_leftover_temps(dir, topic)?;
     let bytes = serde_json::to_vec_pretty(&GroupFile { version: VERSION, offsets: merged })
         .expect("a map of integers always serializes");
-    replace_durably(&path, &temp_path(dir, topic), &bytes)
+    crate::disk::replace_via(&path, &temp_path(dir, topic), &bytes)
+        .map_err(|e| Error::io(&path, "commit group offsets to", e))
 }
 
 /// Creates the group directory, and fsyncs its parent when it was new so the directory entry
@@ -123,22 +123,6 @@ fn remove_leftover_temps(dir: &Path, topic: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `bytes` to `temp`, fsyncs it, renames it over `path` and fsyncs the directory.
-fn replace_durably(path: &Path, temp: &Path, bytes: &[u8]) -> Result<()> {
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::rename(temp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(temp); // best effort: the next commit removes it otherwise
-        return Err(Error::io(path, "commit group offsets to", e));
-    }
-    let dir = path.parent().unwrap_or(path);
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))
 }
 
 #[cfg(test)]

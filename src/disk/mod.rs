@@ -71,6 +71,27 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
 #[derive(Debug, Default)]
 pub struct OsDisk;
 
+/// [`Disk::write_atomic`] on the real file system through a temp file the caller names (for
+/// callers whose cleanup recognises their own temp names): write it (a leftover of a dead
+/// process under the same name is overwritten), fsync, rename over `path`, fsync the
+/// directory. A failed step removes the temp file.
+pub fn replace_via(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let written = (|| {
+        let mut file = File::create(tmp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        fs::rename(tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(tmp); // best effort: recovery removes leftover temp files
+    }
+    written?;
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// The production disk as a shared handle.
 pub fn os() -> DiskRef {
     Arc::new(OsDisk)
@@ -108,21 +129,7 @@ impl Disk for OsDisk {
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = temp_path(path);
-        let written = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_data()?;
-            fs::rename(&tmp, path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
-        match path.parent() {
-            Some(dir) => self.sync_dir(dir),
-            None => Ok(()),
-        }
+        replace_via(path, &temp_path(path), bytes)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
