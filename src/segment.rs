@@ -114,6 +114,11 @@ impl Segment {
     /// valid follows — a torn tail, safe to cut. `Some` means damage in the middle of the
     /// file with acknowledged batches behind it, which must never be cut.
     pub fn next_valid_batch_after(&self, position: u64) -> Result<Option<u64>> {
+        self.next_batch_after(position, |_| true)
+    }
+
+    /// The position of the first valid batch after `position` whose header `accept`s.
+    fn next_batch_after(&self, position: u64, accept: impl Fn(&BatchHeader) -> bool) -> Result<Option<u64>> {
         let file_len = self.file_len()?;
         let magic = batch::BATCH_MAGIC.to_le_bytes();
         let (mut window, mut candidate) = (Vec::new(), Vec::new());
@@ -128,7 +133,7 @@ impl Segment {
                     continue;
                 }
                 read_at(&self.file, &self.path, start, header.length, &mut candidate)?;
-                if batch::validate(&candidate).is_ok() {
+                if batch::validate(&candidate).is_ok_and(|header| accept(&header)) {
                     return Ok(Some(start));
                 }
             }
@@ -140,15 +145,21 @@ impl Segment {
 
     /// Whether a scan stop is a batch cut short by the end of the file: its header is intact,
     /// continues the offsets, and claims more bytes than the file holds. Nothing after it is
-    /// searched for valid batches: what lies there is that batch's own body, and a producer's
-    /// value may well contain valid-looking batches. (A flipped bit in the length field would
-    /// look the same; it also breaks the batch's CRC, but past the end of the file.)
+    /// searched for just any valid batch: what lies there is that batch's own body, and a
+    /// producer's value may well contain valid-looking batches. But a flipped bit in the length
+    /// field looks the same, with the acknowledged batches after it intact; so a valid batch
+    /// that starts exactly where this one's offsets end proves damage. (A producer value that
+    /// embeds such a batch, torn, is refused rather than cut: refusing loses nothing.)
     pub fn is_torn_tail(&self, stop: &ScanStop) -> Result<bool> {
         if !matches!(stop.error, BatchError::Truncated { .. }) {
             return Ok(false);
         }
         Ok(match self.peek_at(stop.position, &mut Vec::new()) {
-            Ok(header) => header.base_offset == self.index.next_offset,
+            Ok(header) if header.base_offset == self.index.next_offset => {
+                let next = header.next_offset();
+                self.next_batch_after(stop.position, |later| later.base_offset == next)?.is_none()
+            }
+            Ok(_) => false,
             Err(_) => self.file_len()? - stop.position < HEADER_BYTES as u64,
         })
     }
