@@ -134,7 +134,7 @@ impl Tiering {
         let state = StoreState { store: remote.display.clone(), conditional_writes, probed_ms: now };
         let disk = &*log.host().disk;
         write_json(disk, &log.data_dir().join(STORE_STATE_FILE), &state)?;
-        let writer = Writer { id: writer_id(disk, log.data_dir())?, epoch: now as u64 };
+        let writer = Writer { id: writer_id(disk, log.data_dir(), &remote.ids)?, epoch: now as u64 };
         let tiering = &log.config().tiering;
         let settings = UploadSettings {
             chunk_bytes: tiering.chunk_bytes,
@@ -571,12 +571,12 @@ fn write_json<T: Serialize>(disk: &dyn Disk, path: &Path, value: &T) -> Result<(
 }
 
 /// A stable id for this data directory's writer, created once.
-fn writer_id(disk: &dyn Disk, data_dir: &Path) -> Result<String> {
+fn writer_id(disk: &dyn Disk, data_dir: &Path, ids: &tierlog_tiering::keys::UniqueIds) -> Result<String> {
     let path = data_dir.join(WRITER_ID_FILE);
     if let Ok(id) = disk.read(&path) {
         return Ok(String::from_utf8_lossy(&id).trim().to_string());
     }
-    let id = tierlog_tiering::keys::unique_suffix();
+    let id = ids.next();
     disk.write_atomic(&path, id.as_bytes()).map_err(|e| Error::io(&path, "write", e))?;
     Ok(id)
 }

@@ -242,6 +242,7 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
         store: Arc::new(object_store::memory::InMemory::new()),
         prefix: object_store::path::Path::from("p"),
         display: "memory".into(),
+        ids: Default::default(),
     };
     let fill = |dir: &Path, cuts: &[u64], tag: &str| {
         let mut c = config(dir, 64 * 1024 * 1024);

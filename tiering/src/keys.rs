@@ -14,6 +14,8 @@
 //! a topic or bucket prefix named `archive`, `segments` or `manifests` cannot make a manifest
 //! version look like a segment or an archive.
 
+use std::sync::{Arc, Mutex};
+
 use object_store::path::Path;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -35,8 +37,34 @@ pub fn unique_suffix() -> String {
     format!("{millis:x}-{:016x}", rand::rng().random::<u64>())
 }
 
+/// Where a store's unique key suffixes come from: the time and real randomness
+/// ([`unique_suffix`]), or, in a simulation, a sequence drawn from a seed, so that the keys,
+/// and with them LIST order and which object a seeded fault hits, are the same every run.
+#[derive(Debug, Clone, Default)]
+pub struct UniqueIds(Option<Arc<Mutex<(u64, u64)>>>);
+
+impl UniqueIds {
+    /// Suffixes of the same shape as [`unique_suffix`]: a counter for the time part and
+    /// splitmix64 of the seed for the random part.
+    pub fn seeded(seed: u64) -> UniqueIds {
+        UniqueIds(Some(Arc::new(Mutex::new((0, seed)))))
+    }
+
+    pub fn next(&self) -> String {
+        let Some(state) = &self.0 else { return unique_suffix() };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, seed) = &mut *state;
+        *count += 1;
+        *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        format!("{count:x}-{:016x}", z ^ (z >> 31))
+    }
+}
+
 pub fn segment_key(store: &RemoteStore, topic: &str, partition: u32, base_offset: u64) -> Path {
-    segment_key_with(store, topic, partition, base_offset, &unique_suffix())
+    segment_key_with(store, topic, partition, base_offset, &store.ids.next())
 }
 
 fn segment_key_with(store: &RemoteStore, topic: &str, partition: u32, base_offset: u64, unique: &str) -> Path {
@@ -55,7 +83,7 @@ pub fn manifest_key(store: &RemoteStore, topic: &str, partition: u32, version: u
 }
 
 pub fn archive_key(store: &RemoteStore, topic: &str, partition: u32, base_offset: u64) -> Path {
-    archive_key_with(store, topic, partition, base_offset, &unique_suffix())
+    archive_key_with(store, topic, partition, base_offset, &store.ids.next())
 }
 
 fn archive_key_with(store: &RemoteStore, topic: &str, partition: u32, base_offset: u64, unique: &str) -> Path {
@@ -145,6 +173,7 @@ mod tests {
             store: Arc::new(object_store::memory::InMemory::new()),
             prefix: Path::from(prefix),
             display: "memory".into(),
+            ids: UniqueIds::default(),
         }
     }
 

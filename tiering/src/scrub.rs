@@ -151,7 +151,7 @@ pub async fn scrub(
 }
 
 fn marker_key(remote: &RemoteStore) -> Path {
-    remote.key(&["_tierlog", "scrub", &keys::unique_suffix()])
+    remote.key(&["_tierlog", "scrub", &remote.ids.next()])
 }
 
 /// Writes the clock marker create-only and returns its `last_modified`: the server's "now".

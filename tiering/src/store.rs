@@ -81,6 +81,8 @@ pub struct RemoteStore {
     pub prefix: Path,
     /// Endpoint and bucket (or directory), for messages. Never holds credentials.
     pub display: String,
+    /// Unique parts of object keys (segments, archives, scrub markers, probes).
+    pub ids: crate::keys::UniqueIds,
 }
 
 impl RemoteStore {
@@ -107,7 +109,7 @@ impl RemoteStore {
             .with_credentials(Arc::new(credentials))
             .build()
             .map_err(|e| Error::Config(format!("{display}: {e}")))?;
-        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display })
+        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display, ids: Default::default() })
     }
 
     /// Like [`connect`](Self::connect) for S3 with explicit credentials instead of the chain.
@@ -120,7 +122,7 @@ impl RemoteStore {
             .with_secret_access_key(secret)
             .build()
             .map_err(|e| Error::Config(format!("{display}: {e}")))?;
-        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display })
+        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display, ids: Default::default() })
     }
 
     /// The embedded default: objects as files under `dir`.
@@ -132,12 +134,18 @@ impl RemoteStore {
             store: Arc::new(store),
             prefix: Path::default(),
             display: format!("local directory {}", dir.display()),
+            ids: Default::default(),
         })
     }
 
     /// Wraps the store (e.g. with fault injection or request counting in tests).
     pub fn with_store(&self, store: Arc<dyn ObjectStore>) -> RemoteStore {
-        RemoteStore { store, prefix: self.prefix.clone(), display: self.display.clone() }
+        RemoteStore { store, ..self.clone() }
+    }
+
+    /// Draws key suffixes from `ids` (a simulation seeds them).
+    pub fn with_ids(self, ids: crate::keys::UniqueIds) -> RemoteStore {
+        RemoteStore { ids, ..self }
     }
 
     /// `prefix/part/part…`
@@ -195,7 +203,7 @@ impl RemoteStore {
     /// Writes a fresh probe object twice with create-only semantics: a store that honours
     /// conditional writes refuses the second write. Returns whether it does.
     pub async fn probe_conditional_writes(&self) -> Result<bool> {
-        let key = self.key(&["_tierlog", "probe", &crate::keys::unique_suffix()]);
+        let key = self.key(&["_tierlog", "probe", &self.ids.next()]);
         let create = || PutOptions { mode: PutMode::Create, ..PutOptions::default() };
         self.store
             .put_opts(&key, PutPayload::from_static(b"1"), create())
