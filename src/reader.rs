@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tierlog_tiering::blocking;
 use tierlog_tiering::remote_reader::{ReaderSettings, RemoteChunk, RemoteReader};
 use tokio::sync::OnceCell;
 
@@ -83,8 +84,7 @@ impl Reader {
     pub async fn read(&self, partition: &Arc<Partition>, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         if offset >= partition.start_offset() {
             let local = partition.clone();
-            let result =
-                tokio::task::spawn_blocking(move || local.read(offset, max_bytes)).await.expect("local read task");
+            let result = blocking::run(move || local.read(offset, max_bytes)).await;
             match result {
                 Err(Error::OffsetBelowStart { .. }) => {} // deleted by retention meanwhile: remote
                 other => return other,
@@ -101,9 +101,7 @@ impl Reader {
                 partition.refresh()?;
                 if offset >= partition.start_offset() {
                     let local = partition.clone();
-                    return tokio::task::spawn_blocking(move || local.read(offset, max_bytes))
-                        .await
-                        .expect("local read task");
+                    return blocking::run(move || local.read(offset, max_bytes)).await;
                 }
                 let manifest = remote.manifest(&partition.topic, partition.id).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
@@ -130,7 +128,7 @@ impl Reader {
             }
         }
         let local = partition.clone();
-        tokio::task::spawn_blocking(move || local.offset_for_time(time)).await.expect("local time lookup task")
+        blocking::run(move || local.offset_for_time(time)).await
     }
 }
 

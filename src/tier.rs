@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tierlog_tiering::blocking;
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
 use tierlog_tiering::segment_object::BatchMark;
 use tierlog_tiering::store::{RemoteConfig, RemoteStore};
@@ -230,11 +231,7 @@ impl Tiering {
         }
         let load = |base: u64| {
             let partition = partition.clone();
-            async move {
-                tokio::task::spawn_blocking(move || segment_bytes(&partition, base))
-                    .await
-                    .map_err(|e| tierlog_tiering::Error::Format(format!("segment read task failed: {e}")))?
-            }
+            async move { blocking::run(move || segment_bytes(&partition, base)).await }
         };
         let clock = self.log.host().clock.clone();
         let now_ms = move || clock.now_ms();
@@ -330,9 +327,8 @@ impl Tiering {
             ));
         }
         let (disk, path) = (partition.host().disk.clone(), local.path.clone());
-        let sha = tokio::task::spawn_blocking(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+        let sha = blocking::run(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
             .await
-            .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
             .map_err(|e| Error::io(&local.path, "read", e))?;
         if sha != last.raw_sha256 {
             return refuse(format!(
@@ -484,9 +480,8 @@ async fn apply_local_retention(
             Some(sha) => sha, // hashed from these very bytes when this process uploaded them
             None => {
                 let (disk, path) = (partition.host().disk.clone(), segment.path.clone());
-                tokio::task::spawn_blocking(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
+                blocking::run(move || disk.read(&path).map(|b| tierlog_tiering::sha256_hex(&b)))
                     .await
-                    .map_err(|e| Error::Invalid(format!("hash task failed: {e}")))?
                     .map_err(|e| Error::io(&segment.path, "read", e))?
             }
         };

@@ -11,8 +11,10 @@
 //! - [`manifest`]: the versioned, hash-chained, create-only manifest.
 //! - [`uploader`]: build, upload with retries, commit in offset order.
 //! - [`remote_reader`]: offset/time → one ranged GET of one chunk; cache, prefetch, coalescing.
+//! - [`blocking`]: blocking work from async code (inline in the simulation).
 //! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
 
+pub mod blocking;
 pub mod error;
 pub mod fault;
 pub mod keys;

@@ -358,9 +358,8 @@ impl RemoteReader {
         let range = meta.compressed_position..meta.compressed_position + u64::from(meta.compressed_len);
         let compressed = self.get_range(&id.0, range).await?;
         self.stats.chunk_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let raw = tokio::task::spawn_blocking(move || segment_object::decode_chunk(&meta, &compressed))
+        let raw = crate::blocking::run(move || segment_object::decode_chunk(&meta, &compressed))
             .await
-            .map_err(|e| Error::Format(format!("decompression task: {e}")))?
             .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;
         let raw = Bytes::from(raw);
         lock(&self.chunks).insert(id.clone(), raw.clone(), raw.len() as u64);

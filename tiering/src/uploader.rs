@@ -118,14 +118,13 @@ pub async fn upload_segment(
     let (chunk_bytes, level) = (settings.chunk_bytes, settings.zstd_level);
     let raw = segment.raw.clone();
     let batches = segment.batches.clone();
-    let (built, raw_sha256, object_sha256) = tokio::task::spawn_blocking(move || {
+    let (built, raw_sha256, object_sha256) = crate::blocking::run(move || {
         let built = segment_object::build(&raw, &batches, chunk_bytes, level)?;
         let raw_sha = hex::encode(Sha256::digest(&raw));
         let object_sha = hex::encode(Sha256::digest(&built.bytes));
         Ok::<_, Error>((built, raw_sha, object_sha))
     })
-    .await
-    .map_err(|e| Error::Format(format!("compression task failed: {e}")))??;
+    .await?;
     let object = Bytes::from(built.bytes);
     let mut last_error = None;
     for attempt in 1..=settings.attempts.max(1) {
