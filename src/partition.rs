@@ -725,14 +725,15 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     Ok(State { sealed, active, dirty: false, stopped: None, ack_end })
 }
 
-/// After a previous writer stopped on a failed fsync (its `fsync-failed` marker is there), the
-/// validated bytes of the active segment may exist only in the page cache: they are written
-/// again into a fresh file that replaces the old one (temp file, fsync, rename, directory
-/// fsync), and only then is the marker removed. Holds the segment in memory once; this runs
-/// only after an fsync failure.
+/// After a writer that did not close cleanly (its `writer-open` marker is there), what this
+/// writer sees of the active segment may exist only in the page cache, and what is durable
+/// may differ either way: unsynced bytes, or an undo's cut whose fsync failed. The validated
+/// bytes are written into a fresh file that replaces the old one (temp file, fsync, rename,
+/// directory fsync) — an empty segment too, or the bytes of a failed call come back at the
+/// next power cut. Holds the segment in memory once; this runs only after an unclean close.
 fn rewrite_after_unclean_close(disk: &dyn Disk, dir: &Path, active: Segment) -> Result<Segment> {
     let marker = dir.join(WRITER_OPEN_FILE);
-    let active = if disk.is_file(&marker) && active.index.bytes > 0 {
+    let active = if disk.is_file(&marker) {
         let mut bytes = vec![0u8; active.index.bytes as usize];
         active.file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&active.path, "read", e))?;
         disk.write_atomic(&active.path, &bytes)

@@ -561,3 +561,32 @@ fn review_an_undo_that_fails_part_way_serves_nothing_and_leaves_at_most_a_prefix
     assert_eq!(got[..3], [11, 11, 11], "every acknowledged record, first");
     assert!(got.len() <= 5 && got[3..].iter().all(|len| *len == 3000), "then at most a prefix of the call: {got:?}");
 }
+
+/// Soak seed 20811 (found before the simulation's keys were seeded): a call starts in an
+/// empty active segment, rolls (the roll's fsync makes its first batch durable), and its
+/// fsync fails; the undo cuts the segment back to empty, but that fsync fails too. The
+/// restarted writer saw an empty segment and skipped the rewrite that makes its view durable,
+/// so after a power cut the failed call's first batch was back, above an end that readers had
+/// already been shown.
+#[test]
+fn a_restart_after_a_failed_undo_makes_an_empty_active_segment_durable_too() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 4096;
+    {
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..3), 1_000).unwrap();
+        p.seal_active(1_000).unwrap(); // segment 3 is active and empty
+        let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+        // Segment 3 at the roll, its two index files, then segment 4's fsync and the undo's.
+        f.disk.fail_syncs_after(3, 2);
+        let err = p.append(&failed, 1_000).unwrap_err();
+        assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    }
+    {
+        let log = f.open().unwrap(); // the operator restarts the process; the page cache stays
+        assert_eq!(values(&log), expected(&[0, 1, 2]), "the restarted writer shows the call undone");
+    }
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2]), "what the restarted writer showed is what is durable");
+}

@@ -253,12 +253,23 @@ impl World {
                 self.note(format!("produce p{partition} call {call}: cut by the power cut ({})", kind(&e)));
                 self.oracle[partition as usize].in_doubt = records;
             }
+            Err(e @ Error::Stopped { .. }) => {
+                // The undo may have failed part-way: a prefix of the call's batches may come
+                // back (never acknowledged). The restart decides, and what the restarted
+                // writer shows must be what is durable from then on.
+                self.note(format!("produce p{partition} call {call}: stopped the partition, in doubt ({})", kind(&e)));
+                self.oracle[partition as usize].in_doubt = records;
+                if self.disk.crash_pending() {
+                    return; // the power cut comes first, and its restart reconciles
+                }
+                self.close();
+                self.open().await; // the operator restarts the stopped process
+                let was = self.pause_faults(true);
+                self.reconcile_after_crash().await;
+                self.pause_faults(was);
+            }
             Err(e) => {
                 self.note(format!("produce p{partition} call {call}: failed, must leave nothing ({})", kind(&e)));
-                if matches!(e, Error::Stopped { .. }) {
-                    self.close();
-                    self.open().await; // the operator restarts the stopped process
-                }
             }
         }
     }
@@ -639,5 +650,10 @@ fn one_seed_gives_one_trace() {
     // Each seed runs twice, the second time after the others in the same process, so counters
     // kept in statics differ between the two runs too.
     let seeds = [7, 20811, 3];
-    assert_eq!(seeds.map(run_seed), seeds.map(run_seed));
+    let first = seeds.map(run_seed);
+    for (seed, (a, b)) in seeds.iter().zip(first.iter().zip(seeds.map(run_seed))) {
+        if let Some(step) = (0..a.len().max(b.len())).find(|i| a.get(*i) != b.get(*i)) {
+            panic!("seed {seed} diverges at trace line {step}:\n  {:?}\n  {:?}", a.get(step), b.get(step));
+        }
+    }
 }

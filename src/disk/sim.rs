@@ -112,6 +112,8 @@ struct State {
     /// Appends (resp. fsyncs) left before one fails for sure, for targeted tests.
     append_countdown: Option<u64>,
     sync_countdown: Option<u64>,
+    /// File fsyncs that fail in a row once `sync_countdown` runs out.
+    sync_failures: u64,
     dir_sync_countdown: Option<u64>,
     /// Directories created and directories fsynced, for tests of directory durability.
     dirs_created: Vec<PathBuf>,
@@ -160,6 +162,7 @@ impl SimDisk {
             ops: 0,
             append_countdown: None,
             sync_countdown: None,
+            sync_failures: 0,
             dir_sync_countdown: None,
             dirs_created: Vec::new(),
             dirs_synced: Vec::new(),
@@ -188,7 +191,14 @@ impl SimDisk {
 
     /// Makes the fsync after `ok` more successful ones fail with EIO.
     pub fn fail_sync_after(&self, ok: u64) {
-        self.lock().sync_countdown = Some(ok);
+        self.fail_syncs_after(ok, 1);
+    }
+
+    /// Makes the `failures` fsyncs after `ok` more successful ones fail with EIO (a device
+    /// that keeps failing, so the undo's fsync fails too).
+    pub fn fail_syncs_after(&self, ok: u64, failures: u64) {
+        let mut state = self.lock();
+        (state.sync_countdown, state.sync_failures) = (Some(ok), failures);
     }
 
     /// Makes the directory fsync after `ok` more successful ones fail with EIO.
@@ -210,6 +220,12 @@ impl SimDisk {
     /// Arms a power cut after `ops` more operations (0: the next one fails).
     pub fn crash_after(&self, ops: u64) {
         self.lock().crash_countdown = Some(ops);
+    }
+
+    /// Whether a power cut is armed ([`crash_after`](Self::crash_after)) or has happened.
+    pub fn crash_pending(&self) -> bool {
+        let state = self.lock();
+        state.dead || state.crash_countdown.is_some()
     }
 
     /// Whether the power is off (an armed crash fired).
@@ -573,7 +589,11 @@ impl DiskFile for SimFile {
             hook();
         }
         self.with(|inode, state| {
-            if State::fails(&mut state.sync_countdown, &mut state.rng, state.faults.fsync_error_per_million) {
+            let fails = State::fails(&mut state.sync_countdown, &mut state.rng, state.faults.fsync_error_per_million);
+            if fails && state.sync_failures > 1 {
+                (state.sync_countdown, state.sync_failures) = (Some(0), state.sync_failures - 1);
+            }
+            if fails {
                 let unsynced_from = common_prefix(&inode.data, &inode.durable);
                 if unsynced_from < inode.data.len() {
                     inode.lost.push((unsynced_from, inode.data.len()));
