@@ -38,7 +38,7 @@ pub struct ConsumeArgs {
     /// Start at this offset.
     #[arg(long, value_name = "N")]
     pub from_offset: Option<u64>,
-    /// Start at the first record with timestamp ≥ T (epoch ms or RFC 3339).
+    /// Start at the first record with timestamp ≥ T (RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d).
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub from_time: Option<i64>,
     /// Start at the end: only records appended from now on (use with --follow).
@@ -65,7 +65,7 @@ pub struct ConsumeArgs {
 #[derive(Args, Debug)]
 pub struct OffsetsArgs {
     pub topic: String,
-    /// Print the first offset whose timestamp is ≥ T (epoch ms or RFC 3339) instead.
+    /// Print the first offset whose timestamp is ≥ T (RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d) instead.
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub time: Option<i64>,
 }
