@@ -351,7 +351,10 @@ impl Config {
 
 /// Applies `TIERLOG_<SECTION>_<KEY>` (or `TIERLOG_<KEY>` for top-level keys) onto `table`.
 /// The value is typed like the key's default: integers and booleans are parsed, anything
-/// else is a string. A variable naming no known key is an error, so typos do not go unseen.
+/// else is a string. A variable inside a known section that names no key there
+/// (`TIERLOG_SEGMENT_MAX_BYTE`) is an error, so typos do not go unseen; one that names no
+/// section at all is warned about and ignored: Kubernetes injects `TIERLOG_PORT`,
+/// `TIERLOG_SERVICE_HOST`, … into every pod of a service named `tierlog`.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<()> {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
     let mut vars: Vec<(String, String)> =
@@ -372,6 +375,10 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             None => (vec![name.clone()], defaults.get(&name).filter(|v| !v.is_table())),
         };
         let Some(default) = default else {
+            if section.is_none() {
+                tracing::warn!(variable = %var, "ignoring an environment variable that names no configuration section or key");
+                continue;
+            }
             return Err(Error::Config(format!("environment variable {var} names no configuration key")));
         };
         let value = typed_like(default, &raw)
@@ -440,6 +447,18 @@ mod tests {
         assert!(err.contains("TIERLOG_SEGMENT_MAX_BYTES") && err.contains("lots"), "{err}");
         let err = Config::load(None, env(&[("TIERLOG_SEGMENT_NOPE", "1")])).unwrap_err().to_string();
         assert!(err.contains("TIERLOG_SEGMENT_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn variables_kubernetes_injects_for_a_service_named_tierlog_are_ignored() {
+        let injected = [
+            ("TIERLOG_PORT", "tcp://10.0.0.7:7070"),
+            ("TIERLOG_SERVICE_HOST", "10.0.0.7"),
+            ("TIERLOG_SERVICE_PORT", "7070"),
+            ("TIERLOG_PORT_7070_TCP_ADDR", "10.0.0.7"),
+        ];
+        let config = Config::load(None, env(&injected)).unwrap();
+        assert_eq!(config.segment.max_bytes, Config::default().segment.max_bytes);
     }
 
     #[test]
