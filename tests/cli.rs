@@ -127,6 +127,31 @@ fn the_demo_runs_end_to_end_and_reads_across_both_tiers() {
     assert!(!out.status.success(), "the demo never deletes a directory it did not create");
 }
 
+/// `bench --dir` used to `remove_dir_all` whatever it was given. Every bench now refuses a
+/// directory with something in it, and leaves a given empty directory in place, empty.
+#[test]
+fn bench_never_deletes_a_directory_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("keep.txt"), "mine").unwrap();
+    for bench in [&["append", "--total-mb", "1", "--rounds", "1"][..], &["tier", "--total-mb", "1"], &["http"]] {
+        let out = Command::new(BIN).arg("bench").args(bench).arg("--dir").arg(&precious).output().unwrap();
+        assert!(!out.status.success(), "bench {bench:?} ran in a non-empty directory");
+        assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(precious.join("keep.txt")).unwrap(), "mine");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(BIN)
+        .args(["bench", "append", "--total-mb", "1", "--rounds", "1", "--dir"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(empty.is_dir() && std::fs::read_dir(&empty).unwrap().next().is_none(), "left in place, emptied");
+}
+
 /// A JSON envelope line with `count` distinct headers.
 fn record_with_headers(count: usize) -> String {
     let headers: serde_json::Map<String, Value> = (0..count).map(|i| (format!("h{i}"), Value::from("v"))).collect();

@@ -149,7 +149,7 @@ fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
         .collect();
     let batch_bytes = tierlog::batch::encode(0, &batch).len();
     let batches = (args.total_mb * 1_000_000).div_ceil(batch_bytes as u64);
-    fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let _scratch = Scratch::new(&args.dir)?;
     let progress = indicatif::ProgressBar::new((args.rounds * 4) as u64).with_message("bench append");
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
@@ -202,7 +202,6 @@ fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
         fs::remove_dir_all(&dir)?;
     }
     progress.finish_and_clear();
-    let _ = fs::remove_dir(&args.dir);
     let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let (append_mb_s, raw_write_mb_s, read_mb_s, raw_read_mb_s) =
         (m(|r| r.append_mb_s), m(|r| r.raw_write_mb_s), m(|r| r.read_mb_s), m(|r| r.raw_read_mb_s));
@@ -271,8 +270,7 @@ fn round2(x: f64) -> f64 {
 }
 
 fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
-    let _ = fs::remove_dir_all(&args.dir);
-    fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let _scratch = Scratch::new(&args.dir)?;
     let mut config = global.load_config()?;
     config.data_dir = args.dir.join("log");
     config.durability.fsync = FsyncPolicy::Never; // this bench measures tiering, not appends
@@ -337,7 +335,6 @@ fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(log);
-    fs::remove_dir_all(&args.dir)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -349,8 +346,6 @@ fn tiered_log(
     total_mb: u64,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<(Log, std::sync::Arc<tierlog::partition::Partition>)> {
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut config = global.load_config()?;
     config.data_dir = dir.join("log");
     config.durability.fsync = FsyncPolicy::Never;
@@ -384,6 +379,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
     use tierlog_tiering::remote_reader::RemoteReader;
 
     let runtime = tokio::runtime::Runtime::new()?;
+    let _scratch = Scratch::new(&args.dir)?;
     let (log, partition) = tiered_log(global, &args.dir, args.total_mb, &runtime)?;
     let mut settings = tierlog::reader::settings(log.config());
     settings.cache_bytes = args.cache_mb * 1024 * 1024;
@@ -479,7 +475,6 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(log);
-    fs::remove_dir_all(&args.dir)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -538,7 +533,7 @@ fn peak_rss_bytes() -> u64 {
 
 fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.producers > 0 && args.batch_records > 0 && args.requests > 0, "counts must be positive");
-    let _ = fs::remove_dir_all(&args.dir);
+    let _scratch = Scratch::new(&args.dir)?;
     let mut config = global.load_config()?;
     config.data_dir = args.dir.join("log");
     config.tiering.enabled = false; // measures the serving path, not the object store
@@ -636,6 +631,47 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(log);
-    fs::remove_dir_all(&args.dir)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bench's scratch directory: created if missing, or used if empty, and emptied (removed, if
+/// the bench created it) when dropped. A directory that exists with anything in it is refused:
+/// a bench deletes only what it created, never a `--dir` that happened to be someone's data.
+struct Scratch {
+    dir: PathBuf,
+    created: bool,
+}
+
+impl Scratch {
+    fn new(dir: &Path) -> Result<Scratch> {
+        match fs::read_dir(dir) {
+            Ok(mut entries) => {
+                anyhow::ensure!(
+                    entries.next().is_none(),
+                    "{} exists and is not empty: give --dir a new or empty directory (the bench deletes what it \
+                     writes there, so it refuses to start where something else lives)",
+                    dir.display()
+                );
+                Ok(Scratch { dir: dir.to_path_buf(), created: false })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+                Ok(Scratch { dir: dir.to_path_buf(), created: true })
+            }
+            Err(e) => Err(e).with_context(|| format!("read {}", dir.display())),
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = fs::remove_dir_all(&self.dir);
+            return;
+        }
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        }
+    }
 }
