@@ -177,6 +177,17 @@ fn consume_into_a_pipe_closed_early_exits_zero_quietly() {
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let out = Command::new(BIN).args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && script.contains("_tierlog()"), "{script:.200}");
+    assert!(["consume", "produce", "offsets", "serve", "tier", "bench"].iter().all(|c| script.contains(c)));
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && page.contains(".TH tierlog") && page.contains("consume"), "{page:.200}");
+}
+
 /// A JSON envelope line with `count` distinct headers.
 fn record_with_headers(count: usize) -> String {
     let headers: serde_json::Map<String, Value> = (0..count).map(|i| (format!("h{i}"), Value::from("v"))).collect();

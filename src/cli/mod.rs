@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tierlog::config::Config;
 
 #[derive(Parser, Debug)]
@@ -105,6 +105,17 @@ resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume w
     /// Benchmarks that compare tierlog against the machine's measured limits (JSON output).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  tierlog completions bash > ~/.local/share/bash-completion/completions/tierlog
+  tierlog completions zsh > \"${fpath[1]}/_tierlog\"")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  tierlog man | man -l -")]
+    Man,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,5 +136,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tierlog", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
