@@ -176,6 +176,18 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Whether `bytes` are exactly one whole batch whose length field alone is damaged: with the
+/// field read as `bytes.len()`, header and CRC (which covers the length field) check out.
+/// A torn write cannot produce this; a flipped bit in the length field can.
+pub fn is_whole_with_damaged_length(bytes: &[u8]) -> Option<BatchHeader> {
+    if bytes.len() < HEADER_BYTES || u32_at(bytes, OFF_LEN) as usize == bytes.len() {
+        return None;
+    }
+    let mut patched = bytes.to_vec();
+    patched[OFF_LEN..OFF_LEN + 4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    validate(&patched).ok().filter(|header| header.length == bytes.len())
+}
+
 /// A record borrowed from a batch's bytes: reading through views costs no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView<'a> {

@@ -786,6 +786,23 @@ fn recover_active(segment: &mut Segment, writable: bool, limit: u64) -> std::res
         return Ok(());
     }
     let file_len = segment.file_len()?;
+    if segment.ends_with_whole_batch_of_damaged_length(&stop)? {
+        return Err(ActiveDamage::Damaged(format!(
+            "active segment {} is damaged at bytes {}..{}: the length field of its last batch is wrong ({}), but the bytes to the \
+             end of the file are that whole batch (its CRC matches): it was fully written and may have been acknowledged, so \
+             nothing was cut and the partition is not opened for writing. Offsets from {} on are affected. Restore the file \
+             from a copy (a replica or backup), or, to give up the records from offset {} on, move the file aside and cut it \
+             at byte {} (`truncate -s {} <file>`) before restarting",
+            segment.path.display(),
+            stop.position + 8,
+            stop.position + 12,
+            stop.error,
+            segment.index.next_offset,
+            segment.index.next_offset,
+            stop.position,
+            stop.position,
+        )));
+    }
     let damage_after =
         if segment.is_torn_tail(&stop)? { None } else { segment.next_valid_batch_after(stop.position)? };
     if let Some(valid) = damage_after {

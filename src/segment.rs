@@ -164,6 +164,20 @@ impl Segment {
         })
     }
 
+    /// Whether the bytes from a scan stop to the end of the file are one whole batch that
+    /// continues the offsets and whose length field alone is damaged (see
+    /// [`batch::is_whole_with_damaged_length`]): the last batch, fully written and perhaps
+    /// acknowledged, not a torn tail.
+    pub fn ends_with_whole_batch_of_damaged_length(&self, stop: &ScanStop) -> Result<bool> {
+        let len = self.file_len()? - stop.position;
+        if !(HEADER_BYTES as u64..=batch::BATCH_BYTES_MAX as u64).contains(&len) {
+            return Ok(false);
+        }
+        let mut bytes = Vec::new();
+        read_at(&self.file, &self.path, stop.position, len as usize, &mut bytes)?;
+        Ok(batch::is_whole_with_damaged_length(&bytes).is_some_and(|h| h.base_offset == self.index.next_offset))
+    }
+
     fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {
         let len = (self.file_len()? - position).min(HEADER_BYTES as u64) as usize;
         read_at(&self.file, &self.path, position, len, buf)?;

@@ -150,8 +150,9 @@ fn corrupt_batch_in_a_sealed_segment_is_reported_with_file_and_position() {
 
 /// Writes `batches` batches, then cuts the active segment short or flips a byte in it.
 /// A cut (a torn tail) must keep every batch that lies wholly before it and none after it. A
-/// flip in the last batch is a torn tail too; a flip with valid batches after it is damage:
-/// the partition must refuse to open for writing and leave the file as it is.
+/// flip in the last batch is a torn tail too, except in its length field (the batch is then
+/// provably whole); a flip with valid batches after it is damage: the partition must refuse
+/// to open for writing and leave the file as it is.
 fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut ends = Vec::new();
@@ -175,7 +176,10 @@ fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
         std::fs::write(&segment, bytes).unwrap();
     }
     let intact = ends.iter().filter(|end| **end <= at).count();
-    let damaged_mid_file = !cut && intact + 1 < batches;
+    // A flip in the last batch's length field leaves that batch whole (its CRC proves it).
+    let last_start = if batches > 1 { ends[batches - 2] } else { 0 };
+    let last_length_field = !cut && (last_start + 8..last_start + 12).contains(&at);
+    let damaged_mid_file = !cut && intact + 1 < batches || last_length_field;
     let before = std::fs::read(&segment).unwrap();
     match Log::open(config(dir.path(), 1 << 20)) {
         Ok(log) => {
@@ -202,6 +206,42 @@ fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
 fn a_flipped_length_field_with_batches_after_it_is_damage_not_a_torn_tail() {
     for batches in [2, 8] {
         damage_and_reopen(batches, false, 9);
+    }
+    for at in 8..12 {
+        damage_and_reopen(1, false, at); // the only batch, so also the last
+    }
+}
+
+/// The last batch is acknowledged (fsynced under `batch`) when a bit flips in its length
+/// field. It then claims more (or fewer) bytes than it has, like a torn tail; but the bytes to
+/// the end of the file are that whole batch: with its length field read as what the file holds,
+/// its CRC (which covers the length field) matches. A crash cannot leave that, so it is damage:
+/// the partition must refuse to open for writing and cut nothing.
+#[test]
+fn a_flipped_length_field_in_the_last_batch_is_damage_not_a_torn_tail() {
+    for bit in [0u8, 3, 17, 30] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), 1 << 20);
+        c.durability.fsync = FsyncPolicy::Batch;
+        let last_start;
+        {
+            let log = Log::open(c.clone()).unwrap();
+            let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+            p.append(&(0..3).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap();
+            last_start = p.active_bytes() as usize;
+            p.append(&(3..6).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap(); // acknowledged
+        }
+        let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[last_start + 8 + usize::from(bit / 8)] ^= 1 << (bit % 8);
+        std::fs::write(&segment, &bytes).unwrap();
+        match Log::open(c) {
+            Ok(log) => {
+                panic!("bit {bit}: opened and kept {} of 6 acknowledged records", read_all(&log, "t", 0, 0).len())
+            }
+            Err(e) => assert!(matches!(e, Error::Damaged { .. }), "bit {bit}: {e}"),
+        }
+        assert_eq!(std::fs::read(&segment).unwrap(), bytes, "bit {bit}: nothing was cut");
     }
 }
 
