@@ -79,7 +79,7 @@ impl Error {
             Error::Io { .. } | Error::Stopped { .. } => ErrorKind::Internal,
             Error::Remote(e) => match e {
                 tierlog_tiering::Error::Fenced { .. } => ErrorKind::Fenced,
-                tierlog_tiering::Error::Store { .. } => ErrorKind::Unavailable,
+                tierlog_tiering::Error::Store { .. } | tierlog_tiering::Error::Timeout { .. } => ErrorKind::Unavailable,
                 tierlog_tiering::Error::Config(_) => ErrorKind::Invalid,
                 tierlog_tiering::Error::Io { .. } => ErrorKind::Internal,
                 _ => ErrorKind::Data,

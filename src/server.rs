@@ -184,11 +184,25 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait (`Retry-After`) before retrying an overloaded (429) or
+/// unavailable (503: object store outage or timeout, shutting down) request.
+const RETRY_AFTER_BUSY_S: u32 = 1;
+const RETRY_AFTER_UNAVAILABLE_S: u32 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.details;
         body.insert("error".into(), Value::String(self.message));
-        (self.status, Json(Value::Object(body))).into_response()
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        let retry_after = match self.status {
+            StatusCode::TOO_MANY_REQUESTS => Some(RETRY_AFTER_BUSY_S),
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_UNAVAILABLE_S),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -840,4 +854,28 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     out.push_str(&ends);
     out.push_str(&lag);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object store that does not answer in time is an outage: 503 with Retry-After, not
+    /// 500 "corrupt" (which a client must not retry and an operator must investigate).
+    #[test]
+    fn a_store_timeout_is_503_with_retry_after() {
+        let timeout = tierlog_tiering::Error::Timeout {
+            store: "s3".into(),
+            action: "GET k".into(),
+            after_ms: 100,
+            setting: "reader.timeout_ms",
+        };
+        let response = ApiError::from(Error::Remote(timeout)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let damaged = tierlog_tiering::Error::Corrupt { key: "k".into(), reason: "checksum".into() };
+        let response = ApiError::from(Error::Remote(damaged)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
 }

@@ -11,6 +11,11 @@ pub enum Error {
     /// The store could not be reached or refused us; `hint` says what to check.
     #[error("object store {store}: {action} failed: {source}. {hint}")]
     Store { store: String, action: String, hint: &'static str, source: Box<object_store::Error> },
+    /// The store did not answer in time: an outage or overload, not damage; try again.
+    #[error(
+        "object store {store}: {action}: no answer within {after_ms} ms ({setting}); try again, or raise it if the store is merely slow"
+    )]
+    Timeout { store: String, action: String, after_ms: u64, setting: &'static str },
     /// Bytes in the bucket (or built for it) break the format: never trusted.
     #[error("{0}")]
     Format(String),
@@ -41,5 +46,29 @@ pub enum Error {
 impl Error {
     pub fn is_fenced(&self) -> bool {
         matches!(self, Error::Fenced { .. })
+    }
+
+    /// A copy for one of several callers that share one failed load: the same variant where
+    /// it tells callers what to do (an outage stays retryable); sources kept as text.
+    pub fn copy(&self) -> Error {
+        match self {
+            Error::Timeout { store, action, after_ms, setting } => {
+                Error::Timeout { store: store.clone(), action: action.clone(), after_ms: *after_ms, setting }
+            }
+            Error::Store { store, action, hint, source } => Error::Store {
+                store: store.clone(),
+                action: action.clone(),
+                hint,
+                source: Box::new(object_store::Error::Generic {
+                    store: "shared load",
+                    source: source.to_string().into(),
+                }),
+            },
+            Error::Missing { key } => Error::Missing { key: key.clone() },
+            Error::Io { path, source } => {
+                Error::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            other => Error::Format(other.to_string()),
+        }
     }
 }

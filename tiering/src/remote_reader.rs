@@ -88,6 +88,16 @@ impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 
     }
 }
 
+/// The error of a shared (coalesced) load, for one caller. An outage stays an outage, which
+/// callers report as "unavailable, try again"; anything else is damage to `key`, named with
+/// the `part` that failed.
+fn unshare(e: Arc<Error>, key: &str, part: &str) -> Error {
+    match Arc::try_unwrap(e).unwrap_or_else(|shared| shared.copy()) {
+        e @ (Error::Timeout { .. } | Error::Store { .. } | Error::Missing { .. } | Error::Io { .. }) => e,
+        other => Error::Corrupt { key: key.to_string(), reason: format!("{part}: {other}") },
+    }
+}
+
 /// Counters for tests, benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -271,7 +281,7 @@ impl RemoteReader {
         let this = self.self_handle();
         let owned = entry.clone();
         let loading = self.loading_indexes.load(entry.key.clone(), async move { this.fetch_index(&owned).await });
-        loading.await.map_err(|e| Error::Corrupt { key: entry.key.clone(), reason: format!("chunk index: {e}") })
+        loading.await.map_err(|e| unshare(e, &entry.key, "chunk index"))
     }
 
     async fn fetch_index(&self, entry: &Entry) -> Result<Arc<ChunkIndex>> {
@@ -306,10 +316,12 @@ impl RemoteReader {
         let fetched = tokio::time::timeout(self.settings.timeout, self.store.store.get_range(&path, range)).await;
         let bytes = match fetched {
             Err(_) => {
-                return Err(Error::Format(format!(
-                    "GET {key}: no answer within {:?} (reader.timeout_ms)",
-                    self.settings.timeout
-                )));
+                return Err(Error::Timeout {
+                    store: self.store.display.clone(),
+                    action: format!("GET {key}"),
+                    after_ms: self.settings.timeout.as_millis() as u64,
+                    setting: "reader.timeout_ms",
+                });
             }
             Ok(Err(object_store::Error::NotFound { .. })) => return Err(Error::Missing { key: key.to_string() }),
             Ok(Err(e)) => return Err(self.store.error(format!("GET {key}"), e)),
@@ -343,7 +355,7 @@ impl RemoteReader {
         let loading = self.start_load(id.clone(), meta);
         match loading.await {
             Ok(raw) => Ok(wrap(raw)),
-            Err(e) => Err(Error::Corrupt { key: entry.key.clone(), reason: format!("chunk {chunk_no}: {e}") }),
+            Err(e) => Err(unshare(e, &entry.key, &format!("chunk {chunk_no}"))),
         }
     }
 

@@ -100,3 +100,21 @@ async fn prefetch_from_the_end_of_the_last_archive_fetches_the_first_inline_segm
     // after the third read 2.
     assert_eq!(total, 10, "no GET beyond what the replay and its read-ahead need");
 }
+
+/// A store that does not answer in time is an outage (`Timeout`, which callers report as
+/// unavailable: HTTP 503), not damage: it was reported as a format error, HTTP 500 "corrupt".
+#[tokio::test]
+async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 1)).await;
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    let settings =
+        ReaderSettings { cache_bytes: 1 << 20, prefetch_bytes: 0, concurrency: 1, timeout: Duration::from_millis(100) };
+    let reader = RemoteReader::new(store.with_store(faulty.clone()), settings);
+    faulty.faults.latency_ms.store(400, Ordering::SeqCst);
+    let err = reader.read_at("t", 0, 0).await.unwrap_err();
+    assert!(matches!(err, tierlog_tiering::Error::Timeout { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("reader.timeout_ms") && text.contains("GET"), "{text}");
+}
