@@ -13,6 +13,7 @@
 //! - [`tier`]: drives the remote tier (upload, commit, local retention).
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`append`]: appending a request's records, shared by the HTTP and Kafka front ends.
+//! - [`server`], [`kafka`], [`auth`]: the HTTP and Kafka front ends of `tierlog serve`.
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
 pub mod ack_end;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod groups;
 pub mod host;
 pub mod index;
+pub mod kafka;
 pub mod limits;
 pub mod lock;
 pub mod log;

@@ -46,7 +46,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn observe(&self, elapsed: Duration) {
+    pub fn observe(&self, elapsed: Duration) {
         let ms = elapsed.as_millis() as u64;
         for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
             if ms <= bound {
@@ -80,6 +80,10 @@ pub struct Metrics {
     pub fetched_records: AtomicU64,
     pub client_errors: AtomicU64,
     pub server_errors: AtomicU64,
+    /// Requests received by the Kafka listener.
+    pub kafka_requests: AtomicU64,
+    /// Kafka connections closed for a malformed, oversized or unanswerable request.
+    pub kafka_closed_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -125,6 +129,11 @@ impl AppState {
             shutdown,
             tiering,
         }))
+    }
+
+    /// A receiver that turns true when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// The caller's name, if its bearer token grants `right` on `topic`.
@@ -709,6 +718,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("tierlog_fetched_records_total", "Records streamed to clients.", &m.fetched_records),
         ("tierlog_http_client_errors_total", "Requests answered with 4xx.", &m.client_errors),
         ("tierlog_http_server_errors_total", "Requests answered with 5xx.", &m.server_errors),
+        ("tierlog_kafka_requests_total", "Requests received by the Kafka listener.", &m.kafka_requests),
+        (
+            "tierlog_kafka_closed_connections_total",
+            "Kafka connections closed for a malformed, oversized or unanswerable request.",
+            &m.kafka_closed_connections,
+        ),
     ];
     if let Some(t) = &state.tiering {
         counters.extend([
