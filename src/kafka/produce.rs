@@ -37,7 +37,7 @@ pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: Socket
         let name = topic_data.name.0.as_str().to_string();
         let mut partitions = Vec::new();
         for data in topic_data.partition_data {
-            let answer = if matches!(acks, 0 | 1 | -1) {
+            let answer = if (-1..=1).contains(&acks) {
                 produce_partition(broker, &name, data).await
             } else {
                 refused(data.index, ResponseError::InvalidRequiredAcks, format!("acks = {acks}: use 0, 1 or -1 (all)"))
