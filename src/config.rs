@@ -26,6 +26,7 @@ pub struct Config {
     pub tiering: TieringSection,
     pub reader: ReaderSection,
     pub server: ServerSection,
+    pub kafka: KafkaSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +146,74 @@ pub struct ServerSection {
     pub tokens: Vec<TokenConfig>,
 }
 
+/// The Kafka wire-protocol listener of `tierlog serve` (docs/KAFKA.md). Off unless `listen`
+/// is set. It has no authentication yet (no SASL), so it refuses to start where it would
+/// bypass the HTTP tokens or be reachable beyond this machine without an explicit opt-in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Address of the Kafka listener, e.g. "127.0.0.1:9092". Empty: no Kafka listener.
+    pub listen: String,
+    /// Host that Metadata and FindCoordinator tell clients to connect to. Empty: the
+    /// listen address's host.
+    pub advertised_host: String,
+    /// Port that Metadata and FindCoordinator tell clients to connect to. 0: the port the
+    /// listener is bound to.
+    pub advertised_port: u64,
+    /// Without authentication, a non-loopback Kafka listener exposes every topic to anyone
+    /// who can reach it: refused unless this is set (as `server.allow_non_loopback`).
+    pub allow_non_loopback: bool,
+    /// Largest request frame a client may send; a larger one closes the connection. Kafka's
+    /// clients send produce requests of about `batch.size` × partitions (1 MiB by default).
+    pub max_request_bytes: u64,
+    /// Most open Kafka connections; more wait in the accept queue.
+    pub max_connections: u64,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            listen: String::new(),
+            advertised_host: String::new(),
+            advertised_port: 0,
+            allow_non_loopback: false,
+            max_request_bytes: 16 * 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl KafkaSection {
+    /// The listen address, `None` when the listener is off. Checks what [`Config::validate`]
+    /// checks about it, so a CLI override can be checked the same way.
+    pub fn listen_addr(&self, server: &ServerSection) -> Result<Option<std::net::SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self.listen.parse().map_err(|_| {
+            Error::Config(format!("kafka.listen = {:?} is not an address such as 127.0.0.1:9092", self.listen))
+        })?;
+        if !server.tokens.is_empty() {
+            return Err(Error::Config(format!(
+                "kafka.listen = {:?}: server.tokens are configured, but SASL not yet supported; the Kafka listener would bypass tokens. Remove kafka.listen or the tokens",
+                self.listen
+            )));
+        }
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(Error::Config(format!(
+                "kafka.listen = {addr}: refusing a non-loopback address, the Kafka listener has no authentication yet (no SASL). Use a loopback address, or set kafka.allow_non_loopback = true (TIERLOG_KAFKA_ALLOW_NON_LOOPBACK=true) behind your own access control"
+            )));
+        }
+        if self.advertised_host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Config(format!(
+                "kafka.advertised_host = {:?}: expected a host name or address",
+                self.advertised_host
+            )));
+        }
+        Ok(Some(addr))
+    }
+}
+
 /// One bearer token and its rights. Only the token's SHA-256 is configured, so the file
 /// holds no secret: `printf %s "$TOKEN" | sha256sum`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +288,7 @@ impl Default for Config {
             tiering: TieringSection::default(),
             reader: ReaderSection::default(),
             server: ServerSection::default(),
+            kafka: KafkaSection::default(),
         }
     }
 }
@@ -275,6 +345,11 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.max_follow_streams", 1, 100_000),
     ("server.request_timeout_ms", 100, 3_600_000),
     ("server.max_untiered_bytes", 0, u64::MAX >> 2),
+    ("kafka.advertised_port", 0, 65_535),
+    // A frame must hold at least a request header and a small produce; beyond 1 GiB one
+    // client could hold a gigabyte of memory per connection.
+    ("kafka.max_request_bytes", 1024, 1 << 30),
+    ("kafka.max_connections", 1, 100_000),
 ];
 
 impl Config {
@@ -317,6 +392,7 @@ impl Config {
                 )));
             }
         }
+        self.kafka.listen_addr(&self.server)?;
         let url = &self.remote.url;
         if !(url.is_empty() || url.starts_with("file://") || url.starts_with("s3://")) {
             return Err(Error::Config(format!("remote.url = {url:?}: expected s3://bucket/prefix or file:///dir")));
@@ -482,5 +558,37 @@ mod tests {
             }
         }
         assert!(seen >= 4, "expected local, minio, aws and garage examples, found {seen}");
+    }
+
+    #[test]
+    fn the_kafka_listener_is_off_by_default_and_refuses_what_it_cannot_protect() {
+        assert_eq!(Config::default().kafka.listen_addr(&ServerSection::default()).unwrap(), None);
+        let loopback = env(&[("TIERLOG_KAFKA_LISTEN", "127.0.0.1:9092")]);
+        let config = Config::load(None, loopback).unwrap();
+        assert_eq!(config.kafka.listen_addr(&config.server).unwrap(), Some("127.0.0.1:9092".parse().unwrap()));
+
+        let err = Config::load(None, env(&[("TIERLOG_KAFKA_LISTEN", "0.0.0.0:9092")])).unwrap_err().to_string();
+        assert!(err.contains("non-loopback") && err.contains("no SASL"), "{err}");
+        let allowed = env(&[("TIERLOG_KAFKA_LISTEN", "0.0.0.0:9092"), ("TIERLOG_KAFKA_ALLOW_NON_LOOPBACK", "true")]);
+        assert!(Config::load(None, allowed).is_ok());
+
+        let err = Config::load(None, env(&[("TIERLOG_KAFKA_LISTEN", "localhost")])).unwrap_err().to_string();
+        assert!(err.contains("kafka.listen = \"localhost\" is not an address"), "{err}");
+        let err = Config::load(None, env(&[("TIERLOG_KAFKA_ADVERTISED_PORT", "70000")])).unwrap_err().to_string();
+        assert!(err.contains("kafka.advertised_port = 70000 is out of range"), "{err}");
+    }
+
+    #[test]
+    fn the_kafka_listener_refuses_to_bypass_http_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let sha = "0".repeat(64);
+        std::fs::write(
+            &path,
+            format!("[server]\ntokens = [{{ name = \"ops\", token_sha256 = \"{sha}\", admin = true }}]\n[kafka]\nlisten = \"127.0.0.1:9092\"\n"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("SASL not yet supported; the Kafka listener would bypass tokens"), "{err}");
     }
 }

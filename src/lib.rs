@@ -12,9 +12,12 @@
 //! - [`disk`]: the file-system trait the log writes through (real, or simulated with crashes).
 //! - [`tier`]: drives the remote tier (upload, commit, local retention).
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
+//! - [`append`]: appending a request's records, shared by the HTTP and Kafka front ends.
+//! - [`server`], [`kafka`], [`auth`]: the HTTP and Kafka front ends of `tierlog serve`.
 //! - [`envelope`], [`time`]: the JSON record envelope of the CLI (and later HTTP).
 
 pub mod ack_end;
+pub mod append;
 pub mod auth;
 pub mod batch;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod groups;
 pub mod host;
 pub mod index;
+pub mod kafka;
 pub mod limits;
 pub mod lock;
 pub mod log;

@@ -22,13 +22,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
+use crate::append::{Failure, PartitionRecords, Written, append_all};
 use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
 use crate::error::{Error, ErrorKind};
 use crate::partition::{Partition, now_ms};
 use crate::reader::Reader;
 use crate::record::Record;
-use crate::{Log, envelope, groups, time};
+use crate::{Log, append, envelope, groups, time};
 
 /// Bytes read from a partition per step of a fetch stream.
 const STREAM_STEP_BYTES: usize = 256 * 1024;
@@ -45,7 +46,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn observe(&self, elapsed: Duration) {
+    pub fn observe(&self, elapsed: Duration) {
         let ms = elapsed.as_millis() as u64;
         for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
             if ms <= bound {
@@ -79,6 +80,20 @@ pub struct Metrics {
     pub fetched_records: AtomicU64,
     pub client_errors: AtomicU64,
     pub server_errors: AtomicU64,
+    /// Requests received by the Kafka listener.
+    pub kafka_requests: AtomicU64,
+    /// Kafka connections closed for a malformed, oversized or unanswerable request.
+    pub kafka_closed_connections: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts the records and bytes of acknowledged appends, whichever front end made them.
+    pub fn count_written(&self, written: &[Written]) {
+        for w in written {
+            self.appended_records.fetch_add(w.count as u64, Ordering::Relaxed);
+            self.appended_bytes.fetch_add(w.bytes as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct AppState {
@@ -114,6 +129,11 @@ impl AppState {
             shutdown,
             tiering,
         }))
+    }
+
+    /// A receiver that turns true when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// The caller's name, if its bearer token grants `right` on `topic`.
@@ -319,80 +339,11 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     // One blocking task for every partition: a client that disconnects cannot stop the request
     // half-way, between partitions, where nobody would learn what was written.
     let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
-    for w in &outcome.written {
-        state.metrics.appended_records.fetch_add(w.count as u64, Ordering::Relaxed);
-        state.metrics.appended_bytes.fetch_add(w.bytes as u64, Ordering::Relaxed);
-    }
+    state.metrics.count_written(&outcome.written);
     match outcome.failure {
         None => Ok(Json(outcome.written.iter().map(Written::to_json).collect())),
         Some(failure) => Err(partial_write_error(outcome.written, failure)),
     }
-}
-
-/// The records of one request that go to one partition, with their positions in the request.
-#[derive(Default)]
-struct PartitionRecords {
-    positions: Vec<usize>,
-    records: Vec<Record>,
-}
-
-/// One partition's acknowledged range.
-struct Written {
-    partition: u32,
-    first_offset: u64,
-    last_offset: u64,
-    count: usize,
-    bytes: usize,
-}
-
-impl Written {
-    fn to_json(&self) -> Value {
-        json!({"partition": self.partition, "first_offset": self.first_offset, "last_offset": self.last_offset, "count": self.count})
-    }
-}
-
-/// The append that failed, and what the request had not written when it stopped.
-struct Failure {
-    topic: String,
-    partition: u32,
-    error: Error,
-    not_attempted: Vec<u32>,
-    unwritten_positions: Vec<usize>,
-}
-
-struct Outcome {
-    written: Vec<Written>,
-    failure: Option<Failure>,
-}
-
-/// Appends each partition's records in partition order and stops at the first failure, so
-/// the answer can say exactly which partitions hold the request's records and which do not.
-fn append_all(topic: &crate::topic::Topic, by_partition: BTreeMap<u32, PartitionRecords>) -> Outcome {
-    let mut written = Vec::new();
-    let mut groups = by_partition.into_iter();
-    while let Some((p, group)) = groups.next() {
-        let result = topic.partition(p).and_then(|partition| partition.append(&group.records, now_ms()));
-        match result {
-            Ok(appended) => written.push(Written {
-                partition: p,
-                first_offset: appended.first_offset,
-                last_offset: appended.last_offset,
-                count: group.records.len(),
-                bytes: group.records.iter().map(crate::batch::record_encoded_len).sum(),
-            }),
-            Err(error) => {
-                let rest: Vec<(u32, PartitionRecords)> = groups.collect();
-                let mut unwritten_positions: Vec<usize> =
-                    group.positions.into_iter().chain(rest.iter().flat_map(|(_, g)| g.positions.clone())).collect();
-                unwritten_positions.sort_unstable();
-                let not_attempted = rest.into_iter().map(|(p, _)| p).collect();
-                let topic = topic.name().to_string();
-                let failure = Failure { topic, partition: p, error, not_attempted, unwritten_positions };
-                return Outcome { written, failure: Some(failure) };
-            }
-        }
-    }
-    Outcome { written, failure: None }
 }
 
 /// The answer to a produce that failed after writing some partitions: the failure's usual
@@ -430,21 +381,10 @@ fn locate(e: Error, positions: &[usize], labels: &[String]) -> ApiError {
 
 /// 429 while the partition holds more untiered bytes than `server.max_untiered_bytes`.
 fn backpressure(state: &AppState, partition: &Partition) -> ApiResult<()> {
-    let limit = state.limits.max_untiered_bytes;
-    if limit == 0 || !state.log.config().tiering.enabled {
-        return Ok(());
+    match append::untiered_excess(state.log.config(), partition) {
+        None => Ok(()),
+        Some(message) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)),
     }
-    let untiered = crate::tier::untiered_bytes(partition);
-    if untiered > limit {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "{}/{}: tiering is behind, {untiered} bytes are not yet in the remote tier (server.max_untiered_bytes = {limit}); retry later and check `tierlog tier status`",
-                partition.topic, partition.id
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
@@ -792,6 +732,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("tierlog_fetched_records_total", "Records streamed to clients.", &m.fetched_records),
         ("tierlog_http_client_errors_total", "Requests answered with 4xx.", &m.client_errors),
         ("tierlog_http_server_errors_total", "Requests answered with 5xx.", &m.server_errors),
+        ("tierlog_kafka_requests_total", "Requests received by the Kafka listener.", &m.kafka_requests),
+        (
+            "tierlog_kafka_closed_connections_total",
+            "Kafka connections closed for a malformed, oversized or unanswerable request.",
+            &m.kafka_closed_connections,
+        ),
     ];
     if let Some(t) = &state.tiering {
         counters.extend([

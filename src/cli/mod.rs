@@ -94,8 +94,10 @@ resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume w
   tierlog offsets events
   tierlog offsets events --time 2026-03-03T14:02:00Z")]
     Offsets(consume::OffsetsArgs),
-    /// Serve the HTTP/JSON API (docs/HTTP.md), tier in the background, stop cleanly on SIGTERM.
-    #[command(after_help = "Example:\n  tierlog serve --listen 127.0.0.1:7070\n  curl -s localhost:7070/v1/topics")]
+    /// Serve the HTTP/JSON API (docs/HTTP.md) and optionally Kafka (docs/KAFKA.md), tier in the background, stop cleanly on SIGTERM.
+    #[command(
+        after_help = "Example:\n  tierlog serve --listen 127.0.0.1:7070 --kafka-listen 127.0.0.1:9092\n  curl -s localhost:7070/v1/topics"
+    )]
     Serve(serve::ServeArgs),
     /// Move sealed segments to the remote tier and inspect it.
     #[command(subcommand)]

@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Address to listen on (default: server.listen, 127.0.0.1:7070).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also speak the Kafka protocol on this address (default: kafka.listen, off when empty;
+    /// see docs/KAFKA.md).
+    #[arg(long, value_name = "ADDR")]
+    pub kafka_listen: Option<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
@@ -36,13 +40,17 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
             "refusing to listen on {addr} without authentication: use a loopback address, or set server.allow_non_loopback = true (TIERLOG_SERVER_ALLOW_NON_LOOPBACK=true) behind your own access control"
         );
     }
+    if let Some(kafka) = args.kafka_listen {
+        config.kafka.listen = kafka;
+    }
+    let kafka = config.kafka.listen_addr(&config.server)?;
     let log = Log::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(log, addr))?;
+    runtime.block_on(serve(log, addr, kafka))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
+async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<()> {
     let mut tiering_stats = None;
     let background = if log.config().tiering.enabled {
         match Tiering::start(log.clone()).await {
@@ -62,6 +70,10 @@ async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = AppState::new(log.clone(), stopped, tiering_stats)?;
+    let kafka = match kafka {
+        Some(kafka) => Some(start_kafka(kafka, state.clone()).await?),
+        None => None,
+    };
     eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
     let shutdown_state = state.clone();
     axum::serve(listener, router(state))
@@ -77,10 +89,27 @@ async fn serve(log: Log, addr: SocketAddr) -> Result<()> {
         })
         .await
         .context("HTTP server")?;
+    if let Some(kafka) = kafka {
+        let _ = kafka.await; // stops accepting once shutdown starts
+    }
     if let Some(background) = background {
         background.stop().await;
     }
     log.flush()?;
     eprintln!("tierlog: stopped cleanly");
     Ok(())
+}
+
+/// Binds the Kafka listener and serves it in the background until shutdown.
+async fn start_kafka(addr: SocketAddr, state: Arc<AppState>) -> Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Kafka listener on {addr}"))?;
+    let broker = Arc::new(tierlog::kafka::Broker::new(state.clone(), &listener)?);
+    eprintln!(
+        "tierlog speaking Kafka on {} (advertised as {}:{})",
+        listener.local_addr()?,
+        broker.advertised_host,
+        broker.advertised_port
+    );
+    Ok(tokio::spawn(tierlog::kafka::serve(listener, broker, state.shutdown_signal())))
 }

@@ -1,0 +1,272 @@
+//! The Kafka wire-protocol front end of `tierlog serve` (docs/KAFKA.md), beside the HTTP API
+//! and sharing its state: the same `Log`, unified `Reader` (both tiers), consumer-group store
+//! and metrics.
+//!
+//! Owns the listener and the connection loop: size-limited frames, request headers, version
+//! negotiation, dispatch to one module per group of APIs, and error answers for what is not
+//! implemented. Requests on one connection are answered one at a time, in order, as Kafka
+//! brokers do. Everything a client sends is untrusted: a frame that is too large or cannot be
+//! parsed closes that connection with a log line naming the peer; nothing a client sends can
+//! stop the server. Wire types and RecordBatch coding are the `kafka-protocol` crate's; this
+//! module does not own the record mapping (`records`) nor any storage.
+
+mod cluster;
+mod fetch;
+mod offsets;
+mod produce;
+pub mod records;
+mod unsupported;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::error::Error;
+use crate::server::AppState;
+
+/// The one broker id tierlog answers as: it is every partition's leader and every group's
+/// coordinator.
+pub const NODE_ID: i32 = 0;
+
+/// The API versions this broker implements, advertised by ApiVersions. Anything else gets
+/// UNSUPPORTED_VERSION (see `unsupported`).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+];
+
+/// The versions of `key` this broker implements, if any.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+/// What the Kafka front end needs: the shared state and where clients should connect.
+pub struct Broker {
+    pub state: Arc<AppState>,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+impl Broker {
+    /// The broker for `listener`: advertised host/port from `[kafka]`, defaulting to the
+    /// address the listener is bound to.
+    pub fn new(state: Arc<AppState>, listener: &TcpListener) -> std::io::Result<Broker> {
+        let bound = listener.local_addr()?;
+        let config = &state.log.config().kafka;
+        let advertised_host =
+            if config.advertised_host.is_empty() { bound.ip().to_string() } else { config.advertised_host.clone() };
+        let advertised_port = if config.advertised_port == 0 { bound.port() } else { config.advertised_port as u16 };
+        Ok(Broker { state, advertised_host, advertised_port: i32::from(advertised_port) })
+    }
+}
+
+/// Accepts connections until `shutdown` turns true; each connection runs as its own task and
+/// ends at its next request boundary once shutdown starts.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let config = &broker.state.log.config().kafka;
+    let (max_frame, connections) =
+        (config.max_request_bytes as usize, Arc::new(Semaphore::new(config.max_connections as usize)));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a Kafka connection");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, &broker, max_frame, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Why a connection is closed instead of answered.
+struct Close(String);
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Broker,
+    max_frame: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut stream, max_frame) => frame,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let answer = match frame {
+            Ok(None) => return, // the client closed the connection
+            Ok(Some(frame)) => broker.handle(frame, peer).await,
+            Err(close) => Err(close),
+        };
+        let written = match answer {
+            Ok(Some(response)) => stream.write_all(&response).await,
+            Ok(None) => Ok(()), // Produce with acks=0: Kafka sends no response
+            Err(Close(why)) => {
+                broker.state.metrics.kafka_closed_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, reason = %why, "closing Kafka connection");
+                return;
+            }
+        };
+        if let Err(e) = written {
+            tracing::debug!(%peer, error = %e, "Kafka client went away");
+            return;
+        }
+    }
+}
+
+/// One request frame (without its length prefix); `None` at a clean end of the connection.
+async fn read_frame(stream: &mut TcpStream, max_frame: usize) -> Result<Option<Bytes>, Close> {
+    let mut length = [0u8; 4];
+    match stream.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Close(format!("read failed: {e}"))),
+    }
+    let length = i32::from_be_bytes(length);
+    if length < 8 || length as usize > max_frame {
+        return Err(Close(format!(
+            "request frame of {length} bytes: a request holds at least its 8-byte header and at most kafka.max_request_bytes = {max_frame}"
+        )));
+    }
+    let mut frame = BytesMut::zeroed(length as usize);
+    stream
+        .read_exact(&mut frame)
+        .await
+        .map_err(|e| Close(format!("truncated request frame of {length} bytes: {e}")))?;
+    Ok(Some(frame.freeze()))
+}
+
+/// A decoded request header, and what a handler answers with.
+struct Request {
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    /// The request body as `T`, decoded at the request's version.
+    pub fn decode<T: Decodable>(&mut self) -> Result<T, Close> {
+        let version = self.version();
+        T::decode(&mut self.body, version)
+            .map_err(|e| Close(format!("malformed request body (version {version}): {e:#}")))
+    }
+}
+
+/// A response frame: length, header (of the response's header version), body.
+fn respond<R: Encodable + HeaderVersion>(request: &Request, response: &R) -> Result<Option<Bytes>, Close> {
+    let version = request.version();
+    let header = ResponseHeader::default().with_correlation_id(request.header.correlation_id);
+    let mut out = BytesMut::new();
+    out.put_i32(0); // length, filled in below
+    let encoded = header.encode(&mut out, R::header_version(version)).and_then(|()| response.encode(&mut out, version));
+    encoded.map_err(|e| Close(format!("cannot encode the response (version {version}): {e:#}")))?;
+    let length = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(Some(out.freeze()))
+}
+
+impl Broker {
+    /// Answers one request frame, `Ok(None)` when the request wants no answer.
+    async fn handle(&self, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+        self.state.metrics.kafka_requests.fetch_add(1, Ordering::Relaxed);
+        // Every header version starts with key, version and correlation id (frames are ≥ 8 bytes).
+        let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let Ok(key) = ApiKey::try_from(raw_key) else {
+            return Err(Close(format!(
+                "unknown API key {raw_key} (version {version}): no response format exists for it"
+            )));
+        };
+        let valid = key.valid_versions();
+        let ours = supported(ApiKey::ApiVersions).expect("ApiVersions is supported").1;
+        if key == ApiKey::ApiVersions && version > ours {
+            // KIP-511: an ApiVersions request newer than the broker gets a v0 answer.
+            return cluster::api_versions_too_new(correlation_id);
+        }
+        if version < valid.min || version > valid.max {
+            return Err(Close(format!("{key:?} version {version} is outside the versions any Kafka release defines")));
+        }
+        let mut body = frame;
+        let header = RequestHeader::decode(&mut body, key.request_header_version(version))
+            .map_err(|e| Close(format!("malformed {key:?} request header: {e:#}")))?;
+        let mut request = Request { header, body };
+        match supported(key) {
+            Some((min, max)) if (min..=max).contains(&version) => self.dispatch(key, &mut request, peer).await,
+            _ => unsupported::answer(key, &request),
+        }
+    }
+
+    async fn dispatch(&self, key: ApiKey, request: &mut Request, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+        match key {
+            ApiKey::ApiVersions => cluster::api_versions(request),
+            ApiKey::Metadata => cluster::metadata(self, request),
+            ApiKey::FindCoordinator => cluster::find_coordinator(self, request),
+            ApiKey::Produce => produce::produce(self, request, peer).await,
+            ApiKey::Fetch => fetch::fetch(self, request).await,
+            ApiKey::ListOffsets => fetch::list_offsets(self, request).await,
+            ApiKey::OffsetCommit => offsets::commit(self, request).await,
+            ApiKey::OffsetFetch => offsets::fetch(self, request),
+            other => unreachable!("{other:?} is in SUPPORTED but has no handler"),
+        }
+    }
+}
+
+/// The Kafka error code for a log error. Errors of this machine (I/O, a stopped partition,
+/// damaged data, an unreachable remote tier) are KAFKA_STORAGE_ERROR, which clients retry.
+fn error_code(e: &Error) -> ResponseError {
+    use crate::limits::LimitError;
+    match e {
+        Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        Error::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        Error::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        Error::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        Error::RecordLimit { limit: LimitError::Headers { .. }, .. } => ResponseError::InvalidRecord,
+        Error::RecordLimit { .. } => ResponseError::MessageTooLarge,
+        Error::OffsetBelowStart { .. } => ResponseError::OffsetOutOfRange,
+        Error::Config(_) | Error::Invalid(_) => ResponseError::InvalidRequest,
+        Error::Io { .. }
+        | Error::Stopped { .. }
+        | Error::Corrupt { .. }
+        | Error::Damaged { .. }
+        | Error::Locked { .. }
+        | Error::ReadOnly(_)
+        | Error::Remote(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Logs an error that is this machine's problem (not the client's) once, where it is answered.
+fn log_if_server_error(e: &Error) {
+    if error_code(e) == ResponseError::KafkaStorageError {
+        tracing::error!(error = %e, "Kafka request failed");
+    }
+}

@@ -1,0 +1,132 @@
+//! Produce: Kafka RecordBatches transcoded into the log's own batches (see `records`), each
+//! partition appended through the same path as HTTP produce ([`crate::append`]): validated
+//! whole, all or nothing per partition, acknowledged once durable under the partition's
+//! `durability.fsync` policy. With one replica, acks 1 and -1 both mean "durable here";
+//! acks 0 appends the same way and sends no response, as Kafka does.
+//!
+//! Unlike an HTTP request, partitions of one Kafka request succeed or fail independently;
+//! each gets its own error code and message naming topic and partition.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    ProduceRequest, ProduceResponse,
+    produce_request::PartitionProduceData,
+    produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse},
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::records::{Refused, decode_produce};
+use super::{Broker, Close, Request, error_code, log_if_server_error, respond};
+use crate::append::{PartitionRecords, append_all};
+use crate::error::Error;
+use crate::partition::now_ms;
+use crate::topic::Topic;
+
+pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+    let started = std::time::Instant::now();
+    let body: ProduceRequest = request.decode()?;
+    broker.state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let acks = body.acks;
+    let mut responses = Vec::new();
+    for topic_data in body.topic_data {
+        let name = topic_data.name.0.as_str().to_string();
+        let mut partitions = Vec::new();
+        for data in topic_data.partition_data {
+            let answer = if (-1..=1).contains(&acks) {
+                produce_partition(broker, &name, data).await
+            } else {
+                refused(data.index, ResponseError::InvalidRequiredAcks, format!("acks = {acks}: use 0, 1 or -1 (all)"))
+            };
+            partitions.push(answer);
+        }
+        responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partitions));
+    }
+    broker.state.metrics.produce_latency.observe(started.elapsed());
+    if acks == 0 {
+        for failed in responses.iter().flat_map(|t| &t.partition_responses).filter(|p| p.error_code != 0) {
+            // Nobody will read an answer: say in the log what was not written.
+            tracing::warn!(%peer, partition = failed.index, error = ?failed.error_message, "acks=0 produce not written");
+        }
+        return Ok(None);
+    }
+    respond(request, &ProduceResponse::default().with_responses(responses))
+}
+
+/// Decodes, validates and appends one partition's records; the answer for that partition.
+async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionProduceData) -> PartitionProduceResponse {
+    let index = data.index;
+    let (topic, id) = match target(broker, topic_name, index) {
+        Ok(found) => found,
+        Err(e) => return failed(index, &e),
+    };
+    let records = match decode_produce(data.records.unwrap_or_default(), now_ms()) {
+        Ok(records) => records,
+        Err(Refused { code, message, record }) => {
+            let answer = refused(index, code, format!("{topic_name}/{index}: {message}; nothing was written"));
+            return with_record_error(answer, record);
+        }
+    };
+    let partition = topic.partition(id).expect("checked by target");
+    if let Err(e) = partition.check_records(&records) {
+        let record = match &e {
+            Error::RecordLimit { index, .. } => Some(*index),
+            _ => None,
+        };
+        return with_record_error(failed(index, &e), record);
+    }
+    if let Some(message) = crate::append::untiered_excess(broker.state.log.config(), partition) {
+        return refused(index, ResponseError::ThrottlingQuotaExceeded, message);
+    }
+    let start_offset = partition.start_offset() as i64;
+    let by_partition = BTreeMap::from([(id, PartitionRecords { positions: (0..records.len()).collect(), records })]);
+    let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
+    broker.state.metrics.count_written(&outcome.written);
+    match (outcome.written.first(), outcome.failure) {
+        (_, Some(failure)) => failed(index, &failure.error),
+        (Some(written), None) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(written.first_offset as i64)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(start_offset),
+        (None, None) => unreachable!("append_all writes or fails every partition it is given"),
+    }
+}
+
+fn target(broker: &Broker, topic: &str, index: i32) -> Result<(std::sync::Arc<Topic>, u32), Error> {
+    let topic = broker.state.log.topic(topic)?;
+    let partitions = topic.metadata.partitions;
+    let id = u32::try_from(index).map_err(|_| Error::UnknownPartition {
+        topic: topic.name().to_string(),
+        partition: u32::MAX,
+        partitions,
+    })?;
+    topic.partition(id)?;
+    Ok((topic, id))
+}
+
+fn failed(index: i32, e: &Error) -> PartitionProduceResponse {
+    log_if_server_error(e);
+    refused(index, error_code(e), e.to_string())
+}
+
+fn refused(index: i32, code: ResponseError, message: String) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_error_message(Some(StrBytes::from_string(message)))
+}
+
+/// Names the record at fault (ProduceResponse v8+ `record_errors`).
+fn with_record_error(answer: PartitionProduceResponse, record: Option<usize>) -> PartitionProduceResponse {
+    let Some(record) = record else { return answer };
+    let error = BatchIndexAndErrorMessage::default()
+        .with_batch_index(record as i32)
+        .with_batch_index_error_message(answer.error_message.clone());
+    answer.with_record_errors(vec![error])
+}

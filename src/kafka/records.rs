@@ -1,0 +1,365 @@
+//! Record mapping between Kafka's RecordBatch v2 and tierlog's [`Record`] (docs/KAFKA.md).
+//! This slice transcodes: a produced batch is decoded into records that the log stores in its
+//! own batch format, and a fetch re-encodes stored records into one uncompressed RecordBatch.
+//! The wire format itself is the `kafka-protocol` crate's; this module owns only the mapping
+//! and the limits that make untrusted batches safe to hand to the crate's decoder (record and
+//! header counts it would allocate for, decompressed sizes).
+
+use std::io::Read;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_TIMESTAMP, RecordBatchDecoder,
+    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::limits::RECORD_HEADERS_MAX;
+use crate::record::{Record, StoredRecord};
+
+/// Bytes one produced batch may decompress to: the log's largest batch. A small compressed
+/// batch cannot make the broker allocate more than this.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = crate::batch::BATCH_BYTES_MAX;
+/// Records one produce partition may carry; the crate reserves memory for the count a batch
+/// header claims before reading the records, so the claim is checked first.
+pub const PRODUCE_RECORDS_MAX: i64 = 1_000_000;
+
+/// Why a produced batch was refused: the Kafka error code and a message naming the record.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: ResponseError,
+    pub message: String,
+    /// Position of the refused record among the partition's records, when one record is at fault.
+    pub record: Option<usize>,
+}
+
+impl Refused {
+    fn new(code: ResponseError, message: impl Into<String>) -> Refused {
+        Refused { code, message: message.into(), record: None }
+    }
+}
+
+/// Decodes the records of one produce partition (one or more RecordBatch v2, any of Kafka's
+/// compressions). A record without a timestamp gets `now_ms`.
+pub fn decode_produce(mut bytes: Bytes, now_ms: i64) -> Result<Vec<Record>, Refused> {
+    check_batch_headers(&bytes)?;
+    let mut out = Vec::new();
+    while bytes.has_remaining() {
+        let set =
+            RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(bounded_decompress)).map_err(|e| {
+                Refused::new(ResponseError::CorruptMessage, format!("cannot decode the record batch: {e:#}"))
+            })?;
+        for record in set.records {
+            let position = out.len();
+            out.push(to_record(record, now_ms).map_err(|message| Refused {
+                code: ResponseError::InvalidRecord,
+                message: format!("record {position} of the batch: {message}"),
+                record: Some(position),
+            })?);
+        }
+    }
+    if out.is_empty() {
+        return Err(Refused::new(ResponseError::InvalidRecord, "the produce request holds no record"));
+    }
+    Ok(out)
+}
+
+/// Checks every batch header before any batch is decoded: magic 2, a plausible record count,
+/// and no transactional, control or idempotent batch (not supported yet).
+fn check_batch_headers(bytes: &Bytes) -> Result<(), Refused> {
+    const MAGIC_AT: usize = 16;
+    if bytes.len() > MAGIC_AT && bytes[MAGIC_AT] != 2 {
+        let magic = bytes[MAGIC_AT];
+        return Err(Refused::new(
+            ResponseError::UnsupportedForMessageFormat,
+            format!("message format v{magic}: only RecordBatch v2 (magic 2) is accepted"),
+        ));
+    }
+    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone())
+        .map_err(|e| Refused::new(ResponseError::CorruptMessage, format!("cannot decode the record batch: {e:#}")))?;
+    let mut records: i64 = 0;
+    for info in infos {
+        if info.transactional || info.control {
+            return Err(Refused::new(
+                ResponseError::InvalidRecord,
+                "transactional and control batches are not supported (tierlog has no transactions yet)",
+            ));
+        }
+        if info.producer_id != NO_PRODUCER_ID {
+            return Err(Refused::new(
+                ResponseError::InvalidRecord,
+                format!(
+                    "batch of idempotent producer {}: idempotent producers are not supported yet; set enable.idempotence=false",
+                    info.producer_id
+                ),
+            ));
+        }
+        records += i64::from(info.record_count);
+    }
+    if records > PRODUCE_RECORDS_MAX {
+        return Err(Refused::new(
+            ResponseError::InvalidRecord,
+            format!("{records} records in one partition of a produce request; the maximum is {PRODUCE_RECORDS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka record → tierlog record. Tierlog records always have a value and header values, so
+/// Kafka's null value and null header value are refused rather than silently turned into
+/// empty bytes.
+fn to_record(record: kafka_protocol::records::Record, now_ms: i64) -> Result<Record, String> {
+    let value = record.value.ok_or("null value (a tombstone): tierlog records always have a value")?;
+    let mut headers = Vec::with_capacity(record.headers.len());
+    for (name, value) in record.headers {
+        let value = value
+            .ok_or_else(|| format!("header {:?} has a null value: tierlog header values are bytes", name.as_str()))?;
+        headers.push((name.as_str().to_string(), value.to_vec()));
+    }
+    let timestamp = if record.timestamp == NO_TIMESTAMP { now_ms } else { record.timestamp };
+    Ok(Record { timestamp, key: record.key.map(|k| k.to_vec()), value: value.to_vec(), headers })
+}
+
+/// The crate's decompression step, bounded: at most [`DECOMPRESSED_BATCH_BYTES_MAX`] bytes
+/// out, then a scan that refuses header counts the crate would reserve memory for blindly.
+fn bounded_decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+    let input = compressed.copy_to_bytes(compressed.remaining());
+    let raw = match compression {
+        Compression::None => input,
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&input[..]))?,
+        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&input[..])?)?,
+        Compression::Lz4 => read_bounded(lz4::Decoder::new(&input[..])?)?,
+        Compression::Snappy => snappy(&input)?,
+    };
+    scan_records(&raw)?;
+    Ok(raw)
+}
+
+fn read_bounded(reader: impl Read) -> anyhow::Result<Bytes> {
+    let mut out = Vec::new();
+    reader.take(DECOMPRESSED_BATCH_BYTES_MAX as u64 + 1).read_to_end(&mut out)?;
+    anyhow::ensure!(
+        out.len() <= DECOMPRESSED_BATCH_BYTES_MAX,
+        "the batch decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+    );
+    Ok(out.into())
+}
+
+/// Kafka's snappy: xerial framing (magic, version, compatible version, then length-prefixed
+/// raw snappy blocks), or a bare raw snappy block, as the Java client accepts.
+fn snappy(input: &[u8]) -> anyhow::Result<Bytes> {
+    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    let mut blocks: Vec<&[u8]> = Vec::new();
+    if let Some(mut rest) = input.strip_prefix(XERIAL_MAGIC) {
+        anyhow::ensure!(rest.len() >= 8, "truncated snappy header");
+        rest = &rest[8..];
+        while !rest.is_empty() {
+            anyhow::ensure!(rest.len() >= 4, "truncated snappy block length");
+            let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            anyhow::ensure!(rest.len() >= 4 + len, "truncated snappy block");
+            blocks.push(&rest[4..4 + len]);
+            rest = &rest[4 + len..];
+        }
+    } else {
+        blocks.push(input);
+    }
+    let mut out = Vec::new();
+    for block in blocks {
+        let len = snap::raw::decompress_len(block)?;
+        anyhow::ensure!(
+            out.len() + len <= DECOMPRESSED_BATCH_BYTES_MAX,
+            "the batch decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+        );
+        let at = out.len();
+        out.resize(at + len, 0);
+        snap::raw::Decoder::new().decompress(block, &mut out[at..])?;
+    }
+    Ok(out.into())
+}
+
+/// Walks the records of a decompressed batch body and refuses a header count above the
+/// log's limit, or above what the record's bytes could hold, before the crate reserves
+/// memory for it. Everything else is left to the crate's decoder.
+fn scan_records(mut body: &[u8]) -> anyhow::Result<()> {
+    while !body.is_empty() {
+        let size = varint(&mut body)?;
+        anyhow::ensure!(size >= 0 && size as usize <= body.len(), "record length {size} past the batch end");
+        let (mut record, rest) = body.split_at(size as usize);
+        body = rest;
+        record = record.get(1..).ok_or_else(|| anyhow::anyhow!("empty record"))?; // attributes
+        varint(&mut record)?; // timestamp delta
+        varint(&mut record)?; // offset delta
+        for _ in 0..2 {
+            let len = varint(&mut record)?; // key, then value
+            if len > 0 {
+                record = record.get(len as usize..).ok_or_else(|| anyhow::anyhow!("field past the record end"))?;
+            }
+        }
+        let headers = varint(&mut record)?;
+        anyhow::ensure!(
+            headers <= RECORD_HEADERS_MAX as i64 && headers as usize <= record.len() / 2 + 1,
+            "a record claims {headers} headers; the maximum is {RECORD_HEADERS_MAX}"
+        );
+    }
+    Ok(())
+}
+
+/// A zig-zag varint (Kafka's varint and varlong share the encoding), at most 10 bytes.
+fn varint(buf: &mut &[u8]) -> anyhow::Result<i64> {
+    let mut raw: u64 = 0;
+    for i in 0..10 {
+        let (&byte, rest) = buf.split_first().ok_or_else(|| anyhow::anyhow!("truncated varint"))?;
+        *buf = rest;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    anyhow::bail!("varint longer than 10 bytes")
+}
+
+/// Stored records → one uncompressed RecordBatch v2 with CreateTime timestamps, the batch
+/// starting at the first record's offset.
+pub fn encode_fetch(records: &[StoredRecord]) -> anyhow::Result<Bytes> {
+    let Some(first) = records.first() else { return Ok(Bytes::new()) };
+    let first_offset = first.offset as i64;
+    let kafka: Vec<kafka_protocol::records::Record> = records
+        .iter()
+        .map(|stored| {
+            let record = &stored.record;
+            let headers: IndexMap<StrBytes, Option<Bytes>> = record
+                .headers
+                .iter()
+                .map(|(name, value)| (StrBytes::from_string(name.clone()), Some(Bytes::copy_from_slice(value))))
+                .collect();
+            kafka_protocol::records::Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer_id: NO_PRODUCER_ID,
+                producer_epoch: NO_PRODUCER_EPOCH,
+                timestamp_type: TimestampType::Creation,
+                offset: stored.offset as i64,
+                // The encoder starts a new batch whenever offset - sequence changes; this keeps
+                // it constant, so all records share one batch whose base sequence is -1.
+                sequence: (stored.offset as i64 - first_offset - 1) as i32,
+                timestamp: record.timestamp,
+                key: record.key.as_ref().map(|k| Bytes::copy_from_slice(k)),
+                value: Some(Bytes::copy_from_slice(&record.value)),
+                headers,
+            }
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, kafka.iter(), &options)?;
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(offset: u64, key: Option<&str>, value: &str, headers: &[(&str, &str)]) -> StoredRecord {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let record = Record {
+            timestamp: 1_700_000_000_000 + offset as i64,
+            key: key.map(|k| k.into()),
+            value: value.into(),
+            headers,
+        };
+        StoredRecord { offset, record }
+    }
+
+    #[test]
+    fn stored_records_survive_a_fetch_batch_and_a_produce_decode_in_one_batch() {
+        let records = vec![
+            stored(40, Some("k"), "v0", &[("h", "1")]),
+            stored(41, None, "", &[]),
+            stored(42, Some(""), "v2", &[("a", ""), ("b", "x")]),
+        ];
+        let bytes = encode_fetch(&records).unwrap();
+        let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        assert_eq!(info.len(), 1, "one batch for the whole fetch");
+        assert_eq!((info[0].min_offset, info[0].record_count, info[0].base_sequence), (40, 3, -1));
+        let decoded = decode_produce(bytes, 0).unwrap();
+        assert_eq!(decoded, records.into_iter().map(|s| s.record).collect::<Vec<_>>());
+    }
+
+    fn batch(records: &[kafka_protocol::records::Record], compression: Compression) -> Bytes {
+        let mut out = BytesMut::new();
+        RecordBatchEncoder::encode(&mut out, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
+        out.freeze()
+    }
+
+    fn kafka_record(value: Option<&str>) -> kafka_protocol::records::Record {
+        kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: NO_TIMESTAMP,
+            key: None,
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: IndexMap::new(),
+        }
+    }
+
+    #[test]
+    fn every_kafka_compression_is_accepted() {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
+            let records = decode_produce(batch(&[kafka_record(Some("hello"))], compression), 7).unwrap();
+            assert_eq!(
+                records,
+                vec![Record { timestamp: 7, value: b"hello".to_vec(), ..Record::default() }],
+                "{compression:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_value_is_refused_as_an_invalid_record() {
+        let err =
+            decode_produce(batch(&[kafka_record(Some("a")), kafka_record(None)], Compression::None), 0).unwrap_err();
+        assert_eq!((err.code, err.record), (ResponseError::InvalidRecord, Some(1)));
+        assert!(err.message.contains("null value"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_record_claiming_two_billion_headers_is_refused_before_decoding() {
+        let mut bytes = BytesMut::from(&batch(&[kafka_record(Some("a"))], Compression::None)[..]);
+        // The last byte is the header count (0); make it a 5-byte varint of i32::MAX, then fix
+        // the lengths and the CRC so only the count is wrong.
+        let n = bytes.len();
+        bytes.truncate(n - 1);
+        bytes.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        let record_len_at = 61;
+        bytes[record_len_at] += 8; // zig-zag: +4 bytes of record
+        let batch_len = i32::from_be_bytes(bytes[8..12].try_into().unwrap()) + 4;
+        bytes[8..12].copy_from_slice(&batch_len.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_produce(bytes.freeze(), 0).unwrap_err();
+        assert_eq!(err.code, ResponseError::CorruptMessage, "{}", err.message);
+        assert!(err.message.contains("headers"), "{}", err.message);
+    }
+
+    #[test]
+    fn varints_decode_like_kafkas_zigzag() {
+        for (bytes, value) in
+            [(&[0x00][..], 0), (&[0x01], -1), (&[0x02], 1), (&[0xfe, 0xff, 0xff, 0xff, 0x0f], i32::MAX as i64)]
+        {
+            assert_eq!(varint(&mut &bytes[..]).unwrap(), value);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Answers to requests this broker does not implement: a well-formed response of the
+//! request's own type and version carrying UNSUPPORTED_VERSION, so the client reports a clear
+//! error instead of seeing its connection dropped. Covers the group-membership, producer-id,
+//! SASL and topic-admin APIs clients commonly try; for any other API the response format is
+//! unknown to this module and the connection is closed with a log line (docs/KAFKA.md).
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
+    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse, create_topics_response::CreatableTopicResult,
+    describe_groups_response::DescribedGroup,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Close, Request, respond, supported};
+
+const UNSUPPORTED: i16 = ResponseError::UnsupportedVersion.code();
+
+pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Close> {
+    let version = request.version();
+    if let Some((min, max)) = supported(key) {
+        return Err(Close(format!(
+            "{key:?} version {version} was not advertised (this broker implements {min}..={max}); the client ignored ApiVersions"
+        )));
+    }
+    tracing::info!(api = ?key, version, "answering UNSUPPORTED_VERSION: API not implemented");
+    match key {
+        ApiKey::JoinGroup => respond(request, &JoinGroupResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::SyncGroup => respond(request, &SyncGroupResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::Heartbeat => respond(request, &HeartbeatResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::LeaveGroup => respond(request, &LeaveGroupResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::ListGroups => respond(request, &ListGroupsResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::InitProducerId => respond(request, &InitProducerIdResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::SaslHandshake => respond(request, &SaslHandshakeResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::SaslAuthenticate => {
+            let message = StrBytes::from_static_str("SASL is not supported yet by tierlog");
+            respond(
+                request,
+                &SaslAuthenticateResponse::default().with_error_code(UNSUPPORTED).with_error_message(Some(message)),
+            )
+        }
+        ApiKey::CreateTopics => create_topics(request),
+        ApiKey::DescribeGroups => describe_groups(request),
+        other => Err(Close(format!("{other:?} (version {version}) is not implemented and has no error answer here"))),
+    }
+}
+
+fn message() -> Option<StrBytes> {
+    Some(StrBytes::from_static_str(
+        "not supported by tierlog's Kafka listener yet; create topics with `tierlog topic create` or POST /v1/topics",
+    ))
+}
+
+fn create_topics(request: &Request) -> Result<Option<Bytes>, Close> {
+    let mut request = Request { header: request.header.clone(), body: request.body.clone() };
+    let body: CreateTopicsRequest = request.decode()?;
+    let topics = body
+        .topics
+        .into_iter()
+        .map(|t| {
+            CreatableTopicResult::default().with_name(t.name).with_error_code(UNSUPPORTED).with_error_message(message())
+        })
+        .collect();
+    respond(&request, &CreateTopicsResponse::default().with_topics(topics))
+}
+
+fn describe_groups(request: &Request) -> Result<Option<Bytes>, Close> {
+    let mut request = Request { header: request.header.clone(), body: request.body.clone() };
+    let body: DescribeGroupsRequest = request.decode()?;
+    let groups = body
+        .groups
+        .into_iter()
+        .map(|g| DescribedGroup::default().with_group_id(g).with_error_code(UNSUPPORTED))
+        .collect();
+    respond(&request, &DescribeGroupsResponse::default().with_groups(groups))
+}
