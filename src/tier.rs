@@ -250,6 +250,9 @@ impl Tiering {
             }
             None => (state.last_error, state.last_success_ms) = (None, Some(self.now_ms())),
         }
+        // Counted before retention deletes anything: nobody may see a segment gone from local
+        // disk while the metrics still say it was never uploaded.
+        self.record_uploads(&outcome);
         let mut uploaded =
             std::mem::take(self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default());
         uploaded.extend(outcome.committed.iter().map(|e| (e.base_offset, e.raw_sha256.clone())));
@@ -267,7 +270,7 @@ impl Tiering {
         };
         write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state)?;
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
-        self.record(&outcome, deleted);
+        self.record_outcome(&outcome, deleted);
         let report = PartitionReport {
             topic: key.0.clone(),
             partition: key.1,
@@ -340,12 +343,17 @@ impl Tiering {
         Ok(())
     }
 
-    fn record(&self, outcome: &uploader::RunOutcome, deleted: usize) {
+    fn record_uploads(&self, outcome: &uploader::RunOutcome) {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
         s.uploaded_segments.fetch_add(outcome.committed.len() as u64, Relaxed);
         s.uploaded_raw_bytes.fetch_add(outcome.committed.iter().map(|e| e.raw_bytes).sum(), Relaxed);
         s.uploaded_object_bytes.fetch_add(outcome.committed.iter().map(|e| e.object_bytes).sum(), Relaxed);
+    }
+
+    fn record_outcome(&self, outcome: &uploader::RunOutcome, deleted: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
         s.failed_partition_runs.fetch_add(u64::from(outcome.error.is_some()), Relaxed);
         s.deleted_local_segments.fetch_add(deleted as u64, Relaxed);
     }
