@@ -163,7 +163,55 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/HTTP.md") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard_host))
         .with_state(state)
+}
+
+/// Without tokens, anyone who can reach the port may write, which on loopback means any
+/// program on this machine, and any web page its browser opens if the page can make the
+/// browser send requests here. DNS rebinding does exactly that, under the attacker's host
+/// name. So without tokens a request must name this server by an IP address or `localhost`
+/// (or send no Host at all, as no browser does); with tokens, the token is the guard.
+async fn guard_host(State(state): State<Arc<AppState>>, request: Request, next: axum::middleware::Next) -> Response {
+    if !state.auth.enabled()
+        && let Some(host) = request.headers().get(header::HOST)
+        && !is_ip_or_localhost(host.to_str().unwrap_or(""))
+    {
+        let shown = String::from_utf8_lossy(host.as_bytes()).escape_debug().to_string();
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {shown:?} is not an IP address or localhost: without tokens (server.tokens) this server answers only \
+                 requests addressed to an IP address or localhost, a guard against DNS rebinding from web pages"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `127.0.0.1`, `127.0.0.1:7070`, `[::1]:7070`, `localhost:7070`, `10.0.0.7` — not `evil.example`.
+fn is_ip_or_localhost(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Writes other than produce take a JSON body and say so. A `text/plain` or form body is what
+/// a web page can send cross-origin without a CORS preflight; requiring JSON makes the
+/// browser ask first, and this server never grants it.
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("content-type {content_type:?}: send application/json (curl: -H 'content-type: application/json')"),
+    ))
 }
 
 /// An error answer: status plus `{"error": "...", ...details}`.
@@ -246,6 +294,7 @@ async fn create_topic(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     state.authorize(&headers, Right::Admin, None)?;
+    require_json(&headers)?;
     let request: CreateTopic = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
@@ -692,6 +741,7 @@ async fn commit_group_offsets(
     Path(group): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
+    require_json(&headers)?;
     let commit: GroupCommit = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
     })?;

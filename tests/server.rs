@@ -209,7 +209,22 @@ async fn bad_requests_get_clear_4xx_answers() {
         (c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=99999999999999999999999")), 400, "from_offset"),
         (c.get(s.url("/v1/topics/..%2Fetc/offsets")), 400, "invalid topic name"),
         (c.post(s.url("/v1/topics")).json(&json!({"name": "a/b"})), 400, "invalid topic name"),
-        (c.post(s.url("/v1/topics")).body("{"), 400, "expected"),
+        (c.post(s.url("/v1/topics")).header("content-type", "application/json").body("{"), 400, "expected"),
+        (
+            c.post(s.url("/v1/topics")).header("content-type", "text/plain").body(r#"{"name":"web"}"#),
+            415,
+            "content-type",
+        ),
+        (c.post(s.url("/v1/topics")).body(r#"{"name":"web"}"#), 415, "application/json"),
+        (
+            c.post(s.url("/v1/groups/g/offsets"))
+                .header("content-type", "text/plain")
+                .body(r#"{"topic":"t","offsets":{"0":1}}"#),
+            415,
+            "content-type",
+        ),
+        (c.get(s.url("/v1/topics")).header("host", "rebound.example:7070"), 421, "DNS rebinding"),
+        (c.post(s.url("/v1/topics")).header("host", "rebound.example").json(&json!({"name": "web"})), 421, "Host"),
     ];
     for (request, status, needle) in cases {
         let r = request.send().await.unwrap();
@@ -218,6 +233,8 @@ async fn bad_requests_get_clear_4xx_answers() {
         assert_eq!(got, status, "{body}");
         assert!(body["error"].as_str().unwrap().contains(needle), "{status}: {body}");
     }
+    let topics: Value = c.get(s.url("/v1/topics")).send().await.unwrap().json().await.unwrap();
+    assert!(!topics.to_string().contains("\"web\""), "a refused request created nothing: {topics}");
     let _first = c.get(s.url("/v1/topics/t/partitions/0/records?follow=true")).send().await.unwrap();
     let second = c.get(s.url("/v1/topics/t/partitions/0/records?follow=true")).send().await.unwrap();
     assert_eq!(second.status(), 429, "follow streams are limited");
@@ -499,7 +516,7 @@ fn a_slow_body_is_cut_off_with_408_and_the_server_keeps_serving() {
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
-    write!(slow, "POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{{\"val").unwrap();
+    write!(slow, "POST /v1/topics/t/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{{\"val").unwrap();
     let mut answer = vec![0u8; 512];
     let n = slow.read(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
