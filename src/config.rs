@@ -139,6 +139,12 @@ pub struct ServerSection {
     /// A request whose body has not arrived completely after this long is cut off
     /// (slow-body clients).
     pub request_timeout_ms: u64,
+    /// A connection that has not sent a request's complete headers this long after it
+    /// opened (or after its previous request) is closed: slow or idle clients do not hold
+    /// connections forever.
+    pub header_read_timeout_ms: u64,
+    /// Most open HTTP connections; further ones wait in the accept queue until one closes.
+    pub max_connections: u64,
     /// Refuse appends (429) while a partition holds more than this many bytes not yet in the
     /// remote tier, so a stalled object store cannot fill the local disk. 0: no limit.
     pub max_untiered_bytes: u64,
@@ -242,6 +248,8 @@ impl Default for ServerSection {
             max_records_per_request: 50_000,
             max_follow_streams: 256,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
             max_untiered_bytes: 0,
             tokens: Vec::new(),
         }
@@ -344,6 +352,8 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.max_records_per_request", 1, 10_000_000),
     ("server.max_follow_streams", 1, 100_000),
     ("server.request_timeout_ms", 100, 3_600_000),
+    ("server.header_read_timeout_ms", 100, 3_600_000),
+    ("server.max_connections", 1, 100_000),
     ("server.max_untiered_bytes", 0, u64::MAX >> 2),
     ("kafka.advertised_port", 0, 65_535),
     // A frame must hold at least a request header and a small produce; beyond 1 GiB one

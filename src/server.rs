@@ -167,6 +167,52 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish. Unlike `axum::serve`, every connection runs with a timer: one that has not sent a
+/// request's headers within `header_read_timeout_ms` is closed (slowloris and idle clients),
+/// and at most `max_connections` are open at once (the rest wait in the accept queue).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: &ServerSection,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await; // a client that went away or timed out: nothing to do
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Without tokens, anyone who can reach the port may write, which on loopback means any
 /// program on this machine, and any web page its browser opens if the page can make the
 /// browser send requests here. DNS rebinding does exactly that, under the attacker's host

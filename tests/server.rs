@@ -526,6 +526,41 @@ fn a_slow_body_is_cut_off_with_408_and_the_server_keeps_serving() {
     assert_eq!(health.status(), 200);
 }
 
+/// 300 clients that open a connection and send half a request line, then nothing: with a
+/// connection cap of 64 they would hold every slot forever; the header-read timeout closes
+/// them, so a normal client is served within a few seconds (`axum::serve` had no timer, so
+/// neither a header timeout nor a cap).
+#[test]
+fn three_hundred_slow_sockets_do_not_stop_a_normal_client() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[("TIERLOG_SERVER_MAX_CONNECTIONS", "64"), ("TIERLOG_SERVER_HEADER_READ_TIMEOUT_MS", "500")],
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+            socket.write_all(b"GET /v1/topi").unwrap();
+            socket
+        })
+        .collect();
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let health = runtime.block_on(async { client().get(s.url("/healthz")).send().await }).unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(8), "served after {:?}", started.elapsed());
+    // And the server let go of them: each one is closed (EOF, perhaps after a 408), not held.
+    for mut socket in slow.into_iter().step_by(50) {
+        use std::io::Read;
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let closed = socket.read_to_end(&mut rest);
+        assert!(closed.is_ok(), "a slow socket is still open after 5 s: {closed:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_record_with_1025_headers_is_refused_with_413_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -565,7 +565,10 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
         let state = tierlog::server::AppState::new(log.clone(), stopped, None)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, tierlog::server::router(state)).await });
+        let limits = state.limits.clone();
+        tokio::spawn(async move {
+            tierlog::server::serve(listener, tierlog::server::router(state), &limits, std::future::pending()).await
+        });
         let client = reqwest::Client::new();
         let start = Instant::now();
         let mut producers = Vec::new();

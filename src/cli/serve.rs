@@ -76,19 +76,18 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
     };
     eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            eprintln!("tierlog: shutting down (finishing in-flight requests)");
-            shutdown_state.ready.store(false, Ordering::Relaxed);
-            let _ = stop.send(true);
-        })
-        .await
-        .context("HTTP server")?;
+    let limits = state.limits.clone();
+    tierlog::server::serve(listener, router(state), &limits, async move {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("tierlog: shutting down (finishing in-flight requests)");
+        shutdown_state.ready.store(false, Ordering::Relaxed);
+        let _ = stop.send(true);
+    })
+    .await;
     if let Some(kafka) = kafka {
         let _ = kafka.await; // stops accepting once shutdown starts
     }
