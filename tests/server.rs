@@ -382,6 +382,12 @@ async fn bearer_tokens_grant_per_topic_rights_and_historical_reads_are_audited()
         (Some("auditor"), Some("payments"), Some(0))
     );
     assert!(!audit.contains("r-token"), "tokens never reach the audit log");
+    // Listing topics: an unknown token is refused (it got 200 [] before), a known one sees
+    // what it may read.
+    let list = |token: &'static str| c.get(s.url("/v1/topics")).bearer_auth(token);
+    assert_eq!(list("wrong").send().await.unwrap().status(), 401);
+    let listed: Value = list("r-token").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed[0]["topic"], "payments", "{listed}");
 }
 
 #[tokio::test]
