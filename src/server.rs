@@ -164,6 +164,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/HTTP.md") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard_host))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), error_bodies))
         .with_state(state)
 }
 
@@ -211,6 +212,65 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Error bodies are never longer than this (they are built here or by axum's extractors).
+const ERROR_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Every error answer is the JSON shape `{"error": …}`, axum's own included (405, extractor
+/// rejections, which are plain text), and a 5xx answer names no directory of this server:
+/// the data directory (and so the embedded remote beside it) reads `<data_dir>`, a
+/// `file://` remote `<remote_dir>`. The server log keeps the full message.
+async fn error_bodies(State(state): State<Arc<AppState>>, request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (mut parts, body) = response.into_parts();
+    let mut text = match axum::body::to_bytes(body, ERROR_BODY_BYTES_MAX).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::from("error body unavailable"),
+    };
+    if status.is_server_error() {
+        for (path, label) in private_paths(&state) {
+            text = text.replace(&path, label);
+        }
+    }
+    let body = match (is_json, text.trim()) {
+        (true, _) => text,
+        (false, "") => json!({"error": status.canonical_reason().unwrap_or("error")}).to_string(),
+        (false, message) => json!({"error": message}).to_string(),
+    };
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Directories of this server that error messages may name, longest first, with what a
+/// client sees instead.
+fn private_paths(state: &AppState) -> Vec<(String, &'static str)> {
+    let config = state.log.config();
+    let mut paths = Vec::new();
+    let mut add = |path: &std::path::Path, label| {
+        for form in [Some(path.to_path_buf()), path.canonicalize().ok()].into_iter().flatten() {
+            let form = form.display().to_string();
+            if form.starts_with('/') && form.len() > 1 {
+                paths.push((form, label));
+            }
+        }
+    };
+    if let Some(dir) = config.remote.url.strip_prefix("file://") {
+        add(std::path::Path::new(dir), "<remote_dir>");
+    }
+    add(&config.data_dir, "<data_dir>");
+    paths.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    paths
 }
 
 /// Without tokens, anyone who can reach the port may write, which on loopback means any

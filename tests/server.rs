@@ -224,6 +224,8 @@ async fn bad_requests_get_clear_4xx_answers() {
             "content-type",
         ),
         (c.get(s.url("/v1/topics")).header("host", "rebound.example:7070"), 421, "DNS rebinding"),
+        (c.delete(s.url("/v1/topics")), 405, "Method Not Allowed"),
+        (c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=1&from_offset=2")), 400, "duplicate"),
         (c.post(s.url("/v1/topics")).header("host", "rebound.example").json(&json!({"name": "web"})), 421, "Host"),
     ];
     for (request, status, needle) in cases {
@@ -628,6 +630,9 @@ fn given_an_append_failure_in_the_second_partition_produce_answers_what_was_writ
     assert_eq!(answer["written"], json!([{"partition": 0, "first_offset": 0, "last_offset": 0, "count": 1}]));
     assert_eq!(answer["failed"]["partition"], 1, "{answer}");
     assert!(answer["failed"]["error"].as_str().unwrap().contains("File too large"), "{answer}");
+    let data_dir = dir.path().canonicalize().unwrap().display().to_string();
+    assert!(!answer.to_string().contains(&data_dir), "a 5xx body names no server directory: {answer}");
+    assert!(answer.to_string().contains("<data_dir>"), "{answer}");
     assert_eq!(answer["not_attempted"], json!([2]));
     assert_eq!(answer["unwritten_records"], json!([1, 2]), "positions in the request");
     let values = |p| runtime.block_on(fetch_all(&c, &s, "t", p)).iter().map(|r| r["value"].clone()).collect::<Vec<_>>();
