@@ -137,14 +137,19 @@ impl AppState {
     }
 
     /// The caller's name, if its bearer token grants `right` on `topic`.
+    /// A topic name is validated first, so nothing below (the refusal's log line included)
+    /// ever sees raw input such as a percent-decoded CR/LF.
     fn authorize(&self, headers: &HeaderMap, right: Right, topic: Option<&str>) -> ApiResult<String> {
+        if let Some(topic) = topic {
+            crate::topic::validate_name(topic)?;
+        }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         self.auth.check(authorization, right, topic).map_err(|denied| {
             let e = match denied {
                 Denied::Unauthenticated(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
                 Denied::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
             };
-            tracing::warn!(status = %e.status, error = %e.message, topic = topic.unwrap_or("-"), "request refused");
+            tracing::warn!(status = %e.status, error = ?e.message, topic = ?topic.unwrap_or("-"), "request refused");
             count_error(self, &e);
             e
         })

@@ -386,6 +386,11 @@ async fn bearer_tokens_grant_per_topic_rights_and_historical_reads_are_audited()
     assert!(!audit.contains("r-token"), "tokens never reach the audit log");
     // Listing topics: an unknown token is refused (it got 200 [] before), a known one sees
     // what it may read.
+    // A name with CR/LF is refused as a name (400) before rights are checked and logged:
+    // the refusal's log line once carried the raw, percent-decoded name.
+    let injected = c.get(s.url("/v1/topics/x%0D%0Aforged%20line/offsets")).bearer_auth("w-token").send().await.unwrap();
+    assert_eq!(injected.status(), 400);
+    assert!(injected.text().await.unwrap().contains("invalid topic name"));
     let list = |token: &'static str| c.get(s.url("/v1/topics")).bearer_auth(token);
     assert_eq!(list("wrong").send().await.unwrap().status(), 401);
     let listed: Value = list("r-token").send().await.unwrap().json().await.unwrap();
