@@ -604,15 +604,15 @@ fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<(Ve
             );
         }
     } else {
-        let values: Vec<Value> = serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request(format!("expected a JSON array of records: {e}")))?;
-        if values.len() > max_records {
-            return Err(too_many());
-        }
-        for (i, value) in values.iter().enumerate() {
+        let over_limit = std::cell::Cell::new(false);
+        let elements = array_elements(text, max_records, &over_limit).map_err(|e| match over_limit.get() {
+            true => too_many(),
+            false => ApiError::bad_request(format!("expected a JSON array of records: {e}")),
+        })?;
+        for (i, element) in elements.iter().enumerate() {
             labels.push(format!("record {i}"));
             records.push(
-                envelope::parse_json_record(&value.to_string(), now)
+                envelope::parse_json_record(element.get(), now)
                     .map_err(|e| ApiError::bad_request(format!("record {i}: {e}; nothing was written")))?,
             );
         }
@@ -621,6 +621,43 @@ fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<(Ve
         return Err(ApiError::bad_request("no records in the body"));
     }
     Ok((records, labels))
+}
+
+/// The elements of the JSON array `text` as raw text, stopping with an error (and
+/// `over_limit` set) at element `max + 1`: a 16 MiB body of `[0,0,0,…]` costs one pointer per
+/// element up to the limit, never a tree of millions of `Value`s first.
+fn array_elements<'a>(
+    text: &'a str,
+    max: usize,
+    over_limit: &std::cell::Cell<bool>,
+) -> serde_json::Result<Vec<&'a serde_json::value::RawValue>> {
+    struct Elements<'c> {
+        max: usize,
+        over_limit: &'c std::cell::Cell<bool>,
+    }
+    impl<'de> serde::de::Visitor<'de> for Elements<'_> {
+        type Value = Vec<&'de serde_json::value::RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of records")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut elements = Vec::new();
+            while let Some(element) = seq.next_element()? {
+                if elements.len() == self.max {
+                    self.over_limit.set(true);
+                    return Err(serde::de::Error::custom("too many records"));
+                }
+                elements.push(element);
+            }
+            Ok(elements)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let elements = serde::Deserializer::deserialize_seq(&mut deserializer, Elements { max, over_limit })?;
+    deserializer.end()?;
+    Ok(elements)
 }
 
 #[derive(Deserialize)]
@@ -966,6 +1003,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_array_produce_stops_parsing_at_the_record_limit() {
+        let body = format!("[{}{{\"value\":\"last\"}}]", "{\"value\":\"v\"},".repeat(4));
+        let (records, labels) = parse_records(body.as_bytes(), false, 5).unwrap();
+        assert_eq!((records.len(), labels[4].as_str()), (5, "record 4"));
+        assert_eq!(records[4].value, b"last");
+        let huge = format!("[{}0]", "0,".repeat(1_000_000));
+        let err = parse_records(huge.as_bytes(), false, 10).unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", err.message);
+        let err = parse_records(b"[{\"value\":1}] trailing", false, 10).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST, "{}", err.message);
+        let err = parse_records(b"{\"value\":1}", false, 10).unwrap_err();
+        assert!(err.message.contains("JSON array"), "{}", err.message);
+    }
 
     /// An object store that does not answer in time is an outage: 503 with Retry-After, not
     /// 500 "corrupt" (which a client must not retry and an operator must investigate).
