@@ -482,3 +482,22 @@ fn a_fetch_at_the_end_waits_for_the_next_append_instead_of_polling() {
     assert!(!records.is_empty(), "the fetch returned the appended record");
     assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "waited {waited:?}");
 }
+
+#[test]
+fn a_request_claiming_two_billion_array_elements_is_refused_without_taking_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let mut healthy = Conn::open(&s);
+    // Metadata v1 (header v1: key, version, correlation id, null client id), whose topics array
+    // claims i32::MAX entries in a 12-byte body: the decoder must not reserve memory for them.
+    let mut bomb = Conn::open(&s);
+    bomb.send_raw(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+    assert!(bomb.read_frame().is_none(), "an impossible array length closes its connection");
+    // Metadata v12 (flexible): a compact array claiming u32::MAX - 1 entries.
+    let mut compact = Conn::open(&s);
+    compact.send_raw(&[0, 3, 0, 12, 0, 0, 0, 2, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(compact.read_frame().is_none(), "an impossible compact array length closes its connection");
+    assert!(s.child.try_wait().unwrap().is_none(), "the server is still running");
+    let versions: ApiVersionsResponse = healthy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0, "other connections are served");
+}
