@@ -501,3 +501,33 @@ fn a_request_claiming_two_billion_array_elements_is_refused_without_taking_the_s
     let versions: ApiVersionsResponse = healthy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(versions.error_code, 0, "other connections are served");
 }
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn a_fetch_naming_one_partition_many_times_stays_within_the_response_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let value = "x".repeat(64 * 1024);
+    let ndjson: String = (0..32).map(|_| format!("{{\"value\":\"{value}\"}}\n")).collect();
+    assert_eq!(post_records(s.url("/v1/topics/t/records"), ndjson), 200);
+    let before = peak_rss(s.child.id());
+    // 300 entries for the same partition, each allowed 16 MiB, in a 2 MiB response.
+    let partition = fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(16 << 20);
+    let topic = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("t")))
+        .with_partitions(vec![partition; 300]);
+    let request = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(2 << 20).with_topics(vec![topic]);
+    let fetched: FetchResponse = Conn::open(&s).call(ApiKey::Fetch, 12, &request);
+    let answered: usize =
+        fetched.responses[0].partitions.iter().map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+    assert!(answered > 0 && answered <= (2 << 20) + (128 << 10), "{answered} bytes of records answered");
+    let grown = peak_rss(s.child.id()).saturating_sub(before);
+    assert!(grown < 64 << 20, "one 2 MiB fetch raised the server's peak memory by {} MiB", grown >> 20);
+}
