@@ -531,3 +531,24 @@ fn a_fetch_naming_one_partition_many_times_stays_within_the_response_budget() {
     let grown = peak_rss(s.child.id()).saturating_sub(before);
     assert!(grown < 64 << 20, "one 2 MiB fetch raised the server's peak memory by {} MiB", grown >> 20);
 }
+
+#[test]
+fn a_client_that_stalls_in_the_middle_of_a_frame_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("TIERLOG_SERVER_REQUEST_TIMEOUT_MS", "300")]);
+    let mut stalled = Conn::open(&s);
+    // A frame of 100 bytes of which only 10 ever arrive.
+    let mut partial = 100i32.to_be_bytes().to_vec();
+    partial.extend_from_slice(&[0, 18, 0, 3, 0, 0, 0, 1, 0, 0]);
+    stalled.stream.write_all(&partial).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = stalled.stream.read(&mut buf);
+    assert!(matches!(read, Ok(0)), "the server closes a connection stalled mid-frame, got {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // An idle connection between requests is not a stalled one.
+    let mut idle = Conn::open(&s);
+    std::thread::sleep(Duration::from_millis(600));
+    let versions: ApiVersionsResponse = idle.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
+}
