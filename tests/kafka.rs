@@ -552,3 +552,27 @@ fn a_client_that_stalls_in_the_middle_of_a_frame_is_cut_off() {
     let versions: ApiVersionsResponse = idle.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(versions.error_code, 0);
 }
+
+/// CPU time (user + system) a process has used, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let pid = s.child.id();
+    let limited = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=64:64"]).status().unwrap();
+    assert!(limited.success(), "prlimit failed");
+    // More connections than the server has file descriptors left: accept fails with EMFILE
+    // while they wait in the backlog.
+    let _waiting: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(&s.kafka).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 50, "the server used {}0 ms of CPU in 2 s with nothing to do but a full fd table", used);
+}

@@ -75,6 +75,9 @@ impl Broker {
     }
 }
 
+/// How long the listener waits after a failed accept before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+
 /// Accepts connections until `shutdown` turns true; each connection runs as its own task and
 /// ends at its next request boundary once shutdown starts.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -87,15 +90,23 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a Kafka connection");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically out of file descriptors (EMFILE): the connection stays in the
+                // backlog and the next accept fails at once, so retrying right away would spin
+                // a core and flood the log. Wait, as the HTTP listener does.
+                tracing::warn!(error = %e, "cannot accept a Kafka connection; retrying in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_RETRY) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
         };
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         tokio::spawn(async move {
