@@ -482,3 +482,97 @@ fn a_fetch_at_the_end_waits_for_the_next_append_instead_of_polling() {
     assert!(!records.is_empty(), "the fetch returned the appended record");
     assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "waited {waited:?}");
 }
+
+#[test]
+fn a_request_claiming_two_billion_array_elements_is_refused_without_taking_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let mut healthy = Conn::open(&s);
+    // Metadata v1 (header v1: key, version, correlation id, null client id), whose topics array
+    // claims i32::MAX entries in a 12-byte body: the decoder must not reserve memory for them.
+    let mut bomb = Conn::open(&s);
+    bomb.send_raw(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+    assert!(bomb.read_frame().is_none(), "an impossible array length closes its connection");
+    // Metadata v12 (flexible): a compact array claiming u32::MAX - 1 entries.
+    let mut compact = Conn::open(&s);
+    compact.send_raw(&[0, 3, 0, 12, 0, 0, 0, 2, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(compact.read_frame().is_none(), "an impossible compact array length closes its connection");
+    assert!(s.child.try_wait().unwrap().is_none(), "the server is still running");
+    let versions: ApiVersionsResponse = healthy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0, "other connections are served");
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn a_fetch_naming_one_partition_many_times_stays_within_the_response_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let value = "x".repeat(64 * 1024);
+    let ndjson: String = (0..32).map(|_| format!("{{\"value\":\"{value}\"}}\n")).collect();
+    assert_eq!(post_records(s.url("/v1/topics/t/records"), ndjson), 200);
+    let before = peak_rss(s.child.id());
+    // 300 entries for the same partition, each allowed 16 MiB, in a 2 MiB response.
+    let partition = fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(16 << 20);
+    let topic = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("t")))
+        .with_partitions(vec![partition; 300]);
+    let request = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(2 << 20).with_topics(vec![topic]);
+    let fetched: FetchResponse = Conn::open(&s).call(ApiKey::Fetch, 12, &request);
+    let answered: usize =
+        fetched.responses[0].partitions.iter().map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+    assert!(answered > 0 && answered <= (2 << 20) + (128 << 10), "{answered} bytes of records answered");
+    let grown = peak_rss(s.child.id()).saturating_sub(before);
+    assert!(grown < 64 << 20, "one 2 MiB fetch raised the server's peak memory by {} MiB", grown >> 20);
+}
+
+#[test]
+fn a_client_that_stalls_in_the_middle_of_a_frame_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("TIERLOG_SERVER_REQUEST_TIMEOUT_MS", "300")]);
+    let mut stalled = Conn::open(&s);
+    // A frame of 100 bytes of which only 10 ever arrive.
+    let mut partial = 100i32.to_be_bytes().to_vec();
+    partial.extend_from_slice(&[0, 18, 0, 3, 0, 0, 0, 1, 0, 0]);
+    stalled.stream.write_all(&partial).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = stalled.stream.read(&mut buf);
+    assert!(matches!(read, Ok(0)), "the server closes a connection stalled mid-frame, got {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // An idle connection between requests is not a stalled one.
+    let mut idle = Conn::open(&s);
+    std::thread::sleep(Duration::from_millis(600));
+    let versions: ApiVersionsResponse = idle.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
+}
+
+/// CPU time (user + system) a process has used, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let pid = s.child.id();
+    let limited = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=64:64"]).status().unwrap();
+    assert!(limited.success(), "prlimit failed");
+    // More connections than the server has file descriptors left: accept fails with EMFILE
+    // while they wait in the backlog.
+    let _waiting: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(&s.kafka).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 50, "the server used {}0 ms of CPU in 2 s with nothing to do but a full fd table", used);
+}

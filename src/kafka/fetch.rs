@@ -1,10 +1,11 @@
 //! Fetch and ListOffsets, through the unified reader: any offset or time of either tier.
 //!
-//! Fetch reads the requested partitions concurrently (a cold read of one partition from the
-//! bucket does not hold up the others), re-encodes the records of each into one RecordBatch,
-//! and honours `partition_max_bytes` and `max_bytes` the way Kafka does: the first non-empty
-//! partition always returns at least one record, so a consumer makes progress whatever the
-//! limits. While fewer than `min_bytes` are ready it waits, up to `max_wait_ms`, on the
+//! Fetch reads the requested partitions one after another, each within what is left of the
+//! response budget (reading them all at once would hold one budget of records per partition
+//! named, and a request may name thousands), re-encodes the records of each into one
+//! RecordBatch, and honours `partition_max_bytes` and `max_bytes` the way Kafka does: the
+//! first non-empty partition always returns at least one record, so a consumer makes progress
+//! whatever the limits. While fewer than `min_bytes` are ready it waits, up to `max_wait_ms`, on the
 //! partitions' end-offset watches (the same notification HTTP follow streams use; no polling).
 //! Fetch sessions (KIP-227) are not kept: every response is a full one with session id 0.
 
@@ -13,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
@@ -101,26 +101,24 @@ fn locate(broker: &Broker, topic: &str, p: &kafka_protocol::messages::fetch_requ
     Wanted { index: p.partition, partition, offset: p.fetch_offset, max_bytes: p.partition_max_bytes.max(1) as usize }
 }
 
-/// Reads every wanted partition at once, then applies the response budget in request order.
-/// Returns the topics, the bytes of records in them, and whether any partition has an error.
+/// Reads the wanted partitions in request order, each within what is left of the response
+/// budget, so a request naming many partitions (or one partition many times) holds about one
+/// budget of records, not one per partition. Only the first partition with records may go
+/// over (by one record), so a consumer always makes progress. Returns the topics, the bytes
+/// of records in them, and whether any partition has an error.
 async fn read_all(
     broker: &Broker,
     wanted: &[(kafka_protocol::messages::TopicName, Vec<Wanted>)],
     budget: usize,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
-    let reads = wanted.iter().map(|(_, ps)| join_all(ps.iter().map(|w| read_partition(broker, w, budget))));
-    let results = join_all(reads).await;
     let (mut total, mut errors) = (0usize, false);
     let mut topics = Vec::new();
-    for ((name, _), partitions) in wanted.iter().zip(results) {
+    for (name, partitions) in wanted {
         let mut answers = Vec::new();
-        for (mut data, bytes) in partitions {
+        for w in partitions {
+            let (data, bytes) = read_partition(broker, w, budget.saturating_sub(total), total == 0).await;
             errors |= data.error_code != 0;
-            if bytes > 0 && total > 0 && total + bytes > budget {
-                data.records = Some(Bytes::new()); // over the budget: next fetch
-            } else {
-                total += bytes;
-            }
+            total += bytes;
             answers.push(data);
         }
         topics.push(FetchableTopicResponse::default().with_topic(name.clone()).with_partitions(answers));
@@ -128,14 +126,15 @@ async fn read_all(
     (topics, total, errors)
 }
 
-/// One partition's answer and the bytes of records in it.
-async fn read_partition(broker: &Broker, wanted: &Wanted, budget: usize) -> (PartitionData, usize) {
+/// One partition's answer and the bytes of records in it: at most `room` bytes, or one record
+/// when `first` (no partition before it answered records).
+async fn read_partition(broker: &Broker, wanted: &Wanted, room: usize, first: bool) -> (PartitionData, usize) {
     let answer = PartitionData::default().with_partition_index(wanted.index);
     let partition = match &wanted.partition {
         Ok(p) => p,
         Err(e) => return (answer.with_error_code(error_code(e).code()).with_high_watermark(-1), 0),
     };
-    match read_records(broker, partition, wanted.offset, wanted.max_bytes.min(budget)).await {
+    match read_records(broker, partition, wanted.offset, wanted.max_bytes.min(room), first).await {
         Ok((records, start)) => {
             let end = partition.end_offset() as i64;
             let bytes = records.len();
@@ -164,13 +163,14 @@ async fn read_partition(broker: &Broker, wanted: &Wanted, budget: usize) -> (Par
     }
 }
 
-/// The records from `offset` on, within about `max_bytes` (at least one record), encoded as
-/// one RecordBatch, and the partition's first available offset.
+/// The records from `offset` on, within `max_bytes` (at least one record when `first`),
+/// encoded as one RecordBatch, and the partition's first available offset.
 async fn read_records(
     broker: &Broker,
     partition: &Arc<Partition>,
     offset: i64,
     max_bytes: usize,
+    first: bool,
 ) -> Result<(Bytes, u64), ReadError> {
     let reader = &broker.state.reader;
     let start = reader.start_offset(partition).await?;
@@ -187,7 +187,7 @@ async fn read_records(
     if offset as u64 > end {
         return Err(ReadError::PastEnd { offset, end });
     }
-    if offset as u64 == end {
+    if offset as u64 == end || (max_bytes == 0 && !first) {
         return Ok((Bytes::new(), start));
     }
     let mut records = reader.read(partition, offset as u64, max_bytes).await?;
@@ -199,8 +199,11 @@ async fn read_records(
             bytes <= max_bytes
         })
         .count()
-        .max(1);
+        .max(usize::from(first));
     records.truncate(keep);
+    if records.is_empty() {
+        return Ok((Bytes::new(), start));
+    }
     broker.state.metrics.fetched_records.fetch_add(records.len() as u64, Ordering::Relaxed);
     let encoded = encode_fetch(&records).map_err(|e| {
         Error::Invalid(format!(

@@ -20,6 +20,7 @@ mod unsupported;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
@@ -74,30 +75,42 @@ impl Broker {
     }
 }
 
+/// How long the listener waits after a failed accept before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+
 /// Accepts connections until `shutdown` turns true; each connection runs as its own task and
 /// ends at its next request boundary once shutdown starts.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let config = &broker.state.log.config().kafka;
     let (max_frame, connections) =
         (config.max_request_bytes as usize, Arc::new(Semaphore::new(config.max_connections as usize)));
+    let frame_timeout = Duration::from_millis(broker.state.log.config().server.request_timeout_ms);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a Kafka connection");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically out of file descriptors (EMFILE): the connection stays in the
+                // backlog and the next accept fails at once, so retrying right away would spin
+                // a core and flood the log. Wait, as the HTTP listener does.
+                tracing::warn!(error = %e, "cannot accept a Kafka connection; retrying in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_RETRY) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
         };
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         tokio::spawn(async move {
-            connection(stream, peer, &broker, max_frame, shutdown).await;
+            connection(stream, peer, &broker, Limits { max_frame, frame_timeout }, shutdown).await;
             drop(permit);
         });
     }
@@ -106,17 +119,26 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
 /// Why a connection is closed instead of answered.
 struct Close(String);
 
+/// What one connection may send: the largest frame, and how long a frame may take to arrive
+/// once its first byte has (`server.request_timeout_ms`, as for HTTP request bodies), so a
+/// client that stalls mid-frame cannot hold a connection slot and its buffer forever.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_frame: usize,
+    frame_timeout: Duration,
+}
+
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     broker: &Broker,
-    max_frame: usize,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut stream, max_frame) => frame,
+            frame = read_frame(&mut stream, limits) => frame,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let answer = match frame {
@@ -141,13 +163,24 @@ async fn connection(
 }
 
 /// One request frame (without its length prefix); `None` at a clean end of the connection.
-async fn read_frame(stream: &mut TcpStream, max_frame: usize) -> Result<Option<Bytes>, Close> {
+/// A connection may idle between frames; a frame must arrive within `limits.frame_timeout`.
+async fn read_frame(stream: &mut TcpStream, limits: Limits) -> Result<Option<Bytes>, Close> {
     let mut length = [0u8; 4];
-    match stream.read_exact(&mut length).await {
+    match stream.read(&mut length[..1]).await {
+        Ok(0) => return Ok(None),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(Close(format!("read failed: {e}"))),
     }
+    let timeout = limits.frame_timeout;
+    tokio::time::timeout(timeout, read_frame_rest(stream, length, limits.max_frame))
+        .await
+        .unwrap_or_else(|_| Err(Close(format!("request frame not received within {} ms", timeout.as_millis()))))
+        .map(Some)
+}
+
+/// The rest of a frame whose first length byte is in `length`.
+async fn read_frame_rest(stream: &mut TcpStream, mut length: [u8; 4], max_frame: usize) -> Result<Bytes, Close> {
+    stream.read_exact(&mut length[1..]).await.map_err(|e| Close(format!("truncated request frame length: {e}")))?;
     let length = i32::from_be_bytes(length);
     if length < 8 || length as usize > max_frame {
         return Err(Close(format!(
@@ -159,7 +192,7 @@ async fn read_frame(stream: &mut TcpStream, max_frame: usize) -> Result<Option<B
         .read_exact(&mut frame)
         .await
         .map_err(|e| Close(format!("truncated request frame of {length} bytes: {e}")))?;
-    Ok(Some(frame.freeze()))
+    Ok(frame.freeze())
 }
 
 /// A decoded request header, and what a handler answers with.

@@ -19,8 +19,8 @@ use kafka_protocol::records::{
 use crate::limits::RECORD_HEADERS_MAX;
 use crate::record::{Record, StoredRecord};
 
-/// Bytes one produced batch may decompress to: the log's largest batch. A small compressed
-/// batch cannot make the broker allocate more than this.
+/// Bytes the batches of one produce partition may decompress to, together: the log's largest
+/// batch. Small compressed batches cannot make the broker allocate more than this.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = crate::batch::BATCH_BYTES_MAX;
 /// Records one produce partition may carry; the crate reserves memory for the count a batch
 /// header claims before reading the records, so the claim is checked first.
@@ -45,12 +45,19 @@ impl Refused {
 /// compressions). A record without a timestamp gets `now_ms`.
 pub fn decode_produce(mut bytes: Bytes, now_ms: i64) -> Result<Vec<Record>, Refused> {
     check_batch_headers(&bytes)?;
+    // The bound holds for all batches of the partition together: many small compressed
+    // batches must not add up to more memory than one large one may.
+    let room = std::cell::Cell::new(DECOMPRESSED_BATCH_BYTES_MAX);
+    let decompress = |compressed: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
+        let raw = bounded_decompress(compressed, compression, room.get())?;
+        room.set(room.get() - raw.len());
+        Ok(raw)
+    };
     let mut out = Vec::new();
     while bytes.has_remaining() {
-        let set =
-            RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(bounded_decompress)).map_err(|e| {
-                Refused::new(ResponseError::CorruptMessage, format!("cannot decode the record batch: {e:#}"))
-            })?;
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(&decompress)).map_err(|e| {
+            Refused::new(ResponseError::CorruptMessage, format!("cannot decode the record batch: {e:#}"))
+        })?;
         for record in set.records {
             let position = out.len();
             out.push(to_record(record, now_ms).map_err(|message| Refused {
@@ -122,34 +129,37 @@ fn to_record(record: kafka_protocol::records::Record, now_ms: i64) -> Result<Rec
     Ok(Record { timestamp, key: record.key.map(|k| k.to_vec()), value: value.to_vec(), headers })
 }
 
-/// The crate's decompression step, bounded: at most [`DECOMPRESSED_BATCH_BYTES_MAX`] bytes
-/// out, then a scan that refuses header counts the crate would reserve memory for blindly.
-fn bounded_decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+/// The crate's decompression step, bounded: at most `room` bytes out (what is left of
+/// [`DECOMPRESSED_BATCH_BYTES_MAX`] for the partition), then a scan that refuses header counts
+/// the crate would reserve memory for blindly.
+fn bounded_decompress(compressed: &mut Bytes, compression: Compression, room: usize) -> anyhow::Result<Bytes> {
     let input = compressed.copy_to_bytes(compressed.remaining());
     let raw = match compression {
         Compression::None => input,
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&input[..]))?,
-        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&input[..])?)?,
-        Compression::Lz4 => read_bounded(lz4::Decoder::new(&input[..])?)?,
-        Compression::Snappy => snappy(&input)?,
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&input[..]), room)?,
+        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&input[..])?, room)?,
+        Compression::Lz4 => read_bounded(lz4::Decoder::new(&input[..])?, room)?,
+        Compression::Snappy => snappy(&input, room)?,
     };
+    anyhow::ensure!(raw.len() <= room, "{}", too_large());
     scan_records(&raw)?;
     Ok(raw)
 }
 
-fn read_bounded(reader: impl Read) -> anyhow::Result<Bytes> {
+fn too_large() -> String {
+    format!("the partition's batches decompress to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes")
+}
+
+fn read_bounded(reader: impl Read, room: usize) -> anyhow::Result<Bytes> {
     let mut out = Vec::new();
-    reader.take(DECOMPRESSED_BATCH_BYTES_MAX as u64 + 1).read_to_end(&mut out)?;
-    anyhow::ensure!(
-        out.len() <= DECOMPRESSED_BATCH_BYTES_MAX,
-        "the batch decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
-    );
+    reader.take(room as u64 + 1).read_to_end(&mut out)?;
+    anyhow::ensure!(out.len() <= room, "{}", too_large());
     Ok(out.into())
 }
 
 /// Kafka's snappy: xerial framing (magic, version, compatible version, then length-prefixed
 /// raw snappy blocks), or a bare raw snappy block, as the Java client accepts.
-fn snappy(input: &[u8]) -> anyhow::Result<Bytes> {
+fn snappy(input: &[u8], room: usize) -> anyhow::Result<Bytes> {
     const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
     let mut blocks: Vec<&[u8]> = Vec::new();
     if let Some(mut rest) = input.strip_prefix(XERIAL_MAGIC) {
@@ -168,10 +178,7 @@ fn snappy(input: &[u8]) -> anyhow::Result<Bytes> {
     let mut out = Vec::new();
     for block in blocks {
         let len = snap::raw::decompress_len(block)?;
-        anyhow::ensure!(
-            out.len() + len <= DECOMPRESSED_BATCH_BYTES_MAX,
-            "the batch decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
-        );
+        anyhow::ensure!(out.len() + len <= room, "{}", too_large());
         let at = out.len();
         out.resize(at + len, 0);
         snap::raw::Decoder::new().decompress(block, &mut out[at..])?;
@@ -352,6 +359,26 @@ mod tests {
         let err = decode_produce(bytes.freeze(), 0).unwrap_err();
         assert_eq!(err.code, ResponseError::CorruptMessage, "{}", err.message);
         assert!(err.message.contains("headers"), "{}", err.message);
+    }
+
+    #[test]
+    fn many_small_compressed_batches_cannot_decompress_past_the_bound_together() {
+        // Ten zstd batches of a few KiB each, every one within the per-batch bound, that
+        // together decompress to 80 MiB: the partition's records must stay within the bound.
+        let mut record = kafka_record(None);
+        record.value = Some(Bytes::from(vec![0u8; 8 << 20]));
+        let one = batch(&[record], Compression::Zstd);
+        assert!(one.len() < 64 << 10, "{} bytes", one.len());
+        let mut many = BytesMut::new();
+        for _ in 0..10 {
+            many.extend_from_slice(&one);
+        }
+        let err = match decode_produce(many.freeze(), 0) {
+            Ok(records) => panic!("{} records of 8 MiB accepted", records.len()),
+            Err(err) => err,
+        };
+        assert_eq!(err.code, ResponseError::CorruptMessage, "{}", err.message);
+        assert!(err.message.contains("decompress"), "{}", err.message);
     }
 
     #[test]
