@@ -254,13 +254,7 @@ pub(super) async fn list_offsets(broker: &Broker, request: &mut Request) -> Resu
 /// or (-1, -1) when no record is that recent (Kafka's answer; `tierlog offsets --time`
 /// prints the end offset instead).
 async fn offset_at(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> Result<(i64, i64), Error> {
-    let topic = broker.state.log.topic(topic)?;
-    let partitions = topic.metadata.partitions;
-    let id = u32::try_from(index).map_err(|_| Error::UnknownPartition {
-        topic: topic.name().to_string(),
-        partition: u32::MAX,
-        partitions,
-    })?;
+    let (topic, id) = super::locate(broker, topic, index)?;
     let partition = topic.partition(id)?;
     let reader = &broker.state.reader;
     match timestamp {

@@ -298,6 +298,20 @@ fn error_code(e: &Error) -> ResponseError {
 }
 
 /// Logs an error that is this machine's problem (not the client's) once, where it is answered.
+/// The topic and partition index a request names; a negative or unknown index is
+/// UNKNOWN_TOPIC_OR_PARTITION, as an unknown topic is.
+fn locate(broker: &Broker, topic: &str, index: i32) -> Result<(Arc<crate::topic::Topic>, u32), Error> {
+    let topic = broker.state.log.topic(topic)?;
+    let partitions = topic.metadata.partitions;
+    let id = u32::try_from(index).map_err(|_| Error::UnknownPartition {
+        topic: topic.name().to_string(),
+        partition: u32::MAX,
+        partitions,
+    })?;
+    topic.partition(id)?;
+    Ok((topic, id))
+}
+
 fn log_if_server_error(e: &Error) {
     if error_code(e) == ResponseError::KafkaStorageError {
         tracing::error!(error = %e, "Kafka request failed");

@@ -25,7 +25,6 @@ use super::{Broker, Close, Request, error_code, log_if_server_error, respond};
 use crate::append::{PartitionRecords, append_all};
 use crate::error::Error;
 use crate::partition::now_ms;
-use crate::topic::Topic;
 
 pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
     let started = std::time::Instant::now();
@@ -60,7 +59,7 @@ pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: Socket
 /// Decodes, validates and appends one partition's records; the answer for that partition.
 async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionProduceData) -> PartitionProduceResponse {
     let index = data.index;
-    let (topic, id) = match target(broker, topic_name, index) {
+    let (topic, id) = match super::locate(broker, topic_name, index) {
         Ok(found) => found,
         Err(e) => return failed(index, &e),
     };
@@ -95,18 +94,6 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
             .with_log_start_offset(start_offset),
         (None, None) => unreachable!("append_all writes or fails every partition it is given"),
     }
-}
-
-fn target(broker: &Broker, topic: &str, index: i32) -> Result<(std::sync::Arc<Topic>, u32), Error> {
-    let topic = broker.state.log.topic(topic)?;
-    let partitions = topic.metadata.partitions;
-    let id = u32::try_from(index).map_err(|_| Error::UnknownPartition {
-        topic: topic.name().to_string(),
-        partition: u32::MAX,
-        partitions,
-    })?;
-    topic.partition(id)?;
-    Ok((topic, id))
 }
 
 fn failed(index: i32, e: &Error) -> PartitionProduceResponse {
