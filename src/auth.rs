@@ -22,6 +22,8 @@ pub enum Right {
     Read,
     Write,
     Admin,
+    /// Commit offsets for a consumer group; the resource is the group name, not a topic.
+    Group,
 }
 
 /// Why a request is refused: no valid token (401) or not allowed (403).
@@ -57,7 +59,8 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
-    /// The caller's name if `authorization` carries a token with `right` on `topic` (any
+    /// The caller's name if `authorization` carries a token with `right` on `topic` (the
+    /// group name for [`Right::Group`]; any
     /// topic when `None`); "anonymous" when authentication is off.
     pub fn check(
         &self,
@@ -84,6 +87,7 @@ impl Auth {
             Right::Admin => token.admin,
             Right::Read => token.admin || topic.is_none_or(|t| token.read.iter().any(|p| glob(p, t))),
             Right::Write => token.admin || topic.is_none_or(|t| token.write.iter().any(|p| glob(p, t))),
+            Right::Group => token.admin || topic.is_some_and(|g| token.groups.iter().any(|p| glob(p, g))),
         };
         if allowed {
             Ok(token.name.clone())
@@ -96,8 +100,16 @@ impl Auth {
 
     /// Records a read of `topic/partition` offsets `from..to` by `who`.
     pub fn audit_read(&self, who: &str, topic: &str, partition: u32, from: u64, to: Option<u64>, follow: bool) {
+        self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "read", "topic": topic, "partition": partition, "from_offset": from, "to_offset": to, "follow": follow}));
+    }
+
+    /// Records that `who` moved `group`'s offsets on `topic` (partition → next offset).
+    pub fn audit_commit(&self, who: &str, group: &str, topic: &str, offsets: &std::collections::BTreeMap<u32, u64>) {
+        self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "commit", "group": group, "topic": topic, "offsets": offsets}));
+    }
+
+    fn audit(&self, line: serde_json::Value) {
         let Some(audit) = &self.audit else { return };
-        let line = json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "read", "topic": topic, "partition": partition, "from_offset": from, "to_offset": to, "follow": follow});
         let mut file = audit.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = writeln!(file, "{line}") {
             tracing::error!(error = %e, "cannot write the audit log");
@@ -146,11 +158,14 @@ mod tests {
             read: read.iter().map(|s| s.to_string()).collect(),
             write: write.iter().map(|s| s.to_string()).collect(),
             admin,
+            groups: Vec::new(),
         };
+        let billing = TokenConfig { groups: vec!["billing-*".into()], ..token("billing", "bill", &["*"], &[], false) };
         Auth {
             tokens: vec![
                 token("ingest", "s3cret", &[], &["payments*"], false),
                 token("auditor", "look", &["*"], &[], false),
+                billing,
             ],
             audit: None,
         }
@@ -165,6 +180,16 @@ mod tests {
         assert_eq!(a.check(Some("Bearer look"), Right::Read, Some("anything")), Ok("auditor".into()));
         assert!(matches!(a.check(None, Right::Read, Some("x")), Err(Denied::Unauthenticated(_))));
         assert!(matches!(a.check(Some("Bearer nope"), Right::Read, Some("x")), Err(Denied::Unauthenticated(_))));
+    }
+
+    /// Reading a topic used to be enough to move any group's offsets on it.
+    #[test]
+    fn group_commits_need_a_group_right() {
+        let a = auth();
+        assert!(matches!(a.check(Some("Bearer look"), Right::Group, Some("billing-eu")), Err(Denied::Forbidden(_))));
+        assert_eq!(a.check(Some("Bearer bill"), Right::Group, Some("billing-eu")), Ok("billing".into()));
+        assert!(matches!(a.check(Some("Bearer bill"), Right::Group, Some("fraud")), Err(Denied::Forbidden(_))));
+        assert!(matches!(a.check(Some("Bearer bill"), Right::Group, None), Err(Denied::Forbidden(_))));
     }
 
     #[test]

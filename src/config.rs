@@ -237,6 +237,11 @@ pub struct TokenConfig {
     /// May create topics.
     #[serde(default)]
     pub admin: bool,
+    /// Consumer-group patterns whose offsets this token may commit (it also needs read on
+    /// the topic). None by default: reading a topic does not let a token move other
+    /// consumers' positions.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Default for ServerSection {

@@ -31,9 +31,14 @@ struct GroupFile {
     offsets: BTreeMap<u32, u64>,
 }
 
-fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
+/// Group names follow the rules of topic names: they become directory names.
+pub fn check_name(group: &str) -> Result<()> {
     validate_name(group)
-        .map_err(|_| Error::Invalid(format!("invalid group name {group:?}: use letters, digits, '.', '_' and '-'")))?;
+        .map_err(|_| Error::Invalid(format!("invalid group name {group:?}: use letters, digits, '.', '_' and '-'")))
+}
+
+fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
+    check_name(group)?;
     validate_name(topic)?;
     Ok(data_dir.join("groups").join(group).join(format!("{topic}.json")))
 }

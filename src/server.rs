@@ -894,6 +894,8 @@ async fn commit_group_offsets(
         ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
     })?;
     state.authorize(&headers, Right::Read, Some(&commit.topic))?;
+    groups::check_name(&group)?;
+    let who = state.authorize(&headers, Right::Group, Some(&group))?;
     let topic = state.log.topic(&commit.topic)?;
     for (p, offset) in &commit.offsets {
         let partition = topic.partition(*p)?;
@@ -910,6 +912,7 @@ async fn commit_group_offsets(
     tokio::task::spawn_blocking(move || groups::commit(&data_dir, &name, &topic, &offsets))
         .await
         .expect("group commit task")?;
+    state.auth.audit_commit(&who, &group, &commit.topic, &commit.offsets);
     Ok(Json(json!({"group": group, "topic": commit.topic, "committed": commit.offsets})))
 }
 

@@ -342,10 +342,11 @@ async fn bearer_tokens_grant_per_topic_rights_and_historical_reads_are_audited()
     std::fs::write(
         &config,
         format!(
-            "[server]\ntokens = [\n  {{ name = \"ingest\", token_sha256 = \"{}\", write = [\"pay*\"] }},\n  {{ name = \"auditor\", token_sha256 = \"{}\", read = [\"*\"] }},\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n]\n",
+            "[server]\ntokens = [\n  {{ name = \"ingest\", token_sha256 = \"{}\", write = [\"pay*\"] }},\n  {{ name = \"auditor\", token_sha256 = \"{}\", read = [\"*\"] }},\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n  {{ name = \"billing\", token_sha256 = \"{}\", read = [\"pay*\"], groups = [\"billing-*\"] }},\n]\n",
             sha256_hex("w-token"),
             sha256_hex("r-token"),
-            sha256_hex("a-token")
+            sha256_hex("a-token"),
+            sha256_hex("g-token")
         ),
     )
     .unwrap();
@@ -391,6 +392,22 @@ async fn bearer_tokens_grant_per_topic_rights_and_historical_reads_are_audited()
     let injected = c.get(s.url("/v1/topics/x%0D%0Aforged%20line/offsets")).bearer_auth("w-token").send().await.unwrap();
     assert_eq!(injected.status(), 400);
     assert!(injected.text().await.unwrap().contains("invalid topic name"));
+    // Moving a group's offsets needs a right on the group, not just read on the topic; every
+    // commit is audited.
+    let commit = |token: &'static str, group: &str| {
+        c.post(s.url(&format!("/v1/groups/{group}/offsets")))
+            .bearer_auth(token)
+            .json(&json!({"topic": "payments", "offsets": {"0": 1}}))
+    };
+    assert_eq!(commit("r-token", "billing-eu").send().await.unwrap().status(), 403);
+    assert_eq!(commit("g-token", "fraud").send().await.unwrap().status(), 403);
+    assert_eq!(commit("g-token", "billing-eu").send().await.unwrap().status(), 200);
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    let line: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (line["action"].as_str(), line["who"].as_str(), line["group"].as_str(), &line["offsets"]),
+        (Some("commit"), Some("billing"), Some("billing-eu"), &json!({"0": 1}))
+    );
     let list = |token: &'static str| c.get(s.url("/v1/topics")).bearer_auth(token);
     assert_eq!(list("wrong").send().await.unwrap().status(), 401);
     let listed: Value = list("r-token").send().await.unwrap().json().await.unwrap();
