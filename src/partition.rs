@@ -733,7 +733,8 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
 /// next power cut. Holds the segment in memory once; this runs only after an unclean close.
 fn rewrite_after_unclean_close(disk: &dyn Disk, dir: &Path, active: Segment) -> Result<Segment> {
     let marker = dir.join(WRITER_OPEN_FILE);
-    let active = if disk.is_file(&marker) {
+    let unclean = disk.is_file(&marker);
+    let active = if unclean {
         let mut bytes = vec![0u8; active.index.bytes as usize];
         active.file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&active.path, "read", e))?;
         disk.write_atomic(&active.path, &bytes)
@@ -744,8 +745,11 @@ fn rewrite_after_unclean_close(disk: &dyn Disk, dir: &Path, active: Segment) -> 
     } else {
         active
     };
-    disk.write_atomic(&marker, b"a writer has this partition open; see docs/FORMAT.md\n")
-        .map_err(|e| Error::io(&marker, "write the writer-open marker (free disk space, then restart) in", e))?;
+    // A marker found here was written durably by the writer that left it: it stays as it is.
+    if !unclean {
+        disk.write_atomic(&marker, b"a writer has this partition open; see docs/FORMAT.md\n")
+            .map_err(|e| Error::io(&marker, "write the writer-open marker (free disk space, then restart) in", e))?;
+    }
     Ok(active)
 }
 
@@ -786,38 +790,33 @@ fn recover_active(segment: &mut Segment, writable: bool, limit: u64) -> std::res
         return Ok(());
     }
     let file_len = segment.file_len()?;
-    if segment.ends_with_whole_batch_of_damaged_length(&stop)? {
-        return Err(ActiveDamage::Damaged(format!(
-            "active segment {} is damaged at bytes {}..{}: the length field of its last batch is wrong ({}), but the bytes to the \
-             end of the file are that whole batch (its CRC matches): it was fully written and may have been acknowledged, so \
-             nothing was cut and the partition is not opened for writing. Offsets from {} on are affected. Restore the file \
-             from a copy (a replica or backup), or, to give up the records from offset {} on, move the file aside and cut it \
-             at byte {} (`truncate -s {} <file>`) before restarting",
-            segment.path.display(),
+    let damage = if segment.ends_with_whole_batch_of_damaged_length(&stop)? {
+        Some(format!(
+            "at bytes {}..{}: the length field of its last batch is wrong ({}), but the bytes to the end of the file are \
+             that whole batch (its CRC matches): it was fully written and may have been acknowledged",
             stop.position + 8,
             stop.position + 12,
-            stop.error,
-            segment.index.next_offset,
-            segment.index.next_offset,
-            stop.position,
-            stop.position,
-        )));
-    }
-    let damage_after =
-        if segment.is_torn_tail(&stop)? { None } else { segment.next_valid_batch_after(stop.position)? };
-    if let Some(valid) = damage_after {
+            stop.error
+        ))
+    } else if segment.is_torn_tail(&stop)? {
+        None
+    } else {
+        segment.next_valid_batch_after(stop.position)?.map(|valid| {
+            format!(
+                "at bytes {}..{valid} ({}) and valid batches follow from byte {valid} to the end ({file_len} bytes): they \
+                 were acknowledged",
+                stop.position, stop.error
+            )
+        })
+    };
+    if let Some(finding) = damage {
+        let offset = segment.index.next_offset;
         return Err(ActiveDamage::Damaged(format!(
-            "active segment {} is damaged at bytes {}..{} ({}) and valid batches follow from byte {valid} to the end ({file_len} bytes): \
-             they were acknowledged, so nothing was cut and the partition is not opened for writing. \
-             Offsets from {} on are affected. Restore the damaged range from a copy (the remote tier holds only sealed segments, \
-             so a copy of this file from a replica or backup), or, to give up the records from offset {} on, \
-             move the file aside and cut it at byte {} (`truncate -s {} <file>`) before restarting",
+            "active segment {} is damaged {finding}, so nothing was cut and the partition is not opened for \
+             writing. Offsets from {offset} on are affected. Restore the file from a copy (the remote tier holds only sealed \
+             segments, so a copy from a replica or backup), or, to give up the records from offset {offset} on, move the file \
+             aside and cut it at byte {} (`truncate -s {} <file>`) before restarting",
             segment.path.display(),
-            stop.position,
-            valid,
-            stop.error,
-            segment.index.next_offset,
-            segment.index.next_offset,
             stop.position,
             stop.position,
         )));

@@ -314,8 +314,7 @@ fn is_ip_or_localhost(host: &str) -> bool {
 /// a web page can send cross-origin without a CORS preflight; requiring JSON makes the
 /// browser ask first, and this server never grants it.
 fn require_json(headers: &HeaderMap) -> ApiResult<()> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let (content_type, essence) = content_type(headers);
     if essence == "application/json" {
         return Ok(());
     }
@@ -547,9 +546,14 @@ fn backpressure(state: &AppState, partition: &Partition) -> ApiResult<()> {
     }
 }
 
-fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
+/// The `Content-Type` as sent, and its media type without parameters, lowercased.
+fn content_type(headers: &HeaderMap) -> (&str, String) {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    (content_type, content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
+    let (content_type, essence) = content_type(headers);
     match essence.as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/json-seq" => Ok(true),
         "application/json" => Ok(false),

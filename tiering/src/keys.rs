@@ -41,25 +41,21 @@ pub fn unique_suffix() -> String {
 /// ([`unique_suffix`]), or, in a simulation, a sequence drawn from a seed, so that the keys,
 /// and with them LIST order and which object a seeded fault hits, are the same every run.
 #[derive(Debug, Clone, Default)]
-pub struct UniqueIds(Option<Arc<Mutex<(u64, u64)>>>);
+pub struct UniqueIds(Option<Arc<Mutex<(u64, rand::rngs::StdRng)>>>);
 
 impl UniqueIds {
-    /// Suffixes of the same shape as [`unique_suffix`]: a counter for the time part and
-    /// splitmix64 of the seed for the random part.
+    /// Suffixes of the same shape as [`unique_suffix`]: a counter for the time part and a
+    /// seeded generator for the random part.
     pub fn seeded(seed: u64) -> UniqueIds {
-        UniqueIds(Some(Arc::new(Mutex::new((0, seed)))))
+        UniqueIds(Some(Arc::new(Mutex::new((0, rand::SeedableRng::seed_from_u64(seed))))))
     }
 
     pub fn next(&self) -> String {
         let Some(state) = &self.0 else { return unique_suffix() };
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, seed) = &mut *state;
+        let (count, rng) = &mut *state;
         *count += 1;
-        *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        format!("{count:x}-{:016x}", z ^ (z >> 31))
+        format!("{count:x}-{:016x}", rng.random::<u64>())
     }
 }
 
