@@ -6,7 +6,7 @@
 //! their own connection.
 //!
 //! The client tools are required: a missing `kcat` or `kafka-python` fails the test (CI installs
-//! them, see .ci/run) unless `TIERLOG_KAFKA_CLIENTS_OPTIONAL=1`, which skips with a message.
+//! them, see .ci/run) unless `KAFKA_CLIENTS_OPTIONAL=1`, which skips with a message.
 //! `TIERLOG_KAFKA_PYTHON` names the Python that has `kafka-python` (default `python3`).
 
 mod common;
@@ -113,11 +113,11 @@ fn client_available(tool: &str, probe: &mut Command, install: &str) -> bool {
     if probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
         return true;
     }
-    if std::env::var("TIERLOG_KAFKA_CLIENTS_OPTIONAL").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {tool} is not installed ({install}); TIERLOG_KAFKA_CLIENTS_OPTIONAL=1 allows skipping");
+    if std::env::var("KAFKA_CLIENTS_OPTIONAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {tool} is not installed ({install}); KAFKA_CLIENTS_OPTIONAL=1 allows skipping");
         return false;
     }
-    panic!("{tool} is not installed: {install} (or set TIERLOG_KAFKA_CLIENTS_OPTIONAL=1 to skip this test)");
+    panic!("{tool} is not installed: {install} (or set KAFKA_CLIENTS_OPTIONAL=1 to skip this test)");
 }
 
 fn kcat_available() -> bool {
