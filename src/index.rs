@@ -116,18 +116,27 @@ impl SegmentIndex {
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
     }
 
-    /// Position of the last indexed batch whose base offset is ≤ `offset`; scanning forward
-    /// from it reaches `offset` within about one index interval.
-    pub fn position_for_offset(&self, offset: u64) -> u64 {
+    /// `(position, base offset)` of the last indexed batch whose base offset is ≤ `offset`;
+    /// scanning forward from it reaches `offset` within about one index interval. The base
+    /// offset is what a reader checks the batch found there against.
+    pub fn position_for_offset(&self, offset: u64) -> (u64, u64) {
         let i = self.entries.partition_point(|e| e.offset <= offset);
-        if i == 0 { 0 } else { u64::from(self.entries[i - 1].position) }
+        self.entry_before(i)
     }
 
-    /// Position from which a forward scan finds the first record with timestamp ≥ `time`:
-    /// every record before it is older than `time`.
-    pub fn position_for_time(&self, time: i64) -> u64 {
+    /// `(position, base offset)` from which a forward scan finds the first record with
+    /// timestamp ≥ `time`: every record before it is older than `time`.
+    pub fn position_for_time(&self, time: i64) -> (u64, u64) {
         let i = self.entries.partition_point(|e| e.max_timestamp_before < time);
-        if i == 0 { 0 } else { u64::from(self.entries[i - 1].position) }
+        self.entry_before(i)
+    }
+
+    fn entry_before(&self, i: usize) -> (u64, u64) {
+        if i == 0 {
+            (0, self.base_offset)
+        } else {
+            (u64::from(self.entries[i - 1].position), self.entries[i - 1].offset)
+        }
     }
 
     /// Writes `<base>.index` and `<base>.timeindex` into `dir`, each atomically (temp file,
@@ -256,7 +265,7 @@ mod tests {
     use super::*;
 
     fn header(base: u64, count: u32, ts: i64, length: usize) -> BatchHeader {
-        BatchHeader { base_offset: base, record_count: count, min_timestamp: ts, max_timestamp: ts, length }
+        BatchHeader { version: 2, base_offset: base, record_count: count, min_timestamp: ts, max_timestamp: ts, length }
     }
 
     fn sample_index() -> SegmentIndex {
@@ -276,12 +285,12 @@ mod tests {
         let got: Vec<(u64, u32, i64)> =
             index.entries.iter().map(|e| (e.offset, e.position, e.max_timestamp_before)).collect();
         assert_eq!(got, vec![(100, 0, i64::MIN), (104, 1201, 50), (108, 2406, 70)]);
-        assert_eq!(index.position_for_offset(103), 0);
-        assert_eq!(index.position_for_offset(104), 1201);
-        assert_eq!(index.position_for_offset(200), 2406);
-        assert_eq!(index.position_for_time(50), 0);
-        assert_eq!(index.position_for_time(51), 1201);
-        assert_eq!(index.position_for_time(71), 2406);
+        assert_eq!(index.position_for_offset(103), (0, 100));
+        assert_eq!(index.position_for_offset(104), (1201, 104));
+        assert_eq!(index.position_for_offset(200), (2406, 108));
+        assert_eq!(index.position_for_time(50), (0, 100));
+        assert_eq!(index.position_for_time(51), (1201, 104));
+        assert_eq!(index.position_for_time(71), (2406, 108));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use crate::record::Record;
 pub const RECORD_HEADERS_MAX: usize = 1024;
 /// Encoded bytes of one record: it must fit in one batch beside the batch header.
 pub const RECORD_BYTES_MAX: usize = BATCH_BYTES_MAX - HEADER_BYTES;
-/// Bytes of a key, a value, a header name or a header value. Each length is a `u32` in the
-/// format (a key length of `u32::MAX` means "no key"), and no field can outgrow its record.
+/// Bytes of a key, a value, a header name or a header value: no field can outgrow its record
+/// (and every length fits the formats' length fields: `u32` in version 1, an `int32` varint
+/// in version 2).
 pub const FIELD_BYTES_MAX: usize = RECORD_BYTES_MAX;
 
 /// Which limit a record is over. The caller adds topic, partition and the record's position.
@@ -76,10 +77,11 @@ mod tests {
         let value = vec![0u8; RECORD_BYTES_MAX + 1];
         let err = check_record(&Record { value, ..Record::default() }).unwrap_err();
         assert_eq!(err, LimitError::Field { field: "value", bytes: RECORD_BYTES_MAX + 1 });
-        // 20 bytes of fixed fields (timestamp, three lengths) plus the value.
-        let fits = Record { value: vec![0u8; RECORD_BYTES_MAX - 20], ..Record::default() };
+        // At most 36 bytes of fixed fields (attributes and six varints at their widest) plus
+        // the value.
+        let fits = Record { value: vec![0u8; RECORD_BYTES_MAX - 36], ..Record::default() };
         assert_eq!(check_record(&fits), Ok(()));
-        let value = vec![0u8; RECORD_BYTES_MAX - 19];
+        let value = vec![0u8; RECORD_BYTES_MAX - 35];
         let err = check_record(&Record { value, ..Record::default() }).unwrap_err();
         assert_eq!(err, LimitError::RecordBytes { bytes: RECORD_BYTES_MAX + 1 });
     }

@@ -434,25 +434,32 @@ impl Partition {
     }
 
     /// The bytes of a sealed segment and its batch boundaries `(position, header)`, every
-    /// batch validated (CRC) right before the bytes leave for the remote tier.
+    /// batch validated (CRC, dense offsets from the segment's base to its end) right before
+    /// the bytes leave for the remote tier.
     pub fn read_sealed(&self, base_offset: u64) -> Result<(Vec<u8>, Vec<BatchAt>)> {
-        let (path, file, len) = {
+        let (mut slice, next_offset) = {
             let state = self.lock();
             let segment = state.sealed.get(&base_offset).ok_or_else(|| {
                 Error::Invalid(format!("{}/{}: no sealed segment at offset {base_offset}", self.topic, self.id))
             })?;
-            (segment.path.clone(), segment.file.clone(), segment.index.bytes)
+            let (path, file, end) = (segment.path.clone(), segment.file.clone(), segment.index.bytes);
+            (SegmentSlice { path, file, start: 0, end, offset: base_offset }, segment.index.next_offset)
         };
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(&path, "read", e))?;
+        let bytes = slice.read_batches(slice.end as usize, Vec::new())?;
+        if slice.start != slice.end || slice.offset != next_offset {
+            return Err(Error::Invalid(format!(
+                "{}: sealed segment holds {} valid bytes up to offset {}, its index says {} bytes up to {next_offset}; \
+                 it is not uploaded",
+                slice.path.display(),
+                slice.start,
+                slice.offset,
+                slice.end
+            )));
+        }
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < bytes.len() {
-            let header = batch::validate(&bytes[at..]).map_err(|error| Error::Corrupt {
-                path: path.clone(),
-                position: at as u64,
-                error,
-            })?;
+            let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
             batches.push((at as u64, header));
             at += header.length;
         }
@@ -488,11 +495,13 @@ impl Partition {
             Some((_, s)) if offset < s.index.next_offset => s,
             _ => &state.active,
         };
+        let (start, first) = segment.index.position_for_offset(offset);
         Ok(Some(SegmentSlice {
             path: segment.path.clone(),
             file: segment.file.clone(),
-            start: segment.index.position_for_offset(offset),
+            start,
             end: segment.index.bytes,
+            offset: first,
         }))
     }
 
@@ -502,13 +511,13 @@ impl Partition {
     pub fn read_chunk(&self, offset: u64, max_bytes: usize, mut buf: Vec<u8>) -> Result<Option<Chunk>> {
         let Some(mut slice) = self.slice_for(offset)? else { return Ok(None) };
         loop {
-            let (bytes, next) = slice.read_batches(max_bytes.min(READ_BYTES_MAX), buf)?;
-            let chunk = Chunk { path: slice.path.clone(), position: slice.start, bytes, from_offset: offset };
-            if chunk.last_offset()?.is_some_and(|last| last >= offset) || next >= slice.end {
+            let position = slice.start;
+            let bytes = slice.read_batches(max_bytes.min(READ_BYTES_MAX), buf)?;
+            let chunk = Chunk { path: slice.path.clone(), position, bytes, from_offset: offset };
+            if slice.offset > offset || slice.start >= slice.end {
                 return Ok(Some(chunk));
             }
-            buf = chunk.into_buffer();
-            slice.start = next; // every batch read lay before `offset`: keep scanning
+            buf = chunk.into_buffer(); // every batch read lay before `offset`: keep scanning
         }
     }
 
@@ -534,24 +543,23 @@ impl Partition {
                 .find(|s| !s.index.is_empty() && s.index.max_timestamp >= time);
             match hit {
                 None => return Ok(state.active.index.next_offset),
-                Some(s) => SegmentSlice {
-                    path: s.path.clone(),
-                    file: s.file.clone(),
-                    start: s.index.position_for_time(time),
-                    end: s.index.bytes,
-                },
+                Some(s) => {
+                    let (start, offset) = s.index.position_for_time(time);
+                    SegmentSlice { path: s.path.clone(), file: s.file.clone(), start, end: s.index.bytes, offset }
+                }
             }
         };
         let mut slice = slice;
         while slice.start < slice.end {
-            let (bytes, next) = slice.read_batches(READ_BYTES_MAX, Vec::new())?;
+            let position = slice.start;
+            let bytes = slice.read_batches(READ_BYTES_MAX, Vec::new())?;
             let mut at = 0;
             while at < bytes.len() {
                 let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
                 if header.max_timestamp >= time {
                     let chunk = Chunk {
                         path: slice.path.clone(),
-                        position: slice.start + at as u64,
+                        position: position + at as u64,
                         bytes: bytes[at..at + header.length].to_vec(),
                         from_offset: 0,
                     };
@@ -560,7 +568,6 @@ impl Partition {
                 }
                 at += header.length;
             }
-            slice.start = next;
         }
         unreachable!("segment max timestamp promised a record ≥ {time} in {}", slice.path.display())
     }
@@ -600,16 +607,6 @@ impl Chunk {
     /// Gives the buffer back for the next read.
     pub fn into_buffer(self) -> Vec<u8> {
         self.bytes
-    }
-
-    fn last_offset(&self) -> Result<Option<u64>> {
-        let (mut at, mut last) = (0, None);
-        while at < self.bytes.len() {
-            let header = batch::peek_header(&self.bytes[at..]).map_err(|error| self.corrupt(at, error))?;
-            last = Some(header.last_offset());
-            at += header.length;
-        }
-        Ok(last)
     }
 
     fn corrupt(&self, at: usize, error: batch::BatchError) -> Error {

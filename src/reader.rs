@@ -14,13 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tierlog_tiering::blocking;
 use tierlog_tiering::remote_reader::{ReaderSettings, RemoteChunk, RemoteReader};
 use tokio::sync::OnceCell;
 
 use crate::batch;
 use crate::error::{Error, Result};
-use crate::partition::Partition;
+use crate::partition::{Chunk, Partition};
 use crate::record::StoredRecord;
 use crate::{Log, tier};
 
@@ -82,10 +83,24 @@ impl Reader {
     /// Records from `offset` on, from whichever tier holds them: about `max_bytes` locally,
     /// one chunk remotely. Empty at the end of the log.
     pub async fn read(&self, partition: &Arc<Partition>, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        match self.read_batches(partition, offset, max_bytes).await? {
+            Some(batches) => batches.records_from(offset),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Whole stored batches from the one holding `offset` on, as the log stores them, from
+    /// whichever tier holds them: about `max_bytes` (at least one batch) locally, the rest of
+    /// one chunk remotely. Every batch passed its CRC and continues the offsets of the one
+    /// before it. `None` at the end of the log.
+    pub async fn read_batches(
+        &self,
+        partition: &Arc<Partition>,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Batches>> {
         if offset >= partition.start_offset() {
-            let local = partition.clone();
-            let result = blocking::run(move || local.read(offset, max_bytes)).await;
-            match result {
+            match self.read_local(partition, offset, max_bytes).await {
                 Err(Error::OffsetBelowStart { .. }) => {} // deleted by retention meanwhile: remote
                 other => return other,
             }
@@ -95,19 +110,24 @@ impl Reader {
         }
         let remote = self.remote().await?;
         match remote.read_at(&partition.topic, partition.id, offset).await? {
-            Some(chunk) => decode_chunk(&chunk, offset),
+            Some(chunk) => Batches::of_chunk(&chunk, offset).map(Some),
             None => {
                 // Not remote: maybe a read-only view is behind the writer's local segments.
                 partition.refresh()?;
                 if offset >= partition.start_offset() {
-                    let local = partition.clone();
-                    return blocking::run(move || local.read(offset, max_bytes)).await;
+                    return self.read_local(partition, offset, max_bytes).await;
                 }
                 let manifest = remote.manifest(&partition.topic, partition.id).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
                 Err(below_start(partition, offset, start))
             }
         }
+    }
+
+    async fn read_local(&self, partition: &Arc<Partition>, offset: u64, max_bytes: usize) -> Result<Option<Batches>> {
+        let local = partition.clone();
+        let chunk = blocking::run(move || local.read_chunk(offset, max_bytes, Vec::new())).await?;
+        Ok(chunk.map(|chunk| Batches::of_local(chunk, offset)))
     }
 
     /// First offset whose timestamp is ≥ `time` (running max, Kafka ListOffsets semantics),
@@ -117,7 +137,7 @@ impl Reader {
             let remote = self.remote().await?;
             let local_start = partition.start_offset();
             if let Some(chunk) = remote.read_for_time(&partition.topic, partition.id, time, local_start).await? {
-                let records = decode_chunk(&chunk, chunk.first_offset)?;
+                let records = Batches::of_chunk(&chunk, chunk.first_offset)?.records_from(chunk.first_offset)?;
                 let hit = records.iter().find(|r| r.record.timestamp >= time);
                 return hit.map(|r| r.offset).ok_or_else(|| {
                     Error::Remote(tierlog_tiering::Error::Corrupt {
@@ -145,22 +165,130 @@ fn below_start(partition: &Partition, offset: u64, start: u64) -> Error {
     Error::OffsetBelowStart { topic: partition.topic.clone(), partition: partition.id, offset, start }
 }
 
-/// Decodes a remote chunk's batches (each CRC-checked) into records at or after `from`.
-pub fn decode_chunk(chunk: &RemoteChunk, from: u64) -> Result<Vec<StoredRecord>> {
-    let corrupt = |at: usize, e: batch::BatchError| {
-        Error::Remote(tierlog_tiering::Error::Corrupt {
-            key: chunk.key.clone(),
-            reason: format!("chunk {} byte {at}: {e}", chunk.chunk),
-        })
-    };
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < chunk.raw.len() {
-        let (header, views) = batch::views(&chunk.raw[at..]).map_err(|e| corrupt(at, e))?;
-        out.extend(
-            views.iter().filter(|v| v.offset >= from).map(|v| StoredRecord { offset: v.offset, record: v.to_record() }),
-        );
-        at += header.length;
+/// Validated batches read from one tier, starting with the batch that holds the offset
+/// asked for (Kafka's fetch returns whole batches too; a client skips the records before its
+/// fetch offset).
+pub struct Batches {
+    pub bytes: Bytes,
+    /// Base offset of the first batch.
+    pub base_offset: u64,
+    origin: Origin,
+}
+
+/// Where batches were read, for errors.
+enum Origin {
+    Local { path: std::path::PathBuf, position: u64 },
+    Remote { key: String, chunk: usize },
+}
+
+impl Batches {
+    fn of_local(chunk: Chunk, offset: u64) -> Batches {
+        let origin = Origin::Local { path: chunk.path.clone(), position: chunk.position };
+        let bytes = Bytes::from(chunk.into_buffer());
+        let mut batches = Batches { base_offset: 0, bytes, origin };
+        // read_chunk validated every batch (CRC and dense offsets) and starts at an index entry.
+        batches.skip_before(offset, |bytes| batch::peek_header(bytes)).expect("read_chunk returns validated batches");
+        batches
     }
-    Ok(out)
+
+    /// A remote chunk's batches from the one holding `offset`, each CRC-checked, the first
+    /// starting at the chunk's first offset and every one continuing the one before it.
+    fn of_chunk(chunk: &RemoteChunk, offset: u64) -> Result<Batches> {
+        let origin = Origin::Remote { key: chunk.key.clone(), chunk: chunk.chunk };
+        let mut batches = Batches { bytes: chunk.raw.clone(), base_offset: chunk.first_offset, origin };
+        let mut expected = chunk.first_offset;
+        let mut at = 0;
+        while at < batches.bytes.len() {
+            let header = batch::validate(&batches.bytes[at..])
+                .and_then(|header| header.expect_base(expected).map(|()| header))
+                .map_err(|e| batches.corrupt(at, e))?;
+            expected = header.next_offset();
+            at += header.length;
+        }
+        batches.skip_before(offset, batch::peek_header).map_err(|e| batches.corrupt(0, e))?;
+        Ok(batches)
+    }
+
+    /// Drops the leading batches that end before `offset`, but never the last one.
+    fn skip_before(
+        &mut self,
+        offset: u64,
+        peek: impl Fn(&[u8]) -> std::result::Result<batch::BatchHeader, batch::BatchError>,
+    ) -> std::result::Result<(), batch::BatchError> {
+        loop {
+            let header = peek(&self.bytes)?;
+            if header.next_offset() > offset || header.length >= self.bytes.len() {
+                self.base_offset = header.base_offset;
+                return Ok(());
+            }
+            self.bytes = self.bytes.slice(header.length..);
+            if let Origin::Local { position, .. } = &mut self.origin {
+                *position += header.length as u64;
+            }
+        }
+    }
+
+    /// Keeps the leading whole batches that fit in `max_bytes`, and at least the first when
+    /// `at_least_one`. Returns the offset after the last batch kept (`base_offset` when none).
+    pub fn keep_within(&mut self, max_bytes: usize, at_least_one: bool) -> u64 {
+        let (mut at, mut next) = (0, self.base_offset);
+        while at < self.bytes.len() {
+            let header = batch::peek_header(&self.bytes[at..]).expect("batches were validated when read");
+            if at + header.length > max_bytes && !(at == 0 && at_least_one) {
+                break;
+            }
+            at += header.length;
+            next = header.next_offset();
+        }
+        self.bytes.truncate(at);
+        next
+    }
+
+    /// The records at or after `from`.
+    pub fn records_from(&self, from: u64) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let (header, views) = batch::views_of_validated(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
+            out.extend(
+                views
+                    .iter()
+                    .filter(|v| v.offset >= from)
+                    .map(|v| StoredRecord { offset: v.offset, record: v.to_record() }),
+            );
+            at += header.length;
+        }
+        Ok(out)
+    }
+
+    /// The batches as Kafka RecordBatch v2: the stored bytes themselves when every batch is
+    /// version 2 (no copy), else re-encoded per [`batch::to_kafka`].
+    pub fn to_kafka(&self) -> Result<Bytes> {
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
+            if header.version != 2 {
+                break;
+            }
+            at += header.length;
+        }
+        if at == self.bytes.len() {
+            return Ok(self.bytes.clone());
+        }
+        let mut out = Vec::with_capacity(self.bytes.len());
+        batch::to_kafka(&self.bytes, self.base_offset, &mut out).map_err(|e| self.corrupt(0, e))?;
+        Ok(Bytes::from(out))
+    }
+
+    fn corrupt(&self, at: usize, error: batch::BatchError) -> Error {
+        match &self.origin {
+            Origin::Local { path, position } => {
+                Error::Corrupt { path: path.clone(), position: position + at as u64, error }
+            }
+            Origin::Remote { key, chunk } => Error::Remote(tierlog_tiering::Error::Corrupt {
+                key: key.clone(),
+                reason: format!("chunk {chunk} byte {at}: {error}"),
+            }),
+        }
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
+use crate::batch::{self, BatchError, BatchHeader, HEADER_BYTES, HEADER_BYTES_MIN};
 use crate::disk::{Disk, FileRef};
 use crate::error::{Error, Result};
 use crate::index::{self, SegmentIndex};
@@ -120,25 +120,29 @@ impl Segment {
     /// The position of the first valid batch after `position` whose header `accept`s.
     fn next_batch_after(&self, position: u64, accept: impl Fn(&BatchHeader) -> bool) -> Result<Option<u64>> {
         let file_len = self.file_len()?;
-        let magic = batch::BATCH_MAGIC.to_le_bytes();
         let (mut window, mut candidate) = (Vec::new(), Vec::new());
         let mut at = position + 1;
+        // A whole batch of any version is longer than HEADER_BYTES, so every start worth
+        // looking at has a full header inside the window it is examined in.
         while at + HEADER_BYTES as u64 <= file_len {
             let want = (file_len - at).min(SCAN_READ_BYTES as u64) as usize;
             read_at(&self.file, &self.path, at, want, &mut window)?;
-            for i in window.windows(magic.len()).enumerate().filter(|(_, w)| *w == magic).map(|(i, _)| i) {
+            for i in 0..=want - HEADER_BYTES {
+                if !batch::has_magic(&window[i..]) {
+                    continue;
+                }
+                let Ok(header) = batch::peek_header(&window[i..]) else { continue };
                 let start = at + i as u64;
-                let Ok(header) = self.peek_at(start, &mut candidate) else { continue };
-                if start + header.length as u64 > file_len {
+                if !accept(&header) || start + header.length as u64 > file_len {
                     continue;
                 }
                 read_at(&self.file, &self.path, start, header.length, &mut candidate)?;
-                if batch::validate(&candidate).is_ok_and(|header| accept(&header)) {
+                if batch::validate(&candidate).is_ok() {
                     return Ok(Some(start));
                 }
             }
-            // Windows overlap by less than a magic, so a magic across the seam is still seen.
-            at += (want - (magic.len() - 1)).max(1) as u64;
+            // The next window starts at the first start not examined in this one.
+            at += (want - HEADER_BYTES + 1) as u64;
         }
         Ok(None)
     }
@@ -170,7 +174,7 @@ impl Segment {
     /// acknowledged, not a torn tail.
     pub fn ends_with_whole_batch_of_damaged_length(&self, stop: &ScanStop) -> Result<bool> {
         let len = self.file_len()? - stop.position;
-        if !(HEADER_BYTES as u64..=batch::BATCH_BYTES_MAX as u64).contains(&len) {
+        if !(HEADER_BYTES_MIN as u64..=batch::BATCH_BYTES_MAX as u64).contains(&len) {
             return Ok(false);
         }
         let mut bytes = Vec::new();
@@ -214,29 +218,40 @@ pub struct SegmentSlice {
     pub file: FileRef,
     pub start: u64,
     pub end: u64,
+    /// Base offset of the batch at `start` (from the segment's index): every batch read is
+    /// checked to continue the offsets from there.
+    pub offset: u64,
 }
 
 impl SegmentSlice {
     /// Reads whole batches starting at `self.start`, about `max_bytes` worth (at least one
-    /// batch), validating each. Returns the batches' bytes and the position after them.
-    /// `buf` is reused (pass a recycled buffer on hot paths to avoid page faults).
-    pub fn read_batches(&self, max_bytes: usize, mut buf: Vec<u8>) -> Result<(Vec<u8>, u64)> {
+    /// batch), validating each (CRC, and its base offset against the one expected next), and
+    /// moves `start` and `offset` past them. `buf` is reused (pass a recycled buffer on hot
+    /// paths to avoid page faults).
+    pub fn read_batches(&mut self, max_bytes: usize, mut buf: Vec<u8>) -> Result<Vec<u8>> {
         let want = (self.end - self.start).min(max_bytes.max(HEADER_BYTES) as u64) as usize;
         read_at(&self.file, &self.path, self.start, want, &mut buf)?;
-        let mut valid = 0;
+        let (mut valid, mut offset) = (0, self.offset);
         while valid < buf.len() {
             let at = self.start + valid as u64;
+            let corrupt = |error| Error::Corrupt { path: self.path.clone(), position: at, error };
             match batch::validate(&buf[valid..]) {
-                Ok(header) => valid += header.length,
+                Ok(header) => {
+                    header.expect_base(offset).map_err(corrupt)?;
+                    offset = header.next_offset();
+                    valid += header.length;
+                }
                 Err(BatchError::Truncated { needed, .. }) if valid == 0 && at + needed as u64 <= self.end => {
                     read_at(&self.file, &self.path, self.start, needed, &mut buf)?;
                 }
                 Err(BatchError::Truncated { .. }) if valid > 0 => break,
-                Err(error) => return Err(Error::Corrupt { path: self.path.clone(), position: at, error }),
+                Err(error) => return Err(corrupt(error)),
             }
         }
         buf.truncate(valid);
-        Ok((buf, self.start + valid as u64))
+        self.start += valid as u64;
+        self.offset = offset;
+        Ok(buf)
     }
 }
 

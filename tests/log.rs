@@ -321,3 +321,39 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
         "B spliced its offsets 100..150 onto A's chain (report: {report:?}); A's records 0..100 and B's 100..150 now read as one history"
     );
 }
+
+/// Kafka's RecordBatch v2 checksum does not cover the base offset. A flipped bit there in a
+/// sealed segment (whose index files are intact, so open does not scan it) must not serve
+/// records under wrong offsets, nor reach the remote tier: every read checks each batch's
+/// base offset against the one the index or the batch before it says comes next.
+#[tokio::test]
+async fn a_flipped_base_offset_in_a_sealed_segment_is_refused_on_read_and_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), 2048);
+    {
+        let log = Log::open(c.clone()).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for i in 0..60 {
+            p.append(&[record(i, i as i64)], 0).unwrap();
+        }
+        assert!(p.sealed_segments().len() >= 2);
+    }
+    let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let second = tierlog::batch::peek_header(&bytes).unwrap().length;
+    assert_eq!(tierlog::batch::peek_header(&bytes[second..]).unwrap().base_offset, 1);
+    bytes[second + 7] ^= 0x40; // base offset 1 → 65
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let log = Log::open(c).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let err = p.read(0, 1 << 20).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("00000000000000000000.log") && text.contains("offset 1 comes next"), "{text}");
+    let err = p.read_sealed(0).unwrap_err();
+    assert!(err.to_string().contains("offset 1 comes next"), "{err}");
+    let tiering = tierlog::tier::Tiering::start(log.clone()).await.unwrap();
+    let report = tiering.run_once(None, false).await.unwrap();
+    assert!(report[0].error.as_deref().is_some_and(|e| e.contains("offset 1 comes next")), "{report:?}");
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing is changed on a read error");
+}

@@ -2,9 +2,10 @@
 //!
 //! Fetch reads the requested partitions one after another, each within what is left of the
 //! response budget (reading them all at once would hold one budget of records per partition
-//! named, and a request may name thousands), re-encodes the records of each into one
-//! RecordBatch, and honours `partition_max_bytes` and `max_bytes` the way Kafka does: the
-//! first non-empty partition always returns at least one record, so a consumer makes progress
+//! named, and a request may name thousands), returns each partition's stored batches as they
+//! are (the log stores Kafka's RecordBatch v2; batches of the older format are re-encoded),
+//! whole batches from the one holding the fetch offset, as Kafka does, and honours `partition_max_bytes` and `max_bytes` the way Kafka does: the
+//! first non-empty partition always returns at least one batch, so a consumer makes progress
 //! whatever the limits. While fewer than `min_bytes` are ready it waits, up to `max_wait_ms`, on the
 //! partitions' end-offset watches (the same notification HTTP follow streams use; no polling).
 //! Fetch sessions (KIP-227) are not kept: every response is a full one with session id 0.
@@ -23,7 +24,6 @@ use kafka_protocol::messages::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::records::encode_fetch;
 use super::{Broker, Close, Request, error_code, log_if_server_error, respond};
 use crate::error::Error;
 use crate::partition::Partition;
@@ -104,7 +104,7 @@ fn locate(broker: &Broker, topic: &str, p: &kafka_protocol::messages::fetch_requ
 /// Reads the wanted partitions in request order, each within what is left of the response
 /// budget, so a request naming many partitions (or one partition many times) holds about one
 /// budget of records, not one per partition. Only the first partition with records may go
-/// over (by one record), so a consumer always makes progress. Returns the topics, the bytes
+/// over (by one batch), so a consumer always makes progress. Returns the topics, the bytes
 /// of records in them, and whether any partition has an error.
 async fn read_all(
     broker: &Broker,
@@ -126,7 +126,7 @@ async fn read_all(
     (topics, total, errors)
 }
 
-/// One partition's answer and the bytes of records in it: at most `room` bytes, or one record
+/// One partition's answer and the bytes of records in it: at most `room` bytes, or one batch
 /// when `first` (no partition before it answered records).
 async fn read_partition(broker: &Broker, wanted: &Wanted, room: usize, first: bool) -> (PartitionData, usize) {
     let answer = PartitionData::default().with_partition_index(wanted.index);
@@ -163,8 +163,8 @@ async fn read_partition(broker: &Broker, wanted: &Wanted, room: usize, first: bo
     }
 }
 
-/// The records from `offset` on, within `max_bytes` (at least one record when `first`),
-/// encoded as one RecordBatch, and the partition's first available offset.
+/// The batches from the one holding `offset` on, within `max_bytes` (at least one batch when
+/// `first`), as Kafka RecordBatch v2, and the partition's first available offset.
 async fn read_records(
     broker: &Broker,
     partition: &Arc<Partition>,
@@ -190,28 +190,15 @@ async fn read_records(
     if offset as u64 == end || (max_bytes == 0 && !first) {
         return Ok((Bytes::new(), start));
     }
-    let mut records = reader.read(partition, offset as u64, max_bytes).await?;
-    let mut bytes = 0usize;
-    let keep = records
-        .iter()
-        .take_while(|r| {
-            bytes += crate::batch::record_encoded_len(&r.record);
-            bytes <= max_bytes
-        })
-        .count()
-        .max(usize::from(first));
-    records.truncate(keep);
-    if records.is_empty() {
+    let Some(mut batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
+        return Ok((Bytes::new(), start));
+    };
+    let next = batches.keep_within(max_bytes, first);
+    if batches.bytes.is_empty() {
         return Ok((Bytes::new(), start));
     }
-    broker.state.metrics.fetched_records.fetch_add(records.len() as u64, Ordering::Relaxed);
-    let encoded = encode_fetch(&records).map_err(|e| {
-        Error::Invalid(format!(
-            "{}/{}: cannot encode a record batch at offset {offset}: {e:#}",
-            partition.topic, partition.id
-        ))
-    })?;
-    Ok((encoded, start))
+    broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
+    Ok((batches.to_kafka()?, start))
 }
 
 /// Why a partition's fetch was refused: a log error, or an offset past the log end (which

@@ -1,23 +1,19 @@
 //! Record mapping between Kafka's RecordBatch v2 and tierlog's [`Record`] (docs/KAFKA.md).
-//! This slice transcodes: a produced batch is decoded into records that the log stores in its
-//! own batch format, and a fetch re-encodes stored records into one uncompressed RecordBatch.
+//! A produced batch (any compression) is decoded into records, checked against the log's
+//! limits and appended, which stores them as an uncompressed RecordBatch v2 (`batch`), so a
+//! fetch sends the stored bytes unchanged.
 //! The wire format itself is the `kafka-protocol` crate's; this module owns only the mapping
 //! and the limits that make untrusted batches safe to hand to the crate's decoder (record and
 //! header counts it would allocate for, decompressed sizes).
 
 use std::io::Read;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_TIMESTAMP, RecordBatchDecoder,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, NO_PRODUCER_ID, NO_TIMESTAMP, RecordBatchDecoder};
 
 use crate::limits::RECORD_HEADERS_MAX;
-use crate::record::{Record, StoredRecord};
+use crate::record::Record;
 
 /// Bytes the batches of one produce partition may decompress to, together: the log's largest
 /// batch. Small compressed batches cannot make the broker allocate more than this.
@@ -227,73 +223,32 @@ fn varint(buf: &mut &[u8]) -> anyhow::Result<i64> {
     anyhow::bail!("varint longer than 10 bytes")
 }
 
-/// Stored records → one uncompressed RecordBatch v2 with CreateTime timestamps, the batch
-/// starting at the first record's offset.
-pub fn encode_fetch(records: &[StoredRecord]) -> anyhow::Result<Bytes> {
-    let Some(first) = records.first() else { return Ok(Bytes::new()) };
-    let first_offset = first.offset as i64;
-    let kafka: Vec<kafka_protocol::records::Record> = records
-        .iter()
-        .map(|stored| {
-            let record = &stored.record;
-            let headers: IndexMap<StrBytes, Option<Bytes>> = record
-                .headers
-                .iter()
-                .map(|(name, value)| (StrBytes::from_string(name.clone()), Some(Bytes::copy_from_slice(value))))
-                .collect();
-            kafka_protocol::records::Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: NO_PRODUCER_ID,
-                producer_epoch: NO_PRODUCER_EPOCH,
-                timestamp_type: TimestampType::Creation,
-                offset: stored.offset as i64,
-                // The encoder starts a new batch whenever offset - sequence changes; this keeps
-                // it constant, so all records share one batch whose base sequence is -1.
-                sequence: (stored.offset as i64 - first_offset - 1) as i32,
-                timestamp: record.timestamp,
-                key: record.key.as_ref().map(|k| Bytes::copy_from_slice(k)),
-                value: Some(Bytes::copy_from_slice(&record.value)),
-                headers,
-            }
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut out, kafka.iter(), &options)?;
-    Ok(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
-    fn stored(offset: u64, key: Option<&str>, value: &str, headers: &[(&str, &str)]) -> StoredRecord {
-        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
-        let record = Record {
-            timestamp: 1_700_000_000_000 + offset as i64,
+    /// What the log stores is what a Kafka producer may send: stored batches decode as a
+    /// produce request's records.
+    #[test]
+    fn stored_batches_decode_as_produced_records() {
+        let record = |offset: i64, key: Option<&str>, value: &str, headers: &[(&str, &str)]| Record {
+            timestamp: 1_700_000_000_000 + offset,
             key: key.map(|k| k.into()),
             value: value.into(),
-            headers,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
         };
-        StoredRecord { offset, record }
-    }
-
-    #[test]
-    fn stored_records_survive_a_fetch_batch_and_a_produce_decode_in_one_batch() {
         let records = vec![
-            stored(40, Some("k"), "v0", &[("h", "1")]),
-            stored(41, None, "", &[]),
-            stored(42, Some(""), "v2", &[("a", ""), ("b", "x")]),
+            record(40, Some("k"), "v0", &[("h", "1")]),
+            record(41, None, "", &[]),
+            record(42, Some(""), "v2", &[("a", ""), ("b", "x")]),
         ];
-        let bytes = encode_fetch(&records).unwrap();
+        let bytes = Bytes::from(crate::batch::encode(40, &records));
         let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
-        assert_eq!(info.len(), 1, "one batch for the whole fetch");
         assert_eq!((info[0].min_offset, info[0].record_count, info[0].base_sequence), (40, 3, -1));
-        let decoded = decode_produce(bytes, 0).unwrap();
-        assert_eq!(decoded, records.into_iter().map(|s| s.record).collect::<Vec<_>>());
+        assert_eq!(decode_produce(bytes, 0).unwrap(), records);
     }
 
     fn batch(records: &[kafka_protocol::records::Record], compression: Compression) -> Bytes {

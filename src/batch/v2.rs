@@ -1,0 +1,286 @@
+//! Batch format version 2: Kafka's RecordBatch v2 (magic 2), uncompressed, as Apache Kafka
+//! documents it ("Record Batch" in the protocol's message format). The layout is in
+//! `docs/FORMAT.md`; this module encodes it and reads it back.
+//!
+//! Kafka's CRC32C covers the bytes from `attributes` to the end. The three fields before it
+//! are checked otherwise: `batchLength` by the structure (the CRC over exactly that many bytes
+//! must match), `partitionLeaderEpoch` by its fixed value (-1: tierlog has no leader epochs),
+//! and `baseOffset` by every reader, against the offset the segment index or the previous
+//! batch says comes next (a batch read in isolation cannot know its offset is wrong).
+
+use super::{BatchError, BatchHeader, Cursor, RECORD_HEADERS_MAX, RecordView};
+use crate::record::Record;
+
+/// Kafka's magic byte for RecordBatch v2, at byte 16.
+pub const MAGIC: u8 = 2;
+/// The fixed header: `baseOffset` through `recordCount`.
+pub const HEADER_BYTES: usize = 61;
+/// tierlog has no partition leaders; Kafka's "no epoch".
+const NO_LEADER_EPOCH: i32 = -1;
+const NO_PRODUCER_ID: i64 = -1;
+const NO_PRODUCER_EPOCH: i16 = -1;
+const NO_SEQUENCE: i32 = -1;
+
+const OFF_LENGTH: usize = 8;
+const OFF_EPOCH: usize = 12;
+pub const OFF_MAGIC: usize = 16;
+const OFF_CRC: usize = 17;
+/// The CRC covers everything from here to the end of the batch.
+const OFF_ATTRIBUTES: usize = 21;
+const OFF_LAST_DELTA: usize = 23;
+const OFF_BASE_TS: usize = 27;
+const OFF_MAX_TS: usize = 35;
+const OFF_COUNT: usize = 57;
+/// `batchLength` counts the bytes after itself.
+const LENGTH_FIELD_END: usize = 12;
+
+/// Encoded size of one record, including its length prefix, with the timestamp delta and
+/// the offset delta at their widest: an upper bound that does not depend on the batch.
+pub fn record_len_bound(record: &Record) -> usize {
+    const VARLONG_MAX: usize = 10;
+    const VARINT_MAX: usize = 5;
+    let key = record.key.as_ref().map_or(0, Vec::len);
+    let headers: usize = record.headers.iter().map(|(k, v)| 2 * VARINT_MAX + k.len() + v.len()).sum();
+    VARINT_MAX
+        + 1
+        + VARLONG_MAX
+        + VARINT_MAX
+        + VARINT_MAX
+        + key
+        + VARINT_MAX
+        + record.value.len()
+        + VARINT_MAX
+        + headers
+}
+
+/// Encodes `records` as one batch. Its `baseTimestamp` is the smallest timestamp of the batch
+/// (Kafka writes the first record's; readers add each record's delta either way).
+pub fn encode(base_offset: u64, records: &[Record]) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let base_offset = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
+    let min_ts = records.iter().map(|r| r.timestamp).min().unwrap_or_default();
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or_default();
+    let bodies: Vec<usize> = records.iter().enumerate().map(|(i, r)| body_len(r, i, min_ts)).collect();
+    let length = HEADER_BYTES + bodies.iter().map(|&b| varint_len(b as i64) + b).sum::<usize>();
+    assert!(length <= super::BATCH_BYTES_MAX, "batch of {length} bytes exceeds the maximum");
+    let count = i32::try_from(records.len()).expect("a batch's record count fits in int32");
+
+    let mut buf = Vec::with_capacity(length);
+    buf.extend_from_slice(&base_offset.to_be_bytes());
+    buf.extend_from_slice(&((length - LENGTH_FIELD_END) as i32).to_be_bytes());
+    buf.extend_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
+    buf.push(MAGIC);
+    buf.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    buf.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    buf.extend_from_slice(&(count - 1).to_be_bytes());
+    buf.extend_from_slice(&min_ts.to_be_bytes());
+    buf.extend_from_slice(&max_ts.to_be_bytes());
+    buf.extend_from_slice(&NO_PRODUCER_ID.to_be_bytes());
+    buf.extend_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
+    buf.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
+    buf.extend_from_slice(&count.to_be_bytes());
+    debug_assert_eq!(buf.len(), HEADER_BYTES);
+    for (i, (record, body)) in records.iter().zip(bodies).enumerate() {
+        put_varint(&mut buf, body as i64);
+        let start = buf.len();
+        buf.push(0); // record attributes: unused by Kafka
+        put_varint(&mut buf, record.timestamp.wrapping_sub(min_ts));
+        put_varint(&mut buf, i as i64);
+        put_bytes(&mut buf, record.key.as_deref());
+        put_bytes(&mut buf, Some(&record.value));
+        put_varint(&mut buf, record.headers.len() as i64);
+        for (name, value) in &record.headers {
+            put_bytes(&mut buf, Some(name.as_bytes()));
+            put_bytes(&mut buf, Some(value));
+        }
+        debug_assert_eq!(buf.len() - start, body);
+    }
+    debug_assert_eq!(buf.len(), length);
+    let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
+    buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
+/// Bytes of a record after its length prefix.
+fn body_len(record: &Record, index: usize, min_ts: i64) -> usize {
+    let field = |bytes: Option<&[u8]>| bytes.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
+    let headers: usize =
+        record.headers.iter().map(|(name, value)| field(Some(name.as_bytes())) + field(Some(value))).sum();
+    1 + varint_len(record.timestamp.wrapping_sub(min_ts))
+        + varint_len(index as i64)
+        + field(record.key.as_deref())
+        + field(Some(&record.value))
+        + varint_len(record.headers.len() as i64)
+        + headers
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(buf, -1),
+        Some(bytes) => {
+            put_varint(buf, bytes.len() as i64);
+            buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Kafka's zig-zag varint/varlong (the same encoding for both widths).
+fn put_varint(buf: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        buf.push((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    buf.push(raw as u8);
+}
+
+fn varint_len(value: i64) -> usize {
+    let raw = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - raw.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// Reads and checks the fixed header; `bytes` starts with a batch whose magic byte is 2.
+pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(BatchError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
+    }
+    let length = i32::from_be_bytes(array(bytes, OFF_LENGTH)) as i64 + LENGTH_FIELD_END as i64;
+    if !(HEADER_BYTES as i64..=super::BATCH_BYTES_MAX as i64).contains(&length) {
+        return Err(BatchError::BadLength(length.max(0) as usize));
+    }
+    let base_offset = i64::from_be_bytes(array(bytes, 0));
+    if base_offset < 0 {
+        return Err(BatchError::Malformed("negative base offset"));
+    }
+    if i32::from_be_bytes(array(bytes, OFF_EPOCH)) != NO_LEADER_EPOCH {
+        return Err(BatchError::Malformed("partition leader epoch is not -1 (tierlog writes no epochs)"));
+    }
+    if i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES)) != 0 {
+        return Err(BatchError::Malformed("attributes other than 0 (compression, transactions, LogAppendTime)"));
+    }
+    let count = i32::from_be_bytes(array(bytes, OFF_COUNT));
+    let last_delta = i32::from_be_bytes(array(bytes, OFF_LAST_DELTA));
+    if count < 1 || last_delta != count - 1 {
+        return Err(BatchError::Malformed("record count is zero or does not match lastOffsetDelta"));
+    }
+    Ok(BatchHeader {
+        version: 2,
+        base_offset: base_offset as u64,
+        record_count: count as u32,
+        min_timestamp: i64::from_be_bytes(array(bytes, OFF_BASE_TS)),
+        max_timestamp: i64::from_be_bytes(array(bytes, OFF_MAX_TS)),
+        length: length as usize,
+    })
+}
+
+/// The stored and the computed CRC of a batch whose `header` was read from `bytes`.
+pub fn checksums(bytes: &[u8], header: &BatchHeader) -> (u32, u32) {
+    (u32::from_be_bytes(array(bytes, OFF_CRC)), crc32c::crc32c(&bytes[OFF_ATTRIBUTES..header.length]))
+}
+
+/// `bytes` with the length field rewritten to `length`.
+pub fn with_length(bytes: &[u8], length: usize) -> Vec<u8> {
+    let mut patched = bytes.to_vec();
+    patched[OFF_LENGTH..LENGTH_FIELD_END].copy_from_slice(&((length - LENGTH_FIELD_END) as i32).to_be_bytes());
+    patched
+}
+
+/// The records of a validated batch.
+pub fn views<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Vec<RecordView<'a>>, BatchError> {
+    let mut cursor = Cursor { bytes: &bytes[HEADER_BYTES..header.length] };
+    // A count larger than the body could possibly hold is corrupt; cap the allocation by it.
+    let capacity = (header.record_count as usize).min(cursor.bytes.len() / 7 + 1);
+    let mut records = Vec::with_capacity(capacity);
+    for i in 0..header.record_count {
+        let offset = header.base_offset + u64::from(i);
+        let len = length(&mut cursor, "record length")?;
+        let mut record = Cursor { bytes: cursor.take(len)? };
+        record.take(1)?; // attributes
+        let timestamp = header.min_timestamp.wrapping_add(varint(&mut record)?);
+        if !(header.min_timestamp..=header.max_timestamp).contains(&timestamp) {
+            return Err(BatchError::Malformed("record timestamp outside the batch's base and max timestamps"));
+        }
+        if varint(&mut record)? != i64::from(i) {
+            return Err(BatchError::Malformed("record offset delta is not its place in the batch"));
+        }
+        let key = nullable(&mut record)?;
+        let value = nullable(&mut record)?.ok_or(BatchError::Malformed("null value"))?;
+        let header_count = varint(&mut record)?;
+        if !(0..=RECORD_HEADERS_MAX as i64).contains(&header_count) {
+            let limit = crate::limits::LimitError::Headers { count: header_count.max(0) as usize };
+            return Err(BatchError::OverLimit { offset, limit });
+        }
+        let headers = record.bytes;
+        for _ in 0..header_count {
+            header_pair(&mut record)?;
+        }
+        if !record.bytes.is_empty() {
+            return Err(BatchError::Malformed("bytes after the record's last header"));
+        }
+        records.push(RecordView {
+            offset,
+            timestamp,
+            key,
+            value,
+            version: 2,
+            header_count: header_count as usize,
+            headers,
+        });
+    }
+    if !cursor.bytes.is_empty() {
+        return Err(BatchError::Malformed("trailing bytes after the last record"));
+    }
+    Ok(records)
+}
+
+/// One header of a record: a UTF-8 name and a (non-null) value.
+pub fn header_pair<'a>(cursor: &mut Cursor<'a>) -> Result<(&'a str, &'a [u8]), BatchError> {
+    let len = length(cursor, "header name length")?;
+    let name = std::str::from_utf8(cursor.take(len)?).map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
+    let value = nullable(cursor)?.ok_or(BatchError::Malformed("null header value"))?;
+    Ok((name, value))
+}
+
+fn nullable<'a>(cursor: &mut Cursor<'a>) -> Result<Option<&'a [u8]>, BatchError> {
+    match varint(cursor)? {
+        -1 => Ok(None),
+        len if len >= 0 => Ok(Some(cursor.take(len as usize)?)),
+        _ => Err(BatchError::Malformed("negative field length")),
+    }
+}
+
+fn length(cursor: &mut Cursor<'_>, what: &'static str) -> Result<usize, BatchError> {
+    usize::try_from(varint(cursor)?).map_err(|_| BatchError::Malformed(what))
+}
+
+/// A zig-zag varint of at most 10 bytes.
+fn varint(cursor: &mut Cursor<'_>) -> Result<i64, BatchError> {
+    let mut raw: u64 = 0;
+    for i in 0..10 {
+        let byte = cursor.take(1)?[0];
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    Err(BatchError::Malformed("varint longer than 10 bytes"))
+}
+
+fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    bytes[at..at + N].try_into().expect("slice of the array's length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_every_width() {
+        for value in [0, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, value);
+            assert_eq!(buf.len(), varint_len(value), "{value}");
+            assert_eq!(varint(&mut Cursor { bytes: &buf }).unwrap(), value);
+        }
+    }
+}
