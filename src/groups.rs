@@ -43,6 +43,25 @@ fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
     Ok(data_dir.join("groups").join(group).join(format!("{topic}.json")))
 }
 
+/// Every group with committed offsets (a directory under `<data_dir>/groups`), sorted.
+pub fn list(data_dir: &Path) -> Result<Vec<String>> {
+    let dir = data_dir.join("groups");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, "list groups", e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, "list groups", e))?;
+        if let Some(name) = entry.file_name().to_str().filter(|n| validate_name(n).is_ok()) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Committed offsets of `group` in `topic`, by partition (empty for a new group).
 pub fn load(data_dir: &Path, group: &str, topic: &str) -> Result<BTreeMap<u32, u64>> {
     let path = path(data_dir, group, topic)?;

@@ -213,6 +213,71 @@ fn kafka_python_round_trips_keys_headers_timestamps_and_group_offsets() {
     assert_eq!((&summary[0]["time_offset"], &summary[0]["time_timestamp"]), (&json!(3), &json!(base_ms + 3000)));
 }
 
+/// Two kafka-python members of one group split a topic's partitions, consume and commit; when
+/// one leaves, the other takes every partition and resumes from the committed offsets: every
+/// record delivered exactly once.
+#[test]
+fn a_two_member_group_rebalances_and_resumes_from_committed_offsets() {
+    let probe = &mut Command::new(python());
+    if !client_available("kafka-python", probe.args(["-c", "import kafka"]), "pip install kafka-python") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "grp", 4);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/group.py");
+    let out = Command::new(python()).arg(script).args([&s.kafka, "grp", "4", "400", "100"]).output().unwrap();
+    assert!(out.status.success(), "kafka-python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = &json_lines(&out)[0];
+    let (a, b) = (summary["split"]["a"].as_array().unwrap(), summary["split"]["b"].as_array().unwrap());
+    assert_eq!(a.len() + b.len(), 4, "disjoint halves: {summary}");
+    assert!(!a.is_empty() && !b.is_empty(), "{summary}");
+    assert_eq!(summary["after_leave"], json!([0, 1, 2, 3]), "{summary}");
+    assert_eq!(
+        (&summary["records"], &summary["deliveries"]),
+        (&json!(500), &json!(500)),
+        "no loss, no duplicate: {summary}"
+    );
+    assert_eq!(summary["errors"], json!([null, null]), "{summary}");
+    assert_eq!(summary["values_ok"], true);
+    let offsets = get_json(&s, "/v1/groups/grp/offsets?topic=grp");
+    assert_eq!(offsets["offsets"], json!({"0": 125, "1": 125, "2": 125, "3": 125}), "commits in the groups store");
+    let mut c = Conn::open(&s);
+    let described: DescribeGroupsResponse = c.call(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("grp"))]),
+    );
+    assert_eq!(described.groups[0].group_state.as_str(), "Empty", "every member left");
+    s.stop();
+}
+
+/// librdkafka's balanced consumer (`kcat -G`) joins, gets every partition, reads to the end
+/// and commits what it read.
+#[test]
+fn kcat_balanced_consumer_reads_every_partition_and_commits() {
+    if !kcat_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "kg", 2);
+    for p in 0..2 {
+        let lines: String = (0..50).map(|i| format!("{{\"value\":\"p{p}-{i}\"}}\n")).collect();
+        assert_eq!(post_records(s.url(&format!("/v1/topics/kg/records?partition={p}")), lines), 200);
+    }
+    let out =
+        kcat(&["-b", &s.kafka, "-G", "kgroup", "-X", "auto.offset.reset=earliest", "-e", "-f", "%p %o %s\n", "kg"], "");
+    assert!(out.status.success(), "kcat -G failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines.len(), 100, "{lines:?}");
+    assert!(lines.contains(&"0 49 p0-49".to_string()) && lines.contains(&"1 0 p1-0".to_string()), "{lines:?}");
+    let offsets = get_json(&s, "/v1/groups/kgroup/offsets?topic=kg");
+    assert_eq!(offsets["offsets"], json!({"0": 50, "1": 50}), "kcat committed what it read");
+    s.stop();
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -416,11 +481,6 @@ fn an_unsupported_api_gets_an_error_answer_on_a_connection_that_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let mut c = Conn::open(&s);
-    let join = JoinGroupRequest::default()
-        .with_group_id(GroupId(StrBytes::from_static_str("g")))
-        .with_protocol_type(StrBytes::from_static_str("consumer"));
-    let answer: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
-    assert_eq!(answer.error_code, 35, "UNSUPPORTED_VERSION");
     let answer: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
     assert_eq!(answer.error_code, 35);
     // ApiVersions newer than the broker: a v0 answer with the error and the real versions.

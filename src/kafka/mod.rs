@@ -11,7 +11,9 @@
 //! module does not own the record mapping (`records`) nor any storage.
 
 mod cluster;
+mod coordinator;
 mod fetch;
+mod membership;
 mod offsets;
 mod produce;
 pub mod records;
@@ -47,6 +49,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
 ];
 
@@ -60,6 +68,8 @@ pub struct Broker {
     pub state: Arc<AppState>,
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Consumer-group membership (committed offsets are in the groups store).
+    pub groups: Arc<coordinator::Coordinator>,
 }
 
 impl Broker {
@@ -71,7 +81,8 @@ impl Broker {
         let advertised_host =
             if config.advertised_host.is_empty() { bound.ip().to_string() } else { config.advertised_host.clone() };
         let advertised_port = if config.advertised_port == 0 { bound.port() } else { config.advertised_port as u16 };
-        Ok(Broker { state, advertised_host, advertised_port: i32::from(advertised_port) })
+        let groups = Arc::new(coordinator::Coordinator::default());
+        Ok(Broker { state, advertised_host, advertised_port: i32::from(advertised_port), groups })
     }
 }
 
@@ -85,6 +96,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
     let (max_frame, connections) =
         (config.max_request_bytes as usize, Arc::new(Semaphore::new(config.max_connections as usize)));
     let frame_timeout = Duration::from_millis(broker.state.log.config().server.request_timeout_ms);
+    tokio::spawn(broker.groups.clone().run(shutdown.clone()));
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -269,6 +281,12 @@ impl Broker {
             ApiKey::ListOffsets => fetch::list_offsets(self, request).await,
             ApiKey::OffsetCommit => offsets::commit(self, request).await,
             ApiKey::OffsetFetch => offsets::fetch(self, request),
+            ApiKey::JoinGroup => membership::join_group(self, request, peer).await,
+            ApiKey::SyncGroup => membership::sync_group(self, request).await,
+            ApiKey::Heartbeat => membership::heartbeat(self, request),
+            ApiKey::LeaveGroup => membership::leave_group(self, request),
+            ApiKey::ListGroups => membership::list_groups(self, request),
+            ApiKey::DescribeGroups => membership::describe_groups(self, request),
             other => unreachable!("{other:?} is in SUPPORTED but has no handler"),
         }
     }

@@ -1,9 +1,9 @@
 //! OffsetCommit and OffsetFetch, backed by the consumer-group store of `groups` — the same
 //! committed offsets HTTP and CLI consumers use, so a group can move between front ends.
 //!
-//! There is no group coordinator yet (JoinGroup and friends answer UNSUPPORTED_VERSION): only
-//! commits outside a generation (generation -1, empty member id, as consumers with manual
-//! assignment send) are accepted. The store keeps offsets only: commit metadata strings and
+//! A commit from a group member must name the group's current generation while the group is
+//! Stable (the coordinator checks); one outside a generation (-1, as consumers with manual
+//! assignment send) is accepted while the group has no members. The store keeps offsets only: commit metadata strings and
 //! leader epochs are not kept (OffsetFetch answers "" and -1).
 
 use std::collections::BTreeMap;
@@ -25,12 +25,11 @@ use crate::groups;
 pub(super) async fn commit(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
     let body: OffsetCommitRequest = request.decode()?;
     let group = body.group_id.0.as_str().to_string();
-    let refusal = if body.generation_id_or_member_epoch >= 0 {
-        Some(ResponseError::IllegalGeneration)
-    } else if crate::topic::validate_name(&group).is_err() {
+    let refusal = if crate::topic::validate_name(&group).is_err() {
         Some(ResponseError::InvalidGroupId)
     } else {
-        None
+        let member = body.member_id.as_str();
+        broker.groups.check_commit(&group, body.generation_id_or_member_epoch, member).err()
     };
     let mut topics = Vec::new();
     for topic in body.topics {

@@ -1,16 +1,14 @@
 //! Answers to requests this broker does not implement: a well-formed response of the
 //! request's own type and version carrying UNSUPPORTED_VERSION, so the client reports a clear
-//! error instead of seeing its connection dropped. Covers the group-membership, producer-id,
-//! SASL and topic-admin APIs clients commonly try; for any other API the response format is
+//! error instead of seeing its connection dropped. Covers the producer-id, SASL and
+//! topic-admin APIs clients commonly try; for any other API the response format is
 //! unknown to this module and the connection is closed with a log line (docs/KAFKA.md).
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
-    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse, create_topics_response::CreatableTopicResult,
-    describe_groups_response::DescribedGroup,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdResponse, SaslAuthenticateResponse,
+    SaslHandshakeResponse, create_topics_response::CreatableTopicResult,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -27,11 +25,6 @@ pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Cl
     }
     tracing::info!(api = ?key, version, "answering UNSUPPORTED_VERSION: API not implemented");
     match key {
-        ApiKey::JoinGroup => respond(request, &JoinGroupResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::SyncGroup => respond(request, &SyncGroupResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::Heartbeat => respond(request, &HeartbeatResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::LeaveGroup => respond(request, &LeaveGroupResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::ListGroups => respond(request, &ListGroupsResponse::default().with_error_code(UNSUPPORTED)),
         ApiKey::InitProducerId => respond(request, &InitProducerIdResponse::default().with_error_code(UNSUPPORTED)),
         ApiKey::SaslHandshake => respond(request, &SaslHandshakeResponse::default().with_error_code(UNSUPPORTED)),
         ApiKey::SaslAuthenticate => {
@@ -42,7 +35,6 @@ pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Cl
             )
         }
         ApiKey::CreateTopics => create_topics(request),
-        ApiKey::DescribeGroups => describe_groups(request),
         other => Err(Close(format!("{other:?} (version {version}) is not implemented and has no error answer here"))),
     }
 }
@@ -64,15 +56,4 @@ fn create_topics(request: &Request) -> Result<Option<Bytes>, Close> {
         })
         .collect();
     respond(&request, &CreateTopicsResponse::default().with_topics(topics))
-}
-
-fn describe_groups(request: &Request) -> Result<Option<Bytes>, Close> {
-    let mut request = Request { header: request.header.clone(), body: request.body.clone() };
-    let body: DescribeGroupsRequest = request.decode()?;
-    let groups = body
-        .groups
-        .into_iter()
-        .map(|g| DescribedGroup::default().with_group_id(g).with_error_code(UNSUPPORTED))
-        .collect();
-    respond(&request, &DescribeGroupsResponse::default().with_groups(groups))
 }
