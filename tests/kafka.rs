@@ -337,6 +337,127 @@ fn records_tiered_to_the_bucket_are_consumed_through_kafka_and_time_lookups_matc
         let expected = json_lines(&cli_out)[0]["offset"].as_u64().unwrap();
         assert_eq!(offset, expected, "kcat -Q at {instant} ({kafka}) equals tierlog offsets --time");
     }
+    // kcat's "from this time on" replays what `tierlog consume --from-time` does.
+    let instant = (base_ms + 123_500).to_string();
+    let out = kcat(&["-b", &s.kafka, "-C", "-t", "t", "-o", &format!("s@{instant}"), "-e", "-f", "%o\n"], "");
+    let kafka: Vec<u64> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let replayed: Vec<u64> = json_lines(&cli(&data, &env, &["consume", "t", "--from-time", &instant]))
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kafka, replayed);
+    assert_eq!(kafka.first(), Some(&124));
+}
+
+/// Records per client in the client matrix (the figure; `KAFKA_MATRIX_RECORDS` for
+/// quicker local runs).
+fn matrix_records() -> u64 {
+    std::env::var("KAFKA_MATRIX_RECORDS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000)
+}
+
+/// One client of the matrix, through its script's three modes (tests/kafka_clients/matrix_*):
+/// it produces records into two partitions, they are tiered until every one is remote-only,
+/// and it consumes them all back from the bucket (order per partition, keys, values, headers,
+/// timestamps as produced) and looks offsets up by time exactly as `tierlog offsets --time`.
+fn client_matrix(client: impl Fn(&[&str]) -> Command) {
+    let n = matrix_records();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, remote) = (dir.path().join("data"), format!("file://{}", dir.path().join("remote").display()));
+    let env = [
+        ("TIERLOG_TIERING_ENABLED", "true"),
+        ("TIERLOG_REMOTE_URL", remote.as_str()),
+        ("TIERLOG_TIERING_INTERVAL_MS", "3600000"),
+        ("TIERLOG_TIERING_LOCAL_RETENTION_BYTES", "0"),
+        ("TIERLOG_SEGMENT_MAX_BYTES", "262144"),
+    ];
+    let base_ms = 1_772_546_400_000i64;
+    let s = Server::start(&data, &env);
+    create_topic(&s, "m", 2);
+    let run = |args: &[&str]| {
+        let out = client(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let produced = run(&["produce", &s.kafka, "m", &n.to_string(), &base_ms.to_string()]);
+    assert_eq!(json_lines(&produced)[0]["produced"], n);
+    s.stop();
+    cli(&data, &env, &["tier", "run"]);
+
+    let s = Server::start(&data, &env);
+    let topic = get_json(&s, "/v1/topics/m");
+    for p in 0..2 {
+        let partition = &topic["partitions"][p];
+        assert_eq!(
+            partition["local"]["start_offset"], partition["end_offset"],
+            "partition {p} is remote-only: {topic}"
+        );
+    }
+    let consumed = json_lines(&run(&["consume", &s.kafka, "m", &n.to_string()]));
+    assert_eq!(consumed.len() as u64, n);
+    let mut next = [0u64; 2];
+    for r in &consumed {
+        let (p, o) = (r["p"].as_u64().unwrap() as usize, r["o"].as_u64().unwrap());
+        assert_eq!(o, next[p], "partition {p} in order, nothing skipped or repeated: {r}");
+        next[p] += 1;
+        let i = 2 * o as i64 + p as i64;
+        let want = json!({"p": p, "o": o, "k": format!("k{i}"), "v": format!("v{i}"), "h": {"n": i.to_string()}, "t": base_ms + 10 * i});
+        assert_eq!(r, &want);
+    }
+    let last = base_ms + 10 * (n as i64 - 1);
+    let instants: Vec<String> = [base_ms - 5, base_ms + 15, base_ms + 10 * (n as i64 / 3) + 5, last, last + 1]
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    let mut args = vec!["times", s.kafka.as_str(), "m"];
+    args.extend(instants.iter().map(String::as_str));
+    let found = json_lines(&run(&args));
+    assert_eq!(found.len(), 2 * instants.len());
+    for f in &found {
+        let (p, time) = (f["p"].as_u64().unwrap(), f["time"].as_i64().unwrap());
+        let cli_out = json_lines(&cli(&data, &env, &["offsets", "m", "--time", &time.to_string()]));
+        let expected = cli_out.iter().find(|l| l["partition"] == p).unwrap()["offset"].as_i64().unwrap();
+        // Kafka answers -1 when no record is that recent; the CLI prints the end offset there.
+        let offset = match f["offset"].as_i64().unwrap() {
+            -1 => n as i64 / 2,
+            offset => offset,
+        };
+        assert_eq!(offset, expected, "partition {p} at {time}: {f}");
+    }
+    s.stop();
+}
+
+#[test]
+fn confluent_kafka_produces_replays_from_the_bucket_and_looks_up_times() {
+    let probe = &mut Command::new(python());
+    if !client_available("confluent-kafka", probe.args(["-c", "import confluent_kafka"]), "pip install confluent-kafka")
+    {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/matrix_confluent.py");
+    client_matrix(|args| {
+        let mut cmd = Command::new(python());
+        cmd.arg(&script).args(args);
+        cmd
+    });
+}
+
+/// `NODE_PATH` must hold kafkajs (.ci/run installs it into /var/cache/tierlog-ci/node).
+#[test]
+fn kafkajs_produces_replays_from_the_bucket_and_looks_up_times() {
+    let probe = &mut Command::new("node");
+    if !client_available(
+        "kafkajs",
+        probe.args(["-e", "require('kafkajs')"]),
+        "npm install kafkajs; export NODE_PATH=…/node_modules",
+    ) {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/matrix_kafkajs.js");
+    client_matrix(|args| {
+        let mut cmd = Command::new("node");
+        cmd.arg(&script).args(args);
+        cmd
+    });
 }
 
 /// A minimal Kafka client over one connection, with the crate's wire types.
