@@ -564,12 +564,23 @@ impl Partition {
                         from_offset: 0,
                     };
                     let views = chunk.views()?;
-                    return Ok(views.iter().find(|r| r.timestamp >= time).expect("batch max timestamp ≥ time").offset);
+                    // A batch whose max timestamp no record reaches is damaged (CRC-valid, so
+                    // written that way): an error, not a panic.
+                    let promised = batch::BatchError::Malformed("max timestamp above every record's");
+                    return views
+                        .iter()
+                        .find(|r| r.timestamp >= time)
+                        .map(|r| r.offset)
+                        .ok_or_else(|| chunk.corrupt(0, promised));
                 }
                 at += header.length;
             }
         }
-        unreachable!("segment max timestamp promised a record ≥ {time} in {}", slice.path.display())
+        Err(Error::Invalid(format!(
+            "{}: the segment index promised a record at or after {time} that the segment does not hold; \
+             delete its .index and .timeindex files to have them rebuilt",
+            slice.path.display()
+        )))
     }
 }
 
@@ -787,13 +798,11 @@ fn recover_active(segment: &mut Segment, writable: bool, limit: u64) -> std::res
         return Ok(());
     }
     let file_len = segment.file_len()?;
-    let damage = if segment.ends_with_whole_batch_of_damaged_length(&stop)? {
+    let damage = if segment.ends_with_whole_batch_of_damaged_header(&stop)? {
         Some(format!(
-            "at bytes {}..{}: the length field of its last batch is wrong ({}), but the bytes to the end of the file are \
-             that whole batch (its CRC matches): it was fully written and may have been acknowledged",
-            stop.position + 8,
-            stop.position + 12,
-            stop.error
+            "at byte {}: a header field of its last batch that the CRC does not cover is wrong ({}), but the bytes to the \
+             end of the file are that whole batch (its CRC matches): it was fully written and may have been acknowledged",
+            stop.position, stop.error
         ))
     } else if segment.is_torn_tail(&stop)? {
         None

@@ -262,8 +262,9 @@ impl Batches {
     }
 
     /// The batches as Kafka RecordBatch v2: the stored bytes themselves when every batch is
-    /// version 2 (no copy), else re-encoded per [`batch::to_kafka`].
-    pub fn to_kafka(&self) -> Result<Bytes> {
+    /// version 2 (no copy), else with version-1 batches re-encoded per [`batch::to_kafka`]
+    /// (sizes can change: limit with [`Self::keep_within`] afterwards).
+    pub fn into_kafka(self) -> Result<Batches> {
         let mut at = 0;
         while at < self.bytes.len() {
             let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
@@ -273,11 +274,11 @@ impl Batches {
             at += header.length;
         }
         if at == self.bytes.len() {
-            return Ok(self.bytes.clone());
+            return Ok(self);
         }
-        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut out = Vec::with_capacity(self.bytes.len() + self.bytes.len() / 8);
         batch::to_kafka(&self.bytes, self.base_offset, &mut out).map_err(|e| self.corrupt(0, e))?;
-        Ok(Bytes::from(out))
+        Ok(Batches { bytes: Bytes::from(out), ..self })
     }
 
     fn corrupt(&self, at: usize, error: batch::BatchError) -> Error {

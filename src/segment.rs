@@ -168,18 +168,18 @@ impl Segment {
         })
     }
 
-    /// Whether the bytes from a scan stop to the end of the file are one whole batch that
-    /// continues the offsets and whose length field alone is damaged (see
-    /// [`batch::is_whole_with_damaged_length`]): the last batch, fully written and perhaps
+    /// Whether the bytes from a scan stop to the end of the file are one whole batch, by its
+    /// checksum, whose header fields outside the checksum are damaged (see
+    /// [`batch::is_whole_by_checksum`]): the last batch, fully written and perhaps
     /// acknowledged, not a torn tail.
-    pub fn ends_with_whole_batch_of_damaged_length(&self, stop: &ScanStop) -> Result<bool> {
+    pub fn ends_with_whole_batch_of_damaged_header(&self, stop: &ScanStop) -> Result<bool> {
         let len = self.file_len()? - stop.position;
         if !(HEADER_BYTES_MIN as u64..=batch::BATCH_BYTES_MAX as u64).contains(&len) {
             return Ok(false);
         }
         let mut bytes = Vec::new();
         read_at(&self.file, &self.path, stop.position, len as usize, &mut bytes)?;
-        Ok(batch::is_whole_with_damaged_length(&bytes).is_some_and(|h| h.base_offset == self.index.next_offset))
+        Ok(batch::is_whole_by_checksum(&bytes))
     }
 
     fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {

@@ -63,7 +63,7 @@ async fn read_all(reader: &Reader, p: &Arc<Partition>) -> Vec<(u64, Record)> {
 async fn read_all_as_kafka(reader: &Reader, p: &Arc<Partition>) -> Vec<(u64, Record)> {
     let mut out: Vec<(u64, Record)> = Vec::new();
     while let Some(batches) = reader.read_batches(p, out.len() as u64, 1024).await.unwrap() {
-        let mut bytes = batches.to_kafka().unwrap();
+        let mut bytes = batches.into_kafka().unwrap().bytes;
         while !bytes.is_empty() {
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
             let from = out.len() as i64;
@@ -141,4 +141,142 @@ async fn a_version_1_archive_reads_the_same_records_and_takes_version_2_batches_
     assert_eq!(read_all(&reader, &p).await, want);
     assert_eq!(read_all_as_kafka(&reader, &p).await, want);
     assert_eq!(reader.offset_for_time(&p, 1_700_000_200_000).await.unwrap(), 200);
+}
+
+/// A version-1 (`TLB1`) batch exactly as the last version-1 build encoded it
+/// (layout in docs/FORMAT.md; checked against that build's golden bytes below).
+fn v1_batch(base: u64, records: &[Record]) -> Vec<u8> {
+    let len = |r: &Record| {
+        20 + r.key.as_ref().map_or(0, Vec::len)
+            + r.value.len()
+            + r.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+    };
+    let length = 48 + records.iter().map(len).sum::<usize>();
+    let mut b = Vec::with_capacity(length);
+    b.extend_from_slice(b"TLB1");
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&(length as u32).to_le_bytes());
+    b.extend_from_slice(&[1, 0, 0, 0]);
+    b.extend_from_slice(&base.to_le_bytes());
+    b.extend_from_slice(&records.iter().map(|r| r.timestamp).min().unwrap().to_le_bytes());
+    b.extend_from_slice(&records.iter().map(|r| r.timestamp).max().unwrap().to_le_bytes());
+    b.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for r in records {
+        b.extend_from_slice(&r.timestamp.to_le_bytes());
+        match &r.key {
+            None => b.extend_from_slice(&u32::MAX.to_le_bytes()),
+            Some(k) => {
+                b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                b.extend_from_slice(k);
+            }
+        }
+        b.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
+        b.extend_from_slice(&r.value);
+        b.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (k, v) in &r.headers {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(k.as_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(v);
+        }
+    }
+    let crc = crc32c::crc32c(&b[8..]);
+    b[4..8].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The v1 fixture with `extra` appended to its active segment (offsets 190..),
+/// as if the last version-1 build had appended it before the upgrade.
+fn legacy_with_v1_tail(tmp: &Path, extra: &[u8]) -> Config {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    copy_dir(&fixture.join("legacy-data"), &tmp.join("legacy-data"));
+    copy_dir(&fixture.join("legacy-data-remote"), &tmp.join("legacy-data-remote"));
+    let active = tmp.join("legacy-data/topics/legacy/0/00000000000000000182.log");
+    let mut bytes = std::fs::read(&active).unwrap();
+    bytes.extend_from_slice(extra);
+    std::fs::write(&active, bytes).unwrap();
+    config(&tmp.join("legacy-data"))
+}
+
+/// Found in review: a version-1 batch of BATCH_BYTES_MAX bytes (two records the version-1 build
+/// accepted with `log.max_record_bytes` at its 32 MiB maximum, in one append call) reads
+/// back over HTTP, but a Kafka fetch of it panics in `Batches::to_kafka` (re-encoding grows
+/// it past BATCH_BYTES_MAX and `batch::encode` asserts): those acknowledged records can never
+/// be consumed over Kafka.
+#[tokio::test]
+async fn a_maximal_version_1_batch_is_fetchable_as_kafka() {
+    // The helper writes what the version-1 build wrote (`batch::tests::V1_GOLDEN`).
+    let sample = [
+        Record {
+            timestamp: 1_700_000_000_000,
+            key: Some(b"acct-1".to_vec()),
+            value: b"{\"amount\":12}".to_vec(),
+            headers: vec![("source".into(), b"pos".to_vec())],
+        },
+        Record { timestamp: 1_699_999_999_000, key: None, value: b"x".to_vec(), headers: vec![] },
+    ];
+    let golden = "544c423168e015797d0000000100000007000000000000001864e5cf8b0100000068e5cf8b010000\
+        02000000000000000068e5cf8b01000006000000616363742d310d0000007b22616d6f756e74223a31327d\
+        0100000006000000736f7572636503000000706f731864e5cf8b010000ffffffff010000007800000000";
+    let hex: String = v1_batch(7, &sample).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, golden.split_whitespace().collect::<String>());
+
+    const POLICY_MAX: usize = 32 * 1024 * 1024; // log.max_record_bytes' upper bound
+    let max = tierlog::batch::BATCH_BYTES_MAX;
+    let a = Record { timestamp: 1_700_000_190_000, key: None, value: vec![b'a'; POLICY_MAX - 20], headers: vec![] };
+    let b = Record {
+        timestamp: 1_700_000_200_000,
+        key: None,
+        value: vec![b'b'; max - 48 - POLICY_MAX - 20],
+        headers: vec![],
+    };
+    let extra = v1_batch(190, &[a.clone(), b.clone()]);
+    assert_eq!(extra.len(), max);
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(legacy_with_v1_tail(tmp.path(), &extra)).unwrap();
+    let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+    assert_eq!(p.end_offset(), 192, "recovery keeps the version-1 batch");
+    let reader = Reader::new(log.clone());
+    let read = reader.read(&p, 190, 1024).await.unwrap();
+    assert_eq!(
+        read.iter().map(|s| (s.offset, s.record.value.len())).collect::<Vec<_>>(),
+        vec![(190, a.value.len()), (191, b.value.len())]
+    );
+
+    let batches = reader.read_batches(&p, 190, 1 << 20).await.unwrap().unwrap();
+    let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batches.into_kafka().map(|b| b.bytes)));
+    let mut bytes = fetched
+        .unwrap_or_else(|panic| {
+            let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            panic!("Kafka fetch of acknowledged offsets 190..=191 panicked: {text}")
+        })
+        .unwrap();
+    let mut offsets = Vec::new();
+    while !bytes.is_empty() {
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        offsets.extend(set.records.iter().map(|r| r.offset));
+    }
+    assert_eq!(offsets, vec![190, 191]);
+}
+
+/// Found in review: `keep_within(max_bytes)` measured stored version-1 bytes, but `to_kafka` sends them
+/// re-encoded as version 2, which can be larger: a fetch partition that is not the first may
+/// then answer more than its `partition_max_bytes` / remaining response budget.
+#[tokio::test]
+async fn kafka_bytes_of_version_1_batches_stay_within_max_bytes() {
+    let record = Record { timestamp: 1_700_000_190_000, key: None, value: vec![b'v'; 1000], headers: vec![] };
+    let extra = v1_batch(190, std::slice::from_ref(&record));
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(legacy_with_v1_tail(tmp.path(), &extra)).unwrap();
+    let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+    let reader = Reader::new(log.clone());
+    let max_bytes = extra.len(); // room for exactly this batch as stored
+    let read = || async { reader.read_batches(&p, 190, max_bytes).await.unwrap().unwrap().into_kafka().unwrap() };
+    let mut batches = read().await;
+    batches.keep_within(max_bytes, false); // not the first partition of the fetch
+    let sent = batches.bytes;
+    assert!(sent.len() <= max_bytes, "fetch answered {} bytes with max_bytes {max_bytes}", sent.len());
+    let mut first = read().await;
+    assert_eq!(first.keep_within(max_bytes, true), 191, "the first partition of a fetch gets the batch anyway");
 }

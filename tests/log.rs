@@ -150,9 +150,9 @@ fn corrupt_batch_in_a_sealed_segment_is_reported_with_file_and_position() {
 
 /// Writes `batches` batches, then cuts the active segment short or flips a byte in it.
 /// A cut (a torn tail) must keep every batch that lies wholly before it and none after it. A
-/// flip in the last batch is a torn tail too, except in its length field (the batch is then
-/// provably whole); a flip with valid batches after it is damage: the partition must refuse
-/// to open for writing and leave the file as it is.
+/// flip in the last batch is a torn tail too, except in a header field its CRC does not cover
+/// (the batch is then provably whole); a flip with valid batches after it is damage: the
+/// partition must refuse to open for writing and leave the file as it is.
 fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut ends = Vec::new();
@@ -176,10 +176,12 @@ fn damage_and_reopen(batches: usize, cut: bool, at: usize) {
         std::fs::write(&segment, bytes).unwrap();
     }
     let intact = ends.iter().filter(|end| **end <= at).count();
-    // A flip in the last batch's length field leaves that batch whole (its CRC proves it).
+    // A flip in a header field of the last batch that its CRC does not cover (Kafka's CRC
+    // covers bytes 21..: base offset, length, leader epoch and magic are outside it) leaves that
+    // batch provably whole.
     let last_start = if batches > 1 { ends[batches - 2] } else { 0 };
-    let last_length_field = !cut && (last_start + 8..last_start + 12).contains(&at);
-    let damaged_mid_file = !cut && intact + 1 < batches || last_length_field;
+    let last_header_field = !cut && (last_start..last_start + 17).contains(&at);
+    let damaged_mid_file = !cut && intact + 1 < batches || last_header_field;
     let before = std::fs::read(&segment).unwrap();
     match Log::open(config(dir.path(), 1 << 20)) {
         Ok(log) => {
@@ -214,9 +216,9 @@ fn a_flipped_length_field_with_batches_after_it_is_damage_not_a_torn_tail() {
 
 /// The last batch is acknowledged (fsynced under `batch`) when a bit flips in its length
 /// field. It then claims more (or fewer) bytes than it has, like a torn tail; but the bytes to
-/// the end of the file are that whole batch: with its length field read as what the file holds,
-/// its CRC (which covers the length field) matches. A crash cannot leave that, so it is damage:
-/// the partition must refuse to open for writing and cut nothing.
+/// the end of the file are that whole batch: its CRC matches the bytes it covers. A crash
+/// cannot leave that, so it is damage: the partition must refuse to open for writing and cut
+/// nothing.
 #[test]
 fn a_flipped_length_field_in_the_last_batch_is_damage_not_a_torn_tail() {
     for bit in [0u8, 3, 17, 30] {
@@ -356,4 +358,60 @@ async fn a_flipped_base_offset_in_a_sealed_segment_is_refused_on_read_and_upload
     let report = tiering.run_once(None, false).await.unwrap();
     assert!(report[0].error.as_deref().is_some_and(|e| e.contains("offset 1 comes next")), "{report:?}");
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing is changed on a read error");
+}
+
+/// Found in review: Kafka's CRC does not cover bytes 0..21, so a bit flipped in the last batch's base
+/// offset, partition leader epoch or magic leaves a batch whose CRC over bytes 21..end still
+/// matches: it was fully written (and, under `batch`, fsynced and acknowledged). Recovery must
+/// treat it like a flipped length field (refuse, cut nothing), not like a torn tail.
+#[test]
+fn a_flip_in_the_uncovered_header_of_the_last_batch_is_damage_not_a_torn_tail() {
+    // (byte within the batch, xor mask, field)
+    let flips = [
+        (7usize, 0x01u8, "baseOffset"),
+        (3, 0x80, "baseOffset"),
+        (12, 0x01, "partitionLeaderEpoch"),
+        (15, 0x01, "partitionLeaderEpoch"),
+        (16, 0x01, "magic"),
+    ];
+    let mut cut = Vec::new();
+    for (byte, mask, field) in flips {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), 1 << 20);
+        c.durability.fsync = FsyncPolicy::Batch;
+        let last_start;
+        {
+            let log = Log::open(c.clone()).unwrap();
+            let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+            p.append(&(0..3).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap();
+            last_start = p.active_bytes() as usize;
+            let acked = p.append(&(3..6).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap();
+            assert_eq!(acked.last_offset, 5, "offsets 3..=5 acknowledged after an fsync");
+        }
+        let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[last_start + byte] ^= mask;
+        // The flipped batch is provably whole: Kafka's CRC over bytes 21..end still matches.
+        let batch = &bytes[last_start..];
+        let stored = u32::from_be_bytes(batch[17..21].try_into().unwrap());
+        assert_eq!(crc32c::crc32c(&batch[21..]), stored);
+        std::fs::write(&segment, &bytes).unwrap();
+        match Log::open(c) {
+            Ok(log) => {
+                let kept = read_all(&log, "t", 0, 0).len();
+                let after = std::fs::metadata(&segment).unwrap().len() as usize;
+                let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+                let reused = p.append(&[record(99, 2)], 0).unwrap().first_offset;
+                cut.push(format!(
+                    "{field} (byte {byte} ^ {mask:#04x}): opened, kept {kept} of 6 acknowledged records, file cut from {} to {after} bytes; next append got offset {reused}",
+                    bytes.len()
+                ));
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::Damaged { .. }), "{field}: {e}");
+                assert_eq!(std::fs::read(&segment).unwrap(), bytes, "{field}: nothing was cut");
+            }
+        }
+    }
+    assert!(cut.is_empty(), "acknowledged, provably whole last batch cut:\n{}", cut.join("\n"));
 }

@@ -90,7 +90,7 @@ pub fn record_encoded_len(record: &Record) -> usize {
 /// Panics on an empty slice or a batch over [`BATCH_BYTES_MAX`]: both are programmer errors,
 /// callers split input by size before encoding.
 pub fn encode(base_offset: u64, records: &[Record]) -> Vec<u8> {
-    v2::encode(base_offset, records)
+    v2::encode(base_offset, records, BATCH_BYTES_MAX)
 }
 
 /// Whether a batch of some version could start at `bytes[0]`, judged by its magic alone: a
@@ -134,21 +134,20 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Whether `bytes` are exactly one whole batch whose length field alone is damaged: with the
-/// field read as `bytes.len()`, header and CRC check out. A torn write cannot produce this (a
-/// CRC over bytes cut short does not match); a flipped bit in the length field can.
-pub fn is_whole_with_damaged_length(bytes: &[u8]) -> Option<BatchHeader> {
-    if peek_header(bytes).is_ok_and(|header| header.length == bytes.len()) {
-        return None; // the length field is right
+/// Whether `bytes` are exactly one whole batch, written in full, whatever its header fields
+/// outside the checksum say: the CRC stored in the batch matches the bytes it covers, up to
+/// the end of `bytes` (version 1: bytes 8.. by the CRC at 4..8; version 2: bytes 21.. by the
+/// CRC at 17..21). A torn write cannot produce this (a CRC over bytes cut short does not
+/// match), so a batch that fails [`validate`] but passes this has a damaged length, base
+/// offset, leader epoch or magic: it was complete, and perhaps acknowledged.
+pub fn is_whole_by_checksum(bytes: &[u8]) -> bool {
+    if !(HEADER_BYTES_MIN..=BATCH_BYTES_MAX).contains(&bytes.len()) {
+        return false;
     }
-    let patched = if v1::is_v1(bytes) && bytes.len() >= v1::HEADER_BYTES {
-        v1::with_length(bytes, bytes.len())
-    } else if bytes.len() >= v2::HEADER_BYTES && bytes.len() <= BATCH_BYTES_MAX {
-        v2::with_length(bytes, bytes.len())
-    } else {
-        return None;
-    };
-    validate(&patched).ok().filter(|header| header.length == bytes.len())
+    let v1 = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) == crc32c::crc32c(&bytes[8..]);
+    let v2 = bytes.len() >= HEADER_BYTES
+        && u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes")) == crc32c::crc32c(&bytes[21..]);
+    v1 || v2
 }
 
 /// A record borrowed from a batch's bytes: reading through views costs no allocation.
@@ -210,8 +209,9 @@ pub fn decode(bytes: &[u8]) -> Result<(BatchHeader, Vec<(u64, Record)>), BatchEr
 }
 
 /// Validated batches as Kafka RecordBatch v2 bytes: version-2 batches as they are, version-1
-/// batches re-encoded (same offsets, records and timestamps). `expected` is the base offset
-/// of the first batch; every batch must continue the one before it.
+/// batches re-encoded (same offsets, records and timestamps; a re-encoded batch may outgrow
+/// [`BATCH_BYTES_MAX`], which bounds stored batches, not Kafka's). `expected` is the base
+/// offset of the first batch; every batch must continue the one before it.
 pub fn to_kafka(bytes: &[u8], mut expected: u64, out: &mut Vec<u8>) -> Result<(), BatchError> {
     let mut at = 0;
     while at < bytes.len() {
@@ -223,7 +223,7 @@ pub fn to_kafka(bytes: &[u8], mut expected: u64, out: &mut Vec<u8>) -> Result<()
         } else {
             let (_, views) = views_of_validated(batch)?;
             let records: Vec<Record> = views.iter().map(RecordView::to_record).collect();
-            out.extend_from_slice(&encode(header.base_offset, &records));
+            out.extend_from_slice(&v2::encode(header.base_offset, &records, i32::MAX as usize));
         }
         expected = header.next_offset();
         at += header.length;

@@ -55,13 +55,6 @@ pub fn checksums(bytes: &[u8], header: &BatchHeader) -> (u32, u32) {
     (u32_at(bytes, OFF_CRC), crc32c::crc32c(&bytes[OFF_LEN..header.length]))
 }
 
-/// `bytes` with the length field rewritten to `length`.
-pub fn with_length(bytes: &[u8], length: usize) -> Vec<u8> {
-    let mut patched = bytes.to_vec();
-    patched[OFF_LEN..OFF_LEN + 4].copy_from_slice(&(length as u32).to_le_bytes());
-    patched
-}
-
 /// The records of a validated batch.
 pub fn views<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Vec<RecordView<'a>>, BatchError> {
     let mut cursor = Cursor { bytes: &bytes[HEADER_BYTES..header.length] };

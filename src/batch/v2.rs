@@ -53,16 +53,17 @@ pub fn record_len_bound(record: &Record) -> usize {
         + headers
 }
 
-/// Encodes `records` as one batch. Its `baseTimestamp` is the smallest timestamp of the batch
-/// (Kafka writes the first record's; readers add each record's delta either way).
-pub fn encode(base_offset: u64, records: &[Record]) -> Vec<u8> {
+/// Encodes `records` as one batch of at most `max_length` bytes (panics past it: callers split
+/// input by size). Its `baseTimestamp` is the smallest timestamp of the batch (Kafka writes
+/// the first record's; readers add each record's delta either way).
+pub fn encode(base_offset: u64, records: &[Record], max_length: usize) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_offset = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
     let min_ts = records.iter().map(|r| r.timestamp).min().unwrap_or_default();
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or_default();
     let bodies: Vec<usize> = records.iter().enumerate().map(|(i, r)| body_len(r, i, min_ts)).collect();
     let length = HEADER_BYTES + bodies.iter().map(|&b| varint_len(b as i64) + b).sum::<usize>();
-    assert!(length <= super::BATCH_BYTES_MAX, "batch of {length} bytes exceeds the maximum");
+    assert!(length <= max_length, "batch of {length} bytes exceeds the maximum of {max_length}");
     let count = i32::try_from(records.len()).expect("a batch's record count fits in int32");
 
     let mut buf = Vec::with_capacity(length);
@@ -176,13 +177,6 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 /// The stored and the computed CRC of a batch whose `header` was read from `bytes`.
 pub fn checksums(bytes: &[u8], header: &BatchHeader) -> (u32, u32) {
     (u32::from_be_bytes(array(bytes, OFF_CRC)), crc32c::crc32c(&bytes[OFF_ATTRIBUTES..header.length]))
-}
-
-/// `bytes` with the length field rewritten to `length`.
-pub fn with_length(bytes: &[u8], length: usize) -> Vec<u8> {
-    let mut patched = bytes.to_vec();
-    patched[OFF_LENGTH..LENGTH_FIELD_END].copy_from_slice(&((length - LENGTH_FIELD_END) as i32).to_be_bytes());
-    patched
 }
 
 /// The records of a validated batch.

@@ -190,15 +190,13 @@ async fn read_records(
     if offset as u64 == end || (max_bytes == 0 && !first) {
         return Ok((Bytes::new(), start));
     }
-    let Some(mut batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
+    let Some(batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
         return Ok((Bytes::new(), start));
     };
+    let mut batches = batches.into_kafka()?;
     let next = batches.keep_within(max_bytes, first);
-    if batches.bytes.is_empty() {
-        return Ok((Bytes::new(), start));
-    }
     broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
-    Ok((batches.to_kafka()?, start))
+    Ok((batches.bytes, start))
 }
 
 /// Why a partition's fetch was refused: a log error, or an offset past the log end (which
