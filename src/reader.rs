@@ -187,7 +187,7 @@ impl Batches {
         let bytes = Bytes::from(chunk.into_buffer());
         let mut batches = Batches { base_offset: 0, bytes, origin };
         // read_chunk validated every batch (CRC and dense offsets) and starts at an index entry.
-        batches.skip_before(offset, |bytes| batch::peek_header(bytes)).expect("read_chunk returns validated batches");
+        batches.skip_before(offset).expect("read_chunk returns validated batches");
         batches
     }
 
@@ -205,18 +205,14 @@ impl Batches {
             expected = header.next_offset();
             at += header.length;
         }
-        batches.skip_before(offset, batch::peek_header).map_err(|e| batches.corrupt(0, e))?;
+        batches.skip_before(offset).map_err(|e| batches.corrupt(0, e))?;
         Ok(batches)
     }
 
     /// Drops the leading batches that end before `offset`, but never the last one.
-    fn skip_before(
-        &mut self,
-        offset: u64,
-        peek: impl Fn(&[u8]) -> std::result::Result<batch::BatchHeader, batch::BatchError>,
-    ) -> std::result::Result<(), batch::BatchError> {
+    fn skip_before(&mut self, offset: u64) -> std::result::Result<(), batch::BatchError> {
         loop {
-            let header = peek(&self.bytes)?;
+            let header = batch::peek_header(&self.bytes)?;
             if header.next_offset() > offset || header.length >= self.bytes.len() {
                 self.base_offset = header.base_offset;
                 return Ok(());

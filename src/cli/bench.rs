@@ -37,6 +37,11 @@ pub enum BenchCommand {
     /// library append rate measured in the same run.
     #[command(after_help = "Example:\n  tierlog bench http --producers 4 --batch-records 256")]
     Http(HttpArgs),
+    /// librdkafka (kcat) producing and fetching over the Kafka listener of an in-process
+    /// server, against the library's append, local and remote replay of the same records, and
+    /// produce latency with acks=all against raw write+fdatasync latency.
+    #[command(after_help = "Example:\n  tierlog bench kafka --total-mb 128   # needs kcat on PATH")]
+    Kafka(super::bench_kafka::KafkaArgs),
     /// (internal to `bench read`) replay the remote tier of a bench log in a fresh process.
     #[command(hide = true)]
     Replay(ReplayArgs),
@@ -124,6 +129,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Tier(args) => tier(global, args),
         BenchCommand::Read(args) => read(global, args),
         BenchCommand::Http(args) => http(global, args),
+        BenchCommand::Kafka(args) => super::bench_kafka::kafka(global, args),
         BenchCommand::Replay(args) => replay(global, args),
     }
 }
@@ -265,7 +271,12 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn round2(x: f64) -> f64 {
+/// The `q` quantile (0..=1) of sorted values.
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
@@ -449,7 +460,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
             tierlog_tiering::segment_object::decode_object(object)?;
         }
         let decompress_mb_s = raw_bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
-        let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        let p = |q: f64| percentile(&latencies, q);
         let budget_mb = (settings.cache_bytes + settings.prefetch_bytes) as f64 / 1048576.0 + 64.0;
         anyhow::Ok(json!({
             "bench": "read",
@@ -620,7 +631,7 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
             consumed += c.await??;
         }
         let consume_secs = start.elapsed().as_secs_f64();
-        let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        let p = |q: f64| percentile(&latencies, q);
         anyhow::Ok(json!({
             "bench": "http",
             "producers": args.producers, "consumers": args.consumers, "batch_records": args.batch_records,
@@ -640,13 +651,13 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
 /// A bench's scratch directory: created if missing, or used if empty, and emptied (removed, if
 /// the bench created it) when dropped. A directory that exists with anything in it is refused:
 /// a bench deletes only what it created, never a `--dir` that happened to be someone's data.
-struct Scratch {
+pub(super) struct Scratch {
     dir: PathBuf,
     created: bool,
 }
 
 impl Scratch {
-    fn new(dir: &Path) -> Result<Scratch> {
+    pub(super) fn new(dir: &Path) -> Result<Scratch> {
         match fs::read_dir(dir) {
             Ok(mut entries) => {
                 anyhow::ensure!(

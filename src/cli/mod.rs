@@ -2,6 +2,7 @@
 //! a stable contract that users and other tools script against.
 
 mod bench;
+mod bench_kafka;
 mod client;
 mod consume;
 mod demo;

@@ -291,15 +291,16 @@ impl Coordinator {
     pub async fn join(&self, join: Join) -> Joined {
         let waiting = match self.enter(join) {
             Ok(waiting) => waiting,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         // Dropped only when the coordinator shuts down or the member was removed meanwhile.
         waiting.await.unwrap_or_else(|_| Joined::refused(ResponseError::CoordinatorNotAvailable, ""))
     }
 
-    fn enter(&self, join: Join) -> Result<oneshot::Receiver<Joined>, Joined> {
+    /// Adds or updates the member; its answer comes through the receiver, or at once (`Err`).
+    fn enter(&self, join: Join) -> Result<oneshot::Receiver<Joined>, Box<Joined>> {
         let now = Instant::now();
-        let refuse = |error| Err(Joined::refused(error, &join.member_id));
+        let refuse = |error| Err(Box::new(Joined::refused(error, &join.member_id)));
         if !SESSION_TIMEOUT_MS.contains(&join.session_timeout_ms) {
             return refuse(ResponseError::InvalidSessionTimeout);
         }
@@ -325,7 +326,7 @@ impl Coordinator {
             member_id = self.new_member_id(&join.client_id);
             if join.require_known_member_id {
                 group.pending.insert(member_id.clone(), now);
-                return Err(Joined::refused(ResponseError::MemberIdRequired, &member_id));
+                return Err(Box::new(Joined::refused(ResponseError::MemberIdRequired, &member_id)));
             }
         } else if !group.members.contains_key(&member_id) && group.pending.remove(&member_id).is_none() {
             return refuse(ResponseError::UnknownMemberId);
@@ -583,7 +584,7 @@ mod tests {
         assert_eq!(c.check_commit("g", 0, &leader.member_id), Err(ResponseError::IllegalGeneration));
         assert_eq!(c.check_commit("g", -1, ""), Err(ResponseError::UnknownMemberId));
 
-        assert_eq!(c.leave("g", &[follower.member_id.clone()]), vec![Ok(())]);
+        assert_eq!(c.leave("g", std::slice::from_ref(&follower.member_id)), vec![Ok(())]);
         assert_eq!(c.heartbeat("g", 1, &leader.member_id), Err(ResponseError::RebalanceInProgress));
         let again = c.join(join(&leader.member_id, &["range"])).await;
         assert_eq!((again.error, again.generation, again.members.len()), (None, 2, 1));
