@@ -62,6 +62,25 @@ pub fn list(data_dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Every committed offset in the store: (group, topic, partition → next offset), sorted.
+pub fn all(data_dir: &Path) -> Result<Vec<(String, String, BTreeMap<u32, u64>)>> {
+    let mut out = Vec::new();
+    for group in list(data_dir)? {
+        let dir = data_dir.join("groups").join(&group);
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list group topics", e))?;
+        let mut topics: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+            .filter(|topic| validate_name(topic).is_ok())
+            .collect();
+        topics.sort();
+        for topic in topics {
+            let offsets = load(data_dir, &group, &topic)?;
+            out.push((group.clone(), topic, offsets));
+        }
+    }
+    Ok(out)
+}
+
 /// Committed offsets of `group` in `topic`, by partition (empty for a new group).
 pub fn load(data_dir: &Path, group: &str, topic: &str) -> Result<BTreeMap<u32, u64>> {
     let path = path(data_dir, group, topic)?;

@@ -1004,7 +1004,37 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     out.push_str(&ends);
     out.push_str(&lag);
+    group_lag(&state, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Every consumer group's committed offset and lag (end offset − committed) per partition, from
+/// the groups store shared by HTTP, CLI and Kafka consumers. A store that cannot be read is
+/// logged and left out, never a failed scrape.
+async fn group_lag(state: &AppState, out: &mut String) {
+    let data_dir = state.log.data_dir().to_path_buf();
+    let stored = match tokio::task::spawn_blocking(move || crate::groups::all(&data_dir)).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(e)) => return tracing::warn!(error = %e, "metrics: cannot read the groups store"),
+        Err(e) => return tracing::warn!(error = %e, "metrics: groups store task failed"),
+    };
+    out.push_str("# HELP tierlog_consumer_group_committed_offset Next offset the group will read.\n# TYPE tierlog_consumer_group_committed_offset gauge\n");
+    let mut lags = String::from(
+        "# HELP tierlog_consumer_group_lag Records between the group's committed offset and the log end.\n# TYPE tierlog_consumer_group_lag gauge\n",
+    );
+    for (group, topic, offsets) in stored {
+        let Ok(t) = state.log.topic(&topic) else { continue };
+        for (partition, committed) in offsets {
+            let Ok(p) = t.partition(partition) else { continue };
+            let labels = format!("group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"");
+            out.push_str(&format!("tierlog_consumer_group_committed_offset{{{labels}}} {committed}\n"));
+            lags.push_str(&format!(
+                "tierlog_consumer_group_lag{{{labels}}} {}\n",
+                p.end_offset().saturating_sub(committed)
+            ));
+        }
+    }
+    out.push_str(&lags);
 }
 
 #[cfg(test)]

@@ -242,6 +242,12 @@ fn a_two_member_group_rebalances_and_resumes_from_committed_offsets() {
     assert_eq!(summary["values_ok"], true);
     let offsets = get_json(&s, "/v1/groups/grp/offsets?topic=grp");
     assert_eq!(offsets["offsets"], json!({"0": 125, "1": 125, "2": 125, "3": 125}), "commits in the groups store");
+    assert_eq!(post_records(s.url("/v1/topics/grp/records?partition=2"), "{\"value\":\"late\"}\n".into()), 200);
+    let metrics = http(reqwest::Method::GET, s.url("/metrics"), "text/plain", String::new()).1;
+    for (partition, lag) in [(0, 0), (2, 1)] {
+        let line = format!("tierlog_consumer_group_lag{{group=\"grp\",topic=\"grp\",partition=\"{partition}\"}} {lag}");
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from /metrics:\n{metrics}");
+    }
     let mut c = Conn::open(&s);
     let described: DescribeGroupsResponse = c.call(
         ApiKey::DescribeGroups,
