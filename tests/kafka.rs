@@ -258,6 +258,33 @@ fn a_two_member_group_rebalances_and_resumes_from_committed_offsets() {
     s.stop();
 }
 
+/// confluent-kafka's AdminClient creates a topic (and gets Kafka's errors for a replication
+/// factor above 1 and an existing name), reads its settings under Kafka's names, and cannot
+/// delete it: tierlog is an archive.
+#[test]
+fn confluent_admin_creates_topics_describes_configs_and_cannot_delete() {
+    let probe = &mut Command::new(python());
+    if !client_available("confluent-kafka", probe.args(["-c", "import confluent_kafka"]), "pip install confluent-kafka")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("TIERLOG_LOG_MAX_RECORD_BYTES", "2097152")]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/admin_confluent.py");
+    let out = Command::new(python()).arg(script).arg(&s.kafka).output().unwrap();
+    assert!(out.status.success(), "confluent-kafka failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = &json_lines(&out)[0];
+    assert_eq!(summary["adm"], "created", "{summary}");
+    assert_eq!(summary["adm-rf3"], "INVALID_REPLICATION_FACTOR", "{summary}");
+    assert_eq!(summary["adm-again"], "TOPIC_ALREADY_EXISTS", "{summary}");
+    assert_eq!(summary["delete"], "TOPIC_DELETION_DISABLED", "{summary}");
+    assert_eq!(summary["partitions"], 3);
+    assert_eq!(summary["configs"]["max.message.bytes"], "2097152", "{summary}");
+    assert_eq!(summary["configs"]["cleanup.policy"], "delete");
+    assert_eq!(get_json(&s, "/v1/topics/adm")["partitions"].as_array().unwrap().len(), 3, "the same log as HTTP");
+    s.stop();
+}
+
 /// librdkafka's balanced consumer (`kcat -G`) joins, gets every partition, reads to the end
 /// and commits what it read.
 #[test]

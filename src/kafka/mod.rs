@@ -10,6 +10,7 @@
 //! stop the server. Wire types and RecordBatch coding are the `kafka-protocol` crate's; this
 //! module does not own the record mapping (`records`) nor any storage.
 
+mod admin;
 mod cluster;
 mod coordinator;
 mod fetch;
@@ -56,6 +57,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// The versions of `key` this broker implements, if any.
@@ -287,6 +291,9 @@ impl Broker {
             ApiKey::LeaveGroup => membership::leave_group(self, request),
             ApiKey::ListGroups => membership::list_groups(self, request),
             ApiKey::DescribeGroups => membership::describe_groups(self, request),
+            ApiKey::CreateTopics => admin::create_topics(self, request).await,
+            ApiKey::DeleteTopics => admin::delete_topics(request),
+            ApiKey::DescribeConfigs => admin::describe_configs(self, request),
             other => unreachable!("{other:?} is in SUPPORTED but has no handler"),
         }
     }

@@ -1,15 +1,12 @@
 //! Answers to requests this broker does not implement: a well-formed response of the
 //! request's own type and version carrying UNSUPPORTED_VERSION, so the client reports a clear
-//! error instead of seeing its connection dropped. Covers the producer-id, SASL and
-//! topic-admin APIs clients commonly try; for any other API the response format is
+//! error instead of seeing its connection dropped. Covers the producer-id and SASL APIs
+//! clients commonly try; for any other API the response format is
 //! unknown to this module and the connection is closed with a log line (docs/KAFKA.md).
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdResponse, SaslAuthenticateResponse,
-    SaslHandshakeResponse, create_topics_response::CreatableTopicResult,
-};
+use kafka_protocol::messages::{ApiKey, InitProducerIdResponse, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Close, Request, respond, supported};
@@ -34,26 +31,6 @@ pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Cl
                 &SaslAuthenticateResponse::default().with_error_code(UNSUPPORTED).with_error_message(Some(message)),
             )
         }
-        ApiKey::CreateTopics => create_topics(request),
         other => Err(Close(format!("{other:?} (version {version}) is not implemented and has no error answer here"))),
     }
-}
-
-fn message() -> Option<StrBytes> {
-    Some(StrBytes::from_static_str(
-        "not supported by tierlog's Kafka listener yet; create topics with `tierlog topic create` or POST /v1/topics",
-    ))
-}
-
-fn create_topics(request: &Request) -> Result<Option<Bytes>, Close> {
-    let mut request = Request { header: request.header.clone(), body: request.body.clone() };
-    let body: CreateTopicsRequest = request.decode()?;
-    let topics = body
-        .topics
-        .into_iter()
-        .map(|t| {
-            CreatableTopicResult::default().with_name(t.name).with_error_code(UNSUPPORTED).with_error_message(message())
-        })
-        .collect();
-    respond(&request, &CreateTopicsResponse::default().with_topics(topics))
 }
