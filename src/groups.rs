@@ -62,8 +62,16 @@ pub fn list(data_dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Every committed offset in the store: (group, topic, partition → next offset), sorted.
-pub fn all(data_dir: &Path) -> Result<Vec<(String, String, BTreeMap<u32, u64>)>> {
+/// One group's committed offsets in one topic.
+pub struct Committed {
+    pub group: String,
+    pub topic: String,
+    /// Partition → next offset the group reads.
+    pub offsets: BTreeMap<u32, u64>,
+}
+
+/// Every committed offset in the store, sorted by group and topic.
+pub fn all(data_dir: &Path) -> Result<Vec<Committed>> {
     let mut out = Vec::new();
     for group in list(data_dir)? {
         let dir = data_dir.join("groups").join(&group);
@@ -75,7 +83,7 @@ pub fn all(data_dir: &Path) -> Result<Vec<(String, String, BTreeMap<u32, u64>)>>
         topics.sort();
         for topic in topics {
             let offsets = load(data_dir, &group, &topic)?;
-            out.push((group.clone(), topic, offsets));
+            out.push(Committed { group: group.clone(), topic, offsets });
         }
     }
     Ok(out)

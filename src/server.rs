@@ -1022,7 +1022,7 @@ async fn group_lag(state: &AppState, out: &mut String) {
     let mut lags = String::from(
         "# HELP tierlog_consumer_group_lag Records between the group's committed offset and the log end.\n# TYPE tierlog_consumer_group_lag gauge\n",
     );
-    for (group, topic, offsets) in stored {
+    for crate::groups::Committed { group, topic, offsets } in stored {
         let Ok(t) = state.log.topic(&topic) else { continue };
         for (partition, committed) in offsets {
             let Ok(p) = t.partition(partition) else { continue };
