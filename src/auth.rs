@@ -1,4 +1,5 @@
-//! Bearer-token authorisation for the HTTP server, and the audit log of historical reads.
+//! Token authorisation for the HTTP server (bearer tokens) and the Kafka listener (SASL/PLAIN:
+//! username = token name, password = token), and the audit log of historical reads.
 //!
 //! Tokens are configured by SHA-256 only (`[[server.tokens]]`), each with read/write topic
 //! patterns and an admin flag. Without tokens every request is anonymous and allowed (the
@@ -75,27 +76,41 @@ impl Auth {
         let Some(presented) = presented.filter(|t| !t.is_empty()) else {
             return Err(Denied::Unauthenticated("missing bearer token: send Authorization: Bearer <token>".into()));
         };
-        let digest = hex::encode(Sha256::digest(presented.as_bytes()));
-        let Some(token) = self
-            .tokens
-            .iter()
-            .find(|t| constant_time_eq(t.token_sha256.to_ascii_lowercase().as_bytes(), digest.as_bytes()))
-        else {
+        let Some(token) = self.token_for(presented) else {
             return Err(Denied::Unauthenticated("unknown bearer token".into()));
         };
-        let allowed = match right {
-            Right::Admin => token.admin,
-            Right::Read => token.admin || topic.is_none_or(|t| token.read.iter().any(|p| glob(p, t))),
-            Right::Write => token.admin || topic.is_none_or(|t| token.write.iter().any(|p| glob(p, t))),
-            Right::Group => token.admin || topic.is_some_and(|g| token.groups.iter().any(|p| glob(p, g))),
-        };
-        if allowed {
+        if token_allows(token, right, topic) {
             Ok(token.name.clone())
         } else {
             Err(Denied::Forbidden(
                 format!("token '{}' may not {right:?} topic {}", token.name, topic.unwrap_or("(admin)")).to_lowercase(),
             ))
         }
+    }
+
+    fn token_for(&self, secret: &str) -> Option<&TokenConfig> {
+        let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+        self.tokens.iter().find(|t| constant_time_eq(t.token_sha256.to_ascii_lowercase().as_bytes(), digest.as_bytes()))
+    }
+
+    /// SASL/PLAIN: the token whose secret is `password`, which must be named `username`. The
+    /// principal's name on success.
+    pub fn authenticate(&self, username: &str, password: &str) -> std::result::Result<String, Denied> {
+        match self.token_for(password) {
+            Some(token) if token.name == username => Ok(token.name.clone()),
+            _ => Err(Denied::Unauthenticated(format!(
+                "authentication failed for user {username:?}: the username is a token's name in server.tokens, the password that token"
+            ))),
+        }
+    }
+
+    /// Whether the authenticated principal `who` (a token's name; anyone when authentication
+    /// is off) has `right` on `resource` (a topic, or a group for [`Right::Group`]).
+    pub fn allows(&self, who: &str, right: Right, resource: Option<&str>) -> bool {
+        if self.tokens.is_empty() {
+            return true;
+        }
+        self.tokens.iter().find(|t| t.name == who).is_some_and(|token| token_allows(token, right, resource))
     }
 
     /// Records a read of `topic/partition` offsets `from..to` by `who`.
@@ -114,6 +129,15 @@ impl Auth {
         if let Err(e) = writeln!(file, "{line}") {
             tracing::error!(error = %e, "cannot write the audit log");
         }
+    }
+}
+
+fn token_allows(token: &TokenConfig, right: Right, resource: Option<&str>) -> bool {
+    match right {
+        Right::Admin => token.admin,
+        Right::Read => token.admin || resource.is_none_or(|t| token.read.iter().any(|p| glob(p, t))),
+        Right::Write => token.admin || resource.is_none_or(|t| token.write.iter().any(|p| glob(p, t))),
+        Right::Group => token.admin || resource.is_some_and(|g| token.groups.iter().any(|p| glob(p, g))),
     }
 }
 

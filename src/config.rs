@@ -153,8 +153,9 @@ pub struct ServerSection {
 }
 
 /// The Kafka wire-protocol listener of `tierlog serve` (docs/KAFKA.md). Off unless `listen`
-/// is set. It has no authentication yet (no SASL), so it refuses to start where it would
-/// bypass the HTTP tokens or be reachable beyond this machine without an explicit opt-in.
+/// is set. With `server.tokens` configured, clients must authenticate with SASL/PLAIN
+/// (username = token name, password = token) and get the tokens' rights; without tokens it
+/// refuses to be reachable beyond this machine unless explicitly allowed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
@@ -166,8 +167,9 @@ pub struct KafkaSection {
     /// Port that Metadata and FindCoordinator tell clients to connect to. 0: the port the
     /// listener is bound to.
     pub advertised_port: u64,
-    /// Without authentication, a non-loopback Kafka listener exposes every topic to anyone
-    /// who can reach it: refused unless this is set (as `server.allow_non_loopback`).
+    /// Without tokens (so without authentication), a non-loopback Kafka listener exposes every
+    /// topic to anyone who can reach it: refused unless this is set (as
+    /// `server.allow_non_loopback`).
     pub allow_non_loopback: bool,
     /// Largest request frame a client may send; a larger one closes the connection. Kafka's
     /// clients send produce requests of about `batch.size` × partitions (1 MiB by default).
@@ -199,15 +201,9 @@ impl KafkaSection {
         let addr: std::net::SocketAddr = self.listen.parse().map_err(|_| {
             Error::Config(format!("kafka.listen = {:?} is not an address such as 127.0.0.1:9092", self.listen))
         })?;
-        if !server.tokens.is_empty() {
+        if !addr.ip().is_loopback() && !self.allow_non_loopback && server.tokens.is_empty() {
             return Err(Error::Config(format!(
-                "kafka.listen = {:?}: server.tokens are configured, but SASL not yet supported; the Kafka listener would bypass tokens. Remove kafka.listen or the tokens",
-                self.listen
-            )));
-        }
-        if !addr.ip().is_loopback() && !self.allow_non_loopback {
-            return Err(Error::Config(format!(
-                "kafka.listen = {addr}: refusing a non-loopback address, the Kafka listener has no authentication yet (no SASL). Use a loopback address, or set kafka.allow_non_loopback = true (TIERLOG_KAFKA_ALLOW_NON_LOOPBACK=true) behind your own access control"
+                "kafka.listen = {addr}: refusing a non-loopback address without authentication. Configure server.tokens (clients then authenticate with SASL/PLAIN), use a loopback address, or set kafka.allow_non_loopback = true (TIERLOG_KAFKA_ALLOW_NON_LOOPBACK=true) behind your own access control"
             )));
         }
         if self.advertised_host.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -398,7 +394,13 @@ impl Config {
                 None => unreachable!("range table names a key that is not in Config: {key}"),
             }
         }
-        for token in &self.server.tokens {
+        for (i, token) in self.server.tokens.iter().enumerate() {
+            if token.name.is_empty() || self.server.tokens[..i].iter().any(|t| t.name == token.name) {
+                return Err(Error::Config(format!(
+                    "server.tokens '{}': every token needs a name of its own (the audit log and Kafka's SASL username name it)",
+                    token.name
+                )));
+            }
             let hex = token.token_sha256.len() == 64 && token.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex {
                 return Err(Error::Config(format!(
@@ -583,7 +585,7 @@ mod tests {
         assert_eq!(config.kafka.listen_addr(&config.server).unwrap(), Some("127.0.0.1:9092".parse().unwrap()));
 
         let err = Config::load(None, env(&[("TIERLOG_KAFKA_LISTEN", "0.0.0.0:9092")])).unwrap_err().to_string();
-        assert!(err.contains("non-loopback") && err.contains("no SASL"), "{err}");
+        assert!(err.contains("non-loopback") && err.contains("without authentication"), "{err}");
         let allowed = env(&[("TIERLOG_KAFKA_LISTEN", "0.0.0.0:9092"), ("TIERLOG_KAFKA_ALLOW_NON_LOOPBACK", "true")]);
         assert!(Config::load(None, allowed).is_ok());
 
@@ -594,16 +596,19 @@ mod tests {
     }
 
     #[test]
-    fn the_kafka_listener_refuses_to_bypass_http_tokens() {
+    fn a_non_loopback_kafka_listener_needs_tokens_or_an_opt_in_and_token_names_are_unique() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.toml");
         let sha = "0".repeat(64);
-        std::fs::write(
-            &path,
-            format!("[server]\ntokens = [{{ name = \"ops\", token_sha256 = \"{sha}\", admin = true }}]\n[kafka]\nlisten = \"127.0.0.1:9092\"\n"),
-        )
-        .unwrap();
-        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
-        assert!(err.contains("SASL not yet supported; the Kafka listener would bypass tokens"), "{err}");
+        let token = |name: &str| format!("{{ name = \"{name}\", token_sha256 = \"{sha}\", admin = true }}");
+        let write = |tokens: &str, listen: &str| {
+            std::fs::write(&path, format!("[server]\ntokens = [{tokens}]\n[kafka]\nlisten = \"{listen}\"\n")).unwrap();
+            Config::load(Some(&path), env(&[]))
+        };
+        assert!(write(&token("ops"), "0.0.0.0:9092").is_ok(), "tokens: SASL/PLAIN guards it");
+        let err = write("", "0.0.0.0:9092").unwrap_err().to_string();
+        assert!(err.contains("refusing a non-loopback address without authentication"), "{err}");
+        let err = write(&format!("{}, {}", token("ops"), token("ops")), "127.0.0.1:9092").unwrap_err().to_string();
+        assert!(err.contains("every token needs a name of its own"), "{err}");
     }
 }

@@ -109,6 +109,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Token checks and the audit log, shared with the Kafka listener.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// `shutdown` turning true ends follow streams, so a graceful shutdown does not wait on them.
     /// `tiering` is the background tiering task's counters, when it runs.
     pub fn new(

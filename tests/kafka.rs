@@ -285,6 +285,86 @@ fn confluent_admin_creates_topics_describes_configs_and_cannot_delete() {
     s.stop();
 }
 
+/// With `server.tokens`, Kafka clients authenticate with SASL/PLAIN (username = token name,
+/// password = token) and get that token's rights, as HTTP clients do: a reader reads but cannot
+/// write, a wrong password or no SASL at all gets nothing, group commits need the group right,
+/// and historical reads and commits land in the audit log.
+#[test]
+fn sasl_plain_checks_kafka_clients_against_the_tokens_and_audits_their_reads() {
+    if !kcat_available() {
+        return;
+    }
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sha = |secret: &str| hex(&sha2::Sha256::digest(secret.as_bytes()));
+    let config = dir.path().join("tierlog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntokens = [\n  {{ name = \"writer\", token_sha256 = \"{}\", read = [\"t*\"], write = [\"t*\"], groups = [\"g*\"] }},\n  {{ name = \"reader\", token_sha256 = \"{}\", read = [\"t*\"] }},\n]\n",
+            sha("writer-secret"),
+            sha("reader-secret")
+        ),
+    )
+    .unwrap();
+    let config_env = config.to_str().unwrap();
+    cli(&data, &[("TIERLOG_CONFIG", config_env)], &["topic", "create", "t1", "--partitions", "1"]);
+    let s = Server::start(&data, &[("TIERLOG_CONFIG", config_env)]);
+    let sasl = |user: &str, password: &str| {
+        ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(["-X".into(), format!("sasl.username={user}"), "-X".into(), format!("sasl.password={password}")])
+            .collect::<Vec<String>>()
+    };
+    let run = |creds: &[String], args: &[&str], stdin: &str| {
+        let mut all: Vec<&str> = vec!["-b", &s.kafka, "-m", "3"];
+        all.extend(creds.iter().map(String::as_str));
+        all.extend(args);
+        run_with_stdin(Command::new("kcat").args(&all), stdin)
+    };
+    let produced = run(&sasl("writer", "writer-secret"), &["-P", "-t", "t1", "-p", "0"], "one\ntwo\n");
+    assert!(produced.status.success(), "writer produces: {}", String::from_utf8_lossy(&produced.stderr));
+    let consumed =
+        run(&sasl("reader", "reader-secret"), &["-C", "-t", "t1", "-o", "beginning", "-e", "-f", "%s\n"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout),
+        "one\ntwo\n",
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    let refused = run(&sasl("reader", "reader-secret"), &["-P", "-t", "t1", "-p", "0"], "three\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Topic authorization failed"), "reader may not write: {stderr}");
+    let wrong = run(&sasl("reader", "writer-secret"), &["-L"], "");
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && stderr.contains("uthentication"), "a token under another name fails: {stderr}");
+    let bare = run(&[], &["-L"], "");
+    assert!(!bare.status.success(), "no SASL, no metadata: {}", String::from_utf8_lossy(&bare.stdout));
+    let group =
+        run(&sasl("writer", "writer-secret"), &["-G", "g1", "-X", "auto.offset.reset=earliest", "-e", "t1"], "");
+    assert!(group.status.success(), "writer consumes as group g1: {}", String::from_utf8_lossy(&group.stderr));
+    // kcat keeps retrying a group it may not use: give it three seconds.
+    let mut denied = Command::new("timeout");
+    denied.args(["3", "kcat", "-b", &s.kafka]).args(sasl("reader", "reader-secret")).args(["-G", "g1", "-e", "t1"]);
+    let denied = run_with_stdin(&mut denied, "");
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("reader may not use group \"g1\""), "reader has no group right: {stderr}");
+    s.stop();
+    let stored = json_lines(&cli(&data, &[("TIERLOG_CONFIG", config_env)], &["consume", "t1"]));
+    assert_eq!(stored.len(), 2, "nothing written by the refused producer");
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    let lines: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["who"] == "reader" && l["action"] == "read" && l["topic"] == "t1" && l["from_offset"] == 0),
+        "{audit}"
+    );
+    assert!(lines.iter().any(|l| l["who"] == "writer" && l["action"] == "commit" && l["group"] == "g1"), "{audit}");
+}
+
 /// librdkafka's balanced consumer (`kcat -G`) joins, gets every partition, reads to the end
 /// and commits what it read.
 #[test]

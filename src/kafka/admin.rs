@@ -32,7 +32,7 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-pub(super) async fn create_topics(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: CreateTopicsRequest = request.decode()?;
     let mut results = Vec::new();
     for topic in body.topics {
@@ -43,7 +43,9 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request) -> Res
         } else {
             topic.num_partitions
         };
-        let refused = if !matches!(topic.replication_factor, -1 | 1) {
+        let refused = if !broker.state.auth().allows(who, crate::auth::Right::Admin, None) {
+            Some((ResponseError::TopicAuthorizationFailed, format!("{who} may not create topics (an admin token may)")))
+        } else if !matches!(topic.replication_factor, -1 | 1) {
             Some((
                 ResponseError::InvalidReplicationFactor,
                 format!("replication factor {}: tierlog keeps one copy (1 or -1)", topic.replication_factor),
@@ -146,7 +148,7 @@ fn topic_configs(config: &Config) -> Vec<(&'static str, String, bool)> {
     ]
 }
 
-pub(super) fn describe_configs(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn describe_configs(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: DescribeConfigsRequest = request.decode()?;
     let config = broker.state.log.config();
     let results = body
@@ -157,6 +159,9 @@ pub(super) fn describe_configs(broker: &Broker, request: &mut Request) -> Result
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
+                TOPIC if !broker.allows(who, crate::auth::Right::Read, resource.resource_name.as_str()) => answer
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(text(&format!("{who} may not read this topic")))),
                 TOPIC => {
                     if let Err(e) = broker.state.log.topic(resource.resource_name.as_str()) {
                         return answer

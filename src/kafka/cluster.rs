@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::{Broker, Close, NODE_ID, Request, SUPPORTED, respond};
+use crate::auth::Right;
 
 /// Reported as the cluster id: one tierlog process is one cluster.
 const CLUSTER_ID: &str = "tierlog";
@@ -47,16 +48,35 @@ pub(super) fn api_versions_too_new(correlation_id: i32) -> Result<Option<Bytes>,
     Ok(Some(out.freeze()))
 }
 
-pub(super) fn metadata(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn metadata(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: MetadataRequest = request.decode()?;
     // Version 0 asks for every topic with an empty list; later versions with null.
     let names: Vec<String> = match body.topics {
         Some(topics) if !(topics.is_empty() && request.version() == 0) => {
             topics.into_iter().filter_map(|t| t.name).map(|n| n.as_str().to_string()).collect()
         }
-        _ => broker.state.log.topics().iter().map(|t| t.name().to_string()).collect(),
+        // Every topic the principal may read or write (Kafka lists only what it may describe).
+        _ => broker
+            .state
+            .log
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|name| visible(broker, who, name))
+            .collect(),
     };
-    let topics = names.into_iter().map(|name| topic_metadata(broker, name)).collect();
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            if visible(broker, who, &name) {
+                topic_metadata(broker, name)
+            } else {
+                MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            }
+        })
+        .collect();
     let this = MetadataResponseBroker::default()
         .with_node_id(BrokerId(NODE_ID))
         .with_host(StrBytes::from_string(broker.advertised_host.clone()))
@@ -67,6 +87,11 @@ pub(super) fn metadata(broker: &Broker, request: &mut Request) -> Result<Option<
         .with_controller_id(BrokerId(NODE_ID))
         .with_topics(topics);
     respond(request, &response)
+}
+
+/// Whether `who` may see topic `name` in metadata: it may read or write it.
+fn visible(broker: &Broker, who: &str, name: &str) -> bool {
+    broker.allows(who, Right::Read, name) || broker.allows(who, Right::Write, name)
 }
 
 fn topic_metadata(broker: &Broker, name: String) -> MetadataResponseTopic {
@@ -91,14 +116,18 @@ fn topic_metadata(broker: &Broker, name: String) -> MetadataResponseTopic {
     }
 }
 
-pub(super) fn find_coordinator(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn find_coordinator(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: FindCoordinatorRequest = request.decode()?;
     let host = StrBytes::from_string(broker.advertised_host.clone());
     let keys = if request.version() >= 4 { body.coordinator_keys } else { vec![body.key] };
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
-            let error = coordinator_error(body.key_type, key.as_str());
+            let error = coordinator_error(body.key_type, key.as_str()).or_else(|| {
+                (!broker.allows(who, Right::Group, key.as_str())).then(|| {
+                    (ResponseError::GroupAuthorizationFailed, format!("{who} may not use group {:?}", key.as_str()))
+                })
+            });
             let found =
                 Coordinator::default().with_key(key).with_error_code(error.as_ref().map_or(0, |(e, _)| e.code()));
             match error {

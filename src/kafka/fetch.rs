@@ -42,11 +42,13 @@ const EARLIEST: i64 = -2;
 struct Wanted {
     index: i32,
     partition: Result<Arc<Partition>, Error>,
+    /// The principal may not read the topic.
+    denied: bool,
     offset: i64,
     max_bytes: usize,
 }
 
-pub(super) async fn fetch(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) async fn fetch(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: FetchRequest = request.decode()?;
     if body.session_id != 0 {
         let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
@@ -55,7 +57,7 @@ pub(super) async fn fetch(broker: &Broker, request: &mut Request) -> Result<Opti
     let wanted: Vec<(kafka_protocol::messages::TopicName, Vec<Wanted>)> = body
         .topics
         .iter()
-        .map(|t| (t.topic.clone(), t.partitions.iter().map(|p| locate(broker, t.topic.as_str(), p)).collect()))
+        .map(|t| (t.topic.clone(), t.partitions.iter().map(|p| locate(broker, who, t.topic.as_str(), p)).collect()))
         .collect();
     let mut ends: Vec<watch::Receiver<u64>> =
         wanted.iter().flat_map(|(_, ps)| ps).filter_map(|w| w.partition.as_ref().ok()).map(|p| p.watch_end()).collect();
@@ -64,7 +66,7 @@ pub(super) async fn fetch(broker: &Broker, request: &mut Request) -> Result<Opti
     let budget = (body.max_bytes.max(1) as usize).min(FETCH_BYTES_MAX);
     let mut shutdown = broker.state.shutdown_signal();
     loop {
-        let (topics, bytes, errors) = read_all(broker, &wanted, budget).await;
+        let (topics, bytes, errors) = read_all(broker, who, &wanted, budget).await;
         let enough = bytes >= body.min_bytes.max(0) as usize || errors;
         if enough || Instant::now() >= deadline || *shutdown.borrow() {
             return respond(request, &FetchResponse::default().with_responses(topics));
@@ -88,7 +90,13 @@ async fn any_changed(ends: &mut [watch::Receiver<u64>]) {
     let _ = futures::future::select_all(ends.iter_mut().map(|e| Box::pin(e.changed()))).await;
 }
 
-fn locate(broker: &Broker, topic: &str, p: &kafka_protocol::messages::fetch_request::FetchPartition) -> Wanted {
+fn locate(
+    broker: &Broker,
+    who: &str,
+    topic: &str,
+    p: &kafka_protocol::messages::fetch_request::FetchPartition,
+) -> Wanted {
+    let denied = !broker.allows(who, crate::auth::Right::Read, topic);
     let partition = broker.state.log.topic(topic).and_then(|t| {
         let partitions = t.metadata.partitions;
         let id = u32::try_from(p.partition).map_err(|_| Error::UnknownPartition {
@@ -98,7 +106,13 @@ fn locate(broker: &Broker, topic: &str, p: &kafka_protocol::messages::fetch_requ
         })?;
         t.partition(id).cloned()
     });
-    Wanted { index: p.partition, partition, offset: p.fetch_offset, max_bytes: p.partition_max_bytes.max(1) as usize }
+    Wanted {
+        index: p.partition,
+        partition,
+        denied,
+        offset: p.fetch_offset,
+        max_bytes: p.partition_max_bytes.max(1) as usize,
+    }
 }
 
 /// Reads the wanted partitions in request order, each within what is left of the response
@@ -108,6 +122,7 @@ fn locate(broker: &Broker, topic: &str, p: &kafka_protocol::messages::fetch_requ
 /// of records in them, and whether any partition has an error.
 async fn read_all(
     broker: &Broker,
+    who: &str,
     wanted: &[(kafka_protocol::messages::TopicName, Vec<Wanted>)],
     budget: usize,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
@@ -116,7 +131,7 @@ async fn read_all(
     for (name, partitions) in wanted {
         let mut answers = Vec::new();
         for w in partitions {
-            let (data, bytes) = read_partition(broker, w, budget.saturating_sub(total), total == 0).await;
+            let (data, bytes) = read_partition(broker, who, w, budget.saturating_sub(total), total == 0).await;
             errors |= data.error_code != 0;
             total += bytes;
             answers.push(data);
@@ -128,14 +143,34 @@ async fn read_all(
 
 /// One partition's answer and the bytes of records in it: at most `room` bytes, or one batch
 /// when `first` (no partition before it answered records).
-async fn read_partition(broker: &Broker, wanted: &Wanted, room: usize, first: bool) -> (PartitionData, usize) {
+async fn read_partition(
+    broker: &Broker,
+    who: &str,
+    wanted: &Wanted,
+    room: usize,
+    first: bool,
+) -> (PartitionData, usize) {
     let answer = PartitionData::default().with_partition_index(wanted.index);
+    if wanted.denied {
+        return (answer.with_error_code(ResponseError::TopicAuthorizationFailed.code()).with_high_watermark(-1), 0);
+    }
     let partition = match &wanted.partition {
         Ok(p) => p,
         Err(e) => return (answer.with_error_code(error_code(e).code()).with_high_watermark(-1), 0),
     };
     match read_records(broker, partition, wanted.offset, wanted.max_bytes.min(room), first).await {
-        Ok((records, start)) => {
+        Ok((records, start, next)) => {
+            if next > wanted.offset as u64 {
+                // Historical reads go to the audit log (written only with tokens), as over HTTP.
+                broker.state.auth().audit_read(
+                    who,
+                    &partition.topic,
+                    partition.id,
+                    wanted.offset as u64,
+                    Some(next),
+                    false,
+                );
+            }
             let end = partition.end_offset() as i64;
             let bytes = records.len();
             let answer = answer
@@ -164,14 +199,15 @@ async fn read_partition(broker: &Broker, wanted: &Wanted, room: usize, first: bo
 }
 
 /// The batches from the one holding `offset` on, within `max_bytes` (at least one batch when
-/// `first`), as Kafka RecordBatch v2, and the partition's first available offset.
+/// `first`), as Kafka RecordBatch v2, the partition's first available offset, and the offset
+/// after the last batch sent.
 async fn read_records(
     broker: &Broker,
     partition: &Arc<Partition>,
     offset: i64,
     max_bytes: usize,
     first: bool,
-) -> Result<(Bytes, u64), ReadError> {
+) -> Result<(Bytes, u64, u64), ReadError> {
     let reader = &broker.state.reader;
     let start = reader.start_offset(partition).await?;
     let end = partition.end_offset();
@@ -188,15 +224,15 @@ async fn read_records(
         return Err(ReadError::PastEnd { offset, end });
     }
     if offset as u64 == end || (max_bytes == 0 && !first) {
-        return Ok((Bytes::new(), start));
+        return Ok((Bytes::new(), start, offset.max(0) as u64));
     }
     let Some(batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
-        return Ok((Bytes::new(), start));
+        return Ok((Bytes::new(), start, offset.max(0) as u64));
     };
     let mut batches = batches.into_kafka()?;
     let next = batches.keep_within(max_bytes, first);
     broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
-    Ok((batches.bytes, start))
+    Ok((batches.bytes, start, next))
 }
 
 /// Why a partition's fetch was refused: a log error, or an offset past the log end (which
@@ -212,7 +248,7 @@ impl From<Error> for ReadError {
     }
 }
 
-pub(super) async fn list_offsets(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) async fn list_offsets(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: ListOffsetsRequest = request.decode()?;
     let mut topics = Vec::new();
     for topic in body.topics {
@@ -220,6 +256,11 @@ pub(super) async fn list_offsets(broker: &Broker, request: &mut Request) -> Resu
         for p in &topic.partitions {
             let answer =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_leader_epoch(-1);
+            if !broker.allows(who, crate::auth::Right::Read, topic.name.as_str()) {
+                let code = ResponseError::TopicAuthorizationFailed.code();
+                partitions.push(answer.with_error_code(code).with_timestamp(-1).with_offset(-1));
+                continue;
+            }
             let found = offset_at(broker, topic.name.as_str(), p.partition_index, p.timestamp).await;
             partitions.push(match found {
                 Ok((timestamp, offset)) => answer.with_timestamp(timestamp).with_offset(offset),

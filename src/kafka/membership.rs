@@ -26,6 +26,15 @@ fn valid_group(group: &str) -> Result<(), ResponseError> {
     crate::topic::validate_name(group).map_err(|_| ResponseError::InvalidGroupId)
 }
 
+/// GROUP_AUTHORIZATION_FAILED unless the principal has the group right on `group`.
+fn allowed(broker: &Broker, who: &str, group: &str) -> Result<(), ResponseError> {
+    if broker.allows(who, crate::auth::Right::Group, group) {
+        Ok(())
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed)
+    }
+}
+
 fn code(result: Result<(), ResponseError>) -> i16 {
     result.err().map_or(0, |e| e.code())
 }
@@ -34,10 +43,11 @@ pub(super) async fn join_group(
     broker: &Broker,
     request: &mut Request,
     peer: SocketAddr,
+    who: &str,
 ) -> Result<Option<Bytes>, Close> {
     let body: JoinGroupRequest = request.decode()?;
     let group = body.group_id.0.as_str().to_string();
-    if let Err(error) = valid_group(&group) {
+    if let Err(error) = valid_group(&group).and_then(|()| allowed(broker, who, &group)) {
         let response = JoinGroupResponse::default().with_error_code(error.code()).with_generation_id(-1);
         return respond(request, &response);
     }
@@ -78,8 +88,11 @@ pub(super) async fn join_group(
     respond(request, &response)
 }
 
-pub(super) async fn sync_group(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) async fn sync_group(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: SyncGroupRequest = request.decode()?;
+    if let Err(error) = allowed(broker, who, body.group_id.0.as_str()) {
+        return respond(request, &SyncGroupResponse::default().with_error_code(error.code()));
+    }
     let assignments =
         body.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
     let synced =
@@ -94,15 +107,20 @@ pub(super) async fn sync_group(broker: &Broker, request: &mut Request) -> Result
     respond(request, &response)
 }
 
-pub(super) fn heartbeat(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn heartbeat(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: HeartbeatRequest = request.decode()?;
-    let beat = broker.groups.heartbeat(body.group_id.0.as_str(), body.generation_id, body.member_id.as_str());
+    let group = body.group_id.0.as_str();
+    let beat = allowed(broker, who, group)
+        .and_then(|()| broker.groups.heartbeat(group, body.generation_id, body.member_id.as_str()));
     respond(request, &HeartbeatResponse::default().with_error_code(code(beat)))
 }
 
-pub(super) fn leave_group(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn leave_group(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: LeaveGroupRequest = request.decode()?;
     let group = body.group_id.0.as_str();
+    if let Err(error) = allowed(broker, who, group) {
+        return respond(request, &LeaveGroupResponse::default().with_error_code(error.code()));
+    }
     if request.version() < 3 {
         let left = broker.groups.leave(group, &[body.member_id.as_str().to_string()]);
         return respond(request, &LeaveGroupResponse::default().with_error_code(code(left[0])));
@@ -132,7 +150,7 @@ fn stored_groups(broker: &Broker) -> Vec<String> {
     })
 }
 
-pub(super) fn list_groups(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn list_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: ListGroupsRequest = request.decode()?;
     let wanted =
         |state: State| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str() == state.name());
@@ -145,7 +163,7 @@ pub(super) fn list_groups(broker: &Broker, request: &mut Request) -> Result<Opti
     groups.sort_by(|a, b| a.0.cmp(&b.0));
     let groups = groups
         .into_iter()
-        .filter(|(_, state, _)| wanted(*state))
+        .filter(|(name, state, _)| wanted(*state) && allowed(broker, who, name).is_ok())
         .map(|(name, state, protocol_type)| {
             ListedGroup::default()
                 .with_group_id(text(&name).into())
@@ -157,12 +175,15 @@ pub(super) fn list_groups(broker: &Broker, request: &mut Request) -> Result<Opti
     respond(request, &ListGroupsResponse::default().with_groups(groups))
 }
 
-pub(super) fn describe_groups(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn describe_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: DescribeGroupsRequest = request.decode()?;
     let groups = body
         .groups
         .into_iter()
         .map(|name| match broker.groups.describe(name.0.as_str()) {
+            _ if allowed(broker, who, name.0.as_str()).is_err() => DescribedGroup::default()
+                .with_group_id(name)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
             // Kafka describes a group it does not know as Dead, without an error; one with committed
             // offsets only as Empty.
             None => {

@@ -18,6 +18,7 @@ mod membership;
 mod offsets;
 mod produce;
 pub mod records;
+mod sasl;
 mod unsupported;
 
 use std::net::SocketAddr;
@@ -60,6 +61,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    // v0 is advertised because librdkafka requires it to use SASL at all; a v0 handshake itself
+    // is refused (its unframed SASL exchange is not implemented), clients then use v1.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `key` this broker implements, if any.
@@ -152,6 +157,7 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut session = Session { peer, principal: None, handshake: false, close: false };
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut stream, limits) => frame,
@@ -159,7 +165,7 @@ async fn connection(
         };
         let answer = match frame {
             Ok(None) => return, // the client closed the connection
-            Ok(Some(frame)) => broker.handle(frame, peer).await,
+            Ok(Some(frame)) => broker.handle(frame, &mut session).await,
             Err(close) => Err(close),
         };
         let written = match answer {
@@ -175,6 +181,28 @@ async fn connection(
             tracing::debug!(%peer, error = %e, "Kafka client went away");
             return;
         }
+        if session.close {
+            return; // answered a failed authentication: Kafka closes the connection after it
+        }
+    }
+}
+
+/// One connection's authentication state.
+pub(super) struct Session {
+    peer: SocketAddr,
+    /// The token's name once SASL/PLAIN succeeded.
+    principal: Option<String>,
+    /// A SaslHandshake for PLAIN was accepted.
+    handshake: bool,
+    /// Close the connection once the current answer is written.
+    close: bool,
+}
+
+impl Session {
+    /// Who the requests of this connection come from: the authenticated token's name, or
+    /// "anonymous" when authentication is off.
+    fn who(&self) -> &str {
+        self.principal.as_deref().unwrap_or("anonymous")
     }
 }
 
@@ -245,7 +273,7 @@ fn respond<R: Encodable + HeaderVersion>(request: &Request, response: &R) -> Res
 
 impl Broker {
     /// Answers one request frame, `Ok(None)` when the request wants no answer.
-    async fn handle(&self, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+    async fn handle(&self, frame: Bytes, session: &mut Session) -> Result<Option<Bytes>, Close> {
         self.state.metrics.kafka_requests.fetch_add(1, Ordering::Relaxed);
         // Every header version starts with key, version and correlation id (frames are ≥ 8 bytes).
         let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
@@ -269,31 +297,53 @@ impl Broker {
         let header = RequestHeader::decode(&mut body, key.request_header_version(version))
             .map_err(|e| Close(format!("malformed {key:?} request header: {e:#}")))?;
         let mut request = Request { header, body };
+        let before_authentication =
+            matches!(key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if self.state.auth().enabled() && session.principal.is_none() && !before_authentication {
+            return Err(Close(format!(
+                "{key:?} before SASL authentication: with server.tokens configured, clients authenticate with SASL/PLAIN \
+                 (username = token name, password = token) first"
+            )));
+        }
         match supported(key) {
-            Some((min, max)) if (min..=max).contains(&version) => self.dispatch(key, &mut request, peer).await,
+            Some((min, max)) if (min..=max).contains(&version) => self.dispatch(key, &mut request, session).await,
             _ => unsupported::answer(key, &request),
         }
     }
 
-    async fn dispatch(&self, key: ApiKey, request: &mut Request, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+    /// Whether the connection's principal has `right` on `resource` (a topic, or a group).
+    fn allows(&self, who: &str, right: crate::auth::Right, resource: &str) -> bool {
+        self.state.auth().allows(who, right, Some(resource))
+    }
+
+    async fn dispatch(
+        &self,
+        key: ApiKey,
+        request: &mut Request,
+        session: &mut Session,
+    ) -> Result<Option<Bytes>, Close> {
+        let (peer, who) = (session.peer, session.who().to_string());
+        let who = who.as_str();
         match key {
             ApiKey::ApiVersions => cluster::api_versions(request),
-            ApiKey::Metadata => cluster::metadata(self, request),
-            ApiKey::FindCoordinator => cluster::find_coordinator(self, request),
-            ApiKey::Produce => produce::produce(self, request, peer).await,
-            ApiKey::Fetch => fetch::fetch(self, request).await,
-            ApiKey::ListOffsets => fetch::list_offsets(self, request).await,
-            ApiKey::OffsetCommit => offsets::commit(self, request).await,
-            ApiKey::OffsetFetch => offsets::fetch(self, request),
-            ApiKey::JoinGroup => membership::join_group(self, request, peer).await,
-            ApiKey::SyncGroup => membership::sync_group(self, request).await,
-            ApiKey::Heartbeat => membership::heartbeat(self, request),
-            ApiKey::LeaveGroup => membership::leave_group(self, request),
-            ApiKey::ListGroups => membership::list_groups(self, request),
-            ApiKey::DescribeGroups => membership::describe_groups(self, request),
-            ApiKey::CreateTopics => admin::create_topics(self, request).await,
+            ApiKey::SaslHandshake => sasl::handshake(self, request, session),
+            ApiKey::SaslAuthenticate => sasl::authenticate(self, request, session),
+            ApiKey::Metadata => cluster::metadata(self, request, who),
+            ApiKey::FindCoordinator => cluster::find_coordinator(self, request, who),
+            ApiKey::Produce => produce::produce(self, request, peer, who).await,
+            ApiKey::Fetch => fetch::fetch(self, request, who).await,
+            ApiKey::ListOffsets => fetch::list_offsets(self, request, who).await,
+            ApiKey::OffsetCommit => offsets::commit(self, request, who).await,
+            ApiKey::OffsetFetch => offsets::fetch(self, request, who),
+            ApiKey::JoinGroup => membership::join_group(self, request, peer, who).await,
+            ApiKey::SyncGroup => membership::sync_group(self, request, who).await,
+            ApiKey::Heartbeat => membership::heartbeat(self, request, who),
+            ApiKey::LeaveGroup => membership::leave_group(self, request, who),
+            ApiKey::ListGroups => membership::list_groups(self, request, who),
+            ApiKey::DescribeGroups => membership::describe_groups(self, request, who),
+            ApiKey::CreateTopics => admin::create_topics(self, request, who).await,
             ApiKey::DeleteTopics => admin::delete_topics(request),
-            ApiKey::DescribeConfigs => admin::describe_configs(self, request),
+            ApiKey::DescribeConfigs => admin::describe_configs(self, request, who),
             other => unreachable!("{other:?} is in SUPPORTED but has no handler"),
         }
     }

@@ -19,14 +19,17 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Broker, Close, Request, error_code, log_if_server_error, respond};
+use crate::auth::Right;
 use crate::error::Error;
 use crate::groups;
 
-pub(super) async fn commit(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) async fn commit(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: OffsetCommitRequest = request.decode()?;
     let group = body.group_id.0.as_str().to_string();
     let refusal = if crate::topic::validate_name(&group).is_err() {
         Some(ResponseError::InvalidGroupId)
+    } else if !broker.allows(who, Right::Group, &group) {
+        Some(ResponseError::GroupAuthorizationFailed)
     } else {
         let member = body.member_id.as_str();
         broker.groups.check_commit(&group, body.generation_id_or_member_epoch, member).err()
@@ -35,7 +38,10 @@ pub(super) async fn commit(broker: &Broker, request: &mut Request) -> Result<Opt
     for topic in body.topics {
         let codes = match refusal {
             Some(code) => vec![code.code(); topic.partitions.len()],
-            None => commit_topic(broker, &group, &topic).await,
+            None if !broker.allows(who, Right::Read, topic.name.as_str()) => {
+                vec![ResponseError::TopicAuthorizationFailed.code(); topic.partitions.len()]
+            }
+            None => commit_topic(broker, who, &group, &topic).await,
         };
         let partitions = topic
             .partitions
@@ -51,7 +57,8 @@ pub(super) async fn commit(broker: &Broker, request: &mut Request) -> Result<Opt
 }
 
 /// Commits one topic's partitions in one durable write; an error code per partition.
-async fn commit_topic(broker: &Broker, group: &str, topic: &OffsetCommitRequestTopic) -> Vec<i16> {
+async fn commit_topic(broker: &Broker, who: &str, group: &str, topic: &OffsetCommitRequestTopic) -> Vec<i16> {
+    let group_name = group;
     let name = topic.name.0.as_str().to_string();
     let checked: Vec<Result<(u32, u64), Error>> =
         topic.partitions.iter().map(|p| check_commit(broker, &name, p.partition_index, p.committed_offset)).collect();
@@ -59,11 +66,16 @@ async fn commit_topic(broker: &Broker, group: &str, topic: &OffsetCommitRequestT
     let written = if offsets.is_empty() {
         Ok(())
     } else {
-        let (data_dir, group, topic) = (broker.state.log.data_dir().to_path_buf(), group.to_string(), name.clone());
+        let data_dir = broker.state.log.data_dir().to_path_buf();
+        let (group, topic, committed) = (group.to_string(), name.clone(), offsets.clone());
         // A commit waits for the group's file lock and fsyncs: keep it off the async workers.
-        tokio::task::spawn_blocking(move || groups::commit(&data_dir, &group, &topic, &offsets))
+        let written = tokio::task::spawn_blocking(move || groups::commit(&data_dir, &group, &topic, &committed))
             .await
-            .expect("group commit task")
+            .expect("group commit task");
+        if written.is_ok() {
+            broker.state.auth().audit_commit(who, group_name, &name, &offsets);
+        }
+        written
     };
     if let Err(e) = &written {
         log_if_server_error(e);
@@ -93,11 +105,15 @@ fn check_commit(broker: &Broker, topic: &str, index: i32, offset: i64) -> Result
     }
 }
 
-pub(super) fn fetch(broker: &Broker, request: &mut Request) -> Result<Option<Bytes>, Close> {
+pub(super) fn fetch(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: OffsetFetchRequest = request.decode()?;
     let group = body.group_id.0.as_str().to_string();
     if crate::topic::validate_name(&group).is_err() {
         return respond(request, &OffsetFetchResponse::default().with_error_code(ResponseError::InvalidGroupId.code()));
+    }
+    if !broker.allows(who, Right::Group, &group) {
+        let code = ResponseError::GroupAuthorizationFailed.code();
+        return respond(request, &OffsetFetchResponse::default().with_error_code(code));
     }
     // Null topics (version 2+): every topic the group has committed offsets in.
     let wanted: Vec<(TopicName, Option<Vec<i32>>)> = match body.topics {
@@ -107,11 +123,18 @@ pub(super) fn fetch(broker: &Broker, request: &mut Request) -> Result<Option<Byt
             .log
             .topics()
             .iter()
+            .filter(|t| broker.allows(who, Right::Read, t.name()))
             .map(|t| (TopicName(StrBytes::from_string(t.name().to_string())), None))
             .collect(),
     };
     let mut topics = Vec::new();
     for (name, indexes) in wanted {
+        if !broker.allows(who, Right::Read, name.as_str()) {
+            let code = ResponseError::TopicAuthorizationFailed.code();
+            let partitions = indexes.unwrap_or_default().into_iter().map(|p| fetched(p, -1, code)).collect();
+            topics.push(OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions));
+            continue;
+        }
         let partitions = match groups::load(broker.state.log.data_dir(), &group, name.as_str()) {
             Ok(committed) => {
                 let indexes = indexes.unwrap_or_else(|| committed.keys().map(|p| *p as i32).collect());

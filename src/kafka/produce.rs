@@ -1,5 +1,6 @@
-//! Produce: Kafka RecordBatches transcoded into the log's own batches (see `records`), each
-//! partition appended through the same path as HTTP produce ([`crate::append`]): validated
+//! Produce: Kafka RecordBatches decoded into records (see `records`) and stored as the log's
+//! batches (uncompressed RecordBatch v2), each partition appended through the same path as
+//! HTTP produce ([`crate::append`]), for principals with the write right on the topic: validated
 //! whole, all or nothing per partition, acknowledged once durable under the partition's
 //! `durability.fsync` policy. With one replica, acks 1 and -1 both mean "durable here";
 //! acks 0 appends the same way and sends no response, as Kafka does.
@@ -26,7 +27,12 @@ use crate::append::{PartitionRecords, append_all};
 use crate::error::Error;
 use crate::partition::now_ms;
 
-pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: SocketAddr) -> Result<Option<Bytes>, Close> {
+pub(super) async fn produce(
+    broker: &Broker,
+    request: &mut Request,
+    peer: SocketAddr,
+    who: &str,
+) -> Result<Option<Bytes>, Close> {
     let started = std::time::Instant::now();
     let body: ProduceRequest = request.decode()?;
     broker.state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
@@ -36,7 +42,10 @@ pub(super) async fn produce(broker: &Broker, request: &mut Request, peer: Socket
         let name = topic_data.name.0.as_str().to_string();
         let mut partitions = Vec::new();
         for data in topic_data.partition_data {
-            let answer = if (-1..=1).contains(&acks) {
+            let answer = if !broker.allows(who, crate::auth::Right::Write, &name) {
+                let message = format!("{who} may not write topic {name:?}; nothing was written");
+                refused(data.index, ResponseError::TopicAuthorizationFailed, message)
+            } else if (-1..=1).contains(&acks) {
                 produce_partition(broker, &name, data).await
             } else {
                 refused(data.index, ResponseError::InvalidRequiredAcks, format!("acks = {acks}: use 0, 1 or -1 (all)"))

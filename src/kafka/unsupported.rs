@@ -1,13 +1,12 @@
 //! Answers to requests this broker does not implement: a well-formed response of the
 //! request's own type and version carrying UNSUPPORTED_VERSION, so the client reports a clear
-//! error instead of seeing its connection dropped. Covers the producer-id and SASL APIs
-//! clients commonly try; for any other API the response format is
+//! error instead of seeing its connection dropped. Covers the producer-id API clients
+//! commonly try; for any other API the response format is
 //! unknown to this module and the connection is closed with a log line (docs/KAFKA.md).
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, InitProducerIdResponse, SaslAuthenticateResponse, SaslHandshakeResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, InitProducerIdResponse};
 
 use super::{Close, Request, respond, supported};
 
@@ -23,14 +22,6 @@ pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Cl
     tracing::info!(api = ?key, version, "answering UNSUPPORTED_VERSION: API not implemented");
     match key {
         ApiKey::InitProducerId => respond(request, &InitProducerIdResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::SaslHandshake => respond(request, &SaslHandshakeResponse::default().with_error_code(UNSUPPORTED)),
-        ApiKey::SaslAuthenticate => {
-            let message = StrBytes::from_static_str("SASL is not supported yet by tierlog");
-            respond(
-                request,
-                &SaslAuthenticateResponse::default().with_error_code(UNSUPPORTED).with_error_message(Some(message)),
-            )
-        }
         other => Err(Close(format!("{other:?} (version {version}) is not implemented and has no error answer here"))),
     }
 }
