@@ -120,6 +120,14 @@ fn client_available(tool: &str, probe: &mut Command, install: &str) -> bool {
     panic!("{tool} is not installed: {install} (or set KAFKA_CLIENTS_OPTIONAL=1 to skip this test)");
 }
 
+/// `tests/kafka_clients/<script>`, when the Python that runs it has `module` (see
+/// [`client_available`]); `None` to skip.
+fn python_script(module: &str, package: &str, script: &str) -> Option<std::path::PathBuf> {
+    let probe = &mut Command::new(python());
+    client_available(package, probe.args(["-c", &format!("import {module}")]), &format!("pip install {package}"))
+        .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients").join(script))
+}
+
 fn kcat_available() -> bool {
     client_available("kcat", Command::new("kcat").arg("-V"), "apt-get install -y kcat")
 }
@@ -179,15 +187,11 @@ fn kcat_produces_keyed_records_with_headers_and_consumes_what_http_serves() {
 
 #[test]
 fn kafka_python_round_trips_keys_headers_timestamps_and_group_offsets() {
-    let probe = &mut Command::new(python());
-    if !client_available("kafka-python", probe.args(["-c", "import kafka"]), "pip install kafka-python") {
-        return;
-    }
+    let Some(script) = python_script("kafka", "kafka-python", "round_trip.py") else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s, "py", 1);
     let base_ms = 1_772_546_400_000i64; // 2026-03-03T14:00:00Z
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/round_trip.py");
     let out = Command::new(python()).arg(script).args([&s.kafka, "py", "30", &base_ms.to_string()]).output().unwrap();
     assert!(out.status.success(), "kafka-python failed: {}", String::from_utf8_lossy(&out.stderr));
     let lines = json_lines(&out);
@@ -218,14 +222,10 @@ fn kafka_python_round_trips_keys_headers_timestamps_and_group_offsets() {
 /// record delivered exactly once.
 #[test]
 fn a_two_member_group_rebalances_and_resumes_from_committed_offsets() {
-    let probe = &mut Command::new(python());
-    if !client_available("kafka-python", probe.args(["-c", "import kafka"]), "pip install kafka-python") {
-        return;
-    }
+    let Some(script) = python_script("kafka", "kafka-python", "group.py") else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s, "grp", 4);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/group.py");
     let out = Command::new(python()).arg(script).args([&s.kafka, "grp", "4", "400", "100"]).output().unwrap();
     assert!(out.status.success(), "kafka-python failed: {}", String::from_utf8_lossy(&out.stderr));
     let summary = &json_lines(&out)[0];
@@ -263,14 +263,9 @@ fn a_two_member_group_rebalances_and_resumes_from_committed_offsets() {
 /// delete it: tierlog is an archive.
 #[test]
 fn confluent_admin_creates_topics_describes_configs_and_cannot_delete() {
-    let probe = &mut Command::new(python());
-    if !client_available("confluent-kafka", probe.args(["-c", "import confluent_kafka"]), "pip install confluent-kafka")
-    {
-        return;
-    }
+    let Some(script) = python_script("confluent_kafka", "confluent-kafka", "admin_confluent.py") else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[("TIERLOG_LOG_MAX_RECORD_BYTES", "2097152")]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/admin_confluent.py");
     let out = Command::new(python()).arg(script).arg(&s.kafka).output().unwrap();
     assert!(out.status.success(), "confluent-kafka failed: {}", String::from_utf8_lossy(&out.stderr));
     let summary = &json_lines(&out)[0];
@@ -541,12 +536,7 @@ fn client_matrix(client: impl Fn(&[&str]) -> Command) {
 
 #[test]
 fn confluent_kafka_produces_replays_from_the_bucket_and_looks_up_times() {
-    let probe = &mut Command::new(python());
-    if !client_available("confluent-kafka", probe.args(["-c", "import confluent_kafka"]), "pip install confluent-kafka")
-    {
-        return;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/matrix_confluent.py");
+    let Some(script) = python_script("confluent_kafka", "confluent-kafka", "matrix_confluent.py") else { return };
     client_matrix(|args| {
         let mut cmd = Command::new(python());
         cmd.arg(&script).args(args);

@@ -214,39 +214,6 @@ fn a_flipped_length_field_with_batches_after_it_is_damage_not_a_torn_tail() {
     }
 }
 
-/// The last batch is acknowledged (fsynced under `batch`) when a bit flips in its length
-/// field. It then claims more (or fewer) bytes than it has, like a torn tail; but the bytes to
-/// the end of the file are that whole batch: its CRC matches the bytes it covers. A crash
-/// cannot leave that, so it is damage: the partition must refuse to open for writing and cut
-/// nothing.
-#[test]
-fn a_flipped_length_field_in_the_last_batch_is_damage_not_a_torn_tail() {
-    for bit in [0u8, 3, 17, 30] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = config(dir.path(), 1 << 20);
-        c.durability.fsync = FsyncPolicy::Batch;
-        let last_start;
-        {
-            let log = Log::open(c.clone()).unwrap();
-            let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
-            p.append(&(0..3).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap();
-            last_start = p.active_bytes() as usize;
-            p.append(&(3..6).map(|i| record(i, 1)).collect::<Vec<_>>(), 0).unwrap(); // acknowledged
-        }
-        let segment = dir.path().join(format!("topics/t/0/{:020}.log", 0));
-        let mut bytes = std::fs::read(&segment).unwrap();
-        bytes[last_start + 8 + usize::from(bit / 8)] ^= 1 << (bit % 8);
-        std::fs::write(&segment, &bytes).unwrap();
-        match Log::open(c) {
-            Ok(log) => {
-                panic!("bit {bit}: opened and kept {} of 6 acknowledged records", read_all(&log, "t", 0, 0).len())
-            }
-            Err(e) => assert!(matches!(e, Error::Damaged { .. }), "bit {bit}: {e}"),
-        }
-        assert_eq!(std::fs::read(&segment).unwrap(), bytes, "bit {bit}: nothing was cut");
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
@@ -360,15 +327,22 @@ async fn a_flipped_base_offset_in_a_sealed_segment_is_refused_on_read_and_upload
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing is changed on a read error");
 }
 
-/// Found in review: Kafka's CRC does not cover bytes 0..21, so a bit flipped in the last batch's base
-/// offset, partition leader epoch or magic leaves a batch whose CRC over bytes 21..end still
-/// matches: it was fully written (and, under `batch`, fsynced and acknowledged). Recovery must
-/// treat it like a flipped length field (refuse, cut nothing), not like a torn tail.
+/// The last batch is acknowledged (fsynced under `batch`) when a bit flips in a header field
+/// Kafka's CRC does not cover (bytes 0..17: base offset, length, leader epoch, magic). A flipped
+/// length makes it claim more or fewer bytes than it has, like a torn tail; any of them makes
+/// the scan stop there. But its CRC still matches the bytes 21..end it covers: it was fully
+/// written, which a crash cannot leave half-done, so it is damage: the partition must refuse to
+/// open for writing and cut nothing. (The length field was found by the property below in CI;
+/// the other fields in review of the switch to Kafka's format, which cut them.)
 #[test]
 fn a_flip_in_the_uncovered_header_of_the_last_batch_is_damage_not_a_torn_tail() {
     // (byte within the batch, xor mask, field)
     let flips = [
-        (7usize, 0x01u8, "baseOffset"),
+        (8usize, 0x01u8, "batchLength"),
+        (9, 0x08, "batchLength"),
+        (10, 0x02, "batchLength"),
+        (11, 0x40, "batchLength"),
+        (7, 0x01, "baseOffset"),
         (3, 0x80, "baseOffset"),
         (12, 0x01, "partitionLeaderEpoch"),
         (15, 0x01, "partitionLeaderEpoch"),
