@@ -106,7 +106,13 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     auth: Auth,
     tiering: Option<Arc<crate::tier::TieringStats>>,
+    /// The groups store as last read for `/metrics`, and when: scrapes re-read it at most every
+    /// [`GROUPS_REREAD`], however often they come.
+    groups_seen: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::groups::Committed>>)>>,
 }
+
+/// How stale the consumer-group figures of `/metrics` may be.
+const GROUPS_REREAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AppState {
     /// Token checks and the audit log, shared with the Kafka listener.
@@ -133,6 +139,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             shutdown,
             tiering,
+            groups_seen: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -1014,22 +1021,33 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Every consumer group's committed offset and lag (end offset − committed) per partition, from
-/// the groups store shared by HTTP, CLI and Kafka consumers. A store that cannot be read is
-/// logged and left out, never a failed scrape.
+/// the groups store shared by HTTP, CLI and Kafka consumers (committed offsets at most
+/// [`GROUPS_REREAD`] old; end offsets current). A store that cannot be read is logged and left
+/// out, never a failed scrape.
 async fn group_lag(state: &AppState, out: &mut String) {
-    let data_dir = state.log.data_dir().to_path_buf();
-    let stored = match tokio::task::spawn_blocking(move || crate::groups::all(&data_dir)).await {
-        Ok(Ok(stored)) => stored,
-        Ok(Err(e)) => return tracing::warn!(error = %e, "metrics: cannot read the groups store"),
-        Err(e) => return tracing::warn!(error = %e, "metrics: groups store task failed"),
+    let stored = {
+        let mut seen = state.groups_seen.lock().await;
+        match &*seen {
+            Some((at, stored)) if at.elapsed() < GROUPS_REREAD => stored.clone(),
+            _ => {
+                let data_dir = state.log.data_dir().to_path_buf();
+                let stored = match tokio::task::spawn_blocking(move || crate::groups::all(&data_dir)).await {
+                    Ok(Ok(stored)) => Arc::new(stored),
+                    Ok(Err(e)) => return tracing::warn!(error = %e, "metrics: cannot read the groups store"),
+                    Err(e) => return tracing::warn!(error = %e, "metrics: groups store task failed"),
+                };
+                *seen = Some((std::time::Instant::now(), stored.clone()));
+                stored
+            }
+        }
     };
     out.push_str("# HELP tierlog_consumer_group_committed_offset Next offset the group will read.\n# TYPE tierlog_consumer_group_committed_offset gauge\n");
     let mut lags = String::from(
         "# HELP tierlog_consumer_group_lag Records between the group's committed offset and the log end.\n# TYPE tierlog_consumer_group_lag gauge\n",
     );
-    for crate::groups::Committed { group, topic, offsets } in stored {
-        let Ok(t) = state.log.topic(&topic) else { continue };
-        for (partition, committed) in offsets {
+    for crate::groups::Committed { group, topic, offsets } in stored.iter() {
+        let Ok(t) = state.log.topic(topic) else { continue };
+        for (&partition, &committed) in offsets {
             let Ok(p) = t.partition(partition) else { continue };
             let labels = format!("group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"");
             out.push_str(&format!("tierlog_consumer_group_committed_offset{{{labels}}} {committed}\n"));
