@@ -356,3 +356,51 @@ fn age_every_file(dir: &Path, age: Duration) {
         }
     }
 }
+
+/// `tierlog group` shows what a group committed and how far behind it is, and moves it like
+/// `kafka-consumer-groups --reset-offsets`, by offset or time, with a dry run.
+#[test]
+fn group_list_describe_and_seek_by_offset_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["topic", "create", "t", "--partitions", "2"], "").status.success());
+    let input: String = (0..10)
+        .map(|i| format!("{{\"value\":\"v{i}\",\"timestamp\":{}}}\n", 1_772_546_400_000i64 + i * 1000))
+        .collect();
+    for p in ["0", "1"] {
+        let out = run(dir.path(), &["produce", "t", "--input-format", "json", "--partition", p], &input);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = run(dir.path(), &["consume", "t", "--partition", "0", "--group", "g", "--max-records", "4"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(dir.path(), &["group", "list"], "");
+    assert_eq!(json_lines(&out), vec![serde_json::json!({"group": "g", "topic": "t", "partitions": 1, "lag": 6})]);
+    let out = run(dir.path(), &["group", "describe", "g"], "");
+    assert_eq!(
+        json_lines(&out),
+        vec![
+            serde_json::json!({"group": "g", "topic": "t", "partition": 0, "committed": 4, "end_offset": 10, "lag": 6})
+        ]
+    );
+
+    let out =
+        run(dir.path(), &["group", "seek", "g", "--topic", "t", "--to-time", "2026-03-03T14:00:07Z", "--dry-run"], "");
+    let planned = json_lines(&out);
+    assert_eq!(
+        planned.iter().map(|l| (l["partition"].as_u64().unwrap(), l["to"].as_u64().unwrap())).collect::<Vec<_>>(),
+        vec![(0, 7), (1, 7)]
+    );
+    assert!(planned.iter().all(|l| l["committed"] == false));
+    let out = run(dir.path(), &["group", "describe", "g"], "");
+    assert_eq!(json_lines(&out)[0]["committed"], 4, "a dry run commits nothing");
+
+    let out = run(dir.path(), &["group", "seek", "g", "--topic", "t", "--partition", "1", "--to-offset", "99"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["to"], 10, "clamped to the log end");
+    let out = run(dir.path(), &["consume", "t", "--partition", "1", "--group", "g", "--max-records", "1"], "");
+    assert!(json_lines(&out).is_empty(), "the group resumes at the end of partition 1");
+    let out = run(dir.path(), &["group", "seek", "g", "--topic", "t"], "");
+    assert!(!out.status.success() && stderr(&out).contains("--to-offset"), "a target is required: {}", stderr(&out));
+    let out = run(dir.path(), &["group", "describe", "nobody"], "");
+    assert!(!out.status.success() && stderr(&out).contains("no committed offsets"), "{}", stderr(&out));
+}

@@ -6,6 +6,7 @@ mod bench_kafka;
 mod client;
 mod consume;
 mod demo;
+mod group;
 mod produce;
 mod serve;
 mod tier;
@@ -95,6 +96,9 @@ resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume w
   tierlog offsets events
   tierlog offsets events --time 2026-03-03T14:02:00Z")]
     Offsets(consume::OffsetsArgs),
+    /// Consumer groups: committed offsets and lag, and moving them (list, describe, seek).
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Serve the HTTP/JSON API (docs/HTTP.md) and optionally Kafka (docs/KAFKA.md), tier in the background, stop cleanly on SIGTERM.
     #[command(
         after_help = "Example:\n  tierlog serve --listen 127.0.0.1:7070 --kafka-listen 127.0.0.1:9092\n  curl -s localhost:7070/v1/topics"
@@ -136,6 +140,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consume(args) => consume::run(&cli.global, args),
         Command::Offsets(args) => consume::offsets(&cli.global, args),
         Command::Tier(cmd) => tier::run(&cli.global, cmd),
+        Command::Group(cmd) => group::run(&cli.global, cmd),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),

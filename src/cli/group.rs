@@ -1,0 +1,137 @@
+//! `tierlog group list|describe|seek`: consumer groups' committed offsets (the one groups store
+//! HTTP, CLI and Kafka consumers share), their lag, and moving them, as
+//! `kafka-consumer-groups --describe / --reset-offsets` do. Opens the data directory read-only
+//! (a seek only writes the group's file, under the same lock every commit takes), so it works
+//! while `tierlog serve` runs.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Subcommand};
+use serde_json::json;
+use tierlog::Log;
+use tierlog::time::parse_time;
+
+use super::GlobalArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// One JSON line per group and topic it committed in: partitions and total lag.
+    List,
+    /// One JSON line per partition the group committed in: committed offset, log end, lag.
+    #[command(after_help = "Example:\n  tierlog group describe billing --topic payments")]
+    Describe {
+        group: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Move a group's committed offsets on a topic (kafka-consumer-groups --reset-offsets).
+    /// Stop the group's consumers first: a running consumer commits over the new position.
+    #[command(
+        group(ArgGroup::new("to").required(true).args(["to_offset", "to_time", "to_earliest", "to_latest"])),
+        after_help = "Examples:\n  tierlog group seek billing --topic payments --to-time 2026-03-03T14:02:00Z\n  tierlog group seek billing --topic payments --partition 0,2 --to-earliest --dry-run"
+    )]
+    Seek {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (default: all of the topic's).
+        #[arg(long, value_delimiter = ',')]
+        partition: Vec<u32>,
+        /// This offset (clamped to the partition's available range).
+        #[arg(long, value_name = "N")]
+        to_offset: Option<u64>,
+        /// The first record with timestamp ≥ T, in either tier (RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d).
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        to_time: Option<i64>,
+        /// The first available offset (the remote tier's start when history is remote-only).
+        #[arg(long)]
+        to_earliest: bool,
+        /// The log end: only records appended from now on.
+        #[arg(long)]
+        to_latest: bool,
+        /// Print what would be committed, commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
+    anyhow::ensure!(
+        global.server.is_none(),
+        "tierlog group opens the data directory (read-only, safe while the server runs): run it on the server's machine without --server"
+    );
+    let config = global.load_config()?;
+    let data_dir = config.data_dir.clone();
+    let log = Log::open_read_only(config)?;
+    let stored = tierlog::groups::all(&data_dir)?;
+    let end = |topic: &str, partition: u32| -> Option<u64> {
+        log.topic(topic).ok()?.partition(partition).ok().map(|p| p.end_offset())
+    };
+    match cmd {
+        GroupCommand::List => {
+            for c in &stored {
+                let lag: u64 =
+                    c.offsets.iter().filter_map(|(&p, &o)| end(&c.topic, p).map(|e| e.saturating_sub(o))).sum();
+                println!("{}", json!({"group": c.group, "topic": c.topic, "partitions": c.offsets.len(), "lag": lag}));
+            }
+        }
+        GroupCommand::Describe { group, topic } => {
+            tierlog::groups::check_name(&group)?;
+            let mine: Vec<_> =
+                stored.iter().filter(|c| c.group == group && topic.as_ref().is_none_or(|t| *t == c.topic)).collect();
+            anyhow::ensure!(
+                !mine.is_empty(),
+                "group {group:?} has no committed offsets{}",
+                match &topic {
+                    Some(t) => format!(" in topic {t:?}"),
+                    None => String::new(),
+                }
+            );
+            for c in mine {
+                for (&partition, &committed) in &c.offsets {
+                    let end = end(&c.topic, partition);
+                    let lag = end.map(|e| e.saturating_sub(committed));
+                    println!(
+                        "{}",
+                        json!({"group": group, "topic": c.topic, "partition": partition, "committed": committed, "end_offset": end, "lag": lag})
+                    );
+                }
+            }
+        }
+        GroupCommand::Seek { group, topic, partition, to_offset, to_time, to_earliest, to_latest, dry_run } => {
+            tierlog::groups::check_name(&group)?;
+            let t = log.topic(&topic)?;
+            let partitions: Vec<u32> =
+                if partition.is_empty() { (0..t.metadata.partitions).collect() } else { partition };
+            let reader = tierlog::reader::Reader::new(log.clone());
+            let runtime = tokio::runtime::Runtime::new()?;
+            let mut offsets = BTreeMap::new();
+            for id in partitions {
+                let p = t.partition(id)?;
+                let (start, end) = (runtime.block_on(reader.start_offset(p))?, p.end_offset());
+                let target = match (to_offset, to_time, to_earliest, to_latest) {
+                    (Some(offset), ..) => offset.clamp(start, end),
+                    (_, Some(time), ..) => runtime.block_on(reader.offset_for_time(p, time))?,
+                    (_, _, true, _) => start,
+                    _ => end,
+                };
+                offsets.insert(id, target);
+            }
+            let before = tierlog::groups::load(&data_dir, &group, &topic)?;
+            if !dry_run {
+                tierlog::groups::commit(&data_dir, &group, &topic, &offsets)
+                    .with_context(|| format!("commit {group}'s offsets on {topic}"))?;
+            }
+            for (partition, offset) in offsets {
+                println!(
+                    "{}",
+                    json!({"group": group, "topic": topic, "partition": partition, "from": before.get(&partition), "to": offset, "committed": !dry_run})
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
