@@ -25,6 +25,8 @@ pub enum Right {
     Admin,
     /// Commit offsets for a consumer group; the resource is the group name, not a topic.
     Group,
+    /// Read every series of `/metrics`, consumer groups' included.
+    Metrics,
 }
 
 /// Why a request is refused: no valid token (401) or not allowed (403).
@@ -138,6 +140,7 @@ fn token_allows(token: &TokenConfig, right: Right, resource: Option<&str>) -> bo
         Right::Read => token.admin || resource.is_none_or(|t| token.read.iter().any(|p| glob(p, t))),
         Right::Write => token.admin || resource.is_none_or(|t| token.write.iter().any(|p| glob(p, t))),
         Right::Group => token.admin || resource.is_some_and(|g| token.groups.iter().any(|p| glob(p, g))),
+        Right::Metrics => token.admin || token.metrics,
     }
 }
 
@@ -183,6 +186,7 @@ mod tests {
             write: write.iter().map(|s| s.to_string()).collect(),
             admin,
             groups: Vec::new(),
+            metrics: false,
         };
         let billing = TokenConfig { groups: vec!["billing-*".into()], ..token("billing", "bill", &["*"], &[], false) };
         Auth {

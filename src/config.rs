@@ -238,6 +238,10 @@ pub struct TokenConfig {
     /// consumers' positions.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// May read the consumer-group series of `/metrics` (group names and positions); without
+    /// such a token (or an admin one) they are left out when tokens are configured.
+    #[serde(default)]
+    pub metrics: bool,
 }
 
 impl Default for ServerSection {

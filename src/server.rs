@@ -940,7 +940,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let m = &state.metrics;
     let mut counters: Vec<(&str, &str, &AtomicU64)> = vec![
         ("tierlog_produce_requests_total", "Produce requests received.", &m.produce_requests),
@@ -1016,7 +1016,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     out.push_str(&ends);
     out.push_str(&lag);
-    group_lag(&state, &mut out).await;
+    // Group names and positions are not everyone's business: with tokens, only for a token
+    // with the metrics (or admin) right.
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if state.auth.check(authorization, crate::auth::Right::Metrics, None).is_ok() {
+        group_lag(&state, &mut out).await;
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -151,8 +151,10 @@ fn topic_configs(config: &Config) -> Vec<(&'static str, String, bool)> {
 pub(super) fn describe_configs(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: DescribeConfigsRequest = request.decode()?;
     let config = broker.state.log.config();
-    let results = body
-        .resources
+    let mut resources = body.resources;
+    let mut seen = std::collections::HashSet::new();
+    resources.retain(|r| seen.insert((r.resource_type, r.resource_name.clone()))); // each once
+    let results = resources
         .into_iter()
         .map(|resource| {
             let answer = DescribeConfigsResult::default()

@@ -53,7 +53,14 @@ pub(super) fn metadata(broker: &Broker, request: &mut Request, who: &str) -> Res
     // Version 0 asks for every topic with an empty list; later versions with null.
     let names: Vec<String> = match body.topics {
         Some(topics) if !(topics.is_empty() && request.version() == 0) => {
-            topics.into_iter().filter_map(|t| t.name).map(|n| n.as_str().to_string()).collect()
+            // Each topic once, however often named: the answer stays bounded by the topics.
+            let mut seen = std::collections::HashSet::new();
+            topics
+                .into_iter()
+                .filter_map(|t| t.name)
+                .map(|n| n.as_str().to_string())
+                .filter(|n| seen.insert(n.clone()))
+                .collect()
         }
         // Every topic the principal may read or write (Kafka lists only what it may describe).
         _ => broker

@@ -159,17 +159,12 @@ async fn read_partition(
         Err(e) => return (answer.with_error_code(error_code(e).code()).with_high_watermark(-1), 0),
     };
     match read_records(broker, partition, wanted.offset, wanted.max_bytes.min(room), first).await {
-        Ok((records, start, next)) => {
-            if next > wanted.offset as u64 {
-                // Historical reads go to the audit log (written only with tokens), as over HTTP.
-                broker.state.auth().audit_read(
-                    who,
-                    &partition.topic,
-                    partition.id,
-                    wanted.offset as u64,
-                    Some(next),
-                    false,
-                );
+        Ok((records, start, sent)) => {
+            if !sent.is_empty() {
+                // Historical reads go to the audit log (written only with tokens), as over HTTP:
+                // every offset sent, the first batch's records before the fetch offset included.
+                let auth = broker.state.auth();
+                auth.audit_read(who, &partition.topic, partition.id, sent.start, Some(sent.end), false);
             }
             let end = partition.end_offset() as i64;
             let bytes = records.len();
@@ -199,15 +194,15 @@ async fn read_partition(
 }
 
 /// The batches from the one holding `offset` on, within `max_bytes` (at least one batch when
-/// `first`), as Kafka RecordBatch v2, the partition's first available offset, and the offset
-/// after the last batch sent.
+/// `first`), as Kafka RecordBatch v2, the partition's first available offset, and the offsets
+/// sent (whole batches: the first may start before `offset`).
 async fn read_records(
     broker: &Broker,
     partition: &Arc<Partition>,
     offset: i64,
     max_bytes: usize,
     first: bool,
-) -> Result<(Bytes, u64, u64), ReadError> {
+) -> Result<(Bytes, u64, std::ops::Range<u64>), ReadError> {
     let reader = &broker.state.reader;
     let start = reader.start_offset(partition).await?;
     let end = partition.end_offset();
@@ -224,15 +219,16 @@ async fn read_records(
         return Err(ReadError::PastEnd { offset, end });
     }
     if offset as u64 == end || (max_bytes == 0 && !first) {
-        return Ok((Bytes::new(), start, offset.max(0) as u64));
+        return Ok((Bytes::new(), start, 0..0));
     }
     let Some(batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
-        return Ok((Bytes::new(), start, offset.max(0) as u64));
+        return Ok((Bytes::new(), start, 0..0));
     };
     let mut batches = batches.into_kafka()?;
     let next = batches.keep_within(max_bytes, first);
     broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
-    Ok((batches.bytes, start, next))
+    let sent = batches.base_offset..next.max(batches.base_offset);
+    Ok((batches.bytes, start, sent))
 }
 
 /// Why a partition's fetch was refused: a log error, or an offset past the log end (which

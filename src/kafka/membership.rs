@@ -54,6 +54,7 @@ pub(super) async fn join_group(
     let version = request.version();
     let join = Join {
         group,
+        principal: who.to_string(),
         member_id: body.member_id.as_str().to_string(),
         instance_id: body.group_instance_id.as_ref().map(|i| i.as_str().to_string()),
         client_id: request.header.client_id.as_ref().map_or(String::new(), |c| c.as_str().to_string()),
@@ -175,46 +176,56 @@ pub(super) fn list_groups(broker: &Broker, request: &mut Request, who: &str) -> 
     respond(request, &ListGroupsResponse::default().with_groups(groups))
 }
 
+/// Bytes of member metadata and assignments one DescribeGroups answer carries at most; members
+/// past it are listed without them (the answer stays bounded whatever the request names).
+const DESCRIBE_BYTES_MAX: usize = 16 << 20;
+
 pub(super) fn describe_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: DescribeGroupsRequest = request.decode()?;
-    let groups = body
-        .groups
+    let mut names = body.groups;
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.0.clone())); // each group once, however often named
+    let stored = stored_groups(broker);
+    let mut budget = DESCRIBE_BYTES_MAX;
+    let groups = names
         .into_iter()
-        .map(|name| match broker.groups.describe(name.0.as_str()) {
-            _ if allowed(broker, who, name.0.as_str()).is_err() => DescribedGroup::default()
+        .map(|name| {
+            if allowed(broker, who, name.0.as_str()).is_err() {
+                let code = ResponseError::GroupAuthorizationFailed.code();
+                return DescribedGroup::default().with_group_id(name).with_error_code(code);
+            }
+            let Some(info) = broker.groups.describe(name.0.as_str()) else {
+                // Kafka describes a group it does not know as Dead, without an error; one with
+                // committed offsets only as Empty.
+                let state = if stored.iter().any(|g| g == name.0.as_str()) { "Empty" } else { "Dead" };
+                return DescribedGroup::default().with_group_id(name).with_group_state(text(state));
+            };
+            let members = info
+                .members
+                .into_iter()
+                .map(|m| {
+                    let bytes = m.metadata.len() + m.assignment.len();
+                    let (metadata, assignment) = if bytes <= budget {
+                        budget -= bytes;
+                        (m.metadata, m.assignment)
+                    } else {
+                        (Bytes::new(), Bytes::new())
+                    };
+                    DescribedGroupMember::default()
+                        .with_member_id(text(&m.member_id))
+                        .with_group_instance_id(m.instance_id.as_deref().map(text))
+                        .with_client_id(text(&m.client_id))
+                        .with_client_host(text(&m.client_host))
+                        .with_member_metadata(metadata)
+                        .with_member_assignment(assignment)
+                })
+                .collect();
+            DescribedGroup::default()
                 .with_group_id(name)
-                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-            // Kafka describes a group it does not know as Dead, without an error; one with committed
-            // offsets only as Empty.
-            None => {
-                let stored = stored_groups(broker).iter().any(|g| g == name.0.as_str());
-                DescribedGroup::default().with_group_id(name).with_group_state(text(if stored {
-                    "Empty"
-                } else {
-                    "Dead"
-                }))
-            }
-            Some(info) => {
-                let members = info
-                    .members
-                    .into_iter()
-                    .map(|m| {
-                        DescribedGroupMember::default()
-                            .with_member_id(text(&m.member_id))
-                            .with_group_instance_id(m.instance_id.as_deref().map(text))
-                            .with_client_id(text(&m.client_id))
-                            .with_client_host(text(&m.client_host))
-                            .with_member_metadata(m.metadata)
-                            .with_member_assignment(m.assignment)
-                    })
-                    .collect();
-                DescribedGroup::default()
-                    .with_group_id(name)
-                    .with_group_state(text(info.state.name()))
-                    .with_protocol_type(text(&info.protocol_type))
-                    .with_protocol_data(text(&info.protocol))
-                    .with_members(members)
-            }
+                .with_group_state(text(info.state.name()))
+                .with_protocol_type(text(&info.protocol_type))
+                .with_protocol_data(text(&info.protocol))
+                .with_members(members)
         })
         .collect();
     respond(request, &DescribeGroupsResponse::default().with_groups(groups))

@@ -95,6 +95,10 @@ impl Broker {
     }
 }
 
+/// A connection without a request this long is closed (Kafka's `connections.max.idle.ms`
+/// default); clients reconnect when they need to.
+const IDLE_CLOSE: Duration = Duration::from_secs(600);
+
 /// How long the listener waits after a failed accept before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
@@ -159,8 +163,17 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let mut session = Session { peer, principal: None, handshake: false, close: false };
     loop {
+        // A connection that must still authenticate gets a request's time for each frame, so
+        // sockets that never speak cannot hold every connection slot; any other is closed after
+        // IDLE_CLOSE without a request, as Kafka's connections.max.idle.ms does.
+        let unauthenticated = broker.state.auth().enabled() && session.principal.is_none();
+        let idle = if unauthenticated { limits.frame_timeout } else { IDLE_CLOSE };
         let frame = tokio::select! {
-            frame = read_frame(&mut stream, limits) => frame,
+            frame = tokio::time::timeout(idle, read_frame(&mut stream, limits)) => match frame {
+                Ok(frame) => frame,
+                Err(_) if unauthenticated => Err(Close(format!("no SASL authentication within {} ms", idle.as_millis()))),
+                Err(_) => return tracing::debug!(%peer, "closing an idle Kafka connection"),
+            },
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let answer = match frame {
