@@ -168,11 +168,40 @@ impl Partition {
         }
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
+        let groups = split_by_size(records, self.batch_bytes_target());
+        self.append_batches(groups.len(), |i, base| batch::encode(base, groups[i]), now_ms)
+    }
+
+    /// Appends a Kafka producer's batch as it was sent, its base offset set to the log end:
+    /// no decoding and re-encoding of its records. `None` when the batch cannot be stored as
+    /// it is ([`batch::storable`]: compressed, idempotent, …) or exceeds one batch of this
+    /// partition; the caller then decodes it and calls [`Self::append`]. Otherwise the same
+    /// checks, all-or-nothing and durability as [`Self::append`].
+    pub fn append_as_sent(&self, bytes: &[u8], now_ms: i64) -> Option<Result<(Appended, usize)>> {
+        let (_, views) = batch::storable(bytes)?;
+        if bytes.len() > self.batch_bytes_target() + HEADER_BYTES {
+            return None;
+        }
+        if !self.writable {
+            return Some(Err(Error::ReadOnly(self.dir.clone())));
+        }
+        let count = views.len();
+        let checked = self.check_views(&views);
+        drop(views);
+        Some(checked.and_then(|()| {
+            let appended = self.append_batches(1, |_, base| batch::with_base_offset(bytes, base), now_ms)?;
+            Ok((appended, count))
+        }))
+    }
+
+    /// Writes `count` batches, the `i`th encoded by `encode(i, its base offset)`, and makes
+    /// them durable under the fsync policy; all or nothing (see [`Self::append`]).
+    fn append_batches(&self, count: usize, encode: impl Fn(usize, u64) -> Vec<u8>, now_ms: i64) -> Result<Appended> {
         let mut state = self.lock();
         self.check_running(&state)?;
         let start = (state.active.index.base_offset, state.active.index.mark());
-        for group in split_by_size(records, self.batch_bytes_target()) {
-            let bytes = batch::encode(state.active.index.next_offset, group);
+        for i in 0..count {
+            let bytes = encode(i, state.active.index.next_offset);
             let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
             let written = self
                 .roll_if_needed(&mut state, bytes.len() as u64, now_ms)
@@ -296,6 +325,27 @@ impl Partition {
             segment::remove_index_files(disk, &self.dir, base)?;
         }
         state.active.truncate(mark.bytes)
+    }
+
+    /// [`Self::check_records`] for records of a batch as sent: the format's limits the decoder
+    /// did not already enforce, and `log.max_record_bytes`, both measured as for a record.
+    fn check_views(&self, views: &[RecordView<'_>]) -> Result<()> {
+        for (index, view) in views.iter().enumerate() {
+            let bytes = batch::view_encoded_len(view);
+            if bytes > crate::limits::RECORD_BYTES_MAX {
+                let limit = crate::limits::LimitError::RecordBytes { bytes };
+                return Err(Error::RecordLimit { topic: self.topic.clone(), partition: self.id, index, limit });
+            }
+            if bytes > self.policy.max_record_bytes {
+                return Err(Error::RecordTooLarge {
+                    topic: self.topic.clone(),
+                    partition: self.id,
+                    bytes,
+                    max: self.policy.max_record_bytes,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Rejects records over `log.max_record_bytes`, so callers can validate a whole request

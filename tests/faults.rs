@@ -80,6 +80,26 @@ fn a_write_that_stops_part_way_leaves_no_bytes_and_later_acknowledged_records_su
     assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2, 6, 7, 8]), "after a power cut and recovery");
 }
 
+/// A Kafka producer's batch stored as sent goes through the same all-or-nothing write: a
+/// write that fails leaves no byte of it, and its offsets go to the next append.
+#[test]
+fn a_batch_stored_as_sent_that_fails_to_write_leaves_nothing() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    let sent = tierlog::batch::encode(0, &records(3..6)); // what an uncompressed producer sends
+    f.disk.fail_append_after(0);
+    let err = p.append_as_sent(&sent, 1_000).expect("storable as sent").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let (appended, count) = p.append_as_sent(&sent, 1_000).unwrap().unwrap();
+    assert_eq!((appended.first_offset, appended.last_offset, count), (3, 5, 3), "the failed call's offsets are reused");
+    assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4, 5]));
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2, 3, 4, 5]), "after a power cut and recovery");
+}
+
 #[test]
 fn a_multi_batch_append_that_fails_after_rolling_segments_writes_none_of_it() {
     let mut f = fixture(FsyncPolicy::Batch);

@@ -85,6 +85,22 @@ pub fn record_encoded_len(record: &Record) -> usize {
     v2::record_len_bound(record)
 }
 
+/// [`record_encoded_len`] of a record read from a version-2 batch.
+pub fn view_encoded_len(view: &RecordView<'_>) -> usize {
+    v2::view_len_bound(view)
+}
+
+/// A producer's Kafka RecordBatch v2 that can be stored as sent (see `v2::storable`): its
+/// header and records, or `None`.
+pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
+    v2::storable(bytes)
+}
+
+/// A copy of a [`storable`] batch starting at `base_offset`.
+pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
+    v2::with_base_offset(bytes, base_offset)
+}
+
 /// Encodes `records` as one batch (version 2) whose first record gets `base_offset`.
 ///
 /// Panics on an empty slice or a batch over [`BATCH_BYTES_MAX`]: both are programmer errors,

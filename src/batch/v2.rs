@@ -37,20 +37,66 @@ const LENGTH_FIELD_END: usize = 12;
 /// Encoded size of one record, including its length prefix, with the timestamp delta and
 /// the offset delta at their widest: an upper bound that does not depend on the batch.
 pub fn record_len_bound(record: &Record) -> usize {
+    let headers = record.headers.iter().map(|(k, v)| (k.len(), v.len()));
+    len_bound(record.key.as_ref().map_or(0, Vec::len), record.value.len(), headers)
+}
+
+/// [`record_len_bound`] of a record read from a batch.
+pub fn view_len_bound(view: &RecordView<'_>) -> usize {
+    len_bound(view.key.map_or(0, <[u8]>::len), view.value.len(), view.headers().map(|(k, v)| (k.len(), v.len())))
+}
+
+fn len_bound(key: usize, value: usize, headers: impl Iterator<Item = (usize, usize)>) -> usize {
     const VARLONG_MAX: usize = 10;
     const VARINT_MAX: usize = 5;
-    let key = record.key.as_ref().map_or(0, Vec::len);
-    let headers: usize = record.headers.iter().map(|(k, v)| 2 * VARINT_MAX + k.len() + v.len()).sum();
-    VARINT_MAX
-        + 1
-        + VARLONG_MAX
-        + VARINT_MAX
-        + VARINT_MAX
-        + key
-        + VARINT_MAX
-        + record.value.len()
-        + VARINT_MAX
-        + headers
+    let headers: usize = headers.map(|(k, v)| 2 * VARINT_MAX + k + v).sum();
+    // Length, attributes, timestamp delta, offset delta, key length, key, value length,
+    // value, header count, headers.
+    VARINT_MAX + 1 + VARLONG_MAX + VARINT_MAX + VARINT_MAX + key + VARINT_MAX + value + VARINT_MAX + headers
+}
+
+/// A batch a Kafka producer sent that the log can store exactly as it is, once its base
+/// offset is set: one batch filling `bytes`, uncompressed, neither transactional nor control,
+/// no producer id or sequence, its CRC right, and records this module reads back as they are
+/// (known timestamps, none below the base, no null value or header value). Its records, or
+/// `None` for anything else (the caller decodes and re-encodes those).
+pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
+    if bytes.len() < HEADER_BYTES || bytes[OFF_MAGIC] != MAGIC {
+        return None;
+    }
+    // Producers send a leader epoch (librdkafka: 0); the stored batch gets -1 (see
+    // `with_base_offset`), which is what the header must read as.
+    let mut fixed = [0u8; HEADER_BYTES];
+    fixed.copy_from_slice(&bytes[..HEADER_BYTES]);
+    fixed[OFF_EPOCH..OFF_MAGIC].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
+    let header = peek_header(&fixed).ok()?;
+    let no_producer = i64::from_be_bytes(array(bytes, 43)) == NO_PRODUCER_ID
+        && i16::from_be_bytes(array(bytes, 51)) == NO_PRODUCER_EPOCH
+        && i32::from_be_bytes(array(bytes, 53)) == NO_SEQUENCE;
+    // A negative timestamp may be Kafka's "none" (-1), which the decoding path replaces.
+    if header.length != bytes.len() || header.min_timestamp < 0 || !no_producer {
+        return None;
+    }
+    let (stored, computed) = checksums(bytes, &header);
+    if stored != computed {
+        return None;
+    }
+    let views = views(bytes, &header).ok()?;
+    // The header's timestamps must be the records' own smallest and largest: the indexes and
+    // time lookups trust them (a producer may claim a max no record reaches).
+    let min = views.iter().map(|v| v.timestamp).min()?;
+    let max = views.iter().map(|v| v.timestamp).max()?;
+    (min == header.min_timestamp && max == header.max_timestamp).then_some((header, views))
+}
+
+/// A copy of the batch `bytes` starting at `base_offset`, with no leader epoch (-1). Neither
+/// field is covered by the CRC.
+pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let base = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
+    out[..8].copy_from_slice(&base.to_be_bytes());
+    out[OFF_EPOCH..OFF_MAGIC].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
+    out
 }
 
 /// Encodes `records` as one batch of at most `max_length` bytes (panics past it: callers split

@@ -1,6 +1,8 @@
-//! Produce: Kafka RecordBatches decoded into records (see `records`) and stored as the log's
-//! batches (uncompressed RecordBatch v2), each partition appended through the same path as
-//! HTTP produce ([`crate::append`]), for principals with the write right on the topic: validated
+//! Produce, for principals with the write right on the topic. An uncompressed batch of a
+//! non-idempotent producer is stored as sent, its base offset set by the partition
+//! (`Partition::append_as_sent`: the log's format is RecordBatch v2); any other is decoded
+//! into records (see `records`) and appended through the same path as HTTP produce
+//! ([`crate::append`]). Either way: validated
 //! whole, all or nothing per partition, acknowledged once durable under the partition's
 //! `durability.fsync` policy. With one replica, acks 1 and -1 both mean "durable here";
 //! acks 0 appends the same way and sends no response, as Kafka does.
@@ -23,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::records::{Refused, decode_produce};
 use super::{Broker, Close, Request, error_code, log_if_server_error, respond};
-use crate::append::{PartitionRecords, append_all};
+use crate::append::{PartitionRecords, Written, append_all};
 use crate::error::Error;
 use crate::partition::now_ms;
 
@@ -72,36 +74,60 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
         Ok(found) => found,
         Err(e) => return failed(index, &e),
     };
-    let records = match decode_produce(data.records.unwrap_or_default(), now_ms()) {
+    let partition = topic.partition(id).expect("checked by target").clone();
+    if let Some(message) = crate::append::untiered_excess(broker.state.log.config(), &partition) {
+        return refused(index, ResponseError::ThrottlingQuotaExceeded, message);
+    }
+    let start_offset = partition.start_offset() as i64;
+    let appended = |first_offset: u64| {
+        PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(first_offset as i64)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(start_offset)
+    };
+    let raw = data.records.unwrap_or_default();
+    // The common case, an uncompressed batch of a non-idempotent producer, is stored as sent.
+    let as_sent = {
+        let (partition, raw) = (partition.clone(), raw.clone());
+        tokio::task::spawn_blocking(move || partition.append_as_sent(&raw, now_ms())).await.expect("append task")
+    };
+    match as_sent {
+        Some(Ok((done, count))) => {
+            let bytes = raw.len();
+            let written =
+                Written { partition: id, first_offset: done.first_offset, last_offset: done.last_offset, count, bytes };
+            broker.state.metrics.count_written(std::slice::from_ref(&written));
+            return appended(done.first_offset);
+        }
+        Some(Err(e)) => return with_record_error(failed(index, &e), record_at_fault(&e)),
+        None => {}
+    }
+    let records = match decode_produce(raw, now_ms()) {
         Ok(records) => records,
         Err(Refused { code, message, record }) => {
             let answer = refused(index, code, format!("{topic_name}/{index}: {message}; nothing was written"));
             return with_record_error(answer, record);
         }
     };
-    let partition = topic.partition(id).expect("checked by target");
     if let Err(e) = partition.check_records(&records) {
-        let record = match &e {
-            Error::RecordLimit { index, .. } => Some(*index),
-            _ => None,
-        };
-        return with_record_error(failed(index, &e), record);
+        return with_record_error(failed(index, &e), record_at_fault(&e));
     }
-    if let Some(message) = crate::append::untiered_excess(broker.state.log.config(), partition) {
-        return refused(index, ResponseError::ThrottlingQuotaExceeded, message);
-    }
-    let start_offset = partition.start_offset() as i64;
     let by_partition = BTreeMap::from([(id, PartitionRecords { positions: (0..records.len()).collect(), records })]);
     let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
     broker.state.metrics.count_written(&outcome.written);
     match (outcome.written.first(), outcome.failure) {
         (_, Some(failure)) => failed(index, &failure.error),
-        (Some(written), None) => PartitionProduceResponse::default()
-            .with_index(index)
-            .with_base_offset(written.first_offset as i64)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(start_offset),
+        (Some(written), None) => appended(written.first_offset),
         (None, None) => unreachable!("append_all writes or fails every partition it is given"),
+    }
+}
+
+/// The position of the record a refusal names, if one record is at fault.
+fn record_at_fault(e: &Error) -> Option<usize> {
+    match e {
+        Error::RecordLimit { index, .. } => Some(*index),
+        _ => None,
     }
 }
 

@@ -228,6 +228,7 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     /// What the log stores is what a Kafka producer may send: stored batches decode as a
@@ -273,6 +274,61 @@ mod tests {
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
             headers: IndexMap::new(),
         }
+    }
+
+    /// A producer's uncompressed batch with ascending timestamps is stored as sent: the log
+    /// reads back exactly the records the decoding path would have stored. Anything the log
+    /// could not store unchanged goes the decoding path instead.
+    #[test]
+    fn a_batch_stored_as_sent_reads_back_what_decoding_it_gives() {
+        let record = |i: i64, key: Option<&str>, value: &str| {
+            let mut headers = IndexMap::new();
+            headers.insert(StrBytes::from_string(format!("h{i}")), Some(Bytes::from(format!("v{i}"))));
+            kafka_protocol::records::Record {
+                offset: i,
+                sequence: i as i32 - 1, // base sequence -1: not an idempotent producer
+                timestamp: 1_700_000_000_000 + i * 7,
+                key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                headers,
+                ..kafka_record(Some(value))
+            }
+        };
+        let sent: Vec<_> = (0..5).map(|i| record(i, (i % 2 == 0).then_some("k"), &"x".repeat(i as usize))).collect();
+        let bytes = batch(&sent, Compression::None);
+        let (_, views) = crate::batch::storable(&bytes).expect("stored as sent");
+        let stored: Vec<Record> = views.iter().map(|v| v.to_record()).collect();
+        assert_eq!(stored, decode_produce(bytes.clone(), 0).unwrap());
+
+        // librdkafka sends leader epoch 0: stored as sent, the epoch becomes -1.
+        let mut epoch_0 = BytesMut::from(&bytes[..]);
+        epoch_0[12..16].copy_from_slice(&0i32.to_be_bytes());
+        assert!(crate::batch::storable(&epoch_0).is_some(), "leader epoch 0");
+        let stored_bytes = crate::batch::with_base_offset(&epoch_0, 40);
+        assert_eq!(crate::batch::decode(&stored_bytes).unwrap().0.base_offset, 40);
+        assert!(crate::batch::storable(&batch(&sent, Compression::Zstd)).is_none(), "compressed");
+        let unordered: Vec<_> = sent
+            .iter()
+            .rev()
+            .cloned()
+            .enumerate()
+            .map(|(i, r)| kafka_protocol::records::Record { offset: i as i64, ..r })
+            .collect();
+        assert!(
+            crate::batch::storable(&batch(&unordered, Compression::None)).is_none(),
+            "first timestamp not the smallest"
+        );
+        let idempotent: Vec<_> = sent
+            .iter()
+            .cloned()
+            .map(|r| kafka_protocol::records::Record { producer_id: 7, producer_epoch: 0, ..r })
+            .collect();
+        assert!(crate::batch::storable(&batch(&idempotent, Compression::None)).is_none(), "idempotent producer");
+        let mut claims_more = BytesMut::from(&bytes[..]);
+        claims_more[35..43].copy_from_slice(&(1_800_000_000_000i64).to_be_bytes()); // maxTimestamp
+        let crc = crc32c::crc32c(&claims_more[21..]);
+        claims_more[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(crate::batch::storable(&claims_more).is_none(), "a max timestamp no record reaches");
+        assert!(crate::batch::storable(&[bytes.clone(), bytes].concat()).is_none(), "two batches");
     }
 
     #[test]
