@@ -610,3 +610,27 @@ fn a_restart_after_a_failed_undo_makes_an_empty_active_segment_durable_too() {
     f.disk.crash();
     assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2]), "what the restarted writer showed is what is durable");
 }
+
+/// Review: a Kafka produce partition may carry at most `PRODUCE_RECORDS_MAX` records (the
+/// decoding path refuses more); a batch stored as sent is not held to it.
+#[test]
+fn review_a_batch_stored_as_sent_is_held_to_the_produce_record_count_limit() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let n = tierlog::kafka::records::PRODUCE_RECORDS_MAX as usize + 1;
+    let sent = tierlog::batch::encode(0, &vec![Record { timestamp: 1_000, ..Record::default() }; n]);
+    let refused = tierlog::kafka::records::decode_produce(bytes::Bytes::from(sent.clone()), 0).map(|r| r.len());
+    assert!(refused.is_err(), "the decoding path refuses {n} records");
+    match p.append_as_sent(&sent, 1_000) {
+        None | Some(Err(_)) => {}
+        Some(Ok((appended, count))) => panic!(
+            "{count} records in one produce partition ({} bytes) stored as sent at offsets {}..={}; the decoding \
+             path refuses them: {:?}",
+            sent.len(),
+            appended.first_offset,
+            appended.last_offset,
+            refused.err().map(|e| e.message)
+        ),
+    }
+}

@@ -73,8 +73,10 @@ pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
     let no_producer = i64::from_be_bytes(array(bytes, 43)) == NO_PRODUCER_ID
         && i16::from_be_bytes(array(bytes, 51)) == NO_PRODUCER_EPOCH
         && i32::from_be_bytes(array(bytes, 53)) == NO_SEQUENCE;
-    // A negative timestamp may be Kafka's "none" (-1), which the decoding path replaces.
-    if header.length != bytes.len() || header.min_timestamp < 0 || !no_producer {
+    // A negative timestamp may be Kafka's "none" (-1), which the decoding path replaces. The
+    // record count is held to the produce limit before records are read (a view each).
+    let many = header.record_count as usize > crate::limits::PRODUCE_RECORDS_MAX;
+    if header.length != bytes.len() || header.min_timestamp < 0 || !no_producer || many {
         return None;
     }
     let (stored, computed) = checksums(bytes, &header);
@@ -235,17 +237,19 @@ pub fn views<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Vec<RecordView
         let offset = header.base_offset + u64::from(i);
         let len = length(&mut cursor, "record length")?;
         let mut record = Cursor { bytes: cursor.take(len)? };
-        record.take(1)?; // attributes
+        if record.take(1)?[0] != 0 {
+            return Err(BatchError::Malformed("record attributes other than 0"));
+        }
         let timestamp = header.min_timestamp.wrapping_add(varint(&mut record)?);
         if !(header.min_timestamp..=header.max_timestamp).contains(&timestamp) {
             return Err(BatchError::Malformed("record timestamp outside the batch's base and max timestamps"));
         }
-        if varint(&mut record)? != i64::from(i) {
+        if varint32(&mut record)? != i64::from(i) {
             return Err(BatchError::Malformed("record offset delta is not its place in the batch"));
         }
         let key = nullable(&mut record)?;
         let value = nullable(&mut record)?.ok_or(BatchError::Malformed("null value"))?;
-        let header_count = varint(&mut record)?;
+        let header_count = varint32(&mut record)?;
         if !(0..=RECORD_HEADERS_MAX as i64).contains(&header_count) {
             let limit = crate::limits::LimitError::Headers { count: header_count.max(0) as usize };
             return Err(BatchError::OverLimit { offset, limit });
@@ -282,7 +286,7 @@ pub fn header_pair<'a>(cursor: &mut Cursor<'a>) -> Result<(&'a str, &'a [u8]), B
 }
 
 fn nullable<'a>(cursor: &mut Cursor<'a>) -> Result<Option<&'a [u8]>, BatchError> {
-    match varint(cursor)? {
+    match varint32(cursor)? {
         -1 => Ok(None),
         len if len >= 0 => Ok(Some(cursor.take(len as usize)?)),
         _ => Err(BatchError::Malformed("negative field length")),
@@ -290,20 +294,34 @@ fn nullable<'a>(cursor: &mut Cursor<'a>) -> Result<Option<&'a [u8]>, BatchError>
 }
 
 fn length(cursor: &mut Cursor<'_>, what: &'static str) -> Result<usize, BatchError> {
-    usize::try_from(varint(cursor)?).map_err(|_| BatchError::Malformed(what))
+    usize::try_from(varint32(cursor)?).map_err(|_| BatchError::Malformed(what))
 }
 
-/// A zig-zag varint of at most 10 bytes.
+/// A zig-zag varint of an `int32` field: at most 5 bytes and within `i32`, as Kafka's own
+/// decoders require (its Java client refuses a longer one).
+fn varint32(cursor: &mut Cursor<'_>) -> Result<i64, BatchError> {
+    let value = zigzag(cursor, 5)?;
+    if i32::try_from(value).is_err() {
+        return Err(BatchError::Malformed("int32 varint out of range"));
+    }
+    Ok(value)
+}
+
+/// A zig-zag varlong (`int64` field) of at most 10 bytes.
 fn varint(cursor: &mut Cursor<'_>) -> Result<i64, BatchError> {
+    zigzag(cursor, 10)
+}
+
+fn zigzag(cursor: &mut Cursor<'_>, max_bytes: usize) -> Result<i64, BatchError> {
     let mut raw: u64 = 0;
-    for i in 0..10 {
+    for i in 0..max_bytes {
         let byte = cursor.take(1)?[0];
         raw |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
         }
     }
-    Err(BatchError::Malformed("varint longer than 10 bytes"))
+    Err(BatchError::Malformed("varint longer than its field allows"))
 }
 
 fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
@@ -322,5 +340,21 @@ mod tests {
             assert_eq!(buf.len(), varint_len(value), "{value}");
             assert_eq!(varint(&mut Cursor { bytes: &buf }).unwrap(), value);
         }
+    }
+
+    /// `int32` fields take at most 5 bytes and an `i32` value, as Kafka's Java client requires
+    /// (found in review: a 6-byte key length was stored as sent and stopped Java consumers).
+    #[test]
+    fn int32_varints_are_at_most_five_bytes_and_in_range() {
+        for value in [0, -1, i32::MAX as i64, i32::MIN as i64] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, value);
+            assert_eq!(varint32(&mut Cursor { bytes: &buf }).unwrap(), value);
+        }
+        let six_bytes_minus_one = [0x81, 0x80, 0x80, 0x80, 0x80, 0x00];
+        assert!(varint32(&mut Cursor { bytes: &six_bytes_minus_one }).is_err());
+        let mut past_i32 = Vec::new();
+        put_varint(&mut past_i32, i32::MAX as i64 + 1);
+        assert!(varint32(&mut Cursor { bytes: &past_i32 }).is_err());
     }
 }

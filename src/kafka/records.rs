@@ -18,9 +18,9 @@ use crate::record::Record;
 /// Bytes the batches of one produce partition may decompress to, together: the log's largest
 /// batch. Small compressed batches cannot make the broker allocate more than this.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = crate::batch::BATCH_BYTES_MAX;
-/// Records one produce partition may carry; the crate reserves memory for the count a batch
-/// header claims before reading the records, so the claim is checked first.
-pub const PRODUCE_RECORDS_MAX: i64 = 1_000_000;
+/// Records one produce partition may carry ([`crate::limits::PRODUCE_RECORDS_MAX`]); the crate
+/// reserves memory for the count a batch header claims, so the claim is checked first.
+pub const PRODUCE_RECORDS_MAX: i64 = crate::limits::PRODUCE_RECORDS_MAX as i64;
 
 /// Why a produced batch was refused: the Kafka error code and a message naming the record.
 #[derive(Debug)]
@@ -329,6 +329,65 @@ mod tests {
         claims_more[17..21].copy_from_slice(&crc.to_be_bytes());
         assert!(crate::batch::storable(&claims_more).is_none(), "a max timestamp no record reaches");
         assert!(crate::batch::storable(&[bytes.clone(), bytes].concat()).is_none(), "two batches");
+    }
+
+    /// Review: what is stored as sent must be byte for byte what the decoding path would
+    /// store (docs/FORMAT.md: record attributes 0). A producer's non-zero record attributes
+    /// byte is kept instead.
+    #[test]
+    fn review_a_record_attributes_byte_is_not_stored_as_sent() {
+        let sent: Vec<_> = (0..2)
+            .map(|i| kafka_protocol::records::Record {
+                offset: i,
+                sequence: i as i32 - 1, // one batch, base sequence -1
+                timestamp: 1_700_000_000_000 + i,
+                ..kafka_record(Some("v"))
+            })
+            .collect();
+        let canonical = batch(&sent, Compression::None);
+        let mut bytes = BytesMut::from(&canonical[..]);
+        assert_eq!(bytes[62], 0, "first record's attributes byte");
+        bytes[62] = 0x7f;
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let bytes = bytes.freeze();
+        assert!(crate::batch::storable(&canonical).is_some(), "the producer's unmodified batch is stored as sent");
+        if crate::batch::storable(&bytes).is_some() {
+            let as_sent = crate::batch::with_base_offset(&bytes, 0);
+            let decoded = crate::batch::encode(0, &decode_produce(bytes.clone(), 0).unwrap());
+            assert_eq!(as_sent[62], decoded[62], "record attributes byte stored as sent vs by the decoding path");
+        }
+    }
+
+    /// Review: a varint of an int32 field longer than 5 bytes (docs/FORMAT.md: "up to 5 bytes
+    /// for int32 values"; Kafka's Java client throws "Varint is too long") is stored as sent,
+    /// though the decoding path refuses it and a Kafka decoder cannot read the fetched bytes.
+    #[test]
+    fn review_an_overlong_int32_varint_is_not_stored_as_sent() {
+        let sent = kafka_protocol::records::Record { timestamp: 1_700_000_000_000, ..kafka_record(Some("a")) };
+        let canonical = batch(&[sent], Compression::None);
+        // Record: length, attributes, timestamp delta, offset delta, key length (-1 = 0x01), ...
+        assert_eq!(&canonical[61..66], &[0x0e, 0x00, 0x00, 0x00, 0x01]);
+        let mut bytes = BytesMut::from(&canonical[..65]);
+        bytes.extend_from_slice(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x00]); // -1 in 6 bytes: no key
+        bytes.extend_from_slice(&canonical[66..]);
+        bytes[61] += 10; // zig-zag: the record is 5 bytes longer
+        let batch_len = i32::from_be_bytes(bytes[8..12].try_into().unwrap()) + 5;
+        bytes[8..12].copy_from_slice(&batch_len.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let bytes = bytes.freeze();
+        let decoding_path = decode_produce(bytes.clone(), 0).map_err(|e| e.message);
+        if let Some((_, views)) = crate::batch::storable(&bytes) {
+            let tierlog_reads: Vec<Record> = views.iter().map(|v| v.to_record()).collect();
+            let mut stored = Bytes::from(crate::batch::with_base_offset(&bytes, 0));
+            let kafka_reads =
+                RecordBatchDecoder::decode(&mut stored).map(|set| set.records.len()).map_err(|e| e.to_string());
+            panic!(
+                "stored as sent; tierlog reads {tierlog_reads:?}; a Kafka decoder reads the stored bytes as {kafka_reads:?}; \
+                 the decoding path gives {decoding_path:?}"
+            );
+        }
     }
 
     #[test]
