@@ -387,6 +387,53 @@ impl Config {
         Ok(config)
     }
 
+    /// Every setting of the configuration `load` gives for `path` and `env`, as
+    /// `(key, value, source)` with source "file", "env TIERLOG_…" or "default"; token hashes
+    /// are shown by name only.
+    pub fn explain(path: Option<&Path>, env: Vec<(String, String)>) -> Result<Vec<(String, toml::Value, String)>> {
+        let config = Config::load(path, env.clone())?;
+        let file = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| Error::io(path, "read config file", e))?
+                .parse::<toml::Table>()
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
+            None => toml::Table::new(),
+        };
+        let mut from_env = toml::Table::new();
+        apply_env(&mut from_env, env.clone())?;
+        let env_var = |key: &str| {
+            let name = format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase());
+            env.iter().any(|(k, _)| *k == name).then_some(name)
+        };
+        let table = toml::Table::try_from(&config).map_err(|e| Error::Config(e.to_string()))?;
+        let mut out = Vec::new();
+        for (name, value) in &table {
+            let leaves: Vec<(String, &toml::Value)> = match value {
+                toml::Value::Table(section) => section.iter().map(|(k, v)| (format!("{name}.{k}"), v)).collect(),
+                other => vec![(name.clone(), other)],
+            };
+            for (key, value) in leaves {
+                let lookup = |t: &toml::Table| match key.split_once('.') {
+                    Some((section, k)) => t.get(section).and_then(|s| s.get(k)).is_some(),
+                    None => t.get(&key).is_some(),
+                };
+                let source = match env_var(&key) {
+                    Some(var) if lookup(&from_env) => format!("env {var}"),
+                    _ if lookup(&file) => "file".to_string(),
+                    _ => "default".to_string(),
+                };
+                let value = if key == "server.tokens" {
+                    let names = config.server.tokens.iter().map(|t| toml::Value::String(t.name.clone())).collect();
+                    toml::Value::Array(names)
+                } else {
+                    value.clone()
+                };
+                out.push((key, value, source));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let table = toml::Table::try_from(self).map_err(|e| Error::Config(e.to_string()))?;
         for (key, min, max) in RANGES {

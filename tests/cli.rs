@@ -404,3 +404,30 @@ fn group_list_describe_and_seek_by_offset_and_time() {
     let out = run(dir.path(), &["group", "describe", "nobody"], "");
     assert!(!out.status.success() && stderr(&out).contains("no committed offsets"), "{}", stderr(&out));
 }
+
+/// `tierlog config show` names where each setting in force came from, and shows tokens by
+/// name only.
+#[test]
+fn config_show_names_the_source_of_every_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tierlog.toml");
+    let sha = "0".repeat(64);
+    std::fs::write(
+        &file,
+        format!("[segment]\nmax_bytes = 8388608\n[server]\ntokens = [{{ name = \"ops\", token_sha256 = \"{sha}\", admin = true }}]\n"),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["--config", file.to_str().unwrap(), "config", "show"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let settings = json_lines(&out);
+    let find = |key: &str| settings.iter().find(|s| s["key"] == key).unwrap_or_else(|| panic!("{key} missing")).clone();
+    assert_eq!(
+        find("segment.max_bytes"),
+        serde_json::json!({"key": "segment.max_bytes", "value": 8388608, "source": "file"})
+    );
+    assert_eq!(find("log.max_record_bytes")["source"], "env TIERLOG_LOG_MAX_RECORD_BYTES");
+    assert_eq!(find("segment.max_age_ms")["source"], "default");
+    assert_eq!(find("data_dir")["source"], "flag --data-dir");
+    assert_eq!(find("server.tokens")["value"], serde_json::json!(["ops"]), "token hashes are not printed");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&sha));
+}

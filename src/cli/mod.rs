@@ -4,6 +4,7 @@
 mod bench;
 mod bench_kafka;
 mod client;
+mod config;
 mod consume;
 mod demo;
 mod group;
@@ -96,6 +97,9 @@ resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume w
   tierlog offsets events
   tierlog offsets events --time 2026-03-03T14:02:00Z")]
     Offsets(consume::OffsetsArgs),
+    /// The effective configuration and where each value came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Consumer groups: committed offsets and lag, and moving them (list, describe, seek).
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Offsets(args) => consume::offsets(&cli.global, args),
         Command::Tier(cmd) => tier::run(&cli.global, cmd),
         Command::Group(cmd) => group::run(&cli.global, cmd),
+        Command::Config(cmd) => config::run(&cli.global, cmd),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
