@@ -136,6 +136,9 @@ pub struct ServerSection {
     pub max_records_per_request: u64,
     /// Most concurrent `follow=true` streams; more get 429.
     pub max_follow_streams: u64,
+    /// Most concurrent follow streams one token may hold (with tokens configured), so one
+    /// client cannot take every follow slot; more get 429.
+    pub max_follow_streams_per_token: u64,
     /// A request whose body has not arrived completely after this long is cut off
     /// (slow-body clients).
     pub request_timeout_ms: u64,
@@ -252,6 +255,7 @@ impl Default for ServerSection {
             max_body_bytes: 16 * 1024 * 1024,
             max_records_per_request: 50_000,
             max_follow_streams: 256,
+            max_follow_streams_per_token: 64,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
@@ -356,6 +360,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.max_body_bytes", 1024, 1 << 30),
     ("server.max_records_per_request", 1, 10_000_000),
     ("server.max_follow_streams", 1, 100_000),
+    ("server.max_follow_streams_per_token", 1, 100_000),
     ("server.request_timeout_ms", 100, 3_600_000),
     ("server.header_read_timeout_ms", 100, 3_600_000),
     ("server.max_connections", 1, 100_000),

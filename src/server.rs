@@ -7,7 +7,7 @@
 //! are served. Everything a client sends is untrusted: every input is checked before use,
 //! and no request can make the server panic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -102,6 +102,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: ServerSection,
     follow_permits: Arc<Semaphore>,
+    /// Follow streams open per token (with tokens configured).
+    follows_by_token: Arc<std::sync::Mutex<HashMap<String, u64>>>,
     pub ready: AtomicBool,
     shutdown: watch::Receiver<bool>,
     auth: Auth,
@@ -133,6 +135,7 @@ impl AppState {
             auth,
             reader: Reader::new(log.clone()),
             follow_permits: Arc::new(Semaphore::new(limits.max_follow_streams as usize)),
+            follows_by_token: Arc::default(),
             limits,
             log,
             metrics: Metrics::default(),
@@ -763,7 +766,8 @@ async fn fetch_inner(
                 ),
             )
         })?;
-        Some(permit)
+        let per_token = if state.auth.enabled() { Some(TokenFollow::take(&state, &who)?) } else { None };
+        Some((permit, per_token))
     } else {
         None
     };
@@ -796,6 +800,43 @@ async fn fetch_inner(
     Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response())
 }
 
+/// One of a token's follow streams, counted against `server.max_follow_streams_per_token`
+/// until dropped (when the stream ends or its client goes away).
+struct TokenFollow {
+    counts: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    who: String,
+}
+
+impl TokenFollow {
+    fn take(state: &AppState, who: &str) -> ApiResult<TokenFollow> {
+        let max = state.limits.max_follow_streams_per_token;
+        let mut counts = state.follows_by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let open = counts.entry(who.to_string()).or_default();
+        if *open >= max {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "token '{who}' holds server.max_follow_streams_per_token = {max} follow streams; close one or retry later"
+                ),
+            ));
+        }
+        *open += 1;
+        Ok(TokenFollow { counts: state.follows_by_token.clone(), who: who.to_string() })
+    }
+}
+
+impl Drop for TokenFollow {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = counts.get_mut(&self.who) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.who);
+            }
+        }
+    }
+}
+
 struct FetchStream {
     state: Arc<AppState>,
     partition: Arc<Partition>,
@@ -806,7 +847,8 @@ struct FetchStream {
     follow: bool,
     /// Server-Sent Events framing (`id:` = offset, `data:` = the record) instead of NDJSON.
     sse: bool,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The follow slots held while the stream lives (global, and the token's).
+    _permit: Option<(tokio::sync::OwnedSemaphorePermit, Option<TokenFollow>)>,
 }
 
 impl FetchStream {

@@ -671,3 +671,46 @@ fn given_an_append_failure_in_the_second_partition_produce_answers_what_was_writ
     assert_eq!(lines[1]["not_attempted"], json!([2]));
     assert_eq!(lines[1]["not_written_lines"], "2-3,4-");
 }
+
+/// One token cannot take every follow slot: with tokens configured, a token holds at most
+/// `server.max_follow_streams_per_token` follow streams; another token still gets one, and a
+/// closed stream gives its slot back.
+#[tokio::test]
+async fn one_token_cannot_hold_every_follow_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_follow_streams_per_token = 2\ntokens = [\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n  {{ name = \"tail\", token_sha256 = \"{}\", read = [\"*\"] }},\n]\n",
+            sha256_hex("a-token"),
+            sha256_hex("t-token")
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
+    let c = client();
+    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    let follow = |token: &'static str| {
+        c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=0&follow=true")).bearer_auth(token).send()
+    };
+    let first = follow("t-token").await.unwrap();
+    let second = follow("t-token").await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = follow("t-token").await.unwrap();
+    assert_eq!(third.status(), 429);
+    let body = third.text().await.unwrap();
+    assert!(body.contains("max_follow_streams_per_token = 2"), "{body}");
+    assert_eq!(follow("a-token").await.unwrap().status(), 200, "another token still follows");
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = follow("t-token").await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a closed stream never gave its slot back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
