@@ -49,11 +49,12 @@ pub fn check_record(record: &Record) -> Result<(), LimitError> {
         check_field("header name", name.len())?;
         check_field("header value", value.len())?;
     }
-    let bytes = crate::batch::record_encoded_len(record);
-    if bytes > RECORD_BYTES_MAX {
-        return Err(LimitError::RecordBytes { bytes });
-    }
-    Ok(())
+    check_record_bytes(crate::batch::record_encoded_len(record))
+}
+
+/// Checks a record's encoded length (`batch::record_encoded_len`) against the format's limit.
+pub fn check_record_bytes(bytes: usize) -> Result<(), LimitError> {
+    if bytes > RECORD_BYTES_MAX { Err(LimitError::RecordBytes { bytes }) } else { Ok(()) }
 }
 
 fn check_field(field: &'static str, bytes: usize) -> Result<(), LimitError> {

@@ -332,18 +332,25 @@ impl Partition {
     fn check_views(&self, views: &[RecordView<'_>]) -> Result<()> {
         for (index, view) in views.iter().enumerate() {
             let bytes = batch::view_encoded_len(view);
-            if bytes > crate::limits::RECORD_BYTES_MAX {
-                let limit = crate::limits::LimitError::RecordBytes { bytes };
-                return Err(Error::RecordLimit { topic: self.topic.clone(), partition: self.id, index, limit });
-            }
-            if bytes > self.policy.max_record_bytes {
-                return Err(Error::RecordTooLarge {
-                    topic: self.topic.clone(),
-                    partition: self.id,
-                    bytes,
-                    max: self.policy.max_record_bytes,
-                });
-            }
+            crate::limits::check_record_bytes(bytes).map_err(|limit| self.over_limit(index, limit))?;
+            self.check_policy(bytes)?;
+        }
+        Ok(())
+    }
+
+    fn over_limit(&self, index: usize, limit: crate::limits::LimitError) -> Error {
+        Error::RecordLimit { topic: self.topic.clone(), partition: self.id, index, limit }
+    }
+
+    /// `log.max_record_bytes`, for a record of `bytes` encoded bytes.
+    fn check_policy(&self, bytes: usize) -> Result<()> {
+        if bytes > self.policy.max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                topic: self.topic.clone(),
+                partition: self.id,
+                bytes,
+                max: self.policy.max_record_bytes,
+            });
         }
         Ok(())
     }
@@ -353,21 +360,8 @@ impl Partition {
     pub fn check_records(&self, records: &[Record]) -> Result<()> {
         for (index, record) in records.iter().enumerate() {
             // The format's limits first: a record the decoder would refuse must never be written.
-            crate::limits::check_record(record).map_err(|limit| Error::RecordLimit {
-                topic: self.topic.clone(),
-                partition: self.id,
-                index,
-                limit,
-            })?;
-            let bytes = batch::record_encoded_len(record);
-            if bytes > self.policy.max_record_bytes {
-                return Err(Error::RecordTooLarge {
-                    topic: self.topic.clone(),
-                    partition: self.id,
-                    bytes,
-                    max: self.policy.max_record_bytes,
-                });
-            }
+            crate::limits::check_record(record).map_err(|limit| self.over_limit(index, limit))?;
+            self.check_policy(batch::record_encoded_len(record))?;
         }
         Ok(())
     }

@@ -15,7 +15,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use serde_json::json;
 use tierlog::config::FsyncPolicy;
 use tierlog::partition::Partition;
@@ -270,29 +269,10 @@ fn produce_latencies(address: &str, samples: usize, record_bytes: usize) -> Resu
 }
 
 fn produce_frame(correlation: i32, record: Record) -> Result<Bytes> {
-    let record = kafka_protocol::records::Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: record.timestamp,
-        key: record.key.map(Bytes::from),
-        value: Some(Bytes::from(record.value)),
-        headers: Default::default(),
-    };
-    let mut records = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut records,
-        [record].iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )?;
+    // The log's batch format is Kafka's RecordBatch v2: what it encodes is what a producer sends.
+    let records = Bytes::from(tierlog::batch::encode(0, &[record]));
     let partition =
-        kafka_protocol::messages::produce_request::PartitionProduceData::default().with_records(Some(records.freeze()));
+        kafka_protocol::messages::produce_request::PartitionProduceData::default().with_records(Some(records));
     let topic = kafka_protocol::messages::produce_request::TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_static_str("latency")))
         .with_partition_data(vec![partition]);

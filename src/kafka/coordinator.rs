@@ -707,6 +707,53 @@ mod tests {
         );
     }
 
+    /// A leader that heartbeats but never sends SyncGroup is removed at the rebalance timeout; the follower
+    /// waiting in SyncGroup is told to rejoin and then leads alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout() {
+        let (c, _ticking) = coordinator();
+        let a = c.join(join("", &["range"])).await.member_id;
+        let b = c.join(join("", &["range"])).await.member_id;
+        let (ca, cb) = (c.clone(), c.clone());
+        let (ja, jb) = (join(&a, &["range"]), join(&b, &["range"]));
+        let (ja, _) = tokio::join!(ca.join(ja), cb.join(jb));
+        let follower = if ja.leader == a { b.clone() } else { a.clone() };
+        // The leader heartbeats (so its session stays alive) but never sends SyncGroup.
+        let (cl, leader) = (c.clone(), ja.leader.clone());
+        tokio::spawn(async move {
+            while cl.heartbeat("g", 1, &leader).is_ok() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let started = Instant::now();
+        let synced = c.sync("g", 1, &follower, vec![]).await;
+        assert_eq!(synced, Err(ResponseError::RebalanceInProgress));
+        assert!(started.elapsed() >= Duration::from_secs(30), "after the 30 s rebalance timeout");
+        let again = c.join(join(&follower, &["range"])).await;
+        assert_eq!((again.generation, again.leader, again.members.len()), (2, follower, 1));
+    }
+
+    /// Members sharing protocols only pairwise ({x,y}, {y,z}) leave no protocol for all: a
+    /// third member {x,z} is refused. A handed-out member id unused for 30 s is forgotten.
+    #[tokio::test(start_paused = true)]
+    async fn a_protocol_must_be_common_to_all_and_unused_member_ids_expire() {
+        let (c, _ticking) = coordinator();
+        let first = c.join(join("", &["x", "y"])).await.member_id;
+        let c1 = c.clone();
+        let j1 = join(&first, &["x", "y"]);
+        tokio::spawn(async move { c1.join(j1).await });
+        tokio::task::yield_now().await;
+        let second = c.join(join("", &["y", "z"])).await.member_id;
+        let c2 = c.clone();
+        let j2 = join(&second, &["y", "z"]);
+        tokio::spawn(async move { c2.join(j2).await });
+        tokio::task::yield_now().await;
+        assert_eq!(c.join(join("", &["x", "z"])).await.error, Some(ResponseError::InconsistentGroupProtocol));
+        let unused = c.join(join("", &["y"])).await.member_id;
+        tokio::time::sleep(PENDING_TTL + TICK * 2).await;
+        assert_eq!(c.join(join(&unused, &["y"])).await.error, Some(ResponseError::UnknownMemberId));
+    }
+
     #[tokio::test]
     async fn joins_without_a_common_protocol_or_with_bad_timeouts_are_refused() {
         let (c, _ticking) = coordinator();

@@ -185,7 +185,7 @@ pub(super) fn describe_groups(broker: &Broker, request: &mut Request, who: &str)
     let mut names = body.groups;
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(name.0.clone())); // each group once, however often named
-    let stored = stored_groups(broker);
+    let mut stored: Option<Vec<String>> = None; // read only if a named group is not in memory
     let mut budget = DESCRIBE_BYTES_MAX;
     let groups = names
         .into_iter()
@@ -197,6 +197,7 @@ pub(super) fn describe_groups(broker: &Broker, request: &mut Request, who: &str)
             let Some(info) = broker.groups.describe(name.0.as_str()) else {
                 // Kafka describes a group it does not know as Dead, without an error; one with
                 // committed offsets only as Empty.
+                let stored = stored.get_or_insert_with(|| stored_groups(broker));
                 let state = if stored.iter().any(|g| g == name.0.as_str()) { "Empty" } else { "Dead" };
                 return DescribedGroup::default().with_group_id(name).with_group_state(text(state));
             };
