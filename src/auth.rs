@@ -115,6 +115,12 @@ impl Auth {
         self.tokens.iter().find(|t| t.name == who).is_some_and(|token| token_allows(token, right, resource))
     }
 
+    /// Whether `who` may write at least one topic (what Kafka asks of a principal that wants
+    /// an idempotent producer id).
+    pub fn may_write_some_topic(&self, who: &str) -> bool {
+        self.tokens.is_empty() || self.tokens.iter().any(|t| t.name == who && (t.admin || !t.write.is_empty()))
+    }
+
     /// Records a read of `topic/partition` offsets `from..to` by `who`.
     pub fn audit_read(&self, who: &str, topic: &str, partition: u32, from: u64, to: Option<u64>, follow: bool) {
         self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "read", "topic": topic, "partition": partition, "from_offset": from, "to_offset": to, "follow": follow}));

@@ -61,6 +61,10 @@ pub enum Error {
         "{topic}/{partition} refuses appends: {reason}. Nothing after the last acknowledged record was kept. Fix the disk, then restart tierlog: recovery re-validates the active segment"
     )]
     Stopped { topic: String, partition: u32, reason: String },
+    /// An idempotent producer's batch that is neither the next in its sequence nor a retry of
+    /// a stored one, or from a fenced producer (see `producers`).
+    #[error("{topic}/{partition}: {refusal}; nothing was written")]
+    Producer { topic: String, partition: u32, refusal: crate::producers::Refusal },
     #[error(transparent)]
     Remote(#[from] tierlog_tiering::Error),
     #[error("invalid configuration: {0}")]
@@ -93,6 +97,7 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::RecordLimit { .. }
             | Error::OffsetBelowStart { .. }
+            | Error::Producer { .. }
             | Error::Config(_)
             | Error::Invalid(_) => ErrorKind::Invalid,
         }

@@ -265,7 +265,15 @@ mod tests {
     use super::*;
 
     fn header(base: u64, count: u32, ts: i64, length: usize) -> BatchHeader {
-        BatchHeader { version: 2, base_offset: base, record_count: count, min_timestamp: ts, max_timestamp: ts, length }
+        BatchHeader {
+            version: 2,
+            base_offset: base,
+            record_count: count,
+            min_timestamp: ts,
+            max_timestamp: ts,
+            length,
+            producer: None,
+        }
     }
 
     fn sample_index() -> SegmentIndex {

@@ -7,6 +7,7 @@
 //! - [`index`], [`segment`]: one segment file and its sparse offset/time indexes.
 //! - [`ack_end`]: the acknowledged end the writer publishes for read-only readers.
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
+//! - [`producers`]: idempotent producers' state per partition (retries stored once).
 //! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
 //! - [`config`]: TOML + environment configuration.
 //! - [`disk`]: the file-system trait the log writes through (real, or simulated with crashes).
@@ -32,6 +33,7 @@ pub mod limits;
 pub mod lock;
 pub mod log;
 pub mod partition;
+pub mod producers;
 pub mod reader;
 pub mod record;
 pub mod sample;

@@ -18,6 +18,9 @@ pub const RECORD_HEADERS_MAX: usize = 1024;
 /// Records one partition of a Kafka produce request may carry: checked before they are read,
 /// since readers (the `kafka-protocol` crate's, and the log's views) reserve memory per record.
 pub const PRODUCE_RECORDS_MAX: usize = 1_000_000;
+/// Idempotent producers one partition remembers (see `producers`): each takes a few hundred
+/// bytes, and a client can make new ones at will.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// Encoded bytes of one record: it must fit in one batch beside the batch header.
 pub const RECORD_BYTES_MAX: usize = BATCH_BYTES_MAX - HEADER_BYTES;
 /// Bytes of a key, a value, a header name or a header value: no field can outgrow its record

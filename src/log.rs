@@ -13,6 +13,7 @@ use crate::config::{Config, FsyncPolicy};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::DirLock;
+use crate::producers::IdAllocator;
 use crate::topic::{self, Topic};
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ struct Inner {
     host: Host,
     writable: bool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Idempotent producers' ids (the writer's only).
+    producer_ids: Option<IdAllocator>,
     _lock: Option<DirLock>,
 }
 
@@ -72,7 +75,25 @@ impl Log {
             let topic = Topic::open(&host, &config.data_dir, &name, &config, writable)?;
             topics.insert(name, Arc::new(topic));
         }
-        Ok(Log { inner: Arc::new(Inner { config, host, writable, topics: RwLock::new(topics), _lock: lock }) })
+        let producer_ids = if writable {
+            let remembered =
+                topics.values().flat_map(|t| t.partitions.iter()).filter_map(|p| p.max_producer_id()).max();
+            let floor = remembered.map_or(0, |id| id + 1);
+            Some(IdAllocator::open(host.disk.clone(), &config.data_dir, floor)?)
+        } else {
+            None
+        };
+        let topics = RwLock::new(topics);
+        Ok(Log { inner: Arc::new(Inner { config, host, writable, topics, producer_ids, _lock: lock }) })
+    }
+
+    /// A producer id no idempotent producer of this data directory had before (Kafka's
+    /// InitProducerId); the writer's only.
+    pub fn allocate_producer_id(&self) -> Result<i64> {
+        match &self.inner.producer_ids {
+            Some(ids) => ids.allocate(),
+            None => Err(Error::ReadOnly(self.data_dir().to_path_buf())),
+        }
     }
 
     /// The disk and clock this log runs on.

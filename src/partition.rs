@@ -25,13 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::ack_end::{self, AckEnd};
-use crate::batch::{self, HEADER_BYTES, RecordView};
+use crate::batch::{self, HEADER_BYTES, ProducerStamp, RecordView};
 use crate::config::{Config, FsyncPolicy};
 use crate::disk::{self, Disk, FileRef};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::index::IndexMark;
 use crate::index::SegmentIndex;
+use crate::producers::{self, Producers, Verdict};
 use crate::record::{Record, StoredRecord};
 use crate::segment::{self, Segment, SegmentSlice};
 
@@ -67,6 +68,17 @@ pub struct Appended {
     pub last_offset: u64,
 }
 
+/// Result of appending one producer batch ([`Partition::append_as_sent`],
+/// [`Partition::append_stamped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub appended: Appended,
+    pub records: usize,
+    /// An idempotent producer's retry of a batch the log holds: nothing was written, and
+    /// `appended` holds the offsets the batch got the first time.
+    pub duplicate: bool,
+}
+
 pub struct Partition {
     pub topic: String,
     pub id: u32,
@@ -98,6 +110,8 @@ struct State {
     stopped: Option<String>,
     /// The writer's `ack-end` file, where it publishes the acknowledged end for readers.
     ack_end: Option<FileRef>,
+    /// Idempotent producers' state as of the log end (the writer's only).
+    producers: Producers,
 }
 
 impl Partition {
@@ -153,6 +167,11 @@ impl Partition {
         self.lock().active.index.next_offset
     }
 
+    /// The largest idempotent producer id this partition remembers.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.lock().producers.max_id()
+    }
+
     /// Bytes in the active segment.
     pub fn active_bytes(&self) -> u64 {
         self.lock().active.index.bytes
@@ -169,17 +188,42 @@ impl Partition {
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
         let groups = split_by_size(records, self.batch_bytes_target());
-        self.append_batches(groups.len(), |i, base| batch::encode(base, groups[i]), now_ms)
+        let (appended, _) =
+            self.append_batches(groups.len(), |i, base| batch::encode(base, groups[i]), None, now_ms)?;
+        Ok(appended)
+    }
+
+    /// Appends an idempotent producer's records as one batch stamped `producer`, unless the
+    /// partition holds that batch already (a retry: nothing is written, see `producers`). The
+    /// records must fit one batch of the format (over it: [`Error::RecordTooLarge`]), which
+    /// may exceed `segment.max_bytes` as a single large record may; otherwise as
+    /// [`Self::append`].
+    pub fn append_stamped(&self, records: &[Record], producer: ProducerStamp, now_ms: i64) -> Result<Produced> {
+        if !self.writable {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        }
+        assert!(!records.is_empty(), "append needs at least one record");
+        self.check_records(records)?;
+        let bytes: usize = HEADER_BYTES + records.iter().map(batch::record_encoded_len).sum::<usize>();
+        if bytes > batch::BATCH_BYTES_MAX {
+            let max = batch::BATCH_BYTES_MAX;
+            return Err(Error::RecordTooLarge { topic: self.topic.clone(), partition: self.id, bytes, max });
+        }
+        let encode = |_, base| batch::encode_stamped(base, records, producer);
+        let (appended, duplicate) = self.append_batches(1, encode, Some((producer, records.len() as u32)), now_ms)?;
+        Ok(Produced { appended, records: records.len(), duplicate })
     }
 
     /// Appends a Kafka producer's batch as it was sent, its base offset set to the log end:
     /// no decoding and re-encoding of its records. `None` when the batch cannot be stored as
-    /// it is ([`batch::storable`]: compressed, idempotent, …) or exceeds one batch of this
-    /// partition; the caller then decodes it and calls [`Self::append`]. Otherwise the same
-    /// checks, all-or-nothing and durability as [`Self::append`].
-    pub fn append_as_sent(&self, bytes: &[u8], now_ms: i64) -> Option<Result<(Appended, usize)>> {
-        let (_, views) = batch::storable(bytes)?;
-        if bytes.len() > self.batch_bytes_target() + HEADER_BYTES {
+    /// it is ([`batch::storable`]: compressed, …) or, unless an idempotent producer's, exceeds
+    /// one batch of this partition; the caller then decodes it and calls [`Self::append`] (or
+    /// [`Self::append_stamped`]). Otherwise the same checks, all-or-nothing and durability as
+    /// [`Self::append`], and for an idempotent producer's batch those of
+    /// [`Self::append_stamped`].
+    pub fn append_as_sent(&self, bytes: &[u8], now_ms: i64) -> Option<Result<Produced>> {
+        let (header, views) = batch::storable(bytes)?;
+        if bytes.len() > self.batch_bytes_target() + HEADER_BYTES && header.producer.is_none() {
             return None;
         }
         if !self.writable {
@@ -188,17 +232,37 @@ impl Partition {
         let count = views.len();
         let checked = self.check_views(&views);
         drop(views);
+        let producer = header.producer.map(|stamp| (stamp, header.record_count));
         Some(checked.and_then(|()| {
-            let appended = self.append_batches(1, |_, base| batch::with_base_offset(bytes, base), now_ms)?;
-            Ok((appended, count))
+            let encode = |_, base| batch::with_base_offset(bytes, base);
+            let (appended, duplicate) = self.append_batches(1, encode, producer, now_ms)?;
+            Ok(Produced { appended, records: count, duplicate })
         }))
     }
 
     /// Writes `count` batches, the `i`th encoded by `encode(i, its base offset)`, and makes
-    /// them durable under the fsync policy; all or nothing (see [`Self::append`]).
-    fn append_batches(&self, count: usize, encode: impl Fn(usize, u64) -> Vec<u8>, now_ms: i64) -> Result<Appended> {
+    /// them durable under the fsync policy; all or nothing (see [`Self::append`]). With
+    /// `producer` (one batch of that many records, stamped so), the producer state decides
+    /// first: a retry of a stored batch returns its offsets and `true`, writing nothing.
+    fn append_batches(
+        &self,
+        count: usize,
+        encode: impl Fn(usize, u64) -> Vec<u8>,
+        producer: Option<(ProducerStamp, u32)>,
+        now_ms: i64,
+    ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
+        if let Some((stamp, records)) = producer {
+            debug_assert_eq!(count, 1, "a producer's batch is stored as one batch");
+            match state.producers.check(stamp, records) {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate { first_offset, last_offset }) => {
+                    return Ok((Appended { first_offset, last_offset }, true));
+                }
+                Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
+            }
+        }
         let start = (state.active.index.base_offset, state.active.index.mark());
         for i in 0..count {
             let bytes = encode(i, state.active.index.next_offset);
@@ -219,9 +283,15 @@ impl Partition {
         state.dirty |= !fsync;
         self.publish_ack_end(&state);
         let end = state.active.index.next_offset;
+        if let Some((stamp, records)) = producer {
+            state.producers.record(stamp, records, start.1.next_offset, end - 1, now_ms);
+        }
+        if state.active.index.base_offset != start.0 {
+            self.prune_producer_snapshots();
+        }
         drop(state);
         self.end_watch.send_replace(end);
-        Ok(Appended { first_offset: start.1.next_offset, last_offset: end - 1 })
+        Ok((Appended { first_offset: start.1.next_offset, last_offset: end - 1 }, false))
     }
 
     /// Tells read-only readers in other processes how far the acknowledged records go. Never
@@ -273,6 +343,16 @@ impl Partition {
         }
     }
 
+    /// Removes producer snapshots older than the newest few. Only outside an append call, or
+    /// once it is acknowledged: until then, an undo may remove the newest ones (see
+    /// [`Self::rewind`]) and the older ones are what recovery needs. A failure is logged: the
+    /// files only take space.
+    fn prune_producer_snapshots(&self) {
+        if let Err(e) = producers::prune_snapshots(&*self.host.disk, &self.dir) {
+            tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "cannot remove old producer snapshots");
+        }
+    }
+
     /// Stops the partition. Its `writer-open` marker stays, so the next writer rewrites the
     /// active segment before trusting it (see [`WRITER_OPEN_FILE`]).
     fn stop(&self, state: &mut State, reason: String) -> Error {
@@ -318,6 +398,8 @@ impl Partition {
         }
         state.active.index.rewind(mark);
         self.publish_ack_end(state);
+        // A snapshot taken when the call rolled describes an offset the log no longer reaches.
+        producers::remove_snapshots_after(disk, &self.dir, mark.next_offset)?;
         for created in &created {
             segment::remove_files(disk, &self.dir, *created)?; // newest first
         }
@@ -394,6 +476,8 @@ impl Partition {
             .write_files(&*self.host.disk, &self.dir)
             .map_err(|e| Error::io(&self.dir, "write index files in", e))?;
         let next = state.active.index.next_offset;
+        state.producers.expire(now_ms);
+        producers::write_snapshot(&*self.host.disk, &self.dir, next, &state.producers)?;
         let fresh = Segment::create(&*self.host.disk, &self.dir, next, self.policy.index_interval_bytes, now_ms)?;
         let sealed = std::mem::replace(&mut state.active, fresh);
         tracing::debug!(topic = %self.topic, partition = self.id, base = sealed.index.base_offset, next, "rolled segment");
@@ -407,6 +491,7 @@ impl Partition {
         if !state.active.index.is_empty() {
             self.roll(&mut state, now_ms)?;
             self.publish_ack_end(&state);
+            self.prune_producer_snapshots();
         }
         Ok(())
     }
@@ -414,8 +499,12 @@ impl Partition {
     /// Rolls the active segment if it is older than `segment.max_age_ms`.
     pub fn roll_if_old(&self, now_ms: i64) -> Result<()> {
         let mut state = self.lock();
+        let base = state.active.index.base_offset;
         self.roll_if_needed(&mut state, 0, now_ms)?;
         self.publish_ack_end(&state);
+        if state.active.index.base_offset != base {
+            self.prune_producer_snapshots();
+        }
         Ok(())
     }
 
@@ -774,7 +863,37 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     let active = if writable { rewrite_after_unclean_close(disk, dir, active)? } else { active };
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
-    Ok(State { sealed, active, dirty: false, stopped: None, ack_end })
+    let producers = if writable { rebuild_producers(host, dir, &sealed, &active)? } else { Producers::default() };
+    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
+}
+
+/// The producer state at the log end: the newest snapshot at or below it, and the stamps of
+/// the batches after the snapshot. Without a snapshot (a log written before snapshots, or one
+/// whose snapshots were removed), the last sealed segment and the active one are replayed, as
+/// Kafka does: producers that wrote only before them are not remembered (see `producers`).
+fn rebuild_producers(host: &Host, dir: &Path, sealed: &BTreeMap<u64, Segment>, active: &Segment) -> Result<Producers> {
+    let disk = &*host.disk;
+    let end = active.index.next_offset;
+    producers::remove_snapshots_after(disk, dir, end)?;
+    let (from, mut state) = match producers::load_snapshot(disk, dir, end)? {
+        Some(found) => found,
+        None => {
+            let from = sealed.values().next_back().unwrap_or(active).index.base_offset;
+            (from, Producers::default())
+        }
+    };
+    let now_ms = host.clock.now_ms();
+    for segment in sealed.values().chain(std::iter::once(active)).filter(|s| s.index.next_offset > from) {
+        for header in segment.headers()? {
+            if let (Some(stamp), true) = (header.producer, header.base_offset >= from) {
+                state.record(stamp, header.record_count, header.base_offset, header.last_offset(), now_ms);
+            }
+        }
+    }
+    if !state.is_empty() {
+        tracing::info!(dir = %dir.display(), from, producers = state.len(), "rebuilt idempotent producer state");
+    }
+    Ok(state)
 }
 
 /// After a writer that did not close cleanly (its `writer-open` marker is there), what this

@@ -109,6 +109,33 @@ impl Segment {
         Ok(None)
     }
 
+    /// The headers of the indexed batches, in order, each checked to continue the offsets
+    /// (their bytes were validated when the segment was scanned or sealed).
+    pub fn headers(&self) -> Result<Vec<BatchHeader>> {
+        let (end, mut expected) = (self.index.bytes, self.index.base_offset);
+        let (mut out, mut buf, mut position) = (Vec::new(), Vec::new(), 0u64);
+        while position < end {
+            let want = (end - position).min(SCAN_READ_BYTES as u64) as usize;
+            read_at(&self.file, &self.path, position, want, &mut buf)?;
+            let mut at = 0usize;
+            while at < buf.len() {
+                let corrupt = |error| Error::Corrupt { path: self.path.clone(), position: position + at as u64, error };
+                let header = match batch::peek_header(&buf[at..]) {
+                    Ok(header) => header,
+                    // The header runs past this read: read again from it.
+                    Err(BatchError::Truncated { .. }) if at > 0 => break,
+                    Err(error) => return Err(corrupt(error)),
+                };
+                header.expect_base(expected).map_err(corrupt)?;
+                expected = header.next_offset();
+                at += header.length;
+                out.push(header);
+            }
+            position += at as u64;
+        }
+        Ok(out)
+    }
+
     /// After [`scan`](Self::scan) stopped at `position`: the position of the first valid
     /// batch (magic, length and CRC) anywhere after it, if there is one. `None` means nothing
     /// valid follows — a torn tail, safe to cut. `Some` means damage in the middle of the

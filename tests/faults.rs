@@ -92,7 +92,8 @@ fn a_batch_stored_as_sent_that_fails_to_write_leaves_nothing() {
     f.disk.fail_append_after(0);
     let err = p.append_as_sent(&sent, 1_000).expect("storable as sent").unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    let (appended, count) = p.append_as_sent(&sent, 1_000).unwrap().unwrap();
+    let produced = p.append_as_sent(&sent, 1_000).unwrap().unwrap();
+    let (appended, count) = (produced.appended, produced.records);
     assert_eq!((appended.first_offset, appended.last_offset, count), (3, 5, 3), "the failed call's offsets are reused");
     assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4, 5]));
     drop((p, log));
@@ -556,12 +557,12 @@ fn review_an_undo_that_fails_part_way_serves_nothing_and_leaves_at_most_a_prefix
         let log = f.open().unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
         p.append(&records(0..3), 1_000).unwrap();
-        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, two index files, new
-        // segment), b2 in segment 3, then the call's fsync fails; undoing it removes segment 3,
-        // and that removal's directory fsync fails too.
+        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, two index files, a
+        // producer snapshot, new segment), b2 in segment 4, then the call's fsync fails; undoing
+        // it removes the snapshot and segment 4, and that removal's directory fsync fails too.
         let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-        f.disk.fail_sync_after(3); // segment 0 at the roll, the two index files, then segment 3 fails
-        f.disk.fail_dir_sync_after(3); // two index files, segment 3 created, then its removal fails
+        f.disk.fail_sync_after(4); // segment 0 at the roll, two index files, the snapshot, then segment 4 fails
+        f.disk.fail_dir_sync_after(5); // index files, snapshot, segment 4 created, snapshot removed, then segment 4's removal fails
         let err = p.append(&failed, 1_000).unwrap_err();
         assert!(matches!(err, Error::Stopped { .. }), "{err}");
         served = p.read(3, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
@@ -620,17 +621,87 @@ fn review_a_batch_stored_as_sent_is_held_to_the_produce_record_count_limit() {
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let n = tierlog::kafka::records::PRODUCE_RECORDS_MAX as usize + 1;
     let sent = tierlog::batch::encode(0, &vec![Record { timestamp: 1_000, ..Record::default() }; n]);
-    let refused = tierlog::kafka::records::decode_produce(bytes::Bytes::from(sent.clone()), 0).map(|r| r.len());
+    let refused = tierlog::kafka::records::decode_produce(bytes::Bytes::from(sent.clone()), 0).map(|(r, _)| r.len());
     assert!(refused.is_err(), "the decoding path refuses {n} records");
     match p.append_as_sent(&sent, 1_000) {
         None | Some(Err(_)) => {}
-        Some(Ok((appended, count))) => panic!(
-            "{count} records in one produce partition ({} bytes) stored as sent at offsets {}..={}; the decoding \
+        Some(Ok(produced)) => panic!(
+            "{} records in one produce partition ({} bytes) stored as sent at offsets {}..={}; the decoding \
              path refuses them: {:?}",
+            produced.records,
             sent.len(),
-            appended.first_offset,
-            appended.last_offset,
+            produced.appended.first_offset,
+            produced.appended.last_offset,
             refused.err().map(|e| e.message)
         ),
     }
+}
+
+fn stamp(id: i64, first_sequence: i32) -> tierlog::batch::ProducerStamp {
+    tierlog::batch::ProducerStamp { id, epoch: 0, first_sequence }
+}
+
+/// An idempotent producer's batch that was written but whose answer was lost is recognised
+/// when sent again after a power cut, whether the batch is in the active segment (replayed
+/// from the log) or in segments sealed since (read from the producer snapshot taken at each
+/// seal); and one that a failed write left out is appended, not taken for a duplicate.
+#[test]
+fn an_idempotent_retry_after_a_power_cut_is_recognised_and_a_failed_batch_is_written_once() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 200; // about one batch per segment: every append seals one
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    for i in 0..6u64 {
+        let r = &records(2 * i..2 * i + 2);
+        let produced = p.append_stamped(r, stamp(7, 2 * i as i32), 1_000).unwrap();
+        assert_eq!((produced.appended.first_offset, produced.duplicate), (2 * i, false));
+    }
+    f.disk.fail_append_after(0);
+    assert!(matches!(p.append_stamped(&records(12..14), stamp(7, 12), 1_000), Err(Error::Io { .. })));
+    drop((p, log));
+    f.disk.crash();
+    let log = f.open().unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let files: Vec<String> = f.disk.list(&f.config.data_dir.join("topics/t/0")).unwrap();
+    assert!(files.iter().any(|n| n.ends_with(".producers")), "seals took snapshots: {files:?}");
+    // The last five batches are remembered, the newest in the active segment.
+    for i in 1..6u64 {
+        let produced = p.append_stamped(&records(2 * i..2 * i + 2), stamp(7, 2 * i as i32), 1_000).unwrap();
+        assert_eq!((produced.appended.first_offset, produced.duplicate), (2 * i, true), "batch {i} sent again");
+    }
+    let written = p.append_stamped(&records(12..14), stamp(7, 12), 1_000).unwrap();
+    assert_eq!((written.appended.first_offset, written.duplicate), (12, false), "the failed batch is new");
+    let gap = p.append_stamped(&records(20..21), stamp(7, 20), 1_000).unwrap_err();
+    assert!(matches!(gap, Error::Producer { .. }), "{gap}");
+    assert!(gap.to_string().contains("sent sequence 20 where 14 comes next"), "{gap}");
+    assert_eq!(values(&log), expected(&(0..14).collect::<Vec<_>>()), "every record once");
+}
+
+/// A damaged newest snapshot is skipped: recovery takes the one before it and replays the
+/// batches after it, so retries are still recognised.
+#[test]
+fn a_damaged_producer_snapshot_is_skipped_for_the_one_before_it() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 200;
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    for i in 0..4u64 {
+        p.append_stamped(&records(2 * i..2 * i + 2), stamp(3, 2 * i as i32), 1_000).unwrap();
+    }
+    p.seal_active(1_000).unwrap();
+    drop((p, log));
+    let dir = f.config.data_dir.join("topics/t/0");
+    let mut snapshots: Vec<String> =
+        f.disk.list(&dir).unwrap().into_iter().filter(|n| n.ends_with(".producers")).collect();
+    snapshots.sort();
+    assert_eq!(snapshots.len(), 2, "the newest two are kept: {snapshots:?}");
+    let newest = dir.join(snapshots.last().unwrap());
+    let mut bytes = f.disk.read(&newest).unwrap();
+    bytes[30] ^= 0x40;
+    f.disk.write_atomic(&newest, &bytes).unwrap();
+    let log = f.open().unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let produced = p.append_stamped(&records(6..8), stamp(3, 6), 1_000).unwrap();
+    assert_eq!((produced.appended.first_offset, produced.duplicate), (6, true));
+    assert_eq!(values(&log), expected(&(0..8).collect::<Vec<_>>()));
 }

@@ -637,18 +637,126 @@ fn record(value: Option<&str>) -> kafka_protocol::records::Record {
 }
 
 fn produce_request(topic: &str, records: &[kafka_protocol::records::Record]) -> ProduceRequest {
+    produce_request_with(topic, records, Compression::Lz4)
+}
+
+fn produce_request_with(
+    topic: &str,
+    records: &[kafka_protocol::records::Record],
+    compression: Compression,
+) -> ProduceRequest {
     let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::Lz4 },
-    )
-    .unwrap();
+    RecordBatchEncoder::encode(&mut batch, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
     let partition = produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()));
     let topic = produce_request::TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.into())))
         .with_partition_data(vec![partition]);
     ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![topic])
+}
+
+/// An idempotent producer's batch: `values` with sequences from `first_sequence` on.
+fn idempotent_batch(
+    producer: i64,
+    epoch: i16,
+    first_sequence: i32,
+    values: &[&str],
+) -> Vec<kafka_protocol::records::Record> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| kafka_protocol::records::Record {
+            producer_id: producer,
+            producer_epoch: epoch,
+            sequence: first_sequence + i as i32,
+            offset: i as i64,
+            ..record(Some(v))
+        })
+        .collect()
+}
+
+fn new_producer_id(c: &mut Conn) -> i64 {
+    let init: InitProducerIdResponse =
+        c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default().with_transactional_id(None));
+    assert_eq!((init.error_code, init.producer_epoch), (0, 0), "{init:?}");
+    init.producer_id.0
+}
+
+/// Idempotent producers on the wire, for a batch stored as sent (uncompressed) and one
+/// re-encoded (lz4): a batch sent again gets the offsets of the stored one and is not written
+/// again, also after a restart; a gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER and an
+/// older epoch INVALID_PRODUCER_EPOCH, with nothing written; producer ids are never handed out
+/// twice, restarts included; a transactional id is refused.
+#[test]
+fn idempotent_batches_sent_again_are_stored_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let mut c = Conn::open(&s);
+    let mut ids = vec![new_producer_id(&mut c), new_producer_id(&mut c)];
+    assert_ne!(ids[0], ids[1]);
+    let produce = |c: &mut Conn, topic: &str, compression, batch: &[kafka_protocol::records::Record]| {
+        let answer: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request_with(topic, batch, compression));
+        let p = &answer.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    for (topic, compression) in [("plain", Compression::None), ("lz4", Compression::Lz4)] {
+        create_topic(&s, topic, 1);
+        let pid = ids[0];
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 0, &["a", "b"])), (0, 0));
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 0, &["a", "b"])), (0, 0), "a retry");
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 2, &["c"])), (0, 2));
+        assert_eq!(
+            produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 0, &["a", "b"])),
+            (0, 0),
+            "an older retry"
+        );
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 5, &["gap"])), (45, -1));
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 1, 0, &["d"])), (0, 3), "a new epoch");
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(pid, 0, 3, &["old"])), (47, -1));
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(ids[1], 0, 0, &["e"])), (0, 4));
+    }
+    s.stop();
+    let s = Server::start(dir.path(), &[]);
+    let mut c = Conn::open(&s);
+    for (topic, compression) in [("plain", Compression::None), ("lz4", Compression::Lz4)] {
+        assert_eq!(
+            produce(&mut c, topic, compression, &idempotent_batch(ids[1], 0, 0, &["e"])),
+            (0, 4),
+            "after a restart"
+        );
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(ids[0], 1, 0, &["d"])), (0, 3));
+        assert_eq!(produce(&mut c, topic, compression, &idempotent_batch(ids[0], 0, 3, &["old"])), (47, -1));
+        let values: Vec<Value> = http_records(&s, topic, 0).iter().map(|r| r["value"].clone()).collect();
+        assert_eq!(values, ["a", "b", "c", "d", "e"].map(|v| json!(v)), "{topic}: each record once");
+    }
+    ids.push(new_producer_id(&mut c));
+    assert!(ids[2] > ids[1], "ids are not handed out again after a restart: {ids:?}");
+    let transactional = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+        .with_transaction_timeout_ms(60_000);
+    let refused: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &transactional);
+    assert_eq!(refused.error_code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: {refused:?}");
+}
+
+/// A real idempotent producer (librdkafka) whose produce answers are lost to cut connections
+/// sends those batches again; each record is stored once, in order (the issue's "an
+/// idempotent producer retried after a dropped connection stores nothing twice").
+#[test]
+fn an_idempotent_producer_retried_after_a_dropped_connection_stores_nothing_twice() {
+    let Some(script) = python_script("confluent_kafka", "confluent-kafka", "idempotent_retry.py") else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TIERLOG_KAFKA_ADVERTISED_HOST", "127.0.0.1"), ("TIERLOG_KAFKA_ADVERTISED_PORT", port.as_str())];
+    let s = Server::start(dir.path(), &env);
+    create_topic(&s, "idem", 1);
+    let n = 1_000;
+    let out =
+        Command::new(python()).arg(&script).args([port.as_str(), &s.kafka, "idem", &n.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_lines(&out)[0], json!({"produced": n, "answers_lost": 2}));
+    let values: Vec<String> =
+        http_records(&s, "idem", 0).iter().map(|r| r["value"].as_str().unwrap().to_string()).collect();
+    assert_eq!(values, (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>(), "every record once, in order");
+    s.stop();
 }
 
 #[test]
@@ -702,7 +810,7 @@ fn an_unsupported_api_gets_an_error_answer_on_a_connection_that_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let mut c = Conn::open(&s);
-    let answer: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
+    let answer: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &EndTxnRequest::default());
     assert_eq!(answer.error_code, 35);
     // ApiVersions newer than the broker: a v0 answer with the error and the real versions.
     let mut frame = BytesMut::new();
@@ -983,6 +1091,21 @@ fn describe_groups_naming_one_group_many_times_stays_within_a_response_budget() 
 /// A Fetch returns the whole stored batch holding the fetch offset (records before it
 /// included, as Kafka does), but the audit line says the read started at the fetch offset:
 /// a reader fetching at offset 9 receives records 0..=9 and the audit log shows only 9.
+/// A producer id is for principals that may write some topic, as in Kafka.
+#[test]
+fn only_a_principal_that_may_write_gets_a_producer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [("writer", "writer-secret", "write = [\"t*\"]"), ("reader", "reader-secret", "read = [\"t*\"]")];
+    let (s, _, _) = start_with_tokens(dir.path(), &tokens, &["t1"]);
+    let init = InitProducerIdRequest::default().with_transactional_id(None);
+    let refused: InitProducerIdResponse =
+        sasl_conn(&s, "reader", "reader-secret").call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!(refused.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED: {refused:?}");
+    let given: InitProducerIdResponse = sasl_conn(&s, "writer", "writer-secret").call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!((given.error_code, given.producer_epoch), (0, 0));
+    s.stop();
+}
+
 #[test]
 fn the_audit_log_covers_every_offset_a_fetch_returned() {
     let dir = tempfile::tempdir().unwrap();
@@ -1105,7 +1228,7 @@ fn unauthenticated_and_unprivileged_requests_are_refused_on_every_path() {
         body(&mut f);
         f
     };
-    // Metadata before authenticating; an InitProducerId (answered without SASL) too.
+    // Metadata before authenticating; an InitProducerId too.
     let mut c = Conn::open(&s);
     c.send_raw(&frame(ApiKey::Metadata, 12, &|f| MetadataRequest::default().encode(f, 12).unwrap()));
     assert!(c.read_frame().is_none());

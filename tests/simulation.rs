@@ -12,7 +12,10 @@
 //! - the manifest chain verifies, starts at offset 0 and never runs past the local log;
 //! - no local segment is gone unless its object is in the bucket (else the read check fails);
 //! - scrub never deletes a referenced object (else the read check fails);
-//! - committed group offsets read back as committed.
+//! - committed group offsets read back as committed;
+//! - an idempotent producer's batch is stored once however often it is sent: a retry of a
+//!   batch the log holds (its answer lost to a failed call, a crash or a dropped response)
+//!   gets the offsets of the stored one and writes nothing, across restarts and rolls.
 //!
 //! - at the end of every run, with faults off, one tiering pass commits everything: no
 //!   partition is left fenced, stuck or diverged (liveness).
@@ -36,6 +39,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use futures::{FutureExt, TryStreamExt};
 
 use object_store::memory::InMemory;
+use tierlog::batch::ProducerStamp;
 use tierlog::config::{Config, FsyncPolicy};
 use tierlog::disk::sim::{DiskFaults, SimDisk, SimRng};
 use tierlog::host::{Clock, Host};
@@ -84,6 +88,20 @@ struct World {
     groups: BTreeMap<u32, u64>,
     calls: u64,
     trace: Vec<String>,
+    /// One idempotent producer per partition, and its own random source (so the seeds that
+    /// predate it keep the rest of their course).
+    producers: Vec<SimProducer>,
+    producer_rng: SimRng,
+}
+
+/// An idempotent producer as a Kafka client drives it: numbered batches, and a batch whose
+/// answer was lost sent again with the same sequence until it is answered.
+#[derive(Debug, Clone, Default)]
+struct SimProducer {
+    id: i64,
+    next_sequence: i32,
+    /// A batch to send again, and its first sequence.
+    retry: Option<(Vec<(String, i64)>, i32)>,
 }
 
 impl World {
@@ -118,6 +136,9 @@ impl World {
         let oracle = vec![PartitionOracle::default(); PARTITIONS as usize];
         let floor = vec![0; PARTITIONS as usize];
         let (log, tiering, groups, calls, trace) = (None, None, BTreeMap::new(), 0, Vec::new());
+        let producers =
+            (0..PARTITIONS).map(|p| SimProducer { id: i64::from(p) * 1000, ..SimProducer::default() }).collect();
+        let producer_rng = SimRng::new(seed ^ 0x7072_6f64);
         World {
             seed,
             rng,
@@ -134,6 +155,8 @@ impl World {
             groups,
             calls,
             trace,
+            producers,
+            producer_rng,
         }
     }
 
@@ -236,6 +259,9 @@ impl World {
             .map(|(v, ts)| Record { timestamp: *ts, key: None, value: v.clone().into_bytes(), headers: vec![] })
             .collect();
         let p = self.log().topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        if self.producer_rng.below(3) == 0 {
+            return self.produce_idempotent(partition, call, records, now).await;
+        }
         let expected_first = self.oracle[partition as usize].records.len() as u64;
         match p.append(&batch, now) {
             Ok(appended) => {
@@ -249,11 +275,19 @@ impl World {
                 self.note(format!("produce p{partition} call {call}: {count} acked at {expected_first}"));
                 self.oracle[partition as usize].records.extend(records);
             }
-            Err(e) if self.disk.is_dead() => {
+            Err(e) => self.failed_call(partition, call, records, e).await,
+        }
+    }
+
+    /// What a failed append call leaves: nothing, a call in doubt until a restart decides, or
+    /// a stopped partition that the operator restarts.
+    async fn failed_call(&mut self, partition: u32, call: u64, records: Vec<(String, i64)>, e: Error) {
+        match e {
+            e if self.disk.is_dead() => {
                 self.note(format!("produce p{partition} call {call}: cut by the power cut ({})", kind(&e)));
                 self.oracle[partition as usize].in_doubt = records;
             }
-            Err(e @ Error::Stopped { .. }) => {
+            e @ Error::Stopped { .. } => {
                 // The undo may have failed part-way: a prefix of the call's batches may come
                 // back (never acknowledged). The restart decides, and what the restarted
                 // writer shows must be what is durable from then on.
@@ -268,8 +302,72 @@ impl World {
                 self.reconcile_after_crash(false).await; // no power cut: every acknowledged record stays
                 self.pause_faults(was);
             }
-            Err(e) => {
+            e => {
                 self.note(format!("produce p{partition} call {call}: failed, must leave nothing ({})", kind(&e)));
+            }
+        }
+    }
+
+    /// The idempotent producer of `partition` sends its batch to retry, or else `fresh`. A
+    /// batch the log holds (by the oracle) must come back as a duplicate with its offsets;
+    /// any other must be appended at the end.
+    async fn produce_idempotent(&mut self, partition: u32, call: u64, fresh: Vec<(String, i64)>, now: i64) {
+        let producer = &mut self.producers[partition as usize];
+        let (records, sequence) = match producer.retry.take() {
+            Some(retry) => retry,
+            None => {
+                let sequence = producer.next_sequence;
+                producer.next_sequence += fresh.len() as i32;
+                (fresh, sequence)
+            }
+        };
+        let stamp = ProducerStamp { id: producer.id, epoch: 0, first_sequence: sequence };
+        let batch: Vec<Record> = records
+            .iter()
+            .map(|(v, ts)| Record { timestamp: *ts, key: None, value: v.clone().into_bytes(), headers: vec![] })
+            .collect();
+        let oracle = &self.oracle[partition as usize];
+        let stored_at = oracle.records.iter().position(|(v, _)| *v == records[0].0).map(|at| at as u64);
+        let end = oracle.records.len() as u64;
+        let p = self.log().topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        match p.append_stamped(&batch, stamp, now) {
+            Ok(produced) => {
+                let (first, count) = (produced.appended.first_offset, records.len() as u64);
+                let want = stored_at.unwrap_or(end);
+                if produced.duplicate != stored_at.is_some()
+                    || first != want
+                    || produced.appended.last_offset + 1 - first != count
+                {
+                    self.fail(format!(
+                        "idempotent call {call} (sequence {sequence}) got {produced:?}; the batch is {}, so expected {} at {want}",
+                        if stored_at.is_some() { "stored" } else { "not stored" },
+                        if stored_at.is_some() { "a duplicate" } else { "an append" },
+                    ));
+                }
+                self.note(format!("idempotent p{partition} call {call} seq {sequence}: {produced:?}"));
+                if !produced.duplicate {
+                    self.oracle[partition as usize].records.extend(records.iter().cloned());
+                }
+                if self.producer_rng.below(3) == 0 {
+                    self.note(format!(
+                        "idempotent p{partition} call {call}: the answer is lost, the batch will be sent again"
+                    ));
+                    self.producers[partition as usize].retry = Some((records, sequence));
+                }
+            }
+            // Only a power cut under `never` loses acknowledged batches, and with them the
+            // producer's place in its sequence: a client then starts a new producer.
+            Err(Error::Producer { refusal, .. })
+                if self.config.durability.fsync == FsyncPolicy::Never && !self.disk.is_dead() =>
+            {
+                self.note(format!("idempotent p{partition} call {call}: {refusal} after lost batches; new producer"));
+                let producer = &mut self.producers[partition as usize];
+                *producer = SimProducer { id: producer.id + 1, ..SimProducer::default() };
+            }
+            Err(e @ Error::Producer { .. }) => self.fail(format!("idempotent call {call} refused: {e}")),
+            Err(e) => {
+                self.producers[partition as usize].retry = Some((records.clone(), sequence));
+                self.failed_call(partition, call, records, e).await;
             }
         }
     }

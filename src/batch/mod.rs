@@ -58,6 +58,26 @@ pub struct BatchHeader {
     pub max_timestamp: i64,
     /// Total encoded length including the header.
     pub length: usize,
+    /// The idempotent producer that wrote the batch, if one did (version 2 only).
+    pub producer: Option<ProducerStamp>,
+}
+
+/// Kafka's producer fields of a batch written by an idempotent producer: its producer id and
+/// epoch, and the sequence number of its first record (each record takes the next one). The
+/// log keeps them as sent, so a retried batch is recognised (see `producers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerStamp {
+    pub id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+}
+
+impl ProducerStamp {
+    /// The sequence number of the last of `count` records. Sequences wrap from `i32::MAX` to 0,
+    /// as Kafka's do.
+    pub fn last_sequence(&self, count: u32) -> i32 {
+        ((i64::from(self.first_sequence) + i64::from(count) - 1) % (i64::from(i32::MAX) + 1)) as i32
+    }
 }
 
 impl BatchHeader {
@@ -106,7 +126,12 @@ pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
 /// Panics on an empty slice or a batch over [`BATCH_BYTES_MAX`]: both are programmer errors,
 /// callers split input by size before encoding.
 pub fn encode(base_offset: u64, records: &[Record]) -> Vec<u8> {
-    v2::encode(base_offset, records, BATCH_BYTES_MAX)
+    v2::encode(base_offset, records, None, BATCH_BYTES_MAX)
+}
+
+/// [`encode`] for an idempotent producer's records: the batch carries its producer stamp.
+pub fn encode_stamped(base_offset: u64, records: &[Record], producer: ProducerStamp) -> Vec<u8> {
+    v2::encode(base_offset, records, Some(producer), BATCH_BYTES_MAX)
 }
 
 /// Whether a batch of some version could start at `bytes[0]`, judged by its magic alone: a
@@ -239,7 +264,7 @@ pub fn to_kafka(bytes: &[u8], mut expected: u64, out: &mut Vec<u8>) -> Result<()
         } else {
             let (_, views) = views_of_validated(batch)?;
             let records: Vec<Record> = views.iter().map(RecordView::to_record).collect();
-            out.extend_from_slice(&v2::encode(header.base_offset, &records, i32::MAX as usize));
+            out.extend_from_slice(&v2::encode(header.base_offset, &records, None, i32::MAX as usize));
         }
         expected = header.next_offset();
         at += header.length;

@@ -47,6 +47,7 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         min_timestamp: u64_at(bytes, OFF_MIN_TS) as i64,
         max_timestamp: u64_at(bytes, OFF_MAX_TS) as i64,
         length,
+        producer: None,
     })
 }
 

@@ -8,7 +8,7 @@
 //! and `baseOffset` by every reader, against the offset the segment index or the previous
 //! batch says comes next (a batch read in isolation cannot know its offset is wrong).
 
-use super::{BatchError, BatchHeader, Cursor, RECORD_HEADERS_MAX, RecordView};
+use super::{BatchError, BatchHeader, Cursor, ProducerStamp, RECORD_HEADERS_MAX, RecordView};
 use crate::record::Record;
 
 /// Kafka's magic byte for RecordBatch v2, at byte 16.
@@ -30,6 +30,9 @@ const OFF_ATTRIBUTES: usize = 21;
 const OFF_LAST_DELTA: usize = 23;
 const OFF_BASE_TS: usize = 27;
 const OFF_MAX_TS: usize = 35;
+const OFF_PRODUCER_ID: usize = 43;
+const OFF_PRODUCER_EPOCH: usize = 51;
+const OFF_BASE_SEQUENCE: usize = 53;
 const OFF_COUNT: usize = 57;
 /// `batchLength` counts the bytes after itself.
 const LENGTH_FIELD_END: usize = 12;
@@ -57,9 +60,10 @@ fn len_bound(key: usize, value: usize, headers: impl Iterator<Item = (usize, usi
 
 /// A batch a Kafka producer sent that the log can store exactly as it is, once its base
 /// offset is set: one batch filling `bytes`, uncompressed, neither transactional nor control,
-/// no producer id or sequence, its CRC right, and records this module reads back as they are
-/// (known timestamps, none below the base, no null value or header value). Its records, or
-/// `None` for anything else (the caller decodes and re-encodes those).
+/// producer fields either all -1 or an idempotent producer's (see [`peek_header`]), its CRC
+/// right, and records this module reads back as they are (known timestamps, none below the
+/// base, no null value or header value). Its records, or `None` for anything else (the caller
+/// decodes and re-encodes those).
 pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
     if bytes.len() < HEADER_BYTES || bytes[OFF_MAGIC] != MAGIC {
         return None;
@@ -70,13 +74,10 @@ pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
     fixed.copy_from_slice(&bytes[..HEADER_BYTES]);
     fixed[OFF_EPOCH..OFF_MAGIC].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
     let header = peek_header(&fixed).ok()?;
-    let no_producer = i64::from_be_bytes(array(bytes, 43)) == NO_PRODUCER_ID
-        && i16::from_be_bytes(array(bytes, 51)) == NO_PRODUCER_EPOCH
-        && i32::from_be_bytes(array(bytes, 53)) == NO_SEQUENCE;
     // A negative timestamp may be Kafka's "none" (-1), which the decoding path replaces. The
     // record count is held to the produce limit before records are read (a view each).
     let many = header.record_count as usize > crate::limits::PRODUCE_RECORDS_MAX;
-    if header.length != bytes.len() || header.min_timestamp < 0 || !no_producer || many {
+    if header.length != bytes.len() || header.min_timestamp < 0 || many {
         return None;
     }
     let (stored, computed) = checksums(bytes, &header);
@@ -104,7 +105,7 @@ pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
 /// Encodes `records` as one batch of at most `max_length` bytes (panics past it: callers split
 /// input by size). Its `baseTimestamp` is the smallest timestamp of the batch (Kafka writes
 /// the first record's; readers add each record's delta either way).
-pub fn encode(base_offset: u64, records: &[Record], max_length: usize) -> Vec<u8> {
+pub fn encode(base_offset: u64, records: &[Record], producer: Option<ProducerStamp>, max_length: usize) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_offset = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
     let min_ts = records.iter().map(|r| r.timestamp).min().unwrap_or_default();
@@ -124,9 +125,11 @@ pub fn encode(base_offset: u64, records: &[Record], max_length: usize) -> Vec<u8
     buf.extend_from_slice(&(count - 1).to_be_bytes());
     buf.extend_from_slice(&min_ts.to_be_bytes());
     buf.extend_from_slice(&max_ts.to_be_bytes());
-    buf.extend_from_slice(&NO_PRODUCER_ID.to_be_bytes());
-    buf.extend_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
-    buf.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
+    let stamp =
+        producer.map_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE), |p| (p.id, p.epoch, p.first_sequence));
+    buf.extend_from_slice(&stamp.0.to_be_bytes());
+    buf.extend_from_slice(&stamp.1.to_be_bytes());
+    buf.extend_from_slice(&stamp.2.to_be_bytes());
     buf.extend_from_slice(&count.to_be_bytes());
     debug_assert_eq!(buf.len(), HEADER_BYTES);
     for (i, (record, body)) in records.iter().zip(bodies).enumerate() {
@@ -219,7 +222,21 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         min_timestamp: i64::from_be_bytes(array(bytes, OFF_BASE_TS)),
         max_timestamp: i64::from_be_bytes(array(bytes, OFF_MAX_TS)),
         length: length as usize,
+        producer: producer(bytes)?,
     })
+}
+
+/// The producer fields: all -1 (no idempotent producer), or an idempotent producer's id,
+/// epoch and first sequence, none negative. Anything else is a damaged header.
+fn producer(bytes: &[u8]) -> Result<Option<ProducerStamp>, BatchError> {
+    let id = i64::from_be_bytes(array(bytes, OFF_PRODUCER_ID));
+    let epoch = i16::from_be_bytes(array(bytes, OFF_PRODUCER_EPOCH));
+    let first_sequence = i32::from_be_bytes(array(bytes, OFF_BASE_SEQUENCE));
+    match (id, epoch, first_sequence) {
+        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE) => Ok(None),
+        (0.., 0.., 0..) => Ok(Some(ProducerStamp { id, epoch, first_sequence })),
+        _ => Err(BatchError::Malformed("producer id, epoch and sequence are neither all -1 nor all non-negative")),
+    }
 }
 
 /// The stored and the computed CRC of a batch whose `header` was read from `bytes`.

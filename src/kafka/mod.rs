@@ -61,6 +61,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
     // v0 is advertised because librdkafka requires it to use SASL at all; a v0 handshake itself
     // is refused (its unframed SASL exchange is not implemented), clients then use v1.
     (ApiKey::SaslHandshake, 0, 1),
@@ -329,6 +330,10 @@ impl Broker {
         self.state.auth().allows(who, right, Some(resource))
     }
 
+    fn may_write_some_topic(&self, who: &str) -> bool {
+        self.state.auth().may_write_some_topic(who)
+    }
+
     async fn dispatch(
         &self,
         key: ApiKey,
@@ -344,6 +349,7 @@ impl Broker {
             ApiKey::Metadata => cluster::metadata(self, request, who),
             ApiKey::FindCoordinator => cluster::find_coordinator(self, request, who),
             ApiKey::Produce => produce::produce(self, request, peer, who).await,
+            ApiKey::InitProducerId => produce::init_producer_id(self, request, who),
             ApiKey::Fetch => fetch::fetch(self, request, who).await,
             ApiKey::ListOffsets => fetch::list_offsets(self, request, who).await,
             ApiKey::OffsetCommit => offsets::commit(self, request, who).await,
@@ -366,6 +372,7 @@ impl Broker {
 /// damaged data, an unreachable remote tier) are KAFKA_STORAGE_ERROR, which clients retry.
 fn error_code(e: &Error) -> ResponseError {
     use crate::limits::LimitError;
+    use crate::producers::Refusal;
     match e {
         Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         Error::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
@@ -374,6 +381,8 @@ fn error_code(e: &Error) -> ResponseError {
         Error::RecordLimit { limit: LimitError::Headers { .. }, .. } => ResponseError::InvalidRecord,
         Error::RecordLimit { .. } => ResponseError::MessageTooLarge,
         Error::OffsetBelowStart { .. } => ResponseError::OffsetOutOfRange,
+        Error::Producer { refusal: Refusal::Fenced { .. }, .. } => ResponseError::InvalidProducerEpoch,
+        Error::Producer { refusal: Refusal::OutOfOrder { .. }, .. } => ResponseError::OutOfOrderSequenceNumber,
         Error::Config(_) | Error::Invalid(_) => ResponseError::InvalidRequest,
         Error::Io { .. }
         | Error::Stopped { .. }

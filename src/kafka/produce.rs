@@ -1,11 +1,17 @@
-//! Produce, for principals with the write right on the topic. An uncompressed batch of a
-//! non-idempotent producer is stored as sent, its base offset set by the partition
-//! (`Partition::append_as_sent`: the log's format is RecordBatch v2); any other is decoded
-//! into records (see `records`) and appended through the same path as HTTP produce
-//! ([`crate::append`]). Either way: validated
-//! whole, all or nothing per partition, acknowledged once durable under the partition's
+//! Produce, for principals with the write right on the topic, and InitProducerId, which
+//! gives idempotent producers their ids. An uncompressed batch is stored as sent, its base
+//! offset set by the partition (`Partition::append_as_sent`: the log's format is RecordBatch
+//! v2); any other is decoded into records (see `records`) and appended through the same path
+//! as HTTP produce ([`crate::append`]), or, for an idempotent producer, re-encoded as one
+//! batch with its producer stamp (`Partition::append_stamped`). Either way: validated whole,
+//! all or nothing per partition, acknowledged once durable under the partition's
 //! `durability.fsync` policy. With one replica, acks 1 and -1 both mean "durable here";
 //! acks 0 appends the same way and sends no response, as Kafka does.
+//!
+//! Idempotent producers (see `producers`): a retried batch the partition holds is answered
+//! with the offsets it got the first time and written again nowhere; an out-of-order sequence
+//! is OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch INVALID_PRODUCER_EPOCH, with nothing
+//! written.
 //!
 //! Unlike an HTTP request, partitions of one Kafka request succeed or fail independently;
 //! each gets its own error code and message naming topic and partition.
@@ -17,7 +23,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ProduceRequest, ProduceResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
     produce_request::PartitionProduceData,
     produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse},
 };
@@ -87,32 +93,64 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
             .with_log_start_offset(start_offset)
     };
     let raw = data.records.unwrap_or_default();
-    // The common case, an uncompressed batch of a non-idempotent producer, is stored as sent.
+    let bytes = raw.len();
+    // The common case, an uncompressed batch, is stored as sent.
     let as_sent = {
         let (partition, raw) = (partition.clone(), raw.clone());
         tokio::task::spawn_blocking(move || partition.append_as_sent(&raw, now_ms())).await.expect("append task")
     };
-    match as_sent {
-        Some(Ok((done, count))) => {
-            let bytes = raw.len();
-            let written =
-                Written { partition: id, first_offset: done.first_offset, last_offset: done.last_offset, count, bytes };
-            broker.state.metrics.count_written(std::slice::from_ref(&written));
-            return appended(done.first_offset);
-        }
-        Some(Err(e)) => return with_record_error(failed(index, &e), record_at_fault(&e)),
-        None => {}
-    }
-    let records = match decode_produce(raw, now_ms()) {
-        Ok(records) => records,
-        Err(Refused { code, message, record }) => {
-            let answer = refused(index, code, format!("{topic_name}/{index}: {message}; nothing was written"));
-            return with_record_error(answer, record);
+    let produced = match as_sent {
+        Some(produced) => produced,
+        None => {
+            let (records, producer) = match decode_produce(raw, now_ms()) {
+                Ok(decoded) => decoded,
+                Err(Refused { code, message, record }) => {
+                    let answer = refused(index, code, format!("{topic_name}/{index}: {message}; nothing was written"));
+                    return with_record_error(answer, record);
+                }
+            };
+            if let Err(e) = partition.check_records(&records) {
+                return with_record_error(failed(index, &e), record_at_fault(&e));
+            }
+            let Some(stamp) = producer else {
+                return append_decoded(broker, topic, id, index, records, appended).await;
+            };
+            let partition = partition.clone();
+            tokio::task::spawn_blocking(move || partition.append_stamped(&records, stamp, now_ms()))
+                .await
+                .expect("append task")
         }
     };
-    if let Err(e) = partition.check_records(&records) {
-        return with_record_error(failed(index, &e), record_at_fault(&e));
+    match produced {
+        Ok(produced) => {
+            let done = produced.appended;
+            if !produced.duplicate {
+                let count = produced.records;
+                let written = Written {
+                    partition: id,
+                    first_offset: done.first_offset,
+                    last_offset: done.last_offset,
+                    count,
+                    bytes,
+                };
+                broker.state.metrics.count_written(std::slice::from_ref(&written));
+            }
+            appended(done.first_offset)
+        }
+        Err(e) => with_record_error(failed(index, &e), record_at_fault(&e)),
     }
+}
+
+/// Appends the decoded records of a non-idempotent producer through the path HTTP produce
+/// takes.
+async fn append_decoded(
+    broker: &Broker,
+    topic: std::sync::Arc<crate::topic::Topic>,
+    id: u32,
+    index: i32,
+    records: Vec<crate::record::Record>,
+    appended: impl Fn(u64) -> PartitionProduceResponse,
+) -> PartitionProduceResponse {
     let by_partition = BTreeMap::from([(id, PartitionRecords { positions: (0..records.len()).collect(), records })]);
     let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
     broker.state.metrics.count_written(&outcome.written);
@@ -121,6 +159,36 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
         (Some(written), None) => appended(written.first_offset),
         (None, None) => unreachable!("append_all writes or fails every partition it is given"),
     }
+}
+
+/// InitProducerId without a transactional id: a new producer id, epoch 0, for a principal
+/// that may write some topic (Kafka's rule since 2.8). Transactional ids are refused:
+/// tierlog has no transactions.
+pub(super) fn init_producer_id(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
+    let body: InitProducerIdRequest = request.decode()?;
+    let answer = |code: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let response = if body.transactional_id.as_ref().is_some_and(|id| id.0.is_empty()) {
+        answer(ResponseError::InvalidRequest) // as Kafka: an empty transactional id is neither null nor an id
+    } else if let Some(id) = &body.transactional_id {
+        tracing::info!(transactional_id = %id.0.as_str(), "InitProducerId for a transactional producer refused: no transactions");
+        answer(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !broker.may_write_some_topic(who) {
+        answer(ResponseError::ClusterAuthorizationFailed)
+    } else {
+        match broker.state.log.allocate_producer_id() {
+            Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err(e) => {
+                log_if_server_error(&e);
+                answer(error_code(&e))
+            }
+        }
+    };
+    respond(request, &response)
 }
 
 /// The position of the record a refusal names, if one record is at fault.

@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::ResponseError;
 use kafka_protocol::records::{Compression, NO_PRODUCER_ID, NO_TIMESTAMP, RecordBatchDecoder};
 
+use crate::batch::ProducerStamp;
 use crate::limits::RECORD_HEADERS_MAX;
 use crate::record::Record;
 
@@ -38,9 +39,10 @@ impl Refused {
 }
 
 /// Decodes the records of one produce partition (one or more RecordBatch v2, any of Kafka's
-/// compressions). A record without a timestamp gets `now_ms`.
-pub fn decode_produce(mut bytes: Bytes, now_ms: i64) -> Result<Vec<Record>, Refused> {
-    check_batch_headers(&bytes)?;
+/// compressions; exactly one for an idempotent producer, whose stamp comes back with the
+/// records). A record without a timestamp gets `now_ms`.
+pub fn decode_produce(mut bytes: Bytes, now_ms: i64) -> Result<(Vec<Record>, Option<ProducerStamp>), Refused> {
+    let producer = check_batch_headers(&bytes)?;
     // The bound holds for all batches of the partition together: many small compressed
     // batches must not add up to more memory than one large one may.
     let room = std::cell::Cell::new(DECOMPRESSED_BATCH_BYTES_MAX);
@@ -66,12 +68,13 @@ pub fn decode_produce(mut bytes: Bytes, now_ms: i64) -> Result<Vec<Record>, Refu
     if out.is_empty() {
         return Err(Refused::new(ResponseError::InvalidRecord, "the produce request holds no record"));
     }
-    Ok(out)
+    Ok((out, producer))
 }
 
 /// Checks every batch header before any batch is decoded: magic 2, a plausible record count,
-/// and no transactional, control or idempotent batch (not supported yet).
-fn check_batch_headers(bytes: &Bytes) -> Result<(), Refused> {
+/// no transactional or control batch, and an idempotent producer's batch alone and with
+/// valid producer fields. The idempotent producer's stamp, if any.
+fn check_batch_headers(bytes: &Bytes) -> Result<Option<ProducerStamp>, Refused> {
     const MAGIC_AT: usize = 16;
     if bytes.len() > MAGIC_AT && bytes[MAGIC_AT] != 2 {
         let magic = bytes[MAGIC_AT];
@@ -83,6 +86,8 @@ fn check_batch_headers(bytes: &Bytes) -> Result<(), Refused> {
     let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone())
         .map_err(|e| Refused::new(ResponseError::CorruptMessage, format!("cannot decode the record batch: {e:#}")))?;
     let mut records: i64 = 0;
+    let batches = infos.len();
+    let mut producer = None;
     for info in infos {
         if info.transactional || info.control {
             return Err(Refused::new(
@@ -91,13 +96,17 @@ fn check_batch_headers(bytes: &Bytes) -> Result<(), Refused> {
             ));
         }
         if info.producer_id != NO_PRODUCER_ID {
-            return Err(Refused::new(
-                ResponseError::InvalidRecord,
-                format!(
-                    "batch of idempotent producer {}: idempotent producers are not supported yet; set enable.idempotence=false",
-                    info.producer_id
-                ),
-            ));
+            let (id, epoch, first_sequence) = (info.producer_id, info.producer_epoch, info.base_sequence);
+            if batches != 1 || id < 0 || epoch < 0 || first_sequence < 0 {
+                return Err(Refused::new(
+                    ResponseError::InvalidRecord,
+                    format!(
+                        "batch of idempotent producer {id} (epoch {epoch}, sequence {first_sequence}) among {batches} batches: \
+                         an idempotent producer sends one batch per partition, with non-negative epoch and sequence"
+                    ),
+                ));
+            }
+            producer = Some(ProducerStamp { id, epoch, first_sequence });
         }
         records += i64::from(info.record_count);
     }
@@ -107,7 +116,7 @@ fn check_batch_headers(bytes: &Bytes) -> Result<(), Refused> {
             format!("{records} records in one partition of a produce request; the maximum is {PRODUCE_RECORDS_MAX}"),
         ));
     }
-    Ok(())
+    Ok(producer)
 }
 
 /// Kafka record → tierlog record. Tierlog records always have a value and header values, so
@@ -249,7 +258,7 @@ mod tests {
         let bytes = Bytes::from(crate::batch::encode(40, &records));
         let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
         assert_eq!((info[0].min_offset, info[0].record_count, info[0].base_sequence), (40, 3, -1));
-        assert_eq!(decode_produce(bytes, 0).unwrap(), records);
+        assert_eq!(decode_produce(bytes, 0).unwrap().0, records);
     }
 
     fn batch(records: &[kafka_protocol::records::Record], compression: Compression) -> Bytes {
@@ -297,7 +306,7 @@ mod tests {
         let bytes = batch(&sent, Compression::None);
         let (_, views) = crate::batch::storable(&bytes).expect("stored as sent");
         let stored: Vec<Record> = views.iter().map(|v| v.to_record()).collect();
-        assert_eq!(stored, decode_produce(bytes.clone(), 0).unwrap());
+        assert_eq!(stored, decode_produce(bytes.clone(), 0).unwrap().0);
 
         // librdkafka sends leader epoch 0: stored as sent, the epoch becomes -1.
         let mut epoch_0 = BytesMut::from(&bytes[..]);
@@ -320,9 +329,23 @@ mod tests {
         let idempotent: Vec<_> = sent
             .iter()
             .cloned()
-            .map(|r| kafka_protocol::records::Record { producer_id: 7, producer_epoch: 0, ..r })
+            .enumerate()
+            .map(|(i, r)| kafka_protocol::records::Record {
+                producer_id: 7,
+                producer_epoch: 0,
+                sequence: 10 + i as i32,
+                ..r
+            })
             .collect();
-        assert!(crate::batch::storable(&batch(&idempotent, Compression::None)).is_none(), "idempotent producer");
+        let (header, _) = crate::batch::storable(&batch(&idempotent, Compression::None)).expect("idempotent producer");
+        let stamp = crate::batch::ProducerStamp { id: 7, epoch: 0, first_sequence: 10 };
+        assert_eq!(header.producer, Some(stamp), "the stamp is stored with the batch");
+        let half_stamped: Vec<_> =
+            idempotent.iter().cloned().map(|r| kafka_protocol::records::Record { sequence: -1, ..r }).collect();
+        assert!(
+            crate::batch::storable(&batch(&half_stamped, Compression::None)).is_none(),
+            "producer id without sequence"
+        );
         let mut claims_more = BytesMut::from(&bytes[..]);
         claims_more[35..43].copy_from_slice(&(1_800_000_000_000i64).to_be_bytes()); // maxTimestamp
         let crc = crc32c::crc32c(&claims_more[21..]);
@@ -354,7 +377,7 @@ mod tests {
         assert!(crate::batch::storable(&canonical).is_some(), "the producer's unmodified batch is stored as sent");
         if crate::batch::storable(&bytes).is_some() {
             let as_sent = crate::batch::with_base_offset(&bytes, 0);
-            let decoded = crate::batch::encode(0, &decode_produce(bytes.clone(), 0).unwrap());
+            let decoded = crate::batch::encode(0, &decode_produce(bytes.clone(), 0).unwrap().0);
             assert_eq!(as_sent[62], decoded[62], "record attributes byte stored as sent vs by the decoding path");
         }
     }
@@ -377,7 +400,7 @@ mod tests {
         let crc = crc32c::crc32c(&bytes[21..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         let bytes = bytes.freeze();
-        let decoding_path = decode_produce(bytes.clone(), 0).map_err(|e| e.message);
+        let decoding_path = decode_produce(bytes.clone(), 0).map(|(records, _)| records).map_err(|e| e.message);
         if let Some((_, views)) = crate::batch::storable(&bytes) {
             let tierlog_reads: Vec<Record> = views.iter().map(|v| v.to_record()).collect();
             let mut stored = Bytes::from(crate::batch::with_base_offset(&bytes, 0));
@@ -395,7 +418,7 @@ mod tests {
         for compression in
             [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
         {
-            let records = decode_produce(batch(&[kafka_record(Some("hello"))], compression), 7).unwrap();
+            let records = decode_produce(batch(&[kafka_record(Some("hello"))], compression), 7).unwrap().0;
             assert_eq!(
                 records,
                 vec![Record { timestamp: 7, value: b"hello".to_vec(), ..Record::default() }],
@@ -444,7 +467,7 @@ mod tests {
             many.extend_from_slice(&one);
         }
         let err = match decode_produce(many.freeze(), 0) {
-            Ok(records) => panic!("{} records of 8 MiB accepted", records.len()),
+            Ok((records, _)) => panic!("{} records of 8 MiB accepted", records.len()),
             Err(err) => err,
         };
         assert_eq!(err.code, ResponseError::CorruptMessage, "{}", err.message);

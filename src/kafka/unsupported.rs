@@ -1,12 +1,11 @@
 //! Answers to requests this broker does not implement: a well-formed response of the
 //! request's own type and version carrying UNSUPPORTED_VERSION, so the client reports a clear
-//! error instead of seeing its connection dropped. Covers the producer-id API clients
-//! commonly try; for any other API the response format is
-//! unknown to this module and the connection is closed with a log line (docs/KAFKA.md).
+//! error instead of seeing its connection dropped. For an API whose response format is
+//! unknown to this module the connection is closed with a log line (docs/KAFKA.md).
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, InitProducerIdResponse};
+use kafka_protocol::messages::{AddOffsetsToTxnResponse, ApiKey, EndTxnResponse};
 
 use super::{Close, Request, respond, supported};
 
@@ -21,7 +20,9 @@ pub(super) fn answer(key: ApiKey, request: &Request) -> Result<Option<Bytes>, Cl
     }
     tracing::info!(api = ?key, version, "answering UNSUPPORTED_VERSION: API not implemented");
     match key {
-        ApiKey::InitProducerId => respond(request, &InitProducerIdResponse::default().with_error_code(UNSUPPORTED)),
+        // Transactions (a client that asked for a transactional id was already refused one).
+        ApiKey::EndTxn => respond(request, &EndTxnResponse::default().with_error_code(UNSUPPORTED)),
+        ApiKey::AddOffsetsToTxn => respond(request, &AddOffsetsToTxnResponse::default().with_error_code(UNSUPPORTED)),
         other => Err(Close(format!("{other:?} (version {version}) is not implemented and has no error answer here"))),
     }
 }

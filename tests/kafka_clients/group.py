@@ -15,7 +15,7 @@ lock = threading.Lock()
 
 
 def produce(start, count):
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for i in range(start, start + count):
         producer.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % partitions)
     producer.flush()

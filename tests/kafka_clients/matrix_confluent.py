@@ -17,7 +17,7 @@ common = {"bootstrap.servers": bootstrap, "broker.address.family": "v4"}
 if mode == "produce":
     count, base_ms = int(sys.argv[4]), int(sys.argv[5])
     errors = []
-    producer = Producer({**common, "acks": "all", "linger.ms": 5, "enable.idempotence": False})
+    producer = Producer({**common, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
     for i in range(count):
         while True:
             try:

@@ -6,7 +6,7 @@ const [mode, bootstrap, topic, ...rest] = process.argv.slice(2);
 const kafka = new Kafka({ clientId: 'matrix-kafkajs', brokers: [bootstrap], logLevel: logLevel.ERROR });
 
 async function produce(count, baseMs) {
-  const producer = kafka.producer({ idempotent: false, allowAutoTopicCreation: false });
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await producer.connect();
   const step = 1000;
   for (let start = 0; start < count; start += step) {

@@ -8,8 +8,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 bootstrap, topic, count, base_ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-# tierlog has no InitProducerId yet: idempotence must be off (kafka-python 3 enables it).
-producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+# kafka-python 3 is idempotent by default: this round trip goes through InitProducerId.
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 futures = [
     producer.send(
         topic,
