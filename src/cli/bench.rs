@@ -573,12 +573,13 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let state = tierlog::server::AppState::new(log.clone(), stopped, None)?;
+        let state = tierlog::serve::http::AppState::new(log.clone(), stopped, None)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let limits = state.limits.clone();
         tokio::spawn(async move {
-            tierlog::server::serve(listener, tierlog::server::router(state), &limits, std::future::pending()).await
+            tierlog::serve::http::serve(listener, tierlog::serve::http::router(state), &limits, std::future::pending())
+                .await
         });
         let client = reqwest::Client::new();
         let start = Instant::now();

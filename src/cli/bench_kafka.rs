@@ -75,7 +75,7 @@ pub fn kafka(global: &GlobalArgs, args: KafkaArgs) -> Result<std::process::ExitC
 
     let runtime = tokio::runtime::Runtime::new()?;
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let state = tierlog::server::AppState::new(log.clone(), stopped.clone(), None)?;
+    let state = tierlog::serve::http::AppState::new(log.clone(), stopped.clone(), None)?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?.to_string();
     let broker = Arc::new(tierlog::kafka::Broker::new(state, &listener)?);

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tierlog::Log;
-use tierlog::server::{AppState, router};
+use tierlog::serve::http::{AppState, router};
 use tierlog::tier::Tiering;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -77,7 +77,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
     eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
     let shutdown_state = state.clone();
     let limits = state.limits.clone();
-    tierlog::server::serve(listener, router(state), &limits, async move {
+    tierlog::serve::http::serve(listener, router(state), &limits, async move {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}

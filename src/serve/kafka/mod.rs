@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::Error;
-use crate::server::AppState;
+use crate::serve::http::AppState;
 
 /// The one broker id tierlog answers as: it is every partition's leader and every group's
 /// coordinator.
