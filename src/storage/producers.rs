@@ -289,7 +289,7 @@ pub fn write_snapshot(disk: &dyn Disk, dir: &Path, offset: u64, producers: &Prod
     disk.write_atomic(&path, &producers.encode(offset)).map_err(|e| Error::io(&path, "write producer snapshot", e))
 }
 
-/// Removes all snapshots but the newest [`SNAPSHOTS_KEPT`]. Never while an append call may
+/// Removes all snapshots but the newest two. Never while an append call may
 /// still be undone: the undo removes the snapshots the call took, and recovery then needs the
 /// ones before them.
 pub fn prune_snapshots(disk: &dyn Disk, dir: &Path) -> Result<()> {
