@@ -148,6 +148,9 @@ pub struct ServerSection {
     pub header_read_timeout_ms: u64,
     /// Most open HTTP connections; further ones wait in the accept queue until one closes.
     pub max_connections: u64,
+    /// An idle Server-Sent Events follow stream sends a comment line this often, so proxies
+    /// and load balancers do not cut it and a client that went away is noticed.
+    pub sse_keepalive_ms: u64,
     /// Refuse appends (429) while a partition holds more than this many bytes not yet in the
     /// remote tier, so a stalled object store cannot fill the local disk. 0: no limit.
     pub max_untiered_bytes: u64,
@@ -259,6 +262,7 @@ impl Default for ServerSection {
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
+            sse_keepalive_ms: 15_000,
             max_untiered_bytes: 0,
             tokens: Vec::new(),
         }
@@ -364,6 +368,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.request_timeout_ms", 100, 3_600_000),
     ("server.header_read_timeout_ms", 100, 3_600_000),
     ("server.max_connections", 1, 100_000),
+    ("server.sse_keepalive_ms", 100, 3_600_000),
     ("server.max_untiered_bytes", 0, u64::MAX >> 2),
     ("kafka.advertised_port", 0, 65_535),
     // A frame must hold at least a request header and a small produce; beyond 1 GiB one

@@ -711,8 +711,15 @@ async fn fetch(
     let who = state.authorize(&headers, Right::Read, Some(&topic))?;
     let sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    // EventSource sends the id of the last event it received when it reconnects.
+    let last_event_id = match headers.get("last-event-id").filter(|_| sse) {
+        None => None,
+        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::bad_request("Last-Event-ID must be the offset of a record this stream sent (an integer)")
+        })?),
+    };
     let started = std::time::Instant::now();
-    let result = fetch_inner(state.clone(), topic, partition, q, who, sse).await;
+    let result = fetch_inner(state.clone(), topic, partition, q, who, sse, last_event_id).await;
     state.metrics.fetch_latency.observe(started.elapsed()); // time to the first byte
     if let Err(e) = &result {
         count_error(&state, e);
@@ -727,6 +734,7 @@ async fn fetch_inner(
     q: FetchQuery,
     who: String,
     sse: bool,
+    last_event_id: Option<u64>,
 ) -> ApiResult<Response> {
     let id: u32 = partition
         .parse()
@@ -741,6 +749,7 @@ async fn fetch_inner(
         match (parse_u64("from_offset", q.from_offset.as_ref())?, parse_time_param("from_time", q.from_time.as_ref())?)
         {
             (Some(_), Some(_)) => return Err(ApiError::bad_request("give from_offset or from_time, not both")),
+            _ if let Some(last) = last_event_id => last.saturating_add(1), // a reconnect resumes after it
             (Some(offset), None) => offset,
             (None, Some(time)) => state.reader.offset_for_time(&partition, time).await?,
             (None, None) => state.reader.start_offset(&partition).await?,
@@ -752,8 +761,15 @@ async fn fetch_inner(
         (None, None) => None,
     };
     let remaining = parse_u64("max_records", q.max_records.as_ref())?.unwrap_or(u64::MAX);
+    let more = next < partition.end_offset() && stop.is_none_or(|s| next < s);
+    // A reconnect after a stream that ended (not a follow): 204 tells EventSource to stop
+    // reconnecting, instead of replaying an empty stream forever. (`max_records` counts per
+    // connection, so a reconnect cannot know how many were left: such a stream ends too.)
+    if last_event_id.is_some() && !follow && (!more || q.max_records.is_some()) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     // Fail before streaming starts when the first read fails (e.g. below the log start).
-    if next < partition.end_offset() && stop.is_none_or(|s| next < s) {
+    if more {
         state.reader.read(&partition, next, 1).await?;
     }
     let permit = if follow {
@@ -781,6 +797,8 @@ async fn fetch_inner(
         remaining,
         follow,
         sse,
+        opened: false,
+        ended: false,
         _permit: permit,
     };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
@@ -847,16 +865,26 @@ struct FetchStream {
     follow: bool,
     /// Server-Sent Events framing (`id:` = offset, `data:` = the record) instead of NDJSON.
     sse: bool,
+    /// Whether the SSE preamble (`retry:`) went out.
+    opened: bool,
+    /// Whether the SSE `event: end` went out.
+    ended: bool,
     /// The follow slots held while the stream lives (global, and the token's).
     _permit: Option<(tokio::sync::OwnedSemaphorePermit, Option<TokenFollow>)>,
 }
 
 impl FetchStream {
-    /// The next piece of NDJSON, `None` at the end of the stream.
+    /// The next piece of the stream, `None` at its end. An SSE stream starts with `retry:`
+    /// (how long EventSource waits before reconnecting), sends a comment while a follow is
+    /// idle for `server.sse_keepalive_ms`, and ends a non-follow stream with `event: end`.
     async fn step(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.sse && !self.opened {
+            self.opened = true;
+            return Ok(Some(Bytes::from_static(SSE_PREAMBLE)));
+        }
         loop {
             if self.remaining == 0 || self.stop.is_some_and(|s| self.next >= s) {
-                return Ok(None);
+                return Ok(self.end());
             }
             let records = self.state.reader.read(&self.partition, self.next, STREAM_STEP_BYTES).await?;
             let mut out = Vec::new();
@@ -877,20 +905,35 @@ impl FetchStream {
                 return Ok(Some(Bytes::from(out)));
             }
             if !self.follow {
-                return Ok(None);
+                return Ok(self.end());
             }
             let mut shutdown = self.state.shutdown.clone();
             let end_now = self.partition.end_offset();
             if end_now > self.next {
                 continue;
             }
+            let keepalive = Duration::from_millis(self.state.limits.sse_keepalive_ms);
             tokio::select! {
                 changed = self.ends.changed() => if changed.is_err() { return Ok(None) },
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+                _ = tokio::time::sleep(keepalive), if self.sse => return Ok(Some(Bytes::from_static(b": keep-alive\n\n"))),
             }
         }
     }
+
+    /// What ends the stream: an SSE stream sends `event: end` once first, so a client can
+    /// close instead of reconnecting.
+    fn end(&mut self) -> Option<Bytes> {
+        if !self.sse || self.ended {
+            return None;
+        }
+        self.ended = true;
+        Some(Bytes::from_static(b"event: end\ndata: {}\n\n"))
+    }
 }
+
+/// Sent first on every SSE stream: how long EventSource waits before reconnecting (ms).
+const SSE_PREAMBLE: &[u8] = b"retry: 3000\n\n";
 
 #[derive(Deserialize)]
 struct OffsetsQuery {

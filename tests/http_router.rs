@@ -1,5 +1,7 @@
-//! HTTP fuzzing: random routes, query strings, headers and bodies thrown at the router
-//! in-process (the real `router`, on a real log in a temporary directory). Every answer must
+//! The HTTP router driven in-process (the real `router`, on a real log in a temporary
+//! directory): Server-Sent Events behaviour, and fuzzing.
+//!
+//! Fuzzing: random routes, query strings, headers and bodies thrown at the router. Every answer must
 //! be a status below 500 — an error with the JSON error shape — and arrive in time; a body that
 //! never ends is allowed only for a follow stream. A panic, a 5xx or a hang fails the test with
 //! the request that caused it (proptest shrinks it).
@@ -224,7 +226,10 @@ fn fuzzed() -> impl Strategy<Value = Fuzzed> {
 
 /// The router of a log with a topic `t` (two partitions, some records) and an empty topic.
 fn app(dir: &std::path::Path) -> (Router, Log) {
-    let config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    app_with(Config { data_dir: dir.to_path_buf(), ..Config::default() })
+}
+
+fn app_with(config: Config) -> (Router, Log) {
     let log = Log::open(config).unwrap();
     let topic = log.create_topic("t", 2).unwrap();
     log.create_topic("empty", 1).unwrap();
@@ -294,4 +299,79 @@ fn random_requests_get_a_4xx_or_a_valid_answer_never_a_panic_5xx_or_hang() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+fn sse_request(path: &str, last_event_id: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().uri(path).header("host", "127.0.0.1").header("accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        builder = builder.header("last-event-id", id);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+async fn body_text(response: axum::response::Response) -> String {
+    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// An SSE fetch starts with `retry:`, carries each record as `id:` = offset and `data:`, and
+/// a stream that is not a follow ends with `event: end`. EventSource reconnects with
+/// Last-Event-ID: the stream resumes after that offset, and once nothing is left the answer is
+/// 204, which tells EventSource to stop (instead of replaying the fetch forever).
+#[test]
+fn server_sent_events_resume_after_last_event_id_and_stop_a_finished_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (app, _log) = app(dir.path());
+        let path = "/v1/topics/t/partitions/0/records?from_offset=0";
+        let first = app.clone().oneshot(sse_request(path, None)).await.unwrap();
+        assert_eq!(first.headers()["content-type"], "text/event-stream");
+        let text = body_text(first).await;
+        assert!(text.starts_with("retry: 3000\n\n"), "{text}");
+        assert!(text.contains("id: 0\ndata: {") && text.contains("id: 19\ndata: {"), "{text}");
+        assert!(text.ends_with("event: end\ndata: {}\n\n"), "{text}");
+
+        let resumed = body_text(app.clone().oneshot(sse_request(path, Some("16"))).await.unwrap()).await;
+        let ids: Vec<&str> = resumed.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+        assert_eq!(ids, ["17", "18", "19"], "a reconnect resumes after the last event: {resumed}");
+
+        let done = app.clone().oneshot(sse_request(path, Some("19"))).await.unwrap();
+        assert_eq!(done.status(), 204, "nothing left: EventSource must stop reconnecting");
+        let limited = app.clone().oneshot(sse_request(&format!("{path}&max_records=5"), Some("4"))).await.unwrap();
+        assert_eq!(limited.status(), 204, "a max_records stream ended: its reconnect must not start it again");
+        let bad = app.clone().oneshot(sse_request(path, Some("x"))).await.unwrap();
+        assert_eq!(bad.status(), 400);
+    });
+}
+
+/// An idle SSE follow sends a comment every `server.sse_keepalive_ms`, so proxies keep it open
+/// and a client that went away is noticed; records appended later still arrive.
+#[test]
+fn an_idle_server_sent_events_follow_sends_keep_alive_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.server.sse_keepalive_ms = 100;
+        let (app, log) = app_with(config);
+        let request = sse_request("/v1/topics/empty/partitions/0/records?follow=true", None);
+        let mut body = app.oneshot(request).await.unwrap().into_body();
+        let mut seen = String::new();
+        let started = std::time::Instant::now();
+        while seen.matches(": keep-alive").count() < 2 {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("a keep-alive within 5 s");
+            seen.push_str(std::str::from_utf8(frame.unwrap().unwrap().data_ref().unwrap()).unwrap());
+        }
+        assert!(seen.starts_with("retry: 3000\n\n: keep-alive\n\n"), "{seen:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200), "comments come at the configured pace");
+        let record = Record { timestamp: 1, value: b"late".to_vec(), ..Record::default() };
+        log.topic("empty").unwrap().partition(0).unwrap().append(&[record], 1).unwrap();
+        let mut data = String::new();
+        while !data.contains("late") {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("the record");
+            data.push_str(std::str::from_utf8(frame.unwrap().unwrap().data_ref().unwrap()).unwrap());
+        }
+        assert!(data.contains("id: 0\ndata: {"), "{data}");
+    });
 }
