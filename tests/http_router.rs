@@ -375,3 +375,65 @@ fn an_idle_server_sent_events_follow_sends_keep_alive_comments() {
         assert!(data.contains("id: 0\ndata: {"), "{data}");
     });
 }
+
+/// A body that never arrives.
+fn endless_body() -> Body {
+    Body::from_stream(futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>())
+}
+
+fn post(path: &str, token: Option<&str>, body: Body) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(body).unwrap()
+}
+
+/// Creating a topic and committing a group's offsets read the body only after the token is
+/// checked, within a small size limit and `server.request_timeout_ms`: a client without a
+/// valid token is answered 401 at once (it cannot make the server wait for, or hold, a body),
+/// and one with a token that trickles its body is cut off with 408.
+#[test]
+fn control_requests_check_the_token_before_reading_a_bounded_body() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.server.request_timeout_ms = 300;
+        let sha: String = sha2::Sha256::digest(b"admin-secret").iter().map(|b| format!("{b:02x}")).collect();
+        config.server.tokens = vec![tierlog::config::TokenConfig {
+            name: "admin".into(),
+            token_sha256: sha,
+            read: vec![],
+            write: vec![],
+            admin: true,
+            groups: vec![],
+            metrics: false,
+        }];
+        let (app, _log) = app_with(config);
+        for path in ["/v1/topics", "/v1/groups/g/offsets"] {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(2), app.clone().oneshot(post(path, None, endless_body())))
+                    .await
+                    .unwrap_or_else(|_| panic!("{path}: the server waited for the body of a client without a token"))
+                    .unwrap();
+            assert_eq!(answer.status(), 401, "{path}");
+            let slow = app.clone().oneshot(post(path, Some("admin-secret"), endless_body())).await.unwrap();
+            assert_eq!(slow.status(), 408, "{path}: a body that does not arrive is cut off");
+            let big = Body::from(format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)));
+            let answer = app.clone().oneshot(post(path, Some("admin-secret"), big)).await.unwrap();
+            assert_eq!(answer.status(), 413, "{path}: control bodies are small");
+        }
+        let created = app
+            .clone()
+            .oneshot(post("/v1/topics", Some("admin-secret"), Body::from("{\"name\":\"new\"}")))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    });
+}

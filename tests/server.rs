@@ -430,8 +430,11 @@ async fn server_sent_events_frame_each_record_with_its_offset() {
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let body = r.text().await.unwrap();
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(events.len(), 2);
-    assert!(events[1].starts_with("id: 1\ndata: {"), "{body}");
+    // retry:, the two records, event: end (see tests/http_router.rs for resuming).
+    assert_eq!(events.len(), 4, "{body}");
+    assert_eq!(events[0], "retry: 3000");
+    assert!(events[2].starts_with("id: 1\ndata: {"), "{body}");
+    assert_eq!(events[3], "event: end\ndata: {}");
 }
 
 #[tokio::test]

@@ -416,10 +416,11 @@ struct CreateTopic {
 async fn create_topic(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     state.authorize(&headers, Right::Admin, None)?;
     require_json(&headers)?;
+    let body = read_body_within(&state, body, CONTROL_BODY_BYTES_MAX).await?;
     let request: CreateTopic = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
@@ -581,9 +582,19 @@ fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
     }
 }
 
-/// Reads the whole body within the size limit and the slow-body timeout.
+/// Bytes of a control request's body (create a topic, commit a group's offsets).
+const CONTROL_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Reads a produce request's whole body within `server.max_body_bytes` and the slow-body
+/// timeout.
 async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
-    let limit = state.limits.max_body_bytes as usize;
+    read_body_within(state, body, state.limits.max_body_bytes as usize).await
+}
+
+/// Reads the whole body within `limit` bytes and the slow-body timeout. Handlers call it
+/// after checking the token, so no unauthenticated client makes the server wait for or hold
+/// a body.
+async fn read_body_within(state: &AppState, body: Body, limit: usize) -> ApiResult<Bytes> {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::new(
@@ -592,7 +603,11 @@ async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
         )),
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over server.max_body_bytes = {limit}"),
+            if limit == CONTROL_BODY_BYTES_MAX {
+                format!("request body over {limit} bytes")
+            } else {
+                format!("request body over server.max_body_bytes = {limit}")
+            },
         )),
         Ok(Ok(bytes)) => Ok(bytes),
     }
@@ -988,15 +1003,17 @@ async fn commit_group_offsets(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(group): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<Value>> {
+    // The group right is checked before the body is read (the topic right needs the body).
+    groups::check_name(&group)?;
+    let who = state.authorize(&headers, Right::Group, Some(&group))?;
     require_json(&headers)?;
+    let body = read_body_within(&state, body, CONTROL_BODY_BYTES_MAX).await?;
     let commit: GroupCommit = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
     })?;
     state.authorize(&headers, Right::Read, Some(&commit.topic))?;
-    groups::check_name(&group)?;
-    let who = state.authorize(&headers, Right::Group, Some(&group))?;
     let topic = state.log.topic(&commit.topic)?;
     for (p, offset) in &commit.offsets {
         let partition = topic.partition(*p)?;
