@@ -705,3 +705,127 @@ fn a_damaged_producer_snapshot_is_skipped_for_the_one_before_it() {
     assert_eq!((produced.appended.first_offset, produced.duplicate), (6, true));
     assert_eq!(values(&log), expected(&(0..8).collect::<Vec<_>>()));
 }
+
+// ---------------------------------------------------------------------------------------
+// Adversarial review of a9c883f (idempotent producers).
+// ---------------------------------------------------------------------------------------
+
+/// A client picks its producer id freely (nothing checks it was handed out): one batch
+/// stamped with id i64::MAX - 1 is remembered, so the next open sets the id floor to
+/// i64::MAX. Handing out ids must then neither overflow (a panic in debug builds) nor hand
+/// out negative ids / write a negative next id that makes the next open refuse the data
+/// directory (release builds wrap).
+#[test]
+fn review_a_client_chosen_producer_id_near_i64_max_does_not_break_id_allocation() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append_stamped(&records(0..1), stamp(i64::MAX - 1, 0), 1_000).unwrap();
+    drop((p, log));
+    let log = f.open().expect("the writer opens");
+    let ids: Vec<tierlog::Result<i64>> = (0..3).map(|_| log.allocate_producer_id()).collect();
+    // Refusing is fine; wrapping or panicking is not.
+    for id in ids.iter().flatten() {
+        assert!(*id >= 0, "a negative producer id was handed out: {ids:?}");
+    }
+    drop(log);
+    f.open().expect("the data directory still opens after producer ids were handed out");
+}
+
+/// Same, with the largest id a batch can carry: the floor `id + 1` at open overflows.
+#[test]
+fn review_a_client_chosen_producer_id_i64_max_does_not_stop_the_next_open() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append_stamped(&records(0..1), stamp(i64::MAX, 0), 1_000).unwrap();
+    drop((p, log));
+    let log = f.open().expect("the writer opens");
+    if let Ok(id) = log.allocate_producer_id() {
+        assert!(id >= 0, "negative producer id {id}");
+    }
+}
+
+fn snapshot_names(f: &Fixture) -> Vec<String> {
+    let dir = f.config.data_dir.join("topics/t/0");
+    let mut names: Vec<String> = f.disk.list(&dir).unwrap().into_iter().filter(|n| n.ends_with(".producers")).collect();
+    names.sort();
+    names
+}
+
+fn damage(f: &Fixture, name: &str) {
+    let path = f.config.data_dir.join("topics/t/0").join(name);
+    let mut bytes = f.disk.read(&path).unwrap();
+    bytes[30] ^= 0x40;
+    f.disk.write_atomic(&path, &bytes).unwrap();
+}
+
+/// Local retention removes sealed (tiered) segments; the newest snapshot is damaged. Recovery
+/// falls back to the snapshot before it but can replay only the local segments, so the
+/// batches between the two snapshots (remote-only now) are not remembered: a retry of the
+/// producer's last batch, whose answer was lost, is stored a second time. This double fault
+/// (a damaged snapshot, and the retried batch already gone from the local disk) is a
+/// documented limit (docs/KAFKA.md, "Idempotent producers"; recovery logs it): the partition
+/// opens, nothing acknowledged is lost, and the retry is stored again.
+#[test]
+fn review_a_damaged_newest_snapshot_after_local_retention_stores_a_retry_twice() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 200; // two batches per segment
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    for i in 0..4u64 {
+        p.append_stamped(&records(2 * i..2 * i + 2), stamp(3, 2 * i as i32), 1_000).unwrap();
+    }
+    p.seal_active(1_000).unwrap();
+    // Local retention (after tiering) removes every sealed segment, oldest first.
+    let dir = f.config.data_dir.join("topics/t/0");
+    let mut bases: Vec<u64> =
+        f.disk.list(&dir).unwrap().iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
+    bases.sort();
+    for base in &bases[..bases.len() - 1] {
+        p.remove_sealed(*base).unwrap();
+    }
+    drop((p, log));
+    // Segments 0 (offsets 0..=3) and 4 (4..=7) are remote-only now; snapshots at 4 and 8.
+    let snapshots = snapshot_names(&f);
+    assert_eq!(snapshots, ["00000000000000000004.producers", "00000000000000000008.producers"]);
+    damage(&f, snapshots.last().unwrap());
+    let log = f.open().unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    // The last two batches (sequences 4..=5 and 6..=7, offsets 4..=7) are sent again: their
+    // answers were lost.
+    let produced = p.append_stamped(&records(4..6), stamp(3, 4), 1_000).unwrap();
+    assert_eq!(
+        (produced.appended.first_offset, produced.duplicate),
+        (8, false),
+        "the documented limit: a retry of a batch only the remote tier holds is stored again"
+    );
+}
+
+/// Both kept snapshots are unreadable: recovery replays only the last sealed segment and the
+/// active one (the "no snapshot at all" fallback), not the whole local log, so a producer
+/// whose last batches are in older local segments is forgotten and its retry stored twice.
+#[test]
+fn review_when_every_snapshot_is_damaged_recovery_replays_too_little() {
+    let mut f = fixture(FsyncPolicy::Batch);
+    f.config.segment.max_bytes = 200;
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append_stamped(&records(0..2), stamp(3, 0), 1_000).unwrap(); // producer 3: offsets 0..=1
+    for i in 1..5u64 {
+        p.append_stamped(&records(2 * i..2 * i + 2), stamp(4, 2 * i as i32), 1_000).unwrap(); // producer 4
+    }
+    p.seal_active(1_000).unwrap();
+    drop((p, log));
+    for name in snapshot_names(&f) {
+        damage(&f, &name);
+    }
+    let log = f.open().unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let produced = p.append_stamped(&records(0..2), stamp(3, 0), 1_000).unwrap();
+    assert_eq!(
+        (produced.appended.first_offset, produced.duplicate),
+        (0, true),
+        "producer 3's batch at offsets 0..=1 is in the local log but was stored again"
+    );
+}

@@ -737,6 +737,79 @@ fn idempotent_batches_sent_again_are_stored_once_across_restarts() {
     assert_eq!(refused.error_code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: {refused:?}");
 }
 
+/// Review of a9c883f: a client could stamp any producer id, InitProducerId or not. One batch
+/// stamped i64::MAX - 1 moved the id floor of the next start to i64::MAX, and then
+/// InitProducerId panicked on the overflow (debug) or handed out negative ids and wrote a
+/// next id that the following start refused (release). Now a batch from an id that was not
+/// handed out is refused (UNKNOWN_PRODUCER_ID, nothing written), the floor saturates and
+/// running out of ids is an error, never a wrap.
+#[test]
+fn review_a_client_chosen_producer_id_near_i64_max_breaks_init_producer_id_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let mut c = Conn::open(&s);
+    let batch = idempotent_batch(i64::MAX - 1, 0, 0, &["x"]);
+    let answer: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request_with("t", &batch, Compression::None));
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, 59, "UNKNOWN_PRODUCER_ID: {answer:?}");
+    assert!(http_records(&s, "t", 0).is_empty(), "nothing was written");
+    s.stop();
+    let s = Server::start(dir.path(), &[]);
+    let mut c = Conn::open(&s);
+    let init = InitProducerIdRequest::default().with_transactional_id(None);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let given: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &init);
+        if given.error_code == 0 {
+            ids.push(given.producer_id.0);
+        }
+    }
+    assert!(ids.iter().all(|&id| id >= 0), "negative producer ids handed out: {ids:?}");
+    s.stop();
+    let s = Server::start(dir.path(), &[]);
+    s.stop();
+}
+
+/// Review of a9c883f: producer ids are sequential and a batch's id was not checked against
+/// the ids handed out, so a writer could stamp the id the next InitProducerId would return;
+/// the next producer's first batch (same epoch 0, same sequence range) was then answered as a
+/// duplicate with the other writer's offset, and its records never stored although
+/// acknowledged. (Apache Kafka trusts the producer id the same way.) Now the squatter is
+/// refused; and a writer that uses an id already handed out to someone else cannot make that
+/// producer's batch vanish either: a duplicate must have the same bytes (CRC), other bytes
+/// under a stored sequence range are refused with an error, never acknowledged unstored.
+#[test]
+fn review_a_producer_id_stamped_before_it_is_handed_out_makes_another_producers_batch_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let mut a = Conn::open(&s);
+    let next = new_producer_id(&mut a) + 1;
+    let produce = |c: &mut Conn, pid: i64, value: &str| {
+        let batch = idempotent_batch(pid, 0, 0, &[value]);
+        let answer: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request_with("t", &batch, Compression::None));
+        let p = &answer.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(produce(&mut a, next, "squatter"), (59, -1), "an id not handed out yet is refused");
+    let mut b = Conn::open(&s);
+    let pid = new_producer_id(&mut b);
+    assert_eq!(pid, next, "ids are predictable");
+    let answer = produce(&mut b, pid, "victim");
+    let values: Vec<Value> = http_records(&s, "t", 0).iter().map(|r| r["value"].clone()).collect();
+    assert!(
+        values.contains(&json!("victim")),
+        "the new producer's first batch was acknowledged ({answer:?}) but not stored: {values:?}"
+    );
+    // Impersonation of an id handed out: the owner's batch with the same sequence range is
+    // refused (OUT_OF_ORDER_SEQUENCE_NUMBER), so its client learns it was not stored.
+    let owner = new_producer_id(&mut b);
+    assert_eq!(produce(&mut a, owner, "impostor"), (0, 1));
+    assert_eq!(produce(&mut b, owner, "owner"), (45, -1), "not acknowledged as the impostor's batch");
+    assert_eq!(produce(&mut a, owner, "impostor"), (0, 1), "the impostor's own retry is a duplicate");
+    s.stop();
+}
+
 /// A real idempotent producer (librdkafka) whose produce answers are lost to cut connections
 /// sends those batches again; each record is stored once, in order (the issue's "an
 /// idempotent producer retried after a dropped connection stores nothing twice").

@@ -273,6 +273,7 @@ mod tests {
             max_timestamp: ts,
             length,
             producer: None,
+            checksum: 0,
         }
     }
 

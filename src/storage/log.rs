@@ -78,13 +78,20 @@ impl Log {
         let producer_ids = if writable {
             let remembered =
                 topics.values().flat_map(|t| t.partitions.iter()).filter_map(|p| p.max_producer_id()).max();
-            let floor = remembered.map_or(0, |id| id + 1);
+            let floor = remembered.map_or(0, |id| id.saturating_add(1));
             Some(IdAllocator::open(host.disk.clone(), &config.data_dir, floor)?)
         } else {
             None
         };
         let topics = RwLock::new(topics);
         Ok(Log { inner: Arc::new(Inner { config, host, writable, topics, producer_ids, _lock: lock }) })
+    }
+
+    /// Whether `id` was handed out by [`Self::allocate_producer_id`] (in this or an earlier
+    /// run): the writer accepts stamped batches only from such ids, so no client can take an
+    /// id before the producer it will be given to.
+    pub fn producer_id_handed_out(&self, id: i64) -> bool {
+        self.inner.producer_ids.as_ref().is_some_and(|ids| ids.handed_out(id))
     }
 
     /// A producer id no idempotent producer of this data directory had before (Kafka's

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::index::IndexMark;
 use crate::index::SegmentIndex;
-use crate::producers::{self, Producers, Verdict};
+use crate::producers::{self, Producers, Snapshot, Verdict};
 use crate::record::{Record, StoredRecord};
 use crate::segment::{self, Segment, SegmentSlice};
 
@@ -253,10 +253,14 @@ impl Partition {
     ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
+        // A producer's batch is judged by its bytes (a retry is the same bytes), encoded first.
+        let mut first = None;
         if let Some((stamp, records)) = producer {
             debug_assert_eq!(count, 1, "a producer's batch is stored as one batch");
-            match state.producers.check(stamp, records) {
-                Ok(Verdict::Append) => {}
+            let bytes = encode(0, state.active.index.next_offset);
+            let checksum = batch::peek_header(&bytes).expect("freshly encoded batch is valid").checksum;
+            match state.producers.check(stamp, records, checksum) {
+                Ok(Verdict::Append) => first = Some(bytes),
                 Ok(Verdict::Duplicate { first_offset, last_offset }) => {
                     return Ok((Appended { first_offset, last_offset }, true));
                 }
@@ -264,9 +268,14 @@ impl Partition {
             }
         }
         let start = (state.active.index.base_offset, state.active.index.mark());
+        let mut checksum = 0;
         for i in 0..count {
-            let bytes = encode(i, state.active.index.next_offset);
+            let bytes = match first.take() {
+                Some(bytes) => bytes, // encoded at this same offset above
+                None => encode(i, state.active.index.next_offset),
+            };
             let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
+            checksum = header.checksum;
             let written = self
                 .roll_if_needed(&mut state, bytes.len() as u64, now_ms)
                 .map_err(Failure::Roll)
@@ -284,7 +293,7 @@ impl Partition {
         self.publish_ack_end(&state);
         let end = state.active.index.next_offset;
         if let Some((stamp, records)) = producer {
-            state.producers.record(stamp, records, start.1.next_offset, end - 1, now_ms);
+            state.producers.record(stamp, records, (start.1.next_offset, end - 1), checksum, now_ms);
         }
         if state.active.index.base_offset != start.0 {
             self.prune_producer_snapshots();
@@ -867,28 +876,38 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
 }
 
-/// The producer state at the log end: the newest snapshot at or below it, and the stamps of
-/// the batches after the snapshot. Without a snapshot (a log written before snapshots, or one
-/// whose snapshots were removed), the last sealed segment and the active one are replayed, as
-/// Kafka does: producers that wrote only before them are not remembered (see `producers`).
+/// The producer state at the log end: the newest readable snapshot at or below it, and the
+/// stamps of the batches after the snapshot. Without any snapshot file (a log from before
+/// snapshots, which holds no stamped batch), the last sealed segment and the active one are
+/// replayed, as Kafka does on upgrade. With snapshot files but none readable, every local
+/// segment is replayed. Batches that are only in the remote tier (local retention removed
+/// them after the snapshot used) cannot be replayed: that is logged, since a retry of one of
+/// them would be stored again (see `producers`).
 fn rebuild_producers(host: &Host, dir: &Path, sealed: &BTreeMap<u64, Segment>, active: &Segment) -> Result<Producers> {
     let disk = &*host.disk;
     let end = active.index.next_offset;
+    let local_start = sealed.keys().next().copied().unwrap_or(active.index.base_offset);
     producers::remove_snapshots_after(disk, dir, end)?;
     let (from, mut state) = match producers::load_snapshot(disk, dir, end)? {
-        Some(found) => found,
-        None => {
-            let from = sealed.values().next_back().unwrap_or(active).index.base_offset;
-            (from, Producers::default())
-        }
+        Snapshot::Found(at, state) => (at, state),
+        Snapshot::Absent => (sealed.values().next_back().unwrap_or(active).index.base_offset, Producers::default()),
+        Snapshot::Unreadable => (0, Producers::default()),
     };
+    if from < local_start {
+        tracing::warn!(
+            dir = %dir.display(), from, local_start,
+            "idempotent producer state: offsets {from}..{local_start} are only in the remote tier and cannot be replayed; a \
+             producer retrying a batch stored there would have it stored again"
+        );
+    }
     let now_ms = host.clock.now_ms();
     for segment in sealed.values().chain(std::iter::once(active)).filter(|s| s.index.next_offset > from) {
-        for header in segment.headers()? {
+        segment.for_each_header(|header| {
             if let (Some(stamp), true) = (header.producer, header.base_offset >= from) {
-                state.record(stamp, header.record_count, header.base_offset, header.last_offset(), now_ms);
+                let offsets = (header.base_offset, header.last_offset());
+                state.record(stamp, header.record_count, offsets, header.checksum, now_ms);
             }
-        }
+        })?;
     }
     if !state.is_empty() {
         tracing::info!(dir = %dir.display(), from, producers = state.len(), "rebuilt idempotent producer state");

@@ -9,8 +9,10 @@
 //! [`BATCHES_KEPT`] batches (sequence range and offsets), and judges each new batch as Kafka
 //! does:
 //!
-//! - the same sequence range as a remembered batch: a retry of a stored batch. Nothing is
-//!   written; the producer gets the offsets the batch got the first time.
+//! - the same sequence range and the same bytes (CRC32C) as a remembered batch: a retry of a
+//!   stored batch. Nothing is written; the producer gets the offsets the batch got the first
+//!   time. The same range with other bytes is not a retry (another writer used the producer's
+//!   id): refused, never acknowledged without being stored.
 //! - an older epoch: a fenced (replaced) producer; refused.
 //! - a newer epoch: must start at sequence 0; the producer starts over.
 //! - the same epoch: must continue the sequence (last + 1); a gap or a repeat that is not a
@@ -51,15 +53,16 @@ const SNAPSHOT_MAGIC: &[u8; 4] = b"TLPS";
 const SNAPSHOT_VERSION: u8 = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 20;
 const ENTRY_BYTES: usize = 20;
-const BATCH_BYTES: usize = 24;
+const BATCH_BYTES: usize = 28;
 
-/// One remembered batch: its sequence range and the offsets it got.
+/// One remembered batch: its sequence range, the offsets it got and its CRC32C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sequenced {
     first_sequence: i32,
     last_sequence: i32,
     first_offset: u64,
     last_offset: u64,
+    checksum: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +95,17 @@ pub enum Refusal {
     Fenced { id: i64, epoch: i16, current: i16 },
     #[error("producer {id} epoch {epoch} sent sequence {found} where {expected} comes next")]
     OutOfOrder { id: i64, epoch: i16, expected: i32, found: i32 },
+    #[error(
+        "producer {id} epoch {epoch} sent sequences {first}..={last} again with other content than the batch stored at \
+         offsets {first_offset}..={last_offset} (is another client using this producer id?)"
+    )]
+    Conflict { id: i64, epoch: i16, first: i32, last: i32, first_offset: u64, last_offset: u64 },
 }
 
 impl Producers {
-    /// Judges a batch of `count` records stamped `stamp` (see the module doc).
-    pub fn check(&self, stamp: ProducerStamp, count: u32) -> std::result::Result<Verdict, Refusal> {
+    /// Judges a batch of `count` records stamped `stamp` whose CRC32C is `checksum` (see the
+    /// module doc).
+    pub fn check(&self, stamp: ProducerStamp, count: u32, checksum: u32) -> std::result::Result<Verdict, Refusal> {
         let Some(entry) = self.entries.get(&stamp.id) else { return Ok(Verdict::Append) };
         let (id, epoch, found) = (stamp.id, stamp.epoch, stamp.first_sequence);
         if epoch < entry.epoch {
@@ -111,19 +120,32 @@ impl Producers {
         }
         let last = stamp.last_sequence(count);
         if let Some(b) = entry.batches.iter().find(|b| b.first_sequence == found && b.last_sequence == last) {
-            return Ok(Verdict::Duplicate { first_offset: b.first_offset, last_offset: b.last_offset });
+            let (first_offset, last_offset) = (b.first_offset, b.last_offset);
+            if b.checksum != checksum {
+                return Err(Refusal::Conflict { id, epoch, first: found, last, first_offset, last_offset });
+            }
+            return Ok(Verdict::Duplicate { first_offset, last_offset });
         }
         let expected = next_sequence(entry.batches.back().expect("entries hold a batch").last_sequence);
         if found == expected { Ok(Verdict::Append) } else { Err(Refusal::OutOfOrder { id, epoch, expected, found }) }
     }
 
-    /// Remembers a batch stored at `first_offset..=last_offset` at `now_ms`.
-    pub fn record(&mut self, stamp: ProducerStamp, count: u32, first_offset: u64, last_offset: u64, now_ms: i64) {
+    /// Remembers a batch stored at `first_offset..=last_offset` at `now_ms`; `checksum` is
+    /// its CRC32C.
+    pub fn record(
+        &mut self,
+        stamp: ProducerStamp,
+        count: u32,
+        (first_offset, last_offset): (u64, u64),
+        checksum: u32,
+        now_ms: i64,
+    ) {
         let batch = Sequenced {
             first_sequence: stamp.first_sequence,
             last_sequence: stamp.last_sequence(count),
             first_offset,
             last_offset,
+            checksum,
         };
         if !self.entries.contains_key(&stamp.id) && self.entries.len() >= crate::limits::PRODUCERS_PER_PARTITION_MAX {
             self.evict_idlest();
@@ -196,6 +218,7 @@ impl Producers {
                 out.extend_from_slice(&b.last_sequence.to_le_bytes());
                 out.extend_from_slice(&b.first_offset.to_le_bytes());
                 out.extend_from_slice(&b.last_offset.to_le_bytes());
+                out.extend_from_slice(&b.checksum.to_le_bytes());
             }
         }
         let crc = crc32c::crc32c(&out);
@@ -232,30 +255,37 @@ impl Producers {
             ));
         }
         let mut entries = HashMap::with_capacity(count);
+        let mut previous: Option<i64> = None;
         for _ in 0..count {
             let id = i64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
             let epoch = i16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
-            let kept = take(2)?[0] as usize;
+            let (kept, zero) = match take(2)? {
+                [kept, zero] => (*kept as usize, *zero),
+                _ => unreachable!("take(2) gives two bytes"),
+            };
             let last_append_ms = i64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
-            if id < 0 || epoch < 0 || !(1..=BATCHES_KEPT).contains(&kept) {
-                return Err(format!("producer {id}: epoch {epoch} or {kept} batches out of range"));
+            if id < 0 || epoch < 0 || !(1..=BATCHES_KEPT).contains(&kept) || zero != 0 {
+                return Err(format!("producer {id}: epoch {epoch}, {kept} batches or its zero byte out of range"));
             }
+            if previous.is_some_and(|p| p >= id) {
+                return Err(format!("producer {id} out of ascending order"));
+            }
+            previous = Some(id);
             let mut batches = VecDeque::with_capacity(kept);
             for _ in 0..kept {
                 let first_sequence = i32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
                 let last_sequence = i32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
                 let first_offset = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
                 let last_offset = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+                let checksum = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
                 if first_sequence < 0 || last_sequence < 0 || first_offset > last_offset || last_offset >= offset {
                     return Err(format!(
                         "producer {id}: a batch at offsets {first_offset}..={last_offset} is out of range"
                     ));
                 }
-                batches.push_back(Sequenced { first_sequence, last_sequence, first_offset, last_offset });
+                batches.push_back(Sequenced { first_sequence, last_sequence, first_offset, last_offset, checksum });
             }
-            if entries.insert(id, Entry { epoch, last_append_ms, batches }).is_some() {
-                return Err(format!("producer {id} appears twice"));
-            }
+            entries.insert(id, Entry { epoch, last_append_ms, batches });
         }
         if at != body {
             return Err(format!("{} bytes after the last entry", body - at));
@@ -320,21 +350,36 @@ fn remove_snapshots(disk: &dyn Disk, dir: &Path, offsets: &[u64]) -> Result<()> 
     Ok(())
 }
 
-/// The newest readable snapshot taken at or below `end`: its offset and state. A damaged
-/// snapshot is skipped with a warning (the one before it, or a longer replay, stands in).
-pub fn load_snapshot(disk: &dyn Disk, dir: &Path, end: u64) -> Result<Option<(u64, Producers)>> {
-    for offset in list_snapshots(disk, dir)?.into_iter().rev().filter(|&o| o <= end) {
+/// What [`load_snapshot`] found.
+#[derive(Debug)]
+pub enum Snapshot {
+    /// The newest readable snapshot at or below the end: its offset and state.
+    Found(u64, Producers),
+    /// No snapshot file at all: a partition from before snapshots were written.
+    Absent,
+    /// Snapshot files, none of them readable.
+    Unreadable,
+}
+
+/// The newest readable snapshot taken at or below `end`. A damaged snapshot is skipped with
+/// a warning (the one before it, and a longer replay, stand in).
+pub fn load_snapshot(disk: &dyn Disk, dir: &Path, end: u64) -> Result<Snapshot> {
+    let offsets: Vec<u64> = list_snapshots(disk, dir)?.into_iter().filter(|&o| o <= end).collect();
+    if offsets.is_empty() {
+        return Ok(Snapshot::Absent);
+    }
+    for offset in offsets.into_iter().rev() {
         let path = dir.join(snapshot_file_name(offset));
         let loaded = disk.read(&path).map_err(|e| e.to_string()).and_then(|bytes| Producers::decode(&bytes));
         match loaded {
-            Ok((at, producers)) if at == offset => return Ok(Some((at, producers))),
+            Ok((at, producers)) if at == offset => return Ok(Snapshot::Found(at, producers)),
             Ok((at, _)) => {
                 tracing::warn!(file = %path.display(), at, "producer snapshot names another offset; skipped")
             }
             Err(e) => tracing::warn!(file = %path.display(), error = %e, "damaged producer snapshot; skipped"),
         }
     }
-    Ok(None)
+    Ok(Snapshot::Unreadable)
 }
 
 /// Hands out producer ids, never the same one twice for a data directory: ids come from
@@ -372,17 +417,25 @@ impl IdAllocator {
         Ok(IdAllocator { path, disk, next: Mutex::new((next, next)) })
     }
 
-    /// A new producer id.
+    /// A new producer id. Refused (never wrapped) when ids run out.
     pub fn allocate(&self) -> Result<i64> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         if next.0 >= next.1 {
-            let end = next.0 + ID_BLOCK;
+            let end = next.0.checked_add(ID_BLOCK).ok_or_else(|| {
+                Error::Invalid(format!("{}: producer ids are used up (next {})", self.path.display(), next.0))
+            })?;
             self.disk.write_atomic(&self.path, &encode_ids(end)).map_err(|e| Error::io(&self.path, "write", e))?;
             next.1 = end;
         }
         let id = next.0;
-        next.0 += 1;
+        next.0 += 1; // < next.1 ≤ i64::MAX
         Ok(id)
+    }
+
+    /// Whether `id` was handed out (or may have been, before a restart): a batch stamped with
+    /// an id at or past the next one is not from a producer that called InitProducerId.
+    pub fn handed_out(&self, id: i64) -> bool {
+        id < self.next.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 }
 
@@ -423,27 +476,50 @@ mod tests {
     #[test]
     fn a_retry_of_a_remembered_batch_is_a_duplicate_with_its_first_offsets() {
         let mut p = Producers::default();
-        assert_eq!(p.check(stamp(7, 0, 0), 3), Ok(Verdict::Append), "an unknown producer may start");
-        p.record(stamp(7, 0, 0), 3, 100, 102, 1);
-        p.record(stamp(7, 0, 3), 2, 110, 111, 2);
-        assert_eq!(p.check(stamp(7, 0, 0), 3), Ok(Verdict::Duplicate { first_offset: 100, last_offset: 102 }));
-        assert_eq!(p.check(stamp(7, 0, 3), 2), Ok(Verdict::Duplicate { first_offset: 110, last_offset: 111 }));
-        assert_eq!(p.check(stamp(7, 0, 5), 1), Ok(Verdict::Append));
-        let gap = p.check(stamp(7, 0, 6), 1);
+        assert_eq!(p.check(stamp(7, 0, 0), 3, 0xC0FFEE), Ok(Verdict::Append), "an unknown producer may start");
+        p.record(stamp(7, 0, 0), 3, (100, 102), 0xC0FFEE, 1);
+        p.record(stamp(7, 0, 3), 2, (110, 111), 0xC0FFEE, 2);
+        assert_eq!(
+            p.check(stamp(7, 0, 0), 3, 0xC0FFEE),
+            Ok(Verdict::Duplicate { first_offset: 100, last_offset: 102 })
+        );
+        assert_eq!(
+            p.check(stamp(7, 0, 3), 2, 0xC0FFEE),
+            Ok(Verdict::Duplicate { first_offset: 110, last_offset: 111 })
+        );
+        assert_eq!(p.check(stamp(7, 0, 5), 1, 0xC0FFEE), Ok(Verdict::Append));
+        let gap = p.check(stamp(7, 0, 6), 1, 0xC0FFEE);
         assert_eq!(gap, Err(Refusal::OutOfOrder { id: 7, epoch: 0, expected: 5, found: 6 }));
         // The same first sequence with another length is not the stored batch.
-        assert_eq!(p.check(stamp(7, 0, 3), 1), Err(Refusal::OutOfOrder { id: 7, epoch: 0, expected: 5, found: 3 }));
+        assert_eq!(
+            p.check(stamp(7, 0, 3), 1, 0xC0FFEE),
+            Err(Refusal::OutOfOrder { id: 7, epoch: 0, expected: 5, found: 3 })
+        );
+    }
+
+    /// The same sequence range with other bytes is another writer using the producer's id,
+    /// not a retry: refused, so it is neither stored nor acknowledged as the stored batch.
+    #[test]
+    fn a_batch_with_a_remembered_range_but_other_bytes_is_a_conflict_not_a_duplicate() {
+        let mut p = Producers::default();
+        p.record(stamp(7, 0, 0), 2, (10, 11), 0xAAAA, 1);
+        assert_eq!(p.check(stamp(7, 0, 0), 2, 0xAAAA), Ok(Verdict::Duplicate { first_offset: 10, last_offset: 11 }));
+        let conflict = Refusal::Conflict { id: 7, epoch: 0, first: 0, last: 1, first_offset: 10, last_offset: 11 };
+        assert_eq!(p.check(stamp(7, 0, 0), 2, 0xBBBB), Err(conflict));
     }
 
     #[test]
     fn epochs_fence_old_producers_and_restart_sequences() {
         let mut p = Producers::default();
-        p.record(stamp(1, 2, 0), 1, 0, 0, 0);
-        assert_eq!(p.check(stamp(1, 1, 1), 1), Err(Refusal::Fenced { id: 1, epoch: 1, current: 2 }));
-        assert_eq!(p.check(stamp(1, 3, 0), 1), Ok(Verdict::Append));
-        assert_eq!(p.check(stamp(1, 3, 4), 1), Err(Refusal::OutOfOrder { id: 1, epoch: 3, expected: 0, found: 4 }));
-        p.record(stamp(1, 3, 0), 1, 1, 1, 0);
-        assert_eq!(p.check(stamp(1, 2, 0), 1), Err(Refusal::Fenced { id: 1, epoch: 2, current: 3 }));
+        p.record(stamp(1, 2, 0), 1, (0, 0), 0xC0FFEE, 0);
+        assert_eq!(p.check(stamp(1, 1, 1), 1, 0xC0FFEE), Err(Refusal::Fenced { id: 1, epoch: 1, current: 2 }));
+        assert_eq!(p.check(stamp(1, 3, 0), 1, 0xC0FFEE), Ok(Verdict::Append));
+        assert_eq!(
+            p.check(stamp(1, 3, 4), 1, 0xC0FFEE),
+            Err(Refusal::OutOfOrder { id: 1, epoch: 3, expected: 0, found: 4 })
+        );
+        p.record(stamp(1, 3, 0), 1, (1, 1), 0xC0FFEE, 0);
+        assert_eq!(p.check(stamp(1, 2, 0), 1, 0xC0FFEE), Err(Refusal::Fenced { id: 1, epoch: 2, current: 3 }));
     }
 
     #[test]
@@ -451,18 +527,18 @@ mod tests {
         let mut p = Producers::default();
         let s = stamp(9, 0, i32::MAX - 1);
         assert_eq!(s.last_sequence(3), 0);
-        p.record(s, 3, 0, 2, 0);
-        assert_eq!(p.check(stamp(9, 0, 1), 1), Ok(Verdict::Append));
+        p.record(s, 3, (0, 2), 0xC0FFEE, 0);
+        assert_eq!(p.check(stamp(9, 0, 1), 1, 0xC0FFEE), Ok(Verdict::Append));
     }
 
     #[test]
     fn only_the_last_five_batches_are_remembered_and_idle_producers_expire() {
         let mut p = Producers::default();
         for i in 0..7 {
-            p.record(stamp(1, 0, i), 1, i as u64, i as u64, 10);
+            p.record(stamp(1, 0, i), 1, (i as u64, i as u64), 0xC0FFEE, 10);
         }
-        assert_eq!(p.check(stamp(1, 0, 2), 1), Ok(Verdict::Duplicate { first_offset: 2, last_offset: 2 }));
-        assert!(p.check(stamp(1, 0, 1), 1).is_err(), "batch 1 is older than the last five");
+        assert_eq!(p.check(stamp(1, 0, 2), 1, 0xC0FFEE), Ok(Verdict::Duplicate { first_offset: 2, last_offset: 2 }));
+        assert!(p.check(stamp(1, 0, 1), 1, 0xC0FFEE).is_err(), "batch 1 is older than the last five");
         p.expire(10 + EXPIRATION_MS);
         assert_eq!(p.len(), 1);
         p.expire(11 + EXPIRATION_MS);
@@ -473,19 +549,19 @@ mod tests {
     fn a_full_partition_forgets_the_producer_idle_longest() {
         let mut p = Producers::default();
         for id in 0..crate::limits::PRODUCERS_PER_PARTITION_MAX as i64 {
-            p.record(stamp(id, 0, 0), 1, id as u64, id as u64, 1_000 + id);
+            p.record(stamp(id, 0, 0), 1, (id as u64, id as u64), 0xC0FFEE, 1_000 + id);
         }
-        p.record(stamp(1_000_000, 0, 0), 1, 0, 0, 5_000_000);
+        p.record(stamp(1_000_000, 0, 0), 1, (0, 0), 0xC0FFEE, 5_000_000);
         assert_eq!(p.len(), crate::limits::PRODUCERS_PER_PARTITION_MAX);
-        assert_eq!(p.check(stamp(0, 0, 5), 1), Ok(Verdict::Append), "producer 0 was idle longest: forgotten");
-        assert!(p.check(stamp(1, 0, 5), 1).is_err(), "producer 1 is still remembered");
+        assert_eq!(p.check(stamp(0, 0, 5), 1, 0xC0FFEE), Ok(Verdict::Append), "producer 0 was idle longest: forgotten");
+        assert!(p.check(stamp(1, 0, 5), 1, 0xC0FFEE).is_err(), "producer 1 is still remembered");
     }
 
     /// The snapshot layout of docs/FORMAT.md, byte for byte.
     #[test]
     fn snapshot_golden_bytes() {
         let mut p = Producers::default();
-        p.record(stamp(5, 1, 10), 2, 40, 41, 1_700_000_000_000);
+        p.record(stamp(5, 1, 10), 2, (40, 41), 0xC0FFEE, 1_700_000_000_000);
         let bytes = p.encode(42);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
@@ -504,7 +580,8 @@ mod tests {
                 "0b000000",
                 "2800000000000000",
                 "2900000000000000", // sequences 10..=11, offsets 40..=41
-                "79bfe6a8"          // CRC32C (checked with an independent implementation)
+                "eeffc000",         // the batch's CRC32C (0xC0FFEE here)
+                "8f541013"          // CRC32C of the file (checked with an independent implementation)
             )
         );
         assert_eq!(Producers::decode(&bytes), Ok((42, p)));
@@ -522,11 +599,51 @@ mod tests {
         assert!(decode_ids(&damaged).is_err());
     }
 
+    /// Review of a9c883f: docs/FORMAT.md gives the byte after the batch count as "zero" and the
+    /// entries in ascending id order, and `decode` says "every field is checked"; a file with
+    /// a non-zero byte there, or with its entries out of order (CRC right), must be refused.
+    #[test]
+    fn review_a_snapshot_with_a_non_zero_reserved_byte_or_unsorted_ids_is_refused() {
+        let reseal = |mut bytes: Vec<u8>| {
+            let body = bytes.len() - 4;
+            let crc = crc32c::crc32c(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        let mut p = Producers::default();
+        p.record(stamp(5, 1, 10), 2, (40, 41), 0xC0FFEE, 1_700_000_000_000);
+        let mut bytes = p.encode(42);
+        bytes[SNAPSHOT_HEADER_BYTES + 11] = 0xff; // the zero byte after the batch count
+        let reserved_byte_refused = Producers::decode(&reseal(bytes)).is_err();
+
+        let mut q = Producers::default();
+        q.record(stamp(1, 0, 0), 1, (0, 0), 0xC0FFEE, 1);
+        q.record(stamp(2, 0, 0), 1, (1, 1), 0xC0FFEE, 1);
+        let bytes = q.encode(2);
+        let entry = ENTRY_BYTES + BATCH_BYTES;
+        let (a, b) = (SNAPSHOT_HEADER_BYTES, SNAPSHOT_HEADER_BYTES + entry);
+        let mut swapped = bytes.clone();
+        swapped[a..a + entry].copy_from_slice(&bytes[b..b + entry]);
+        swapped[b..b + entry].copy_from_slice(&bytes[a..a + entry]);
+        let unsorted_refused = Producers::decode(&reseal(swapped)).is_err();
+        assert_eq!(
+            (reserved_byte_refused, unsorted_refused),
+            (true, true),
+            "(non-zero reserved byte, unsorted ids) refused"
+        );
+    }
+
     fn arb_producers() -> impl Strategy<Value = Producers> {
         proptest::collection::vec((0i64..50, 0i16..3, 0i32..1000, 1u32..20), 0..40).prop_map(|batches| {
             let mut p = Producers::default();
             for (i, (id, epoch, seq, count)) in batches.into_iter().enumerate() {
-                p.record(stamp(id, epoch, seq), count, i as u64 * 100, i as u64 * 100 + u64::from(count) - 1, i as i64);
+                p.record(
+                    stamp(id, epoch, seq),
+                    count,
+                    (i as u64 * 100, i as u64 * 100 + u64::from(count) - 1),
+                    0xC0FFEE,
+                    i as i64,
+                );
             }
             p
         })

@@ -109,11 +109,11 @@ impl Segment {
         Ok(None)
     }
 
-    /// The headers of the indexed batches, in order, each checked to continue the offsets
-    /// (their bytes were validated when the segment was scanned or sealed).
-    pub fn headers(&self) -> Result<Vec<BatchHeader>> {
+    /// Calls `f` with the header of each indexed batch, in order, each checked to continue
+    /// the offsets (their bytes were validated when the segment was scanned or sealed).
+    pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
         let (end, mut expected) = (self.index.bytes, self.index.base_offset);
-        let (mut out, mut buf, mut position) = (Vec::new(), Vec::new(), 0u64);
+        let (mut buf, mut position) = (Vec::new(), 0u64);
         while position < end {
             let want = (end - position).min(SCAN_READ_BYTES as u64) as usize;
             read_at(&self.file, &self.path, position, want, &mut buf)?;
@@ -129,11 +129,11 @@ impl Segment {
                 header.expect_base(expected).map_err(corrupt)?;
                 expected = header.next_offset();
                 at += header.length;
-                out.push(header);
+                f(&header);
             }
             position += at as u64;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// After [`scan`](Self::scan) stopped at `position`: the position of the first valid

@@ -382,7 +382,9 @@ fn error_code(e: &Error) -> ResponseError {
         Error::RecordLimit { .. } => ResponseError::MessageTooLarge,
         Error::OffsetBelowStart { .. } => ResponseError::OffsetOutOfRange,
         Error::Producer { refusal: Refusal::Fenced { .. }, .. } => ResponseError::InvalidProducerEpoch,
-        Error::Producer { refusal: Refusal::OutOfOrder { .. }, .. } => ResponseError::OutOfOrderSequenceNumber,
+        Error::Producer { refusal: Refusal::OutOfOrder { .. } | Refusal::Conflict { .. }, .. } => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
         Error::Config(_) | Error::Invalid(_) => ResponseError::InvalidRequest,
         Error::Io { .. }
         | Error::Stopped { .. }

@@ -94,6 +94,12 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
     };
     let raw = data.records.unwrap_or_default();
     let bytes = raw.len();
+    if let Some(id) = producer_id(&raw).filter(|&id| id >= 0 && !broker.state.log.producer_id_handed_out(id)) {
+        let message = format!(
+            "{topic_name}/{index}: producer id {id} was not handed out by this broker (InitProducerId); nothing was written"
+        );
+        return refused(index, ResponseError::UnknownProducerId, message);
+    }
     // The common case, an uncompressed batch, is stored as sent.
     let as_sent = {
         let (partition, raw) = (partition.clone(), raw.clone());
@@ -189,6 +195,15 @@ pub(super) fn init_producer_id(broker: &Broker, request: &mut Request, who: &str
         }
     };
     respond(request, &response)
+}
+
+/// The producer id of the first batch of a partition's records (Kafka's RecordBatch v2 field
+/// at bytes 43..51), if they are long enough to hold one. An idempotent producer sends one
+/// batch per partition (the decoding path refuses more), so this is its id.
+fn producer_id(raw: &Bytes) -> Option<i64> {
+    const MAGIC_AT: usize = 16;
+    let field = raw.get(43..51).filter(|_| raw.get(MAGIC_AT) == Some(&2))?;
+    Some(i64::from_be_bytes(field.try_into().expect("8 bytes")))
 }
 
 /// The position of the record a refusal names, if one record is at fault.

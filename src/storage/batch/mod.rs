@@ -60,6 +60,9 @@ pub struct BatchHeader {
     pub length: usize,
     /// The idempotent producer that wrote the batch, if one did (version 2 only).
     pub producer: Option<ProducerStamp>,
+    /// The CRC32C the batch carries (checked by [`validate`], not by [`peek_header`]): what
+    /// tells a producer's retry (the same bytes) from another batch with the same sequence.
+    pub checksum: u32,
 }
 
 /// Kafka's producer fields of a batch written by an idempotent producer: its producer id and

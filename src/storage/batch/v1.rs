@@ -48,6 +48,7 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         max_timestamp: u64_at(bytes, OFF_MAX_TS) as i64,
         length,
         producer: None,
+        checksum: u32_at(bytes, OFF_CRC),
     })
 }
 

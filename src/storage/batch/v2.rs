@@ -223,6 +223,7 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         max_timestamp: i64::from_be_bytes(array(bytes, OFF_MAX_TS)),
         length: length as usize,
         producer: producer(bytes)?,
+        checksum: u32::from_be_bytes(array(bytes, OFF_CRC)),
     })
 }
 
