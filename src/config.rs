@@ -134,6 +134,10 @@ pub struct ServerSection {
     pub max_body_bytes: u64,
     /// Most records one produce request may carry; more gets 413.
     pub max_records_per_request: u64,
+    /// Body bytes of all produce requests being processed at once (each takes its
+    /// Content-Length, or `max_body_bytes` without one): a request that cannot get its share
+    /// within `request_timeout_ms` gets 503, so many large requests cannot exhaust memory.
+    pub max_produce_bytes_in_flight: u64,
     /// Most concurrent `follow=true` streams; more get 429.
     pub max_follow_streams: u64,
     /// Most concurrent follow streams one token may hold (with tokens configured), so one
@@ -257,6 +261,7 @@ impl Default for ServerSection {
             allow_non_loopback: false,
             max_body_bytes: 16 * 1024 * 1024,
             max_records_per_request: 50_000,
+            max_produce_bytes_in_flight: 256 * 1024 * 1024,
             max_follow_streams: 256,
             max_follow_streams_per_token: 64,
             request_timeout_ms: 30_000,
@@ -363,6 +368,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("reader.timeout_ms", 100, 3_600_000),
     ("server.max_body_bytes", 1024, 1 << 30),
     ("server.max_records_per_request", 1, 10_000_000),
+    ("server.max_produce_bytes_in_flight", 65_536, 1 << 40),
     ("server.max_follow_streams", 1, 100_000),
     ("server.max_follow_streams_per_token", 1, 100_000),
     ("server.request_timeout_ms", 100, 3_600_000),

@@ -437,3 +437,54 @@ fn control_requests_check_the_token_before_reading_a_bounded_body() {
         assert_eq!(created.status(), 201);
     });
 }
+
+/// Produce bodies held at once are bounded by `server.max_produce_bytes_in_flight`: while one
+/// request holds the whole budget (its Content-Length), another waits (its body unread) until
+/// the first is answered; one that cannot get its share within `request_timeout_ms` gets 503
+/// with Retry-After. A Content-Length over `max_body_bytes` is 413 before anything is read.
+#[test]
+fn produce_bodies_in_flight_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.server.request_timeout_ms = 1_000;
+        config.server.max_produce_bytes_in_flight = 65_536;
+        let (app, _log) = app_with(config);
+        let produce = |length: usize, body: Body| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/topics/t/records")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/x-ndjson")
+                .header("content-length", length.to_string())
+                .body(body)
+                .unwrap()
+        };
+        let line = "{\"value\":\"v\"}\n";
+        // One request holds the whole budget; a small one waits for it, then goes through.
+        let holder = tokio::spawn(app.clone().oneshot(produce(65_536, endless_body())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiter = tokio::spawn(app.clone().oneshot(produce(line.len(), Body::from(line))));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "the small request must wait while the budget is taken");
+        assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
+        assert_eq!(waiter.await.unwrap().unwrap().status(), 200, "then the waiting request goes through");
+        // Two holders one after the other keep the budget for two timeouts: a request waiting
+        // one timeout gets 503.
+        let first = tokio::spawn(app.clone().oneshot(produce(65_536, endless_body())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn(app.clone().oneshot(produce(65_536, endless_body())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = app.clone().oneshot(produce(line.len(), Body::from(line))).await.unwrap();
+        assert_eq!(refused.status(), 503, "no share of the budget within request_timeout_ms");
+        assert_eq!(refused.headers()["retry-after"], "5");
+        let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+        assert_eq!(
+            (first.status(), second.status()),
+            (axum::http::StatusCode::REQUEST_TIMEOUT, axum::http::StatusCode::REQUEST_TIMEOUT)
+        );
+        let huge = app.clone().oneshot(produce(17 * 1024 * 1024, endless_body())).await.unwrap();
+        assert_eq!(huge.status(), 413, "over max_body_bytes by its Content-Length");
+    });
+}

@@ -102,6 +102,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: ServerSection,
     follow_permits: Arc<Semaphore>,
+    /// `server.max_produce_bytes_in_flight`, in KiB.
+    produce_kib: Arc<Semaphore>,
     /// Follow streams open per token (with tokens configured).
     follows_by_token: Arc<std::sync::Mutex<HashMap<String, u64>>>,
     pub ready: AtomicBool,
@@ -135,6 +137,7 @@ impl AppState {
             auth,
             reader: Reader::new(log.clone()),
             follow_permits: Arc::new(Semaphore::new(limits.max_follow_streams as usize)),
+            produce_kib: Arc::new(Semaphore::new(produce_kib(limits.max_produce_bytes_in_flight) as usize)),
             follows_by_token: Arc::default(),
             limits,
             log,
@@ -496,6 +499,7 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
         topic.partition(p)?;
     }
     let ndjson = content_type_is_ndjson(request.headers())?;
+    let _share = produce_share(state, request.headers()).await?;
     let body = read_body(state, request.into_body()).await?;
     let (records, labels) = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
     let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
@@ -577,6 +581,36 @@ fn content_type_is_ndjson(headers: &HeaderMap) -> ApiResult<bool> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "content-type {content_type:?}: send application/x-ndjson (one record per line) or application/json (an array of records)"
+            ),
+        )),
+    }
+}
+
+/// KiB units of `bytes`, rounded up (at most `u32::MAX`: what one acquire can take).
+fn produce_kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32
+}
+
+/// This request's share of `server.max_produce_bytes_in_flight`, held until it is answered:
+/// its Content-Length (413 at once when over `max_body_bytes`), or `max_body_bytes` without
+/// one. Waits up to `request_timeout_ms`, then 503 with Retry-After.
+async fn produce_share(state: &AppState, headers: &HeaderMap) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    let limit = state.limits.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&l| l > limit) {
+        let message = format!("request body of {length} bytes over server.max_body_bytes = {limit}");
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message));
+    }
+    let total = produce_kib(state.limits.max_produce_bytes_in_flight);
+    let kib = produce_kib(declared.unwrap_or(limit)).clamp(1, total);
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    match tokio::time::timeout(timeout, state.produce_kib.clone().acquire_many_owned(kib)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "server.max_produce_bytes_in_flight = {} bytes of produce requests are being processed; retry later",
+                state.limits.max_produce_bytes_in_flight
             ),
         )),
     }
