@@ -43,7 +43,8 @@ fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
     Ok(data_dir.join("groups").join(group).join(format!("{topic}.json")))
 }
 
-/// Every group with committed offsets (a directory under `<data_dir>/groups`), sorted.
+/// Every group with committed offsets (a directory under `<data_dir>/groups` holding at least
+/// one topic's offsets; a deleted group keeps its directory and lock files), sorted.
 pub fn list(data_dir: &Path) -> Result<Vec<String>> {
     let dir = data_dir.join("groups");
     let entries = match fs::read_dir(&dir) {
@@ -54,12 +55,61 @@ pub fn list(data_dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&dir, "list groups", e))?;
-        if let Some(name) = entry.file_name().to_str().filter(|n| validate_name(n).is_ok()) {
+        if let Some(name) = entry.file_name().to_str().filter(|n| validate_name(n).is_ok())
+            && !topics(data_dir, name)?.is_empty()
+        {
             names.push(name.to_string());
         }
     }
     names.sort();
     Ok(names)
+}
+
+/// The topics `group` has committed offsets in, sorted.
+fn topics(data_dir: &Path, group: &str) -> Result<Vec<String>> {
+    let dir = data_dir.join("groups").join(group);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, "list group topics", e)),
+    };
+    let mut topics: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .filter(|topic| validate_name(topic).is_ok())
+        .collect();
+    topics.sort();
+    Ok(topics)
+}
+
+/// Deletes `group`'s committed offsets in `topic`, or in every topic: what each held, by
+/// topic (empty when there was nothing). Each topic's file goes under the lock every commit
+/// takes, and the removal is made durable (directory fsync) before the next. The directory
+/// and lock files stay: a commit that waits on the lock must keep locking the same file. A
+/// consumer still running commits again afterwards; stop the group first.
+pub fn delete(data_dir: &Path, group: &str, topic: Option<&str>) -> Result<Vec<Committed>> {
+    check_name(group)?;
+    let dir = data_dir.join("groups").join(group);
+    let names = match topic {
+        Some(topic) => vec![topic.to_string()],
+        None => topics(data_dir, group)?,
+    };
+    let mut deleted = Vec::new();
+    for topic in names {
+        let path = path(data_dir, group, &topic)?;
+        if !path.exists() {
+            continue;
+        }
+        let _lock = lock(&dir, &topic)?;
+        let offsets = load(data_dir, group, &topic)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted meanwhile
+            Err(e) => return Err(Error::io(&path, "delete group offsets", e)),
+        }
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&dir, "fsync directory", e))?;
+        deleted.push(Committed { group: group.to_string(), topic, offsets });
+    }
+    Ok(deleted)
 }
 
 /// One group's committed offsets in one topic.
@@ -74,14 +124,7 @@ pub struct Committed {
 pub fn all(data_dir: &Path) -> Result<Vec<Committed>> {
     let mut out = Vec::new();
     for group in list(data_dir)? {
-        let dir = data_dir.join("groups").join(&group);
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list group topics", e))?;
-        let mut topics: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
-            .filter(|topic| validate_name(topic).is_ok())
-            .collect();
-        topics.sort();
-        for topic in topics {
+        for topic in topics(data_dir, &group)? {
             let offsets = load(data_dir, &group, &topic)?;
             out.push(Committed { group: group.clone(), topic, offsets });
         }
@@ -187,6 +230,55 @@ mod tests {
         assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), [(0, 5), (1, 7)].into());
         assert_eq!(super::load(dir.path(), "billing", "t").unwrap(), [(0, 1)].into());
         assert!(super::load(dir.path(), "../x", "t").is_err());
+    }
+
+    #[test]
+    fn a_deleted_group_is_gone_from_the_store_and_can_commit_again() {
+        let dir = tempfile::tempdir().unwrap();
+        super::commit(dir.path(), "audit", "t", &[(0, 5)].into()).unwrap();
+        super::commit(dir.path(), "audit", "u", &[(1, 7)].into()).unwrap();
+        super::commit(dir.path(), "billing", "t", &[(0, 1)].into()).unwrap();
+        let one = super::delete(dir.path(), "audit", Some("u")).unwrap();
+        assert_eq!((one[0].topic.as_str(), &one[0].offsets), ("u", &[(1, 7)].into()));
+        assert_eq!(super::list(dir.path()).unwrap(), ["audit", "billing"]);
+        let rest = super::delete(dir.path(), "audit", None).unwrap();
+        assert_eq!(rest.iter().map(|c| c.topic.as_str()).collect::<Vec<_>>(), ["t"]);
+        assert_eq!(super::list(dir.path()).unwrap(), ["billing"], "a group without offsets is not listed");
+        assert!(super::load(dir.path(), "audit", "t").unwrap().is_empty());
+        assert!(super::delete(dir.path(), "audit", None).unwrap().is_empty(), "deleting again: nothing, no error");
+        assert!(super::delete(dir.path(), "../x", None).is_err());
+        super::commit(dir.path(), "audit", "t", &[(0, 9)].into()).unwrap();
+        assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), [(0, 9)].into());
+    }
+
+    /// Deletes racing commits of the same group and topic: every call succeeds, no temp file
+    /// is left, and the file is either gone or holds offsets a commit wrote (never torn).
+    #[test]
+    fn deletes_racing_commits_never_fail_or_tear_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let errors: Vec<String> = std::thread::scope(|scope| {
+            let committer = scope.spawn(|| {
+                (1..=300u64)
+                    .filter_map(|n| super::commit(dir.path(), "g", "t", &[(0, n)].into()).err())
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+            });
+            let deleter = scope.spawn(|| {
+                (0..300)
+                    .filter_map(|_| super::delete(dir.path(), "g", None).err())
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+            });
+            committer.join().unwrap().into_iter().chain(deleter.join().unwrap()).collect()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let left = super::load(dir.path(), "g", "t").unwrap();
+        assert!(left.is_empty() || left.get(&0).is_some_and(|&n| n >= 1), "{left:?}");
+        let temps = std::fs::read_dir(dir.path().join("groups/g"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(temps, 0);
     }
 
     #[test]

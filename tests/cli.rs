@@ -357,10 +357,11 @@ fn age_every_file(dir: &Path, age: Duration) {
     }
 }
 
-/// `tierlog group` shows what a group committed and how far behind it is, and moves it like
-/// `kafka-consumer-groups --reset-offsets`, by offset or time, with a dry run.
+/// `tierlog group` shows what a group committed and how far behind it is, moves it like
+/// `kafka-consumer-groups --reset-offsets`, by offset or time, and deletes it like `--delete`,
+/// each with a dry run.
 #[test]
-fn group_list_describe_and_seek_by_offset_and_time() {
+fn group_list_describe_seek_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     assert!(run(dir.path(), &["topic", "create", "t", "--partitions", "2"], "").status.success());
     let input: String = (0..10)
@@ -403,6 +404,23 @@ fn group_list_describe_and_seek_by_offset_and_time() {
     assert!(!out.status.success() && stderr(&out).contains("--to-offset"), "a target is required: {}", stderr(&out));
     let out = run(dir.path(), &["group", "describe", "nobody"], "");
     assert!(!out.status.success() && stderr(&out).contains("no committed offsets"), "{}", stderr(&out));
+
+    // Delete (kafka-consumer-groups --delete): a dry run shows, then the offsets are gone and
+    // the group starts over from the beginning.
+    let out = run(dir.path(), &["group", "delete", "g", "--dry-run"], "");
+    assert_eq!(
+        json_lines(&out),
+        vec![serde_json::json!({"group": "g", "topic": "t", "offsets": {"0": 4, "1": 10}, "deleted": false})]
+    );
+    assert_eq!(json_lines(&run(dir.path(), &["group", "list"], "")).len(), 1, "a dry run deletes nothing");
+    let out = run(dir.path(), &["group", "delete", "g"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["deleted"], true);
+    assert!(json_lines(&run(dir.path(), &["group", "list"], "")).is_empty(), "the group is gone");
+    let out = run(dir.path(), &["group", "delete", "g"], "");
+    assert!(!out.status.success() && stderr(&out).contains("nothing to delete"), "{}", stderr(&out));
+    let out = run(dir.path(), &["consume", "t", "--partition", "1", "--group", "g", "--max-records", "1"], "");
+    assert_eq!(json_lines(&out)[0]["offset"], 0, "a deleted group starts from the beginning");
 }
 
 /// `tierlog config show` names where each setting in force came from, and shows tokens by

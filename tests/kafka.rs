@@ -1451,3 +1451,53 @@ fn handed_out_member_ids_do_not_hold_the_client_ids_memory() {
     let held = rss(s.child.id()).saturating_sub(before);
     assert!(held < 32 << 20, "4000 JoinGroups (one connection, now closed) left {} MiB resident", held >> 20);
 }
+
+/// DeleteGroups (kafka-consumer-groups --delete): a group without members loses its committed
+/// offsets (OffsetFetch then answers -1, ListGroups no longer lists it); a group with a member
+/// or a joiner is NON_EMPTY_GROUP and keeps them; an unknown group is GROUP_ID_NOT_FOUND; a
+/// group named twice is answered once.
+#[test]
+fn delete_groups_removes_committed_offsets_of_groups_without_members_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let mut c = Conn::open(&s);
+    let p: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("t", &[record(Some("x"))]));
+    assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+    let group = |name: &str| GroupId(StrBytes::from_string(name.into()));
+    for name in ["g", "busy"] {
+        let topic = offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![
+                offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(1),
+            ]);
+        let request = OffsetCommitRequest::default()
+            .with_group_id(group(name))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![topic]);
+        let committed: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &request);
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    }
+    // A first JoinGroup (v5) hands out a member id: "busy" has a joiner now.
+    let joined: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join_request("busy", "", Bytes::new()));
+    assert_eq!(joined.error_code, 79, "MEMBER_ID_REQUIRED: {joined:?}");
+    let names = ["g", "g", "busy", "nope", "bad/name"].map(group).to_vec();
+    let deleted: DeleteGroupsResponse =
+        c.call(ApiKey::DeleteGroups, 2, &DeleteGroupsRequest::default().with_groups_names(names));
+    let codes: Vec<(String, i16)> = deleted.results.iter().map(|r| (r.group_id.0.to_string(), r.error_code)).collect();
+    assert_eq!(
+        codes,
+        [("g", 0), ("busy", 68), ("nope", 69), ("bad/name", 24)].map(|(g, e)| (g.to_string(), e)).to_vec()
+    );
+    let fetch = |name: &str, c: &mut Conn| -> i64 {
+        let request = OffsetFetchRequest::default().with_group_id(group(name)).with_topics(None);
+        let answer: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &request);
+        answer.topics.first().map_or(-1, |t| t.partitions[0].committed_offset)
+    };
+    assert_eq!(fetch("g", &mut c), -1, "g's offsets are gone");
+    assert_eq!(fetch("busy", &mut c), 1, "busy keeps its offsets");
+    let listed: ListGroupsResponse = c.call(ApiKey::ListGroups, 5, &ListGroupsRequest::default());
+    let names: Vec<String> = listed.groups.iter().map(|g| g.group_id.0.to_string()).collect();
+    assert!(!names.contains(&"g".to_string()) && names.contains(&"busy".to_string()), "{names:?}");
+    s.stop();
+}

@@ -1,8 +1,8 @@
-//! `tierlog group list|describe|seek`: consumer groups' committed offsets (the one groups store
-//! HTTP, CLI and Kafka consumers share), their lag, and moving them, as
-//! `kafka-consumer-groups --describe / --reset-offsets` do. Opens the data directory read-only
-//! (a seek only writes the group's file, under the same lock every commit takes), so it works
-//! while `tierlog serve` runs.
+//! `tierlog group list|describe|seek|delete`: consumer groups' committed offsets (the one
+//! groups store HTTP, CLI and Kafka consumers share), their lag, moving and deleting them, as
+//! `kafka-consumer-groups --describe / --reset-offsets / --delete` do. Opens the data directory
+//! read-only (a seek or delete only touches the group's files, under the same lock every commit
+//! takes), so it works while `tierlog serve` runs.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -53,6 +53,21 @@ pub enum GroupCommand {
         #[arg(long)]
         to_latest: bool,
         /// Print what would be committed, commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete a group's committed offsets (kafka-consumer-groups --delete), in one topic or in
+    /// all. Stop the group's consumers first: a running consumer commits again. Kafka clients
+    /// can use DeleteGroups instead, which refuses while the group has members.
+    #[command(
+        after_help = "Examples:\n  tierlog group delete billing\n  tierlog group delete billing --topic payments --dry-run"
+    )]
+    Delete {
+        group: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -130,6 +145,26 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
                     "{}",
                     json!({"group": group, "topic": topic, "partition": partition, "from": before.get(&partition), "to": offset, "committed": !dry_run})
                 );
+            }
+        }
+        GroupCommand::Delete { group, topic, dry_run } => {
+            tierlog::groups::check_name(&group)?;
+            let deleted: Vec<_> = if dry_run {
+                stored
+                    .into_iter()
+                    .filter(|c| c.group == group && topic.as_ref().is_none_or(|t| *t == c.topic))
+                    .collect()
+            } else {
+                tierlog::groups::delete(&data_dir, &group, topic.as_deref())
+                    .with_context(|| format!("delete {group}'s committed offsets"))?
+            };
+            anyhow::ensure!(
+                !deleted.is_empty(),
+                "group {group:?} has no committed offsets{}; nothing to delete (see `tierlog group list`)",
+                topic.as_ref().map(|t| format!(" in topic {t:?}")).unwrap_or_default()
+            );
+            for c in deleted {
+                println!("{}", json!({"group": group, "topic": c.topic, "offsets": c.offsets, "deleted": !dry_run}));
             }
         }
     }

@@ -131,6 +131,13 @@ impl Auth {
         self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "commit", "group": group, "topic": topic, "offsets": offsets}));
     }
 
+    /// Records that `who` deleted `group`'s committed offsets (what they were, by topic).
+    pub fn audit_group_delete(&self, who: &str, group: &str, deleted: &[crate::groups::Committed]) {
+        let topics: serde_json::Map<String, serde_json::Value> =
+            deleted.iter().map(|c| (c.topic.clone(), json!(c.offsets))).collect();
+        self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "delete_group", "group": group, "offsets": topics}));
+    }
+
     fn audit(&self, line: serde_json::Value) {
         let Some(audit) = &self.audit else { return };
         let mut file = audit.lock().unwrap_or_else(|p| p.into_inner());

@@ -549,6 +549,18 @@ impl Coordinator {
         })
     }
 
+    /// Runs `delete` (which removes the group's committed offsets) and forgets the group,
+    /// unless it has members or joiners: under the lock every join takes, so none joins in
+    /// between. NON_EMPTY_GROUP otherwise, as Kafka's DeleteGroups.
+    pub fn delete_if_empty<T>(&self, group: &str, delete: impl FnOnce() -> T) -> Result<T, ResponseError> {
+        let mut groups = self.lock();
+        if groups.get(group).is_some_and(|g| !g.members.is_empty() || !g.pending.is_empty()) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        groups.remove(group);
+        Ok(delete())
+    }
+
     /// Every group the coordinator knows: (name, state, protocol type).
     pub fn list(&self) -> Vec<(String, State, String)> {
         let mut out: Vec<_> =

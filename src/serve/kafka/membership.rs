@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest,
-    SyncGroupResponse, describe_groups_response::DescribedGroup, describe_groups_response::DescribedGroupMember,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse, delete_groups_response::DeletableGroupResult,
+    describe_groups_response::DescribedGroup, describe_groups_response::DescribedGroupMember,
     join_group_response::JoinGroupResponseMember, leave_group_response::MemberResponse,
     list_groups_response::ListedGroup,
 };
@@ -140,6 +141,38 @@ pub(super) fn leave_group(broker: &Broker, request: &mut Request, who: &str) -> 
         })
         .collect();
     respond(request, &LeaveGroupResponse::default().with_members(members))
+}
+
+/// DeleteGroups (kafka-consumer-groups --delete): each named group's committed offsets are
+/// deleted from the groups store, unless it has members (NON_EMPTY_GROUP); one without
+/// committed offsets is GROUP_ID_NOT_FOUND. Needs the group right; audited. Each group is
+/// answered once, however often it is named.
+pub(super) fn delete_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
+    let body: DeleteGroupsRequest = request.decode()?;
+    let data_dir = broker.state.log.data_dir().to_path_buf();
+    let mut seen = std::collections::HashSet::new();
+    let mut results = Vec::new();
+    for name in body.groups_names {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let group = name.0.as_str();
+        let outcome = valid_group(group).and_then(|()| allowed(broker, who, group)).and_then(|()| {
+            match broker.groups.delete_if_empty(group, || crate::groups::delete(&data_dir, group, None))? {
+                Ok(deleted) if deleted.is_empty() => Err(ResponseError::GroupIdNotFound),
+                Ok(deleted) => {
+                    broker.state.auth().audit_group_delete(who, group, &deleted);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(group, error = %e, "DeleteGroups failed");
+                    Err(ResponseError::KafkaStorageError)
+                }
+            }
+        });
+        results.push(DeletableGroupResult::default().with_group_id(name).with_error_code(code(outcome)));
+    }
+    respond(request, &DeleteGroupsResponse::default().with_results(results))
 }
 
 /// Groups with committed offsets and no members (HTTP and CLI consumers, Kafka groups whose
