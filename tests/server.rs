@@ -532,6 +532,47 @@ async fn records_round_trip_over_http_across_both_tiers() {
         metrics.lines().any(|l| l.starts_with("tierlog_uploaded_segments_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
+    // What Prometheus's own Python client makes of the text: every family parses, with its type.
+    if let Some(families) = prometheus_parse(&metrics) {
+        for (family, kind) in [
+            ("tierlog_http_request_duration_seconds", "histogram"),
+            ("tierlog_remote_chunk_gets", "counter"),
+            ("tierlog_uploaded_segments", "counter"),
+            ("tierlog_partition_end_offset", "gauge"),
+        ] {
+            assert_eq!(families[family]["type"], kind, "{family} in {families}");
+        }
+        let buckets = &families["tierlog_http_request_duration_seconds"]["buckets"];
+        let counts: Vec<f64> = buckets.as_array().unwrap().iter().map(|b| b[1].as_f64().unwrap()).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]) && counts.last() == Some(&10.0), "cumulative: {buckets}");
+    }
+}
+
+/// `/metrics` parsed by prometheus-client (Python): family → {type, buckets: [[le, count]]};
+/// `None` when it is not installed and `KAFKA_CLIENTS_OPTIONAL=1` allows skipping.
+fn prometheus_parse(text: &str) -> Option<Value> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    buckets = [[s.labels["le"], s.value] for s in f.samples if s.name.endswith("_bucket") and s.labels.get("route", "") in ("", "produce")]
+    out[f.name] = {"type": f.type, "buckets": buckets}
+print(json.dumps(out))
+"#;
+    let python = std::env::var("TIERLOG_KAFKA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let installed = Command::new(&python).args(["-c", "import prometheus_client"]).status().is_ok_and(|s| s.success());
+    if !installed {
+        assert_eq!(
+            std::env::var("KAFKA_CLIENTS_OPTIONAL").as_deref(),
+            Ok("1"),
+            "prometheus-client is not installed (pip install prometheus-client), or set KAFKA_CLIENTS_OPTIONAL=1"
+        );
+        return None;
+    }
+    let out = run_with_stdin(Command::new(&python).args(["-c", SCRIPT]), text);
+    assert!(out.status.success(), "prometheus-client refused /metrics: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 #[test]

@@ -34,22 +34,27 @@ use crate::{Log, append, envelope, groups, time};
 /// Bytes read from a partition per step of a fetch stream.
 const STREAM_STEP_BYTES: usize = 256 * 1024;
 
-/// Upper bounds (ms) of the request-latency histogram buckets.
-const LATENCY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000];
+/// Upper bounds (µs) of the request-latency histogram buckets: from a quarter millisecond
+/// (an fsynced append) to a minute (a remote read that retries a slow object store).
+const LATENCY_BUCKETS_US: [u64; 17] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000, 60_000_000,
+];
 
 /// A Prometheus-style cumulative histogram of request latencies.
 #[derive(Default)]
 pub struct Latency {
-    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
 }
 
 impl Latency {
+    /// Counts one request of `elapsed`, in microseconds (a 1.5 ms request is not a 1 ms one).
     pub fn observe(&self, elapsed: Duration) {
-        let ms = elapsed.as_millis() as u64;
-        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
-            if ms <= bound {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_US) {
+            if us <= bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -58,8 +63,8 @@ impl Latency {
     }
 
     fn render(&self, name: &str, labels: &str, out: &mut String) {
-        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_MS) {
-            let le = bound as f64 / 1000.0;
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_US) {
+            let le = bound as f64 / 1e6;
             out.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {}\n", bucket.load(Ordering::Relaxed)));
         }
         let count = self.count.load(Ordering::Relaxed);
@@ -1204,6 +1209,24 @@ async fn group_lag(state: &AppState, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Buckets are counted in microseconds (1.5 ms was counted as 1 ms when latencies were
+    /// truncated to whole milliseconds) and reach a minute (remote reads may take 30 s).
+    #[test]
+    fn latency_buckets_count_sub_millisecond_and_long_requests() {
+        let latency = Latency::default();
+        latency.observe(Duration::from_micros(1_500));
+        latency.observe(Duration::from_secs(20));
+        let mut text = String::new();
+        latency.render("x", "route=\"r\"", &mut text);
+        let count = |le: &str| -> u64 {
+            let line =
+                text.lines().find(|l| l.contains(&format!("le=\"{le}\""))).unwrap_or_else(|| panic!("{le}: {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!((count("0.001"), count("0.0025")), (0, 1), "1.5 ms is over 1 ms: {text}");
+        assert_eq!((count("10"), count("30"), count("+Inf")), (1, 2, 2), "20 s is counted below 30 s: {text}");
+    }
 
     #[test]
     fn a_json_array_produce_stops_parsing_at_the_record_limit() {
