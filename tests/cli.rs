@@ -449,3 +449,22 @@ fn config_show_names_the_source_of_every_setting() {
     assert_eq!(find("server.tokens")["value"], serde_json::json!(["ops"]), "token hashes are not printed");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&sha));
 }
+
+/// `--log-format json` writes each log line as one JSON object (for log shippers); the default
+/// stays text. The line here: the warning about an environment variable that names no setting.
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(dir.path()).args(["--log-format", "json", "config", "show"]).env("TIERLOG_PORT", "1");
+    let out = run_with_stdin(&mut cmd, "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        stderr(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect();
+    let warning = lines.iter().find(|l| l["fields"]["variable"] == "TIERLOG_PORT").expect("the warning, as JSON");
+    assert_eq!(warning["level"], "WARN");
+    let mut text = Command::new(BIN);
+    text.arg("--data-dir").arg(dir.path()).args(["config", "show"]).env("TIERLOG_PORT", "1");
+    let out = run_with_stdin(&mut text, "");
+    assert!(stderr(&out).contains("WARN") && !stderr(&out).starts_with('{'), "text by default: {}", stderr(&out));
+}

@@ -488,3 +488,53 @@ fn produce_bodies_in_flight_are_bounded() {
         assert_eq!(huge.status(), 413, "over max_body_bytes by its Content-Length");
     });
 }
+
+/// A log line sink for the subscriber of one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The access log (`RUST_LOG=tierlog::access=info`, here as `--log-format json` writes it):
+/// one line per request with method, status and the path as received — still
+/// percent-encoded, so a CR/LF a client put in a topic name never reaches the log decoded.
+#[test]
+fn the_access_log_names_method_raw_path_and_status() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter("tierlog::access=info")
+        .with_writer(move || writer.clone())
+        .finish();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let (app, _log) = app(dir.path());
+            let request = Request::builder()
+                .uri("/v1/topics/t%0d%0aX-Forged:%201/offsets")
+                .header("host", "127.0.0.1")
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(app.oneshot(request).await.unwrap().status(), 400);
+        })
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let access: Vec<&serde_json::Value> = lines.iter().filter(|l| l["target"] == "tierlog::access").collect();
+    assert_eq!(access.len(), 1, "{text}");
+    let fields = &access[0]["fields"];
+    assert_eq!((fields["method"].as_str(), fields["status"].as_u64()), (Some("GET"), Some(400)), "{text}");
+    assert_eq!(fields["path"], "/v1/topics/t%0d%0aX-Forged:%201/offsets", "the raw path: {text}");
+    assert!(!text.contains('\r') && !text.contains("\\r"), "nothing decoded reaches the log: {text}");
+}

@@ -57,6 +57,17 @@ pub struct GlobalArgs {
     /// other users of this machine).
     #[arg(long, global = true, env = "TIERLOG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Log lines on stderr as text, or as one JSON object per line (for log shippers). Which
+    /// lines: RUST_LOG (default `warn`; `RUST_LOG=info,tierlog::access=info` adds the HTTP
+    /// access log).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl GlobalArgs {

@@ -193,7 +193,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/HTTP.md") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(axum::middleware::from_fn_with_state(state.clone(), error_bodies))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// The access log: one line per request at target `tierlog::access`, level info (off unless
+/// `RUST_LOG` enables it): method, path as received (still percent-encoded, so no decoded
+/// control character reaches the log), status, and the time to the response head.
+async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(target: "tierlog::access", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(target: "tierlog::access", %method, path, status = response.status().as_u16(), elapsed_ms, "request");
+    response
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
