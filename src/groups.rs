@@ -81,35 +81,52 @@ fn topics(data_dir: &Path, group: &str) -> Result<Vec<String>> {
     Ok(topics)
 }
 
-/// Deletes `group`'s committed offsets in `topic`, or in every topic: what each held, by
-/// topic (empty when there was nothing). Each topic's file goes under the lock every commit
-/// takes, and the removal is made durable (directory fsync) before the next. The directory
-/// and lock files stay: a commit that waits on the lock must keep locking the same file. A
-/// consumer still running commits again afterwards; stop the group first.
-pub fn delete(data_dir: &Path, group: &str, topic: Option<&str>) -> Result<Vec<Committed>> {
+/// The topics `group` has committed offsets in (what [`delete`] would delete), sorted.
+pub fn topics_of(data_dir: &Path, group: &str) -> Result<Vec<String>> {
+    check_name(group)?;
+    topics(data_dir, group)
+}
+
+/// Deletes `group`'s committed offsets in `topic`, or in every topic: what was deleted, by
+/// topic, and whether all went well. What was deleted before an error is returned too, so the
+/// caller can report (and audit) it. Each topic's file goes under the lock every commit
+/// takes, and the removal is made durable (directory fsync) before the next. A file the store
+/// cannot read (damaged, or from a newer version) is deleted too, its offsets reported empty:
+/// deleting the group is what it is for. The directory and lock files stay: a commit that
+/// waits on the lock must keep locking the same file. A consumer still running commits again
+/// afterwards; stop the group first.
+pub fn delete(data_dir: &Path, group: &str, topic: Option<&str>) -> (Vec<Committed>, Result<()>) {
+    let mut deleted = Vec::new();
+    let result = delete_into(data_dir, group, topic, &mut deleted);
+    (deleted, result)
+}
+
+fn delete_into(data_dir: &Path, group: &str, topic: Option<&str>, deleted: &mut Vec<Committed>) -> Result<()> {
     check_name(group)?;
     let dir = data_dir.join("groups").join(group);
     let names = match topic {
         Some(topic) => vec![topic.to_string()],
         None => topics(data_dir, group)?,
     };
-    let mut deleted = Vec::new();
     for topic in names {
         let path = path(data_dir, group, &topic)?;
         if !path.exists() {
             continue;
         }
         let _lock = lock(&dir, &topic)?;
-        let offsets = load(data_dir, group, &topic)?;
+        let offsets = load(data_dir, group, &topic).unwrap_or_else(|e| {
+            tracing::warn!(group, topic, error = %e, "deleting committed offsets that cannot be read");
+            BTreeMap::new()
+        });
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted meanwhile
             Err(e) => return Err(Error::io(&path, "delete group offsets", e)),
         }
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&dir, "fsync directory", e))?;
         deleted.push(Committed { group: group.to_string(), topic, offsets });
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&dir, "fsync directory", e))?;
     }
-    Ok(deleted)
+    Ok(())
 }
 
 /// One group's committed offsets in one topic.
@@ -238,15 +255,16 @@ mod tests {
         super::commit(dir.path(), "audit", "t", &[(0, 5)].into()).unwrap();
         super::commit(dir.path(), "audit", "u", &[(1, 7)].into()).unwrap();
         super::commit(dir.path(), "billing", "t", &[(0, 1)].into()).unwrap();
-        let one = super::delete(dir.path(), "audit", Some("u")).unwrap();
+        let one = super::delete(dir.path(), "audit", Some("u")).0;
         assert_eq!((one[0].topic.as_str(), &one[0].offsets), ("u", &[(1, 7)].into()));
         assert_eq!(super::list(dir.path()).unwrap(), ["audit", "billing"]);
-        let rest = super::delete(dir.path(), "audit", None).unwrap();
+        let rest = super::delete(dir.path(), "audit", None).0;
         assert_eq!(rest.iter().map(|c| c.topic.as_str()).collect::<Vec<_>>(), ["t"]);
         assert_eq!(super::list(dir.path()).unwrap(), ["billing"], "a group without offsets is not listed");
         assert!(super::load(dir.path(), "audit", "t").unwrap().is_empty());
-        assert!(super::delete(dir.path(), "audit", None).unwrap().is_empty(), "deleting again: nothing, no error");
-        assert!(super::delete(dir.path(), "../x", None).is_err());
+        let (again, result) = super::delete(dir.path(), "audit", None);
+        assert!(again.is_empty() && result.is_ok(), "deleting again: nothing, no error");
+        assert!(super::delete(dir.path(), "../x", None).1.is_err());
         super::commit(dir.path(), "audit", "t", &[(0, 9)].into()).unwrap();
         assert_eq!(super::load(dir.path(), "audit", "t").unwrap(), [(0, 9)].into());
     }
@@ -265,7 +283,7 @@ mod tests {
             });
             let deleter = scope.spawn(|| {
                 (0..300)
-                    .filter_map(|_| super::delete(dir.path(), "g", None).err())
+                    .filter_map(|_| super::delete(dir.path(), "g", None).1.err())
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
             });

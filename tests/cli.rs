@@ -468,3 +468,29 @@ fn log_format_json_writes_one_json_object_per_line() {
     let out = run_with_stdin(&mut text, "");
     assert!(stderr(&out).contains("WARN") && !stderr(&out).starts_with('{'), "text by default: {}", stderr(&out));
 }
+
+/// Review of 5adecdb: `tierlog group delete` cannot delete a group whose offsets file the store
+/// cannot read (a future version, damage), which is exactly the group an operator wants gone:
+/// `groups::delete` loads each file before removing it, and `group::run` reads the whole store
+/// (`groups::all`) before any subcommand, so one such file anywhere also stops `tierlog group
+/// delete` of every other group. The operator is left with `rm` under the data directory.
+#[test]
+fn review_group_delete_removes_a_group_whose_offsets_file_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["topic", "create", "t", "--partitions", "1"], "").status.success());
+    let out = run(dir.path(), &["produce", "t"], "{\"value\":\"v\"}\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(dir.path(), &["consume", "t", "--partition", "0", "--group", "good", "--max-records", "1"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let broken = dir.path().join("groups/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("t.json"), br#"{"version":2,"offsets":{"0":1}}"#).unwrap();
+    let mut problems = Vec::new();
+    for group in ["good", "broken"] {
+        let out = run(dir.path(), &["group", "delete", group], "");
+        if !out.status.success() {
+            problems.push(format!("tierlog group delete {group}: {}", stderr(&out).trim()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}

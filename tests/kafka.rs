@@ -1501,3 +1501,162 @@ fn delete_groups_removes_committed_offsets_of_groups_without_members_only() {
     assert!(!names.contains(&"g".to_string()) && names.contains(&"busy".to_string()), "{names:?}");
     s.stop();
 }
+
+// Adversarial review of 5adecdb (DeleteGroups). Each of these fails on 5adecdb.
+
+fn commit_offset(c: &mut Conn, group: &str, topic: &str, offset: i64) {
+    let partitions = vec![offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(offset)];
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(partitions),
+        ]);
+    let answer: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &request);
+    assert_eq!(answer.topics[0].partitions[0].error_code, 0, "commit {group}/{topic}");
+}
+
+fn delete_groups(c: &mut Conn, names: &[&str]) -> Vec<i16> {
+    let names = names.iter().map(|n| GroupId(StrBytes::from_string(n.to_string()))).collect();
+    let answer: DeleteGroupsResponse =
+        c.call(ApiKey::DeleteGroups, 2, &DeleteGroupsRequest::default().with_groups_names(names));
+    answer.results.iter().map(|r| r.error_code).collect()
+}
+
+/// Review of 5adecdb: Coordinator::delete_if_empty runs `groups::delete` (wait for the group's
+/// lock file, read, unlink, fsync the directory, per topic) while holding the coordinator's one
+/// mutex, on an async worker thread (delete_groups is not spawn_blocking) — against the
+/// coordinator's own rule "held for map updates only, never across I/O". While it waits (here:
+/// another holder of `groups/g/t.lock`, as a commit's fsync on a slow disk or a CLI seek
+/// would be), every JoinGroup/SyncGroup/Heartbeat/OffsetCommit of every group blocks on the
+/// mutex, and so do the coordinator's 100 ms tick and the worker threads they run on: the whole
+/// server, HTTP included, stops answering.
+#[test]
+fn review_delete_groups_holds_the_coordinator_lock_across_file_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s, "t", 1);
+    let mut c = Conn::open(&s);
+    commit_offset(&mut c, "g", "t", 0);
+    let holder = std::fs::OpenOptions::new().write(true).open(dir.path().join("groups/g/t.lock")).unwrap();
+    holder.lock().unwrap();
+    let kafka = s.kafka.clone();
+    let deleter = std::thread::spawn(move || {
+        let stream = TcpStream::connect(&kafka).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        delete_groups(&mut Conn { stream, correlation: 0 }, &["g"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A heartbeat of an unrelated group: normally UNKNOWN_MEMBER_ID at once.
+    let mut other = Conn::open(&s);
+    other.stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("other")))
+        .with_member_id(StrBytes::from_static_str("m"))
+        .with_generation_id(1);
+    let started = Instant::now();
+    other.correlation += 1;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Heartbeat as i16)
+        .with_request_api_version(4)
+        .with_correlation_id(other.correlation);
+    let mut frame = BytesMut::new();
+    header.encode(&mut frame, ApiKey::Heartbeat.request_header_version(4)).unwrap();
+    heartbeat.encode(&mut frame, 4).unwrap();
+    other.send_raw(&frame);
+    let heartbeat_answered = other.read_frame().is_some();
+    let heartbeat_wait = started.elapsed();
+    // And HTTP, which shares the runtime's worker threads.
+    let url = s.url("/healthz");
+    let healthz = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+            client
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| if e.is_timeout() { "no answer within 3 s".to_string() } else { e.to_string() })
+        })
+    })
+    .join()
+    .unwrap();
+    holder.unlock().unwrap();
+    let deleted = deleter.join().unwrap();
+    assert_eq!(deleted, [0], "the delete itself completes once the lock file is free");
+    assert!(
+        heartbeat_answered && healthz.is_ok(),
+        "while DeleteGroups(g) waited on g's lock file: a Heartbeat of group \"other\" answered: {heartbeat_answered} \
+         (waited {heartbeat_wait:?}); GET /healthz: {healthz:?}"
+    );
+    s.stop();
+}
+
+/// Review of 5adecdb: DeleteGroups of a group the coordinator knows (a consumer group whose
+/// members all left without committing: ListGroups and DescribeGroups show it, Empty, protocol
+/// type "consumer") answers GROUP_ID_NOT_FOUND — and has removed it from the coordinator all
+/// the same (delete_if_empty removes it before `groups::delete` finds no offsets). Kafka
+/// answers NONE for an Empty group; kafka-consumer-groups --delete reports a failure here for a
+/// group it has just listed, and the "not found" group is in fact gone.
+#[test]
+fn review_delete_groups_of_a_known_empty_group_is_not_group_id_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let mut c = Conn::open(&s);
+    let joined: JoinGroupResponse = c.call(ApiKey::JoinGroup, 3, &join_request("k", "", Bytes::new()));
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("k")))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone());
+    let synced: SyncGroupResponse = c.call(ApiKey::SyncGroup, 3, &sync);
+    assert_eq!(synced.error_code, 0);
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("k")))
+        .with_member_id(joined.member_id.clone());
+    let left: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 0, &leave);
+    assert_eq!(left.error_code, 0);
+    let listed = |c: &mut Conn| -> Vec<(String, String, String)> {
+        let answer: ListGroupsResponse = c.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+        answer
+            .groups
+            .iter()
+            .map(|g| (g.group_id.0.to_string(), g.group_state.to_string(), g.protocol_type.to_string()))
+            .collect()
+    };
+    let before = listed(&mut c);
+    assert_eq!(before, [("k".to_string(), "Empty".to_string(), "consumer".to_string())]);
+    let codes = delete_groups(&mut c, &["k"]);
+    let after = listed(&mut c);
+    assert_eq!(codes, [0], "DeleteGroups of a group ListGroups listed; ListGroups afterwards: {after:?}");
+    s.stop();
+}
+
+/// Review of 5adecdb: `groups::delete` removes a group's topics one by one and returns an error
+/// at the first it cannot delete, dropping the list of those it already removed. DeleteGroups
+/// then answers KAFKA_STORAGE_ERROR and writes no audit line, though the offsets of the topics
+/// before the failure are gone (the CLI likewise prints only the error). Here the second
+/// topic's file is one the store cannot read (a future version); the first topic's offsets are
+/// deleted, unaudited.
+#[test]
+fn review_a_delete_groups_that_fails_half_way_leaves_its_deletions_unaudited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, data, _) =
+        start_with_tokens(dir.path(), &[("ops", "ops-secret", "read = [\"*\"], groups = [\"*\"]")], &["a", "b"]);
+    let mut c = sasl_conn(&s, "ops", "ops-secret");
+    commit_offset(&mut c, "g", "a", 0);
+    commit_offset(&mut c, "g", "b", 0);
+    std::fs::write(data.join("groups/g/b.json"), br#"{"version":2,"offsets":{"0":0}}"#).unwrap();
+    let codes = delete_groups(&mut c, &["g"]);
+    s.stop();
+    let a_gone = !data.join("groups/g/a.json").exists();
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    let audited = audit.lines().any(|l| l.contains("\"delete_group\""));
+    assert!(
+        !a_gone || audited,
+        "DeleteGroups answered {codes:?}; g's offsets in topic a were deleted: {a_gone}; audit.log has a delete_group line: {audited}\n{audit}"
+    );
+}

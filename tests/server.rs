@@ -434,7 +434,7 @@ async fn server_sent_events_frame_each_record_with_its_offset() {
     assert_eq!(events.len(), 4, "{body}");
     assert_eq!(events[0], "retry: 3000");
     assert!(events[2].starts_with("id: 1\ndata: {"), "{body}");
-    assert_eq!(events[3], "event: end\ndata: {}");
+    assert_eq!(events[3], "event: end\nid: 1\ndata: {}");
 }
 
 #[tokio::test]

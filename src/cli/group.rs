@@ -80,6 +80,9 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
     );
     let config = global.load_config()?;
     let data_dir = config.data_dir.clone();
+    if let GroupCommand::Delete { group, topic, dry_run } = cmd {
+        return delete(&data_dir, &group, topic.as_deref(), dry_run);
+    }
     let log = Log::open_read_only(config)?;
     let stored = tierlog::groups::all(&data_dir)?;
     let end = |topic: &str, partition: u32| -> Option<u64> {
@@ -147,26 +150,35 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
                 );
             }
         }
-        GroupCommand::Delete { group, topic, dry_run } => {
-            tierlog::groups::check_name(&group)?;
-            let deleted: Vec<_> = if dry_run {
-                stored
-                    .into_iter()
-                    .filter(|c| c.group == group && topic.as_ref().is_none_or(|t| *t == c.topic))
-                    .collect()
-            } else {
-                tierlog::groups::delete(&data_dir, &group, topic.as_deref())
-                    .with_context(|| format!("delete {group}'s committed offsets"))?
-            };
-            anyhow::ensure!(
-                !deleted.is_empty(),
-                "group {group:?} has no committed offsets{}; nothing to delete (see `tierlog group list`)",
-                topic.as_ref().map(|t| format!(" in topic {t:?}")).unwrap_or_default()
-            );
-            for c in deleted {
-                println!("{}", json!({"group": group, "topic": c.topic, "offsets": c.offsets, "deleted": !dry_run}));
-            }
-        }
+        GroupCommand::Delete { .. } => unreachable!("handled before the store is read"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `group delete`: only the group's own files are read, so a damaged file elsewhere in the
+/// store (or of this group: it is deleted too) does not stop it. Each deleted topic is printed,
+/// also when a later one fails.
+fn delete(data_dir: &std::path::Path, group: &str, topic: Option<&str>, dry_run: bool) -> Result<ExitCode> {
+    let (deleted, result) = if dry_run {
+        let topics = tierlog::groups::topics_of(data_dir, group)?;
+        let planned = topics.into_iter().filter(|t| topic.is_none_or(|only| only == t)).map(|t| {
+            let offsets = tierlog::groups::load(data_dir, group, &t).unwrap_or_default();
+            tierlog::groups::Committed { group: group.to_string(), topic: t, offsets }
+        });
+        (planned.collect(), Ok(()))
+    } else {
+        tierlog::groups::delete(data_dir, group, topic)
+    };
+    for c in &deleted {
+        println!("{}", json!({"group": group, "topic": c.topic, "offsets": c.offsets, "deleted": !dry_run}));
+    }
+    result.with_context(|| {
+        format!("delete {group}'s committed offsets ({} topics deleted before the error)", deleted.len())
+    })?;
+    anyhow::ensure!(
+        !deleted.is_empty(),
+        "group {group:?} has no committed offsets{}; nothing to delete (see `tierlog group list`)",
+        topic.map(|t| format!(" in topic {t:?}")).unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
 }

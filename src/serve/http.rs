@@ -520,8 +520,8 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
         topic.partition(p)?;
     }
     let ndjson = content_type_is_ndjson(request.headers())?;
-    let _share = produce_share(state, request.headers()).await?;
-    let body = read_body(state, request.into_body()).await?;
+    let declared = declared_length(state, request.headers())?;
+    let (body, share) = read_produce_body(state, declared, request.into_body()).await?;
     let (records, labels) = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
     let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
     for (position, record) in records.into_iter().enumerate() {
@@ -537,8 +537,16 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
         backpressure(state, partition)?;
     }
     // One blocking task for every partition: a client that disconnects cannot stop the request
-    // half-way, between partitions, where nobody would learn what was written.
-    let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
+    // half-way, between partitions, where nobody would learn what was written. The task holds
+    // the request's share of the budget until its records are appended, even when the client
+    // has gone away and this handler was dropped.
+    drop(body);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _share = share;
+        append_all(&topic, by_partition)
+    })
+    .await
+    .expect("append task");
     state.metrics.count_written(&outcome.written);
     match outcome.failure {
         None => Ok(Json(outcome.written.iter().map(Written::to_json).collect())),
@@ -612,39 +620,102 @@ fn produce_kib(bytes: u64) -> u32 {
     bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32
 }
 
-/// This request's share of `server.max_produce_bytes_in_flight`, held until it is answered:
-/// its Content-Length (413 at once when over `max_body_bytes`), or `max_body_bytes` without
-/// one. Waits up to `request_timeout_ms`, then 503 with Retry-After.
-async fn produce_share(state: &AppState, headers: &HeaderMap) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+/// The request's Content-Length, if it declares one: 413 at once when over `max_body_bytes`.
+fn declared_length(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<u64>> {
     let limit = state.limits.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|&l| l > limit) {
-        let message = format!("request body of {length} bytes over server.max_body_bytes = {limit}");
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message));
-    }
-    let total = produce_kib(state.limits.max_produce_bytes_in_flight);
-    let kib = produce_kib(declared.unwrap_or(limit)).clamp(1, total);
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    match tokio::time::timeout(timeout, state.produce_kib.clone().acquire_many_owned(kib)).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "server.max_produce_bytes_in_flight = {} bytes of produce requests are being processed; retry later",
-                state.limits.max_produce_bytes_in_flight
-            ),
+    match declared {
+        Some(length) if length > limit => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {length} bytes over server.max_body_bytes = {limit}"),
         )),
+        _ => Ok(declared),
     }
+}
+
+/// A produce request's share of `server.max_produce_bytes_in_flight`, grown as its body
+/// arrives and held until dropped.
+struct Share<'a> {
+    state: &'a AppState,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    kib: u32,
+    deadline: tokio::time::Instant,
+}
+
+impl Share<'_> {
+    /// Makes the share cover `bytes`, waiting until the deadline; 503 with Retry-After when
+    /// the budget stays taken.
+    async fn cover(&mut self, bytes: u64) -> ApiResult<()> {
+        let want = produce_kib(bytes).clamp(1, produce_kib(self.state.limits.max_produce_bytes_in_flight));
+        if want <= self.kib {
+            return Ok(());
+        }
+        let more = self.state.produce_kib.clone().acquire_many_owned(want - self.kib);
+        let Ok(Ok(permit)) = tokio::time::timeout_at(self.deadline, more).await else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "server.max_produce_bytes_in_flight = {} bytes of produce requests are being processed; retry later",
+                    self.state.limits.max_produce_bytes_in_flight
+                ),
+            ));
+        };
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
+        }
+        self.kib = want;
+        Ok(())
+    }
+}
+
+/// Reads a produce body within `max_body_bytes` and `request_timeout_ms`, taking its share of
+/// `server.max_produce_bytes_in_flight` as it goes: all of a declared Content-Length before
+/// the first byte, else as much as has arrived before each chunk is kept, so a request that
+/// sends nothing holds nothing. The share is held until the caller drops it.
+async fn read_produce_body(
+    state: &AppState,
+    declared: Option<u64>,
+    body: Body,
+) -> ApiResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    use futures::StreamExt;
+    let (limit, timeout) =
+        (state.limits.max_body_bytes as usize, Duration::from_millis(state.limits.request_timeout_ms));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut share = Share { state, held: None, kib: 0, deadline };
+    if let Some(length) = declared {
+        share.cover(length).await?;
+    }
+    let mut stream = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let data = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body not received within {} ms", timeout.as_millis()),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+            Ok(Some(Ok(data))) => data,
+        };
+        if bytes.len() + data.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over server.max_body_bytes = {limit}"),
+            ));
+        }
+        if declared.is_none() {
+            share.cover((bytes.len() + data.len()) as u64).await?;
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes.freeze(), share.held))
 }
 
 /// Bytes of a control request's body (create a topic, commit a group's offsets).
 const CONTROL_BODY_BYTES_MAX: usize = 64 * 1024;
-
-/// Reads a produce request's whole body within `server.max_body_bytes` and the slow-body
-/// timeout.
-async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
-    read_body_within(state, body, state.limits.max_body_bytes as usize).await
-}
 
 /// Reads the whole body within `limit` bytes and the slow-body timeout. Handlers call it
 /// after checking the token, so no unauthenticated client makes the server wait for or hold
@@ -656,14 +727,7 @@ async fn read_body_within(state: &AppState, body: Body, limit: usize) -> ApiResu
             StatusCode::REQUEST_TIMEOUT,
             format!("request body not received within {} ms", timeout.as_millis()),
         )),
-        Ok(Err(_)) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            if limit == CONTROL_BODY_BYTES_MAX {
-                format!("request body over {limit} bytes")
-            } else {
-                format!("request body over server.max_body_bytes = {limit}")
-            },
-        )),
+        Ok(Err(_)) => Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes"))),
         Ok(Ok(bytes)) => Ok(bytes),
     }
 }
@@ -832,10 +896,12 @@ async fn fetch_inner(
     };
     let remaining = parse_u64("max_records", q.max_records.as_ref())?.unwrap_or(u64::MAX);
     let more = next < partition.end_offset() && stop.is_none_or(|s| next < s);
-    // A reconnect after a stream that ended (not a follow): 204 tells EventSource to stop
-    // reconnecting, instead of replaying an empty stream forever. (`max_records` counts per
-    // connection, so a reconnect cannot know how many were left: such a stream ends too.)
-    if last_event_id.is_some() && !follow && (!more || q.max_records.is_some()) {
+    // A reconnect after a stream that finished: 204 tells EventSource to stop reconnecting,
+    // instead of replaying it forever. Finished: a fetch (not a follow) with nothing left, or
+    // any stream that reached its `to_*`. (`max_records` counts per connection, so a reconnect
+    // cannot know how many were left: such a stream ends too.)
+    let reached_stop = stop.is_some_and(|s| next >= s);
+    if last_event_id.is_some() && (q.max_records.is_some() || reached_stop || (!follow && !more)) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // Fail before streaming starts when the first read fails (e.g. below the log start).
@@ -879,7 +945,9 @@ async fn fetch_inner(
                 // Mid-stream errors cannot change the status any more: end with an error line.
                 let error = json!({"error": e.to_string()});
                 let line = if s.sse { format!("event: error\ndata: {error}\n\n") } else { format!("{error}\n") };
-                s.remaining = 0;
+                // Not `event: end`: the stream did not finish, and a client resumes it with
+                // Last-Event-ID.
+                (s.remaining, s.ended) = (0, true);
                 Some((Ok(Bytes::from(line)), s))
             }
         }
@@ -991,14 +1059,17 @@ impl FetchStream {
         }
     }
 
-    /// What ends the stream: an SSE stream sends `event: end` once first, so a client can
-    /// close instead of reconnecting.
+    /// What ends a stream that finished (its end, `to_*` or `max_records`; not an error or a
+    /// shutdown): an SSE stream sends `event: end` once first, so a client can close instead of
+    /// reconnecting. It carries the id of the last offset before the next one, so a reconnect
+    /// of a fetch that sent no record resumes there too (and gets 204).
     fn end(&mut self) -> Option<Bytes> {
         if !self.sse || self.ended {
             return None;
         }
         self.ended = true;
-        Some(Bytes::from_static(b"event: end\ndata: {}\n\n"))
+        let id = self.next.checked_sub(1).map(|last| format!("id: {last}\n")).unwrap_or_default();
+        Some(Bytes::from(format!("event: end\n{id}data: {{}}\n\n")))
     }
 }
 

@@ -549,16 +549,15 @@ impl Coordinator {
         })
     }
 
-    /// Runs `delete` (which removes the group's committed offsets) and forgets the group,
-    /// unless it has members or joiners: under the lock every join takes, so none joins in
-    /// between. NON_EMPTY_GROUP otherwise, as Kafka's DeleteGroups.
-    pub fn delete_if_empty<T>(&self, group: &str, delete: impl FnOnce() -> T) -> Result<T, ResponseError> {
+    /// Forgets `group` for DeleteGroups unless it has members or joiners (NON_EMPTY_GROUP, as
+    /// Kafka): whether the coordinator knew it. No I/O under the lock: the caller deletes the
+    /// committed offsets afterwards (a member that joins in between starts without them).
+    pub fn forget_if_empty(&self, group: &str) -> Result<bool, ResponseError> {
         let mut groups = self.lock();
         if groups.get(group).is_some_and(|g| !g.members.is_empty() || !g.pending.is_empty()) {
             return Err(ResponseError::NonEmptyGroup);
         }
-        groups.remove(group);
-        Ok(delete())
+        Ok(groups.remove(group).is_some())
     }
 
     /// Every group the coordinator knows: (name, state, protocol type).

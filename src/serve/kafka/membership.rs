@@ -144,35 +144,47 @@ pub(super) fn leave_group(broker: &Broker, request: &mut Request, who: &str) -> 
 }
 
 /// DeleteGroups (kafka-consumer-groups --delete): each named group's committed offsets are
-/// deleted from the groups store, unless it has members (NON_EMPTY_GROUP); one without
-/// committed offsets is GROUP_ID_NOT_FOUND. Needs the group right; audited. Each group is
-/// answered once, however often it is named.
-pub(super) fn delete_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
+/// deleted from the groups store, unless it has members (NON_EMPTY_GROUP); one neither known
+/// to the coordinator nor with committed offsets is GROUP_ID_NOT_FOUND. Needs the group right;
+/// every deletion is audited, also one that failed part-way. Each group is answered once,
+/// however often it is named. The file work runs on the blocking pool, never under the
+/// coordinator's lock.
+pub(super) async fn delete_groups(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: DeleteGroupsRequest = request.decode()?;
-    let data_dir = broker.state.log.data_dir().to_path_buf();
     let mut seen = std::collections::HashSet::new();
     let mut results = Vec::new();
     for name in body.groups_names {
         if !seen.insert(name.clone()) {
             continue;
         }
-        let group = name.0.as_str();
-        let outcome = valid_group(group).and_then(|()| allowed(broker, who, group)).and_then(|()| {
-            match broker.groups.delete_if_empty(group, || crate::groups::delete(&data_dir, group, None))? {
-                Ok(deleted) if deleted.is_empty() => Err(ResponseError::GroupIdNotFound),
-                Ok(deleted) => {
-                    broker.state.auth().audit_group_delete(who, group, &deleted);
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::error!(group, error = %e, "DeleteGroups failed");
-                    Err(ResponseError::KafkaStorageError)
-                }
-            }
-        });
+        let group = name.0.to_string();
+        let outcome = match valid_group(&group).and_then(|()| allowed(broker, who, &group)) {
+            Err(e) => Err(e),
+            Ok(()) => delete_group(broker, who, group).await,
+        };
         results.push(DeletableGroupResult::default().with_group_id(name).with_error_code(code(outcome)));
     }
     respond(request, &DeleteGroupsResponse::default().with_results(results))
+}
+
+async fn delete_group(broker: &Broker, who: &str, group: String) -> Result<(), ResponseError> {
+    let known = broker.groups.forget_if_empty(&group)?;
+    let data_dir = broker.state.log.data_dir().to_path_buf();
+    let task_group = group.clone();
+    let (deleted, result) = tokio::task::spawn_blocking(move || crate::groups::delete(&data_dir, &task_group, None))
+        .await
+        .expect("delete task");
+    if !deleted.is_empty() {
+        broker.state.auth().audit_group_delete(who, &group, &deleted);
+    }
+    match result {
+        Err(e) => {
+            tracing::error!(group, error = %e, deleted_topics = deleted.len(), "DeleteGroups failed part-way");
+            Err(ResponseError::KafkaStorageError)
+        }
+        Ok(()) if deleted.is_empty() && !known => Err(ResponseError::GroupIdNotFound),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Groups with committed offsets and no members (HTTP and CLI consumers, Kafka groups whose

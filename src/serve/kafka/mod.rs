@@ -361,7 +361,7 @@ impl Broker {
             ApiKey::LeaveGroup => membership::leave_group(self, request, who),
             ApiKey::ListGroups => membership::list_groups(self, request, who),
             ApiKey::DescribeGroups => membership::describe_groups(self, request, who),
-            ApiKey::DeleteGroups => membership::delete_groups(self, request, who),
+            ApiKey::DeleteGroups => membership::delete_groups(self, request, who).await,
             ApiKey::CreateTopics => admin::create_topics(self, request, who).await,
             ApiKey::DeleteTopics => admin::delete_topics(request),
             ApiKey::DescribeConfigs => admin::describe_configs(self, request, who),
