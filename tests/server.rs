@@ -758,3 +758,18 @@ async fn one_token_cannot_hold_every_follow_stream() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A SIGTERM that comes the moment the server says it listens is a clean shutdown, not a
+/// kill: the handler is installed before the announcement (it was installed when the
+/// shutdown future was first polled, after it, and CI once caught the server dying by the
+/// signal). Twenty starts, each stopped at once.
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::start(dir.path(), &[]);
+        s.signal("-TERM");
+        let status = s.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+    }
+}

@@ -68,6 +68,9 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
         None
     };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    // Before anything announces that the server listens: a SIGTERM that follows the
+    // announcement at once must shut down cleanly, not kill the process.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = AppState::new(log.clone(), stopped, tiering_stats)?;
     let kafka = match kafka {
@@ -78,7 +81,6 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
     let shutdown_state = state.clone();
     let limits = state.limits.clone();
     tierlog::serve::http::serve(listener, router(state), &limits, async move {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
