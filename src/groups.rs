@@ -46,23 +46,30 @@ fn path(data_dir: &Path, group: &str, topic: &str) -> Result<PathBuf> {
 /// Every group with committed offsets (a directory under `<data_dir>/groups` holding at least
 /// one topic's offsets; a deleted group keeps its directory and lock files), sorted.
 pub fn list(data_dir: &Path) -> Result<Vec<String>> {
+    Ok(with_topics(data_dir)?.into_iter().map(|(group, _)| group).collect())
+}
+
+/// Every group with committed offsets and the topics it has them in, sorted; each group's
+/// directory is read once.
+fn with_topics(data_dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let dir = data_dir.join("groups");
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&dir, "list groups", e)),
     };
-    let mut names = Vec::new();
+    let mut groups = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&dir, "list groups", e))?;
-        if let Some(name) = entry.file_name().to_str().filter(|n| validate_name(n).is_ok())
-            && !topics(data_dir, name)?.is_empty()
-        {
-            names.push(name.to_string());
+        if let Some(name) = entry.file_name().to_str().filter(|n| validate_name(n).is_ok()) {
+            let topics = topics(data_dir, name)?;
+            if !topics.is_empty() {
+                groups.push((name.to_string(), topics));
+            }
         }
     }
-    names.sort();
-    Ok(names)
+    groups.sort();
+    Ok(groups)
 }
 
 /// The topics `group` has committed offsets in, sorted.
@@ -140,8 +147,8 @@ pub struct Committed {
 /// Every committed offset in the store, sorted by group and topic.
 pub fn all(data_dir: &Path) -> Result<Vec<Committed>> {
     let mut out = Vec::new();
-    for group in list(data_dir)? {
-        for topic in topics(data_dir, &group)? {
+    for (group, topics) in with_topics(data_dir)? {
+        for topic in topics {
             let offsets = load(data_dir, &group, &topic)?;
             out.push(Committed { group: group.clone(), topic, offsets });
         }

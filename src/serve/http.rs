@@ -444,7 +444,7 @@ async fn create_topic(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     state.authorize(&headers, Right::Admin, None)?;
     require_json(&headers)?;
-    let body = read_body_within(&state, body, CONTROL_BODY_BYTES_MAX).await?;
+    let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
     let request: CreateTopic = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
@@ -678,14 +678,25 @@ async fn read_produce_body(
     declared: Option<u64>,
     body: Body,
 ) -> ApiResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
-    use futures::StreamExt;
-    let (limit, timeout) =
-        (state.limits.max_body_bytes as usize, Duration::from_millis(state.limits.request_timeout_ms));
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(state.limits.request_timeout_ms);
     let mut share = Share { state, held: None, kib: 0, deadline };
     if let Some(length) = declared {
         share.cover(length).await?;
     }
+    let bytes = read_body(state, body, state.limits.max_body_bytes as usize, Some(&mut share)).await?;
+    Ok((bytes, share.held))
+}
+
+/// Bytes of a control request's body (create a topic, commit a group's offsets).
+const CONTROL_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Reads the whole body within `limit` bytes and `request_timeout_ms` (for a produce, its
+/// `share` covers each chunk before it is kept). Handlers call it after checking the token, so
+/// no unauthenticated client makes the server wait for or hold a body.
+async fn read_body(state: &AppState, body: Body, limit: usize, mut share: Option<&mut Share<'_>>) -> ApiResult<Bytes> {
+    use futures::StreamExt;
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    let deadline = share.as_ref().map_or_else(|| tokio::time::Instant::now() + timeout, |s| s.deadline);
     let mut stream = body.into_data_stream();
     let mut bytes = bytes::BytesMut::new();
     loop {
@@ -696,39 +707,17 @@ async fn read_produce_body(
                     format!("request body not received within {} ms", timeout.as_millis()),
                 ));
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(bytes.freeze()),
             Ok(Some(Err(e))) => return Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
             Ok(Some(Ok(data))) => data,
         };
         if bytes.len() + data.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over server.max_body_bytes = {limit}"),
-            ));
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes")));
         }
-        if declared.is_none() {
-            share.cover((bytes.len() + data.len()) as u64).await?;
+        if let Some(share) = share.as_deref_mut() {
+            share.cover((bytes.len() + data.len()) as u64).await?; // no-op within a declared length
         }
         bytes.extend_from_slice(&data);
-    }
-    Ok((bytes.freeze(), share.held))
-}
-
-/// Bytes of a control request's body (create a topic, commit a group's offsets).
-const CONTROL_BODY_BYTES_MAX: usize = 64 * 1024;
-
-/// Reads the whole body within `limit` bytes and the slow-body timeout. Handlers call it
-/// after checking the token, so no unauthenticated client makes the server wait for or hold
-/// a body.
-async fn read_body_within(state: &AppState, body: Body, limit: usize) -> ApiResult<Bytes> {
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {} ms", timeout.as_millis()),
-        )),
-        Ok(Err(_)) => Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes"))),
-        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 
@@ -1135,7 +1124,7 @@ async fn commit_group_offsets(
     groups::check_name(&group)?;
     let who = state.authorize(&headers, Right::Group, Some(&group))?;
     require_json(&headers)?;
-    let body = read_body_within(&state, body, CONTROL_BODY_BYTES_MAX).await?;
+    let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
     let commit: GroupCommit = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"topic\": str, \"offsets\": {{\"<partition>\": <offset>}}}}: {e}"))
     })?;

@@ -617,6 +617,16 @@ mod tests {
         (c, stop)
     }
 
+    /// Two members join `g` (each takes its member id first, then both rejoin at once): their
+    /// ids and the first member's answer for generation 1.
+    async fn two_members(c: &std::sync::Arc<Coordinator>, request: impl Fn(&str) -> Join) -> (String, String, Joined) {
+        let a = c.join(request("")).await.member_id;
+        let b = c.join(request("")).await.member_id;
+        let (ca, cb) = (c.clone(), c.clone());
+        let (ja, _) = tokio::join!(ca.join(request(&a)), cb.join(request(&b)));
+        (a, b, ja)
+    }
+
     fn join(member_id: &str, protocols: &[&str]) -> Join {
         Join {
             group: "g".into(),
@@ -674,11 +684,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_member_is_removed_after_its_session_timeout() {
         let (c, _ticking) = coordinator();
-        let a = c.join(join("", &["range"])).await.member_id;
-        let b = c.join(join("", &["range"])).await.member_id;
-        let (ca, cb) = (c.clone(), c.clone());
-        let (ja, jb) = (join(&a, &["range"]), join(&b, &["range"]));
-        let (ja, _) = tokio::join!(ca.join(ja), cb.join(jb));
+        let (a, b, ja) = two_members(&c, |id| join(id, &["range"])).await;
         c.sync("g", 1, &ja.leader, vec![]).await.unwrap();
         let started = Instant::now();
         while c.heartbeat("g", 1, &a).is_ok() {
@@ -701,11 +707,7 @@ mod tests {
     async fn a_silent_member_is_expired_after_its_session_timeout_during_a_rebalance() {
         let (c, _ticking) = coordinator();
         let long = |id: &str| Join { rebalance_timeout_ms: 300_000, ..join(id, &["range"]) };
-        let a = c.join(long("")).await.member_id;
-        let b = c.join(long("")).await.member_id;
-        let (ca, cb) = (c.clone(), c.clone());
-        let (ja, jb) = (long(&a), long(&b));
-        let (ja, _) = tokio::join!(ca.join(ja), cb.join(jb));
+        let (a, _b, ja) = two_members(&c, long).await;
         c.sync("g", 1, &ja.leader, vec![]).await.unwrap();
         // From here on b is silent (crashed); a rejoins a second later (say, new subscription).
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -723,11 +725,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout() {
         let (c, _ticking) = coordinator();
-        let a = c.join(join("", &["range"])).await.member_id;
-        let b = c.join(join("", &["range"])).await.member_id;
-        let (ca, cb) = (c.clone(), c.clone());
-        let (ja, jb) = (join(&a, &["range"]), join(&b, &["range"]));
-        let (ja, _) = tokio::join!(ca.join(ja), cb.join(jb));
+        let (a, b, ja) = two_members(&c, |id| join(id, &["range"])).await;
         let follower = if ja.leader == a { b.clone() } else { a.clone() };
         // The leader heartbeats (so its session stays alive) but never sends SyncGroup.
         let (cl, leader) = (c.clone(), ja.leader.clone());

@@ -350,7 +350,7 @@ impl Broker {
             ApiKey::Metadata => cluster::metadata(self, request, who),
             ApiKey::FindCoordinator => cluster::find_coordinator(self, request, who),
             ApiKey::Produce => produce::produce(self, request, peer, who).await,
-            ApiKey::InitProducerId => produce::init_producer_id(self, request, who),
+            ApiKey::InitProducerId => produce::init_producer_id(self, request, who).await,
             ApiKey::Fetch => fetch::fetch(self, request, who).await,
             ApiKey::ListOffsets => fetch::list_offsets(self, request, who).await,
             ApiKey::OffsetCommit => offsets::commit(self, request, who).await,

@@ -94,7 +94,8 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
     };
     let raw = data.records.unwrap_or_default();
     let bytes = raw.len();
-    if let Some(id) = producer_id(&raw).filter(|&id| id >= 0 && !broker.state.log.producer_id_handed_out(id)) {
+    let claimed = crate::batch::claimed_producer_id(&raw);
+    if let Some(id) = claimed.filter(|&id| id >= 0 && !broker.state.log.producer_id_handed_out(id)) {
         let message = format!(
             "{topic_name}/{index}: producer id {id} was not handed out by this broker (InitProducerId); nothing was written"
         );
@@ -169,8 +170,13 @@ async fn append_decoded(
 
 /// InitProducerId without a transactional id: a new producer id, epoch 0, for a principal
 /// that may write some topic (Kafka's rule since 2.8). Transactional ids are refused:
-/// tierlog has no transactions.
-pub(super) fn init_producer_id(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
+/// tierlog has no transactions. The allocation may write (and fsync) the `producer-ids` file,
+/// so it runs on the blocking pool.
+pub(super) async fn init_producer_id(
+    broker: &Broker,
+    request: &mut Request,
+    who: &str,
+) -> Result<Option<Bytes>, Close> {
     let body: InitProducerIdRequest = request.decode()?;
     let answer = |code: ResponseError| {
         InitProducerIdResponse::default()
@@ -186,7 +192,8 @@ pub(super) fn init_producer_id(broker: &Broker, request: &mut Request, who: &str
     } else if !broker.may_write_some_topic(who) {
         answer(ResponseError::ClusterAuthorizationFailed)
     } else {
-        match broker.state.log.allocate_producer_id() {
+        let log = broker.state.log.clone();
+        match tokio::task::spawn_blocking(move || log.allocate_producer_id()).await.expect("allocate task") {
             Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
             Err(e) => {
                 log_if_server_error(&e);
@@ -195,15 +202,6 @@ pub(super) fn init_producer_id(broker: &Broker, request: &mut Request, who: &str
         }
     };
     respond(request, &response)
-}
-
-/// The producer id of the first batch of a partition's records (Kafka's RecordBatch v2 field
-/// at bytes 43..51), if they are long enough to hold one. An idempotent producer sends one
-/// batch per partition (the decoding path refuses more), so this is its id.
-fn producer_id(raw: &Bytes) -> Option<i64> {
-    const MAGIC_AT: usize = 16;
-    let field = raw.get(43..51).filter(|_| raw.get(MAGIC_AT) == Some(&2))?;
-    Some(i64::from_be_bytes(field.try_into().expect("8 bytes")))
 }
 
 /// The position of the record a refusal names, if one record is at fault.

@@ -119,6 +119,13 @@ pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
     v2::storable(bytes)
 }
 
+/// The producer id a Kafka producer's first batch in `bytes` carries, read before anything is
+/// validated (to refuse ids the broker never handed out), if `bytes` start with a batch of
+/// version 2.
+pub fn claimed_producer_id(bytes: &[u8]) -> Option<i64> {
+    v2::claimed_producer_id(bytes)
+}
+
 /// A copy of a [`storable`] batch starting at `base_offset`.
 pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
     v2::with_base_offset(bytes, base_offset)

@@ -92,6 +92,13 @@ pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
     (min == header.min_timestamp && max == header.max_timestamp).then_some((header, views))
 }
 
+/// The producer id field of the version-2 batch at the start of `bytes`, as sent (not
+/// validated), if `bytes` hold one.
+pub fn claimed_producer_id(bytes: &[u8]) -> Option<i64> {
+    (bytes.len() >= HEADER_BYTES && bytes[OFF_MAGIC] == MAGIC)
+        .then(|| i64::from_be_bytes(array(bytes, OFF_PRODUCER_ID)))
+}
+
 /// A copy of the batch `bytes` starting at `base_offset`, with no leader epoch (-1). Neither
 /// field is covered by the CRC.
 pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
