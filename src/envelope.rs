@@ -56,14 +56,18 @@ pub fn parse_json_record(line: &str, now_ms: i64) -> Result<Record, String> {
 pub fn record_to_json(partition: u32, stored: &StoredRecord) -> Value {
     let record = &stored.record;
     let headers: Map<String, Value> = record.headers.iter().map(|(k, v)| (k.clone(), bytes_to_json(v))).collect();
-    json!({
+    let mut out = json!({
         "partition": partition,
         "offset": stored.offset,
         "timestamp": record.timestamp,
         "key": record.key.as_deref().map_or(Value::Null, bytes_to_json),
         "value": bytes_to_json(&record.value),
         "headers": headers,
-    })
+    });
+    if let Some(appended) = stored.append_time {
+        out["append_time"] = json!(appended);
+    }
+    out
 }
 
 fn bytes_to_json(bytes: &[u8]) -> Value {
@@ -112,6 +116,7 @@ mod tests {
         let stored = StoredRecord {
             offset: 3,
             record: Record { timestamp: 1, key: Some(vec![0xff]), value: b"v".to_vec(), headers: vec![] },
+            append_time: None,
         };
         let json = record_to_json(2, &stored);
         assert_eq!(

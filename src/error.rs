@@ -53,6 +53,11 @@ pub enum Error {
         "offset {offset} of {topic}/{partition} is below the log start {start}: older records were removed by retention; the earliest available offset is {start}"
     )]
     OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
+    /// An as-of question whose answer depends on records without an append time.
+    #[error(
+        "{topic}/{partition}: what was known at {time} cannot be told: the records before offset {offset} were written by a build that did not record append times (tierlog records them from offset {offset} on). Ask for a time at or after that offset's append time, or read those records by offset or by their own timestamps"
+    )]
+    AppendTimeUnknown { topic: String, partition: u32, time: String, offset: u64 },
     #[error("{topic}/{partition} is damaged: {detail}")]
     Damaged { topic: String, partition: u32, detail: String },
     /// A write or fsync failed in a way that leaves the durability of the active segment
@@ -97,6 +102,7 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::RecordLimit { .. }
             | Error::OffsetBelowStart { .. }
+            | Error::AppendTimeUnknown { .. }
             | Error::Producer { .. }
             | Error::Config(_)
             | Error::Invalid(_) => ErrorKind::Invalid,

@@ -152,6 +152,81 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// The as-of cut of `partition` at `time`: the first offset appended after `time`, across
+    /// both tiers, so the records below it are exactly those the log had appended at or before
+    /// `time` (the end offset when every record was). Costs what a time lookup costs: with the
+    /// manifest loaded, at most the chunk index and one chunk of the remote tier. Refused with
+    /// [`Error::AppendTimeUnknown`] when the answer depends on records written before append
+    /// times were recorded.
+    pub async fn offset_as_of(&self, partition: &Arc<Partition>, time: i64) -> Result<u64> {
+        let unknown = |offset| Error::AppendTimeUnknown {
+            topic: partition.topic.clone(),
+            partition: partition.id,
+            time: crate::time::format_time(time),
+            offset,
+        };
+        let local_start = partition.start_offset();
+        if local_start > 0 && self.remote_enabled() {
+            let remote = self.remote().await?;
+            if let Some((chunk, before)) =
+                remote.read_for_append_time(&partition.topic, partition.id, time, local_start).await?
+            {
+                let batches = Batches::of_chunk(&chunk, chunk.first_offset)?;
+                return match batches.first_appended_after(time, before)? {
+                    Some((offset, Some(true))) => Err(unknown(offset)),
+                    Some((offset, _)) => Ok(offset),
+                    None => Err(Error::Remote(tierlog_tiering::Error::Corrupt {
+                        key: chunk.key.clone(),
+                        reason: format!("chunk {} promised a batch appended after {time}", chunk.chunk),
+                    })),
+                };
+            }
+        }
+        let local = partition.clone();
+        let cut = blocking::run(move || local.offset_as_of(time)).await?;
+        let previous_unstamped = match cut.previous_unstamped {
+            Some(previous) => Some(previous),
+            None if cut.offset > 0 && self.remote_enabled() => {
+                let remote = self.remote().await?;
+                let before = remote.max_append_time_before(&partition.topic, partition.id, cut.offset).await?;
+                before.map(|t| t == tierlog_tiering::segment_object::NO_APPEND_TIME)
+            }
+            None => None,
+        };
+        if previous_unstamped == Some(true) { Err(unknown(cut.offset)) } else { Ok(cut.offset) }
+    }
+}
+
+/// The as-of cut at `time` of every partition of `topics` (every topic when empty), as JSON
+/// objects `{"topic","partition","as_of","end","start"}`: `end` is the cut (records below it
+/// were appended at or before `time`), `start` the first offset still held. Topics are sorted
+/// by name. One writer stamps every batch of every partition from one clock, so the cut is
+/// consistent across partitions and topics.
+pub async fn snapshot(reader: &Reader, topics: &[String], time: i64) -> Result<Vec<serde_json::Value>> {
+    let log = reader.log();
+    let mut names: Vec<String> =
+        if topics.is_empty() { log.topics().iter().map(|t| t.name().to_string()).collect() } else { topics.to_vec() };
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let topic = log.topic(&name)?;
+        for p in &topic.partitions {
+            let end = reader.offset_as_of(p, time).await?;
+            let start = reader.start_offset(p).await?;
+            out.push(serde_json::json!({
+                "topic": name,
+                "partition": p.id,
+                "as_of": crate::time::format_time(time),
+                "start": start.min(end),
+                "end": end,
+            }));
+        }
+    }
+    Ok(out)
+}
+
 pub fn settings(config: &crate::config::Config) -> ReaderSettings {
     ReaderSettings {
         cache_bytes: config.reader.cache_bytes,
@@ -209,6 +284,22 @@ impl Batches {
         Ok(batches)
     }
 
+    /// The base offset of the first batch appended after `time`, and whether the batch before
+    /// it has no append time (`previous` tells that for the batch before the first); `None`
+    /// when every batch was appended at or before `time`.
+    fn first_appended_after(&self, time: i64, mut previous: Option<bool>) -> Result<Option<(u64, Option<bool>)>> {
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
+            if header.append_time.is_some_and(|t| t > time) {
+                return Ok(Some((header.base_offset, previous)));
+            }
+            previous = Some(header.append_time.is_none());
+            at += header.length;
+        }
+        Ok(None)
+    }
+
     /// Drops the leading batches that end before `offset`, but never the last one.
     fn skip_before(&mut self, offset: u64) -> std::result::Result<(), batch::BatchError> {
         loop {
@@ -246,25 +337,25 @@ impl Batches {
         let mut at = 0;
         while at < self.bytes.len() {
             let (header, views) = batch::views_of_validated(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
-            out.extend(
-                views
-                    .iter()
-                    .filter(|v| v.offset >= from)
-                    .map(|v| StoredRecord { offset: v.offset, record: v.to_record() }),
-            );
+            out.extend(views.iter().filter(|v| v.offset >= from).map(|v| StoredRecord {
+                offset: v.offset,
+                record: v.to_record(),
+                append_time: v.append_time,
+            }));
             at += header.length;
         }
         Ok(out)
     }
 
-    /// The batches as Kafka RecordBatch v2: the stored bytes themselves when every batch is
-    /// version 2 (no copy), else with version-1 batches re-encoded per [`batch::to_kafka`]
-    /// (sizes can change: limit with [`Self::keep_within`] afterwards).
-    pub fn into_kafka(self) -> Result<Batches> {
+    /// The batches as Kafka RecordBatch v2 for a topic of `timestamps` type: the stored bytes
+    /// themselves when no batch needs a rewrite (no copy; see
+    /// [`batch::needs_rewrite_for_kafka`]), else rewritten per [`batch::to_kafka`] (sizes can
+    /// change: limit with [`Self::keep_within`] afterwards).
+    pub fn into_kafka(self, timestamps: batch::TimestampType) -> Result<Batches> {
         let mut at = 0;
         while at < self.bytes.len() {
             let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
-            if header.version != 2 {
+            if batch::needs_rewrite_for_kafka(&header, timestamps) {
                 break;
             }
             at += header.length;
@@ -273,7 +364,7 @@ impl Batches {
             return Ok(self);
         }
         let mut out = Vec::with_capacity(self.bytes.len() + self.bytes.len() / 8);
-        batch::to_kafka(&self.bytes, self.base_offset, &mut out).map_err(|e| self.corrupt(0, e))?;
+        batch::to_kafka(&self.bytes, self.base_offset, timestamps, &mut out).map_err(|e| self.corrupt(0, e))?;
         Ok(Batches { bytes: Bytes::from(out), ..self })
     }
 

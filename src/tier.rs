@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tierlog_tiering::blocking;
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
-use tierlog_tiering::segment_object::BatchMark;
+use tierlog_tiering::segment_object::{self, BatchMark};
 use tierlog_tiering::store::{RemoteConfig, RemoteStore};
 use tierlog_tiering::uploader::{self, SegmentBytes, UploadSettings};
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -454,6 +454,7 @@ fn segment_bytes(partition: &Partition, base: u64) -> tierlog_tiering::Result<Se
             length: h.length as u64,
             min_timestamp: h.min_timestamp,
             max_timestamp: h.max_timestamp,
+            append_time: h.append_time.unwrap_or(segment_object::NO_APPEND_TIME),
         })
         .collect();
     Ok(SegmentBytes { base_offset: base, raw: raw.into(), batches })

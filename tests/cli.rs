@@ -32,12 +32,36 @@ fn produce_then_consume_round_trips_the_json_envelope() {
     assert_eq!(json_lines(&out), vec![serde_json::json!({"partition":0,"first_offset":0,"last_offset":1,"count":2})]);
 
     let out = run(dir.path(), &["consume", "t"], "");
-    let records = json_lines(&out);
+    let mut records = json_lines(&out);
+    // The log's own clock: when the batch was appended (the producer's timestamp is kept).
+    let appended = records[0]["append_time"].as_i64().expect("append_time");
+    assert!((chrono::Utc::now().timestamp_millis() - appended).abs() < 60_000, "{appended}");
+    records[0].as_object_mut().unwrap().remove("append_time");
     assert_eq!(
         records[0],
         serde_json::json!({"partition":0,"offset":0,"timestamp":1772546520000i64,"key":"k","value":"{\"amount\":1}","headers":{"h":"v"}})
     );
     assert_eq!(records[1]["value"], "plain");
+
+    // As of an instant before the append, the log knew nothing; as of the append, both records.
+    let before = format!("ms:{}", appended - 1);
+    let at = format!("ms:{appended}");
+    let out = run(dir.path(), &["offsets", "t", "--as-of", &before], "");
+    assert_eq!(json_lines(&out), vec![serde_json::json!({"partition":0,"offset":0})]);
+    let out = run(dir.path(), &["consume", "t", "--as-of", &before], "");
+    assert!(out.status.success() && json_lines(&out).is_empty(), "{}", stderr(&out));
+    let out = run(dir.path(), &["consume", "t", "--as-of", &at], "");
+    assert_eq!(json_lines(&out).len(), 2);
+    // Combined with a window on the producers' timestamps: [14:02:00, 14:02:05) as known then.
+    let window =
+        ["consume", "t", "--as-of", &at, "--from-time", "2026-03-03T14:02:00Z", "--to-time", "2026-03-03T14:02:05Z"];
+    let out = run(dir.path(), &window, "");
+    assert_eq!(json_lines(&out).iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0]);
+    let out = run(dir.path(), &["snapshot", "--as-of", &at], "");
+    let cut = json_lines(&out);
+    assert_eq!((cut.len(), &cut[0]["topic"], &cut[0]["end"]), (1, &serde_json::json!("t"), &serde_json::json!(2)));
+    let out = run(dir.path(), &["consume", "t", "--as-of", &at, "--follow"], "");
+    assert!(!out.status.success() && stderr(&out).contains("--follow"), "as-of cannot follow: {}", stderr(&out));
 
     let out = run(dir.path(), &["consume", "t", "--from-time", "2026-03-03T14:02:05Z"], "");
     assert_eq!(json_lines(&out).iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1]);
@@ -118,6 +142,8 @@ fn the_demo_runs_end_to_end_and_reads_across_both_tiers() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("remote tier: one ranged GET"), "{text}");
     assert!(text.contains("(remote tier)"), "the point-in-time answer comes from the remote tier: {text}");
+    assert!(text.contains("stamped 13:55 but appended at 16:40"), "the late record is named: {text}");
+    assert!(text.contains("1 arrived later"), "as-of excludes exactly the late record here: {text}");
     // A second run replaces its own directory and nothing else.
     assert!(
         Command::new(BIN).args(["demo", "--events", "600", "--dir"]).arg(&demo_dir).output().unwrap().status.success()

@@ -354,10 +354,10 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let big = |i: u64| Record { value: vec![b'x'; 1500], ..record(i) };
     p.append(&[big(0), big(1)], 1_000).unwrap();
-    // The next record needs a roll; the directory fsync of the new segment fails once (the two
+    // The next record needs a roll; the directory fsync of the new segment fails once (the three
     // index files' atomic writes sync the directory first).
     let names_before = f.disk.files();
-    f.disk.fail_dir_sync_after(2);
+    f.disk.fail_dir_sync_after(3);
     assert!(p.append(&[big(2)], 1_000).is_err(), "the injected directory fsync failure fails the call");
     assert_eq!(p.end_offset(), 2);
     let leftover: Vec<_> = f.disk.files().into_iter().filter(|n| !names_before.contains(n)).collect();
@@ -379,8 +379,8 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
 #[test]
 fn review_a_read_only_reader_never_serves_a_batch_sealed_by_a_roll_inside_a_failing_call() {
     // The reader looks at the first file fsync after the call's first roll completed (segment
-    // 4 exists): the second roll's fsync. Appends: b1, the two index files of segment 0, b2,
-    // the two of segment 4, then b3 fails.
+    // 4 exists): the second roll's fsync. Appends: b1, the three index files of segment 0, b2,
+    // the three of segment 4, then b3 fails.
     fn when_rolled(disk: SimDisk, segment_4: std::path::PathBuf, then: Box<dyn FnOnce() + Send>) {
         let d = disk.clone();
         disk.before_next_sync(
@@ -557,12 +557,12 @@ fn review_an_undo_that_fails_part_way_serves_nothing_and_leaves_at_most_a_prefix
         let log = f.open().unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
         p.append(&records(0..3), 1_000).unwrap();
-        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, two index files, a
+        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, three index files, a
         // producer snapshot, new segment), b2 in segment 4, then the call's fsync fails; undoing
         // it removes the snapshot and segment 4, and that removal's directory fsync fails too.
         let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-        f.disk.fail_sync_after(4); // segment 0 at the roll, two index files, the snapshot, then segment 4 fails
-        f.disk.fail_dir_sync_after(5); // index files, snapshot, segment 4 created, snapshot removed, then segment 4's removal fails
+        f.disk.fail_sync_after(5); // segment 0 at the roll, three index files, the snapshot, then segment 4 fails
+        f.disk.fail_dir_sync_after(6); // index files, snapshot, segment 4 created, snapshot removed, then segment 4's removal fails
         let err = p.append(&failed, 1_000).unwrap_err();
         assert!(matches!(err, Error::Stopped { .. }), "{err}");
         served = p.read(3, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
@@ -599,8 +599,8 @@ fn a_restart_after_a_failed_undo_makes_an_empty_active_segment_durable_too() {
         p.append(&records(0..3), 1_000).unwrap();
         p.seal_active(1_000).unwrap(); // segment 3 is active and empty
         let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-        // Segment 3 at the roll, its two index files, then segment 4's fsync and the undo's.
-        f.disk.fail_syncs_after(3, 2);
+        // Segment 3 at the roll, its three index files, then segment 4's fsync and the undo's.
+        f.disk.fail_syncs_after(4, 2);
         let err = p.append(&failed, 1_000).unwrap_err();
         assert!(matches!(err, Error::Stopped { .. }), "{err}");
     }

@@ -63,7 +63,7 @@ async fn read_all(reader: &Reader, p: &Arc<Partition>) -> Vec<(u64, Record)> {
 async fn read_all_as_kafka(reader: &Reader, p: &Arc<Partition>) -> Vec<(u64, Record)> {
     let mut out: Vec<(u64, Record)> = Vec::new();
     while let Some(batches) = reader.read_batches(p, out.len() as u64, 1024).await.unwrap() {
-        let mut bytes = batches.into_kafka().unwrap().bytes;
+        let mut bytes = batches.into_kafka(tierlog::batch::TimestampType::CreateTime).unwrap().bytes;
         while !bytes.is_empty() {
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
             let from = out.len() as i64;
@@ -245,7 +245,9 @@ async fn a_maximal_version_1_batch_is_fetchable_as_kafka() {
     );
 
     let batches = reader.read_batches(&p, 190, 1 << 20).await.unwrap().unwrap();
-    let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batches.into_kafka().map(|b| b.bytes)));
+    let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        batches.into_kafka(tierlog::batch::TimestampType::CreateTime).map(|b| b.bytes)
+    }));
     let mut bytes = fetched
         .unwrap_or_else(|panic| {
             let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
@@ -272,11 +274,70 @@ async fn kafka_bytes_of_version_1_batches_stay_within_max_bytes() {
     let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
     let reader = Reader::new(log.clone());
     let max_bytes = extra.len(); // room for exactly this batch as stored
-    let read = || async { reader.read_batches(&p, 190, max_bytes).await.unwrap().unwrap().into_kafka().unwrap() };
+    let read = || async {
+        reader
+            .read_batches(&p, 190, max_bytes)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_kafka(tierlog::batch::TimestampType::CreateTime)
+            .unwrap()
+    };
     let mut batches = read().await;
     batches.keep_within(max_bytes, false); // not the first partition of the fetch
     let sent = batches.bytes;
     assert!(sent.len() <= max_bytes, "fetch answered {} bytes with max_bytes {max_bytes}", sent.len());
     let mut first = read().await;
     assert_eq!(first.keep_within(max_bytes, true), 191, "the first partition of a fetch gets the batch anyway");
+}
+
+/// Records written before append times were recorded (the version-1 archive, in both tiers)
+/// have none. An as-of question whose answer depends on them is refused, naming the offset
+/// from which append times exist — never answered with a guess. From that offset's append
+/// time on, as-of works across old and new records, in both tiers.
+#[tokio::test]
+async fn as_of_on_records_without_append_times_is_refused_never_guessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    copy_dir(&fixture.join("legacy-data"), &tmp.path().join("legacy-data"));
+    copy_dir(&fixture.join("legacy-data-remote"), &tmp.path().join("legacy-data-remote"));
+    let config = config(&tmp.path().join("legacy-data"));
+    let log = Log::open(config).unwrap();
+    let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+    let unknown = |e: tierlog::Error| match e {
+        tierlog::Error::AppendTimeUnknown { offset, .. } => offset,
+        other => panic!("expected AppendTimeUnknown, got {other}"),
+    };
+    let reader = Reader::new(log.clone());
+    for t in [0, 1_700_000_100_000, 4_000_000_000_000] {
+        let err = reader.offset_as_of(&p, t).await.unwrap_err();
+        assert!(err.to_string().contains("offset 190"), "{err}");
+        assert_eq!(unknown(err), 190, "as of {t}: nothing has an append time");
+    }
+    const FIRST: i64 = 1_800_000_000_190;
+    for i in 190..230u64 {
+        let record = Record {
+            timestamp: 1_700_000_000_000 + i as i64 * 1000,
+            value: format!("v2-{i}").into_bytes(),
+            ..Record::default()
+        };
+        p.append(&[record], FIRST - 190 + i as i64).unwrap();
+    }
+    check_as_of(&Reader::new(log.clone()), &p, FIRST, unknown).await;
+    // Tier everything: version-1 objects, the segment holding both kinds, stamped segments.
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    assert_eq!(p.start_offset(), 230, "every segment is remote-only");
+    check_as_of(&Reader::new(log.clone()), &p, FIRST, unknown).await;
+}
+
+/// The as-of answers of the legacy partition with offsets 190..230 appended at `first`, `first + 1`, ….
+async fn check_as_of(reader: &Reader, p: &Arc<Partition>, first: i64, unknown: impl Fn(tierlog::Error) -> u64) {
+    assert_eq!(unknown(reader.offset_as_of(p, first - 1).await.unwrap_err()), 190, "before the first append time");
+    assert_eq!(reader.offset_as_of(p, first).await.unwrap(), 191, "the old records came before it");
+    assert_eq!(reader.offset_as_of(p, first + 20).await.unwrap(), 211);
+    assert_eq!(reader.offset_as_of(p, first + 10_000).await.unwrap(), 230);
+    // Event time is answered as before, old records included.
+    assert_eq!(reader.offset_for_time(p, 1_700_000_050_500).await.unwrap(), 51);
 }

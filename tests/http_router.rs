@@ -88,7 +88,7 @@ fn path() -> impl Strategy<Value = String> {
         4 => Just(3),
         1 => Just(4),
         2 => Just(5),
-        1 => 6..11usize,
+        1 => 6..12usize,
     ];
     (route, segment(), segment()).prop_map(|(route, a, b)| match route {
         0 => "/v1/topics".to_string(),
@@ -101,6 +101,7 @@ fn path() -> impl Strategy<Value = String> {
         7 => "/readyz".to_string(),
         8 => "/metrics".to_string(),
         9 => format!("/{a}/{b}"),
+        10 => "/v1/snapshot".to_string(),
         _ => format!("/v1/topics/t/partitions/{a}/records"),
     })
 }
@@ -133,6 +134,8 @@ fn query() -> impl Strategy<Value = Vec<(String, String)>> {
         Just("from_time"),
         Just("to_time"),
         Just("time"),
+        Just("as_of"),
+        Just("topics"),
         Just("follow"),
         Just("format"),
         Just("partition"),
@@ -739,5 +742,97 @@ fn review_a_produce_whose_client_went_away_keeps_its_records_but_frees_its_share
              still queued for append; afterwards B answered {b_status} and the partition holds {end} records (A's 58 \
              were appended after A's share was released)"
         );
+    });
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::builder().uri(path).header("host", "127.0.0.1").body(Body::empty()).unwrap()
+}
+
+async fn json_of(app: &Router, request: Request<Body>) -> (u16, serde_json::Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let text = body_text(response).await;
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// As of an instant over HTTP: `as_of` on the offsets and fetch routes, `GET /v1/snapshot`,
+/// and topics created with `message.timestamp.type`. A late, backdated record (its timestamp
+/// among the first records', appended a minute later) is in an event-time window as of after
+/// its append, and not as of before it.
+#[test]
+fn as_of_offsets_fetch_and_snapshot_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (app, log) = app(dir.path()); // 20 records per partition of t, appended at T0
+        const T0: i64 = 1_772_546_400_000;
+        let late = Record { timestamp: T0 + 5, value: b"late".to_vec(), ..Record::default() };
+        log.topic("t").unwrap().partition(0).unwrap().append(&[late], T0 + 60_000).unwrap();
+        let offsets = |t: i64| get(&format!("/v1/topics/t/offsets?as_of={t}"));
+        let ends = |v: &serde_json::Value| {
+            v.as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(ends(&json_of(&app, offsets(T0 - 1)).await.1), [0, 0]);
+        assert_eq!(ends(&json_of(&app, offsets(T0)).await.1), [20, 20]);
+        assert_eq!(ends(&json_of(&app, offsets(T0 + 60_000)).await.1), [21, 20]);
+        let (status, both) = json_of(&app, get(&format!("/v1/topics/t/offsets?as_of={T0}&time={T0}"))).await;
+        assert_eq!(status, 400, "{both}");
+
+        let (status, cut) = json_of(&app, get(&format!("/v1/snapshot?as_of={T0}"))).await;
+        assert_eq!(status, 200, "{cut}");
+        let rows: Vec<(String, u64, u64)> = cut
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (r["topic"].as_str().unwrap().to_string(), r["partition"].as_u64().unwrap(), r["end"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(rows, [("empty".into(), 0, 0), ("t".into(), 0, 20), ("t".into(), 1, 20)]);
+        let (_, only_t) = json_of(&app, get("/v1/snapshot?as_of=2026-03-03T14:01:00Z&topics=t")).await;
+        assert_eq!(only_t.as_array().unwrap().len(), 2, "{only_t}");
+        assert_eq!(json_of(&app, get("/v1/snapshot")).await.0, 400, "as_of is required");
+        assert_eq!(json_of(&app, get(&format!("/v1/snapshot?as_of={T0}&topics=nope"))).await.0, 404);
+
+        // Event-time window [T0+4, T0+6) as known at T0, then as known after the late append.
+        let window = |as_of: i64| {
+            format!("/v1/topics/t/partitions/0/records?as_of={as_of}&from_time={}&to_time={}", T0 + 4, T0 + 6)
+        };
+        let lines = |text: String| -> Vec<serde_json::Value> {
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        };
+        let before = lines(body_text(app.clone().oneshot(get(&window(T0))).await.unwrap()).await);
+        assert_eq!(before.iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 5]);
+        assert!(before.iter().all(|r| r["append_time"] == T0), "{before:?}");
+        let after = lines(body_text(app.clone().oneshot(get(&window(T0 + 60_000))).await.unwrap()).await);
+        assert_eq!(after.iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 5, 20]);
+        assert_eq!((after[2]["value"].as_str(), after[2]["append_time"].as_i64()), (Some("late"), Some(T0 + 60_000)));
+        let follow = get(&format!("/v1/topics/t/partitions/0/records?as_of={T0}&follow=true"));
+        assert_eq!(json_of(&app, follow).await.0, 400, "a past cut cannot be followed");
+
+        let create = |body: &str| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/topics")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let (status, made) =
+            json_of(&app, create(r#"{"name":"lat","config":{"message.timestamp.type":"LogAppendTime"}}"#)).await;
+        assert_eq!(
+            (status, &made["config"]["message.timestamp.type"]),
+            (201, &serde_json::json!("LogAppendTime")),
+            "{made}"
+        );
+        assert_eq!(log.topic("lat").unwrap().metadata.timestamp_type, tierlog::batch::TimestampType::LogAppendTime);
+        let (status, refused) = json_of(&app, create(r#"{"name":"bad","config":{"retention.ms":"1"}}"#)).await;
+        assert!(status == 400 && refused["error"].as_str().unwrap().contains("retention.ms"), "{refused}");
+        let (status, refused) =
+            json_of(&app, create(r#"{"name":"bad","config":{"message.timestamp.type":"Now"}}"#)).await;
+        assert!(status == 400 && refused["error"].as_str().unwrap().contains("Now"), "{refused}");
+        assert!(log.topic("bad").is_err(), "nothing was created");
     });
 }

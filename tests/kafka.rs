@@ -280,6 +280,47 @@ fn confluent_admin_creates_topics_describes_configs_and_cannot_delete() {
     s.stop();
 }
 
+/// The two clocks through librdkafka: a topic created with `message.timestamp.type =
+/// LogAppendTime` (Kafka's topic config, over CreateTopics) shows the client the time the log
+/// appended each batch and looks up offsets by it; a CreateTime topic shows the producer's
+/// timestamps, byte for byte the batch it sent. Both keep both clocks (HTTP shows them).
+#[test]
+fn confluent_sees_append_times_on_a_log_append_time_topic_and_producer_times_otherwise() {
+    let Some(script) = python_script("confluent_kafka", "confluent-kafka", "timestamps_confluent.py") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let produced_ms = 1_772_546_400_000i64; // backdated: 2026-03-03T14:00:00Z
+    let out = Command::new(python()).arg(script).args([&s.kafka, &produced_ms.to_string()]).output().unwrap();
+    assert!(out.status.success(), "confluent-kafka failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = &json_lines(&out)[0];
+    assert_eq!(summary["lat_config"], "LogAppendTime", "{summary}");
+    const CREATE_TIME: u64 = 1;
+    const LOG_APPEND_TIME: u64 = 2;
+    let seen = |topic: &str| -> Vec<(u64, i64)> {
+        summary[topic]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["type"].as_u64().unwrap(), r["timestamp"].as_i64().unwrap()))
+            .collect()
+    };
+    assert_eq!(seen("cre"), (0..5).map(|i| (CREATE_TIME, produced_ms + i)).collect::<Vec<_>>(), "{summary}");
+    let served = http_records(&s, "lat", 0);
+    assert_eq!(served.len(), 5);
+    let appended: Vec<(u64, i64)> =
+        served.iter().map(|r| (LOG_APPEND_TIME, r["append_time"].as_i64().unwrap())).collect();
+    assert_eq!(seen("lat"), appended, "LogAppendTime: the client sees the append times: {summary}");
+    for (i, r) in served.iter().enumerate() {
+        assert_eq!(r["timestamp"].as_i64(), Some(produced_ms + i as i64), "the producer's time is kept");
+        assert!(r["append_time"].as_i64().unwrap() > produced_ms + 86_400_000, "appended now, not in March");
+    }
+    assert_eq!(summary["cre_offset_for_time"], 4, "by the producer's time: {summary}");
+    let last_append = appended[4].1;
+    let first_at_last = appended.iter().position(|(_, t)| *t == last_append).unwrap();
+    assert_eq!(summary["lat_offset_for_time"], first_at_last as u64, "by the append time: {summary}");
+    s.stop();
+}
+
 /// With `server.tokens`, Kafka clients authenticate with SASL/PLAIN (username = token name,
 /// password = token) and get that token's rights, as HTTP clients do: a reader reads but cannot
 /// write, a wrong password or no SASL at all gets nothing, group commits need the group right,

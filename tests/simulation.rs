@@ -9,6 +9,9 @@
 //!   the unified reader (both tiers); a failed append left nothing; a call cut short by a
 //!   power cut left at most a prefix of itself;
 //! - a time lookup equals the oracle's (first offset whose timestamp is ≥ T);
+//! - every record has an append time, never decreasing along a partition nor later than the
+//!   simulated clock, and an as-of lookup (first offset appended after T) agrees with the
+//!   append times read back, in both tiers;
 //! - the manifest chain verifies, starts at offset 0 and never runs past the local log;
 //! - no local segment is gone unless its object is in the bucket (else the read check fails);
 //! - scrub never deletes a referenced object (else the read check fails);
@@ -92,6 +95,8 @@ struct World {
     /// predate it keep the rest of their course).
     producers: Vec<SimProducer>,
     producer_rng: SimRng,
+    /// Draws of the as-of check (its own stream, so older seeds keep their traces).
+    as_of_rng: SimRng,
 }
 
 /// An idempotent producer as a Kafka client drives it: numbered batches, and a batch whose
@@ -139,6 +144,7 @@ impl World {
         let producers =
             (0..PARTITIONS).map(|p| SimProducer { id: i64::from(p) * 1000, ..SimProducer::default() }).collect();
         let producer_rng = SimRng::new(seed ^ 0x7072_6f64);
+        let as_of_rng = SimRng::new(seed ^ 0x6173_6f66);
         World {
             seed,
             rng,
@@ -157,6 +163,7 @@ impl World {
             trace,
             producers,
             producer_rng,
+            as_of_rng,
         }
     }
 
@@ -515,6 +522,7 @@ impl World {
             self.check_prefix(p, &got, &[]);
             self.check_seek(p).await;
             self.check_time_lookup(p).await;
+            self.check_as_of(p).await;
             self.check_manifest(p).await;
         }
     }
@@ -554,6 +562,49 @@ impl World {
             Ok(got) if got == want => {}
             Ok(got) => self.fail(format!("p{partition}: offset_for_time({t}) = {got}, oracle says {want}")),
             Err(e) => self.fail(format!("p{partition}: offset_for_time({t}) failed: {e}")),
+        }
+    }
+
+    /// Append times read back are present, never decrease and are not in the future; an
+    /// as-of lookup at, just before or just after one of them (or outside them all) returns the
+    /// first offset whose append time is later.
+    async fn check_as_of(&mut self, partition: u32) {
+        if self.as_of_rng.below(2) == 0 {
+            return;
+        }
+        let (log, reader) = self.reader();
+        let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        let mut times = Vec::new();
+        let mut next = 0;
+        loop {
+            match reader.read(&p, next, 64 * 1024).await {
+                Ok(records) if records.is_empty() => break,
+                Ok(records) => {
+                    next = records.last().unwrap().offset + 1;
+                    times.extend(records.iter().map(|r| r.append_time));
+                }
+                Err(e) => self.fail(format!("p{partition}: read for append times failed: {e}")),
+            }
+        }
+        let now = self.time.load(Ordering::SeqCst);
+        let Some(times) = times.into_iter().collect::<Option<Vec<i64>>>() else {
+            self.fail(format!("p{partition}: a record without an append time"));
+        };
+        if let Some(i) = times.windows(2).position(|w| w[1] < w[0]) {
+            self.fail(format!("p{partition}: append time decreases at offset {}: {times:?}", i + 1));
+        }
+        if times.last().is_some_and(|t| *t > now) {
+            self.fail(format!("p{partition}: append time {} after the clock {now}", times.last().unwrap()));
+        }
+        let t = match times.len() {
+            0 => now,
+            n => times[self.as_of_rng.below(n as u64) as usize] + self.as_of_rng.below(3) as i64 - 1,
+        };
+        let want = times.iter().position(|a| *a > t).unwrap_or(times.len()) as u64;
+        match reader.offset_as_of(&p, t).await {
+            Ok(got) if got == want => {}
+            Ok(got) => self.fail(format!("p{partition}: offset_as_of({t}) = {got}, append times say {want}")),
+            Err(e) => self.fail(format!("p{partition}: offset_as_of({t}) failed: {e}")),
         }
     }
 

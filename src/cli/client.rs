@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::GlobalArgs;
 use super::InputFormat;
-use super::consume::{ConsumeArgs, OffsetsArgs};
+use super::consume::{ConsumeArgs, OffsetsArgs, SnapshotArgs};
 use super::produce::{PartialWrite, ProduceArgs, Written};
 
 pub struct Client {
@@ -164,6 +164,9 @@ impl Client {
         if let Some(t) = args.to_time {
             query.push(format!("to_time={t}"));
         }
+        if let Some(t) = args.as_of {
+            query.push(format!("as_of={t}"));
+        }
         if let Some(m) = args.max_records {
             query.push(format!("max_records={m}"));
         }
@@ -216,17 +219,36 @@ impl Client {
         if let Some(t) = args.time {
             path.push_str(&format!("?time={t}"));
         }
-        let answer = self.runtime.block_on(self.call(self.request(reqwest::Method::GET, &path)))?;
+        if let Some(t) = args.as_of {
+            path.push_str(&format!("?as_of={t}"));
+        }
+        self.print_lines(&path)
+    }
+
+    pub fn snapshot(&self, args: &SnapshotArgs) -> Result<()> {
+        let mut path = format!("/v1/snapshot?as_of={}", args.as_of);
+        if !args.topics.is_empty() {
+            path.push_str(&format!("&topics={}", args.topics.join(",")));
+        }
+        self.print_lines(&path)
+    }
+
+    /// GETs `path` and prints each element of the JSON array answered, one per line.
+    fn print_lines(&self, path: &str) -> Result<()> {
+        let answer = self.runtime.block_on(self.call(self.request(reqwest::Method::GET, path)))?;
         for line in answer.as_array().into_iter().flatten() {
             println!("{line}");
         }
         Ok(())
     }
 
-    pub fn create_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
+    pub fn create_topic(&self, topic: &str, partitions: Option<u32>, settings: &[(String, String)]) -> Result<()> {
         let mut body = json!({ "name": topic });
         if let Some(p) = partitions {
             body["partitions"] = json!(p);
+        }
+        if !settings.is_empty() {
+            body["config"] = settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         }
         let answer = self.runtime.block_on(self.call(self.request(reqwest::Method::POST, "/v1/topics").json(&body)))?;
         println!("{}", json!({"topic": answer["topic"], "partitions": answer["partitions"], "created": true}));
@@ -234,11 +256,7 @@ impl Client {
     }
 
     pub fn list_topics(&self) -> Result<()> {
-        let answer = self.runtime.block_on(self.call(self.request(reqwest::Method::GET, "/v1/topics")))?;
-        for line in answer.as_array().into_iter().flatten() {
-            println!("{line}");
-        }
-        Ok(())
+        self.print_lines("/v1/topics")
     }
 
     pub fn describe_topic(&self, topic: &str) -> Result<()> {

@@ -50,6 +50,13 @@ pub struct ConsumeArgs {
     /// Stop before the first record with timestamp ≥ T (exclusive).
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub to_time: Option<i64>,
+    /// Replay only what the log had appended at or before T ("what did we know at T?"):
+    /// every partition stops at its as-of cut, whatever timestamps producers put on records.
+    /// With --from-time/--to-time, they then select records by their own timestamps, in
+    /// [from, to), among those known at T (a late, backdated record appended after T is left
+    /// out).
+    #[arg(long, value_name = "T", value_parser = parse_time, conflicts_with_all = ["follow", "from_end"])]
+    pub as_of: Option<i64>,
     /// Stop after printing this many records in total.
     #[arg(long, value_name = "N")]
     pub max_records: Option<u64>,
@@ -66,14 +73,41 @@ pub struct ConsumeArgs {
 pub struct OffsetsArgs {
     pub topic: String,
     /// Print the first offset whose timestamp is ≥ T (RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d) instead.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, conflicts_with = "as_of")]
     pub time: Option<i64>,
+    /// Print the first offset appended after T instead: offsets below it are what the log
+    /// had at T (the partition's as-of cut).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub as_of: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Topics to cut (default: every topic).
+    pub topics: Vec<String>,
+    /// The instant: RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d.
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub as_of: i64,
 }
 
 struct Cursor {
     partition: Arc<Partition>,
     next: u64,
     stop: Option<u64>,
+}
+
+/// Which records of the offsets read are printed: by their own timestamps, in
+/// `[from, to)`, when an as-of replay has a time window (see `--as-of`).
+#[derive(Clone, Copy)]
+struct TimeFilter {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+impl TimeFilter {
+    fn keeps(&self, timestamp: i64) -> bool {
+        self.from.is_none_or(|from| timestamp >= from) && self.to.is_none_or(|to| timestamp < to)
+    }
 }
 
 impl Cursor {
@@ -113,13 +147,22 @@ async fn consume(reader: Reader, args: ConsumeArgs) -> Result<ExitCode> {
             (.., Some(offset)) if !explicit_start => *offset,
             _ => reader.start_offset(&partition).await?,
         };
-        let stop = match (args.to_offset, args.to_time) {
-            (Some(offset), _) => Some(offset),
-            (_, Some(time)) => Some(reader.offset_for_time(&partition, time).await?),
+        let stop = match (args.to_offset, args.to_time, args.as_of) {
+            (Some(offset), ..) => Some(offset),
+            // As of T, --to-time filters by timestamp: a late record may lie past its offset.
+            (_, Some(time), None) => Some(reader.offset_for_time(&partition, time).await?),
             _ => None,
+        };
+        let stop = match args.as_of {
+            Some(time) => Some(reader.offset_as_of(&partition, time).await?.min(stop.unwrap_or(u64::MAX))),
+            None => stop,
         };
         cursors.push(Cursor { partition, next, stop });
     }
+    let filter = match args.as_of {
+        Some(_) => TimeFilter { from: args.from_time, to: args.to_time },
+        None => TimeFilter { from: None, to: None },
+    };
     let mut remaining = args.max_records.unwrap_or(u64::MAX);
     let mut out = std::io::stdout().lock();
     while remaining > 0 && cursors.iter().any(|c| !c.done()) {
@@ -129,10 +172,13 @@ async fn consume(reader: Reader, args: ConsumeArgs) -> Result<ExitCode> {
                 if cursor.done() || remaining == 0 {
                     break;
                 }
-                writeln!(out, "{}", tierlog::envelope::record_to_json(cursor.partition.id, &stored))?;
                 cursor.next = stored.offset + 1;
-                remaining -= 1;
                 progressed = true;
+                if !filter.keeps(stored.record.timestamp) {
+                    continue;
+                }
+                writeln!(out, "{}", tierlog::envelope::record_to_json(cursor.partition.id, &stored))?;
+                remaining -= 1;
             }
         }
         if progressed {
@@ -171,10 +217,30 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
         let reader = Reader::new(log.clone());
         let topic = log.topic(&args.topic)?;
         for p in &topic.partitions {
-            let line = match args.time {
-                Some(time) => json!({"partition": p.id, "offset": reader.offset_for_time(p, time).await?}),
-                None => json!({"partition": p.id, "start": reader.start_offset(p).await?, "end": p.end_offset()}),
+            let line = match (args.time, args.as_of) {
+                (Some(time), _) => json!({"partition": p.id, "offset": reader.offset_for_time(p, time).await?}),
+                (_, Some(time)) => json!({"partition": p.id, "offset": reader.offset_as_of(p, time).await?}),
+                _ => json!({"partition": p.id, "start": reader.start_offset(p).await?, "end": p.end_offset()}),
             };
+            println!("{line}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `tierlog snapshot --as-of T [TOPIC…]`: the end offsets of the as-of cut at T of every
+/// partition of the topics, one JSON line each. The cut is consistent across partitions and
+/// topics: one writer appends them all and stamps every batch from the same clock.
+pub fn snapshot(global: &GlobalArgs, args: SnapshotArgs) -> Result<ExitCode> {
+    if global.server.is_some() {
+        super::client::Client::new(global)?.snapshot(&args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = Log::open_read_only(global.load_config()?)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let reader = Reader::new(log.clone());
+        for line in tierlog::reader::snapshot(&reader, &args.topics, args.as_of).await? {
             println!("{line}");
         }
         Ok(ExitCode::SUCCESS)

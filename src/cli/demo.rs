@@ -1,5 +1,8 @@
 //! `tierlog demo`: the guided tour on the embedded default. Writes a day of payment events,
-//! then reads them back by offset and by time, explaining each step for a newcomer.
+//! then reads them back by offset and by time, explaining each step for a newcomer. The day is
+//! simulated: each batch is appended a moment after its events happened (its append time is
+//! that simulated instant), and one payment stamped 13:55 only arrives at 16:40, to show the
+//! difference between the producers' timestamps and what the log knew when.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +20,14 @@ const DEMO_MARKER: &str = "TIERLOG_DEMO";
 /// 00:00 UTC on 3 March 2026: the simulated day starts here.
 const DAY_START: &str = "2026-03-03T00:00:00Z";
 const DAY_MS: i64 = 24 * 3600 * 1000;
+const MINUTE_MS: i64 = 60 * 1000;
+/// Batches reach the log this long after their newest event.
+const DELIVERY_MS: i64 = 2_000;
+/// The late payment: stamped 13:55 by its producer, appended at 16:40.
+const LATE_STAMPED_MS: i64 = (13 * 60 + 55) * MINUTE_MS;
+const LATE_ARRIVES_MS: i64 = (16 * 60 + 40) * MINUTE_MS;
+/// The question of step 5: 14:02.
+const QUESTION_MS: i64 = (14 * 60 + 2) * MINUTE_MS;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -54,6 +65,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
         args.events,
         &DAY_START[..10]
     );
+    println!("   (The day is simulated: each batch is appended {} s after its events.)", DELIVERY_MS / 1000);
     let written = write_events(&topic, args.events, day_start)?;
     for p in &topic.partitions {
         println!(
@@ -64,7 +76,11 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
             p.sealed_segments().len()
         );
     }
-    println!("   {written} records are durable.\n");
+    println!(
+        "   {written} records are durable, one of them late: stamped {} by its producer, it reached the log at {}.\n",
+        &format_time(day_start + LATE_STAMPED_MS)[11..16],
+        &format_time(day_start + LATE_ARRIVES_MS)[11..16]
+    );
 
     let runtime = tokio::runtime::Runtime::new()?;
     tier_to_remote(&runtime, &log, &config)?;
@@ -76,6 +92,11 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> Result<ExitCode> {
         config.data_dir.display()
     );
     println!("  tierlog --data-dir {} offsets payments --time 2026-03-03T14:02:00Z", config.data_dir.display());
+    println!("  tierlog --data-dir {} snapshot --as-of 2026-03-03T14:02:00Z", config.data_dir.display());
+    println!(
+        "  tierlog --data-dir {} consume payments --as-of 2026-03-03T14:02:00Z --from-time 2026-03-03T13:50:00Z --to-time 2026-03-03T14:00:00Z",
+        config.data_dir.display()
+    );
     println!("  tierlog --data-dir {} tier status payments", config.data_dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -95,26 +116,39 @@ fn prepare_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes the day's events in batches, one per partition each simulated minute (or 500
+/// events), each appended (by the simulated clock) a moment after its newest event; and the
+/// late payment when the day reaches 16:40.
 fn write_events(topic: &tierlog::topic::Topic, events: u64, day_start: i64) -> Result<u64> {
     let progress = indicatif::ProgressBar::new(events);
     let step = DAY_MS / events.max(1) as i64;
     let mut batch: Vec<Vec<tierlog::Record>> = vec![Vec::new(); topic.partitions.len()];
+    let mut late_sent = false;
     for n in 0..events {
         // Producers' clocks disagree a little: some events arrive with an earlier timestamp.
         let jitter = if n % 10 == 3 { -2 * step } else { 0 };
-        let record = tierlog::sample::payment_event(n, day_start + n as i64 * step + jitter, 600);
+        let happened = day_start + n as i64 * step;
+        if !late_sent && happened + DELIVERY_MS >= day_start + LATE_ARRIVES_MS {
+            // A terminal that was offline since 13:55 delivers its payment hours late.
+            let late = tierlog::sample::payment_event(events, day_start + LATE_STAMPED_MS, 600);
+            let p = topic.partition_for(late.key.as_deref());
+            topic.partition(p)?.append(&[late], day_start + LATE_ARRIVES_MS)?;
+            late_sent = true;
+        }
+        let record = tierlog::sample::payment_event(n, happened + jitter, 600);
         let p = topic.partition_for(record.key.as_deref());
         batch[p as usize].push(record);
-        if n % 500 == 499 || n + 1 == events {
+        let minute_ends = (happened + step) / MINUTE_MS != happened / MINUTE_MS;
+        if minute_ends || batch.iter().map(Vec::len).sum::<usize>() >= 500 || n + 1 == events {
             for (p, records) in batch.iter_mut().enumerate().filter(|(_, r)| !r.is_empty()) {
-                topic.partition(p as u32)?.append(records, tierlog::partition::now_ms())?;
+                topic.partition(p as u32)?.append(records, happened + DELIVERY_MS)?;
                 records.clear();
             }
             progress.set_position(n + 1);
         }
     }
     progress.finish_and_clear();
-    Ok(events)
+    Ok(events + u64::from(late_sent))
 }
 
 async fn describe_reads(log: &Log, day_start: i64) -> Result<()> {
@@ -133,17 +167,44 @@ async fn describe_reads(log: &Log, day_start: i64) -> Result<()> {
         );
     }
     println!();
-    let question = day_start + (14 * 60 + 2) * 60 * 1000;
+    let question = day_start + QUESTION_MS;
+    let hhmm = |ms: i64| format_time(ms)[11..16].to_string();
     println!("5. Point in time: \"what did we know at {}?\"", format_time(question));
-    let mut before = 0;
+    println!("   Every record keeps two clocks: the timestamp its producer gave it, and the time the log appended it.");
+    let (mut stamped_before, mut known, mut late) = (0, 0, Vec::<(u32, tierlog::record::StoredRecord)>::new());
     for p in &topic.partitions {
-        let offset = reader.offset_for_time(p, question).await?;
-        before += offset - reader.start_offset(p).await?;
-        let tier = if offset >= p.start_offset() { "local" } else { "remote" };
-        println!("   partition {}: first record at or after that time is offset {offset} ({tier} tier)", p.id);
+        let cut = reader.offset_as_of(p, question).await?;
+        let tier = if cut >= p.start_offset() { "local" } else { "remote" };
+        println!("   partition {}: as of {}, the log ended at offset {cut} ({tier} tier)", p.id, hhmm(question));
+        let mut next = reader.start_offset(p).await?;
+        loop {
+            let records = reader.read(p, next, 1 << 20).await?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in records.iter().filter(|r| r.record.timestamp < question) {
+                stamped_before += 1;
+                if r.offset < cut {
+                    known += 1;
+                } else {
+                    late.push((p.id, r.clone()));
+                }
+            }
+        }
     }
-    println!("   {before} payments had happened by then; replaying offsets below those answers the question,");
-    println!("   and asking again returns the same records every time.\n");
+    println!("   By the producers' timestamps, {stamped_before} payments happened before {}.", hhmm(question));
+    println!("   As of {} the log had received {known} of them; {} arrived later.", hhmm(question), late.len());
+    let delay = |r: &tierlog::record::StoredRecord| r.append_time.unwrap_or(i64::MAX) - r.record.timestamp;
+    if let Some((p, r)) = late.iter().max_by_key(|(_, r)| delay(r)) {
+        let appended = r.append_time.map_or_else(|| "?".to_string(), hhmm);
+        println!(
+            "   The latest: partition {p} offset {}, stamped {} but appended at {}.",
+            r.offset,
+            hhmm(r.record.timestamp),
+            appended
+        );
+    }
+    println!("   Event-time replay includes them; as-of replay does not: it is what we knew, for an audit.");
+    println!("   Asking again returns the same records every time (tierlog snapshot / consume --as-of).\n");
     Ok(())
 }
 

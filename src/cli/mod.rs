@@ -101,13 +101,24 @@ resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume w
   tierlog consume events --from-beginning
   tierlog consume events --partition 0 --from-offset 100 --max-records 10
   tierlog consume events --from-time 2026-03-03T14:00:00Z --to-time 2026-03-03T15:00:00Z
-  tierlog consume events --from-end --follow")]
+  tierlog consume events --from-end --follow
+  tierlog consume events --as-of 2026-03-03T14:02:00Z      # what the log had received by then
+  tierlog consume events --as-of 2026-03-03T14:02:00Z --from-time 2026-03-03T13:00:00Z --to-time 2026-03-03T14:00:00Z")]
     Consume(consume::ConsumeArgs),
-    /// Print per-partition start/end offsets, or the first offset at or after a time.
+    /// Print per-partition start/end offsets, the first offset at or after a time, or the as-of cut.
     #[command(after_help = "Examples:
   tierlog offsets events
-  tierlog offsets events --time 2026-03-03T14:02:00Z")]
+  tierlog offsets events --time 2026-03-03T14:02:00Z    # by the records' own timestamps
+  tierlog offsets events --as-of 2026-03-03T14:02:00Z   # by when the log appended them")]
     Offsets(consume::OffsetsArgs),
+    /// Print the end offsets of every partition as of an instant: a consistent cut of the log.
+    #[command(after_help = "Prints one JSON line per partition: {\"topic\",\"partition\",\"as_of\",\"start\",\"end\"};
+offsets below `end` are exactly the records the log had appended at or before the instant.
+
+Examples:
+  tierlog snapshot --as-of 2026-03-03T14:02:00Z
+  tierlog snapshot --as-of -1h payments refunds")]
+    Snapshot(consume::SnapshotArgs),
     /// The effective configuration and where each value came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -154,6 +165,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Produce(args) => produce::run(&cli.global, args),
         Command::Consume(args) => consume::run(&cli.global, args),
         Command::Offsets(args) => consume::offsets(&cli.global, args),
+        Command::Snapshot(args) => consume::snapshot(&cli.global, args),
         Command::Tier(cmd) => tier::run(&cli.global, cmd),
         Command::Group(cmd) => group::run(&cli.global, cmd),
         Command::Config(cmd) => config::run(&cli.global, cmd),

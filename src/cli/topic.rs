@@ -18,6 +18,10 @@ pub enum TopicCommand {
         /// Number of partitions (default: log.default_partitions).
         #[arg(long)]
         partitions: Option<u32>,
+        /// A per-topic setting, KEY=VALUE (repeatable), as in kafka-topics and rpk:
+        /// message.timestamp.type=CreateTime|LogAppendTime (which timestamps Kafka clients see).
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_setting)]
+        config: Vec<(String, String)>,
     },
     /// List topics, one JSON line each.
     List,
@@ -29,7 +33,7 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
     if global.server.is_some() {
         let client = super::client::Client::new(global)?;
         match cmd {
-            TopicCommand::Create { topic, partitions } => client.create_topic(&topic, partitions)?,
+            TopicCommand::Create { topic, partitions, config } => client.create_topic(&topic, partitions, &config)?,
             TopicCommand::List => client.list_topics()?,
             TopicCommand::Describe { topic } => client.describe_topic(&topic)?,
         }
@@ -37,13 +41,16 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
     }
     let config = global.load_config()?;
     match cmd {
-        TopicCommand::Create { topic, partitions } => {
+        TopicCommand::Create { topic, partitions, config: settings } => {
             let partitions = partitions.unwrap_or(config.log.default_partitions as u32);
+            let timestamps =
+                tierlog::topic::timestamp_type_from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let log = Log::open(config)?;
-            let created = log.create_topic(&topic, partitions)?;
+            let created = log.create_topic_with(&topic, partitions, timestamps)?;
             println!(
                 "{}",
-                json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true})
+                json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true,
+                       "message.timestamp.type": timestamps.as_str()})
             );
         }
         TopicCommand::List => {
@@ -74,4 +81,11 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?}: expected KEY=VALUE, e.g. message.timestamp.type=LogAppendTime")),
+    }
 }

@@ -28,7 +28,7 @@ use crate::config::ServerSection;
 use crate::error::{Error, ErrorKind};
 use crate::partition::{Partition, now_ms};
 use crate::reader::Reader;
-use crate::record::Record;
+use crate::record::{Record, StoredRecord};
 use crate::{Log, append, envelope, groups, time};
 
 /// Bytes read from a partition per step of a fetch stream.
@@ -186,6 +186,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics/{topic}/records", post(produce))
         .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
         .route("/v1/topics/{topic}/offsets", get(offsets))
+        .route("/v1/snapshot", get(snapshot))
         .route("/v1/groups/{group}/offsets", get(group_offsets).post(commit_group_offsets))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -435,6 +436,9 @@ fn count_error(state: &AppState, e: &ApiError) {
 struct CreateTopic {
     name: String,
     partitions: Option<u32>,
+    /// Per-topic settings under Kafka's names (`message.timestamp.type`).
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 async fn create_topic(
@@ -445,13 +449,20 @@ async fn create_topic(
     state.authorize(&headers, Right::Admin, None)?;
     require_json(&headers)?;
     let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
-    let request: CreateTopic = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": str, \"partitions\"?: int}}: {e}")))?;
+    let request: CreateTopic = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"name\": str, \"partitions\"?: int, \"config\"?: {{str: str}}}}: {e}"
+        ))
+    })?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
+    let timestamps =
+        crate::topic::timestamp_type_from_settings(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let log = state.log.clone();
-    let topic =
-        tokio::task::spawn_blocking(move || log.create_topic(&request.name, partitions)).await.expect("create task")?;
-    Ok((StatusCode::CREATED, Json(json!({"topic": topic.name(), "partitions": topic.metadata.partitions}))))
+    let create = move || log.create_topic_with(&request.name, partitions, timestamps);
+    let topic = tokio::task::spawn_blocking(create).await.expect("create task")?;
+    let answer = json!({"topic": topic.name(), "partitions": topic.metadata.partitions,
+                        "config": {"message.timestamp.type": timestamps.as_str()}});
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 async fn list_topics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
@@ -808,6 +819,7 @@ struct FetchQuery {
     from_time: Option<String>,
     to_offset: Option<String>,
     to_time: Option<String>,
+    as_of: Option<String>,
     max_records: Option<String>,
     follow: Option<String>,
 }
@@ -877,11 +889,26 @@ async fn fetch_inner(
             (None, Some(time)) => state.reader.offset_for_time(&partition, time).await?,
             (None, None) => state.reader.start_offset(&partition).await?,
         };
-    let stop = match (parse_u64("to_offset", q.to_offset.as_ref())?, parse_time_param("to_time", q.to_time.as_ref())?) {
+    let as_of = parse_time_param("as_of", q.as_of.as_ref())?;
+    if as_of.is_some() && follow {
+        return Err(ApiError::bad_request("as_of replays a past cut of the log; it cannot follow (drop follow=true)"));
+    }
+    let to_time = parse_time_param("to_time", q.to_time.as_ref())?;
+    let stop = match (parse_u64("to_offset", q.to_offset.as_ref())?, to_time) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give to_offset or to_time, not both")),
         (Some(offset), None) => Some(offset),
-        (None, Some(time)) => Some(state.reader.offset_for_time(&partition, time).await?),
-        (None, None) => None,
+        // As of a time, to_time selects by timestamp (a late record may lie past its offset).
+        (None, Some(time)) if as_of.is_none() => Some(state.reader.offset_for_time(&partition, time).await?),
+        (None, _) => None,
+    };
+    // As of T: stop at the partition's as-of cut, and select by timestamp within [from_time, to_time).
+    let (stop, window) = match as_of {
+        Some(t) => {
+            let cut = state.reader.offset_as_of(&partition, t).await?;
+            let from = parse_time_param("from_time", q.from_time.as_ref())?;
+            (Some(stop.map_or(cut, |s| s.min(cut))), (from, to_time))
+        }
+        None => (stop, (None, None)),
     };
     let remaining = parse_u64("max_records", q.max_records.as_ref())?.unwrap_or(u64::MAX);
     let more = next < partition.end_offset() && stop.is_none_or(|s| next < s);
@@ -919,6 +946,7 @@ async fn fetch_inner(
         partition,
         next,
         stop,
+        window,
         remaining,
         follow,
         sse,
@@ -988,6 +1016,9 @@ struct FetchStream {
     ends: watch::Receiver<u64>,
     next: u64,
     stop: Option<u64>,
+    /// Only records whose own timestamp lies in `[from, to)` are sent (an as-of replay's
+    /// time window); the others are skipped.
+    window: (Option<i64>, Option<i64>),
     remaining: u64,
     follow: bool,
     /// Server-Sent Events framing (`id:` = offset, `data:` = the record) instead of NDJSON.
@@ -1015,9 +1046,14 @@ impl FetchStream {
             }
             let records = self.state.reader.read(&self.partition, self.next, STREAM_STEP_BYTES).await?;
             let mut out = Vec::new();
-            for stored in
-                records.into_iter().take_while(|r| self.stop.is_none_or(|s| r.offset < s)).take(self.remaining as usize)
-            {
+            let read_to = records.last().map(|r| r.offset + 1);
+            let (from, to) = self.window;
+            let in_window = |r: &StoredRecord| {
+                from.is_none_or(|f| r.record.timestamp >= f) && to.is_none_or(|t| r.record.timestamp < t)
+            };
+            let stop = self.stop;
+            let wanted = records.into_iter().take_while(|r| stop.is_none_or(|s| r.offset < s)).filter(in_window);
+            for stored in wanted.take(self.remaining as usize) {
                 if self.sse {
                     out.extend_from_slice(format!("id: {}\ndata: ", stored.offset).as_bytes());
                 }
@@ -1030,6 +1066,14 @@ impl FetchStream {
             }
             if !out.is_empty() {
                 return Ok(Some(Bytes::from(out)));
+            }
+            // Everything read was outside the window: go on after it.
+            if let Some(read_to) = read_to.filter(|r| *r > self.next) {
+                self.next = match self.stop {
+                    Some(stop) => read_to.min(stop),
+                    None => read_to,
+                };
+                continue;
             }
             if !self.follow {
                 return Ok(self.end());
@@ -1068,6 +1112,41 @@ const SSE_PREAMBLE: &[u8] = b"retry: 3000\n\n";
 #[derive(Deserialize)]
 struct OffsetsQuery {
     time: Option<String>,
+    as_of: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    as_of: Option<String>,
+    /// Comma-separated topic names; every topic the caller may read when absent.
+    topics: Option<String>,
+}
+
+/// `GET /v1/snapshot?as_of=T[&topics=a,b]`: the as-of cut at T of every partition (see
+/// [`crate::reader::snapshot`]).
+async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<SnapshotQuery>,
+) -> ApiResult<Json<Value>> {
+    let time = parse_time_param("as_of", q.as_of.as_ref())?
+        .ok_or_else(|| ApiError::bad_request("as_of is required: the instant to cut the log at"))?;
+    let topics: Vec<String> = match q.topics.as_deref() {
+        Some(list) => list.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect(),
+        None => {
+            state.authorize(&headers, Right::Read, None)?;
+            let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let readable = |t: &String| state.auth.check(auth, Right::Read, Some(t)).is_ok();
+            state.log.topics().iter().map(|t| t.name().to_string()).filter(readable).collect()
+        }
+    };
+    for topic in &topics {
+        state.authorize(&headers, Right::Read, Some(topic))?;
+    }
+    if topics.is_empty() {
+        return Ok(Json(Value::Array(Vec::new())));
+    }
+    Ok(Json(Value::Array(crate::reader::snapshot(&state.reader, &topics, time).await?)))
 }
 
 async fn offsets(
@@ -1079,11 +1158,16 @@ async fn offsets(
     state.authorize(&headers, Right::Read, Some(&topic))?;
     let topic = state.log.topic(&topic)?;
     let time = parse_time_param("time", q.time.as_ref())?;
+    let as_of = parse_time_param("as_of", q.as_of.as_ref())?;
+    if time.is_some() && as_of.is_some() {
+        return Err(ApiError::bad_request("give time or as_of, not both"));
+    }
     let mut out = Vec::new();
     for p in &topic.partitions {
-        out.push(match time {
-            Some(t) => json!({"partition": p.id, "offset": state.reader.offset_for_time(p, t).await?}),
-            None => json!({"partition": p.id, "start": state.reader.start_offset(p).await?, "end": p.end_offset()}),
+        out.push(match (time, as_of) {
+            (Some(t), _) => json!({"partition": p.id, "offset": state.reader.offset_for_time(p, t).await?}),
+            (_, Some(t)) => json!({"partition": p.id, "offset": state.reader.offset_as_of(p, t).await?}),
+            _ => json!({"partition": p.id, "start": state.reader.start_offset(p).await?, "end": p.end_offset()}),
         });
     }
     Ok(Json(Value::Array(out)))

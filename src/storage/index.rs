@@ -1,9 +1,9 @@
 //! Sparse offset index and time index of one segment.
 //!
 //! Owns the in-memory index of a segment (sparse entries plus a summary: offsets, timestamps,
-//! bytes) and the two index files written beside a segment when it is sealed:
-//! `<base>.index` (offset → file position) and `<base>.timeindex` (running max timestamp →
-//! offset). The active segment's index lives only in memory and is rebuilt by the recovery
+//! append times, bytes) and the three index files written beside a segment when it is sealed:
+//! `<base>.index` (offset → file position), `<base>.timeindex` (running max record timestamp
+//! → offset) and `<base>.appendindex` (running max append time → offset). The active segment's index lives only in memory and is rebuilt by the recovery
 //! scan on open, so index files are written once, whole, and never patched. Layouts are in
 //! `docs/FORMAT.md`; any index file that fails its checks is rebuilt from the segment.
 
@@ -14,18 +14,26 @@ use crate::disk::Disk;
 
 const OFFSET_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLIX");
 const TIME_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLTI");
+const APPEND_INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLAT");
 const INDEX_VERSION: u8 = 1;
 const INDEX_HEADER_BYTES: usize = 48;
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;
 
+/// Stands for the append time of a batch written before append times were recorded, in every
+/// summary and index of append times: such batches always precede stamped ones in a
+/// partition, and are before every stamped one.
+pub const NO_APPEND_TIME: i64 = i64::MIN;
+
 /// One sparse entry: the batch starting at `position` has base `offset`; every record before
-/// it in the segment has a timestamp ≤ `max_timestamp_before`.
+/// it in the segment has a timestamp ≤ `max_timestamp_before`, and every batch before it was
+/// appended at or before `max_append_time_before` ([`NO_APPEND_TIME`] when none was stamped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub offset: u64,
     pub position: u32,
     pub max_timestamp_before: i64,
+    pub max_append_time_before: i64,
 }
 
 /// Index and summary of one segment's batches.
@@ -38,6 +46,10 @@ pub struct SegmentIndex {
     pub bytes: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Smallest and largest append time of its batches ([`NO_APPEND_TIME`] for a batch
+    /// without one); `i64::MAX` and `NO_APPEND_TIME` while empty.
+    pub min_append_time: i64,
+    pub max_append_time: i64,
     pub entries: Vec<IndexEntry>,
     interval_bytes: u64,
     bytes_at_last_entry: u64,
@@ -50,6 +62,8 @@ pub struct IndexMark {
     pub bytes: u64,
     min_timestamp: i64,
     max_timestamp: i64,
+    min_append_time: i64,
+    max_append_time: i64,
     entries: usize,
     bytes_at_last_entry: u64,
 }
@@ -61,6 +75,8 @@ impl SegmentIndex {
             bytes: self.bytes,
             min_timestamp: self.min_timestamp,
             max_timestamp: self.max_timestamp,
+            min_append_time: self.min_append_time,
+            max_append_time: self.max_append_time,
             entries: self.entries.len(),
             bytes_at_last_entry: self.bytes_at_last_entry,
         }
@@ -73,6 +89,8 @@ impl SegmentIndex {
         self.bytes = mark.bytes;
         self.min_timestamp = mark.min_timestamp;
         self.max_timestamp = mark.max_timestamp;
+        self.min_append_time = mark.min_append_time;
+        self.max_append_time = mark.max_append_time;
         self.entries.truncate(mark.entries);
         self.bytes_at_last_entry = mark.bytes_at_last_entry;
     }
@@ -84,6 +102,8 @@ impl SegmentIndex {
             bytes: 0,
             min_timestamp: i64::MAX,
             max_timestamp: i64::MIN,
+            min_append_time: i64::MAX,
+            max_append_time: NO_APPEND_TIME,
             entries: Vec::new(),
             interval_bytes,
             bytes_at_last_entry: 0,
@@ -107,6 +127,7 @@ impl SegmentIndex {
                 offset: header.base_offset,
                 position: u32::try_from(position).expect("segment positions fit in u32"),
                 max_timestamp_before: self.max_timestamp,
+                max_append_time_before: self.max_append_time,
             });
             self.bytes_at_last_entry = position;
         }
@@ -114,6 +135,9 @@ impl SegmentIndex {
         self.next_offset = header.next_offset();
         self.min_timestamp = self.min_timestamp.min(header.min_timestamp);
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        let appended = header.append_time.unwrap_or(NO_APPEND_TIME);
+        self.min_append_time = self.min_append_time.min(appended);
+        self.max_append_time = self.max_append_time.max(appended);
     }
 
     /// `(position, base offset)` of the last indexed batch whose base offset is ≤ `offset`;
@@ -131,6 +155,17 @@ impl SegmentIndex {
         self.entry_before(i)
     }
 
+    /// `(position, base offset, largest append time before it)` from which a forward scan
+    /// finds the first batch appended after `time`: every batch before it was appended at or
+    /// before `time` (batches without an append time count as before every time; the caller
+    /// decides what that means).
+    pub fn entry_for_append_time(&self, time: i64) -> (u64, u64, i64) {
+        let i = self.entries.partition_point(|e| e.max_append_time_before <= time);
+        let (position, offset) = self.entry_before(i);
+        let before = if i == 0 { NO_APPEND_TIME } else { self.entries[i - 1].max_append_time_before };
+        (position, offset, before)
+    }
+
     fn entry_before(&self, i: usize) -> (u64, u64) {
         if i == 0 {
             (0, self.base_offset)
@@ -139,24 +174,31 @@ impl SegmentIndex {
         }
     }
 
-    /// Writes `<base>.index` and `<base>.timeindex` into `dir`, each atomically (temp file,
-    /// fsync, rename). Called once, when the segment is sealed.
+    /// Writes `<base>.index`, `<base>.timeindex` and `<base>.appendindex` into `dir`, each
+    /// atomically (temp file, fsync, rename). Called once, when the segment is sealed.
     pub fn write_files(&self, disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
         let rel = |e: &IndexEntry| u32::try_from(e.offset - base).expect("relative offset fits in u32");
         let mut offsets = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_BYTES);
         let mut times = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
+        let mut appends = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
         for e in &self.entries {
             offsets.extend_from_slice(&rel(e).to_le_bytes());
             offsets.extend_from_slice(&e.position.to_le_bytes());
             times.extend_from_slice(&e.max_timestamp_before.to_le_bytes());
             times.extend_from_slice(&rel(e).to_le_bytes());
+            appends.extend_from_slice(&e.max_append_time_before.to_le_bytes());
+            appends.extend_from_slice(&rel(e).to_le_bytes());
         }
-        disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, &offsets))?;
-        disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, &times))
+        let event = (self.min_timestamp, self.max_timestamp);
+        let appended = (self.min_append_time, self.max_append_time);
+        disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, event, &offsets))?;
+        disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, event, &times))?;
+        let append_bytes = self.file_bytes(APPEND_INDEX_MAGIC, appended, &appends);
+        disk.write_atomic(&dir.join(append_index_file_name(base)), &append_bytes)
     }
 
-    fn file_bytes(&self, magic: u32, entries: &[u8]) -> Vec<u8> {
+    fn file_bytes(&self, magic: u32, (min, max): (i64, i64), entries: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + entries.len());
         out.extend_from_slice(&magic.to_le_bytes());
         out.push(INDEX_VERSION);
@@ -165,8 +207,8 @@ impl SegmentIndex {
         out.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
         out.extend_from_slice(&self.bytes.to_le_bytes());
         out.extend_from_slice(&self.next_offset.to_le_bytes());
-        out.extend_from_slice(&self.min_timestamp.to_le_bytes());
-        out.extend_from_slice(&self.max_timestamp.to_le_bytes());
+        out.extend_from_slice(&min.to_le_bytes());
+        out.extend_from_slice(&max.to_le_bytes());
         out.extend_from_slice(entries);
         let crc = crc32c::crc32c(&out[16..]);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
@@ -185,22 +227,44 @@ impl SegmentIndex {
     ) -> Option<Self> {
         let offsets = disk.read(&dir.join(index_file_name(base_offset))).ok()?;
         let times = disk.read(&dir.join(time_index_file_name(base_offset))).ok()?;
+        // Missing for segments sealed before append times were indexed: rebuilt like damage.
+        let appends = disk.read(&dir.join(append_index_file_name(base_offset))).ok()?;
         let (summary, offset_entries) = parse_file(&offsets, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
         let (time_summary, time_entries) = parse_file(&times, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
-        if summary != time_summary || summary.0 != segment_bytes || summary.1 <= base_offset {
+        let (append_summary, append_entries) = parse_file(&appends, APPEND_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        let same_segment = summary == time_summary && (append_summary.0, append_summary.1) == (summary.0, summary.1);
+        if !same_segment || summary.0 != segment_bytes || summary.1 <= base_offset {
+            return None;
+        }
+        if append_entries.len() != time_entries.len() {
             return None;
         }
         let mut entries = Vec::with_capacity(offset_entries.len() / OFFSET_ENTRY_BYTES);
-        for (o, t) in offset_entries.chunks_exact(OFFSET_ENTRY_BYTES).zip(time_entries.chunks_exact(TIME_ENTRY_BYTES)) {
+        let rows = offset_entries
+            .chunks_exact(OFFSET_ENTRY_BYTES)
+            .zip(time_entries.chunks_exact(TIME_ENTRY_BYTES))
+            .zip(append_entries.chunks_exact(TIME_ENTRY_BYTES));
+        for ((o, t), a) in rows {
             let rel = u32::from_le_bytes(o[0..4].try_into().ok()?);
-            if rel != u32::from_le_bytes(t[8..12].try_into().ok()?) {
+            if rel != u32::from_le_bytes(t[8..12].try_into().ok()?)
+                || rel != u32::from_le_bytes(a[8..12].try_into().ok()?)
+            {
                 return None;
             }
             entries.push(IndexEntry {
                 offset: base_offset + u64::from(rel),
                 position: u32::from_le_bytes(o[4..8].try_into().ok()?),
                 max_timestamp_before: i64::from_le_bytes(t[0..8].try_into().ok()?),
+                max_append_time_before: i64::from_le_bytes(a[0..8].try_into().ok()?),
             });
+        }
+        // Append times never decrease along a partition; an index saying otherwise is damaged.
+        let (min_append_time, max_append_time) = (append_summary.2, append_summary.3);
+        let appends_ordered = entries.windows(2).all(|w| w[0].max_append_time_before <= w[1].max_append_time_before)
+            && entries.last().is_none_or(|e| e.max_append_time_before <= max_append_time)
+            && min_append_time <= max_append_time;
+        if !appends_ordered {
+            return None;
         }
         let ordered = entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position);
         let in_range = entries.first().is_some_and(|e| e.position == 0 && e.offset == base_offset)
@@ -215,6 +279,8 @@ impl SegmentIndex {
             bytes: summary.0,
             min_timestamp: summary.2,
             max_timestamp: summary.3,
+            min_append_time,
+            max_append_time,
             entries,
             interval_bytes,
             bytes_at_last_entry,
@@ -254,6 +320,10 @@ pub fn time_index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.timeindex")
 }
 
+pub fn append_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.appendindex")
+}
+
 /// Writes `bytes` to `path` on the real file system so that a crash leaves either the old
 /// file or the whole new one. Code that runs under the simulation uses [`Disk::write_atomic`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -271,6 +341,8 @@ mod tests {
             record_count: count,
             min_timestamp: ts,
             max_timestamp: ts,
+            // The first batch is from before append times; the rest were appended at 1000 + ts.
+            append_time: (base > 100).then_some(1000 + base as i64),
             length,
             producer: None,
             checksum: 0,
@@ -300,6 +372,14 @@ mod tests {
         assert_eq!(index.position_for_time(50), (0, 100));
         assert_eq!(index.position_for_time(51), (1201, 104));
         assert_eq!(index.position_for_time(71), (2406, 108));
+        // Append times 1102, 1104, … from offset 102 on; the batch at 100 has none.
+        let appends: Vec<i64> = index.entries.iter().map(|e| e.max_append_time_before).collect();
+        assert_eq!(appends, vec![NO_APPEND_TIME, 1102, 1106]);
+        assert_eq!((index.min_append_time, index.max_append_time), (NO_APPEND_TIME, 1110));
+        assert_eq!(index.entry_for_append_time(i64::MIN), (0, 100, NO_APPEND_TIME));
+        assert_eq!(index.entry_for_append_time(1101), (0, 100, NO_APPEND_TIME));
+        assert_eq!(index.entry_for_append_time(1102), (1201, 104, 1102));
+        assert_eq!(index.entry_for_append_time(1106), (2406, 108, 1106));
     }
 
     #[test]
@@ -318,6 +398,31 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
+        // A segment sealed before append times were indexed has no .appendindex: rebuilt.
+        index.write_files(&disk, dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(append_index_file_name(100))).unwrap();
+        assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
+        // Append times that decrease are damage.
+        let mut backwards = index.clone();
+        backwards.entries[2].max_append_time_before = 1000;
+        backwards.write_files(&disk, dir.path()).unwrap();
+        assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
+    }
+
+    /// Golden bytes of the append-time index, version 1.
+    #[test]
+    fn append_index_v1_golden_bytes() {
+        let mut index = SegmentIndex::new(5, 4096);
+        index.push(&BatchHeader { append_time: Some(1_700_000_000_000), ..header(5, 3, 1000, 200) });
+        let dir = tempfile::tempdir().unwrap();
+        index.write_files(&crate::disk::OsDisk, dir.path()).unwrap();
+        let bytes = std::fs::read(dir.path().join(append_index_file_name(5))).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "544c41540100000001000000a6fb133ec80000000000000008000000000000000068e5cf8b0100000068e5cf8b010000\
+             000000000000008000000000"
+        );
     }
 
     /// Golden bytes of the offset index, version 1.
@@ -325,7 +430,7 @@ mod tests {
     fn offset_index_v1_golden_bytes() {
         let mut index = SegmentIndex::new(5, 4096);
         index.push(&header(5, 3, 1000, 200));
-        let bytes = index.file_bytes(OFFSET_INDEX_MAGIC, &[0, 0, 0, 0, 0, 0, 0, 0]);
+        let bytes = index.file_bytes(OFFSET_INDEX_MAGIC, (1000, 1000), &[0, 0, 0, 0, 0, 0, 0, 0]);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,

@@ -121,6 +121,16 @@ impl Log {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        self.create_topic_with(name, partitions, crate::batch::TimestampType::default())
+    }
+
+    /// [`Self::create_topic`] with the timestamps Kafka clients see (`message.timestamp.type`).
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        timestamp_type: crate::batch::TimestampType,
+    ) -> Result<Arc<Topic>> {
         if !self.inner.writable {
             return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
         }
@@ -128,7 +138,8 @@ impl Log {
         if topics.contains_key(name) {
             return Err(Error::TopicExists(name.to_string()));
         }
-        let topic = Arc::new(Topic::create(&self.inner.host, self.data_dir(), name, partitions, &self.inner.config)?);
+        let (host, config) = (&self.inner.host, &self.inner.config);
+        let topic = Arc::new(Topic::create(host, self.data_dir(), name, partitions, timestamp_type, config)?);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }

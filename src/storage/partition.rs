@@ -112,6 +112,48 @@ struct State {
     ack_end: Option<FileRef>,
     /// Idempotent producers' state as of the log end (the writer's only).
     producers: Producers,
+    /// The partition's append clock: the append time of its newest batch.
+    clock: AppendClock,
+}
+
+/// Hands out append times: the wall clock (the host's), clamped so that a partition's append
+/// times never decrease, whatever the clock does (NTP steps, a VM restored from a snapshot).
+/// While the clock is behind, batches get the last append time and one warning is logged.
+#[derive(Debug, Clone, Copy)]
+struct AppendClock {
+    last: i64,
+    behind: bool,
+}
+
+impl AppendClock {
+    fn next(&mut self, now_ms: i64, topic: &str, partition: u32) -> i64 {
+        if now_ms < self.last {
+            if !self.behind {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    clock_ms = now_ms,
+                    last_append_ms = self.last,
+                    "the wall clock is behind this partition's last append time; appends keep the last append time until it catches up"
+                );
+            }
+            self.behind = true;
+            return self.last;
+        }
+        self.behind = false;
+        self.last = now_ms;
+        now_ms
+    }
+}
+
+/// Where the first batch appended after a time lies in the local log ([`Partition::offset_as_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCut {
+    /// The first local offset appended after the time; the end offset when there is none.
+    pub offset: u64,
+    /// Whether the batch just before `offset` has no append time; `None` when `offset` is the
+    /// local start (what lies before it is below the local log).
+    pub previous_unstamped: Option<bool>,
 }
 
 impl Partition {
@@ -188,8 +230,8 @@ impl Partition {
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
         let groups = split_by_size(records, self.batch_bytes_target());
-        let (appended, _) =
-            self.append_batches(groups.len(), |i, base| batch::encode(base, groups[i]), None, now_ms)?;
+        let encode = |i: usize, base, at| batch::encode_appended(base, groups[i], None, at);
+        let (appended, _) = self.append_batches(groups.len(), encode, None, now_ms)?;
         Ok(appended)
     }
 
@@ -209,7 +251,7 @@ impl Partition {
             let max = batch::BATCH_BYTES_MAX;
             return Err(Error::RecordTooLarge { topic: self.topic.clone(), partition: self.id, bytes, max });
         }
-        let encode = |_, base| batch::encode_stamped(base, records, producer);
+        let encode = |_, base, at| batch::encode_appended(base, records, Some(producer), at);
         let (appended, duplicate) = self.append_batches(1, encode, Some((producer, records.len() as u32)), now_ms)?;
         Ok(Produced { appended, records: records.len(), duplicate })
     }
@@ -234,31 +276,41 @@ impl Partition {
         drop(views);
         let producer = header.producer.map(|stamp| (stamp, header.record_count));
         Some(checked.and_then(|()| {
-            let encode = |_, base| batch::with_base_offset(bytes, base);
+            let encode = |_, base, at| {
+                let mut stored = batch::with_base_offset(bytes, base);
+                batch::stamp(&mut stored, at);
+                stored
+            };
             let (appended, duplicate) = self.append_batches(1, encode, producer, now_ms)?;
             Ok(Produced { appended, records: count, duplicate })
         }))
     }
 
-    /// Writes `count` batches, the `i`th encoded by `encode(i, its base offset)`, and makes
-    /// them durable under the fsync policy; all or nothing (see [`Self::append`]). With
+    /// Writes `count` batches, the `i`th encoded by `encode(i, its base offset, append time)`,
+    /// and makes them durable under the fsync policy; all or nothing (see [`Self::append`]).
+    /// Every batch of the call gets the same append time, from the partition's clock. With
     /// `producer` (one batch of that many records, stamped so), the producer state decides
     /// first: a retry of a stored batch returns its offsets and `true`, writing nothing.
     fn append_batches(
         &self,
         count: usize,
-        encode: impl Fn(usize, u64) -> Vec<u8>,
+        encode: impl Fn(usize, u64, i64) -> Vec<u8>,
         producer: Option<(ProducerStamp, u32)>,
         now_ms: i64,
     ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
-        // A producer's batch is judged by its bytes (a retry is the same bytes), encoded first.
+        let append_time = state.clock.next(now_ms, &self.topic, self.id);
+        // A producer's batch is judged by its bytes as sent (a retry is the same bytes, before
+        // the append time is set), encoded first.
         let mut first = None;
+        let mut sent_checksum = 0;
         if let Some((stamp, records)) = producer {
             debug_assert_eq!(count, 1, "a producer's batch is stored as one batch");
-            let bytes = encode(0, state.active.index.next_offset);
-            let checksum = batch::peek_header(&bytes).expect("freshly encoded batch is valid").checksum;
+            let bytes = encode(0, state.active.index.next_offset, append_time);
+            let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
+            let checksum = batch::sent_checksum(&bytes, &header);
+            sent_checksum = checksum;
             match state.producers.check(stamp, records, checksum) {
                 Ok(Verdict::Append) => first = Some(bytes),
                 Ok(Verdict::Duplicate { first_offset, last_offset }) => {
@@ -268,14 +320,12 @@ impl Partition {
             }
         }
         let start = (state.active.index.base_offset, state.active.index.mark());
-        let mut checksum = 0;
         for i in 0..count {
             let bytes = match first.take() {
                 Some(bytes) => bytes, // encoded at this same offset above
-                None => encode(i, state.active.index.next_offset),
+                None => encode(i, state.active.index.next_offset, append_time),
             };
             let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
-            checksum = header.checksum;
             let written = self
                 .roll_if_needed(&mut state, bytes.len() as u64, now_ms)
                 .map_err(Failure::Roll)
@@ -293,7 +343,7 @@ impl Partition {
         self.publish_ack_end(&state);
         let end = state.active.index.next_offset;
         if let Some((stamp, records)) = producer {
-            state.producers.record(stamp, records, (start.1.next_offset, end - 1), checksum, now_ms);
+            state.producers.record(stamp, records, (start.1.next_offset, end - 1), sent_checksum, now_ms);
         }
         if state.active.index.base_offset != start.0 {
             self.prune_producer_snapshots();
@@ -668,7 +718,12 @@ impl Partition {
         match self.read_chunk(offset, max_bytes, Vec::new())? {
             None => Ok(Vec::new()),
             Some(chunk) => {
-                Ok(chunk.views()?.iter().map(|v| StoredRecord { offset: v.offset, record: v.to_record() }).collect())
+                let stored = |v: &RecordView<'_>| StoredRecord {
+                    offset: v.offset,
+                    record: v.to_record(),
+                    append_time: v.append_time,
+                };
+                Ok(chunk.views()?.iter().map(stored).collect())
             }
         }
     }
@@ -721,6 +776,51 @@ impl Partition {
         Err(Error::Invalid(format!(
             "{}: the segment index promised a record at or after {time} that the segment does not hold; \
              delete its .index and .timeindex files to have them rebuilt",
+            slice.path.display()
+        )))
+    }
+}
+
+impl Partition {
+    /// Where the first batch appended after `time` lies in the local log: the local part of
+    /// an as-of cut (see [`LocalCut`]; the unified reader adds the remote tier). Batches
+    /// without an append time count as appended before every time; the caller refuses an
+    /// answer that depends on them (`previous_unstamped`).
+    pub fn offset_as_of(&self, time: i64) -> Result<LocalCut> {
+        let (mut slice, mut previous) = {
+            let state = self.lock();
+            let segments: Vec<&Segment> =
+                state.sealed.values().chain(std::iter::once(&state.active)).filter(|s| !s.index.is_empty()).collect();
+            let Some(i) = segments.iter().position(|s| s.index.max_append_time > time) else {
+                let offset = state.active.index.next_offset;
+                let previous = segments.last().map(|s| s.index.max_append_time == crate::index::NO_APPEND_TIME);
+                return Ok(LocalCut { offset, previous_unstamped: previous });
+            };
+            let s = segments[i];
+            let (start, offset, before) = s.index.entry_for_append_time(time);
+            // The batch before the scan's start: in this segment, or the previous one's last.
+            let previous = match (start, i) {
+                (0, 0) => None,
+                (0, _) => Some(segments[i - 1].index.max_append_time == crate::index::NO_APPEND_TIME),
+                _ => Some(before == crate::index::NO_APPEND_TIME),
+            };
+            (SegmentSlice { path: s.path.clone(), file: s.file.clone(), start, end: s.index.bytes, offset }, previous)
+        };
+        while slice.start < slice.end {
+            let bytes = slice.read_batches(READ_BYTES_MAX, Vec::new())?;
+            let mut at = 0;
+            while at < bytes.len() {
+                let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
+                if header.append_time.unwrap_or(crate::index::NO_APPEND_TIME) > time {
+                    return Ok(LocalCut { offset: header.base_offset, previous_unstamped: previous });
+                }
+                previous = Some(header.append_time.is_none());
+                at += header.length;
+            }
+        }
+        Err(Error::Invalid(format!(
+            "{}: the segment index promised a batch appended after {time} that the segment does not hold; \
+             delete its .index, .timeindex and .appendindex files to have them rebuilt",
             slice.path.display()
         )))
     }
@@ -873,7 +973,11 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
     let producers = if writable { rebuild_producers(host, dir, &sealed, &active)? } else { Producers::default() };
-    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
+    // The clock goes on from the newest append time the local log holds (its last segment
+    // holding any batch: append times never decrease along the log).
+    let last = sealed.values().chain(std::iter::once(&active)).map(|s| s.index.max_append_time).max();
+    let clock = AppendClock { last: last.unwrap_or(crate::index::NO_APPEND_TIME), behind: false };
+    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers, clock })
 }
 
 /// The producer state at the log end: the newest readable snapshot at or below it, and the
@@ -902,10 +1006,12 @@ fn rebuild_producers(host: &Host, dir: &Path, sealed: &BTreeMap<u64, Segment>, a
     }
     let now_ms = host.clock.now_ms();
     for segment in sealed.values().chain(std::iter::once(active)).filter(|s| s.index.next_offset > from) {
-        segment.for_each_header(|header| {
+        segment.for_each_batch(|header, bytes| {
             if let (Some(stamp), true) = (header.producer, header.base_offset >= from) {
                 let offsets = (header.base_offset, header.last_offset());
-                state.record(stamp, header.record_count, offsets, header.checksum, now_ms);
+                // A retry carries the batch as the producer sent it, before its append time.
+                let checksum = batch::sent_checksum(bytes, header);
+                state.record(stamp, header.record_count, offsets, checksum, now_ms);
             }
         })?;
     }

@@ -18,4 +18,7 @@ pub struct Record {
 pub struct StoredRecord {
     pub offset: u64,
     pub record: Record,
+    /// When the log appended the record's batch (ms since the epoch); `None` for records
+    /// written before append times were recorded.
+    pub append_time: Option<i64>,
 }

@@ -89,7 +89,7 @@ impl Segment {
             }
             if consumed == 0 {
                 // A single batch larger than the read buffer: read exactly that batch.
-                let header = match batch::peek_header(&buf) {
+                let header = match batch::peek_frame(&buf) {
                     Ok(h) => h,
                     Err(error) => return Ok(Some(ScanStop { position, error })),
                 };
@@ -109,9 +109,9 @@ impl Segment {
         Ok(None)
     }
 
-    /// Calls `f` with the header of each indexed batch, in order, each checked to continue
-    /// the offsets (their bytes were validated when the segment was scanned or sealed).
-    pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+    /// Calls `f` with the header and bytes of each indexed batch, in order, each checked to
+    /// continue the offsets (their bytes were validated when the segment was scanned or sealed).
+    pub fn for_each_batch(&self, mut f: impl FnMut(&BatchHeader, &[u8])) -> Result<()> {
         let (end, mut expected) = (self.index.bytes, self.index.base_offset);
         let (mut buf, mut position) = (Vec::new(), 0u64);
         while position < end {
@@ -120,16 +120,28 @@ impl Segment {
             let mut at = 0usize;
             while at < buf.len() {
                 let corrupt = |error| Error::Corrupt { path: self.path.clone(), position: position + at as u64, error };
-                let header = match batch::peek_header(&buf[at..]) {
-                    Ok(header) => header,
+                let frame = match batch::peek_frame(&buf[at..]) {
+                    Ok(frame) => frame,
                     // The header runs past this read: read again from it.
                     Err(BatchError::Truncated { .. }) if at > 0 => break,
                     Err(error) => return Err(corrupt(error)),
                 };
+                if at + frame.length > buf.len() {
+                    if at > 0 {
+                        break; // read again from this batch
+                    }
+                    if position + frame.length as u64 > end {
+                        return Err(corrupt(BatchError::Truncated { needed: frame.length, available: buf.len() }));
+                    }
+                    // One batch larger than a read: read all of it.
+                    read_at(&self.file, &self.path, position, frame.length, &mut buf)?;
+                }
+                let bytes = &buf[at..at + frame.length];
+                let header = batch::peek_header(bytes).map_err(corrupt)?;
                 header.expect_base(expected).map_err(corrupt)?;
                 expected = header.next_offset();
                 at += header.length;
-                f(&header);
+                f(&header, bytes);
             }
             position += at as u64;
         }
@@ -145,7 +157,7 @@ impl Segment {
     }
 
     /// The position of the first valid batch after `position` whose header `accept`s.
-    fn next_batch_after(&self, position: u64, accept: impl Fn(&BatchHeader) -> bool) -> Result<Option<u64>> {
+    fn next_batch_after(&self, position: u64, accept: impl Fn(&batch::Frame) -> bool) -> Result<Option<u64>> {
         let file_len = self.file_len()?;
         let (mut window, mut candidate) = (Vec::new(), Vec::new());
         let mut at = position + 1;
@@ -158,7 +170,7 @@ impl Segment {
                 if !batch::has_magic(&window[i..]) {
                     continue;
                 }
-                let Ok(header) = batch::peek_header(&window[i..]) else { continue };
+                let Ok(header) = batch::peek_frame(&window[i..]) else { continue };
                 let start = at + i as u64;
                 if !accept(&header) || start + header.length as u64 > file_len {
                     continue;
@@ -209,10 +221,10 @@ impl Segment {
         Ok(batch::is_whole_by_checksum(&bytes))
     }
 
-    fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {
+    fn peek_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<batch::Frame> {
         let len = (self.file_len()? - position).min(HEADER_BYTES as u64) as usize;
         read_at(&self.file, &self.path, position, len, buf)?;
-        batch::peek_header(buf).map_err(|error| Error::Corrupt { path: self.path.clone(), position, error })
+        batch::peek_frame(buf).map_err(|error| Error::Corrupt { path: self.path.clone(), position, error })
     }
 
     /// Cuts the file back to `len` bytes and makes that durable.
@@ -299,7 +311,12 @@ pub fn remove_files(disk: &dyn Disk, dir: &Path, base_offset: u64) -> Result<()>
 
 /// Removes a segment's index files (rebuilt by the next seal or recovery).
 pub fn remove_index_files(disk: &dyn Disk, dir: &Path, base_offset: u64) -> Result<()> {
-    remove(disk, dir, &[index::index_file_name(base_offset), index::time_index_file_name(base_offset)])
+    let names = [
+        index::index_file_name(base_offset),
+        index::time_index_file_name(base_offset),
+        index::append_index_file_name(base_offset),
+    ];
+    remove(disk, dir, &names)
 }
 
 fn remove(disk: &dyn Disk, dir: &Path, names: &[String]) -> Result<()> {

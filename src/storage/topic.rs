@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::TimestampType;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -28,6 +29,33 @@ pub struct TopicMetadata {
     pub name: String,
     pub partitions: u32,
     pub created_ms: i64,
+    /// Which timestamps Kafka clients see (Kafka's topic config of the same name). Absent in
+    /// the file for the default, CreateTime, as in files written before it existed.
+    #[serde(rename = "message.timestamp.type", default, skip_serializing_if = "is_create_time")]
+    pub timestamp_type: TimestampType,
+}
+
+fn is_create_time(t: &TimestampType) -> bool {
+    *t == TimestampType::CreateTime
+}
+
+/// Per-topic settings a topic can be created with, under Kafka's names. Only
+/// `message.timestamp.type` is per topic so far; anything else is refused by name.
+pub fn timestamp_type_from_settings<'a>(
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<TimestampType> {
+    let mut timestamp_type = TimestampType::default();
+    for (key, value) in settings {
+        match key {
+            "message.timestamp.type" => timestamp_type = value.parse().map_err(Error::Invalid)?,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "per-topic setting {other:?} is not supported (supported: message.timestamp.type = CreateTime | LogAppendTime); the others come from the server's configuration"
+                )));
+            }
+        }
+    }
+    Ok(timestamp_type)
 }
 
 pub struct Topic {
@@ -57,7 +85,14 @@ pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
 
 impl Topic {
     /// Creates the topic's directories and metadata. Fails if it exists.
-    pub fn create(host: &Host, data_dir: &Path, name: &str, partitions: u32, config: &Config) -> Result<Topic> {
+    pub fn create(
+        host: &Host,
+        data_dir: &Path,
+        name: &str,
+        partitions: u32,
+        timestamp_type: TimestampType,
+        config: &Config,
+    ) -> Result<Topic> {
         validate_name(name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Error::Invalid(format!(
@@ -72,7 +107,8 @@ impl Topic {
         let topics = data_dir.join("topics");
         host.disk.sync_dir(&topics).map_err(|e| Error::io(&topics, "fsync directory", e))?;
         let created_ms = host.clock.now_ms();
-        let metadata = TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms };
+        let metadata =
+            TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms, timestamp_type };
         let topic = Topic::open_partitions(host, data_dir, metadata, config, true)?;
         let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
         // Metadata last: a crash before this leaves no topic, only empty directories.

@@ -1,9 +1,9 @@
 //! The per-partition manifest: the only source of truth for what the remote tier holds.
 //!
-//! Format (version 1) — two JSON documents separated by a newline, so `jq` reads it as is:
+//! Format (version 2; version 1 is still read) — two JSON documents separated by a newline, so `jq` reads it as is:
 //!
 //! ```text
-//! {"format":"tierlog-manifest","format_version":1,"body_sha256":"<hex of the body bytes>"}
+//! {"format":"tierlog-manifest","format_version":2,"body_sha256":"<hex of the body bytes>"}
 //! {<body: topic, partition, manifest_version, writer, archives, entries…>}
 //! ```
 //!
@@ -28,11 +28,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::segment_object::NO_APPEND_TIME;
 use crate::store::RemoteStore;
 
 pub const FORMAT: &str = "tierlog-manifest";
 pub const ARCHIVE_FORMAT: &str = "tierlog-manifest-archive";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 2 adds each entry's smallest and largest append
+/// time (covered by the entry hash when present); version 1 documents are read as before.
+pub const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSIONS_READ: [u32; 2] = [1, 2];
 /// Entries kept inline; beyond this the oldest are archived. Keeps each manifest version
 /// around 100 KiB, so commits and startup loads stay cheap however long history grows.
 pub const ENTRIES_MAX: usize = 256;
@@ -73,14 +77,33 @@ pub struct Entry {
     /// When the PUT that stored the object started (writer's clock): the uploader's commit
     /// window counts from here.
     pub uploaded_ms: i64,
+    /// Smallest and largest time the log appended a batch of the segment (ms since the
+    /// epoch); absent where a batch has none (written before append times were recorded): the
+    /// smallest when any batch lacks one, both when all do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_append_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_append_time: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
 }
 
 impl Entry {
-    /// The chain hash over every field but `hash` itself.
+    /// The smallest append time, [`NO_APPEND_TIME`] when a batch has none.
+    pub fn min_append(&self) -> i64 {
+        self.min_append_time.unwrap_or(NO_APPEND_TIME)
+    }
+
+    /// The largest append time, [`NO_APPEND_TIME`] when no batch has one.
+    pub fn max_append(&self) -> i64 {
+        self.max_append_time.unwrap_or(NO_APPEND_TIME)
+    }
+
+    /// The chain hash over every field but `hash` itself. The append times join the hashed
+    /// text when either is present (so entries written before them keep their hashes, and
+    /// adding or removing them breaks the chain).
     pub fn compute_hash(&self) -> String {
-        let text = format!(
+        let mut text = format!(
             "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.prev_hash,
             self.base_offset,
@@ -97,6 +120,10 @@ impl Entry {
             self.object_sha256,
             self.uploaded_ms
         );
+        if self.min_append_time.is_some() || self.max_append_time.is_some() {
+            let time = |t: Option<i64>| t.map_or_else(String::new, |t| t.to_string());
+            text.push_str(&format!("|{}|{}", time(self.min_append_time), time(self.max_append_time)));
+        }
         hex::encode(Sha256::digest(text.as_bytes()))
     }
 }
@@ -110,6 +137,11 @@ pub struct ArchiveRef {
     pub entries: u32,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// As in [`Entry`], over the archive's entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_append_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_append_time: Option<i64>,
     pub raw_bytes: u64,
     pub object_bytes: u64,
     pub sha256: String,
@@ -209,9 +241,20 @@ impl Manifest {
             .first()
             .map_or_else(|| self.entries.first().map(|e| e.prev_hash.clone()), |a| Some(a.first_prev_hash.clone()));
         let mut next_offset: Option<u64> = None;
+        // Append times never decrease along a partition (and batches without one come first).
+        let mut appended = NO_APPEND_TIME;
+        let mut in_order = |min: Option<i64>, max: Option<i64>| {
+            let (min, max) = (min.unwrap_or(NO_APPEND_TIME), max.unwrap_or(NO_APPEND_TIME));
+            let ok = appended <= min && min <= max;
+            appended = max;
+            ok
+        };
         for a in &self.archives {
             if prev_hash.as_deref() != Some(&a.first_prev_hash) || next_offset.is_some_and(|n| n != a.base_offset) {
                 return Err(format!("archive {} breaks the hash chain or offset order", a.key));
+            }
+            if !in_order(a.min_append_time, a.max_append_time) {
+                return Err(format!("archive {}: append times decrease", a.key));
             }
             (prev_hash, next_offset) = (Some(a.last_hash.clone()), Some(a.last_offset + 1));
         }
@@ -221,6 +264,9 @@ impl Manifest {
             }
             if e.compute_hash() != e.hash || e.last_offset < e.base_offset {
                 return Err(format!("entry at offset {} does not match its hash", e.base_offset));
+            }
+            if !in_order(e.min_append_time, e.max_append_time) {
+                return Err(format!("entry at offset {}: append times decrease", e.base_offset));
             }
             (prev_hash, next_offset) = (Some(e.hash.clone()), Some(e.last_offset + 1));
         }
@@ -286,10 +332,10 @@ fn unwrap<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<&'a [u8]> {
     if header.format != format {
         return Err(corrupt(key, format!("format {:?}, expected {format:?}", header.format)));
     }
-    if header.format_version != FORMAT_VERSION {
+    if !FORMAT_VERSIONS_READ.contains(&header.format_version) {
         return Err(corrupt(
             key,
-            format!("format_version {} is not supported by this build (reads {FORMAT_VERSION})", header.format_version),
+            format!("format_version {} is not supported by this build (reads 1 and 2)", header.format_version),
         ));
     }
     let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
@@ -522,6 +568,8 @@ impl ManifestStore {
             entries: moved.len() as u32,
             min_timestamp: moved.iter().map(|e| e.min_timestamp).min().unwrap_or(i64::MAX),
             max_timestamp: moved.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
+            min_append_time: moved.iter().map(Entry::min_append).min().filter(|t| *t != NO_APPEND_TIME),
+            max_append_time: moved.iter().map(Entry::max_append).max().filter(|t| *t != NO_APPEND_TIME),
             raw_bytes: moved.iter().map(|e| e.raw_bytes).sum(),
             object_bytes: moved.iter().map(|e| e.object_bytes).sum(),
             sha256: hex::encode(Sha256::digest(&bytes)),
@@ -631,6 +679,8 @@ mod tests_support {
             raw_sha256: "r".into(),
             object_sha256: "o".into(),
             uploaded_ms: 7,
+            min_append_time: None,
+            max_append_time: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -684,9 +734,10 @@ mod tests {
         assert!(m.append(vec![entry(25, 30)]).is_err());
     }
 
-    /// Golden bytes of manifest format version 1 (header line + body).
+    /// Golden bytes of manifest format version 1 (header line + body), as builds before
+    /// append times wrote them: still read, to the same manifest.
     #[test]
-    fn manifest_v1_golden_bytes() {
+    fn manifest_v1_golden_bytes_still_read() {
         let m = manifest(1);
         let golden = concat!(
             r#"{"format":"tierlog-manifest","format_version":1,"body_sha256":"0e70bb64df325428640069623a29f17b34f4f80e642c83cde641d8950a728aaa"}"#,
@@ -698,7 +749,68 @@ mod tests {
             r#""hash":"1aed4609e0360625795f15f76f69f05dbddfeeebc7e421f596271926eb66f3e9"}]}"#,
             "\n"
         );
+        assert_eq!(Manifest::from_bytes(golden.as_bytes(), "k").unwrap(), m);
+        let written = String::from_utf8(m.to_bytes()).unwrap();
+        assert_eq!(
+            written.replace(r#""format_version":2"#, r#""format_version":1"#),
+            golden,
+            "same body, version 2 header"
+        );
+    }
+
+    /// Golden bytes of manifest format version 2: an entry with append times, which join its
+    /// hash. A failure means the format changed: add a version and keep a reader for this one.
+    #[test]
+    fn manifest_v2_golden_bytes() {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let mut e = entry(0, 9);
+        (e.min_append_time, e.max_append_time) = (Some(1_700_000_000_000), Some(1_700_000_000_500));
+        m.append(vec![e]).unwrap();
+        m.manifest_version = 1;
+        let golden = concat!(
+            r#"{"format":"tierlog-manifest","format_version":2,"body_sha256":"7b20496ff438ed30d034a22d0735d340eb70f472e96c49af481fa536d166f243"}"#,
+            "\n",
+            r#"{"topic":"t","partition":0,"manifest_version":1,"writer":{"id":"w","epoch":1},"written_ms":0,"archives":[],"entries":[{"#,
+            r#""base_offset":0,"last_offset":9,"min_timestamp":0,"max_timestamp":9,"raw_bytes":100,"object_bytes":25,"chunks":1,"#,
+            r#""key":"segments/ab/t/0/00000000000000000000-x.zst","index_position":20,"index_len":5,"raw_sha256":"r","object_sha256":"o","#,
+            r#""uploaded_ms":7,"min_append_time":1700000000000,"max_append_time":1700000000500,"#,
+            r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+            r#""hash":"b54501ae1e571160e591dc5c85b6b20eda237191dacf198a66bbe78006e1db7f"}]}"#,
+            "\n"
+        );
         assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), golden);
+    }
+
+    #[test]
+    fn removing_or_adding_append_times_breaks_the_chain() {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let mut e = entry(0, 9);
+        (e.min_append_time, e.max_append_time) = (None, Some(1_700_000_000_500));
+        let mut later = entry(10, 19);
+        later.max_append_time = Some(1_700_000_000_900);
+        later.min_append_time = Some(1_700_000_000_600);
+        m.append(vec![e, later]).unwrap();
+        assert!(Manifest::from_bytes(&m.to_bytes(), "k").is_ok());
+        let mut stripped = m.clone();
+        stripped.entries[0].max_append_time = None;
+        assert!(Manifest::from_bytes(&stripped.to_bytes(), "k").unwrap_err().to_string().contains("hash"));
+        let mut added = m.clone();
+        added.entries[0].min_append_time = Some(1);
+        assert!(Manifest::from_bytes(&added.to_bytes(), "k").unwrap_err().to_string().contains("hash"));
+        let mut moved = m;
+        moved.entries[0].max_append_time = Some(1_700_000_000_499);
+        assert!(Manifest::from_bytes(&moved.to_bytes(), "k").is_err());
+    }
+
+    #[test]
+    fn append_times_that_decrease_are_refused_even_when_the_chain_is_recomputed() {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let (mut a, mut b) = (entry(0, 9), entry(10, 19));
+        (a.min_append_time, a.max_append_time) = (Some(100), Some(200));
+        (b.min_append_time, b.max_append_time) = (Some(150), Some(300));
+        m.append(vec![a, b]).unwrap();
+        let err = Manifest::from_bytes(&m.to_bytes(), "k").unwrap_err().to_string();
+        assert!(err.contains("offset 10") && err.contains("append times decrease"), "{err}");
     }
 }
 

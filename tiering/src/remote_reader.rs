@@ -222,6 +222,63 @@ impl RemoteReader {
         Ok(m.entries.iter().find(|e| e.max_timestamp >= time).cloned())
     }
 
+    /// The first entry holding a batch appended after `time` (append times never decrease, so
+    /// every earlier entry was appended at or before it), and the largest append time of the
+    /// entry before it (`None` when it is the first the remote tier holds). Batches without
+    /// an append time count as appended before every time.
+    async fn entry_for_append_time(&self, view: &PartitionView, time: i64) -> Result<Option<(Entry, Option<i64>)>> {
+        let m = &view.store.current;
+        let archive_max = |i: usize| m.archives[i].max_append_time.unwrap_or(segment_object::NO_APPEND_TIME);
+        for i in 0..m.archives.len() {
+            if archive_max(i) > time {
+                let entries = self.archive(view, i).await?;
+                let Some(j) = entries.iter().position(|e| e.max_append() > time) else { break };
+                let before = if j > 0 { Some(entries[j - 1].max_append()) } else { i.checked_sub(1).map(archive_max) };
+                return Ok(Some((entries[j].clone(), before)));
+            }
+        }
+        let Some(j) = m.entries.iter().position(|e| e.max_append() > time) else { return Ok(None) };
+        let before = match j {
+            0 => m.archives.len().checked_sub(1).map(archive_max),
+            _ => Some(m.entries[j - 1].max_append()),
+        };
+        Ok(Some((m.entries[j].clone(), before)))
+    }
+
+    /// The largest append time of the batches before `offset` in the remote tier
+    /// ([`segment_object::NO_APPEND_TIME`] when none has one), when `offset` is where an
+    /// entry ends (a local segment's base); `None` when the remote tier holds nothing below it.
+    pub async fn max_append_time_before(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<i64>> {
+        let Some(previous) = offset.checked_sub(1) else { return Ok(None) };
+        let view = self.view(topic, partition, offset).await?;
+        Ok(self.entry_for_offset(&view, previous).await?.map(|e| e.max_append()))
+    }
+
+    /// The chunk holding the first batch appended after `time`, and whether the batch before
+    /// the chunk has no append time (`None`: the chunk starts the remote tier); `None` when
+    /// every remote batch was appended at or before `time`. Manifest, chunk index, one chunk:
+    /// the budget of a time lookup. `local_start` as for [`Self::read_for_time`].
+    pub async fn read_for_append_time(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: u32,
+        time: i64,
+        local_start: u64,
+    ) -> Result<Option<(RemoteChunk, Option<bool>)>> {
+        let view = self.view(topic, partition, local_start).await?;
+        let Some((entry, before)) = self.entry_for_append_time(&view, time).await? else { return Ok(None) };
+        let index = self.index(&entry).await?;
+        let Some((chunk_no, _)) = index.chunk_for_append_time(time) else {
+            return Err(Error::Corrupt {
+                key: entry.key.clone(),
+                reason: format!("manifest says a batch was appended after {time}, the chunk index disagrees"),
+            });
+        };
+        let before = if chunk_no > 0 { Some(index.chunks[chunk_no - 1].max_append_time) } else { before };
+        let chunk = self.chunk(&entry, &index, chunk_no).await?;
+        Ok(Some((chunk, before.map(|t| t == segment_object::NO_APPEND_TIME))))
+    }
+
     /// The chunk holding `offset`, or `None` when the remote tier does not hold it (after
     /// refreshing the manifest once, in case the writer tiered more since it was loaded).
     pub async fn read_at(self: &Arc<Self>, topic: &str, partition: u32, offset: u64) -> Result<Option<RemoteChunk>> {

@@ -1,4 +1,5 @@
-//! Segment object format, version 1: one sealed segment as an object in the bucket.
+//! Segment object format: one sealed segment as an object in the bucket. Its chunk index is
+//! version 2 (per chunk: append times too); version 1 indexes are still read.
 //!
 //! ```text
 //! [zstd frame: chunk 0][zstd frame: chunk 1]…[skippable frame 0x184D2A50: tierlog chunk index]
@@ -27,9 +28,15 @@ pub const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 pub const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLSO");
 /// `b"TLSI"`: last bytes of the chunk index payload, so a reader can find it from the end.
 pub const INDEX_TRAILER_MAGIC: u32 = u32::from_le_bytes(*b"TLSI");
-pub const FORMAT_VERSION: u8 = 1;
+/// The chunk index version this build writes; it reads 1 and 2.
+pub const FORMAT_VERSION: u8 = 2;
 const INDEX_HEADER_BYTES: usize = 32;
-const CHUNK_ENTRY_BYTES: usize = 60;
+/// A chunk entry of version 1; version 2 adds the chunk's smallest and largest append time.
+const CHUNK_ENTRY_BYTES_V1: usize = 60;
+const CHUNK_ENTRY_BYTES: usize = 76;
+/// Stands for the append time of a batch written before append times were recorded (and for
+/// every chunk of a version-1 index): such batches precede every stamped one in a partition.
+pub const NO_APPEND_TIME: i64 = i64::MIN;
 /// crc32c (4) + payload length (4) + trailer magic (4).
 const INDEX_TRAILER_BYTES: usize = 12;
 /// Most chunks one object may have: bounds what a reader allocates for a (checksummed) index.
@@ -44,6 +51,8 @@ pub struct BatchMark {
     pub length: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// When the log appended the batch, or [`NO_APPEND_TIME`].
+    pub append_time: i64,
 }
 
 /// One chunk's entry in the index.
@@ -53,6 +62,10 @@ pub struct ChunkMeta {
     pub last_offset: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Smallest and largest append time of the chunk's batches ([`NO_APPEND_TIME`] for a batch
+    /// without one, and for both in a version-1 index).
+    pub min_append_time: i64,
+    pub max_append_time: i64,
     pub raw_position: u64,
     pub raw_len: u32,
     pub compressed_position: u64,
@@ -79,6 +92,12 @@ impl ChunkIndex {
     /// older records, so the answer of a time lookup lies in it).
     pub fn chunk_for_time(&self, time: i64) -> Option<&ChunkMeta> {
         self.chunks.iter().find(|c| c.max_timestamp >= time)
+    }
+
+    /// The first chunk holding a batch appended after `time` (append times never decrease, so
+    /// every earlier chunk was appended at or before it), and its number.
+    pub fn chunk_for_append_time(&self, time: i64) -> Option<(usize, &ChunkMeta)> {
+        self.chunks.iter().enumerate().find(|(_, c)| c.max_append_time > time)
     }
 }
 
@@ -115,6 +134,8 @@ pub fn build(raw: &[u8], batches: &[BatchMark], chunk_bytes: u64, zstd_level: i3
             last_offset: group[group.len() - 1].last_offset,
             min_timestamp: group.iter().map(|b| b.min_timestamp).min().unwrap_or(i64::MAX),
             max_timestamp: group.iter().map(|b| b.max_timestamp).max().unwrap_or(i64::MIN),
+            min_append_time: group.iter().map(|b| b.append_time).min().unwrap_or(NO_APPEND_TIME),
+            max_append_time: group.iter().map(|b| b.append_time).max().unwrap_or(NO_APPEND_TIME),
             raw_position,
             raw_len: u32::try_from(raw_len).map_err(|_| Error::Format("chunk larger than 4 GiB".into()))?,
             compressed_position: bytes.len() as u64,
@@ -140,6 +161,9 @@ fn check_marks(raw: &[u8], batches: &[BatchMark]) -> Result<()> {
             return Err(Error::Format(format!("batch marks do not tile the segment at byte {position}")));
         }
         position += b.length;
+    }
+    if batches.windows(2).any(|w| w[1].append_time < w[0].append_time) {
+        return Err(Error::Format("batch append times decrease inside the segment".into()));
     }
     if position != raw.len() as u64 || batches.is_empty() {
         return Err(Error::Format(format!("batch marks cover {position} of {} bytes", raw.len())));
@@ -179,6 +203,8 @@ fn encode_index(index: &ChunkIndex) -> Vec<u8> {
         out.extend_from_slice(&c.compressed_position.to_le_bytes());
         out.extend_from_slice(&c.compressed_len.to_le_bytes());
         out.extend_from_slice(&c.crc32c.to_le_bytes());
+        out.extend_from_slice(&c.min_append_time.to_le_bytes());
+        out.extend_from_slice(&c.max_append_time.to_le_bytes());
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -217,11 +243,13 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
     if p.len() < INDEX_HEADER_BYTES + INDEX_TRAILER_BYTES || u32_at(p, 0) != INDEX_MAGIC {
         return Err(bad("bad magic"));
     }
-    if p[4] != FORMAT_VERSION {
-        return Err(bad(&format!("unsupported version {} (this build reads {FORMAT_VERSION})", p[4])));
-    }
+    let entry_bytes = match p[4] {
+        1 => CHUNK_ENTRY_BYTES_V1,
+        2 => CHUNK_ENTRY_BYTES,
+        other => return Err(bad(&format!("unsupported version {other} (this build reads 1 and 2)"))),
+    };
     let count = u32_at(p, 8) as usize;
-    if count > CHUNKS_MAX || p.len() != INDEX_HEADER_BYTES + count * CHUNK_ENTRY_BYTES + INDEX_TRAILER_BYTES {
+    if count > CHUNKS_MAX || p.len() != INDEX_HEADER_BYTES + count * entry_bytes + INDEX_TRAILER_BYTES {
         return Err(bad("length does not match the chunk count"));
     }
     let body_end = p.len() - INDEX_TRAILER_BYTES;
@@ -233,7 +261,8 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
     }
     let mut chunks = Vec::with_capacity(count);
     for i in 0..count {
-        let e = &p[INDEX_HEADER_BYTES + i * CHUNK_ENTRY_BYTES..];
+        let e = &p[INDEX_HEADER_BYTES + i * entry_bytes..];
+        let appended = |at: usize| if entry_bytes == CHUNK_ENTRY_BYTES { u64_at(e, at) as i64 } else { NO_APPEND_TIME };
         chunks.push(ChunkMeta {
             first_offset: u64_at(e, 0),
             last_offset: u64_at(e, 8),
@@ -244,7 +273,14 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
             compressed_position: u64_at(e, 44),
             compressed_len: u32_at(e, 52),
             crc32c: u32_at(e, 56),
+            min_append_time: appended(60),
+            max_append_time: appended(68),
         });
+    }
+    let ordered = chunks.windows(2).all(|w| w[0].max_append_time <= w[1].min_append_time)
+        && chunks.iter().all(|c| c.min_append_time <= c.max_append_time);
+    if !ordered {
+        return Err(bad("append times decrease"));
     }
     Ok(ChunkIndex { base_offset: u64_at(p, 16), raw_bytes: u64_at(p, 24), chunks })
 }
@@ -349,6 +385,7 @@ mod tests {
                 length: *size as u64,
                 min_timestamp: i as i64 * 7,
                 max_timestamp: i as i64 * 7 + 3,
+                append_time: if i == 0 { NO_APPEND_TIME } else { 1_000 + i as i64 },
             });
         }
         (raw, marks)
@@ -388,21 +425,57 @@ mod tests {
         assert!(err.contains("CRC32C") && err.contains("offsets 10..=14"), "{err}");
     }
 
-    /// Golden bytes of a one-chunk object, version 1. A failure means the format changed:
-    /// bump FORMAT_VERSION and keep a reader for version 1.
+    /// The chunk index and seek table of a one-chunk object as version 1 wrote them (before
+    /// append times): still read, with no append time for the chunk.
     #[test]
-    fn segment_object_v1_golden_bytes() {
-        let (raw, marks) = segment(&[40]);
-        let built = build(&raw, &marks, 1 << 20, 3).unwrap();
+    fn segment_object_v1_golden_bytes_still_parse() {
+        let hex = "502a4d1868000000544c534f0100000001000000000000000a000000000000002800000000000000\
+             0a000000000000000e000000000000000000000000000000030000000000000000000000000000002800\
+             00000000000000000000240000000d11061800e71d7968000000544c53495e2a4d181100000024000000\
+             280000000100000000b1ea928f";
+        let hex: String = hex.split_whitespace().collect();
+        let tail: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let index = parse_index_frame(&tail[..8 + 0x68]).unwrap();
+        let c = index.chunks[0];
+        assert_eq!((index.base_offset, index.raw_bytes, c.first_offset, c.last_offset), (10, 40, 10, 14));
+        assert_eq!((c.min_timestamp, c.max_timestamp, c.raw_len, c.compressed_len), (0, 3, 40, 36));
+        assert_eq!((c.min_append_time, c.max_append_time), (NO_APPEND_TIME, NO_APPEND_TIME));
+    }
+
+    /// Golden bytes of a two-chunk object's index and seek table, version 2 (append times per
+    /// chunk). A failure means the format changed: bump FORMAT_VERSION and keep a reader for
+    /// this one.
+    #[test]
+    fn segment_object_v2_golden_bytes() {
+        let (raw, marks) = segment(&[40, 30]);
+        let built = build(&raw, &marks, 40, 3).unwrap();
         let tail = &built.bytes[built.index_position as usize..];
         let hex: String = tail.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "502a4d1868000000544c534f0100000001000000000000000a000000000000002800000000000000\
-             0a000000000000000e000000000000000000000000000000030000000000000000000000000000002800\
-             00000000000000000000240000000d11061800e71d7968000000544c53495e2a4d181100000024000000\
-             280000000100000000b1ea928f"
+            "502a4d18c4000000544c534f0200000002000000000000000a0000000000000046000000000000000a00000000000000\
+             0e0000000000000000000000000000000300000000000000000000000000000028000000000000000000000024000000\
+             0d110618000000000000008000000000000000800f00000000000000130000000000000007000000000000000a000000\
+             0000000028000000000000001e000000240000000000000024000000eeab336be903000000000000e903000000000000\
+             52386e16c4000000544c53495e2a4d18190000002400000028000000240000001e0000000200000000b1ea928f"
         );
+    }
+
+    #[test]
+    fn append_times_are_indexed_per_chunk_and_looked_up() {
+        let (raw, marks) = segment(&[300, 300, 300, 900, 100]);
+        let built = build(&raw, &marks, 700, 3).unwrap();
+        let times: Vec<(i64, i64)> =
+            built.index.chunks.iter().map(|c| (c.min_append_time, c.max_append_time)).collect();
+        assert_eq!(times, vec![(NO_APPEND_TIME, 1_001), (1_002, 1_002), (1_003, 1_003), (1_004, 1_004)]);
+        assert_eq!(built.index.chunk_for_append_time(i64::MIN).unwrap().0, 0);
+        assert_eq!(built.index.chunk_for_append_time(1_001).unwrap().0, 1);
+        assert_eq!(built.index.chunk_for_append_time(1_003).unwrap().0, 3);
+        assert!(built.index.chunk_for_append_time(1_004).is_none());
+        let mut backwards = marks.clone();
+        backwards[2].append_time = 1_000;
+        assert!(build(&raw, &backwards, 700, 3).is_err());
     }
 
     proptest! {

@@ -147,6 +147,18 @@ pub async fn upload_segment(
                     raw_sha256,
                     object_sha256,
                     uploaded_ms: put_started_ms,
+                    min_append_time: index
+                        .chunks
+                        .iter()
+                        .map(|c| c.min_append_time)
+                        .min()
+                        .filter(|t| *t != segment_object::NO_APPEND_TIME),
+                    max_append_time: index
+                        .chunks
+                        .iter()
+                        .map(|c| c.max_append_time)
+                        .max()
+                        .filter(|t| *t != segment_object::NO_APPEND_TIME),
                     prev_hash: String::new(),
                     hash: String::new(),
                 });

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, create_topics_response::CreatableTopicResult,
+    DescribeConfigsResponse, create_topics_request::CreatableTopicConfig, create_topics_response::CreatableTopicResult,
     delete_topics_response::DeletableTopicResult, describe_configs_response::DescribeConfigsResourceResult,
     describe_configs_response::DescribeConfigsResult,
 };
@@ -52,11 +52,8 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &
             ))
         } else if !topic.assignments.is_empty() {
             Some((ResponseError::InvalidReplicaAssignment, "replica assignments are not supported".to_string()))
-        } else if !topic.configs.is_empty() {
-            Some((
-                ResponseError::InvalidConfig,
-                "per-topic configs are not supported yet; topics use the server's configuration".to_string(),
-            ))
+        } else if let Err(e) = timestamp_type(&topic.configs) {
+            Some((ResponseError::InvalidConfig, e.to_string()))
         } else if partitions < 1 {
             Some((ResponseError::InvalidPartitions, format!("{partitions} partitions: at least 1")))
         } else {
@@ -67,8 +64,9 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &
             None if body.validate_only => check_new(broker, &name, partitions as u32),
             None => {
                 let log = broker.state.log.clone();
-                let created =
-                    tokio::task::spawn_blocking(move || log.create_topic(&name, partitions as u32).map(drop)).await;
+                let timestamps = timestamp_type(&topic.configs).expect("checked above");
+                let create = move || log.create_topic_with(&name, partitions as u32, timestamps).map(drop);
+                let created = tokio::task::spawn_blocking(create).await;
                 created.expect("create task").map_err(|e| (error_code(&e), e.to_string()))
             }
         };
@@ -82,6 +80,12 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &
         });
     }
     respond(request, &CreateTopicsResponse::default().with_topics(results))
+}
+
+/// The `message.timestamp.type` of CreateTopics configs (null values are the default).
+fn timestamp_type(configs: &[CreatableTopicConfig]) -> crate::error::Result<crate::batch::TimestampType> {
+    let settings = configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map_or("CreateTime", |v| v.as_str())));
+    crate::topic::timestamp_type_from_settings(settings)
 }
 
 /// What creating the topic would answer, without creating it (validate_only).
@@ -114,13 +118,14 @@ pub(super) fn delete_topics(request: &mut Request) -> Result<Option<Bytes>, Clos
 }
 
 /// The settings every topic has, under Kafka's names: (name, value, is it the built-in default).
-fn topic_configs(config: &Config) -> Vec<(&'static str, String, bool)> {
+fn topic_configs(config: &Config, topic: &crate::topic::TopicMetadata) -> Vec<(&'static str, String, bool)> {
     let defaults = Config::default();
     let remote_forever = "-1".to_string(); // nothing expires from the remote tier yet
+    let timestamps = topic.timestamp_type;
     vec![
         ("cleanup.policy", "delete".to_string(), true),
         ("compression.type", "producer".to_string(), true),
-        ("message.timestamp.type", "CreateTime".to_string(), true),
+        ("message.timestamp.type", timestamps.as_str().to_string(), timestamps == Default::default()),
         (
             "max.message.bytes",
             config.log.max_record_bytes.to_string(),
@@ -165,15 +170,18 @@ pub(super) fn describe_configs(broker: &Broker, request: &mut Request, who: &str
                     .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                     .with_error_message(Some(text(&format!("{who} may not read this topic")))),
                 TOPIC => {
-                    if let Err(e) = broker.state.log.topic(resource.resource_name.as_str()) {
-                        return answer
-                            .with_error_code(error_code(&e).code())
-                            .with_error_message(Some(text(&e.to_string())));
-                    }
+                    let topic = match broker.state.log.topic(resource.resource_name.as_str()) {
+                        Ok(topic) => topic,
+                        Err(e) => {
+                            return answer
+                                .with_error_code(error_code(&e).code())
+                                .with_error_message(Some(text(&e.to_string())));
+                        }
+                    };
                     let wanted = |name: &str| {
                         resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
                     };
-                    let configs = topic_configs(config)
+                    let configs = topic_configs(config, &topic.metadata)
                         .into_iter()
                         .filter(|(name, ..)| wanted(name))
                         .map(|(name, value, default)| {

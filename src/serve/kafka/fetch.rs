@@ -224,7 +224,8 @@ async fn read_records(
     let Some(batches) = reader.read_batches(partition, offset as u64, max_bytes).await? else {
         return Ok((Bytes::new(), start, 0..0));
     };
-    let mut batches = batches.into_kafka()?;
+    let timestamps = broker.state.log.topic(&partition.topic)?.metadata.timestamp_type;
+    let mut batches = batches.into_kafka(timestamps)?;
     let next = batches.keep_within(max_bytes, first);
     broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
     let sent = batches.base_offset..next.max(batches.base_offset);
@@ -286,6 +287,16 @@ async fn offset_at(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> 
             "ListOffsets timestamp {t} for {}/{id}: use -2 (earliest), -1 (latest) or a time in ms",
             topic.name()
         ))),
+        // Kafka looks up the timestamps its clients see: the append time for LogAppendTime.
+        t if topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime => {
+            let offset = reader.offset_as_of(partition, t - 1).await?; // first appended at or after t
+            if offset >= partition.end_offset() {
+                return Ok((-1, -1));
+            }
+            let record = reader.read(partition, offset, 1).await?;
+            let found = record.first().filter(|r| r.offset == offset).and_then(|r| r.append_time).unwrap_or(-1);
+            Ok((found, offset as i64))
+        }
         t => {
             let offset = reader.offset_for_time(partition, t).await?;
             if offset >= partition.end_offset() {

@@ -387,7 +387,7 @@ fn error_code(e: &Error) -> ResponseError {
         Error::Producer { refusal: Refusal::OutOfOrder { .. } | Refusal::Conflict { .. }, .. } => {
             ResponseError::OutOfOrderSequenceNumber
         }
-        Error::Config(_) | Error::Invalid(_) => ResponseError::InvalidRequest,
+        Error::Config(_) | Error::Invalid(_) | Error::AppendTimeUnknown { .. } => ResponseError::InvalidRequest,
         Error::Io { .. }
         | Error::Stopped { .. }
         | Error::Corrupt { .. }

@@ -54,8 +54,13 @@ pub struct BatchHeader {
     pub version: u8,
     pub base_offset: u64,
     pub record_count: u32,
+    /// The smallest and largest timestamps its records carry (event time: the producer's).
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// When the log appended the batch (ms since the epoch, by the partition's never-decreasing
+    /// clock): Kafka's LogAppendTime `maxTimestamp`. `None` for batches written before append
+    /// times were recorded (every version-1 batch, and version-2 batches with CreateTime).
+    pub append_time: Option<i64>,
     /// Total encoded length including the header.
     pub length: usize,
     /// The idempotent producer that wrote the batch, if one did (version 2 only).
@@ -63,6 +68,52 @@ pub struct BatchHeader {
     /// The CRC32C the batch carries (checked by [`validate`], not by [`peek_header`]): what
     /// tells a producer's retry (the same bytes) from another batch with the same sequence.
     pub checksum: u32,
+}
+
+/// What a scan needs to step over a batch, readable from its fixed header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub base_offset: u64,
+    pub record_count: u32,
+    /// Total encoded length including the header.
+    pub length: usize,
+}
+
+impl Frame {
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// Which of a batch's two clocks a Kafka client sees as its records' timestamps, per topic
+/// (Kafka's `message.timestamp.type`). Both are stored either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum TimestampType {
+    /// The producer's timestamps (Kafka's default).
+    #[default]
+    CreateTime,
+    /// The time the log appended the batch.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+impl std::str::FromStr for TimestampType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "CreateTime" => Ok(TimestampType::CreateTime),
+            "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+            other => Err(format!("timestamp type {other:?} is neither CreateTime nor LogAppendTime")),
+        }
+    }
 }
 
 /// Kafka's producer fields of a batch written by an idempotent producer: its producer id and
@@ -131,17 +182,41 @@ pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
     v2::with_base_offset(bytes, base_offset)
 }
 
-/// Encodes `records` as one batch (version 2) whose first record gets `base_offset`.
+/// Encodes `records` as one batch (version 2) whose first record gets `base_offset`, without
+/// an append time (CreateTime: what a producer sends; the log stamps it, see [`stamp`]).
 ///
 /// Panics on an empty slice or a batch over [`BATCH_BYTES_MAX`]: both are programmer errors,
 /// callers split input by size before encoding.
 pub fn encode(base_offset: u64, records: &[Record]) -> Vec<u8> {
-    v2::encode(base_offset, records, None, BATCH_BYTES_MAX)
+    v2::encode(base_offset, records, None, None, BATCH_BYTES_MAX)
 }
 
-/// [`encode`] for an idempotent producer's records: the batch carries its producer stamp.
-pub fn encode_stamped(base_offset: u64, records: &[Record], producer: ProducerStamp) -> Vec<u8> {
-    v2::encode(base_offset, records, Some(producer), BATCH_BYTES_MAX)
+/// [`encode`] with an append time and, for an idempotent producer's records, its producer
+/// stamp: the batch as the log stores it.
+pub fn encode_appended(
+    base_offset: u64,
+    records: &[Record],
+    producer: Option<ProducerStamp>,
+    append_time: i64,
+) -> Vec<u8> {
+    v2::encode(base_offset, records, producer, Some(append_time), BATCH_BYTES_MAX)
+}
+
+/// Records `append_time` in a version-2 batch (Kafka's LogAppendTime: the timestamp-type bit
+/// of `attributes` and `maxTimestamp`) and sets its CRC again. The records' timestamps are
+/// untouched. Panics on a version-1 batch (this build never writes one).
+pub fn stamp(bytes: &mut [u8], append_time: i64) {
+    assert!(!v1::is_v1(bytes), "only version-2 batches are written");
+    v2::stamp(bytes, append_time);
+}
+
+/// The CRC32C of a validated batch as it was before the log stamped it with its append time:
+/// the CRC an idempotent producer's retry of it carries.
+pub fn sent_checksum(bytes: &[u8], header: &BatchHeader) -> u32 {
+    match header.version {
+        1 => header.checksum,
+        _ => v2::sent_checksum(bytes, header),
+    }
 }
 
 /// Whether a batch of some version could start at `bytes[0]`, judged by its magic alone: a
@@ -150,8 +225,21 @@ pub fn has_magic(bytes: &[u8]) -> bool {
     v1::is_v1(bytes) || bytes.get(v2::OFF_MAGIC) == Some(&v2::MAGIC)
 }
 
+/// The framing fields of the batch at the start of `bytes`, which may hold its fixed header
+/// only (unlike [`peek_header`], which reads a stamped batch's records for its largest
+/// timestamp). Checks what [`peek_header`] checks in the fixed header.
+pub fn peek_frame(bytes: &[u8]) -> Result<Frame, BatchError> {
+    if v1::is_v1(bytes) || bytes.get(v2::OFF_MAGIC) != Some(&v2::MAGIC) {
+        let h = peek_header(bytes)?; // version 1 (or an error): its header says everything
+        return Ok(Frame { base_offset: h.base_offset, record_count: h.record_count, length: h.length });
+    }
+    v2::peek_frame(bytes)
+}
+
 /// Reads the header at the start of `bytes` and checks magic, version and length bounds.
-/// Does not check the CRC: use [`validate`] before trusting the body.
+/// Does not check the CRC: use [`validate`] before trusting the body. A stamped version-2
+/// batch must be whole in `bytes` (its largest record timestamp is read off its records);
+/// [`BatchError::Truncated`] names its length otherwise.
 pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if v1::is_v1(bytes) {
         return v1::peek_header(bytes);
@@ -206,6 +294,8 @@ pub fn is_whole_by_checksum(bytes: &[u8]) -> bool {
 pub struct RecordView<'a> {
     pub offset: u64,
     pub timestamp: i64,
+    /// The batch's append time, if it has one.
+    pub append_time: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: &'a [u8],
     version: u8,
@@ -259,27 +349,43 @@ pub fn decode(bytes: &[u8]) -> Result<(BatchHeader, Vec<(u64, Record)>), BatchEr
     Ok((header, views.iter().map(|v| (v.offset, v.to_record())).collect()))
 }
 
-/// Validated batches as Kafka RecordBatch v2 bytes: version-2 batches as they are, version-1
-/// batches re-encoded (same offsets, records and timestamps; a re-encoded batch may outgrow
-/// [`BATCH_BYTES_MAX`], which bounds stored batches, not Kafka's). `expected` is the base
-/// offset of the first batch; every batch must continue the one before it.
-pub fn to_kafka(bytes: &[u8], mut expected: u64, out: &mut Vec<u8>) -> Result<(), BatchError> {
+/// Validated batches as Kafka RecordBatch v2 bytes for a topic of `timestamps` type:
+/// version-2 batches as they are (for CreateTime, with their append time removed, see
+/// [`needs_rewrite_for_kafka`]), version-1 batches re-encoded (same offsets, records and
+/// timestamps; a re-encoded batch may outgrow [`BATCH_BYTES_MAX`], which bounds stored
+/// batches, not Kafka's). `expected` is the base offset of the first batch; every batch must
+/// continue the one before it.
+pub fn to_kafka(
+    bytes: &[u8],
+    mut expected: u64,
+    timestamps: TimestampType,
+    out: &mut Vec<u8>,
+) -> Result<(), BatchError> {
     let mut at = 0;
     while at < bytes.len() {
         let header = validate(&bytes[at..])?;
         header.expect_base(expected)?;
         let batch = &bytes[at..at + header.length];
-        if header.version == 2 {
+        if header.version == 2 && timestamps == TimestampType::CreateTime {
+            v2::unstamped(batch, &header, out);
+        } else if header.version == 2 {
             out.extend_from_slice(batch);
         } else {
             let (_, views) = views_of_validated(batch)?;
             let records: Vec<Record> = views.iter().map(RecordView::to_record).collect();
-            out.extend_from_slice(&v2::encode(header.base_offset, &records, None, i32::MAX as usize));
+            out.extend_from_slice(&v2::encode(header.base_offset, &records, None, None, i32::MAX as usize));
         }
         expected = header.next_offset();
         at += header.length;
     }
     Ok(())
+}
+
+/// Whether a validated batch must be rewritten to be served to Kafka clients of a topic of
+/// `timestamps` type: a version-1 batch always; a stamped one for CreateTime (its header
+/// holds the append time where a CreateTime batch holds its largest record timestamp).
+pub fn needs_rewrite_for_kafka(header: &BatchHeader, timestamps: TimestampType) -> bool {
+    header.version != 2 || (header.append_time.is_some() && timestamps == TimestampType::CreateTime)
 }
 
 /// A read position inside a batch's bytes.
@@ -368,10 +474,76 @@ mod tests {
     fn to_kafka_copies_version_2_and_re_encodes_version_1() {
         let (v1, v2) = (unhex(V1_GOLDEN), encode(9, &sample()));
         let mut out = Vec::new();
-        to_kafka(&[&v1[..], &v2[..]].concat(), 7, &mut out).unwrap();
+        to_kafka(&[&v1[..], &v2[..]].concat(), 7, TimestampType::CreateTime, &mut out).unwrap();
         assert_eq!(out, [encode(7, &sample()), v2.clone()].concat());
-        let err = to_kafka(&v2, 8, &mut Vec::new()).unwrap_err();
+        let err = to_kafka(&v2, 8, TimestampType::CreateTime, &mut Vec::new()).unwrap_err();
         assert_eq!(err, BatchError::NotDense { expected: 8, found: 9 });
+    }
+
+    const APPENDED_AT: i64 = 1_700_000_360_000;
+
+    /// Golden bytes of a stamped batch (what this build stores): Kafka's LogAppendTime
+    /// attribute (0x0008) and the append time in `maxTimestamp`; the records, their
+    /// `baseTimestamp` and deltas are those of the unstamped batch. A failure means the stored
+    /// format changed.
+    #[test]
+    fn stamped_batch_v2_golden_bytes() {
+        let bytes = encode_appended(7, &sample(), None, APPENDED_AT);
+        let golden = "00000000000000070000005fffffffff0282f28d19000800000001\
+                      0000018bcfe564180000018bcfeae640ffffffffffffffffffffffffffff00000002\
+                      4a00d00f000c616363742d311a7b22616d6f756e74223a31327d020c736f7572636506706f73\
+                      0e00000201027800";
+        assert_eq!(hex(&bytes), golden.split_whitespace().collect::<String>());
+        let plain = encode(7, &sample());
+        assert_eq!(bytes[..17], plain[..17], "offset, length, epoch and magic are unchanged");
+        assert_eq!(bytes[23..35], plain[23..35]);
+        assert_eq!(bytes[43..], plain[43..], "producer fields and records are unchanged");
+    }
+
+    #[test]
+    fn a_stamped_batch_keeps_both_clocks_and_its_sent_checksum() {
+        let plain = encode(7, &sample());
+        let stamped = encode_appended(7, &sample(), None, APPENDED_AT);
+        let mut restamped = plain.clone();
+        stamp(&mut restamped, APPENDED_AT);
+        assert_eq!(restamped, stamped, "stamping equals encoding with the append time");
+        let (header, records) = decode(&stamped).unwrap();
+        assert_eq!(header.append_time, Some(APPENDED_AT));
+        assert_eq!((header.min_timestamp, header.max_timestamp), (1_699_999_999_000, 1_700_000_000_000));
+        assert_eq!(records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), sample(), "producer timestamps kept");
+        let (_, views) = views(&stamped).unwrap();
+        assert!(views.iter().all(|v| v.append_time == Some(APPENDED_AT)));
+        assert_eq!(sent_checksum(&stamped, &header), peek_header(&plain).unwrap().checksum);
+        assert_eq!(peek_header(&plain).unwrap().append_time, None);
+        // Served to a CreateTime topic: exactly the batch as sent; to a LogAppendTime one: as stored.
+        let mut out = Vec::new();
+        to_kafka(&stamped, 7, TimestampType::CreateTime, &mut out).unwrap();
+        assert_eq!(out, plain);
+        out.clear();
+        to_kafka(&stamped, 7, TimestampType::LogAppendTime, &mut out).unwrap();
+        assert_eq!(out, stamped);
+        // The header alone frames it; the full header needs the records.
+        let frame = peek_frame(&stamped[..HEADER_BYTES]).unwrap();
+        assert_eq!((frame.base_offset, frame.record_count, frame.length), (7, 2, stamped.len()));
+        let cut = peek_header(&stamped[..HEADER_BYTES]).unwrap_err();
+        assert_eq!(cut, BatchError::Truncated { needed: stamped.len(), available: HEADER_BYTES });
+        // Producers do not choose the append time: a batch sent stamped is re-encoded.
+        assert!(storable(&stamped).is_none());
+        assert!(storable(&plain).is_some());
+    }
+
+    /// A Kafka decoder (the `kafka-protocol` crate) reads a stamped batch as LogAppendTime
+    /// (Kafka's Java client and librdkafka then show `maxTimestamp`, the append time, as every
+    /// record's timestamp; this crate keeps each record's own, the producer's).
+    #[test]
+    fn a_kafka_decoder_reads_a_stamped_batch_as_log_append_time() {
+        let mut bytes = bytes::Bytes::from(encode_appended(41, &sample(), None, APPENDED_AT));
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        for (r, sent) in set.records.iter().zip(sample()) {
+            assert_eq!(r.timestamp_type, kafka_protocol::records::TimestampType::LogAppend);
+            assert_eq!(r.timestamp, sent.timestamp);
+        }
+        assert_eq!(set.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![41, 42]);
     }
 
     #[test]
@@ -424,10 +596,29 @@ mod tests {
         }
 
         #[test]
+        fn stamped_batches_round_trip_and_unstamp_to_the_batch_as_sent(
+            base in 0u64..u64::MAX / 2,
+            records in proptest::collection::vec(arb_record(), 1..20),
+            appended in any::<i64>(),
+        ) {
+            let plain = encode(base, &records);
+            let stamped = encode_appended(base, &records, None, appended);
+            let (header, decoded) = decode(&stamped).unwrap();
+            prop_assert_eq!(header.append_time, Some(appended));
+            prop_assert_eq!(header.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
+            prop_assert_eq!(decoded.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), records);
+            prop_assert_eq!(sent_checksum(&stamped, &header), peek_header(&plain).unwrap().checksum);
+            let mut out = Vec::new();
+            to_kafka(&stamped, base, TimestampType::CreateTime, &mut out).unwrap();
+            prop_assert_eq!(out, plain);
+        }
+
+        #[test]
         fn any_single_byte_corruption_is_detected(records in proptest::collection::vec(arb_record(), 1..8),
+                                                  stamped in any::<bool>(),
                                                   position in any::<prop::sample::Index>(),
                                                   flip in 1u8..=255) {
-            let mut bytes = encode(3, &records);
+            let mut bytes = if stamped { encode_appended(3, &records, None, 1_700_000_000_000) } else { encode(3, &records) };
             let at = position.index(bytes.len());
             bytes[at] ^= flip;
             // The CRC does not cover the base offset: readers check it against the offset

@@ -46,6 +46,7 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         record_count,
         min_timestamp: u64_at(bytes, OFF_MIN_TS) as i64,
         max_timestamp: u64_at(bytes, OFF_MAX_TS) as i64,
+        append_time: None,
         length,
         producer: None,
         checksum: u32_at(bytes, OFF_CRC),
@@ -88,7 +89,7 @@ fn record<'a>(cursor: &mut Cursor<'a>, offset: u64) -> Result<RecordView<'a>, Ba
         header_pair(cursor)?;
     }
     let headers = &headers_start[..headers_start.len() - cursor.bytes.len()];
-    Ok(RecordView { offset, timestamp, key, value, version: 1, header_count, headers })
+    Ok(RecordView { offset, timestamp, append_time: None, key, value, version: 1, header_count, headers })
 }
 
 /// One header of a record: a UTF-8 name and a value.

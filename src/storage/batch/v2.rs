@@ -20,6 +20,10 @@ const NO_LEADER_EPOCH: i32 = -1;
 const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 const NO_SEQUENCE: i32 = -1;
+/// Kafka's timestamp-type bit of `attributes`: set, `maxTimestamp` holds the time the log
+/// appended the batch (LogAppendTime) while the records keep the producer's timestamps in
+/// `baseTimestamp` + deltas. tierlog sets it on every batch it writes (see `stamp`).
+const LOG_APPEND_TIME: i16 = 0x08;
 
 const OFF_LENGTH: usize = 8;
 const OFF_EPOCH: usize = 12;
@@ -65,7 +69,8 @@ fn len_bound(key: usize, value: usize, headers: impl Iterator<Item = (usize, usi
 /// base, no null value or header value). Its records, or `None` for anything else (the caller
 /// decodes and re-encodes those).
 pub fn storable(bytes: &[u8]) -> Option<(BatchHeader, Vec<RecordView<'_>>)> {
-    if bytes.len() < HEADER_BYTES || bytes[OFF_MAGIC] != MAGIC {
+    // Producers send CreateTime batches; the append time is the log's to set.
+    if bytes.len() < HEADER_BYTES || bytes[OFF_MAGIC] != MAGIC || bytes[OFF_ATTRIBUTES..OFF_LAST_DELTA] != [0, 0] {
         return None;
     }
     // Producers send a leader epoch (librdkafka: 0); the stored batch gets -1 (see
@@ -111,8 +116,15 @@ pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
 
 /// Encodes `records` as one batch of at most `max_length` bytes (panics past it: callers split
 /// input by size). Its `baseTimestamp` is the smallest timestamp of the batch (Kafka writes
-/// the first record's; readers add each record's delta either way).
-pub fn encode(base_offset: u64, records: &[Record], producer: Option<ProducerStamp>, max_length: usize) -> Vec<u8> {
+/// the first record's; readers add each record's delta either way). With `append_time` the
+/// batch is stamped (LogAppendTime, see [`stamp`]); without, it is CreateTime.
+pub fn encode(
+    base_offset: u64,
+    records: &[Record],
+    producer: Option<ProducerStamp>,
+    append_time: Option<i64>,
+    max_length: usize,
+) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_offset = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
     let min_ts = records.iter().map(|r| r.timestamp).min().unwrap_or_default();
@@ -128,10 +140,11 @@ pub fn encode(base_offset: u64, records: &[Record], producer: Option<ProducerSta
     buf.extend_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
     buf.push(MAGIC);
     buf.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    buf.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    // attributes: no compression, not transactional; CreateTime or LogAppendTime
+    buf.extend_from_slice(&(if append_time.is_some() { LOG_APPEND_TIME } else { 0 }).to_be_bytes());
     buf.extend_from_slice(&(count - 1).to_be_bytes());
     buf.extend_from_slice(&min_ts.to_be_bytes());
-    buf.extend_from_slice(&max_ts.to_be_bytes());
+    buf.extend_from_slice(&append_time.unwrap_or(max_ts).to_be_bytes());
     let stamp =
         producer.map_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE), |p| (p.id, p.epoch, p.first_sequence));
     buf.extend_from_slice(&stamp.0.to_be_bytes());
@@ -214,24 +227,108 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if i32::from_be_bytes(array(bytes, OFF_EPOCH)) != NO_LEADER_EPOCH {
         return Err(BatchError::Malformed("partition leader epoch is not -1 (tierlog writes no epochs)"));
     }
-    if i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES)) != 0 {
-        return Err(BatchError::Malformed("attributes other than 0 (compression, transactions, LogAppendTime)"));
-    }
+    let stamped = match i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES)) {
+        0 => false,
+        LOG_APPEND_TIME => true,
+        _ => return Err(BatchError::Malformed("attributes other than 0 or LogAppendTime (compression, transactions)")),
+    };
     let count = i32::from_be_bytes(array(bytes, OFF_COUNT));
     let last_delta = i32::from_be_bytes(array(bytes, OFF_LAST_DELTA));
     if count < 1 || last_delta != count - 1 {
         return Err(BatchError::Malformed("record count is zero or does not match lastOffsetDelta"));
     }
+    let length = length as usize;
+    let min_timestamp = i64::from_be_bytes(array(bytes, OFF_BASE_TS));
+    let max_field = i64::from_be_bytes(array(bytes, OFF_MAX_TS));
+    // A stamped batch's header holds the append time where CreateTime holds the largest
+    // record timestamp, which the indexes need: read it off the records.
+    let (max_timestamp, append_time) = if stamped {
+        if bytes.len() < length {
+            return Err(BatchError::Truncated { needed: length, available: bytes.len() });
+        }
+        (largest_timestamp(&bytes[HEADER_BYTES..length], min_timestamp, count as u32)?, Some(max_field))
+    } else {
+        (max_field, None)
+    };
     Ok(BatchHeader {
         version: 2,
         base_offset: base_offset as u64,
         record_count: count as u32,
-        min_timestamp: i64::from_be_bytes(array(bytes, OFF_BASE_TS)),
-        max_timestamp: i64::from_be_bytes(array(bytes, OFF_MAX_TS)),
-        length: length as usize,
+        min_timestamp,
+        max_timestamp,
+        append_time,
+        length,
         producer: producer(bytes)?,
         checksum: u32::from_be_bytes(array(bytes, OFF_CRC)),
     })
+}
+
+/// The framing fields of the batch at the start of `bytes` (which may hold its header only):
+/// what a scan needs to step over it or to judge a torn tail.
+pub fn peek_frame(bytes: &[u8]) -> Result<super::Frame, BatchError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(BatchError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
+    }
+    // The whole header is checked; a stamped batch's body is not read.
+    let mut fixed = [0u8; HEADER_BYTES];
+    fixed.copy_from_slice(&bytes[..HEADER_BYTES]);
+    fixed[OFF_ATTRIBUTES..OFF_LAST_DELTA].fill(0);
+    let attributes = i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES));
+    if attributes != 0 && attributes != LOG_APPEND_TIME {
+        return Err(BatchError::Malformed("attributes other than 0 or LogAppendTime (compression, transactions)"));
+    }
+    let header = peek_header(&fixed)?;
+    Ok(super::Frame { base_offset: header.base_offset, record_count: header.record_count, length: header.length })
+}
+
+/// The largest record timestamp of a stamped batch's `records`, read without decoding keys,
+/// values or headers (their checks are the decoder's, on every read of the records).
+fn largest_timestamp(records: &[u8], base: i64, count: u32) -> Result<i64, BatchError> {
+    let mut cursor = Cursor { bytes: records };
+    let mut max = i64::MIN;
+    for _ in 0..count {
+        let len = length(&mut cursor, "record length")?;
+        let mut record = Cursor { bytes: cursor.take(len)? };
+        record.take(1)?; // attributes
+        max = max.max(base.wrapping_add(varint(&mut record)?));
+    }
+    Ok(max)
+}
+
+/// Sets the append time of a version-2 batch (LogAppendTime, `maxTimestamp` = `append_time`)
+/// and its CRC. The records' own timestamps are untouched.
+pub fn stamp(bytes: &mut [u8], append_time: i64) {
+    bytes[OFF_ATTRIBUTES..OFF_LAST_DELTA].copy_from_slice(&LOG_APPEND_TIME.to_be_bytes());
+    bytes[OFF_MAX_TS..OFF_PRODUCER_ID].copy_from_slice(&append_time.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[OFF_ATTRIBUTES..]);
+    bytes[OFF_CRC..OFF_ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The CRC the batch had before it was stamped (CreateTime, `maxTimestamp` = the largest
+/// record timestamp): what an idempotent producer's retry of it carries.
+pub fn sent_checksum(bytes: &[u8], header: &BatchHeader) -> u32 {
+    if header.append_time.is_none() {
+        return header.checksum;
+    }
+    let crc = crc32c::crc32c(&0i16.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc, &bytes[OFF_LAST_DELTA..OFF_MAX_TS]);
+    let crc = crc32c::crc32c_append(crc, &header.max_timestamp.to_be_bytes());
+    crc32c::crc32c_append(crc, &bytes[OFF_PRODUCER_ID..header.length])
+}
+
+/// A validated batch as Kafka would serve it from a CreateTime topic: a stamped batch with
+/// its append time removed (CreateTime, `maxTimestamp` = the largest record timestamp, the
+/// CRC set again), anything else as it is.
+pub fn unstamped(bytes: &[u8], header: &BatchHeader, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&bytes[..header.length]);
+    if header.append_time.is_some() {
+        let batch = &mut out[start..];
+        batch[OFF_ATTRIBUTES..OFF_LAST_DELTA].fill(0);
+        batch[OFF_MAX_TS..OFF_PRODUCER_ID].copy_from_slice(&header.max_timestamp.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        batch[OFF_CRC..OFF_ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
+    }
 }
 
 /// The producer fields: all -1 (no idempotent producer), or an idempotent producer's id,
@@ -289,6 +386,7 @@ pub fn views<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Vec<RecordView
         records.push(RecordView {
             offset,
             timestamp,
+            append_time: header.append_time,
             key,
             value,
             version: 2,

@@ -50,6 +50,7 @@ pub fn segment(base: u64, batches: u64) -> SegmentBytes {
             length: BATCH_BYTES as u64,
             min_timestamp: first as i64,
             max_timestamp: (first + BATCH_OFFSETS - 1) as i64,
+            append_time: 1_000_000 + first as i64,
         });
         raw.extend_from_slice(&bytes);
     }

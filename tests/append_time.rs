@@ -1,0 +1,73 @@
+//! The append clock: every batch records when the log appended it, from a per-partition clock
+//! that never goes backwards, whatever the wall clock does, across restarts too.
+
+use std::sync::Arc;
+
+use tierlog::config::Config;
+use tierlog::{Log, Record};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn record(i: i64) -> Record {
+    Record { timestamp: 1_000 + i, value: format!("r{i}-{}", "x".repeat(300)).into_bytes(), ..Record::default() }
+}
+
+/// The wall clock steps back (injected through the append's clock reading): append times
+/// stay where they were until it catches up, a warning names the partition once, and a
+/// restart goes on from the last append time, not from the clock. Without the clamp the
+/// stored append times decrease and as-of answers stop being cuts of the log.
+#[test]
+fn append_times_never_decrease_when_the_clock_goes_backwards() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets the global subscriber");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.segment.max_bytes = 1024;
+    let clock = [10_000, 10_500, 9_000, 9_800, 10_400, 10_600, 11_000];
+    {
+        let log = Log::open(config.clone()).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        for (i, now) in clock.iter().enumerate() {
+            p.append(&[record(i as i64)], *now).unwrap();
+        }
+    }
+    let log = Log::open(config).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    p.append(&[record(7)], 5_000).unwrap(); // the clock is far behind after the restart
+    p.append(&[record(8)], 11_200).unwrap();
+    let mut stored: Vec<(u64, Option<i64>)> = Vec::new();
+    loop {
+        let records = p.read(stored.len() as u64, 1 << 20).unwrap();
+        if records.is_empty() {
+            break;
+        }
+        stored.extend(records.iter().map(|r| (r.offset, r.append_time)));
+    }
+    let want = [10_000, 10_500, 10_500, 10_500, 10_500, 10_600, 11_000, 11_000, 11_200];
+    assert_eq!(stored, want.iter().enumerate().map(|(o, t)| (o as u64, Some(*t))).collect::<Vec<_>>());
+    assert!(p.sealed_segments().len() >= 2, "the clock also survived rolls");
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("wall clock is behind")).collect();
+    assert_eq!(warnings.len(), 2, "once per episode (before and after the restart): {text}");
+    assert!(warnings[0].contains("\"WARN\"") && warnings[0].contains("\"partition\":0"), "{}", warnings[0]);
+    // As of any instant, the cut is a prefix: exactly the records appended at or before it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = tierlog::reader::Reader::new(log.clone());
+    for (t, cut) in [(9_999, 0), (10_000, 1), (10_500, 5), (10_999, 6), (11_000, 8), (11_200, 9)] {
+        assert_eq!(runtime.block_on(reader.offset_as_of(&p, t)).unwrap(), cut, "as of {t}");
+    }
+}
