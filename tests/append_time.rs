@@ -1,5 +1,5 @@
-//! The append clock: every batch records when the log appended it, from a per-partition clock
-//! that never goes backwards, whatever the wall clock does, across restarts too.
+//! The append clock: every batch records when the log appended it, from one clock per writer
+//! that never goes backwards, whatever the wall clock does, across partitions and restarts.
 
 use std::sync::Arc;
 
@@ -69,5 +69,19 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
     let reader = tierlog::reader::Reader::new(log.clone());
     for (t, cut) in [(9_999, 0), (10_000, 1), (10_500, 5), (10_999, 6), (11_000, 8), (11_200, 9)] {
         assert_eq!(runtime.block_on(reader.offset_as_of(&p, t)).unwrap(), cut, "as of {t}");
+    }
+
+    // Across partitions: an append acknowledged before another starts never gets a later
+    // append time, even when the clock steps back in between and they are different
+    // partitions, so every as-of cut is consistent across the topic.
+    let q = log.create_topic("u", 2).unwrap();
+    q.partition(0).unwrap().append(&[record(20)], 12_000).unwrap();
+    q.partition(1).unwrap().append(&[record(21)], 11_500).unwrap(); // the clock stepped back
+    let appended = |id: u32| q.partition(id).unwrap().read(0, 1 << 20).unwrap()[0].append_time;
+    assert_eq!((appended(0), appended(1)), (Some(12_000), Some(12_000)));
+    for t in [11_999, 12_000] {
+        let cut: Vec<u64> =
+            (0..2).map(|id| runtime.block_on(reader.offset_as_of(q.partition(id).unwrap(), t)).unwrap()).collect();
+        assert!(cut == [0, 0] || cut == [1, 1], "as of {t}: partition 1's later write without partition 0's: {cut:?}");
     }
 }

@@ -22,7 +22,7 @@ struct Fixture {
 fn fixture(fsync: FsyncPolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(1, DiskFaults::default());
-    let host = Host { disk: Arc::new(disk.clone()), clock: Clock::manual(Arc::new(AtomicI64::new(1_000))) };
+    let host = Host::new(Arc::new(disk.clone()), Clock::manual(Arc::new(AtomicI64::new(1_000))));
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.durability.fsync = fsync;
     config.segment.index_interval_bytes = 256;
@@ -444,7 +444,7 @@ fn review_the_writer_opens_when_the_ack_end_file_cannot_be_written() {
     drop((p, log));
     // A data directory from before ack-end existed.
     f.disk.remove_file(&f.config.data_dir.join("topics/t/0/ack-end")).unwrap();
-    let host = Host { disk: Arc::new(NoAckEnd(f.disk.clone())), clock: f.host.clock.clone() };
+    let host = Host::new(Arc::new(NoAckEnd(f.disk.clone())), f.host.clock.clone());
     let reopened = Log::open_on(host, f.config.clone());
     assert!(
         reopened.is_ok(),

@@ -174,7 +174,7 @@ impl World {
     }
 
     fn host(&self) -> Host {
-        Host { disk: Arc::new(self.disk.clone()), clock: Clock::manual(self.time.clone()) }
+        Host::new(Arc::new(self.disk.clone()), Clock::manual(self.time.clone()))
     }
 
     fn log(&self) -> &Log {

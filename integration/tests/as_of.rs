@@ -30,7 +30,8 @@ struct Append {
 }
 
 /// What the log must hold: per partition, per offset, (append time, producer timestamp).
-/// Append times are the wall clock clamped to never decrease, per partition.
+/// Append times are the wall clock clamped to never decrease, across all partitions (one
+/// clock per writer).
 struct Oracle {
     records: Vec<Vec<(i64, i64)>>,
 }
@@ -38,10 +39,10 @@ struct Oracle {
 impl Oracle {
     fn new(appends: &[Append]) -> Oracle {
         let mut records = vec![Vec::new(); PARTITIONS as usize];
+        let mut last = i64::MIN;
         for a in appends {
-            let p: &mut Vec<(i64, i64)> = &mut records[a.partition as usize];
-            let appended = p.last().map_or(a.clock, |(last, _)| a.clock.max(*last));
-            p.push((appended, a.timestamp));
+            last = last.max(a.clock);
+            records[a.partition as usize].push((last, a.timestamp));
         }
         Oracle { records }
     }
@@ -169,6 +170,18 @@ proptest! {
             }
             for &time in &questions {
                 let cut = tierlog::reader::snapshot(&reader, &["t".to_string()], time).await.unwrap();
+                // Consistent across partitions: the cut holds a prefix of the appends in the
+                // order the writer acknowledged them.
+                let mut taken = [0u64; PARTITIONS as usize];
+                let known = appends.iter().take_while(|a| {
+                    let p = a.partition as usize;
+                    let inside = taken[p] < cut[p]["end"].as_u64().unwrap();
+                    taken[p] += u64::from(inside);
+                    inside
+                });
+                let prefix = known.count();
+                let ends: Vec<u64> = cut.iter().map(|c| c["end"].as_u64().unwrap()).collect();
+                assert_eq!(ends.iter().sum::<u64>(), prefix as u64, "as of {time}: {ends:?} is not a prefix of the appends");
                 for id in 0..PARTITIONS {
                     let p = partition(&t.log, id);
                     let expected = t.oracle.as_of(id, time);

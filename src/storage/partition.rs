@@ -112,38 +112,6 @@ struct State {
     ack_end: Option<FileRef>,
     /// Idempotent producers' state as of the log end (the writer's only).
     producers: Producers,
-    /// The partition's append clock: the append time of its newest batch.
-    clock: AppendClock,
-}
-
-/// Hands out append times: the wall clock (the host's), clamped so that a partition's append
-/// times never decrease, whatever the clock does (NTP steps, a VM restored from a snapshot).
-/// While the clock is behind, batches get the last append time and one warning is logged.
-#[derive(Debug, Clone, Copy)]
-struct AppendClock {
-    last: i64,
-    behind: bool,
-}
-
-impl AppendClock {
-    fn next(&mut self, now_ms: i64, topic: &str, partition: u32) -> i64 {
-        if now_ms < self.last {
-            if !self.behind {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    clock_ms = now_ms,
-                    last_append_ms = self.last,
-                    "the wall clock is behind this partition's last append time; appends keep the last append time until it catches up"
-                );
-            }
-            self.behind = true;
-            return self.last;
-        }
-        self.behind = false;
-        self.last = now_ms;
-        now_ms
-    }
 }
 
 /// Where the first batch appended after a time lies in the local log ([`Partition::offset_as_of`]).
@@ -300,7 +268,13 @@ impl Partition {
     ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
-        let append_time = state.clock.next(now_ms, &self.topic, self.id);
+        let (append_time, fell_behind) = self.host.append_clock.next(now_ms);
+        if fell_behind {
+            tracing::warn!(
+                topic = %self.topic, partition = self.id, clock_ms = now_ms, last_append_ms = append_time,
+                "the wall clock is behind the last append time; appends keep the last append time until it catches up"
+            );
+        }
         // A producer's batch is judged by its bytes as sent (a retry is the same bytes, before
         // the append time is set), encoded first.
         let mut first = None;
@@ -973,11 +947,11 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
     let producers = if writable { rebuild_producers(host, dir, &sealed, &active)? } else { Producers::default() };
-    // The clock goes on from the newest append time the local log holds (its last segment
-    // holding any batch: append times never decrease along the log).
-    let last = sealed.values().chain(std::iter::once(&active)).map(|s| s.index.max_append_time).max();
-    let clock = AppendClock { last: last.unwrap_or(crate::index::NO_APPEND_TIME), behind: false };
-    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers, clock })
+    // The append clock goes on from the newest append time the local log holds.
+    if let Some(last) = sealed.values().chain(std::iter::once(&active)).map(|s| s.index.max_append_time).max() {
+        host.append_clock.observe(last);
+    }
+    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
 }
 
 /// The producer state at the log end: the newest readable snapshot at or below it, and the
