@@ -1,24 +1,11 @@
 //! The append clock: every batch records when the log appended it, from one clock per writer
 //! that never goes backwards, whatever the wall clock does, across partitions and restarts.
 
-use std::sync::Arc;
+mod common;
+use common::Captured;
 
 use tierlog::config::Config;
 use tierlog::{Log, Record};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn record(i: i64) -> Record {
     Record { timestamp: 1_000 + i, value: format!("r{i}-{}", "x".repeat(300)).into_bytes(), ..Record::default() }
@@ -60,7 +47,7 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
     let want = [10_000, 10_500, 10_500, 10_500, 10_500, 10_600, 11_000, 11_000, 11_200];
     assert_eq!(stored, want.iter().enumerate().map(|(o, t)| (o as u64, Some(*t))).collect::<Vec<_>>());
     assert!(p.sealed_segments().len() >= 2, "the clock also survived rolls");
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("wall clock is behind")).collect();
     assert_eq!(warnings.len(), 2, "once per episode (before and after the restart): {text}");
     assert!(warnings[0].contains("\"WARN\"") && warnings[0].contains("\"partition\":0"), "{}", warnings[0]);

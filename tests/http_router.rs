@@ -9,6 +9,9 @@
 //! `HTTP_FUZZ_CASES` sets the number of requests (default 3000, about ten seconds here);
 //! `HTTP_FUZZ_TRACE=1` prints each status, method and path (to see what the cases reach).
 
+mod common;
+use common::Captured;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -482,21 +485,6 @@ fn produce_bodies_in_flight_are_bounded() {
     });
 }
 
-/// A log line sink for the subscriber of one test.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The access log (`RUST_LOG=tierlog::access=info`, here as `--log-format json` writes it):
 /// one line per request with method, status and the path as received — still
 /// percent-encoded, so a CR/LF a client put in a topic name never reaches the log decoded.
@@ -521,7 +509,7 @@ fn the_access_log_names_method_raw_path_and_status() {
         let request = Request::builder().uri(path).header("host", "127.0.0.1").body(Body::empty()).unwrap();
         assert_eq!(app.oneshot(request).await.unwrap().status(), 400);
     });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let access: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["target"] == "tierlog::access" && l["fields"]["path"] == path).collect();

@@ -1,4 +1,4 @@
-//! Helpers shared by the test files that run the real `tierlog` binary.
+//! Helpers shared by the test files (most run the real `tierlog` binary).
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::Write;
@@ -18,4 +18,25 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
 /// Standard output parsed as one JSON value per line.
 pub fn json_lines(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A log writer that keeps what it is given, for tests that read the log lines a subscriber wrote.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

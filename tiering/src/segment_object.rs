@@ -94,6 +94,14 @@ impl ChunkIndex {
         self.chunks.iter().find(|c| c.max_timestamp >= time)
     }
 
+    /// The smallest and largest append time of the segment, `None` for [`NO_APPEND_TIME`] (as
+    /// a manifest entry records them).
+    pub fn append_time_range(&self) -> (Option<i64>, Option<i64>) {
+        let known = |t: i64| (t != NO_APPEND_TIME).then_some(t);
+        let min = self.chunks.iter().map(|c| c.min_append_time).min().and_then(known);
+        (min, self.chunks.iter().map(|c| c.max_append_time).max().and_then(known))
+    }
+
     /// The first chunk holding a batch appended after `time` (append times never decrease, so
     /// every earlier chunk was appended at or before it), and its number.
     pub fn chunk_for_append_time(&self, time: i64) -> Option<(usize, &ChunkMeta)> {

@@ -147,18 +147,8 @@ pub async fn upload_segment(
                     raw_sha256,
                     object_sha256,
                     uploaded_ms: put_started_ms,
-                    min_append_time: index
-                        .chunks
-                        .iter()
-                        .map(|c| c.min_append_time)
-                        .min()
-                        .filter(|t| *t != segment_object::NO_APPEND_TIME),
-                    max_append_time: index
-                        .chunks
-                        .iter()
-                        .map(|c| c.max_append_time)
-                        .max()
-                        .filter(|t| *t != segment_object::NO_APPEND_TIME),
+                    min_append_time: index.append_time_range().0,
+                    max_append_time: index.append_time_range().1,
                     prev_hash: String::new(),
                     hash: String::new(),
                 });
