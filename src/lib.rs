@@ -26,7 +26,9 @@ pub mod tier;
 pub mod time;
 
 pub use serve::{append, auth, kafka};
-pub use storage::{ack_end, batch, disk, host, index, limits, lock, log, partition, producers, record, segment, topic};
+pub use storage::{
+    ack_end, append_floor, batch, disk, host, index, limits, lock, log, partition, producers, record, segment, topic,
+};
 
 pub use error::{Error, ErrorKind, Result};
 pub use log::Log;

@@ -198,6 +198,20 @@ impl Reader {
     }
 }
 
+/// Refuses an as-of instant in the future (after `now_ms`): what the log will have received
+/// by then is not decided yet, so the answer would change as appends arrive.
+pub fn check_as_of(time: i64, now_ms: i64) -> Result<()> {
+    if time > now_ms {
+        return Err(Error::Invalid(format!(
+            "as of {} is in the future (it is {} now): what the log will have received by then is not known yet; \
+             ask for a time up to now",
+            crate::time::format_time(time),
+            crate::time::format_time(now_ms)
+        )));
+    }
+    Ok(())
+}
+
 /// The as-of cut at `time` of every partition of `topics` (every topic when empty), as JSON
 /// objects `{"topic","partition","as_of","end","start"}`: `end` is the cut (records below it
 /// were appended at or before `time`), `start` the first offset still held. Topics are sorted

@@ -5,6 +5,8 @@ mod common;
 use common::Captured;
 
 use tierlog::config::Config;
+use tierlog::reader::Reader;
+use tierlog::tier::Tiering;
 use tierlog::{Log, Record};
 
 fn record(i: i64) -> Record {
@@ -27,13 +29,13 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
     let clock = [10_000, 10_500, 9_000, 9_800, 10_400, 10_600, 11_000];
     {
         let log = Log::open(config.clone()).unwrap();
-        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        let p = log.create_topic("clock", 1).unwrap().partition(0).unwrap().clone();
         for (i, now) in clock.iter().enumerate() {
             p.append(&[record(i as i64)], *now).unwrap();
         }
     }
     let log = Log::open(config).unwrap();
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = log.topic("clock").unwrap().partition(0).unwrap().clone();
     p.append(&[record(7)], 5_000).unwrap(); // the clock is far behind after the restart
     p.append(&[record(8)], 11_200).unwrap();
     let mut stored: Vec<(u64, Option<i64>)> = Vec::new();
@@ -48,7 +50,9 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
     assert_eq!(stored, want.iter().enumerate().map(|(o, t)| (o as u64, Some(*t))).collect::<Vec<_>>());
     assert!(p.sealed_segments().len() >= 2, "the clock also survived rolls");
     let text = captured.text();
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("wall clock is behind")).collect();
+    // (Other tests of this binary log beside it: only this test's topic counts.)
+    let warnings: Vec<&str> =
+        text.lines().filter(|l| l.contains("wall clock is behind") && l.contains("\"topic\":\"clock\"")).collect();
     assert_eq!(warnings.len(), 2, "once per episode (before and after the restart): {text}");
     assert!(warnings[0].contains("\"WARN\"") && warnings[0].contains("\"partition\":0"), "{}", warnings[0]);
     // As of any instant, the cut is a prefix: exactly the records appended at or before it.
@@ -71,4 +75,71 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
             (0..2).map(|id| runtime.block_on(reader.offset_as_of(q.partition(id).unwrap(), t)).unwrap()).collect();
         assert!(cut == [0, 0] || cut == [1, 1], "as of {t}: partition 1's later write without partition 0's: {cut:?}");
     }
+}
+
+// Adversarial review of 1391cf4. The first fails on 1391cf4, the second on 1391cf4 too (fixed by edd4bc0).
+
+fn rec(i: i64) -> Record {
+    Record { timestamp: 1_000 + i, value: format!("r{i}").into_bytes(), ..Record::default() }
+}
+
+/// Finding: the append clock restarts from the newest append time the *local* log holds.
+/// After tiering + local retention (or a seal before tiering) the local log is empty, so a
+/// restart whose wall clock is behind the last append time hands out append times below the
+/// ones already in the remote tier: the partition's append times decrease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_clock_goes_backwards_after_restart_when_everything_is_tiered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    config.tiering.local_retention_bytes = 0; // tiered segments are deleted locally
+    {
+        let log = Log::open(config.clone()).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&[rec(0)], 10_000).unwrap();
+        p.append(&[rec(1)], 10_500).unwrap();
+        let tiering = Tiering::start(log.clone()).await.unwrap();
+        let reports = tiering.run_once(None, true).await.unwrap();
+        assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+        assert_eq!(p.start_offset(), 2, "offsets 0..2 are remote-only");
+    }
+    // Restart; the wall clock is 1.5 s behind the last append time (NTP step, another host).
+    let log = Log::open(config.clone()).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    p.append(&[rec(2)], 9_000).unwrap();
+    let stored = Reader::new(log.clone()).read(&p, 2, 1 << 20).await.unwrap();
+    let appended = stored[0].append_time.unwrap();
+    // Tier the new segment too, then read the partition from the start with a fresh reader.
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    let reports = tiering.run_once(None, true).await.unwrap();
+    let fresh = Reader::new(log.clone());
+    let read_back = fresh.read(&p, 0, 1 << 20).await.map(|r| r.len());
+    let as_of = fresh.offset_as_of(&p, 9_000).await;
+    assert!(
+        appended >= 10_500 && reports.iter().all(|r| r.error.is_none()) && read_back.is_ok(),
+        "append time of offset 2 = {appended} (offsets 0, 1 were appended at 10000, 10500); \
+         tiering: {reports:?}; read from offset 0 with a fresh reader: {read_back:?}; as of 9000: {as_of:?}"
+    );
+}
+
+/// Finding: `reader::snapshot` claims its cut is consistent across partitions ("one clock"),
+/// but the clamp is per partition. After the wall clock steps back, a record acknowledged on
+/// partition 0 gets partition 0's clamped (later) append time, while a record written
+/// *afterwards* on partition 1 gets the (earlier) wall clock: a snapshot then contains the
+/// effect (partition 1's record) but not its cause (partition 0's record).
+#[tokio::test]
+async fn review_snapshot_is_not_a_consistent_cut_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let log = Log::open(config).unwrap();
+    let topic = log.create_topic("t", 2).unwrap();
+    let (p0, p1) = (topic.partition(0).unwrap().clone(), topic.partition(1).unwrap().clone());
+    p0.append(&[rec(0)], 1_000).unwrap(); // clock at 1000
+    // The wall clock steps back by 500 ms.
+    p0.append(&[rec(1)], 500).unwrap(); // X: acknowledged; stored with append time 1000 (clamped)
+    p1.append(&[rec(2)], 600).unwrap(); // Y: sent after X was acknowledged; append time 600
+    let reader = Reader::new(log.clone());
+    let cut = tierlog::reader::snapshot(&reader, &["t".to_string()], 800).await.unwrap();
+    let ends: Vec<u64> = cut.iter().map(|c| c["end"].as_u64().unwrap()).collect();
+    // A consistent cut that holds Y (p1 offset 0) must hold X (p0 offset 1), which precedes it.
+    assert!(ends[1] == 0 || ends[0] == 2, "snapshot as of 800 holds Y but not X: {cut:?}");
 }

@@ -60,6 +60,8 @@ fn produce_then_consume_round_trips_the_json_envelope() {
     let out = run(dir.path(), &["snapshot", "--as-of", &at], "");
     let cut = json_lines(&out);
     assert_eq!((cut.len(), &cut[0]["topic"], &cut[0]["end"]), (1, &serde_json::json!("t"), &serde_json::json!(2)));
+    let out = run(dir.path(), &["snapshot", "--as-of", "2999-01-01"], "");
+    assert!(!out.status.success() && stderr(&out).contains("future"), "{}", stderr(&out));
     let out = run(dir.path(), &["consume", "t", "--as-of", &at, "--follow"], "");
     assert!(!out.status.success() && stderr(&out).contains("--follow"), "as-of cannot follow: {}", stderr(&out));
 

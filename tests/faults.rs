@@ -108,9 +108,11 @@ fn a_multi_batch_append_that_fails_after_rolling_segments_writes_none_of_it() {
     let log = f.open().unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     p.append(&records(0..2), 1_000).unwrap();
-    // 60 KiB records in one call: several batches over several segments; the sixth write fails.
+    // 60 KiB records in one call: several batches over several segments; the seventh write
+    // fails (the batch after the first roll, which wrote the append-time floor, three index
+    // files and a producer snapshot).
     let big: Vec<Record> = (0..40).map(|i| Record { value: vec![b'x'; 60 * 1024], ..record(100 + i) }).collect();
-    f.disk.fail_append_after(5);
+    f.disk.fail_append_after(6);
     assert!(p.append(&big, 1_000).is_err());
     assert_eq!(p.end_offset(), 2, "no offset of the failed call was handed out");
     assert!(p.sealed_segments().is_empty(), "the segments the call rolled were undone");
@@ -354,10 +356,10 @@ fn review_a_failed_directory_fsync_during_a_roll_does_not_wedge_the_partition() 
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let big = |i: u64| Record { value: vec![b'x'; 1500], ..record(i) };
     p.append(&[big(0), big(1)], 1_000).unwrap();
-    // The next record needs a roll; the directory fsync of the new segment fails once (the three
-    // index files' atomic writes sync the directory first).
+    // The next record needs a roll; the directory fsync of the new segment fails once (the
+    // append-time floor's and the three index files' atomic writes sync the directory first).
     let names_before = f.disk.files();
-    f.disk.fail_dir_sync_after(3);
+    f.disk.fail_dir_sync_after(4);
     assert!(p.append(&[big(2)], 1_000).is_err(), "the injected directory fsync failure fails the call");
     assert_eq!(p.end_offset(), 2);
     let leftover: Vec<_> = f.disk.files().into_iter().filter(|n| !names_before.contains(n)).collect();
@@ -557,12 +559,13 @@ fn review_an_undo_that_fails_part_way_serves_nothing_and_leaves_at_most_a_prefix
         let log = f.open().unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
         p.append(&records(0..3), 1_000).unwrap();
-        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, three index files, a
-        // producer snapshot, new segment), b2 in segment 4, then the call's fsync fails; undoing
-        // it removes the snapshot and segment 4, and that removal's directory fsync fails too.
+        // One call, two ~3 KB batches: b1 in segment 0, a roll (fsync ok, the append-time floor,
+        // three index files, a producer snapshot, new segment), b2 in segment 4, then the call's
+        // fsync fails; undoing it removes the snapshot and segment 4, and that removal's
+        // directory fsync fails too.
         let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-        f.disk.fail_sync_after(5); // segment 0 at the roll, three index files, the snapshot, then segment 4 fails
-        f.disk.fail_dir_sync_after(6); // index files, snapshot, segment 4 created, snapshot removed, then segment 4's removal fails
+        f.disk.fail_sync_after(6); // segment 0 at the roll, the floor, three index files, the snapshot, then segment 4 fails
+        f.disk.fail_dir_sync_after(7); // floor, index files, snapshot, segment 4 created, snapshot removed, then segment 4's removal fails
         let err = p.append(&failed, 1_000).unwrap_err();
         assert!(matches!(err, Error::Stopped { .. }), "{err}");
         served = p.read(3, 1 << 20).unwrap().iter().map(|s| s.record.value.len()).collect();
@@ -599,8 +602,9 @@ fn a_restart_after_a_failed_undo_makes_an_empty_active_segment_durable_too() {
         p.append(&records(0..3), 1_000).unwrap();
         p.seal_active(1_000).unwrap(); // segment 3 is active and empty
         let failed: Vec<Record> = (0..2).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
-        // Segment 3 at the roll, its three index files, then segment 4's fsync and the undo's.
-        f.disk.fail_syncs_after(4, 2);
+        // Segment 3 at the roll, the append-time floor, its three index files, the producer
+        // snapshot, then segment 4's fsync and the undo's.
+        f.disk.fail_syncs_after(6, 2);
         let err = p.append(&failed, 1_000).unwrap_err();
         assert!(matches!(err, Error::Stopped { .. }), "{err}");
     }

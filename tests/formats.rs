@@ -341,3 +341,57 @@ async fn check_as_of(reader: &Reader, p: &Arc<Partition>, first: i64, unknown: i
     // Event time is answered as before, old records included.
     assert_eq!(reader.offset_for_time(p, 1_700_000_050_500).await.unwrap(), 51);
 }
+
+/// Review of 1391cf4: segments sealed by the build before append times have no `.appendindex`,
+/// and the first open rescanned (and CRC-checked) every one of them, so one latent flipped bit
+/// in an old sealed segment, which the previous build only reported when that batch was read,
+/// now refused the whole partition — and the server with it.
+#[tokio::test]
+async fn review_upgrade_does_not_refuse_a_partition_the_previous_build_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    copy_dir(&fixture.join("legacy-data"), &tmp.path().join("legacy-data"));
+    copy_dir(&fixture.join("legacy-data-remote"), &tmp.path().join("legacy-data-remote"));
+    let segment = tmp.path().join("legacy-data/topics/legacy/0/00000000000000000120.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    let log = Log::open(config(&tmp.path().join("legacy-data")))
+        .expect("the previous build opened this data directory (index files present)");
+    let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+    assert_eq!(Reader::new(log.clone()).read(&p, 130, 1 << 20).await.unwrap()[0].offset, 130);
+    // The damaged batch itself is still refused when read, naming the file.
+    let err = Reader::new(log.clone()).read(&p, 129, 1 << 20).await.unwrap_err();
+    assert!(err.to_string().contains("00000000000000000120.log"), "{err}");
+}
+
+/// Review of 1391cf4: a build from before append times reads stamped batches as damage and
+/// cuts them off the active segment as a torn tail — acknowledged records lost on a rollback.
+/// So the writer marks each topic version 2 before it appends anything, and those builds
+/// refuse a topic of any version but 1 (`Topic::open` in commit 13dd1ba: "unsupported version
+/// or wrong name") instead of cutting. A read-only open changes nothing.
+#[test]
+fn a_writer_marks_topics_so_that_builds_before_append_times_refuse_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    copy_dir(&fixture.join("legacy-data"), &tmp.path().join("legacy-data"));
+    let config = config(&tmp.path().join("legacy-data"));
+    let metadata = tmp.path().join("legacy-data/topics/legacy/topic.json");
+    let version = || serde_json::from_slice::<Value>(&std::fs::read(&metadata).unwrap()).unwrap()["version"].clone();
+    assert_eq!(version(), 1);
+    drop(Log::open_read_only(config.clone()).unwrap().topic("legacy").unwrap());
+    assert_eq!(version(), 1, "a reader changes nothing");
+    let log = Log::open(config.clone()).unwrap();
+    assert_eq!(version(), 2, "upgraded when the writer opened it, before any append");
+    log.create_topic("fresh", 1).unwrap();
+    let fresh = tmp.path().join("legacy-data/topics/fresh/topic.json");
+    let fresh: Value = serde_json::from_slice(&std::fs::read(fresh).unwrap()).unwrap();
+    assert_eq!(fresh["version"], 2);
+    drop(log);
+    // A version this build does not know is refused, by name, never guessed at.
+    let text = std::fs::read_to_string(&metadata).unwrap().replace("\"version\": 2", "\"version\": 3");
+    std::fs::write(&metadata, text).unwrap();
+    let err = Log::open(config).err().expect("refused").to_string();
+    assert!(err.contains("unsupported version 3"), "{err}");
+}

@@ -781,6 +781,8 @@ fn as_of_offsets_fetch_and_snapshot_over_http() {
         let (_, only_t) = json_of(&app, get("/v1/snapshot?as_of=2026-03-03T14:01:00Z&topics=t")).await;
         assert_eq!(only_t.as_array().unwrap().len(), 2, "{only_t}");
         assert_eq!(json_of(&app, get("/v1/snapshot")).await.0, 400, "as_of is required");
+        let (status, future) = json_of(&app, get("/v1/snapshot?as_of=2999-01-01")).await;
+        assert!(status == 400 && future["error"].as_str().unwrap().contains("future"), "{future}");
         assert_eq!(json_of(&app, get(&format!("/v1/snapshot?as_of={T0}&topics=nope"))).await.0, 404);
 
         // Event-time window [T0+4, T0+6) as known at T0, then as known after the late append.

@@ -1701,3 +1701,28 @@ fn review_a_delete_groups_that_fails_half_way_leaves_its_deletions_unaudited() {
         "DeleteGroups answered {codes:?}; g's offsets in topic a were deleted: {a_gone}; audit.log has a delete_group line: {audited}\n{audit}"
     );
 }
+
+/// Review of 1391cf4: Kafka answers a produce to a LogAppendTime topic with the append time it
+/// gave the batch (Java's `RecordMetadata.timestamp()` and librdkafka's delivery reports take
+/// it from there); the answer said -1.
+#[test]
+fn review_produce_to_a_log_append_time_topic_answers_its_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let body =
+        json!({"name": "lat", "partitions": 1, "config": {"message.timestamp.type": "LogAppendTime"}}).to_string();
+    let (status, text) = http(reqwest::Method::POST, s.url("/v1/topics"), "application/json", body);
+    assert_eq!(status, 201, "{text}");
+    create_topic(&s, "cre", 1);
+    let mut c = Conn::open(&s);
+    let answer: ProduceResponse =
+        c.call(ApiKey::Produce, 9, &produce_request_with("lat", &[record(Some("a"))], Compression::None));
+    let p = &answer.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0, "{answer:?}");
+    let appended = http_records(&s, "lat", 0)[0]["append_time"].as_i64().unwrap();
+    assert_eq!(p.log_append_time_ms, appended, "ProduceResponse.log_append_time_ms of a LogAppendTime topic");
+    let answer: ProduceResponse =
+        c.call(ApiKey::Produce, 9, &produce_request_with("cre", &[record(Some("a"))], Compression::None));
+    assert_eq!(answer.responses[0].partition_responses[0].log_append_time_ms, -1, "CreateTime: -1, as Kafka");
+    s.stop();
+}

@@ -128,6 +128,9 @@ pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
 
 async fn consume(reader: Reader, args: ConsumeArgs) -> Result<ExitCode> {
     let log = reader.log().clone();
+    if let Some(time) = args.as_of {
+        tierlog::reader::check_as_of(time, tierlog::partition::now_ms())?;
+    }
     let topic = log.topic(&args.topic)?;
     let partitions: Vec<Arc<Partition>> = match args.partition {
         Some(p) => vec![topic.partition(p)?.clone()],
@@ -211,6 +214,9 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
         super::client::Client::new(global)?.offsets(&args)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(time) = args.as_of {
+        tierlog::reader::check_as_of(time, tierlog::partition::now_ms())?;
+    }
     let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -232,6 +238,7 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
 /// partition of the topics, one JSON line each. The cut is consistent across partitions and
 /// topics: one writer appends them all and stamps every batch from the same clock.
 pub fn snapshot(global: &GlobalArgs, args: SnapshotArgs) -> Result<ExitCode> {
+    tierlog::reader::check_as_of(args.as_of, tierlog::partition::now_ms())?;
     if global.server.is_some() {
         super::client::Client::new(global)?.snapshot(&args)?;
         return Ok(ExitCode::SUCCESS);

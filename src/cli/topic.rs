@@ -12,16 +12,19 @@ use super::GlobalArgs;
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
     /// Create a topic.
-    #[command(after_help = "Example:\n  tierlog topic create payments --partitions 3")]
+    #[command(
+        after_help = "Examples:\n  tierlog topic create payments --partitions 3\n  tierlog topic create ledger --set message.timestamp.type=LogAppendTime"
+    )]
     Create {
         topic: String,
         /// Number of partitions (default: log.default_partitions).
         #[arg(long)]
         partitions: Option<u32>,
-        /// A per-topic setting, KEY=VALUE (repeatable), as in kafka-topics and rpk:
-        /// message.timestamp.type=CreateTime|LogAppendTime (which timestamps Kafka clients see).
-        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_setting)]
-        config: Vec<(String, String)>,
+        /// A per-topic setting under Kafka's name, KEY=VALUE (repeatable; kafka-topics' and rpk's
+        /// --config): message.timestamp.type=CreateTime|LogAppendTime (which timestamps Kafka
+        /// clients see).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
     },
     /// List topics, one JSON line each.
     List,
@@ -33,7 +36,9 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
     if global.server.is_some() {
         let client = super::client::Client::new(global)?;
         match cmd {
-            TopicCommand::Create { topic, partitions, config } => client.create_topic(&topic, partitions, &config)?,
+            TopicCommand::Create { topic, partitions, settings } => {
+                client.create_topic(&topic, partitions, &settings)?
+            }
             TopicCommand::List => client.list_topics()?,
             TopicCommand::Describe { topic } => client.describe_topic(&topic)?,
         }
@@ -41,7 +46,7 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
     }
     let config = global.load_config()?;
     match cmd {
-        TopicCommand::Create { topic, partitions, config: settings } => {
+        TopicCommand::Create { topic, partitions, settings } => {
             let partitions = partitions.unwrap_or(config.log.default_partitions as u32);
             let timestamps =
                 tierlog::topic::timestamp_type_from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;

@@ -27,6 +27,8 @@ pub struct Written {
     pub last_offset: u64,
     pub count: usize,
     pub bytes: usize,
+    /// When the log appended them.
+    pub append_time: Option<i64>,
 }
 
 impl Written {
@@ -63,6 +65,7 @@ pub fn append_all(topic: &crate::topic::Topic, by_partition: BTreeMap<u32, Parti
                 last_offset: appended.last_offset,
                 count: group.records.len(),
                 bytes: group.records.iter().map(crate::batch::record_encoded_len).sum(),
+                append_time: appended.append_time,
             }),
             Err(error) => {
                 let rest: Vec<(u32, PartitionRecords)> = groups.collect();

@@ -890,6 +890,9 @@ async fn fetch_inner(
             (None, None) => state.reader.start_offset(&partition).await?,
         };
     let as_of = parse_time_param("as_of", q.as_of.as_ref())?;
+    if let Some(t) = as_of {
+        crate::reader::check_as_of(t, now_ms())?;
+    }
     if as_of.is_some() && follow {
         return Err(ApiError::bad_request("as_of replays a past cut of the log; it cannot follow (drop follow=true)"));
     }
@@ -1131,6 +1134,7 @@ async fn snapshot(
 ) -> ApiResult<Json<Value>> {
     let time = parse_time_param("as_of", q.as_of.as_ref())?
         .ok_or_else(|| ApiError::bad_request("as_of is required: the instant to cut the log at"))?;
+    crate::reader::check_as_of(time, now_ms())?;
     let topics: Vec<String> = match q.topics.as_deref() {
         Some(list) => list.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect(),
         None => {
@@ -1159,6 +1163,9 @@ async fn offsets(
     let topic = state.log.topic(&topic)?;
     let time = parse_time_param("time", q.time.as_ref())?;
     let as_of = parse_time_param("as_of", q.as_of.as_ref())?;
+    if let Some(t) = as_of {
+        crate::reader::check_as_of(t, now_ms())?;
+    }
     if time.is_some() && as_of.is_some() {
         return Err(ApiError::bad_request("give time or as_of, not both"));
     }

@@ -174,8 +174,10 @@ impl SegmentIndex {
         }
     }
 
-    /// Writes `<base>.index`, `<base>.timeindex` and `<base>.appendindex` into `dir`, each
-    /// atomically (temp file, fsync, rename). Called once, when the segment is sealed.
+    /// Writes `<base>.appendindex`, `<base>.index` and `<base>.timeindex` into `dir`, each
+    /// atomically (temp file, fsync, rename), in that order: `.index` and `.timeindex` without
+    /// `.appendindex` then only ever come from a build before append times (see
+    /// [`Self::load_files`]). Called once, when the segment is sealed.
     pub fn write_files(&self, disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
         let rel = |e: &IndexEntry| u32::try_from(e.offset - base).expect("relative offset fits in u32");
@@ -192,10 +194,10 @@ impl SegmentIndex {
         }
         let event = (self.min_timestamp, self.max_timestamp);
         let appended = (self.min_append_time, self.max_append_time);
-        disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, event, &offsets))?;
-        disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, event, &times))?;
         let append_bytes = self.file_bytes(APPEND_INDEX_MAGIC, appended, &appends);
-        disk.write_atomic(&dir.join(append_index_file_name(base)), &append_bytes)
+        disk.write_atomic(&dir.join(append_index_file_name(base)), &append_bytes)?;
+        disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, event, &offsets))?;
+        disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, event, &times))
     }
 
     fn file_bytes(&self, magic: u32, (min, max): (i64, i64), entries: &[u8]) -> Vec<u8> {
@@ -215,23 +217,44 @@ impl SegmentIndex {
         out
     }
 
-    /// Loads the index files of a sealed segment. Returns `None` when either file is missing,
-    /// damaged, or disagrees with the segment (`segment_bytes` is the file's length): the
-    /// caller then rebuilds the index by scanning the segment.
+    /// Loads the index files of a sealed segment: the index and whether its append-time index
+    /// was derived rather than read (see below; the caller writes it). Returns `None` when a
+    /// file is missing, damaged, or disagrees with the segment (`segment_bytes` is the file's
+    /// length): the caller then rebuilds the index by scanning the segment.
+    ///
+    /// A segment with `.index` and `.timeindex` but no `.appendindex` was sealed by a build
+    /// before append times (this one writes `.appendindex` first): none of its batches has an
+    /// append time, so its append-time index is derived, all [`NO_APPEND_TIME`], without
+    /// reading the segment (whose batches are checked when read, as that build did).
     pub fn load_files(
         disk: &dyn Disk,
         dir: &Path,
         base_offset: u64,
         segment_bytes: u64,
         interval_bytes: u64,
-    ) -> Option<Self> {
+    ) -> Option<(Self, bool)> {
         let offsets = disk.read(&dir.join(index_file_name(base_offset))).ok()?;
         let times = disk.read(&dir.join(time_index_file_name(base_offset))).ok()?;
-        // Missing for segments sealed before append times were indexed: rebuilt like damage.
-        let appends = disk.read(&dir.join(append_index_file_name(base_offset))).ok()?;
         let (summary, offset_entries) = parse_file(&offsets, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
         let (time_summary, time_entries) = parse_file(&times, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
-        let (append_summary, append_entries) = parse_file(&appends, APPEND_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        let derived = match disk.read(&dir.join(append_index_file_name(base_offset))) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+        };
+        let derived_entries;
+        let (append_summary, append_entries) = match &derived {
+            Some(bytes) => parse_file(bytes, APPEND_INDEX_MAGIC, TIME_ENTRY_BYTES)?,
+            None => {
+                let rows = time_entries.len() / TIME_ENTRY_BYTES;
+                derived_entries = time_entries
+                    .chunks_exact(TIME_ENTRY_BYTES)
+                    .flat_map(|t| NO_APPEND_TIME.to_le_bytes().into_iter().chain(t[8..12].iter().copied()))
+                    .collect::<Vec<u8>>();
+                debug_assert_eq!(derived_entries.len(), rows * TIME_ENTRY_BYTES);
+                ((summary.0, summary.1, NO_APPEND_TIME, NO_APPEND_TIME), &derived_entries[..])
+            }
+        };
         let same_segment = summary == time_summary && (append_summary.0, append_summary.1) == (summary.0, summary.1);
         if !same_segment || summary.0 != segment_bytes || summary.1 <= base_offset {
             return None;
@@ -273,7 +296,7 @@ impl SegmentIndex {
             return None;
         }
         let bytes_at_last_entry = entries.last().map_or(0, |e| u64::from(e.position));
-        Some(SegmentIndex {
+        let index = SegmentIndex {
             base_offset,
             next_offset: summary.1,
             bytes: summary.0,
@@ -284,7 +307,8 @@ impl SegmentIndex {
             entries,
             interval_bytes,
             bytes_at_last_entry,
-        })
+        };
+        Some((index, derived.is_none()))
     }
 }
 
@@ -389,7 +413,7 @@ mod tests {
         let disk = crate::disk::OsDisk;
         index.write_files(&disk, dir.path()).unwrap();
         let loaded = SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).unwrap();
-        assert_eq!(loaded, index);
+        assert_eq!(loaded, (index.clone(), false));
         // A segment length that disagrees with the index means the index is stale.
         assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes + 1, 1000).is_none());
         let path = dir.path().join(time_index_file_name(100));
@@ -398,10 +422,18 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
-        // A segment sealed before append times were indexed has no .appendindex: rebuilt.
+        // A segment sealed before append times has no .appendindex: derived, every batch
+        // without an append time, the other indexes as read.
         index.write_files(&disk, dir.path()).unwrap();
         std::fs::remove_file(dir.path().join(append_index_file_name(100))).unwrap();
-        assert!(SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).is_none());
+        let (old, derived) = SegmentIndex::load_files(&disk, dir.path(), 100, index.bytes, 1000).unwrap();
+        assert!(derived);
+        assert_eq!((old.min_append_time, old.max_append_time), (NO_APPEND_TIME, NO_APPEND_TIME));
+        assert!(old.entries.iter().all(|e| e.max_append_time_before == NO_APPEND_TIME));
+        let offsets = |i: &SegmentIndex| {
+            i.entries.iter().map(|e| (e.offset, e.position, e.max_timestamp_before)).collect::<Vec<_>>()
+        };
+        assert_eq!(offsets(&old), offsets(&index));
         // Append times that decrease are damage.
         let mut backwards = index.clone();
         backwards.entries[2].max_append_time_before = 1000;

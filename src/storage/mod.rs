@@ -13,6 +13,7 @@
 //! It knows nothing of the remote tier (`tier`) or of the front ends (`serve`).
 
 pub mod ack_end;
+pub mod append_floor;
 pub mod batch;
 pub mod disk;
 pub mod host;

@@ -66,6 +66,9 @@ pub struct SegmentInfo {
 pub struct Appended {
     pub first_offset: u64,
     pub last_offset: u64,
+    /// The append time the call's batches got; `None` for an idempotent producer's retry
+    /// (nothing was written; the stored batch keeps the time it got the first time).
+    pub append_time: Option<i64>,
 }
 
 /// Result of appending one producer batch ([`Partition::append_as_sent`],
@@ -288,7 +291,7 @@ impl Partition {
             match state.producers.check(stamp, records, checksum) {
                 Ok(Verdict::Append) => first = Some(bytes),
                 Ok(Verdict::Duplicate { first_offset, last_offset }) => {
-                    return Ok((Appended { first_offset, last_offset }, true));
+                    return Ok((Appended { first_offset, last_offset, append_time: None }, true));
                 }
                 Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
             }
@@ -324,7 +327,9 @@ impl Partition {
         }
         drop(state);
         self.end_watch.send_replace(end);
-        Ok((Appended { first_offset: start.1.next_offset, last_offset: end - 1 }, false))
+        let appended =
+            Appended { first_offset: start.1.next_offset, last_offset: end - 1, append_time: Some(append_time) };
+        Ok((appended, false))
     }
 
     /// Tells read-only readers in other processes how far the acknowledged records go. Never
@@ -503,6 +508,13 @@ impl Partition {
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<()> {
         self.check_running(state)?;
         self.sync_active(state)?;
+        // The newest append time outlives the segment, which local retention may delete.
+        // (First: a failure here leaves no index files of a segment that stays active.)
+        let appended = state.active.index.max_append_time;
+        if appended != crate::index::NO_APPEND_TIME {
+            crate::append_floor::write(&*self.host.disk, &self.dir, appended)
+                .map_err(|e| Error::io(&self.dir, "write the append-time floor in", e))?;
+        }
         state
             .active
             .index
@@ -947,8 +959,11 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     let end = AckEnd { active_base: active.index.base_offset, active_bytes: active.index.bytes };
     let ack_end = if writable { open_ack_end(disk, dir, end) } else { None };
     let producers = if writable { rebuild_producers(host, dir, &sealed, &active)? } else { Producers::default() };
-    // The append clock goes on from the newest append time the local log holds.
-    if let Some(last) = sealed.values().chain(std::iter::once(&active)).map(|s| s.index.max_append_time).max() {
+    // The append clock goes on from the newest append time the partition held: in the local
+    // log, or in sealed segments local retention may have deleted (the floor).
+    let local = sealed.values().chain(std::iter::once(&active)).map(|s| s.index.max_append_time).max();
+    let floor = crate::append_floor::read(disk, dir);
+    if let Some(last) = local.into_iter().chain(floor).max() {
         host.append_clock.observe(last);
     }
     Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
@@ -1105,8 +1120,15 @@ fn load_or_rebuild_index(
 ) -> std::result::Result<(), String> {
     let base = segment.index.base_offset;
     let file_len = segment.file_len().map_err(|e| e.to_string())?;
-    if let Some(index) = SegmentIndex::load_files(disk, dir, base, file_len, segment.index.interval_bytes()) {
+    if let Some((index, derived)) = SegmentIndex::load_files(disk, dir, base, file_len, segment.index.interval_bytes())
+    {
         segment.index = index;
+        if derived && writable {
+            // Sealed before append times: record that none of its batches has one.
+            if let Err(e) = segment.index.write_files(disk, dir) {
+                tracing::warn!(segment = %segment.path.display(), error = %e, "cannot write its append-time index; derived again at the next open");
+            }
+        }
         return Ok(());
     }
     tracing::warn!(segment = %segment.path.display(), "index files missing or damaged; rebuilding from the segment");

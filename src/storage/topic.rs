@@ -21,7 +21,12 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions one topic may have; each holds open files.
 pub const PARTITIONS_MAX: u32 = 10_000;
 const METADATA_FILE: &str = "topic.json";
-const METADATA_VERSION: u32 = 1;
+/// Version 2: the topic's batches may carry append times (Kafka's LogAppendTime encoding). A
+/// build from before them reads such batches as damage and would cut them off as a torn tail,
+/// so it must not open the topic at all: it refuses any version but 1. A writer upgrades a
+/// version-1 file before it appends anything.
+const METADATA_VERSION: u32 = 2;
+const METADATA_VERSIONS_READ: [u32; 2] = [1, 2];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMetadata {
@@ -131,12 +136,23 @@ impl Topic {
             partition: 0,
             detail: format!("{}: {e}", path.display()),
         })?;
-        if metadata.version != METADATA_VERSION || metadata.name != name || metadata.partitions == 0 {
+        if !METADATA_VERSIONS_READ.contains(&metadata.version) || metadata.name != name || metadata.partitions == 0 {
             return Err(Error::Damaged {
                 topic: name.to_string(),
                 partition: 0,
-                detail: format!("{}: unsupported version or wrong name", path.display()),
+                detail: format!(
+                    "{}: unsupported version {} (this build reads 1 and 2) or wrong name",
+                    path.display(),
+                    metadata.version
+                ),
             });
+        }
+        let mut metadata = metadata;
+        if writable && metadata.version < METADATA_VERSION {
+            // Before any batch with an append time goes in: from now on, older builds refuse it.
+            metadata.version = METADATA_VERSION;
+            let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+            host.disk.write_atomic(&path, &json).map_err(|e| Error::io(&path, "upgrade topic metadata", e))?;
         }
         Topic::open_partitions(host, data_dir, metadata, config, writable)
     }

@@ -273,9 +273,34 @@ impl Manifest {
         Ok(())
     }
 
-    /// Appends entries (filling in their chain hashes). Entries must continue the offsets.
+    /// The largest append time the remote tier holds ([`NO_APPEND_TIME`] when none).
+    pub fn max_append_time(&self) -> i64 {
+        self.entries
+            .last()
+            .map(Entry::max_append)
+            .or_else(|| self.archives.last().map(|a| a.max_append_time.unwrap_or(NO_APPEND_TIME)))
+            .unwrap_or(NO_APPEND_TIME)
+    }
+
+    /// Appends entries (filling in their chain hashes). Entries must continue the offsets, and
+    /// their append times must not go below the remote tier's (a manifest that says so would
+    /// be refused by every reader).
     pub fn append(&mut self, entries: Vec<Entry>) -> Result<()> {
         for mut entry in entries {
+            let last = self.max_append_time();
+            if entry.min_append() < last || entry.max_append() < entry.min_append() {
+                return Err(Error::Diverged {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    detail: format!(
+                        "segment at offset {} was appended from {} on, before the remote tier's last append time {last}: \
+                         the writer's clock went back while its local log held no append time; the segment stays local \
+                         (nothing is lost) — see docs/FORMAT.md, \"append-time floor\"",
+                        entry.base_offset,
+                        entry.min_append_time.map_or("an unknown time".to_string(), |t| t.to_string())
+                    ),
+                });
+            }
             if entry.base_offset != self.next_offset() && !(self.entries.is_empty() && self.archives.is_empty()) {
                 return Err(Error::Diverged {
                     topic: self.topic.clone(),
@@ -808,7 +833,16 @@ mod tests {
         let (mut a, mut b) = (entry(0, 9), entry(10, 19));
         (a.min_append_time, a.max_append_time) = (Some(100), Some(200));
         (b.min_append_time, b.max_append_time) = (Some(150), Some(300));
+        // The writer refuses to commit it (review of 1391cf4: it wrote what no reader loads)...
+        let err = m.append(vec![a.clone(), b.clone()]).unwrap_err().to_string();
+        assert!(err.contains("offset 10") && err.contains("remote tier's last append time 200"), "{err}");
+        assert_eq!(m.entries.len(), 1, "the entries before it are taken");
+        // ...and a reader refuses one that says so, even with the chain recomputed.
+        m.entries.truncate(0);
+        b.min_append_time = Some(250);
         m.append(vec![a, b]).unwrap();
+        m.entries[1].min_append_time = Some(150);
+        m.entries[1].hash = m.entries[1].compute_hash();
         let err = Manifest::from_bytes(&m.to_bytes(), "k").unwrap_err().to_string();
         assert!(err.contains("offset 10") && err.contains("append times decrease"), "{err}");
     }

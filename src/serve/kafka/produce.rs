@@ -85,11 +85,14 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
         return refused(index, ResponseError::ThrottlingQuotaExceeded, message);
     }
     let start_offset = partition.start_offset() as i64;
-    let appended = |first_offset: u64| {
+    // Kafka answers a LogAppendTime topic's produce with the append time the batch got
+    // (clients report it as the record's timestamp), and -1 for CreateTime.
+    let log_append_time = topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime;
+    let appended = |first_offset: u64, append_time: Option<i64>| {
         PartitionProduceResponse::default()
             .with_index(index)
             .with_base_offset(first_offset as i64)
-            .with_log_append_time_ms(-1)
+            .with_log_append_time_ms(append_time.filter(|_| log_append_time).unwrap_or(-1))
             .with_log_start_offset(start_offset)
     };
     let raw = data.records.unwrap_or_default();
@@ -139,10 +142,11 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
                     last_offset: done.last_offset,
                     count,
                     bytes,
+                    append_time: done.append_time,
                 };
                 broker.state.metrics.count_written(std::slice::from_ref(&written));
             }
-            appended(done.first_offset)
+            appended(done.first_offset, done.append_time)
         }
         Err(e) => with_record_error(failed(index, &e), record_at_fault(&e)),
     }
@@ -156,14 +160,14 @@ async fn append_decoded(
     id: u32,
     index: i32,
     records: Vec<crate::record::Record>,
-    appended: impl Fn(u64) -> PartitionProduceResponse,
+    appended: impl Fn(u64, Option<i64>) -> PartitionProduceResponse,
 ) -> PartitionProduceResponse {
     let by_partition = BTreeMap::from([(id, PartitionRecords { positions: (0..records.len()).collect(), records })]);
     let outcome = tokio::task::spawn_blocking(move || append_all(&topic, by_partition)).await.expect("append task");
     broker.state.metrics.count_written(&outcome.written);
     match (outcome.written.first(), outcome.failure) {
         (_, Some(failure)) => failed(index, &failure.error),
-        (Some(written), None) => appended(written.first_offset),
+        (Some(written), None) => appended(written.first_offset, written.append_time),
         (None, None) => unreachable!("append_all writes or fails every partition it is given"),
     }
 }
