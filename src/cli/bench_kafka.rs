@@ -41,6 +41,14 @@ pub struct KafkaArgs {
     /// Sequential single-record produce requests (acks=all) timed for the latency figures.
     #[arg(long, default_value_t = 2000)]
     pub latency_samples: usize,
+    /// The produced topic's `message.timestamp.type`: CreateTime sends each stored batch as its
+    /// producer sent it (header rewritten, CRC set again); LogAppendTime sends the stored bytes.
+    #[arg(long, default_value = "CreateTime", value_parser = parse_timestamp_type)]
+    pub timestamp_type: tierlog::batch::TimestampType,
+}
+
+fn parse_timestamp_type(text: &str) -> Result<tierlog::batch::TimestampType, String> {
+    text.parse()
 }
 
 pub fn kafka(global: &GlobalArgs, args: KafkaArgs) -> Result<std::process::ExitCode> {
@@ -80,7 +88,7 @@ pub fn kafka(global: &GlobalArgs, args: KafkaArgs) -> Result<std::process::ExitC
     let address = listener.local_addr()?.to_string();
     let broker = Arc::new(tierlog::kafka::Broker::new(state, &listener)?);
     runtime.spawn(tierlog::kafka::serve(listener, broker, stopped));
-    log.create_topic("kafka", 1)?;
+    log.create_topic_with("kafka", 1, args.timestamp_type)?;
     log.create_topic("latency", 1)?;
 
     // librdkafka producer, batching on, acks=all (kcat's default), every record durable.
@@ -132,6 +140,7 @@ pub fn kafka(global: &GlobalArgs, args: KafkaArgs) -> Result<std::process::ExitC
         "bench": "kafka",
         "client": "kcat (librdkafka), linger.ms=5, acks=all; consumer at librdkafka defaults",
         "records": count, "record_bytes": args.record_bytes, "bytes": bytes, "fsync": "per batch",
+        "timestamp_type": args.timestamp_type.as_str(),
         "library_append": {"mb_per_s": mb_s(library_append), "batch_records": args.batch_records},
         "kafka_produce": {"mb_per_s": mb_s(produce), "server_cpu_s": round2(produce_cpu), "wall_s": round2(produce)},
         "produce_vs_library": round2(library_append / produce), "produce_target": 0.6,
