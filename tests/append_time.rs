@@ -143,3 +143,62 @@ async fn review_snapshot_is_not_a_consistent_cut_when_the_clock_steps_back() {
     // A consistent cut that holds Y (p1 offset 0) must hold X (p0 offset 1), which precedes it.
     assert!(ends[1] == 0 || ends[0] == 2, "snapshot as of 800 holds Y but not X: {cut:?}");
 }
+
+// ---- Adversarial review of e2c5da6 ----
+
+/// Finding: a sealed segment whose `.appendindex` is missing (but `.index` and `.timeindex`
+/// are there) is no longer rebuilt from the segment, as docs/FORMAT.md still promises for a
+/// missing index file ("An index file that is missing ... is rebuilt from the segment on
+/// open"): `load_files` assumes the segment predates append times and derives "no batch has
+/// an append time", and the writer then writes that derived `.appendindex` durably. For a
+/// segment that does hold stamped batches, the local as-of answers are refused ("unknown")
+/// from then on — every open, since the wrong file is now on disk.
+#[tokio::test]
+async fn review_e2c5_a_missing_appendindex_of_a_stamped_segment_is_derived_as_unstamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let pdir = dir.path().join("data/topics/t/0");
+    {
+        let log = Log::open(config.clone()).unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&[rec(0)], 10_000).unwrap();
+        p.append(&[rec(1)], 10_500).unwrap();
+        p.seal_active(10_500).unwrap();
+        p.append(&[rec(2)], 11_000).unwrap();
+    }
+    std::fs::remove_file(pdir.join(format!("{:020}.appendindex", 0))).unwrap(); // lost (fsck, backup, operator)
+    let log = Log::open(config.clone()).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let local = p.offset_as_of(10_200).unwrap();
+    let reader = Reader::new(log.clone());
+    let answer = reader.offset_as_of(&p, 10_200).await;
+    let written = std::fs::read(pdir.join(format!("{:020}.appendindex", 0))).ok();
+    assert!(
+        local.offset == 1 && local.previous_unstamped != Some(true) && matches!(answer, Ok(1)),
+        "offsets 0, 1 were appended at 10000, 10500 (sealed), 2 at 11000; as of 10200 the cut is 1: \
+         local {local:?}, reader {answer:?}; .appendindex written back at open: {} bytes",
+        written.map_or(0, |b| b.len())
+    );
+}
+
+/// Finding: Kafka answers an idempotent producer's retry (a duplicate) of a LogAppendTime
+/// topic with the append time of the stored batch (UnifiedLog: `appendInfo.setLogAppendTime(
+/// duplicate.timestamp)`); e2c5da6 answers -1 (`Appended::append_time` is `None` for a
+/// duplicate), so a client whose first answer was lost reports the record's CreateTime as its
+/// timestamp, only for retried batches.
+#[test]
+fn review_e2c5_a_duplicate_reports_the_append_time_of_the_stored_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let log = Log::open(config).unwrap();
+    let id = log.allocate_producer_id().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let stamp = tierlog::batch::ProducerStamp { id, epoch: 0, first_sequence: 0 };
+    let first = p.append_stamped(&[rec(0)], stamp, 10_000).unwrap();
+    let retry = p.append_stamped(&[rec(0)], stamp, 10_700).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.appended.append_time, first.appended.append_time,
+        "the retry's answer (ProduceResponse.log_append_time_ms on a LogAppendTime topic) is the stored batch's append time"
+    );
+}

@@ -833,3 +833,256 @@ fn review_when_every_snapshot_is_damaged_recovery_replays_too_little() {
         "producer 3's batch at offsets 0..=1 is in the local log but was stored again"
     );
 }
+
+// ---- Adversarial review of e2c5da6: crash sweeps over the new writes ----
+
+/// (offset, append time) of every record of topic `t` partition 0.
+fn review_e2c5_times(log: &Log) -> Vec<(u64, Option<i64>)> {
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let mut out = Vec::new();
+    loop {
+        let batch = p.read(out.len() as u64, 1 << 20).unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch.into_iter().map(|s| (s.offset, s.append_time)));
+    }
+}
+
+/// Every sealed segment (a `.log` with a later `.log`) that has `.index` and `.timeindex` on
+/// the durable disk also has `.appendindex`, or `load_files` derives "no append times".
+fn review_e2c5_check_index_triples(f: &Fixture, what: &str) {
+    let files: Vec<String> = f
+        .disk
+        .files()
+        .into_iter()
+        .filter(|p| p.parent() == Some(&f.config.data_dir.join("topics/t/0")))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut logs: Vec<u64> = files.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
+    logs.sort();
+    for base in logs.iter().take(logs.len().saturating_sub(1)) {
+        let has = |ext: &str| files.contains(&format!("{base:020}.{ext}"));
+        if has("index") && has("timeindex") {
+            assert!(
+                has("appendindex"),
+                "{what}: sealed segment {base} has .index and .timeindex but no .appendindex: {files:?}"
+            );
+        }
+    }
+}
+
+/// The local as-of cut at each instant: the first offset appended after it.
+fn review_e2c5_check_as_of(log: &Log, what: &str) {
+    let stored = review_e2c5_times(log);
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let mut instants: Vec<i64> = stored.iter().filter_map(|(_, t)| *t).collect();
+    instants.dedup();
+    for t in instants.iter().flat_map(|t| [t - 1, *t]) {
+        let want = stored.iter().find(|(_, a)| a.is_some_and(|a| a > t)).map_or(p.end_offset(), |(o, _)| *o);
+        let cut = p.offset_as_of(t).unwrap();
+        assert_eq!(cut.offset, want, "{what}: as of {t}: {cut:?}, stored {stored:?}");
+        assert_ne!(cut.previous_unstamped, Some(true), "{what}: as of {t}: every batch is stamped: {cut:?}");
+    }
+}
+
+#[test]
+fn review_e2c5_a_power_cut_anywhere_in_a_seal_keeps_append_times_indexes_and_the_clock() {
+    for n in 0.. {
+        let f = fixture(FsyncPolicy::Batch);
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        p.append(&records(0..2), 1_000).unwrap();
+        p.append(&records(2..4), 2_000).unwrap();
+        p.seal_active(2_000).unwrap();
+        p.append(&records(4..6), 3_000).unwrap();
+        f.disk.crash_after(n);
+        let _ = p.seal_active(3_000);
+        let finished = !f.disk.is_dead();
+        drop((p, log));
+        f.disk.crash();
+        let what = format!("power cut after {n} operations of the seal");
+        review_e2c5_check_index_triples(&f, &what);
+        let log = f.open().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(values(&log), expected(&[0, 1, 2, 3, 4, 5]), "{what}");
+        review_e2c5_check_as_of(&log, &what);
+        let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+        let next = p.append(&records(6..7), 500).unwrap(); // the wall clock is behind
+        assert!(next.append_time >= Some(3_000), "{what}: {next:?}");
+        drop((p, log));
+        let log = f.open().unwrap_or_else(|e| panic!("{what}, reopened: {e}"));
+        review_e2c5_check_as_of(&log, &format!("{what}, reopened"));
+        if finished {
+            eprintln!("SWEEP done at n={n}");
+            break;
+        }
+    }
+}
+
+/// A call that rolls and then fails is undone; a power cut lands anywhere in the undo.
+#[test]
+fn review_e2c5_a_power_cut_anywhere_in_an_undo_after_a_roll_keeps_append_times_and_indexes() {
+    for fail_after in 0..14u64 {
+        for n in 0..200u64 {
+            let mut f = fixture(FsyncPolicy::Batch);
+            f.config.segment.max_bytes = 4096;
+            let log = f.open().unwrap();
+            let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+            p.append(&records(0..2), 1_000).unwrap();
+            p.seal_active(1_000).unwrap();
+            p.append(&records(2..4), 2_000).unwrap();
+            let big: Vec<Record> = (0..3).map(|i| Record { value: vec![b'F'; 3000], ..record(100 + i) }).collect();
+            f.disk.fail_append_after(fail_after);
+            f.disk.crash_after(n);
+            let result = p.append(&big, 3_000);
+            let acked = result.is_ok();
+            let finished = !f.disk.is_dead();
+            drop((p, log));
+            f.disk.crash();
+            f.disk.fail_append_after(u64::MAX);
+            let what = format!("append failing after {fail_after} writes, power cut after {n} operations");
+            review_e2c5_check_index_triples(&f, &what);
+            let log = f.open().unwrap_or_else(|e| panic!("{what}: {e}"));
+            let stored = review_e2c5_times(&log);
+            assert!(stored.len() >= 4, "{what}: {stored:?}");
+            if acked {
+                assert_eq!(stored.len(), 7, "{what}");
+            }
+            review_e2c5_check_as_of(&log, &what);
+            let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+            let next = p.append(&records(6..7), 500).unwrap();
+            assert!(next.append_time >= Some(2_000), "{what}: {next:?}");
+            if acked {
+                assert!(next.append_time >= Some(3_000), "{what}: {next:?}");
+            }
+            drop((p, log));
+            let log = f.open().unwrap_or_else(|e| panic!("{what}, reopened: {e}"));
+            review_e2c5_check_as_of(&log, &format!("{what}, reopened"));
+            if finished {
+                eprintln!("UNDO fail_after={fail_after} done at n={n} acked={acked} stored={}", stored.len());
+                break;
+            }
+        }
+    }
+}
+
+/// Copies the version-1 fixture's data directory (written by the build before append times)
+/// onto the simulated disk, durably.
+fn review_e2c5_load_legacy(f: &Fixture) {
+    fn copy(f: &Fixture, from: &Path, to: &Path) {
+        f.disk.create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(f, &entry.path(), &target);
+            } else {
+                f.disk.write_atomic(&target, &std::fs::read(entry.path()).unwrap()).unwrap();
+            }
+        }
+        f.disk.sync_dir(to).unwrap();
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/legacy-data");
+    copy(f, &fixture, &f.config.data_dir);
+}
+
+/// The first writable open of a data directory from before append times upgrades topic.json
+/// and writes the derived `.appendindex` of old sealed segments; a power cut anywhere in it.
+#[test]
+fn review_e2c5_a_power_cut_anywhere_in_the_upgrading_open_leaves_the_partition_openable() {
+    for n in 0.. {
+        let mut f = fixture(FsyncPolicy::Batch);
+        f.config.segment.max_bytes = 4096;
+        review_e2c5_load_legacy(&f);
+        let read = |log: &Log| {
+            let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+            let mut out = Vec::new();
+            let mut at = p.start_offset();
+            loop {
+                let batch = p.read(at, 1 << 20).unwrap();
+                if batch.is_empty() {
+                    return out;
+                }
+                at = batch.last().unwrap().offset + 1;
+                out.extend(batch.into_iter().map(|s| (s.offset, s.record.value, s.append_time)));
+            }
+        };
+        let before = {
+            let log = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+            read(&log)
+        };
+        assert_eq!(before.len(), 70);
+        f.disk.crash_after(n);
+        let opened = f.open();
+        let finished = !f.disk.is_dead();
+        drop(opened);
+        f.disk.crash();
+        let what = format!("power cut after {n} operations of the first open");
+        let log = f.open().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(read(&log), before, "{what}");
+        let p = log.topic("legacy").unwrap().partition(0).unwrap().clone();
+        let appended = p.append(&records(0..1), 5_000).unwrap();
+        assert_eq!(p.offset_as_of(4_999).unwrap().offset, appended.first_offset, "{what}");
+        assert_eq!(p.offset_as_of(4_999).unwrap().previous_unstamped, Some(true), "{what}");
+        let meta = f.disk.contents(&f.config.data_dir.join("topics/legacy/topic.json")).unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+        assert_eq!(meta["version"], 2, "{what}");
+        if finished {
+            eprintln!("SWEEP done at n={n}");
+            break;
+        }
+    }
+}
+
+/// Injected fsync and directory-fsync failures anywhere in a run of appends that roll, seals
+/// and more appends: whatever was acknowledged survives a power cut, append times and as-of
+/// answers stay right, and the clock does not go back.
+#[test]
+fn review_e2c5_injected_fsync_failures_around_rolls_keep_append_times_and_the_clock() {
+    for kind in 0..3 {
+        for k in 0..40u64 {
+            let mut f = fixture(FsyncPolicy::Batch);
+            f.config.segment.max_bytes = 4096;
+            let log = f.open().unwrap();
+            let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+            p.append(&records(0..2), 1_000).unwrap();
+            match kind {
+                0 => f.disk.fail_dir_sync_after(k),
+                1 => f.disk.fail_sync_after(k),
+                _ => f.disk.fail_append_after(k),
+            }
+            let mut acked: Vec<String> = vec![format!("value-{:05}", 0), format!("value-{:05}", 1)];
+            let mut next = 2u64;
+            let mut max_acked = 1_000;
+            for step in 0..6u64 {
+                let now = 2_000 + step as i64 * 1_000;
+                let _ = if step % 3 == 2 { p.seal_active(now) } else { Ok(()) };
+                let big: Vec<Record> = (0..2)
+                    .map(|i| Record {
+                        value: format!("big-{}-{}", next + i, "x".repeat(1500)).into_bytes(),
+                        ..record(next + i)
+                    })
+                    .collect();
+                if let Ok(a) = p.append(&big, now) {
+                    acked.extend(big.iter().map(|r| String::from_utf8(r.value.clone()).unwrap()));
+                    max_acked = max_acked.max(a.append_time.unwrap());
+                }
+                next += 2;
+            }
+            drop((p, log));
+            f.disk.crash();
+            f.disk.fail_dir_sync_after(u64::MAX);
+            f.disk.fail_sync_after(u64::MAX);
+            f.disk.fail_append_after(u64::MAX);
+            let what = format!("failure kind {kind} after {k}");
+            review_e2c5_check_index_triples(&f, &what);
+            let log = f.open().unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got: Vec<String> = values(&log).into_iter().map(|(_, v)| v).collect();
+            assert!(got == acked, "{what}: {} records stored, {} acknowledged", got.len(), acked.len());
+            review_e2c5_check_as_of(&log, &what);
+            let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+            let a = p.append(&records(100..101), 500).unwrap();
+            assert!(a.append_time >= Some(max_acked), "{what}: {a:?} after {max_acked}");
+        }
+    }
+}

@@ -66,8 +66,8 @@ pub struct SegmentInfo {
 pub struct Appended {
     pub first_offset: u64,
     pub last_offset: u64,
-    /// The append time the call's batches got; `None` for an idempotent producer's retry
-    /// (nothing was written; the stored batch keeps the time it got the first time).
+    /// The append time the call's batches got; for an idempotent producer's retry, the one
+    /// the stored batch got the first time (`None` when it is no longer local).
     pub append_time: Option<i64>,
 }
 
@@ -291,7 +291,10 @@ impl Partition {
             match state.producers.check(stamp, records, checksum) {
                 Ok(Verdict::Append) => first = Some(bytes),
                 Ok(Verdict::Duplicate { first_offset, last_offset }) => {
-                    return Ok((Appended { first_offset, last_offset, append_time: None }, true));
+                    drop(state);
+                    // The stored batch's append time, as Kafka answers a retry.
+                    let append_time = self.stored_append_time(first_offset);
+                    return Ok((Appended { first_offset, last_offset, append_time }, true));
                 }
                 Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
             }
@@ -768,6 +771,11 @@ impl Partition {
 }
 
 impl Partition {
+    /// The append time of the local record at `offset`, if there is one.
+    fn stored_append_time(&self, offset: u64) -> Option<i64> {
+        self.read(offset, 1).ok()?.into_iter().find(|r| r.offset == offset)?.append_time
+    }
+
     /// Where the first batch appended after `time` lies in the local log: the local part of
     /// an as-of cut (see [`LocalCut`]; the unified reader adds the remote tier). Batches
     /// without an append time count as appended before every time; the caller refuses an
@@ -1120,16 +1128,23 @@ fn load_or_rebuild_index(
 ) -> std::result::Result<(), String> {
     let base = segment.index.base_offset;
     let file_len = segment.file_len().map_err(|e| e.to_string())?;
-    if let Some((index, derived)) = SegmentIndex::load_files(disk, dir, base, file_len, segment.index.interval_bytes())
-    {
+    let loaded = SegmentIndex::load_files(disk, dir, base, file_len, segment.index.interval_bytes());
+    if let Some((index, derived)) = loaded {
+        let from = index.entries.last().map_or(0, |e| u64::from(e.position));
         segment.index = index;
-        if derived && writable {
-            // Sealed before append times: record that none of its batches has one.
-            if let Err(e) = segment.index.write_files(disk, dir) {
-                tracing::warn!(segment = %segment.path.display(), error = %e, "cannot write its append-time index; derived again at the next open");
+        // Derived (no .appendindex): sealed before append times, unless the file was lost —
+        // then its last batch has one, and only a scan tells the append times.
+        let lost = derived && segment.last_batch_says_append_time(from).unwrap_or(true);
+        if !lost {
+            if derived && writable {
+                // Sealed before append times: record that none of its batches has one.
+                if let Err(e) = segment.index.write_files(disk, dir) {
+                    tracing::warn!(segment = %segment.path.display(), error = %e, "cannot write its append-time index; derived again at the next open");
+                }
             }
+            return Ok(());
         }
-        return Ok(());
+        segment.index = SegmentIndex::new(base, segment.index.interval_bytes());
     }
     tracing::warn!(segment = %segment.path.display(), "index files missing or damaged; rebuilding from the segment");
     if let Some(stop) = segment.scan(u64::MAX).map_err(|e| e.to_string())? {

@@ -148,6 +148,27 @@ impl Segment {
         Ok(())
     }
 
+    /// Whether the last batch of the indexed bytes claims an append time, stepping from
+    /// `from` (a batch boundary) over the batches' fixed headers. Append times, once a
+    /// partition has them, are on every later batch: a segment whose last batch has none has
+    /// none at all.
+    pub fn last_batch_says_append_time(&self, from: u64) -> Result<bool> {
+        let (end, mut position, mut header) = (self.index.bytes, from, Vec::new());
+        let mut last = false;
+        while position < end {
+            let len = (end - position).min(HEADER_BYTES as u64) as usize;
+            read_at(&self.file, &self.path, position, len, &mut header)?;
+            let frame = batch::peek_frame(&header).map_err(|error| Error::Corrupt {
+                path: self.path.clone(),
+                position,
+                error,
+            })?;
+            last = batch::says_append_time(&header);
+            position += frame.length as u64;
+        }
+        Ok(last)
+    }
+
     /// After [`scan`](Self::scan) stopped at `position`: the position of the first valid
     /// batch (magic, length and CRC) anywhere after it, if there is one. `None` means nothing
     /// valid follows — a torn tail, safe to cut. `Some` means damage in the middle of the

@@ -236,6 +236,12 @@ pub fn peek_frame(bytes: &[u8]) -> Result<Frame, BatchError> {
     v2::peek_frame(bytes)
 }
 
+/// Whether the batch whose fixed header starts `bytes` claims an append time (read from the
+/// header alone, not validated: a quick look, e.g. at whether a segment holds any).
+pub fn says_append_time(bytes: &[u8]) -> bool {
+    !v1::is_v1(bytes) && v2::says_append_time(bytes)
+}
+
 /// Reads the header at the start of `bytes` and checks magic, version and length bounds.
 /// Does not check the CRC: use [`validate`] before trusting the body. A stamped version-2
 /// batch must be whole in `bytes` (its largest record timestamp is read off its records);

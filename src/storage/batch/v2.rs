@@ -281,6 +281,14 @@ pub fn peek_frame(bytes: &[u8]) -> Result<super::Frame, BatchError> {
     Ok(super::Frame { base_offset: header.base_offset, record_count: header.record_count, length: header.length })
 }
 
+/// Whether the version-2 batch header at the start of `bytes` says LogAppendTime (the fixed
+/// header alone; nothing is validated).
+pub fn says_append_time(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_BYTES
+        && bytes[OFF_MAGIC] == MAGIC
+        && i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES)) & LOG_APPEND_TIME != 0
+}
+
 /// The largest record timestamp of a stamped batch's `records`, read without decoding keys,
 /// values or headers (their checks are the decoder's, on every read of the records).
 fn largest_timestamp(records: &[u8], base: i64, count: u32) -> Result<i64, BatchError> {
