@@ -165,11 +165,11 @@ impl RemoteStore {
         } else if text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
             || text.contains("AccessDenied")
-            || text.contains("403")
+            || has_status(&text, "403")
         {
             "The credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS profile, and the bucket policy"
         } else if text.contains("PermanentRedirect")
-            || text.contains("301")
+            || has_status(&text, "301")
             || text.contains("AuthorizationHeaderMalformed")
         {
             "The server wants another addressing style or region: check remote.region and remote.virtual_hosted_style"
@@ -296,5 +296,43 @@ impl CredentialProvider for AwsChainCredentials {
         });
         *cached = Some((credential.clone(), credentials.expiry()));
         Ok(credential)
+    }
+}
+
+/// Whether `text` holds the HTTP status `code` as a number of its own: not inside another
+/// number such as a request's duration ("in 333.330131ms" once read as a 301 redirect, found
+/// by a CI run whose unreachable endpoint was reported as a wrong addressing style).
+fn has_status(text: &str, code: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.match_indices(code).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + code.len()).copied();
+        !before.is_some_and(|b| b.is_ascii_digit() || b == b'.') && !after.is_some_and(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_whole_numbers_not_digits_of_a_duration() {
+        assert!(has_status("Server returned non-2xx status code: 403 Forbidden", "403"));
+        assert!(has_status("status: 301", "301"));
+        assert!(!has_status("Error performing GET http://127.0.0.1:9/b in 333.330131ms, after 3 retries", "301"));
+        assert!(!has_status("in 14033ms", "403"));
+        assert!(!has_status("port 4031", "403"));
+    }
+
+    /// The CI failure: a refused connection whose retry report took 333.330131 ms was told to
+    /// check the addressing style (the "301" in the duration).
+    #[test]
+    fn a_refused_connection_is_unreachable_whatever_its_duration_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RemoteStore::local_dir(dir.path()).unwrap();
+        let source = "Error performing GET http://127.0.0.1:9/b in 333.330131ms, after 3 retries - \
+                      HTTP error: error sending request: ConnectError(\"tcp connect error\", Connection refused)";
+        let err = store.error("LIST x", object_store::Error::Generic { store: "S3", source: source.into() });
+        assert!(err.to_string().contains("unreachable"), "{err}");
     }
 }
