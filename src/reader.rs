@@ -173,7 +173,10 @@ impl Reader {
                 remote.read_for_append_time(&partition.topic, partition.id, time, local_start).await?
             {
                 let batches = Batches::of_chunk(&chunk, chunk.first_offset)?;
-                return match batches.first_appended_after(time, before)? {
+                let mut previous = before;
+                let found = batch::first_appended_after(&batches.bytes, time, &mut previous)
+                    .map_err(|(at, e)| batches.corrupt(at, e))?;
+                return match found {
                     Some((offset, Some(true))) => Err(unknown(offset)),
                     Some((offset, _)) => Ok(offset),
                     None => Err(Error::Remote(tierlog_tiering::Error::Corrupt {
@@ -298,26 +301,10 @@ impl Batches {
         Ok(batches)
     }
 
-    /// The base offset of the first batch appended after `time`, and whether the batch before
-    /// it has no append time (`previous` tells that for the batch before the first); `None`
-    /// when every batch was appended at or before `time`.
-    fn first_appended_after(&self, time: i64, mut previous: Option<bool>) -> Result<Option<(u64, Option<bool>)>> {
-        let mut at = 0;
-        while at < self.bytes.len() {
-            let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
-            if header.append_time.is_some_and(|t| t > time) {
-                return Ok(Some((header.base_offset, previous)));
-            }
-            previous = Some(header.append_time.is_none());
-            at += header.length;
-        }
-        Ok(None)
-    }
-
     /// Drops the leading batches that end before `offset`, but never the last one.
     fn skip_before(&mut self, offset: u64) -> std::result::Result<(), batch::BatchError> {
         loop {
-            let header = batch::peek_header(&self.bytes)?;
+            let header = batch::peek_frame(&self.bytes)?;
             if header.next_offset() > offset || header.length >= self.bytes.len() {
                 self.base_offset = header.base_offset;
                 return Ok(());
@@ -334,7 +321,7 @@ impl Batches {
     pub fn keep_within(&mut self, max_bytes: usize, at_least_one: bool) -> u64 {
         let (mut at, mut next) = (0, self.base_offset);
         while at < self.bytes.len() {
-            let header = batch::peek_header(&self.bytes[at..]).expect("batches were validated when read");
+            let header = batch::peek_frame(&self.bytes[at..]).expect("batches were validated when read");
             if at + header.length > max_bytes && !(at == 0 && at_least_one) {
                 break;
             }
@@ -363,13 +350,13 @@ impl Batches {
 
     /// The batches as Kafka RecordBatch v2 for a topic of `timestamps` type: the stored bytes
     /// themselves when no batch needs a rewrite (no copy; see
-    /// [`batch::needs_rewrite_for_kafka`]), else rewritten per [`batch::to_kafka`] (sizes can
+    /// [`batch::Frame::needs_rewrite_for_kafka`]), else rewritten per [`batch::to_kafka`] (sizes can
     /// change: limit with [`Self::keep_within`] afterwards).
     pub fn into_kafka(self, timestamps: batch::TimestampType) -> Result<Batches> {
         let mut at = 0;
         while at < self.bytes.len() {
-            let header = batch::peek_header(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
-            if batch::needs_rewrite_for_kafka(&header, timestamps) {
+            let header = batch::peek_frame(&self.bytes[at..]).map_err(|e| self.corrupt(at, e))?;
+            if header.needs_rewrite_for_kafka(timestamps) {
                 break;
             }
             at += header.length;

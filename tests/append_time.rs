@@ -79,10 +79,6 @@ fn append_times_never_decrease_when_the_clock_goes_backwards() {
 
 // Adversarial review of 1391cf4. The first fails on 1391cf4, the second on 1391cf4 too (fixed by edd4bc0).
 
-fn rec(i: i64) -> Record {
-    Record { timestamp: 1_000 + i, value: format!("r{i}").into_bytes(), ..Record::default() }
-}
-
 /// Finding: the append clock restarts from the newest append time the *local* log holds.
 /// After tiering + local retention (or a seal before tiering) the local log is empty, so a
 /// restart whose wall clock is behind the last append time hands out append times below the
@@ -95,8 +91,8 @@ async fn review_clock_goes_backwards_after_restart_when_everything_is_tiered() {
     {
         let log = Log::open(config.clone()).unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
-        p.append(&[rec(0)], 10_000).unwrap();
-        p.append(&[rec(1)], 10_500).unwrap();
+        p.append(&[record(0)], 10_000).unwrap();
+        p.append(&[record(1)], 10_500).unwrap();
         let tiering = Tiering::start(log.clone()).await.unwrap();
         let reports = tiering.run_once(None, true).await.unwrap();
         assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
@@ -105,7 +101,7 @@ async fn review_clock_goes_backwards_after_restart_when_everything_is_tiered() {
     // Restart; the wall clock is 1.5 s behind the last append time (NTP step, another host).
     let log = Log::open(config.clone()).unwrap();
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
-    p.append(&[rec(2)], 9_000).unwrap();
+    p.append(&[record(2)], 9_000).unwrap();
     let stored = Reader::new(log.clone()).read(&p, 2, 1 << 20).await.unwrap();
     let appended = stored[0].append_time.unwrap();
     // Tier the new segment too, then read the partition from the start with a fresh reader.
@@ -133,10 +129,10 @@ async fn review_snapshot_is_not_a_consistent_cut_when_the_clock_steps_back() {
     let log = Log::open(config).unwrap();
     let topic = log.create_topic("t", 2).unwrap();
     let (p0, p1) = (topic.partition(0).unwrap().clone(), topic.partition(1).unwrap().clone());
-    p0.append(&[rec(0)], 1_000).unwrap(); // clock at 1000
+    p0.append(&[record(0)], 1_000).unwrap(); // clock at 1000
     // The wall clock steps back by 500 ms.
-    p0.append(&[rec(1)], 500).unwrap(); // X: acknowledged; stored with append time 1000 (clamped)
-    p1.append(&[rec(2)], 600).unwrap(); // Y: sent after X was acknowledged; append time 600
+    p0.append(&[record(1)], 500).unwrap(); // X: acknowledged; stored with append time 1000 (clamped)
+    p1.append(&[record(2)], 600).unwrap(); // Y: sent after X was acknowledged; append time 600
     let reader = Reader::new(log.clone());
     let cut = tierlog::reader::snapshot(&reader, &["t".to_string()], 800).await.unwrap();
     let ends: Vec<u64> = cut.iter().map(|c| c["end"].as_u64().unwrap()).collect();
@@ -161,10 +157,10 @@ async fn review_e2c5_a_missing_appendindex_of_a_stamped_segment_is_derived_as_un
     {
         let log = Log::open(config.clone()).unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
-        p.append(&[rec(0)], 10_000).unwrap();
-        p.append(&[rec(1)], 10_500).unwrap();
+        p.append(&[record(0)], 10_000).unwrap();
+        p.append(&[record(1)], 10_500).unwrap();
         p.seal_active(10_500).unwrap();
-        p.append(&[rec(2)], 11_000).unwrap();
+        p.append(&[record(2)], 11_000).unwrap();
     }
     std::fs::remove_file(pdir.join(format!("{:020}.appendindex", 0))).unwrap(); // lost (fsck, backup, operator)
     let log = Log::open(config.clone()).unwrap();
@@ -194,8 +190,8 @@ fn review_e2c5_a_duplicate_reports_the_append_time_of_the_stored_batch() {
     let id = log.allocate_producer_id().unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let stamp = tierlog::batch::ProducerStamp { id, epoch: 0, first_sequence: 0 };
-    let first = p.append_stamped(&[rec(0)], stamp, 10_000).unwrap();
-    let retry = p.append_stamped(&[rec(0)], stamp, 10_700).unwrap();
+    let first = p.append_stamped(&[record(0)], stamp, 10_000).unwrap();
+    let retry = p.append_stamped(&[record(0)], stamp, 10_700).unwrap();
     assert!(retry.duplicate);
     assert_eq!(
         retry.appended.append_time, first.appended.append_time,

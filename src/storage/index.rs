@@ -180,24 +180,36 @@ impl SegmentIndex {
     /// [`Self::load_files`]). Called once, when the segment is sealed.
     pub fn write_files(&self, disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
         let base = self.base_offset;
-        let rel = |e: &IndexEntry| u32::try_from(e.offset - base).expect("relative offset fits in u32");
+        let rel = |e: &IndexEntry| self.relative(e);
         let mut offsets = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_BYTES);
         let mut times = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
-        let mut appends = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
         for e in &self.entries {
             offsets.extend_from_slice(&rel(e).to_le_bytes());
             offsets.extend_from_slice(&e.position.to_le_bytes());
             times.extend_from_slice(&e.max_timestamp_before.to_le_bytes());
             times.extend_from_slice(&rel(e).to_le_bytes());
-            appends.extend_from_slice(&e.max_append_time_before.to_le_bytes());
-            appends.extend_from_slice(&rel(e).to_le_bytes());
         }
         let event = (self.min_timestamp, self.max_timestamp);
-        let appended = (self.min_append_time, self.max_append_time);
-        let append_bytes = self.file_bytes(APPEND_INDEX_MAGIC, appended, &appends);
-        disk.write_atomic(&dir.join(append_index_file_name(base)), &append_bytes)?;
+        self.write_append_file(disk, dir)?;
         disk.write_atomic(&dir.join(index_file_name(base)), &self.file_bytes(OFFSET_INDEX_MAGIC, event, &offsets))?;
         disk.write_atomic(&dir.join(time_index_file_name(base)), &self.file_bytes(TIME_INDEX_MAGIC, event, &times))
+    }
+
+    /// Writes `<base>.appendindex` alone, atomically (also for a segment sealed before append
+    /// times, whose other index files stay as they are).
+    pub fn write_append_file(&self, disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
+        let mut appends = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
+        for e in &self.entries {
+            appends.extend_from_slice(&e.max_append_time_before.to_le_bytes());
+            appends.extend_from_slice(&self.relative(e).to_le_bytes());
+        }
+        let bytes = self.file_bytes(APPEND_INDEX_MAGIC, (self.min_append_time, self.max_append_time), &appends);
+        disk.write_atomic(&dir.join(append_index_file_name(self.base_offset)), &bytes)
+    }
+
+    /// An entry's offset relative to the segment's base, as the index files store it.
+    fn relative(&self, e: &IndexEntry) -> u32 {
+        u32::try_from(e.offset - self.base_offset).expect("relative offset fits in u32")
     }
 
     fn file_bytes(&self, magic: u32, (min, max): (i64, i64), entries: &[u8]) -> Vec<u8> {

@@ -802,14 +802,11 @@ impl Partition {
         };
         while slice.start < slice.end {
             let bytes = slice.read_batches(READ_BYTES_MAX, Vec::new())?;
-            let mut at = 0;
-            while at < bytes.len() {
-                let header = batch::peek_header(&bytes[at..]).expect("read_batches returns validated batches");
-                if header.append_time.unwrap_or(crate::index::NO_APPEND_TIME) > time {
-                    return Ok(LocalCut { offset: header.base_offset, previous_unstamped: previous });
-                }
-                previous = Some(header.append_time.is_none());
-                at += header.length;
+            let found = batch::first_appended_after(&bytes, time, &mut previous).map_err(|(_, e)| {
+                Error::Invalid(format!("{}: read_batches returned a bad batch: {e}", slice.path.display()))
+            })?;
+            if let Some((offset, previous_unstamped)) = found {
+                return Ok(LocalCut { offset, previous_unstamped });
             }
         }
         Err(Error::Invalid(format!(
@@ -1138,7 +1135,7 @@ fn load_or_rebuild_index(
         if !lost {
             if derived && writable {
                 // Sealed before append times: record that none of its batches has one.
-                if let Err(e) = segment.index.write_files(disk, dir) {
+                if let Err(e) = segment.index.write_append_file(disk, dir) {
                     tracing::warn!(segment = %segment.path.display(), error = %e, "cannot write its append-time index; derived again at the next open");
                 }
             }

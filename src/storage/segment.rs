@@ -156,14 +156,8 @@ impl Segment {
         let (end, mut position, mut header) = (self.index.bytes, from, Vec::new());
         let mut last = false;
         while position < end {
-            let len = (end - position).min(HEADER_BYTES as u64) as usize;
-            read_at(&self.file, &self.path, position, len, &mut header)?;
-            let frame = batch::peek_frame(&header).map_err(|error| Error::Corrupt {
-                path: self.path.clone(),
-                position,
-                error,
-            })?;
-            last = batch::says_append_time(&header);
+            let frame = self.peek_at(position, &mut header)?;
+            last = frame.append_time.is_some();
             position += frame.length as u64;
         }
         Ok(last)

@@ -133,6 +133,7 @@ pub async fn upload_segment(
         match put_object(store, &key, object.clone(), settings.multipart_threshold_bytes).await {
             Ok(()) => {
                 let index = &built.index;
+                let (min_append_time, max_append_time) = index.append_time_range();
                 return Ok(Entry {
                     base_offset: segment.base_offset,
                     last_offset: index.chunks.last().map_or(segment.base_offset, |c| c.last_offset),
@@ -147,8 +148,8 @@ pub async fn upload_segment(
                     raw_sha256,
                     object_sha256,
                     uploaded_ms: put_started_ms,
-                    min_append_time: index.append_time_range().0,
-                    max_append_time: index.append_time_range().1,
+                    min_append_time,
+                    max_append_time,
                     prev_hash: String::new(),
                     hash: String::new(),
                 });

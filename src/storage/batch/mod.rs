@@ -70,18 +70,29 @@ pub struct BatchHeader {
     pub checksum: u32,
 }
 
-/// What a scan needs to step over a batch, readable from its fixed header alone.
+/// What a scan needs to step over a batch, readable from its fixed header alone (no walk
+/// over the records, unlike a stamped batch's [`BatchHeader`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
+    pub version: u8,
     pub base_offset: u64,
     pub record_count: u32,
     /// Total encoded length including the header.
     pub length: usize,
+    /// As [`BatchHeader::append_time`].
+    pub append_time: Option<i64>,
 }
 
 impl Frame {
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.record_count)
+    }
+
+    /// Whether the batch must be rewritten to be served to Kafka clients of a topic of
+    /// `timestamps` type: a version-1 batch always; a stamped one for CreateTime (its header
+    /// holds the append time where a CreateTime batch holds its largest record timestamp).
+    pub fn needs_rewrite_for_kafka(&self, timestamps: TimestampType) -> bool {
+        self.version != 2 || (self.append_time.is_some() && timestamps == TimestampType::CreateTime)
     }
 }
 
@@ -231,15 +242,10 @@ pub fn has_magic(bytes: &[u8]) -> bool {
 pub fn peek_frame(bytes: &[u8]) -> Result<Frame, BatchError> {
     if v1::is_v1(bytes) || bytes.get(v2::OFF_MAGIC) != Some(&v2::MAGIC) {
         let h = peek_header(bytes)?; // version 1 (or an error): its header says everything
-        return Ok(Frame { base_offset: h.base_offset, record_count: h.record_count, length: h.length });
+        let (base_offset, record_count, length) = (h.base_offset, h.record_count, h.length);
+        return Ok(Frame { version: h.version, base_offset, record_count, length, append_time: None });
     }
     v2::peek_frame(bytes)
-}
-
-/// Whether the batch whose fixed header starts `bytes` claims an append time (read from the
-/// header alone, not validated: a quick look, e.g. at whether a segment holds any).
-pub fn says_append_time(bytes: &[u8]) -> bool {
-    !v1::is_v1(bytes) && v2::says_append_time(bytes)
 }
 
 /// Reads the header at the start of `bytes` and checks magic, version and length bounds.
@@ -357,7 +363,7 @@ pub fn decode(bytes: &[u8]) -> Result<(BatchHeader, Vec<(u64, Record)>), BatchEr
 
 /// Validated batches as Kafka RecordBatch v2 bytes for a topic of `timestamps` type:
 /// version-2 batches as they are (for CreateTime, with their append time removed, see
-/// [`needs_rewrite_for_kafka`]), version-1 batches re-encoded (same offsets, records and
+/// [`Frame::needs_rewrite_for_kafka`]), version-1 batches re-encoded (same offsets, records and
 /// timestamps; a re-encoded batch may outgrow [`BATCH_BYTES_MAX`], which bounds stored
 /// batches, not Kafka's). `expected` is the base offset of the first batch; every batch must
 /// continue the one before it.
@@ -387,11 +393,29 @@ pub fn to_kafka(
     Ok(())
 }
 
-/// Whether a validated batch must be rewritten to be served to Kafka clients of a topic of
-/// `timestamps` type: a version-1 batch always; a stamped one for CreateTime (its header
-/// holds the append time where a CreateTime batch holds its largest record timestamp).
-pub fn needs_rewrite_for_kafka(header: &BatchHeader, timestamps: TimestampType) -> bool {
-    header.version != 2 || (header.append_time.is_some() && timestamps == TimestampType::CreateTime)
+/// Where [`first_appended_after`] found the first batch appended after a time: its base
+/// offset, and whether the batch before it has no append time (`None`: nothing before it).
+pub type AppendedAfter = (u64, Option<bool>);
+
+/// In validated, dense `bytes`: the base offset of the first batch appended after `time`,
+/// with whether the batch before it has no append time; `previous` says that of the batch
+/// before `bytes` on entry, and of the last batch of `bytes` when none is found (`None`).
+/// Batches without an append time count as appended before every time.
+pub fn first_appended_after(
+    bytes: &[u8],
+    time: i64,
+    previous: &mut Option<bool>,
+) -> Result<Option<AppendedAfter>, (usize, BatchError)> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let frame = peek_frame(&bytes[at..]).map_err(|e| (at, e))?;
+        if frame.append_time.is_some_and(|t| t > time) {
+            return Ok(Some((frame.base_offset, *previous)));
+        }
+        *previous = Some(frame.append_time.is_none());
+        at += frame.length;
+    }
+    Ok(None)
 }
 
 /// A read position inside a batch's bytes.

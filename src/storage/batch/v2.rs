@@ -213,6 +213,35 @@ fn varint_len(value: i64) -> usize {
 
 /// Reads and checks the fixed header; `bytes` starts with a batch whose magic byte is 2.
 pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let mut header = fixed_header(bytes)?;
+    // A stamped batch's header holds the append time where CreateTime holds the largest
+    // record timestamp, which the indexes need: read it off the records.
+    if header.append_time.is_some() {
+        if bytes.len() < header.length {
+            return Err(BatchError::Truncated { needed: header.length, available: bytes.len() });
+        }
+        let records = &bytes[HEADER_BYTES..header.length];
+        header.max_timestamp = largest_timestamp(records, header.min_timestamp, header.record_count)?;
+    }
+    Ok(header)
+}
+
+/// The framing fields of the batch at the start of `bytes` (which may hold its header only):
+/// what a scan needs to step over it, judge a torn tail or see its append time.
+pub fn peek_frame(bytes: &[u8]) -> Result<super::Frame, BatchError> {
+    let h = fixed_header(bytes)?;
+    Ok(super::Frame {
+        version: 2,
+        base_offset: h.base_offset,
+        record_count: h.record_count,
+        length: h.length,
+        append_time: h.append_time,
+    })
+}
+
+/// Reads and checks the fixed header alone. For a stamped batch `max_timestamp` is the
+/// header's field (the append time), not yet the largest record timestamp.
+fn fixed_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if bytes.len() < HEADER_BYTES {
         return Err(BatchError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
     }
@@ -237,56 +266,18 @@ pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if count < 1 || last_delta != count - 1 {
         return Err(BatchError::Malformed("record count is zero or does not match lastOffsetDelta"));
     }
-    let length = length as usize;
-    let min_timestamp = i64::from_be_bytes(array(bytes, OFF_BASE_TS));
     let max_field = i64::from_be_bytes(array(bytes, OFF_MAX_TS));
-    // A stamped batch's header holds the append time where CreateTime holds the largest
-    // record timestamp, which the indexes need: read it off the records.
-    let (max_timestamp, append_time) = if stamped {
-        if bytes.len() < length {
-            return Err(BatchError::Truncated { needed: length, available: bytes.len() });
-        }
-        (largest_timestamp(&bytes[HEADER_BYTES..length], min_timestamp, count as u32)?, Some(max_field))
-    } else {
-        (max_field, None)
-    };
     Ok(BatchHeader {
         version: 2,
         base_offset: base_offset as u64,
         record_count: count as u32,
-        min_timestamp,
-        max_timestamp,
-        append_time,
-        length,
+        min_timestamp: i64::from_be_bytes(array(bytes, OFF_BASE_TS)),
+        max_timestamp: max_field,
+        append_time: stamped.then_some(max_field),
+        length: length as usize,
         producer: producer(bytes)?,
         checksum: u32::from_be_bytes(array(bytes, OFF_CRC)),
     })
-}
-
-/// The framing fields of the batch at the start of `bytes` (which may hold its header only):
-/// what a scan needs to step over it or to judge a torn tail.
-pub fn peek_frame(bytes: &[u8]) -> Result<super::Frame, BatchError> {
-    if bytes.len() < HEADER_BYTES {
-        return Err(BatchError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
-    }
-    // The whole header is checked; a stamped batch's body is not read.
-    let mut fixed = [0u8; HEADER_BYTES];
-    fixed.copy_from_slice(&bytes[..HEADER_BYTES]);
-    fixed[OFF_ATTRIBUTES..OFF_LAST_DELTA].fill(0);
-    let attributes = i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES));
-    if attributes != 0 && attributes != LOG_APPEND_TIME {
-        return Err(BatchError::Malformed("attributes other than 0 or LogAppendTime (compression, transactions)"));
-    }
-    let header = peek_header(&fixed)?;
-    Ok(super::Frame { base_offset: header.base_offset, record_count: header.record_count, length: header.length })
-}
-
-/// Whether the version-2 batch header at the start of `bytes` says LogAppendTime (the fixed
-/// header alone; nothing is validated).
-pub fn says_append_time(bytes: &[u8]) -> bool {
-    bytes.len() >= HEADER_BYTES
-        && bytes[OFF_MAGIC] == MAGIC
-        && i16::from_be_bytes(array(bytes, OFF_ATTRIBUTES)) & LOG_APPEND_TIME != 0
 }
 
 /// The largest record timestamp of a stamped batch's `records`, read without decoding keys,
