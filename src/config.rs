@@ -27,6 +27,17 @@ pub struct Config {
     pub reader: ReaderSection,
     pub server: ServerSection,
     pub kafka: KafkaSection,
+    pub integrity: IntegritySection,
+}
+
+/// Proving the archive (docs/AUDIT.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegritySection {
+    /// Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`) that signs every
+    /// manifest version this writer commits; its public key is published in the bucket under
+    /// `keys/`. Empty: versions are unsigned (still hash-chained).
+    pub signing_key_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +326,7 @@ impl Default for Config {
             reader: ReaderSection::default(),
             server: ServerSection::default(),
             kafka: KafkaSection::default(),
+            integrity: IntegritySection::default(),
         }
     }
 }

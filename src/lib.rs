@@ -10,6 +10,7 @@
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`serve`]: the front ends of `tierlog serve` — HTTP, Kafka, auth, and the append path
 //!   they share (re-exported as `tierlog::kafka`, `tierlog::auth`, `tierlog::append`).
+//! - [`verify`]: the record-level checks `tierlog verify` hands to the tiering crate's verifier.
 //! - [`groups`]: committed consumer-group offsets, shared by every front end and the CLI.
 //! - [`config`]: TOML + environment configuration.
 //! - [`envelope`], [`time`], [`sample`]: the JSON record envelope, time parsing, sample data.
@@ -24,6 +25,7 @@ pub mod serve;
 pub mod storage;
 pub mod tier;
 pub mod time;
+pub mod verify;
 
 pub use serve::{append, auth, kafka};
 pub use storage::{

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tierlog_tiering::blocking;
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
 use tierlog_tiering::segment_object::{self, BatchMark};
+use tierlog_tiering::signing::Signer;
 use tierlog_tiering::store::{RemoteConfig, RemoteStore};
 use tierlog_tiering::uploader::{self, SegmentBytes, UploadSettings};
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -86,6 +87,17 @@ pub async fn connect(config: &Config) -> Result<RemoteStore> {
     Ok(remote)
 }
 
+/// The manifest signing key of `[integrity] signing_key_file`, if one is configured.
+pub fn load_signer(config: &Config) -> Result<Option<Arc<Signer>>> {
+    let file = &config.integrity.signing_key_file;
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let signer =
+        Signer::from_file(Path::new(file)).map_err(|e| Error::Config(format!("integrity.signing_key_file: {e}")))?;
+    Ok(Some(Arc::new(signer)))
+}
+
 /// Counters of the tiering driver, exported by the server's `/metrics`.
 #[derive(Debug, Default)]
 pub struct TieringStats {
@@ -104,6 +116,8 @@ pub struct Tiering {
     writer: Writer,
     pub conditional_writes: bool,
     permits: Arc<Semaphore>,
+    /// Signs every manifest version (`[integrity] signing_key_file`).
+    signer: Option<Arc<Signer>>,
     manifests: Mutex<HashMap<(String, u32), ManifestStore>>,
     /// Segments this process uploaded from its own local files, by (topic, partition) →
     /// (base offset → raw SHA-256). Their remote copies are known to be theirs, so local
@@ -146,6 +160,11 @@ impl Tiering {
             commit_window_ms: tiering.commit_window_ms,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
+        let signer = load_signer(log.config())?;
+        if let Some(signer) = &signer {
+            signer.publish(&remote).await?;
+            tracing::info!(key_id = %signer.key_id, "manifest versions are signed");
+        }
         Ok(Tiering {
             stats: Arc::default(),
             log,
@@ -154,6 +173,7 @@ impl Tiering {
             writer,
             conditional_writes,
             permits,
+            signer,
             manifests: Mutex::default(),
             uploaded: Default::default(),
             verified_end: Default::default(),
@@ -221,7 +241,8 @@ impl Tiering {
         let mut manifests = self.manifests.lock().await;
         if !manifests.contains_key(&key) {
             let hint = read_partition_state(&partition).manifest_version;
-            let store = ManifestStore::open(self.remote.clone(), &key.0, key.1, self.writer.clone(), hint).await?;
+            let mut store = ManifestStore::open(self.remote.clone(), &key.0, key.1, self.writer.clone(), hint).await?;
+            store.signer = self.signer.clone();
             manifests.insert(key.clone(), store);
         }
         let manifest = manifests.get_mut(&key).expect("inserted above");

@@ -274,3 +274,50 @@ fn remote_end(s3: &S3Target, prefix: &str) -> u64 {
     let reader = Writer { id: "check".into(), epoch: 0 };
     runtime.block_on(ManifestStore::open(s3.store(prefix), "t", 0, reader, 0)).unwrap().current.next_offset()
 }
+
+/// `tierlog verify` exits 0 on an intact archive, 3 with one JSON line per problem on a
+/// damaged one, and 1 ("could not run", never "damage") when the store cannot be reached.
+#[test]
+fn verify_exit_status_separates_damage_from_could_not_run() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("cli-verify");
+    let config = write_config(dir.path(), &s3, &prefix);
+    let env = s3.child_env();
+    let lines: String = (0..3000).map(|i| format!("event-{i}\n")).collect();
+    assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
+    assert!(run(&config, &env, &["produce", "t"], &lines).status.success());
+    assert!(run(&config, &env, &["tier", "run"], "").status.success());
+
+    let out = run(&config, &env, &["verify", "--deep"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = json_lines(&out).pop().unwrap();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["summary"]["records"], 3000, "{summary}");
+
+    let store = s3.store(&prefix);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key = runtime.block_on(async {
+        let manifest =
+            ManifestStore::open(store.clone(), "t", 0, Writer { id: "test".into(), epoch: 0 }, 0).await.unwrap();
+        let key = object_store::path::Path::from(manifest.current.entries[0].key.as_str());
+        store.store.delete(&key).await.unwrap();
+        key
+    });
+    let out = run(&config, &env, &["verify"], "");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0]["kind"].as_str(), lines[0]["key"].as_str()), (Some("object_missing"), Some(key.as_ref())));
+    assert_eq!((lines[0]["topic"].as_str(), lines[0]["partition"].as_u64()), (Some("t"), Some(0)));
+    assert_eq!(lines[1]["ok"], false);
+
+    let unreachable = "http://127.0.0.1:9".to_string(); // discard port: nothing listens
+    let text = std::fs::read_to_string(&config).unwrap().replace(&s3.endpoint, &unreachable);
+    std::fs::write(&config, text).unwrap();
+    let out = run(&config, &env, &["verify"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9"), "names the endpoint: {stderr}");
+    assert!(out.stdout.is_empty(), "no verdict when verification could not run");
+}

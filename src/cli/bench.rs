@@ -42,6 +42,9 @@ pub enum BenchCommand {
     /// produce latency with acks=all against raw write+fdatasync latency.
     #[command(after_help = "Example:\n  tierlog bench kafka --total-mb 128   # needs kcat on PATH")]
     Kafka(super::bench_kafka::KafkaArgs),
+    /// Deep `verify` of a tiered log against single-thread zstd decompression of the same objects.
+    #[command(after_help = "Example:\n  tierlog bench verify --total-mb 128 --rounds 3")]
+    Verify(super::bench_verify::VerifyBenchArgs),
     /// (internal to `bench read`) replay the remote tier of a bench log in a fresh process.
     #[command(hide = true)]
     Replay(ReplayArgs),
@@ -130,6 +133,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Read(args) => read(global, args),
         BenchCommand::Http(args) => http(global, args),
         BenchCommand::Kafka(args) => super::bench_kafka::kafka(global, args),
+        BenchCommand::Verify(args) => super::bench_verify::verify(global, args),
         BenchCommand::Replay(args) => replay(global, args),
     }
 }
@@ -276,6 +280,12 @@ pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
+/// `{"min","median","max"}` of `values`, rounded to two decimals.
+pub(super) fn spread(values: Vec<f64>) -> Value {
+    let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    json!({"min": round2(min), "median": round2(median(values)), "max": round2(max)})
+}
+
 pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -351,7 +361,7 @@ fn tier(global: &GlobalArgs, args: TierArgs) -> Result<ExitCode> {
 
 /// Writes `total_mb` of payment events into a fresh log under `dir` and tiers every sealed
 /// segment, keeping local copies. Returns the log and its partition.
-fn tiered_log(
+pub(super) fn tiered_log(
     global: &GlobalArgs,
     dir: &std::path::Path,
     total_mb: u64,

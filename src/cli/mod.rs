@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_kafka;
+mod bench_verify;
 mod client;
 mod config;
 mod consume;
@@ -12,6 +13,7 @@ mod produce;
 mod serve;
 mod tier;
 mod topic;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +135,17 @@ Examples:
     /// Move sealed segments to the remote tier and inspect it.
     #[command(subcommand)]
     Tier(tier::TierCommand),
+    /// Prove what the bucket holds: manifest chain, signatures, every object (docs/AUDIT.md).
+    #[command(after_help = "Prints one JSON line per problem found ({\"kind\",\"topic\",\"partition\",\"key\",
+\"first_offset\",\"last_offset\",\"expected\",\"found\",\"detail\"}), then {\"summary\":{..},\"ok\":BOOL}.
+Exit status: 0 nothing wrong, 3 damage found, 1 could not run (credentials, network…), 2 usage.
+
+Examples:
+  tierlog verify                                   # every partition: manifests, chain, object sizes
+  tierlog verify payments --deep                   # download and check every object of a topic
+  tierlog verify --deep --from-time 2026-03-01T00:00:00Z --to-time 2026-04-01T00:00:00Z
+  tierlog verify --public-key signing-2026.pub.pem --public-key signing-2025.pub.pem")]
+    Verify(verify::VerifyArgs),
     /// Run the guided tour on an embedded local setup: write payment events, read them back.
     Demo(demo::DemoArgs),
     /// Benchmarks that compare tierlog against the machine's measured limits (JSON output).
@@ -171,6 +184,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(cmd) => config::run(&cli.global, cmd),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tierlog", &mut std::io::stdout());

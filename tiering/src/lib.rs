@@ -11,6 +11,8 @@
 //! - [`manifest`]: the versioned, hash-chained, create-only manifest.
 //! - [`uploader`]: build, upload with retries, commit in offset order.
 //! - [`remote_reader`]: offset/time → one ranged GET of one chunk; cache, prefetch, coalescing.
+//! - [`verify`]: proves a bucket's manifests and objects, from the bucket alone.
+//! - [`signing`]: Ed25519 manifest signatures and published public keys.
 //! - [`blocking`]: blocking work from async code (inline in the simulation).
 //! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
 
@@ -22,8 +24,10 @@ pub mod manifest;
 pub mod remote_reader;
 pub mod scrub;
 pub mod segment_object;
+pub mod signing;
 pub mod store;
 pub mod uploader;
+pub mod verify;
 
 pub use error::{Error, Result};
 

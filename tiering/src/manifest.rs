@@ -29,14 +29,19 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::segment_object::NO_APPEND_TIME;
+use crate::signing::{Signature, Signer};
 use crate::store::RemoteStore;
 
 pub const FORMAT: &str = "tierlog-manifest";
 pub const ARCHIVE_FORMAT: &str = "tierlog-manifest-archive";
 /// The version this build writes. Version 2 adds each entry's smallest and largest append
 /// time (covered by the entry hash when present); version 1 documents are read as before.
+/// A signed manifest version is [`SIGNED_FORMAT_VERSION`].
 pub const FORMAT_VERSION: u32 = 2;
-const FORMAT_VERSIONS_READ: [u32; 2] = [1, 2];
+/// Version 3 is version 2 with a `signature` in the header (see [`crate::signing`]); a build
+/// that reads only 1 and 2 refuses it by its version rather than skip the signature.
+pub const SIGNED_FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 /// Entries kept inline; beyond this the oldest are archived. Keeps each manifest version
 /// around 100 KiB, so commits and startup loads stay cheap however long history grows.
 pub const ENTRIES_MAX: usize = 256;
@@ -169,6 +174,8 @@ struct Header {
     format: String,
     format_version: u32,
     body_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<Signature>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -224,18 +231,28 @@ impl Manifest {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        wrap(FORMAT, &serde_json::to_vec(self).expect("manifest serializes"))
+        self.to_signed_bytes(None)
+    }
+
+    /// The document, signed by `signer` when given (header format_version 3).
+    pub fn to_signed_bytes(&self, signer: Option<&Signer>) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("manifest serializes");
+        let sign =
+            |body_sha256: &str| signer.map(|s| s.sign(&self.topic, self.partition, self.manifest_version, body_sha256));
+        wrap_signed(FORMAT, &body, sign)
     }
 
     /// Parses and checks a manifest: header, body checksum, chain, offset contiguity.
+    /// Signatures are not checked here (see [`crate::verify`]).
     pub fn from_bytes(bytes: &[u8], key: &str) -> Result<Manifest> {
-        let body = unwrap(bytes, FORMAT, key)?;
-        let manifest: Manifest = serde_json::from_slice(body).map_err(|e| corrupt(key, format!("body: {e}")))?;
-        manifest.check_chain().map_err(|reason| corrupt(key, reason))?;
-        Ok(manifest)
+        let parsed = parse_signed(bytes, key)?;
+        parsed.manifest.check_chain().map_err(|reason| corrupt(key, reason))?;
+        Ok(parsed.manifest)
     }
 
-    fn check_chain(&self) -> std::result::Result<(), String> {
+    /// Checks the entries' hashes and links, offset order and append-time order inside this
+    /// version (archived entries are not loaded: only their references' ends are linked).
+    pub fn check_chain(&self) -> std::result::Result<(), String> {
         let mut prev_hash = self
             .archives
             .first()
@@ -338,12 +355,43 @@ fn extends(next: &Manifest, current: &Manifest) -> bool {
         && hash_at_end.is_none_or(|hash| *hash == current.last_hash())
 }
 
+/// A manifest version as read, before its chain is trusted: for `verify`, which reports each
+/// problem itself.
+#[derive(Debug, Clone)]
+pub struct ParsedManifest {
+    pub manifest: Manifest,
+    pub signature: Option<Signature>,
+    /// The body's SHA-256 (hex), checked against the header.
+    pub body_sha256: String,
+}
+
+/// Parses a manifest version: header, format version, body checksum, JSON. Neither the chain
+/// nor the signature is checked.
+pub fn parse_signed(bytes: &[u8], key: &str) -> Result<ParsedManifest> {
+    let (header, body) = unwrap_header(bytes, FORMAT, key)?;
+    let manifest: Manifest = serde_json::from_slice(body).map_err(|e| corrupt(key, format!("body: {e}")))?;
+    if header.signature.is_some() != (header.format_version == SIGNED_FORMAT_VERSION) {
+        return Err(corrupt(
+            key,
+            format!(
+                "format_version {} with{} a signature",
+                header.format_version,
+                if header.signature.is_some() { "" } else { "out" }
+            ),
+        ));
+    }
+    Ok(ParsedManifest { manifest, signature: header.signature, body_sha256: header.body_sha256 })
+}
+
 fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
-    let header = Header {
-        format: format.into(),
-        format_version: FORMAT_VERSION,
-        body_sha256: hex::encode(Sha256::digest(body)),
-    };
+    wrap_signed(format, body, |_| None)
+}
+
+fn wrap_signed(format: &str, body: &[u8], sign: impl Fn(&str) -> Option<Signature>) -> Vec<u8> {
+    let body_sha256 = hex::encode(Sha256::digest(body));
+    let signature = sign(&body_sha256);
+    let format_version = if signature.is_some() { SIGNED_FORMAT_VERSION } else { FORMAT_VERSION };
+    let header = Header { format: format.into(), format_version, body_sha256, signature };
     let mut out = serde_json::to_vec(&header).expect("header serializes");
     out.push(b'\n');
     out.extend_from_slice(body);
@@ -352,6 +400,14 @@ fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn unwrap<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<&'a [u8]> {
+    let (header, body) = unwrap_header(bytes, format, key)?;
+    if header.signature.is_some() && format != FORMAT {
+        return Err(corrupt(key, "only manifest versions are signed".into()));
+    }
+    Ok(body)
+}
+
+fn unwrap_header<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<(Header, &'a [u8])> {
     let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(key, "no header line".into()))?;
     let header: Header = serde_json::from_slice(&bytes[..newline]).map_err(|e| corrupt(key, format!("header: {e}")))?;
     if header.format != format {
@@ -360,14 +416,14 @@ fn unwrap<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<&'a [u8]> {
     if !FORMAT_VERSIONS_READ.contains(&header.format_version) {
         return Err(corrupt(
             key,
-            format!("format_version {} is not supported by this build (reads 1 and 2)", header.format_version),
+            format!("format_version {} is not supported by this build (reads 1 to 3)", header.format_version),
         ));
     }
     let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
     if hex::encode(Sha256::digest(body)) != header.body_sha256 {
         return Err(corrupt(key, "body SHA-256 does not match the header: the object was altered or truncated".into()));
     }
-    Ok(body)
+    Ok((header, body))
 }
 
 fn corrupt(key: &str, reason: String) -> Error {
@@ -383,6 +439,8 @@ pub struct ManifestStore {
     pub writer: Writer,
     /// The latest committed version (version 0: nothing committed yet).
     pub current: Manifest,
+    /// Signs every version this store commits (`[integrity] signing_key_file`).
+    pub signer: Option<std::sync::Arc<Signer>>,
 }
 
 impl ManifestStore {
@@ -398,7 +456,7 @@ impl ManifestStore {
             0 => Manifest::empty(topic, partition, writer.clone()),
             version => load_version(&store, topic, partition, version).await?,
         };
-        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current })
+        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current, signer: None })
     }
 
     /// Commits `entries` as the next version, with no commit deadline. See
@@ -484,7 +542,7 @@ impl ManifestStore {
         attempts: u32,
     ) -> Result<Option<Manifest>> {
         let key = keys::manifest_key(&self.store, &self.topic, self.partition, next.manifest_version);
-        let bytes = next.to_bytes();
+        let bytes = next.to_signed_bytes(self.signer.as_deref());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -686,7 +744,7 @@ pub async fn get_bytes(store: &RemoteStore, key: &object_store::path::Path) -> R
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(crate) mod tests_support {
     use super::*;
 
     pub(crate) fn entry(base: u64, last: u64) -> Entry {
@@ -804,6 +862,35 @@ mod tests {
             "\n"
         );
         assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), golden);
+    }
+
+    /// Version 3: version 2's body under a header with a signature (the signature checked
+    /// by OpenSSL: `openssl pkeyutl -sign -rawin` over the same message gives these bytes).
+    #[test]
+    fn manifest_v3_signed_golden_bytes() {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let mut e = entry(0, 9);
+        (e.min_append_time, e.max_append_time) = (Some(1_700_000_000_000), Some(1_700_000_000_500));
+        m.append(vec![e]).unwrap();
+        m.manifest_version = 1;
+        let signer = crate::signing::tests::golden_signer();
+        let bytes = String::from_utf8(m.to_signed_bytes(Some(&signer))).unwrap();
+        let header = concat!(
+            r#"{"format":"tierlog-manifest","format_version":3,"body_sha256":"7b20496ff438ed30d034a22d0735d340eb70f472e96c49af481fa536d166f243","#,
+            r#""signature":{"algorithm":"ed25519","key_id":"689463b339b9c919","#,
+            r#""value":"q5Ezmil09E3utPywfEslxtJf7eaSJz5Ele15uEoB6kogpJurCyVEumCdo+CKojctloS9gXuNaaFcEE2jjNrcAA=="}}"#,
+        );
+        assert_eq!(bytes.split_once('\n').unwrap().0, header);
+        assert_eq!(
+            bytes.split_once('\n').unwrap().1,
+            String::from_utf8(m.to_bytes()).unwrap().split_once('\n').unwrap().1
+        );
+        assert_eq!(Manifest::from_bytes(bytes.as_bytes(), "k").unwrap(), m, "readers take a signed version as is");
+        let parsed = parse_signed(bytes.as_bytes(), "k").unwrap();
+        assert_eq!(parsed.signature.unwrap().key_id, "689463b339b9c919");
+        // A signature under a version-2 header, or a version 3 without one, is refused.
+        let mislabelled = bytes.replace(r#""format_version":3"#, r#""format_version":2"#);
+        assert!(parse_signed(mislabelled.as_bytes(), "k").is_err());
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! `tierlog bench verify`: deep verification throughput against single-thread zstd
+//! decompression of the same objects, measured in the same run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+use tierlog_tiering::verify::{self, VerifyOptions};
+
+use super::GlobalArgs;
+use super::bench::{Scratch, spread};
+
+#[derive(Args, Debug)]
+pub struct VerifyBenchArgs {
+    /// Scratch directory (removed afterwards; the embedded remote goes beside its log).
+    #[arg(long, default_value = "tierlog-bench")]
+    pub dir: PathBuf,
+    /// Raw bytes of payment events to write, tier and verify.
+    #[arg(long, default_value_t = 128)]
+    pub total_mb: u64,
+    /// Rounds of each measurement; min, median and max are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+pub fn verify(global: &GlobalArgs, args: VerifyBenchArgs) -> Result<ExitCode> {
+    let _scratch = Scratch::new(&args.dir)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (log, _partition) = super::bench::tiered_log(global, &args.dir, args.total_mb, &runtime)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = runtime.block_on(async {
+        let remote = tierlog::tier::connect(log.config()).await?;
+        let manifest = tierlog_tiering::manifest::ManifestStore::open(
+            remote.clone(),
+            "bench",
+            0,
+            tierlog_tiering::manifest::Writer { id: "bench".into(), epoch: 0 },
+            0,
+        )
+        .await?
+        .current;
+        let mut objects = Vec::new();
+        for entry in &manifest.entries {
+            let key = object_store::path::Path::from(entry.key.as_str());
+            objects.push(tierlog_tiering::manifest::get_bytes(&remote, &key).await?);
+        }
+        let raw_bytes: u64 = manifest.entries.iter().map(|e| e.raw_bytes).sum();
+        let object_bytes: u64 = objects.iter().map(|o| o.len() as u64).sum();
+        let (mut zstd_mb_s, mut verify_mb_s) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            // The limit: one thread decompressing the same objects, already in memory.
+            let start = Instant::now();
+            for object in &objects {
+                std::hint::black_box(tierlog_tiering::segment_object::decode_object(object)?);
+            }
+            zstd_mb_s.push(raw_bytes as f64 / start.elapsed().as_secs_f64() / 1e6);
+            let options = VerifyOptions { deep: true, concurrency: cores, ..VerifyOptions::default() };
+            let start = Instant::now();
+            let summary =
+                verify::verify(&remote, &options, tierlog::verify::segment_check(), &|_| {}).await?;
+            verify_mb_s.push(raw_bytes as f64 / start.elapsed().as_secs_f64() / 1e6);
+            anyhow::ensure!(summary.problems == 0, "the bench archive failed verification: {summary:?}");
+        }
+        let ratios: Vec<f64> = verify_mb_s.iter().zip(&zstd_mb_s).map(|(v, z)| v / z).collect();
+        anyhow::Ok(json!({
+            "bench": "verify",
+            "store": remote.display,
+            "segments": manifest.entries.len(), "raw_bytes": raw_bytes, "object_bytes": object_bytes,
+            "rounds": args.rounds, "cores": cores, "concurrency": cores,
+            "deep_verify_mb_per_s": spread(verify_mb_s),
+            "zstd_decompress_single_thread_mb_per_s": spread(zstd_mb_s),
+            "verify_vs_zstd_single_thread": spread(ratios),
+            "target": 0.7,
+            "note": "deep verify reads every object through the store (GET), checks object and segment SHA-256, chunk CRC32C, zstd checksums and every batch CRC; the limit only decompresses bytes already in memory",
+        }))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(log);
+    Ok(ExitCode::SUCCESS)
+}

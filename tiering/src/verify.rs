@@ -1,0 +1,997 @@
+//! Verify: proves what a bucket holds for each partition, from the bucket alone.
+//!
+//! Owns: which checks run and in what order, and what each problem is called. Does not own:
+//! the formats it checks ([`manifest`], [`segment_object`]), or the records inside a segment
+//! (the caller passes a [`SegmentCheck`] that walks the batches: this crate knows no records).
+//!
+//! Per partition (found by LISTing `<prefix>/manifests/`):
+//! 1. **Every manifest version**, 1 to the newest (a gap is a problem): header, body SHA-256,
+//!    topic, partition and version number, its own chain and offset order, its signature
+//!    where signed (and where public keys are given, a signature by one of them), and that it
+//!    extends the version before it: the same archives, then every entry the older version
+//!    held, unchanged. A version replaced after the fact breaks this with its neighbours.
+//! 2. **The whole chain of the newest version**, archives included: each archive's SHA-256
+//!    and its reference (range, count, first and last hash, totals), every entry's hash and
+//!    link from the genesis hash, offsets dense across entries, time ranges ordered.
+//! 3. **Every listed object** (of the entries in the time range asked for): HEAD, size.
+//!    `deep` GETs each (bounded parallelism, so memory is bounded by `concurrency` objects)
+//!    and checks the object SHA-256, the chunk index against the manifest entry, each
+//!    chunk's CRC32C and zstd checksum, the raw SHA-256 of the decompressed segment, and,
+//!    through the [`SegmentCheck`], every batch CRC and dense offsets, with batch boundaries
+//!    on chunk boundaries.
+//!
+//! Outcomes: damage is reported as [`Problem`]s through the callback and verification goes
+//! on; a store that cannot be read at all (credentials, network, an outage) stops it with an
+//! `Err` — "could not run", never "damage".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::Serialize;
+
+use crate::blocking;
+use crate::error::{Error, Result};
+use crate::keys::{self, ParsedKey};
+use crate::manifest::{self, ArchiveRef, Entry, GENESIS_HASH, Manifest, ParsedManifest};
+use crate::segment_object::{self, ChunkIndex, NO_APPEND_TIME};
+use crate::signing::PublicKeys;
+use crate::store::RemoteStore;
+
+/// What verification covers and how.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this topic (default: every topic with a manifest in the bucket).
+    pub topic: Option<String>,
+    /// Only this partition.
+    pub partition: Option<u32>,
+    /// Only objects of segments with a batch appended (or, for segments written before
+    /// append times were recorded, a record timestamped) in `[from_time, to_time]`. Manifests
+    /// are always checked whole: continuity cannot be proved in part.
+    pub from_time: Option<i64>,
+    pub to_time: Option<i64>,
+    /// Download every object and check its contents, not only its presence and size.
+    pub deep: bool,
+    /// Requests (shallow) or objects (deep) in flight at once.
+    pub concurrency: usize,
+    /// Keys every manifest version must be signed by one of (empty: signatures found are
+    /// checked against the keys published in the bucket, which proves integrity, not authorship).
+    pub public_keys: PublicKeys,
+}
+
+/// What a [`SegmentCheck`] found in a decompressed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentFacts {
+    pub records: u64,
+    pub last_offset: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// Walks the batches of a decompressed segment that should start at `base_offset`: checks
+/// every batch (CRC, framing) and that offsets are dense, and calls `boundary` with the raw
+/// position at which each batch starts. `Err(text)` names the first bad batch by offset and
+/// position.
+pub type SegmentCheck = Arc<SegmentCheckFn>;
+pub type SegmentCheckFn =
+    dyn Fn(&[u8], u64, &mut dyn FnMut(u64)) -> std::result::Result<SegmentFacts, String> + Send + Sync;
+
+/// One thing found wrong. Serialized as one JSON line of `tierlog verify`'s output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub topic: String,
+    pub partition: u32,
+    /// The object concerned (manifest version, archive or segment object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A manifest version number between 1 and the newest has no object.
+    ManifestVersionMissing,
+    /// A manifest version cannot be read: header, body checksum, JSON, or names another
+    /// topic, partition or version.
+    ManifestCorrupt,
+    /// A manifest version does not extend the one before it: history was rewritten.
+    ManifestRewritten,
+    /// An entry's hash or link breaks the chain from the genesis hash.
+    ChainBroken,
+    /// Consecutive entries leave offsets out or cover some twice.
+    OffsetGap,
+    OffsetOverlap,
+    /// Time ranges that contradict each other (min above max, append times going back).
+    TimeInconsistent,
+    ArchiveMissing,
+    /// An archive differs from its SHA-256, cannot be read, or disagrees with its reference.
+    ArchiveCorrupt,
+    ObjectMissing,
+    ObjectSizeMismatch,
+    /// The object's SHA-256 differs from the manifest's.
+    ObjectChecksumMismatch,
+    /// The object's chunk index, a chunk's CRC32C or zstd frame is damaged.
+    ObjectCorrupt,
+    /// The chunk index disagrees with the manifest entry (offsets, sizes, times, position).
+    IndexMismatch,
+    /// The decompressed segment's SHA-256 differs from the manifest's.
+    SegmentChecksumMismatch,
+    /// A batch fails its CRC, offsets are not dense, or a batch straddles a chunk boundary.
+    BatchCorrupt,
+    /// A version carries no signature though public keys were given.
+    SignatureMissing,
+    /// Signed by a key that is neither given nor (without keys given) published in the bucket.
+    SignatureUnknownKey,
+    SignatureInvalid,
+}
+
+/// The closing line of `tierlog verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub partitions: u64,
+    pub manifest_versions: u64,
+    pub signed_versions: u64,
+    pub archives: u64,
+    /// Segment objects checked (those in the time range asked for).
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub raw_bytes: u64,
+    /// Offsets covered by the checked objects; with `deep`, `records` counts them one by one.
+    pub offsets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    pub first_offset: Option<u64>,
+    pub last_offset: Option<u64>,
+    /// Smallest and largest record timestamp, and append time, of the checked objects (ms).
+    pub min_timestamp: Option<i64>,
+    pub max_timestamp: Option<i64>,
+    pub min_append_time: Option<i64>,
+    pub max_append_time: Option<i64>,
+    pub deep: bool,
+    pub problems: u64,
+}
+
+/// Progress and findings, as they happen.
+pub enum Event<'a> {
+    Problem(&'a Problem),
+    /// Objects to check in a partition, and their bytes: a progress bar's length grows by them.
+    Planned {
+        objects: u64,
+        bytes: u64,
+    },
+    /// One object checked, of this many bytes.
+    Checked {
+        bytes: u64,
+    },
+}
+
+/// Verifies every partition with a manifest under `store`'s prefix (as `options` narrows).
+pub async fn verify(
+    store: &RemoteStore,
+    options: &VerifyOptions,
+    check: SegmentCheck,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<Summary> {
+    let mut summary = Summary { deep: options.deep, ..Summary::default() };
+    let published = if options.public_keys.is_empty() {
+        crate::signing::published_keys(store).await?
+    } else {
+        options.public_keys.clone()
+    };
+    for (topic, partition) in partitions(store, options).await? {
+        let mut run = PartitionRun {
+            store,
+            options,
+            keys: &published,
+            topic: &topic,
+            partition,
+            summary: &mut summary,
+            on_event,
+            archives: HashMap::new(),
+            signed: false,
+        };
+        run.verify(check.clone()).await?;
+        summary.partitions += 1;
+    }
+    Ok(summary)
+}
+
+/// The (topic, partition) pairs with manifest objects under the prefix, in order.
+async fn partitions(store: &RemoteStore, options: &VerifyOptions) -> Result<Vec<(String, u32)>> {
+    let root = store.key(&["manifests"]);
+    let topics: Vec<String> = match &options.topic {
+        Some(topic) => vec![topic.clone()],
+        None => sub_folders(store, &root).await?,
+    };
+    let mut found = Vec::new();
+    for topic in topics {
+        let mut ids: Vec<u32> = sub_folders(store, &store.key(&["manifests", &topic]))
+            .await?
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        found.extend(
+            ids.into_iter().filter(|p| options.partition.is_none_or(|only| only == *p)).map(|p| (topic.clone(), p)),
+        );
+    }
+    Ok(found)
+}
+
+async fn sub_folders(store: &RemoteStore, under: &Path) -> Result<Vec<String>> {
+    let listing =
+        store.store.list_with_delimiter(Some(under)).await.map_err(|e| store.error(format!("LIST {under}/"), e))?;
+    let mut names: Vec<String> =
+        listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+    names.sort();
+    Ok(names)
+}
+
+struct PartitionRun<'a> {
+    store: &'a RemoteStore,
+    options: &'a VerifyOptions,
+    keys: &'a PublicKeys,
+    topic: &'a str,
+    partition: u32,
+    summary: &'a mut Summary,
+    on_event: &'a (dyn Fn(Event<'_>) + Sync),
+    /// Archives loaded so far, by key: `None` when unreadable (reported once).
+    archives: HashMap<String, Option<Arc<Vec<Entry>>>>,
+    /// Whether an earlier version of the partition was signed.
+    signed: bool,
+}
+
+impl PartitionRun<'_> {
+    fn problem(&mut self, kind: ProblemKind, key: Option<&str>, range: Option<(u64, u64)>, detail: String) {
+        self.problem_with(kind, key, range, None, detail);
+    }
+
+    fn problem_with(
+        &mut self,
+        kind: ProblemKind,
+        key: Option<&str>,
+        range: Option<(u64, u64)>,
+        expected_found: Option<(String, String)>,
+        detail: String,
+    ) {
+        let (expected, found) = expected_found.map_or((None, None), |(e, f)| (Some(e), Some(f)));
+        let problem = Problem {
+            kind,
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            key: key.map(str::to_string),
+            first_offset: range.map(|r| r.0),
+            last_offset: range.map(|r| r.1),
+            expected,
+            found,
+            detail,
+        };
+        self.summary.problems += 1;
+        (self.on_event)(Event::Problem(&problem));
+    }
+
+    async fn verify(&mut self, check: SegmentCheck) -> Result<()> {
+        let versions = self.listed_versions().await?;
+        let Some(&newest) = versions.last() else { return Ok(()) };
+        let newest_manifest = self.walk_versions(&versions, newest).await?;
+        let Some(manifest) = newest_manifest else { return Ok(()) };
+        let entries = self.walk_chain(&manifest).await?;
+        self.check_objects(entries, check).await
+    }
+
+    /// Manifest version numbers present, ascending.
+    async fn listed_versions(&mut self) -> Result<Vec<u64>> {
+        let dir = self.store.key(&["manifests", self.topic, &self.partition.to_string()]);
+        let listing = self
+            .store
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| self.store.error(format!("LIST {dir}/"), e))?;
+        let mut versions: Vec<u64> = listing
+            .objects
+            .iter()
+            .filter_map(|o| match keys::parse_key(self.store, &o.location) {
+                Some(ParsedKey::ManifestVersion { version, .. }) => Some(version),
+                _ => None,
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Reads every version from 1 to `newest` in order; returns the newest readable one.
+    async fn walk_versions(&mut self, versions: &[u64], newest: u64) -> Result<Option<Manifest>> {
+        let present: std::collections::HashSet<u64> = versions.iter().copied().collect();
+        let concurrency = self.options.concurrency.max(1);
+        let (store, topic, partition) = (self.store.clone(), self.topic.to_string(), self.partition);
+        let mut loads = futures::stream::iter(1..=newest)
+            .map(|version| {
+                let (store, topic, listed) = (store.clone(), topic.clone(), present.contains(&version));
+                async move {
+                    let key = keys::manifest_key(&store, &topic, partition, version);
+                    if !listed {
+                        return Ok((version, key, None));
+                    }
+                    match manifest::get_bytes(&store, &key).await {
+                        Ok(bytes) => Ok((version, key, Some(bytes))),
+                        Err(Error::Missing { .. }) => Ok((version, key, None)),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(concurrency);
+        let mut previous: Option<Manifest> = None;
+        let mut last_good = None;
+        while let Some(loaded) = loads.try_next().await? {
+            let (version, key, bytes) = loaded;
+            self.summary.manifest_versions += 1;
+            let Some(bytes) = bytes else {
+                self.problem(
+                    ProblemKind::ManifestVersionMissing,
+                    Some(key.as_ref()),
+                    None,
+                    format!("manifest version {version} is missing (the bucket holds versions up to {newest})"),
+                );
+                previous = None;
+                continue;
+            };
+            let Some(current) = self.read_version(&bytes, key.as_ref(), version) else {
+                previous = None;
+                continue;
+            };
+            if let Some(previous) = &previous {
+                self.check_extends(previous, &current, key.as_ref()).await?;
+            }
+            last_good = Some(current.clone());
+            previous = Some(current);
+        }
+        // Where the newest version is unreadable (reported), the chain and objects are still
+        // checked as of the newest readable one.
+        Ok(last_good)
+    }
+
+    /// Parses and checks one version (checksum, identity, own chain, signature).
+    fn read_version(&mut self, bytes: &[u8], key: &str, version: u64) -> Option<Manifest> {
+        let parsed = match manifest::parse_signed(bytes, key) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.problem(ProblemKind::ManifestCorrupt, Some(key), None, e.to_string());
+                return None;
+            }
+        };
+        let manifest = &parsed.manifest;
+        if manifest.topic != self.topic || manifest.partition != self.partition || manifest.manifest_version != version
+        {
+            self.problem_with(
+                ProblemKind::ManifestCorrupt,
+                Some(key),
+                None,
+                Some((
+                    format!("{}/{} version {version}", self.topic, self.partition),
+                    format!("{}/{} version {}", manifest.topic, manifest.partition, manifest.manifest_version),
+                )),
+                "the manifest names another partition or version than its key".into(),
+            );
+            return None;
+        }
+        if let Err(reason) = manifest.check_chain() {
+            self.problem(ProblemKind::ChainBroken, Some(key), None, reason);
+        }
+        self.check_signature(&parsed, key);
+        Some(parsed.manifest)
+    }
+
+    fn check_signature(&mut self, parsed: &ParsedManifest, key: &str) {
+        let (manifest, body_sha256) = (&parsed.manifest, &parsed.body_sha256);
+        // Signatures are required with keys given, and after a partition's first signed
+        // version: signing does not stop silently.
+        let required = !self.options.public_keys.is_empty() || self.signed;
+        let Some(signature) = &parsed.signature else {
+            if required {
+                self.problem(
+                    ProblemKind::SignatureMissing,
+                    Some(key),
+                    None,
+                    format!(
+                        "manifest version {} is not signed{}",
+                        manifest.manifest_version,
+                        if self.signed { ", though earlier versions of the partition are" } else { "" }
+                    ),
+                );
+            }
+            return;
+        };
+        self.signed = true;
+        self.summary.signed_versions += 1;
+        match self.keys.verify(signature, self.topic, self.partition, manifest.manifest_version, body_sha256) {
+            Ok(()) => {}
+            Err(crate::signing::VerifyError::UnknownKey) => self.problem(
+                ProblemKind::SignatureUnknownKey,
+                Some(key),
+                None,
+                format!(
+                    "manifest version {} is signed by key {}, which is not among the {}",
+                    manifest.manifest_version,
+                    signature.key_id,
+                    if required { "public keys given" } else { "public keys published in the bucket" }
+                ),
+            ),
+            Err(crate::signing::VerifyError::Invalid) => self.problem(
+                ProblemKind::SignatureInvalid,
+                Some(key),
+                None,
+                format!(
+                    "manifest version {}: the signature by key {} does not match its contents",
+                    manifest.manifest_version, signature.key_id
+                ),
+            ),
+        }
+    }
+
+    /// `current` keeps `previous`'s archives, then every entry `previous` held inline.
+    async fn check_extends(&mut self, previous: &Manifest, current: &Manifest, key: &str) -> Result<()> {
+        let kept = previous.archives.len();
+        let rewritten = |detail: String| (ProblemKind::ManifestRewritten, detail);
+        let finding = if current.archives.len() < kept || current.archives[..kept] != previous.archives[..] {
+            Some(rewritten(format!(
+                "version {} does not keep the archives of version {}",
+                current.manifest_version, previous.manifest_version
+            )))
+        } else {
+            let mut combined: Vec<Entry> = Vec::new();
+            let mut readable = true;
+            for archive in &current.archives[kept..] {
+                match self.archive(archive).await? {
+                    Some(entries) => combined.extend(entries.iter().cloned()),
+                    None => readable = false,
+                }
+            }
+            combined.extend(current.entries.iter().cloned());
+            let first_difference = previous.entries.iter().zip(&combined).position(|(a, b)| a != b);
+            if !readable {
+                None // the unreadable archive is reported by itself
+            } else if let Some(i) = first_difference {
+                let entry = &previous.entries[i];
+                Some(rewritten(format!(
+                    "version {} changes the entry at offsets {}..={} that version {} committed",
+                    current.manifest_version, entry.base_offset, entry.last_offset, previous.manifest_version
+                )))
+            } else if combined.len() < previous.entries.len() {
+                let entry = &previous.entries[combined.len()];
+                Some(rewritten(format!(
+                    "version {} drops the entry at offsets {}..={} that version {} committed",
+                    current.manifest_version, entry.base_offset, entry.last_offset, previous.manifest_version
+                )))
+            } else {
+                None
+            }
+        };
+        if let Some((kind, detail)) = finding {
+            self.problem(kind, Some(key), None, detail);
+        }
+        Ok(())
+    }
+
+    /// An archive's entries, loaded once and checked against its reference's SHA-256.
+    async fn archive(&mut self, reference: &ArchiveRef) -> Result<Option<Arc<Vec<Entry>>>> {
+        if let Some(loaded) = self.archives.get(&reference.key) {
+            return Ok(loaded.clone());
+        }
+        let range = Some((reference.base_offset, reference.last_offset));
+        let loaded = match manifest::load_archive(self.store, reference).await {
+            Ok(entries) => Some(Arc::new(entries)),
+            Err(Error::Missing { .. }) => {
+                self.problem(ProblemKind::ArchiveMissing, Some(&reference.key), range, "the archive is missing".into());
+                None
+            }
+            Err(e @ (Error::Corrupt { .. } | Error::Format(_))) => {
+                self.problem(ProblemKind::ArchiveCorrupt, Some(&reference.key), range, e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        self.summary.archives += 1;
+        self.archives.insert(reference.key.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Walks every entry of `manifest` from the genesis hash; returns them all (archived ones
+    /// included, where readable).
+    async fn walk_chain(&mut self, manifest: &Manifest) -> Result<Vec<Entry>> {
+        let key = keys::manifest_key(self.store, self.topic, self.partition, manifest.manifest_version).to_string();
+        let mut all: Vec<Entry> = Vec::new();
+        let mut link = Some(GENESIS_HASH.to_string());
+        let mut next_offset: Option<u64> = None;
+        let mut appended = NO_APPEND_TIME;
+        for reference in &manifest.archives {
+            let Some(entries) = self.archive(reference).await? else {
+                // Unreadable: carry on from its reference so later entries are still checked.
+                (link, next_offset) = (Some(reference.last_hash.clone()), Some(reference.last_offset + 1));
+                appended = reference.max_append_time.unwrap_or(appended);
+                continue;
+            };
+            self.check_reference(reference, &entries);
+            for entry in entries.iter() {
+                self.check_entry(entry, &reference.key, &mut link, &mut next_offset, &mut appended);
+            }
+            all.extend(entries.iter().cloned());
+        }
+        for entry in &manifest.entries {
+            self.check_entry(entry, &key, &mut link, &mut next_offset, &mut appended);
+        }
+        all.extend(manifest.entries.iter().cloned());
+        Ok(all)
+    }
+
+    /// An archive's reference describes its entries.
+    fn check_reference(&mut self, reference: &ArchiveRef, entries: &[Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            self.problem(
+                ProblemKind::ArchiveCorrupt,
+                Some(&reference.key),
+                None,
+                "the archive holds no entries".into(),
+            );
+            return;
+        };
+        let known = |t: i64| (t != NO_APPEND_TIME).then_some(t);
+        let described = ArchiveRef {
+            key: reference.key.clone(),
+            base_offset: first.base_offset,
+            last_offset: last.last_offset,
+            entries: entries.len() as u32,
+            min_timestamp: entries.iter().map(|e| e.min_timestamp).min().unwrap_or(i64::MAX),
+            max_timestamp: entries.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
+            min_append_time: entries.iter().map(Entry::min_append).min().and_then(known),
+            max_append_time: entries.iter().map(Entry::max_append).max().and_then(known),
+            raw_bytes: entries.iter().map(|e| e.raw_bytes).sum(),
+            object_bytes: entries.iter().map(|e| e.object_bytes).sum(),
+            sha256: reference.sha256.clone(),
+            first_prev_hash: first.prev_hash.clone(),
+            last_hash: last.hash.clone(),
+        };
+        if described != *reference {
+            self.problem_with(
+                ProblemKind::ArchiveCorrupt,
+                Some(&reference.key),
+                Some((reference.base_offset, reference.last_offset)),
+                Some((
+                    serde_json::to_string(reference).unwrap_or_default(),
+                    serde_json::to_string(&described).unwrap_or_default(),
+                )),
+                "the archive's entries disagree with the manifest's reference to it".into(),
+            );
+        }
+    }
+
+    fn check_entry(
+        &mut self,
+        entry: &Entry,
+        key: &str,
+        link: &mut Option<String>,
+        next_offset: &mut Option<u64>,
+        appended: &mut i64,
+    ) {
+        let range = Some((entry.base_offset, entry.last_offset));
+        if let Some(expected) = link.as_deref()
+            && expected != entry.prev_hash
+        {
+            self.problem_with(
+                ProblemKind::ChainBroken,
+                Some(key),
+                range,
+                Some((expected.to_string(), entry.prev_hash.clone())),
+                format!("the entry at offset {} does not link to the entry before it", entry.base_offset),
+            );
+        }
+        let computed = entry.compute_hash();
+        if computed != entry.hash {
+            self.problem_with(
+                ProblemKind::ChainBroken,
+                Some(key),
+                range,
+                Some((computed, entry.hash.clone())),
+                format!("the entry at offset {} does not match its hash: it was altered", entry.base_offset),
+            );
+        }
+        if let Some(expected) = *next_offset {
+            if entry.base_offset > expected {
+                self.problem(
+                    ProblemKind::OffsetGap,
+                    Some(key),
+                    Some((expected, entry.base_offset - 1)),
+                    format!("offsets {expected}..{} are in no entry", entry.base_offset),
+                );
+            } else if entry.base_offset < expected {
+                self.problem(
+                    ProblemKind::OffsetOverlap,
+                    Some(key),
+                    Some((entry.base_offset, expected - 1)),
+                    format!("offsets {}..{expected} are in two entries", entry.base_offset),
+                );
+            }
+        }
+        let times_ok = entry.base_offset <= entry.last_offset
+            && entry.min_timestamp <= entry.max_timestamp
+            && *appended <= entry.min_append()
+            && entry.min_append() <= entry.max_append();
+        if !times_ok {
+            self.problem(
+                ProblemKind::TimeInconsistent,
+                Some(key),
+                range,
+                format!(
+                    "offsets {}..={}, timestamps {}..={}, append times {:?}..={:?} after {}",
+                    entry.base_offset,
+                    entry.last_offset,
+                    entry.min_timestamp,
+                    entry.max_timestamp,
+                    entry.min_append_time,
+                    entry.max_append_time,
+                    *appended
+                ),
+            );
+        }
+        *link = Some(entry.hash.clone());
+        *next_offset = Some(entry.last_offset.saturating_add(1).max(next_offset.unwrap_or(0)));
+        *appended = (*appended).max(entry.max_append());
+    }
+
+    /// Whether `entry` has a batch in the time range asked for.
+    fn in_time_range(&self, entry: &Entry) -> bool {
+        let (min, max) = match (entry.min_append_time, entry.max_append_time) {
+            (Some(min), Some(max)) => (min, max),
+            _ => (entry.min_timestamp, entry.max_timestamp),
+        };
+        self.options.from_time.is_none_or(|from| max >= from) && self.options.to_time.is_none_or(|to| min <= to)
+    }
+
+    async fn check_objects(&mut self, entries: Vec<Entry>, check: SegmentCheck) -> Result<()> {
+        let selected: Vec<Entry> = entries.into_iter().filter(|e| self.in_time_range(e)).collect();
+        let bytes: u64 = selected.iter().map(|e| e.object_bytes).sum();
+        (self.on_event)(Event::Planned { objects: selected.len() as u64, bytes });
+        let (store, deep) = (self.store.clone(), self.options.deep);
+        let mut checks = futures::stream::iter(selected)
+            .map(|entry| {
+                let (store, check) = (store.clone(), check.clone());
+                async move {
+                    let findings = if deep {
+                        check_object_deep(&store, &entry, check).await?
+                    } else {
+                        check_object_head(&store, &entry).await?
+                    };
+                    Ok::<_, Error>((entry, findings))
+                }
+            })
+            .buffered(self.options.concurrency.max(1));
+        while let Some((entry, outcome)) = checks.try_next().await? {
+            (self.on_event)(Event::Checked { bytes: entry.object_bytes });
+            for finding in outcome.problems {
+                self.problem_with(
+                    finding.kind,
+                    Some(&entry.key),
+                    Some((entry.base_offset, entry.last_offset)),
+                    finding.expected_found,
+                    finding.detail,
+                );
+            }
+            self.count(&entry, outcome.records);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, entry: &Entry, records: Option<u64>) {
+        let s = &mut *self.summary;
+        s.objects += 1;
+        s.object_bytes += entry.object_bytes;
+        s.raw_bytes += entry.raw_bytes;
+        s.offsets += entry.last_offset - entry.base_offset + 1;
+        if let Some(records) = records {
+            *s.records.get_or_insert(0) += records;
+        }
+        s.first_offset = Some(s.first_offset.map_or(entry.base_offset, |o| o.min(entry.base_offset)));
+        s.last_offset = Some(s.last_offset.map_or(entry.last_offset, |o| o.max(entry.last_offset)));
+        s.min_timestamp = Some(s.min_timestamp.map_or(entry.min_timestamp, |t| t.min(entry.min_timestamp)));
+        s.max_timestamp = Some(s.max_timestamp.map_or(entry.max_timestamp, |t| t.max(entry.max_timestamp)));
+        if let Some(t) = entry.min_append_time {
+            s.min_append_time = Some(s.min_append_time.map_or(t, |m| m.min(t)));
+        }
+        if let Some(t) = entry.max_append_time {
+            s.max_append_time = Some(s.max_append_time.map_or(t, |m| m.max(t)));
+        }
+    }
+}
+
+/// A problem found in one object, before it is named with topic, partition and key.
+struct Finding {
+    kind: ProblemKind,
+    expected_found: Option<(String, String)>,
+    detail: String,
+}
+
+struct ObjectOutcome {
+    problems: Vec<Finding>,
+    /// Records counted one by one (deep only, when the segment could be walked).
+    records: Option<u64>,
+}
+
+fn finding(kind: ProblemKind, expected: impl ToString, found: impl ToString, detail: impl Into<String>) -> Finding {
+    Finding { kind, expected_found: Some((expected.to_string(), found.to_string())), detail: detail.into() }
+}
+
+async fn check_object_head(store: &RemoteStore, entry: &Entry) -> Result<ObjectOutcome> {
+    let key = Path::from(entry.key.as_str());
+    let problems = match store.store.head(&key).await {
+        Ok(meta) if meta.size == entry.object_bytes => vec![],
+        Ok(meta) => vec![finding(
+            ProblemKind::ObjectSizeMismatch,
+            entry.object_bytes,
+            meta.size,
+            "the object's size differs from the manifest's",
+        )],
+        Err(object_store::Error::NotFound { .. }) => vec![Finding {
+            kind: ProblemKind::ObjectMissing,
+            expected_found: None,
+            detail: "the object is listed in the manifest but missing from the bucket".into(),
+        }],
+        Err(e) => return Err(store.error(format!("HEAD {key}"), e)),
+    };
+    Ok(ObjectOutcome { problems, records: None })
+}
+
+async fn check_object_deep(store: &RemoteStore, entry: &Entry, check: SegmentCheck) -> Result<ObjectOutcome> {
+    let key = Path::from(entry.key.as_str());
+    let bytes = match manifest::get_bytes(store, &key).await {
+        Ok(bytes) => bytes,
+        Err(Error::Missing { .. }) => return check_object_head(store, entry).await,
+        Err(e) => return Err(e),
+    };
+    let entry = entry.clone();
+    Ok(blocking::run(move || check_object_bytes(&entry, &bytes, &*check)).await)
+}
+
+/// Every check of `--deep` on an object's bytes.
+fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> ObjectOutcome {
+    let mut problems = Vec::new();
+    let outcome = |problems, records| ObjectOutcome { problems, records };
+    if bytes.len() as u64 != entry.object_bytes {
+        problems.push(finding(
+            ProblemKind::ObjectSizeMismatch,
+            entry.object_bytes,
+            bytes.len(),
+            "the object's size differs from the manifest's",
+        ));
+    }
+    let sha = crate::sha256_hex(bytes);
+    if sha != entry.object_sha256 {
+        problems.push(finding(
+            ProblemKind::ObjectChecksumMismatch,
+            &entry.object_sha256,
+            sha,
+            "the object's SHA-256 differs from the manifest's: it was altered or replaced",
+        ));
+    }
+    let index = match segment_object::parse_index_from_object(bytes) {
+        Ok(index) => index,
+        Err(e) => {
+            problems.push(Finding { kind: ProblemKind::ObjectCorrupt, expected_found: None, detail: e.to_string() });
+            return outcome(problems, None);
+        }
+    };
+    problems.extend(index_mismatches(entry, &index, bytes.len() as u64));
+    let mut raw = Vec::with_capacity(index.raw_bytes.min(1 << 30) as usize);
+    for chunk in &index.chunks {
+        let start = chunk.compressed_position as usize;
+        let compressed = bytes.get(start..start + chunk.compressed_len as usize).unwrap_or(&[]);
+        match segment_object::decode_chunk(chunk, compressed) {
+            Ok(plain) => raw.extend_from_slice(&plain),
+            Err(e) => {
+                problems.push(Finding {
+                    kind: ProblemKind::ObjectCorrupt,
+                    expected_found: None,
+                    detail: format!("chunk of offsets {}..={}: {e}", chunk.first_offset, chunk.last_offset),
+                });
+                return outcome(problems, None);
+            }
+        }
+    }
+    let raw_sha = crate::sha256_hex(&raw);
+    if raw_sha != entry.raw_sha256 {
+        problems.push(finding(
+            ProblemKind::SegmentChecksumMismatch,
+            &entry.raw_sha256,
+            raw_sha,
+            "the decompressed segment's SHA-256 differs from the manifest's",
+        ));
+    }
+    let mut batch_starts = Vec::new();
+    let facts = check(&raw, entry.base_offset, &mut |position| batch_starts.push(position));
+    // Every chunk starts where a batch starts (batch starts ascend).
+    let straddling = index.chunks.iter().map(|c| c.raw_position).find(|p| batch_starts.binary_search(p).is_err());
+    let records = match facts {
+        Ok(facts) => {
+            if let Some(position) = straddling {
+                problems.push(Finding {
+                    kind: ProblemKind::BatchCorrupt,
+                    expected_found: None,
+                    detail: format!("a chunk starts at raw position {position}, inside a batch"),
+                });
+            }
+            let found = (facts.last_offset, facts.min_timestamp, facts.max_timestamp);
+            let expected = (entry.last_offset, entry.min_timestamp, entry.max_timestamp);
+            if found != expected {
+                problems.push(finding(
+                    ProblemKind::IndexMismatch,
+                    format!("last offset {}, timestamps {}..={}", expected.0, expected.1, expected.2),
+                    format!("last offset {}, timestamps {}..={}", found.0, found.1, found.2),
+                    "the segment's batches disagree with the manifest entry",
+                ));
+            }
+            Some(facts.records)
+        }
+        Err(detail) => {
+            problems.push(Finding { kind: ProblemKind::BatchCorrupt, expected_found: None, detail });
+            None
+        }
+    };
+    outcome(problems, records)
+}
+
+/// Where the chunk index disagrees with the manifest entry, or with itself.
+fn index_mismatches(entry: &Entry, index: &ChunkIndex, object_len: u64) -> Vec<Finding> {
+    let mut found = Vec::new();
+    let mut compare = |what: &str, expected: String, actual: String| {
+        if expected != actual {
+            found.push(finding(ProblemKind::IndexMismatch, expected, actual, format!("chunk index: {what}")));
+        }
+    };
+    let (first, last) = (index.chunks.first(), index.chunks.last());
+    compare("base offset", entry.base_offset.to_string(), index.base_offset.to_string());
+    compare("raw bytes", entry.raw_bytes.to_string(), index.raw_bytes.to_string());
+    compare("chunks", entry.chunks.to_string(), index.chunks.len().to_string());
+    compare("first offset", entry.base_offset.to_string(), first.map_or(String::new(), |c| c.first_offset.to_string()));
+    compare("last offset", entry.last_offset.to_string(), last.map_or(String::new(), |c| c.last_offset.to_string()));
+    let min_ts = index.chunks.iter().map(|c| c.min_timestamp).min().unwrap_or(i64::MAX);
+    let max_ts = index.chunks.iter().map(|c| c.max_timestamp).max().unwrap_or(i64::MIN);
+    compare("timestamps", format!("{}..={}", entry.min_timestamp, entry.max_timestamp), format!("{min_ts}..={max_ts}"));
+    let (min_append, max_append) = index.append_time_range();
+    compare(
+        "append times",
+        format!("{:?}..={:?}", entry.min_append_time, entry.max_append_time),
+        format!("{min_append:?}..={max_append:?}"),
+    );
+    let index_end = entry.index_position + entry.index_len;
+    if index_end > object_len {
+        compare("index position", format!("within {object_len} bytes"), format!("ends at {index_end}"));
+    }
+    let dense = index.chunks.windows(2).all(|w| w[1].first_offset == w[0].last_offset + 1)
+        && index.chunks.windows(2).all(|w| w[1].raw_position == w[0].raw_position + u64::from(w[0].raw_len))
+        && index.chunks.iter().all(|c| c.first_offset <= c.last_offset);
+    compare("chunks dense in offsets and raw bytes", "true".into(), dense.to_string());
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use object_store::PutPayload;
+
+    use super::*;
+    use crate::manifest::tests_support::entry;
+    use crate::manifest::{ManifestStore, Writer};
+
+    fn store() -> RemoteStore {
+        RemoteStore {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: Path::from("cluster"),
+            display: "memory".into(),
+            ids: crate::keys::UniqueIds::seeded(7),
+        }
+    }
+
+    /// `segments` one-offset entries committed `per_commit` at a time, each with a 25-byte
+    /// object where its key says: enough to spill into archives.
+    async fn history(store: &RemoteStore, segments: u64, per_commit: u64) {
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        for first in (0..segments).step_by(per_commit as usize) {
+            let batch: Vec<Entry> = (first..(first + per_commit).min(segments)).map(|i| entry(i, i)).collect();
+            for e in &batch {
+                store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
+            }
+            manifests.commit(batch, 1, 1).await.unwrap();
+        }
+    }
+
+    async fn run(store: &RemoteStore) -> (Vec<Problem>, Summary) {
+        let problems = Mutex::new(Vec::new());
+        let on_event = |event: Event<'_>| {
+            if let Event::Problem(p) = event {
+                problems.lock().unwrap().push(p.clone());
+            }
+        };
+        let check: SegmentCheck = Arc::new(|_, _, _| Err("shallow only".into()));
+        let options = VerifyOptions { concurrency: 4, ..VerifyOptions::default() };
+        let summary = verify(store, &options, check, &on_event).await.unwrap();
+        (problems.into_inner().unwrap(), summary)
+    }
+
+    #[tokio::test]
+    async fn history_across_archives_verifies_and_a_damaged_archive_is_named() {
+        let store = store();
+        history(&store, 400, 50).await;
+        let (problems, summary) = run(&store).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        let newest = manifest::load_version(&store, "t", 0, 8).await.unwrap();
+        assert_eq!(newest.archives.len(), 2, "the history spilled into archives");
+        assert_eq!((summary.manifest_versions, summary.objects, summary.archives), (8, 400, 2));
+        assert_eq!((summary.first_offset, summary.last_offset), (Some(0), Some(399)));
+
+        // An archive replaced by another with one entry altered (and its own checksums
+        // recomputed): its SHA-256 no longer matches the manifests that reference it.
+        let reference = &newest.archives[0];
+        let archive_key = Path::from(reference.key.as_str());
+        let bytes = store.store.get(&archive_key).await.unwrap().bytes().await.unwrap();
+        let altered = String::from_utf8(bytes.to_vec()).unwrap().replace("\"uploaded_ms\":7", "\"uploaded_ms\":8");
+        store.store.put(&archive_key, PutPayload::from(altered.into_bytes())).await.unwrap();
+        let (problems, _) = run(&store).await;
+        assert!(!problems.is_empty() && problems.iter().all(|p| p.kind == ProblemKind::ArchiveCorrupt), "{problems:?}");
+        assert_eq!(problems[0].key.as_deref(), Some(reference.key.as_str()));
+        assert_eq!((problems[0].first_offset, problems[0].last_offset), (Some(0), Some(127)));
+
+        store.store.delete(&archive_key).await.unwrap();
+        let (problems, summary) = run(&store).await;
+        assert_eq!(problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [ProblemKind::ArchiveMissing], "{problems:?}");
+        assert_eq!(summary.objects, 272, "the entries of the other archive and inline are still checked");
+    }
+
+    #[tokio::test]
+    async fn a_forged_entry_inside_an_archive_breaks_the_chain() {
+        let store = store();
+        history(&store, 300, 100).await;
+        let newest = manifest::load_version(&store, "t", 0, 3).await.unwrap();
+        let reference = newest.archives[0].clone();
+        // Rewrite the archive with one entry altered and re-hashed, and every manifest version
+        // that references it with the new archive SHA-256: checksums all agree, the chain does not.
+        let mut entries = manifest::load_archive(&store, &reference).await.unwrap();
+        entries[5].raw_sha256 = "forged".into();
+        entries[5].hash = entries[5].compute_hash();
+        let body = serde_json::json!({"topic": "t", "partition": 0, "entries": entries}).to_string();
+        let bytes = format!(
+            "{}\n{body}\n",
+            serde_json::json!({"format": manifest::ARCHIVE_FORMAT, "format_version": 2, "body_sha256": crate::sha256_hex(body.as_bytes())})
+        );
+        store
+            .store
+            .put(&Path::from(reference.key.as_str()), PutPayload::from(bytes.clone().into_bytes()))
+            .await
+            .unwrap();
+        for version in 1..=3 {
+            let mut m = manifest::load_version(&store, "t", 0, version).await.unwrap();
+            if m.archives.is_empty() {
+                continue;
+            }
+            m.archives[0].sha256 = crate::sha256_hex(bytes.as_bytes());
+            let key = keys::manifest_key(&store, "t", 0, version);
+            store.store.put(&key, PutPayload::from(m.to_bytes())).await.unwrap();
+        }
+        let (problems, _) = run(&store).await;
+        let chain: Vec<&Problem> = problems.iter().filter(|p| p.kind == ProblemKind::ChainBroken).collect();
+        assert_eq!(chain.len(), 1, "{problems:?}");
+        assert_eq!((chain[0].first_offset, chain[0].key.as_deref()), (Some(6), Some(reference.key.as_str())));
+    }
+}
