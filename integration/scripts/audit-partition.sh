@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Audits one partition of a tierlog archive with standard tools only — the AWS CLI, jq,
+# sha256sum, zstd, od and (for signed manifests) openssl — and no tierlog code. It is the
+# procedure of docs/AUDIT.md, step by step; read that first.
+#
+# Usage: audit-partition.sh s3://BUCKET/PREFIX TOPIC PARTITION [PUBLIC_KEY_PEM ...]
+# Environment: the AWS CLI's usual credentials; AWS_ENDPOINT_URL for a non-AWS store (MinIO,
+# Garage, Ceph…); AUDIT_WORK=DIR to keep the downloaded files (default: a temp dir, removed).
+# Exit status: 0 every check passed; 3 a check failed (each failure is printed); 1 could not run.
+set -euo pipefail
+
+url="${1:?s3://bucket/prefix}"; topic="${2:?topic}"; partition="${3:?partition}"; shift 3
+url="${url%/}"; bucket="$(cut -d/ -f3 <<<"$url")"
+public_keys=("$@")
+for tool in aws jq sha256sum zstd od; do
+  command -v "$tool" >/dev/null || { echo "audit: $tool is not installed" >&2; exit 1; }
+done
+[ "${#public_keys[@]}" -eq 0 ] || command -v openssl >/dev/null || { echo "audit: openssl is not installed" >&2; exit 1; }
+work="${AUDIT_WORK:-$(mktemp -d)}"
+[ -n "${AUDIT_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/objects"
+s3=(aws s3)
+[ -z "${AWS_ENDPOINT_URL:-}" ] || s3+=(--endpoint-url "$AWS_ENDPOINT_URL")
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+sha() { sha256sum | cut -d' ' -f1; }
+
+# 1. Download every manifest version and archive of the partition.
+"${s3[@]}" cp --quiet --recursive "$url/manifests/$topic/$partition/" "$work/manifests/" \
+  || { echo "audit: cannot download $url/manifests/$topic/$partition/" >&2; exit 1; }
+mapfile -t versions < <(ls "$work/manifests" | grep -E '^[0-9]{20}\.json$' | sort)
+[ "${#versions[@]}" -gt 0 ] || { echo "audit: no manifest version under $url/manifests/$topic/$partition/" >&2; exit 1; }
+
+# 2. Each version: numbered 1..N without a gap, body checksum, and signature where keys are given.
+expected=1
+for file in "${versions[@]}"; do
+  path="$work/manifests/$file"; number=$((10#${file%.json}))
+  [ "$number" -eq "$expected" ] || fail "manifest version $expected is missing (next is $number)"
+  expected=$((number + 1))
+  header="$(head -n 1 "$path")"; body="$(sed -n 2p "$path")"
+  [ "$(printf '%s' "$body" | sha)" = "$(jq -r .body_sha256 <<<"$header")" ] \
+    || fail "$file: body SHA-256 differs from its header"
+  [ "$(jq -r '"\(.topic)/\(.partition)/\(.manifest_version)"' <<<"$body")" = "$topic/$partition/$number" ] \
+    || fail "$file: names another partition or version"
+  if [ "${#public_keys[@]}" -gt 0 ]; then
+    signature="$(jq -r '.signature.value // empty' <<<"$header")"
+    if [ -z "$signature" ]; then fail "$file: not signed"; else
+      printf 'tierlog-manifest-signature-v1\n%s\n%s\n%s\n%s' "$topic" "$partition" "$number" \
+        "$(jq -r .body_sha256 <<<"$header")" > "$work/message"
+      base64 -d <<<"$signature" > "$work/signature"
+      verified=no
+      for key in "${public_keys[@]}"; do
+        if openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$work/message" -sigfile "$work/signature" >/dev/null 2>&1; then
+          verified=yes; break
+        fi
+      done
+      [ "$verified" = yes ] || fail "$file: the signature does not verify with any public key given"
+    fi
+  fi
+done
+
+# 3. The newest version's whole chain: archives (whole-object SHA-256 as referenced, body
+#    checksum), then inline entries; every entry's hash recomputed; links from 64 zeros;
+#    offsets dense.
+newest="$work/manifests/${versions[-1]}"
+newest_body="$(sed -n 2p "$newest")"
+: > "$work/entries.jsonl"
+while IFS=$'\t' read -r key sha256; do
+  archive="$work/manifests/archive/${key##*/}"
+  [ -f "$archive" ] || { fail "archive $key is missing"; continue; }
+  [ "$(sha < "$archive")" = "$sha256" ] || fail "archive $key: SHA-256 differs from the manifest's reference"
+  [ "$(sed -n 2p "$archive" | tr -d '\n' | sha)" = "$(head -n 1 "$archive" | jq -r .body_sha256)" ] \
+    || fail "archive $key: body SHA-256 differs from its header"
+  sed -n 2p "$archive" | jq -c '.entries[]' >> "$work/entries.jsonl"
+done < <(jq -r '.archives[] | [.key, .sha256] | @tsv' <<<"$newest_body")
+jq -c '.entries[]' <<<"$newest_body" >> "$work/entries.jsonl"
+
+# The hashed text of docs/FORMAT.md ("Manifest"): fields joined by "|", the two append
+# times appended when either is present (an absent one as the empty string).
+hash_text='[.prev_hash, .base_offset, .last_offset, .min_timestamp, .max_timestamp, .raw_bytes,
+  .object_bytes, .chunks, .key, .index_position, .index_len, .raw_sha256, .object_sha256, .uploaded_ms]
+  + (if has("min_append_time") or has("max_append_time")
+     then [(.min_append_time // ""), (.max_append_time // "")] else [] end)
+  | map(tostring) | join("|")'
+link=0000000000000000000000000000000000000000000000000000000000000000
+next=""
+: > "$work/chain.txt"
+while read -r entry; do
+  base="$(jq -r .base_offset <<<"$entry")"; last="$(jq -r .last_offset <<<"$entry")"
+  hash="$(jq -r .hash <<<"$entry")"
+  [ "$(jq -r .prev_hash <<<"$entry")" = "$link" ] || fail "entry at offset $base does not link to the entry before it"
+  [ "$(jq -r "$hash_text" <<<"$entry" | tr -d '\n' | sha)" = "$hash" ] || fail "entry at offset $base does not match its hash"
+  [ -z "$next" ] || [ "$base" -eq "$next" ] || fail "offsets $next..$((base - 1)) are in no entry (or overlap)"
+  echo "$base $last $hash" >> "$work/chain.txt"
+  link="$hash"; next=$((last + 1))
+done < "$work/entries.jsonl"
+
+# 4. Every version is a prefix of the newest: each entry any version lists (by offset and
+#    chained hash, which covers everything before it) is in the newest chain.
+for file in "${versions[@]}"; do
+  while read -r triple; do
+    grep -qxF "$triple" "$work/chain.txt" || fail "$file: entry '$triple' is not in the newest version's chain (history rewritten)"
+  done < <(sed -n 2p "$work/manifests/$file" | jq -r '.entries[] | "\(.base_offset) \(.last_offset) \(.hash)"')
+  while read -r end; do
+    grep -q " $end\$" "$work/chain.txt" || fail "$file: an archive ending '$end' is not in the newest version's chain"
+  done < <(sed -n 2p "$work/manifests/$file" | jq -r '.archives[] | "\(.last_offset) \(.last_hash)"')
+done
+
+# 5. Every object: size and SHA-256 as listed; `zstd -d` gives the segment whose SHA-256 the
+#    manifest lists; its first batch starts at the entry's base offset (bytes 0..8, big-endian).
+while read -r entry; do
+  key="$(jq -r .key <<<"$entry")"; base="$(jq -r .base_offset <<<"$entry")"
+  object="$work/objects/object.zst"
+  if ! "${s3[@]}" cp --quiet "s3://$bucket/$key" "$object" 2>/dev/null; then
+    fail "object $key (offsets $base..) is missing"; continue
+  fi
+  [ "$(stat -c %s "$object")" -eq "$(jq -r .object_bytes <<<"$entry")" ] || fail "object $key: size differs from the manifest's"
+  [ "$(sha < "$object")" = "$(jq -r .object_sha256 <<<"$entry")" ] || fail "object $key: SHA-256 differs from the manifest's"
+  if zstd -q -d -c "$object" > "$work/objects/segment.log" 2>/dev/null; then
+    [ "$(sha < "$work/objects/segment.log")" = "$(jq -r .raw_sha256 <<<"$entry")" ] \
+      || fail "object $key: the decompressed segment's SHA-256 differs from the manifest's"
+    first="$(od -An -tx1 -N8 "$work/objects/segment.log" | tr -d ' \n')"
+    [ "$((16#${first:-0}))" -eq "$base" ] || fail "object $key: the first batch starts at offset $((16#${first:-0})), not $base"
+  else
+    fail "object $key: zstd cannot decompress it"
+  fi
+done < "$work/entries.jsonl"
+
+entries="$(wc -l < "$work/entries.jsonl")"
+if [ "$failures" -gt 0 ]; then
+  echo "audit: $topic/$partition: $failures check(s) failed (${#versions[@]} manifest versions, $entries segments)"
+  exit 3
+fi
+echo "audit: $topic/$partition: OK — ${#versions[@]} manifest versions, $entries segments, offsets up to $((next - 1))"
