@@ -9,6 +9,7 @@
 //!   `_CONDITIONAL=true|false`, `_AUTH=true|false`): an external server such as Garage or moto, started by
 //!   `integration/scripts/s3-servers.sh` in CI.
 
+pub mod cli;
 pub mod scenarios;
 
 use std::net::TcpListener as StdListener;

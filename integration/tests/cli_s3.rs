@@ -2,63 +2,14 @@
 //! failures that leave the local log working, and kill -9 during tiering.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
-use serde_json::Value;
-use tierlog_integration::{S3Target, tierlog_bin};
+use tierlog_integration::S3Target;
+use tierlog_integration::cli::{json_lines, run, tierlog, write_config};
 use tierlog_tiering::manifest::{ManifestStore, Writer};
 use tierlog_tiering::segment_object;
-
-fn write_config(dir: &Path, s3: &S3Target, prefix: &str) -> std::path::PathBuf {
-    let path = dir.join("tierlog.toml");
-    let text = format!(
-        "data_dir = \"{data}\"\n[segment]\nmax_bytes = 65536\n[durability]\nfsync = \"never\"\n\
-         [remote]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n\
-         [tiering]\nlocal_retention_bytes = 0\nchunk_bytes = 65536\nupload_concurrency = 2\n",
-        data = dir.join("data").display(),
-        bucket = s3.bucket,
-        endpoint = s3.endpoint,
-        region = s3.region,
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn tierlog(config: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(tierlog_bin());
-    cmd.arg("--config").arg(config);
-    // The child sees only this test's configuration: no TIERLOG_* (the test harness's own
-    // TIERLOG_TEST_* would be rejected as unknown keys) and no ambient AWS credentials.
-    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_") || k.starts_with("AWS_")) {
-        cmd.env_remove(var);
-    }
-    // Never let the credential chain reach for the EC2 metadata endpoint from a test.
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    cmd
-}
-
-fn run(config: &Path, env: &[(String, String)], args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = tierlog(config, env)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 fn events(from: u64, n: u64) -> String {
     (from..from + n)
