@@ -10,6 +10,7 @@
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`serve`]: the front ends of `tierlog serve` — HTTP, Kafka, auth, and the append path
 //!   they share (re-exported as `tierlog::kafka`, `tierlog::auth`, `tierlog::append`).
+//! - [`restore`]: rebuilds a data directory from the bucket alone.
 //! - [`verify`]: the record-level checks `tierlog verify` hands to the tiering crate's verifier.
 //! - [`groups`]: committed consumer-group offsets, shared by every front end and the CLI.
 //! - [`config`]: TOML + environment configuration.
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod groups;
 pub mod reader;
+pub mod restore;
 pub mod sample;
 pub mod serve;
 pub mod storage;

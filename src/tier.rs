@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use tierlog_tiering::blocking;
+use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
 use tierlog_tiering::segment_object::{self, BatchMark};
 use tierlog_tiering::signing::Signer;
@@ -118,6 +121,8 @@ pub struct Tiering {
     permits: Arc<Semaphore>,
     /// Signs every manifest version (`[integrity] signing_key_file`).
     signer: Option<Arc<Signer>>,
+    /// The newest catalog and group-snapshot versions seen in the bucket (probe hints).
+    documents: std::sync::Mutex<(u64, u64)>,
     manifests: Mutex<HashMap<(String, u32), ManifestStore>>,
     /// Segments this process uploaded from its own local files, by (topic, partition) →
     /// (base offset → raw SHA-256). Their remote copies are known to be theirs, so local
@@ -174,6 +179,7 @@ impl Tiering {
             conditional_writes,
             permits,
             signer,
+            documents: Default::default(),
             manifests: Mutex::default(),
             uploaded: Default::default(),
             verified_end: Default::default(),
@@ -193,6 +199,69 @@ impl Tiering {
     /// sealed and not yet remote, then apply local retention. Partitions are independent: an
     /// error in one is recorded in its report and its `tiering.json`, and the pass goes on.
     pub async fn run_once(&self, topic: Option<&str>, seal_active: bool) -> Result<Vec<PartitionReport>> {
+        // The bucket must be enough to rebuild this node: topics first, so a partition's data
+        // is never in the bucket without its topic's partition count and settings.
+        if let Err(e) = self.publish_catalog().await {
+            tracing::error!(error = %e, "cannot record the topic catalog in the bucket; tiering goes on, retrying next pass");
+        }
+        let reports = self.tier_topics(topic, seal_active).await?;
+        if let Err(e) = self.publish_group_offsets().await {
+            tracing::error!(error = %e, "cannot record group offsets in the bucket; retrying next pass");
+        }
+        Ok(reports)
+    }
+
+    /// Writes a catalog version to the bucket if the topics changed since the newest one.
+    pub async fn publish_catalog(&self) -> Result<u64> {
+        let topics = self
+            .log
+            .topics()
+            .iter()
+            .map(|t| CatalogTopic {
+                name: t.name().to_string(),
+                partitions: t.metadata.partitions,
+                created_ms: t.metadata.created_ms,
+                settings: BTreeMap::from([(
+                    "message.timestamp.type".to_string(),
+                    t.metadata.timestamp_type.as_str().to_string(),
+                )]),
+            })
+            .collect();
+        let hint = self.documents.lock().unwrap_or_else(|p| p.into_inner()).0;
+        let version = catalog::publish_catalog(&self.remote, &self.writer, self.now_ms(), topics, hint).await?;
+        self.documents.lock().unwrap_or_else(|p| p.into_inner()).0 = version;
+        Ok(version)
+    }
+
+    /// Writes a group-offsets snapshot to the bucket if offsets (or the remote ends they
+    /// were taken against) changed since the newest one.
+    pub async fn publish_group_offsets(&self) -> Result<u64> {
+        let data_dir = self.log.data_dir().to_path_buf();
+        let groups = blocking::run(move || crate::groups::all(&data_dir)).await?;
+        let partitions: BTreeMap<String, PartitionCut> = self
+            .manifests
+            .lock()
+            .await
+            .iter()
+            .map(|((topic, partition), m)| {
+                let cut = PartitionCut {
+                    manifest_version: m.current.manifest_version,
+                    remote_end_offset: m.current.next_offset(),
+                };
+                (format!("{topic}/{partition}"), cut)
+            })
+            .collect();
+        let groups =
+            groups.into_iter().map(|c| GroupOffsets { group: c.group, topic: c.topic, offsets: c.offsets }).collect();
+        let hint = self.documents.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let version =
+            catalog::publish_group_snapshot(&self.remote, &self.writer, self.now_ms(), partitions, groups, hint)
+                .await?;
+        self.documents.lock().unwrap_or_else(|p| p.into_inner()).1 = version;
+        Ok(version)
+    }
+
+    async fn tier_topics(&self, topic: Option<&str>, seal_active: bool) -> Result<Vec<PartitionReport>> {
         let topics = match topic {
             Some(name) => vec![self.log.topic(name)?],
             None => self.log.topics(),
@@ -387,7 +456,13 @@ impl Tiering {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
-                    _ = stopped.changed() => return,
+                    _ = stopped.changed() => {
+                        // Offsets committed since the last pass reach the bucket before exit.
+                        if let Err(e) = self.publish_group_offsets().await {
+                            tracing::error!(error = %e, "cannot record group offsets in the bucket at shutdown");
+                        }
+                        return;
+                    }
                 }
                 match self.run_once(None, false).await {
                     Ok(reports) => {
@@ -593,6 +668,22 @@ pub fn read_store_state(data_dir: &Path) -> Option<StoreState> {
 fn write_json<T: Serialize>(disk: &dyn Disk, path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serializes");
     disk.write_atomic(path, &bytes).map_err(|e| Error::io(path, "write", e))
+}
+
+/// Records the tiering state of a partition (restore writes its first one).
+pub fn write_partition_state(partition: &Partition, state: &PartitionState) -> Result<()> {
+    write_json(&*partition.host().disk, &partition.dir().join(PARTITION_STATE_FILE), state)
+}
+
+/// The writer id recorded in `data_dir`, if any.
+pub fn read_writer_id(data_dir: &Path) -> Option<String> {
+    std::fs::read(data_dir.join(WRITER_ID_FILE)).ok().map(|id| String::from_utf8_lossy(&id).trim().to_string())
+}
+
+/// Records the writer id of `data_dir` (restore: the identity the node continues or takes).
+pub fn write_writer_id(disk: &dyn Disk, data_dir: &Path, id: &str) -> Result<()> {
+    let path = data_dir.join(WRITER_ID_FILE);
+    disk.write_atomic(&path, id.as_bytes()).map_err(|e| Error::io(&path, "write", e))
 }
 
 /// A stable id for this data directory's writer, created once.

@@ -205,3 +205,55 @@ async fn objects_above_the_multipart_threshold_upload_in_parts_and_decode_exactl
     let object = store.store.get(&entry.key.as_str().into()).await.unwrap().bytes().await.unwrap();
     assert_eq!(segment_object::decode_object(&object).unwrap(), before[&entry.base_offset]);
 }
+
+/// The catalog and group snapshots make the bucket enough to restore from, but a failure
+/// writing them never stops tiering: segments still go up, and the next pass writes them.
+/// A PUT that lands but reports a timeout leaves one version, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_group_snapshot_failures_never_stop_tiering_and_are_retried() {
+    use tierlog_tiering::catalog;
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(dir.path(), "t", 1, 300);
+    tierlog::groups::commit(log.data_dir(), "g", "t", &std::collections::BTreeMap::from([(0, 10)])).unwrap();
+    let base = s3.store(&s3.unique_prefix("catalog-faults"));
+    let faulty = Arc::new(FaultStore::new(base.store.clone()));
+    let tiering = Tiering::start_with(log.clone(), base.with_store(faulty.clone())).await.unwrap();
+    *faulty.faults.fail_puts_matching.lock().unwrap() = Some("/catalog/".into());
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports[0].error.is_none() && reports[0].uploaded_segments > 0, "{reports:?}");
+    assert_eq!(catalog::latest_catalog(&base, 0).await.unwrap(), None);
+    assert_eq!(catalog::latest_group_snapshot(&base, 0).await.unwrap().unwrap().groups[0].offsets[&0], 10);
+
+    *faulty.faults.fail_puts_matching.lock().unwrap() = None;
+    faulty.faults.timeout_after_store_puts.store(1, Ordering::SeqCst); // the catalog PUT lands, reports failure
+    tiering.run_once(None, true).await.unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    let newest = catalog::latest_catalog(&base, 0).await.unwrap().expect("written once the store recovers");
+    assert_eq!((newest.version, newest.topics.len()), (1, 1), "the landed version is recognised, not written again");
+}
+
+/// A take-over PUT that lands but reports a timeout is recognised as ours on retry: one
+/// take-over version per partition, and the restore succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_over_whose_put_lands_but_reports_failure_is_committed_once() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("take-over-faults");
+    let log = tierlog_integration::scenarios::tiered_history(&s3, dir.path(), &prefix, 2, None).await;
+    let config = log.config().clone();
+    let old_writer = manifest(&s3.store(&prefix), "t", 0).await.writer;
+    drop(log);
+    let base = s3.store(&prefix);
+    let faulty = Arc::new(FaultStore::new(base.store.clone()));
+    faulty.faults.timeout_after_store_puts.store(1, Ordering::SeqCst);
+    let restored = tierlog::config::Config { data_dir: dir.path().join("restored"), ..config };
+    let options = tierlog::restore::RestoreOptions { take_over: true, ..Default::default() };
+    let report =
+        tierlog::restore::restore(restored, &base.with_store(faulty.clone()), &options, &|_, _| {}).await.unwrap();
+    assert!(report.took_over);
+    let newest = manifest(&base, "t", 0).await;
+    assert_eq!(newest.manifest_version, 3, "versions 1-2 by the old writer, one take-over version");
+    assert_eq!(newest.writer.id, report.writer_id);
+    assert_ne!(newest.writer.id, old_writer.id);
+}

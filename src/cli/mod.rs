@@ -10,6 +10,7 @@ mod consume;
 mod demo;
 mod group;
 mod produce;
+mod restore;
 mod serve;
 mod tier;
 mod topic;
@@ -146,6 +147,17 @@ Examples:
   tierlog verify --deep --from-time 2026-03-01T00:00:00Z --to-time 2026-04-01T00:00:00Z
   tierlog verify --public-key signing-2026.pub.pem --public-key signing-2025.pub.pem")]
     Verify(verify::VerifyArgs),
+    /// Rebuild a data directory from the bucket alone: topics, partitions starting at the
+    /// remote end (older offsets read from the bucket), group offsets, writer identity.
+    #[command(
+        after_help = "Prints one JSON line per partition restored, then {\"restored\":{..}}. The data directory must be
+new or empty, or hold an interrupted restore (running the same command again finishes it).
+
+Examples:
+  tierlog --config prod.toml --data-dir /var/lib/tierlog-new restore
+  tierlog --config prod.toml --data-dir /var/lib/tierlog-new restore --topic payments --take-over"
+    )]
+    Restore(restore::RestoreArgs),
     /// Run the guided tour on an embedded local setup: write payment events, read them back.
     Demo(demo::DemoArgs),
     /// Benchmarks that compare tierlog against the machine's measured limits (JSON output).
@@ -185,6 +197,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Restore(args) => restore::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tierlog", &mut std::io::stdout());

@@ -16,6 +16,9 @@ use crate::lock::DirLock;
 use crate::producers::IdAllocator;
 use crate::topic::{self, Topic};
 
+/// In a data directory a restore is writing (`tierlog restore`); only restore opens it.
+pub const RESTORE_MARKER: &str = "restore-in-progress.json";
+
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
@@ -40,6 +43,16 @@ impl Log {
     /// [`open`](Self::open) on another host (the simulation's disk and clock). The writer lock
     /// is always the OS lock on `config.data_dir`, which must exist on the real file system.
     pub fn open_on(host: Host, config: Config) -> Result<Log> {
+        check_not_restoring(&host, &config.data_dir)?;
+        Log::open_writer(host, config)
+    }
+
+    /// [`open`](Self::open) for `tierlog restore`, into the directory it is restoring.
+    pub fn open_restoring(config: Config) -> Result<Log> {
+        Log::open_writer(Host::os(), config)
+    }
+
+    fn open_writer(host: Host, config: Config) -> Result<Log> {
         let dir = config.data_dir.clone();
         host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create data directory", e))?;
@@ -60,6 +73,7 @@ impl Log {
 
     /// [`open_read_only`](Self::open_read_only) on another host.
     pub fn open_read_only_on(host: Host, config: Config) -> Result<Log> {
+        check_not_restoring(&host, &config.data_dir)?;
         if !host.disk.is_dir(&config.data_dir.join("topics")) {
             return Err(Error::Invalid(format!(
                 "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
@@ -141,6 +155,21 @@ impl Log {
         let (host, config) = (&self.inner.host, &self.inner.config);
         let topic = Arc::new(Topic::create(host, self.data_dir(), name, partitions, timestamp_type, config)?);
         topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Creates a topic restored from the bucket (see `Topic::create_restored`).
+    pub fn restore_topic(&self, spec: &topic::TopicMetadata, starts: &[(u64, Option<i64>)]) -> Result<Arc<Topic>> {
+        if !self.inner.writable {
+            return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
+        }
+        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(&spec.name) {
+            return Err(Error::TopicExists(spec.name.clone()));
+        }
+        let topic =
+            Arc::new(Topic::create_restored(&self.inner.host, self.data_dir(), spec, starts, &self.inner.config)?);
+        topics.insert(spec.name.clone(), topic.clone());
         Ok(topic)
     }
 
@@ -240,4 +269,16 @@ fn list_topic_names(host: &Host, data_dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A data directory a restore has not finished is not opened: its topics, group offsets and
+/// writer identity may be incomplete.
+fn check_not_restoring(host: &Host, data_dir: &Path) -> Result<()> {
+    if host.disk.is_file(&data_dir.join(RESTORE_MARKER)) {
+        return Err(Error::Invalid(format!(
+            "{}: a restore into this directory was interrupted ({RESTORE_MARKER} is there): run the same `tierlog restore` again to finish it",
+            data_dir.display()
+        )));
+    }
+    Ok(())
 }

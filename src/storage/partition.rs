@@ -888,6 +888,39 @@ fn split_by_size(records: &[Record], target: usize) -> Vec<&[Record]> {
 }
 
 /// Lists `<base>.log` files in `dir`, sorted by base offset, removing leftover temp files.
+/// Prepares the directory of a partition restored from the remote tier: its local log starts
+/// empty at `start` (the remote tier's end; older offsets are read from the bucket), and its
+/// append clock does not go below `append_floor` (the remote tier's newest append time).
+/// Idempotent, for a resumed restore: a directory already holding exactly an empty segment at
+/// `start` is accepted; one holding anything else is refused, never overwritten.
+pub fn prepare_restored(host: &Host, dir: &Path, start: u64, append_floor: Option<i64>, config: &Config) -> Result<()> {
+    let disk = &*host.disk;
+    disk.create_dir_all(dir).map_err(|e| Error::io(dir, "create partition directory", e))?;
+    if let Some(parent) = dir.parent() {
+        segment::sync_dir(disk, parent)?;
+    }
+    match list_segments(disk, dir, true)?.as_slice() {
+        [] => {
+            Segment::create(disk, dir, start, config.segment.index_interval_bytes, host.clock.now_ms())?;
+        }
+        [(base, path)]
+            if *base == start
+                && disk.open(path, false).and_then(|f| f.len()).map_err(|e| Error::io(path, "stat", e))? == 0 => {}
+        other => {
+            return Err(Error::Invalid(format!(
+                "{}: holds segments {:?}, not an empty log starting at offset {start}: refusing to restore over it",
+                dir.display(),
+                other.iter().map(|(base, _)| *base).collect::<Vec<_>>()
+            )));
+        }
+    }
+    if let Some(floor) = append_floor {
+        crate::append_floor::write(disk, dir, floor)
+            .map_err(|e| Error::io(dir, "write the append-time floor in", e))?;
+    }
+    segment::sync_dir(disk, dir)
+}
+
 fn list_segments(disk: &dyn Disk, dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     let names = match disk.list(dir) {

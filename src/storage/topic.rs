@@ -108,12 +108,49 @@ impl Topic {
         if host.disk.is_file(&dir.join(METADATA_FILE)) {
             return Err(Error::TopicExists(name.to_string()));
         }
-        host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
-        let topics = data_dir.join("topics");
-        host.disk.sync_dir(&topics).map_err(|e| Error::io(&topics, "fsync directory", e))?;
         let created_ms = host.clock.now_ms();
         let metadata =
             TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms, timestamp_type };
+        Topic::write_new(host, data_dir, metadata, config)
+    }
+
+    /// Creates a topic restored from the bucket: as it was created (`created_ms`, settings),
+    /// each partition starting empty at the remote tier's end with its append-time floor
+    /// (`starts[p]`). A topic whose metadata exists is refused; partition directories a
+    /// crashed restore prepared are accepted as they are (see `partition::prepare_restored`).
+    pub fn create_restored(
+        host: &Host,
+        data_dir: &Path,
+        spec: &TopicMetadata,
+        starts: &[(u64, Option<i64>)],
+        config: &Config,
+    ) -> Result<Topic> {
+        validate_name(&spec.name)?;
+        let name = spec.name.as_str();
+        if spec.partitions == 0 || spec.partitions > PARTITIONS_MAX || starts.len() != spec.partitions as usize {
+            return Err(Error::Invalid(format!(
+                "topic '{name}': {} partitions with {} start offsets",
+                spec.partitions,
+                starts.len()
+            )));
+        }
+        let dir = topic_dir(data_dir, name);
+        if host.disk.is_file(&dir.join(METADATA_FILE)) {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        for (p, (start, floor)) in starts.iter().enumerate() {
+            crate::partition::prepare_restored(host, &dir.join(p.to_string()), *start, *floor, config)?;
+        }
+        let metadata = TopicMetadata { version: METADATA_VERSION, ..spec.clone() };
+        Topic::write_new(host, data_dir, metadata, config)
+    }
+
+    /// Opens the partitions of a new topic, then writes its metadata.
+    fn write_new(host: &Host, data_dir: &Path, metadata: TopicMetadata, config: &Config) -> Result<Topic> {
+        let dir = topic_dir(data_dir, &metadata.name);
+        host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
+        let topics = data_dir.join("topics");
+        host.disk.sync_dir(&topics).map_err(|e| Error::io(&topics, "fsync directory", e))?;
         let topic = Topic::open_partitions(host, data_dir, metadata, config, true)?;
         let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
         // Metadata last: a crash before this leaves no topic, only empty directories.

@@ -387,6 +387,39 @@ fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
     wrap_signed(format, body, |_| None)
 }
 
+/// The two-line layout of manifests for another document format (the catalog, group
+/// snapshots): a header naming `format` and `format_version` with the body's SHA-256, then the body.
+pub fn wrap_document(format: &str, format_version: u32, body: &[u8]) -> Vec<u8> {
+    let body_sha256 = hex::encode(Sha256::digest(body));
+    let header = Header { format: format.into(), format_version, body_sha256, signature: None };
+    let mut out = serde_json::to_vec(&header).expect("header serializes");
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out.push(b'\n');
+    out
+}
+
+/// The body of a document written by [`wrap_document`], checked: format, one of `versions`,
+/// body SHA-256. Errors name `key`.
+pub fn unwrap_document<'a>(bytes: &'a [u8], format: &str, versions: &[u32], key: &str) -> Result<&'a [u8]> {
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(key, "no header line".into()))?;
+    let header: Header = serde_json::from_slice(&bytes[..newline]).map_err(|e| corrupt(key, format!("header: {e}")))?;
+    if header.format != format || !versions.contains(&header.format_version) || header.signature.is_some() {
+        return Err(corrupt(
+            key,
+            format!(
+                "format {:?} version {}, expected {format:?} version {versions:?}",
+                header.format, header.format_version
+            ),
+        ));
+    }
+    let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
+    if hex::encode(Sha256::digest(body)) != header.body_sha256 {
+        return Err(corrupt(key, "body SHA-256 does not match the header: the object was altered or truncated".into()));
+    }
+    Ok(body)
+}
+
 fn wrap_signed(format: &str, body: &[u8], sign: impl Fn(&str) -> Option<Signature>) -> Vec<u8> {
     let body_sha256 = hex::encode(Sha256::digest(body));
     let signature = sign(&body_sha256);
@@ -506,6 +539,37 @@ impl ManifestStore {
                 "more than {ADOPTIONS_MAX} manifest versions after {} were written by this writer without its knowledge; restart the writer",
                 self.current.manifest_version
             ),
+        })
+    }
+
+    /// Takes the partition over from the writer of `current` (a node restored from the
+    /// bucket under a new identity): commits `current` unchanged as the next version under
+    /// this store's writer. The old writer's next commit then meets a version it did not write
+    /// and is fenced. Nothing is written when this writer (by id) already holds the newest
+    /// version or the partition has none. Returns the version this writer now holds.
+    pub async fn take_over(&mut self, now_ms: i64, attempts: u32) -> Result<u64> {
+        for _ in 0..=ADOPTIONS_MAX {
+            if self.current.manifest_version == 0 || self.current.writer.id == self.writer.id {
+                return Ok(self.current.manifest_version);
+            }
+            let mut next = self.current.clone();
+            next.manifest_version += 1;
+            next.writer = self.writer.clone();
+            next.written_ms = now_ms;
+            match self.put_version(&next, &|| now_ms, i64::MAX, attempts).await? {
+                None => {
+                    tracing::info!(topic = %self.topic, partition = self.partition, version = next.manifest_version, "took the partition over");
+                    self.current = next;
+                    return Ok(self.current.manifest_version);
+                }
+                // The old writer committed meanwhile: take over from its newer version.
+                Some(existing) => self.current = existing,
+            }
+        }
+        Err(Error::Diverged {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            detail: "another writer keeps committing while this one takes the partition over: stop it first".into(),
         })
     }
 
@@ -655,7 +719,7 @@ impl ManifestStore {
             max_append_time: moved.iter().map(Entry::max_append).max().filter(|t| *t != NO_APPEND_TIME),
             raw_bytes: moved.iter().map(|e| e.raw_bytes).sum(),
             object_bytes: moved.iter().map(|e| e.object_bytes).sum(),
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: crate::sha256_hex(&bytes),
             first_prev_hash: first.prev_hash.clone(),
             last_hash: last.hash.clone(),
         };
@@ -674,7 +738,7 @@ impl ManifestStore {
 pub async fn load_archive(store: &RemoteStore, reference: &ArchiveRef) -> Result<Vec<Entry>> {
     let key = object_store::path::Path::from(reference.key.as_str());
     let bytes = get_bytes(store, &key).await?;
-    if hex::encode(Sha256::digest(&bytes)) != reference.sha256 {
+    if crate::sha256_hex(&bytes) != reference.sha256 {
         return Err(corrupt(&reference.key, "archive SHA-256 differs from the manifest".into()));
     }
     let body = unwrap(&bytes, ARCHIVE_FORMAT, &reference.key)?;
@@ -686,8 +750,19 @@ pub async fn load_archive(store: &RemoteStore, reference: &ArchiveRef) -> Result
 /// The latest committed version (0 when none), without LIST: check `hint`, then gallop
 /// forward with HEADs and bisect.
 pub async fn latest_version(store: &RemoteStore, topic: &str, partition: u32, hint: u64) -> Result<u64> {
+    latest_number(store, |version| keys::manifest_key(store, topic, partition, version), hint).await
+}
+
+/// The largest `n` such that the objects `key_of(1..=n)` exist (0 when none), found from
+/// `hint` by galloping and bisecting with HEADs: numbered create-only series are dense.
+pub async fn latest_number(
+    store: &RemoteStore,
+    key_of: impl Fn(u64) -> object_store::path::Path,
+    hint: u64,
+) -> Result<u64> {
+    let key_of = &key_of;
     let exists = |version: u64| async move {
-        let key = keys::manifest_key(store, topic, partition, version);
+        let key = key_of(version);
         match store.store.head(&key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -708,9 +783,7 @@ pub async fn latest_version(store: &RemoteStore, topic: &str, partition: u32, hi
         step *= 2;
         steps += 1;
         if steps > PROBE_STEPS_MAX {
-            return Err(Error::Format(format!(
-                "{topic}/{partition}: manifest versions beyond {low}: refusing to probe further"
-            )));
+            return Err(Error::Format(format!("{}: versions beyond {low}: refusing to probe further", key_of(low))));
         }
     }
     // `low` exists, `low + step` does not: bisect the gap.

@@ -27,7 +27,6 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -120,8 +119,8 @@ pub async fn upload_segment(
     let batches = segment.batches.clone();
     let (built, raw_sha256, object_sha256) = crate::blocking::run(move || {
         let built = segment_object::build(&raw, &batches, chunk_bytes, level)?;
-        let raw_sha = hex::encode(Sha256::digest(&raw));
-        let object_sha = hex::encode(Sha256::digest(&built.bytes));
+        let raw_sha = crate::sha256_hex(&raw);
+        let object_sha = crate::sha256_hex(&built.bytes);
         Ok::<_, Error>((built, raw_sha, object_sha))
     })
     .await?;
