@@ -10,7 +10,8 @@
 set -euo pipefail
 
 url="${1:?s3://bucket/prefix}"; topic="${2:?topic}"; partition="${3:?partition}"; shift 3
-url="${url%/}"; bucket="$(cut -d/ -f3 <<<"$url")"
+url="${url%/}"; bucket="$(cut -d/ -f3 <<<"$url")"; prefix="${url#s3://$bucket}"; prefix="${prefix#/}"
+[[ "$topic" =~ ^[A-Za-z0-9._-]{1,249}$ && "$partition" =~ ^[0-9]{1,10}$ ]] || { echo "audit: bad topic or partition" >&2; exit 1; }
 public_keys=("$@")
 for tool in aws jq sha256sum zstd od; do
   command -v "$tool" >/dev/null || { echo "audit: $tool is not installed" >&2; exit 1; }
@@ -24,6 +25,15 @@ s3=(aws s3)
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 sha() { sha256sum | cut -d' ' -f1; }
+# Every number read from the bucket is checked before the shell computes with it (bash
+# arithmetic would evaluate anything else as an expression).
+num() { [[ "$1" =~ ^[0-9]{1,18}$ ]]; }
+# A key as tierlog builds it (docs/FORMAT.md): under this prefix (compared as text), then this
+# topic (only '.' is special among a topic's characters), partition and 20-digit offset.
+key_prefix="${prefix:+$prefix/}"
+segment_key_re="^segments/[0-9a-f]{4}/${topic//./\\.}/$partition/([0-9]{20})-[0-9a-f]+-[0-9a-f]{16}\\.zst$"
+archive_key_re="^manifests/${topic//./\\.}/$partition/archive/[0-9]{20}-[0-9a-f]+-[0-9a-f]{16}\\.json$"
+under_prefix() { [ -z "$key_prefix" ] || [ "${1#"$key_prefix"}" != "$1" ]; }
 
 # 1. Download every manifest version and archive of the partition.
 "${s3[@]}" cp --quiet --recursive "$url/manifests/$topic/$partition/" "$work/manifests/" \
@@ -38,12 +48,16 @@ for file in "${versions[@]}"; do
   [ "$number" -eq "$expected" ] || fail "manifest version $expected is missing (next is $number)"
   expected=$((number + 1))
   header="$(head -n 1 "$path")"; body="$(sed -n 2p "$path")"
+  # Exactly two lines, a header tierlog reads, and the body its checksum names.
+  printf '%s\n%s\n' "$header" "$body" | cmp -s - "$path" || fail "$file: not exactly a header line and a body line"
+  jq -e '.format == "tierlog-manifest" and (.format_version | IN(1, 2, 3))' <<<"$header" >/dev/null 2>&1 \
+    || fail "$file: not a manifest header of a version tierlog reads"
   [ "$(printf '%s' "$body" | sha)" = "$(jq -r .body_sha256 <<<"$header")" ] \
     || fail "$file: body SHA-256 differs from its header"
   [ "$(jq -r '"\(.topic)/\(.partition)/\(.manifest_version)"' <<<"$body")" = "$topic/$partition/$number" ] \
     || fail "$file: names another partition or version"
   if [ "${#public_keys[@]}" -gt 0 ]; then
-    signature="$(jq -r '.signature.value // empty' <<<"$header")"
+    signature="$(jq -r 'select(.format_version == 3 and .signature.algorithm == "ed25519") | .signature.value // empty' <<<"$header")"
     if [ -z "$signature" ]; then fail "$file: not signed"; else
       printf 'tierlog-manifest-signature-v1\n%s\n%s\n%s\n%s' "$topic" "$partition" "$number" \
         "$(jq -r .body_sha256 <<<"$header")" > "$work/message"
@@ -66,6 +80,7 @@ newest="$work/manifests/${versions[-1]}"
 newest_body="$(sed -n 2p "$newest")"
 : > "$work/entries.jsonl"
 while IFS=$'\t' read -r key sha256; do
+  under_prefix "$key" && [[ "${key#"$key_prefix"}" =~ $archive_key_re ]] || { fail "archive $key is not an archive of $topic/$partition under this prefix"; continue; }
   archive="$work/manifests/archive/${key##*/}"
   [ -f "$archive" ] || { fail "archive $key is missing"; continue; }
   [ "$(sha < "$archive")" = "$sha256" ] || fail "archive $key: SHA-256 differs from the manifest's reference"
@@ -88,6 +103,11 @@ next=""
 while read -r entry; do
   base="$(jq -r .base_offset <<<"$entry")"; last="$(jq -r .last_offset <<<"$entry")"
   hash="$(jq -r .hash <<<"$entry")"
+  if ! jq -e '[.base_offset, .last_offset, .object_bytes, .raw_bytes] | all(type == "number" and . >= 0 and . == floor)' \
+       <<<"$entry" >/dev/null 2>&1 || ! num "$base" || ! num "$last" || [ "$last" -lt "$base" ]; then
+    fail "an entry has offsets or sizes that are not whole numbers in order: $(jq -c '{base_offset, last_offset}' <<<"$entry" 2>/dev/null)"
+    next=""; link="$hash"; continue
+  fi
   [ "$(jq -r .prev_hash <<<"$entry")" = "$link" ] || fail "entry at offset $base does not link to the entry before it"
   [ "$(jq -r "$hash_text" <<<"$entry" | tr -d '\n' | sha)" = "$hash" ] || fail "entry at offset $base does not match its hash"
   [ -z "$next" ] || [ "$base" -eq "$next" ] || fail "offsets $next..$((base - 1)) are in no entry (or overlap)"
@@ -111,10 +131,15 @@ done
 while read -r entry; do
   key="$(jq -r .key <<<"$entry")"; base="$(jq -r .base_offset <<<"$entry")"
   object="$work/objects/object.zst"
+  num "$base" || continue # reported in step 3
+  if ! under_prefix "$key" || ! [[ "${key#"$key_prefix"}" =~ $segment_key_re ]] \
+     || [ "${BASH_REMATCH[1]}" != "$(printf '%020d' "$base")" ]; then
+    fail "entry at offset $base names $key, not a segment of $topic/$partition at that offset under this prefix"; continue
+  fi
   if ! "${s3[@]}" cp --quiet "s3://$bucket/$key" "$object" 2>/dev/null; then
     fail "object $key (offsets $base..) is missing"; continue
   fi
-  [ "$(stat -c %s "$object")" -eq "$(jq -r .object_bytes <<<"$entry")" ] || fail "object $key: size differs from the manifest's"
+  [ "$(stat -c %s "$object")" = "$(jq -r .object_bytes <<<"$entry")" ] || fail "object $key: size differs from the manifest's"
   [ "$(sha < "$object")" = "$(jq -r .object_sha256 <<<"$entry")" ] || fail "object $key: SHA-256 differs from the manifest's"
   if zstd -q -d -c "$object" > "$work/objects/segment.log" 2>/dev/null; then
     [ "$(sha < "$work/objects/segment.log")" = "$(jq -r .raw_sha256 <<<"$entry")" ] \

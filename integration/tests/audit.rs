@@ -90,3 +90,74 @@ async fn the_standard_tools_audit_checks_signatures_and_catches_a_rewritten_hist
     assert!(report.contains("00000000000000000002.json: not signed"), "{report}");
     assert!(report.contains("is not in the newest version's chain (history rewritten)"), "{report}");
 }
+
+/// Writes a manifest version back with its body text edited and the header's body checksum
+/// recomputed; the header (signature included) is otherwise kept as is.
+async fn edit_raw_version(
+    store: &tierlog_tiering::store::RemoteStore,
+    version: u64,
+    edit_header: impl FnOnce(&mut serde_json::Value),
+    edit_body: impl FnOnce(&mut String),
+) {
+    let key = tierlog_tiering::keys::manifest_key(store, "t", 0, version);
+    let bytes = store.store.get(&key).await.unwrap().bytes().await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let (header, body) = text.trim_end().split_once('\n').unwrap();
+    let mut body = body.to_string();
+    edit_body(&mut body);
+    let mut header: serde_json::Value = serde_json::from_str(header).unwrap();
+    header["body_sha256"] = tierlog_tiering::sha256_hex(body.as_bytes()).into();
+    edit_header(&mut header);
+    store.store.put(&key, format!("{header}\n{body}\n").into_bytes().into()).await.unwrap();
+}
+
+fn signing_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (signer, private) = tierlog_tiering::signing::Signer::generate().unwrap();
+    let (key_file, public_file) = (dir.join("key.pem"), dir.join("key.pub.pem"));
+    std::fs::write(&key_file, private).unwrap();
+    std::fs::write(&public_file, signer.public_pem()).unwrap();
+    (key_file, public_file)
+}
+
+/// The script computed `$((last + 1))` on a value read from the bucket, and bash arithmetic
+/// expands `x[$(cmd)]`: whoever could write the bucket ran commands on the auditor's machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_script_never_executes_bucket_contents() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, public_file) = signing_files(dir.path());
+    let prefix = s3.unique_prefix("audit-inject");
+    tiered_history(&s3, &dir.path().join("data"), &prefix, 3, Some(&key_file)).await;
+    let store = s3.store(&prefix);
+    let marker = dir.path().join("pwned");
+    // `failures` is a variable the script sets, so `set -u` would not stop the expansion.
+    let payload = format!(r#""last_offset":"failures[$(touch {})]","#, marker.display());
+    edit_raw_version(&store, 3, |_| {}, |body| *body = body.replace(r#""last_offset":479,"#, &payload)).await;
+    let out = audit(&s3, &prefix, &[&public_file]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!marker.exists(), "the audit script ran a command from the bucket: {}", text(&out));
+}
+
+/// Tampering that leaves versions unreadable to tierlog (a header format version no build
+/// reads; a line appended after the body) while body and signature stay valid fails the audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_script_fails_where_tierlog_cannot_read_a_version() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, public_file) = signing_files(dir.path());
+    let prefix = s3.unique_prefix("audit-header");
+    tiered_history(&s3, &dir.path().join("data"), &prefix, 3, Some(&key_file)).await;
+    let store = s3.store(&prefix);
+    edit_raw_version(&store, 3, |h| h["format_version"] = 4.into(), |_| {}).await;
+    let v2 = tierlog_tiering::keys::manifest_key(&store, "t", 0, 2);
+    let mut bytes = store.store.get(&v2).await.unwrap().bytes().await.unwrap().to_vec();
+    bytes.extend_from_slice(b"{\"appended\":true}\n");
+    store.store.put(&v2, bytes.into()).await.unwrap();
+    assert!(tierlog_tiering::manifest::load_version(&store, "t", 0, 3).await.is_err(), "tierlog cannot read v3");
+    assert!(tierlog_tiering::manifest::load_version(&store, "t", 0, 2).await.is_err(), "tierlog cannot read v2");
+    let out = audit(&s3, &prefix, &[&public_file]);
+    assert_eq!(out.status.code(), Some(3), "versions 2 and 3 are damaged: {}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("00000000000000000002.json: not exactly a header line and a body line"), "{report}");
+    assert!(report.contains("00000000000000000003.json: not a manifest header of a version tierlog reads"), "{report}");
+}

@@ -38,6 +38,10 @@ pub struct VerifyArgs {
     /// published in the bucket, which proves integrity but not who wrote the history.
     #[arg(long, value_name = "FILE")]
     pub public_key: Vec<PathBuf>,
+    /// With --public-key: versions written before signing was turned on may be unsigned (the
+    /// newest must be signed; every version is checked to be a prefix of it).
+    #[arg(long, requires = "public_key")]
+    pub unsigned_before_signing: bool,
     /// Requests (or, with --deep, whole objects in memory) in flight at once [default: 16,
     /// or the number of cores with --deep].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -46,8 +50,11 @@ pub struct VerifyArgs {
 
 pub fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     let config = global.load_config()?;
-    if let (Some(from), Some(to)) = (args.from_time, args.to_time) {
-        anyhow::ensure!(from <= to, "--from-time is after --to-time");
+    if let (Some(from), Some(to)) = (args.from_time, args.to_time)
+        && from > to
+    {
+        use clap::CommandFactory;
+        super::Cli::command().error(clap::error::ErrorKind::ArgumentConflict, "--from-time is after --to-time").exit();
     }
     let mut public_keys = PublicKeys::default();
     for path in &args.public_key {
@@ -63,6 +70,7 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
         deep: args.deep,
         concurrency,
         public_keys,
+        unsigned_before_signing: args.unsigned_before_signing,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary = runtime.block_on(async {

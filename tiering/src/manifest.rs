@@ -736,7 +736,22 @@ impl ManifestStore {
 
 /// The entries of an archive, checked against its reference.
 pub async fn load_archive(store: &RemoteStore, reference: &ArchiveRef) -> Result<Vec<Entry>> {
+    load_archive_bounded(store, reference, u64::MAX).await
+}
+
+/// [`load_archive`], refusing (without reading it) an archive object larger than `max_bytes`.
+pub async fn load_archive_bounded(store: &RemoteStore, reference: &ArchiveRef, max_bytes: u64) -> Result<Vec<Entry>> {
     let key = object_store::path::Path::from(reference.key.as_str());
+    if max_bytes != u64::MAX {
+        let size = match store.store.head(&key).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::Missing { key: key.to_string() }),
+            Err(e) => return Err(store.error(format!("HEAD {key}"), e)),
+        };
+        if size > max_bytes {
+            return Err(corrupt(&reference.key, format!("{size} bytes: larger than any archive is")));
+        }
+    }
     let bytes = get_bytes(store, &key).await?;
     if crate::sha256_hex(&bytes) != reference.sha256 {
         return Err(corrupt(&reference.key, "archive SHA-256 differs from the manifest".into()));

@@ -296,6 +296,13 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
 /// Finds and parses the chunk index from a whole object (for `verify` and tests; readers use
 /// the manifest's index position instead).
 pub fn parse_index_from_object(object: &[u8]) -> Result<ChunkIndex> {
+    let (position, len) = locate_index(object)?;
+    parse_index_frame(&object[position as usize..(position + len) as usize])
+}
+
+/// Where the chunk index frame lies in a whole object (position, length), found from the end
+/// through the seek table: what a manifest entry's `index_position`/`index_len` must say.
+pub fn locate_index(object: &[u8]) -> Result<(u64, u64)> {
     let bad = |why: &str| Error::Format(format!("segment object: {why}"));
     if object.len() < 17 || u32_at(object, object.len() - 4) != SEEKABLE_MAGIC {
         return Err(bad("no seek table at the end"));
@@ -310,9 +317,11 @@ pub fn parse_index_from_object(object: &[u8]) -> Result<ChunkIndex> {
         return Err(bad("chunk index trailer missing"));
     }
     let payload_len = u32_at(object, seek_start - 8) as usize;
-    let frame_start =
-        seek_start.checked_sub(payload_len + 8).ok_or_else(|| bad("chunk index longer than the object"))?;
-    parse_index_frame(&object[frame_start..seek_start])
+    let frame_start = payload_len
+        .checked_add(8)
+        .and_then(|frame| seek_start.checked_sub(frame))
+        .ok_or_else(|| bad("chunk index longer than the object"))?;
+    Ok((frame_start as u64, (seek_start - frame_start) as u64))
 }
 
 /// Checks and decompresses one chunk from its compressed bytes.

@@ -10,7 +10,10 @@
 //! - The signed message is, in UTF-8 with `\n` between the fields:
 //!   `tierlog-manifest-signature-v1`, topic, partition, manifest version, body SHA-256 (hex).
 //!   The body names topic, partition and version too; the message repeats them so that a
-//!   signature cannot be moved to another key of the bucket.
+//!   signature cannot be moved to another version or partition. It does not name the bucket
+//!   prefix: a signed history copied from another prefix is caught by its entries' object keys,
+//!   which name their prefix, topic, partition and offset and are covered by the signature
+//!   (`verify` reports any other key as `foreign_key`).
 //! - Rotation: a new key signs new versions and names itself; old versions keep their
 //!   signatures and verify with the old public key (pass both to `verify`).
 
@@ -117,7 +120,12 @@ impl Signer {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 let existing = crate::manifest::get_bytes(store, &key).await?;
-                if existing.as_ref() == pem.as_bytes() {
+                let mut found = PublicKeys::default();
+                let same = std::str::from_utf8(&existing)
+                    .ok()
+                    .and_then(|text| found.add_pem(text, key.as_ref()).ok())
+                    .is_some_and(|id| id == self.key_id);
+                if same {
                     Ok(())
                 } else {
                     Err(Error::Corrupt {
@@ -200,9 +208,10 @@ pub async fn published_keys(store: &RemoteStore) -> Result<PublicKeys> {
         }
         let bytes = crate::manifest::get_bytes(store, &object.location).await?;
         let name = object.location.filename().unwrap_or_default().to_string();
-        match std::str::from_utf8(&bytes).ok().map(|t| keys.add_pem(t, object.location.as_ref())) {
-            Some(Ok(id)) if name == format!("{id}.pem") => {}
-            _ => tracing::warn!(key = %object.location, "not a tierlog public key; ignored"),
+        let mut one = PublicKeys::default();
+        match std::str::from_utf8(&bytes).ok().map(|t| one.add_pem(t, object.location.as_ref())) {
+            Some(Ok(id)) if name == format!("{id}.pem") => keys.0.extend(one.0),
+            _ => tracing::warn!(key = %object.location, "not a tierlog public key under its id; ignored"),
         }
     }
     Ok(keys)
@@ -290,6 +299,27 @@ pub(crate) mod tests {
         let path = dir.path().join("key.pem");
         std::fs::write(&path, private).unwrap();
         Signer::from_file(&path).unwrap()
+    }
+
+    /// The same public key already under its id in another PEM layout (CRLF line ends, as an
+    /// editor or a copy from Windows leaves it) is our key: the writer starts.
+    #[tokio::test]
+    async fn publishing_accepts_our_own_key_in_another_pem_layout() {
+        use object_store::ObjectStoreExt;
+        let store = RemoteStore {
+            store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+            prefix: object_store::path::Path::from("cluster"),
+            display: "memory".into(),
+            ids: crate::keys::UniqueIds::seeded(7),
+        };
+        let signer = golden_signer();
+        let key = store.key(&["keys", &format!("{}.pem", signer.key_id)]);
+        let crlf = signer.public_pem().replace('\n', "\r\n");
+        store.store.put(&key, PutPayload::from(crlf.into_bytes())).await.unwrap();
+        signer.publish(&store).await.expect("the key published under our id is our key");
+        let (other, _) = Signer::generate().unwrap();
+        store.store.put(&key, PutPayload::from(other.public_pem().into_bytes())).await.unwrap();
+        assert!(signer.publish(&store).await.is_err(), "another key under our id is refused");
     }
 
     const GOLDEN_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAey/5UZdoQ9wQDzpc0s4g51SjQuFxBTtb9pnoibssXXk=\n-----END PUBLIC KEY-----\n";

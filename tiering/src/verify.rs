@@ -40,6 +40,13 @@ use crate::segment_object::{self, ChunkIndex, NO_APPEND_TIME};
 use crate::signing::PublicKeys;
 use crate::store::RemoteStore;
 
+/// Largest manifest version or archive verify reads (a version is about 100 KiB; an archive
+/// of 128 entries less): anything larger is reported, never loaded.
+const MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Largest segment object (or raw segment) deep verify downloads: segments are at most 2 GiB
+/// (`segment.max_bytes`), and zstd adds little even to incompressible data.
+const OBJECT_BYTES_MAX: u64 = 3 * 1024 * 1024 * 1024;
+
 /// What verification covers and how.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -59,6 +66,10 @@ pub struct VerifyOptions {
     /// Keys every manifest version must be signed by one of (empty: signatures found are
     /// checked against the keys published in the bucket, which proves integrity, not authorship).
     pub public_keys: PublicKeys,
+    /// With keys given: versions before a partition's first signed one may be unsigned (signing
+    /// was turned on later). The newest must still be signed, and every version is a prefix of
+    /// it, so its signature covers the whole history.
+    pub unsigned_before_signing: bool,
 }
 
 /// What a [`SegmentCheck`] found in a decompressed segment.
@@ -116,6 +127,9 @@ pub enum ProblemKind {
     /// Time ranges that contradict each other (min above max, append times going back).
     TimeInconsistent,
     ArchiveMissing,
+    /// A manifest names an object key that is not this partition's (segment or archive at
+    /// that offset, under this prefix): e.g. a signed history copied from another prefix.
+    ForeignKey,
     /// An archive differs from its SHA-256, cannot be read, or disagrees with its reference.
     ArchiveCorrupt,
     ObjectMissing,
@@ -190,7 +204,25 @@ pub async fn verify(
     } else {
         options.public_keys.clone()
     };
-    for (topic, partition) in partitions(store, options).await? {
+    // The newest group-offsets snapshot saw each partition's manifest at some version: fewer
+    // versions in the bucket now means versions were deleted from the end.
+    let snapshot = crate::catalog::latest_group_snapshot(store, 0).await.ok().flatten();
+    let snapshot_version = snapshot.as_ref().map_or(0, |s| s.version);
+    let cuts = snapshot.map(|s| s.partitions).unwrap_or_default();
+    let mut all = partitions(store, options).await?;
+    for name in cuts.keys() {
+        let Some((topic, partition)) = name.rsplit_once('/').and_then(|(t, p)| Some((t.to_string(), p.parse().ok()?)))
+        else {
+            continue;
+        };
+        let wanted =
+            options.topic.as_ref().is_none_or(|t| *t == topic) && options.partition.is_none_or(|p| p == partition);
+        if wanted && !all.contains(&(topic.clone(), partition)) {
+            all.push((topic, partition));
+        }
+    }
+    all.sort();
+    for (topic, partition) in all {
         let mut run = PartitionRun {
             store,
             options,
@@ -202,7 +234,8 @@ pub async fn verify(
             archives: HashMap::new(),
             signed: false,
         };
-        run.verify(check.clone()).await?;
+        let cut = cuts.get(&format!("{topic}/{partition}")).map(|c| (c.manifest_version, snapshot_version));
+        run.verify(check.clone(), cut).await?;
         summary.partitions += 1;
     }
     Ok(summary)
@@ -282,17 +315,43 @@ impl PartitionRun<'_> {
         (self.on_event)(Event::Problem(&problem));
     }
 
-    async fn verify(&mut self, check: SegmentCheck) -> Result<()> {
+    async fn verify(&mut self, check: SegmentCheck, cut: Option<(u64, u64)>) -> Result<()> {
         let versions = self.listed_versions().await?;
-        let Some(&newest) = versions.last() else { return Ok(()) };
-        let newest_manifest = self.walk_versions(&versions, newest).await?;
+        let newest = versions.last().map_or(0, |v| v.0);
+        if let Some((seen, snapshot)) = cut
+            && seen > newest
+        {
+            let missing = keys::manifest_key(self.store, self.topic, self.partition, newest + 1);
+            self.problem_with(
+                ProblemKind::ManifestVersionMissing,
+                Some(missing.as_ref()),
+                None,
+                Some((format!("versions up to {seen}"), format!("versions up to {newest}"))),
+                format!("group-offsets snapshot {snapshot} was taken against manifest version {seen}: versions {}..={seen} were deleted", newest + 1),
+            );
+        }
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let newest_manifest = self.walk_versions(&versions).await?;
+        // (Unsigned after a signed one is reported as it is read.)
+        let never_signed = !self.signed;
+        if self.options.unsigned_before_signing && !self.options.public_keys.is_empty() && never_signed {
+            let key = keys::manifest_key(self.store, self.topic, self.partition, newest);
+            self.problem(
+                ProblemKind::SignatureMissing,
+                Some(key.as_ref()),
+                None,
+                format!("the newest manifest version {newest} is not signed: nothing proves the history"),
+            );
+        }
         let Some(manifest) = newest_manifest else { return Ok(()) };
         let entries = self.walk_chain(&manifest).await?;
         self.check_objects(entries, check).await
     }
 
-    /// Manifest version numbers present, ascending.
-    async fn listed_versions(&mut self) -> Result<Vec<u64>> {
+    /// Manifest version numbers present, ascending, with their sizes.
+    async fn listed_versions(&mut self) -> Result<Vec<(u64, u64)>> {
         let dir = self.store.key(&["manifests", self.topic, &self.partition.to_string()]);
         let listing = self
             .store
@@ -300,11 +359,11 @@ impl PartitionRun<'_> {
             .list_with_delimiter(Some(&dir))
             .await
             .map_err(|e| self.store.error(format!("LIST {dir}/"), e))?;
-        let mut versions: Vec<u64> = listing
+        let mut versions: Vec<(u64, u64)> = listing
             .objects
             .iter()
             .filter_map(|o| match keys::parse_key(self.store, &o.location) {
-                Some(ParsedKey::ManifestVersion { version, .. }) => Some(version),
+                Some(ParsedKey::ManifestVersion { version, .. }) => Some((version, o.size)),
                 _ => None,
             })
             .collect();
@@ -312,41 +371,54 @@ impl PartitionRun<'_> {
         Ok(versions)
     }
 
-    /// Reads every version from 1 to `newest` in order; returns the newest readable one.
-    async fn walk_versions(&mut self, versions: &[u64], newest: u64) -> Result<Option<Manifest>> {
-        let present: std::collections::HashSet<u64> = versions.iter().copied().collect();
+    /// Reads every listed version in order (a gap in the numbers is one problem, however
+    /// long); returns the newest readable one.
+    async fn walk_versions(&mut self, versions: &[(u64, u64)]) -> Result<Option<Manifest>> {
         let concurrency = self.options.concurrency.max(1);
         let (store, topic, partition) = (self.store.clone(), self.topic.to_string(), self.partition);
-        let mut loads = futures::stream::iter(1..=newest)
-            .map(|version| {
-                let (store, topic, listed) = (store.clone(), topic.clone(), present.contains(&version));
+        let mut loads = futures::stream::iter(versions.to_vec())
+            .map(|(version, size)| {
+                let (store, topic) = (store.clone(), topic.clone());
                 async move {
                     let key = keys::manifest_key(&store, &topic, partition, version);
-                    if !listed {
-                        return Ok((version, key, None));
+                    if size > MANIFEST_BYTES_MAX {
+                        return Ok((version, key, Err(format!("{size} bytes: larger than any manifest version is"))));
                     }
                     match manifest::get_bytes(&store, &key).await {
-                        Ok(bytes) => Ok((version, key, Some(bytes))),
-                        Err(Error::Missing { .. }) => Ok((version, key, None)),
+                        Ok(bytes) if bytes.len() as u64 > MANIFEST_BYTES_MAX => Ok((
+                            version,
+                            key,
+                            Err(format!("{} bytes: larger than any manifest version is", bytes.len())),
+                        )),
+                        Ok(bytes) => Ok((version, key, Ok(bytes))),
+                        Err(Error::Missing { .. }) => Ok((version, key, Err("deleted while verify ran".to_string()))),
                         Err(e) => Err(e),
                     }
                 }
             })
             .buffered(concurrency);
-        let mut previous: Option<Manifest> = None;
-        let mut last_good = None;
-        while let Some(loaded) = loads.try_next().await? {
-            let (version, key, bytes) = loaded;
+        let (mut previous, mut last_good): (Option<Manifest>, Option<Manifest>) = (None, None);
+        let mut expected = 1u64;
+        while let Some((version, key, bytes)) = loads.try_next().await? {
             self.summary.manifest_versions += 1;
-            let Some(bytes) = bytes else {
+            if version > expected {
+                let missing = keys::manifest_key(self.store, self.topic, self.partition, expected);
                 self.problem(
                     ProblemKind::ManifestVersionMissing,
-                    Some(key.as_ref()),
+                    Some(missing.as_ref()),
                     None,
-                    format!("manifest version {version} is missing (the bucket holds versions up to {newest})"),
+                    format!("manifest versions {expected}..={} are missing", version - 1),
                 );
                 previous = None;
-                continue;
+            }
+            expected = version.saturating_add(1);
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    self.problem(ProblemKind::ManifestCorrupt, Some(key.as_ref()), None, reason);
+                    previous = None;
+                    continue;
+                }
             };
             let Some(current) = self.read_version(&bytes, key.as_ref(), version) else {
                 previous = None;
@@ -398,7 +470,8 @@ impl PartitionRun<'_> {
         let (manifest, body_sha256) = (&parsed.manifest, &parsed.body_sha256);
         // Signatures are required with keys given, and after a partition's first signed
         // version: signing does not stop silently.
-        let required = !self.options.public_keys.is_empty() || self.signed;
+        let keys_given = !self.options.public_keys.is_empty();
+        let required = self.signed || (keys_given && !self.options.unsigned_before_signing);
         let Some(signature) = &parsed.signature else {
             if required {
                 self.problem(
@@ -491,7 +564,22 @@ impl PartitionRun<'_> {
             return Ok(loaded.clone());
         }
         let range = Some((reference.base_offset, reference.last_offset));
-        let loaded = match manifest::load_archive(self.store, reference).await {
+        let expected = ParsedKey::Archive {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            base_offset: reference.base_offset,
+        };
+        if keys::parse_key(self.store, &Path::from(reference.key.as_str())) != Some(expected) {
+            self.problem(
+                ProblemKind::ForeignKey,
+                Some(&reference.key),
+                range,
+                format!("not an archive of {}/{} under this prefix", self.topic, self.partition),
+            );
+            self.archives.insert(reference.key.clone(), None);
+            return Ok(None);
+        }
+        let loaded = match manifest::load_archive_bounded(self.store, reference, MANIFEST_BYTES_MAX).await {
             Ok(entries) => Some(Arc::new(entries)),
             Err(Error::Missing { .. }) => {
                 self.problem(ProblemKind::ArchiveMissing, Some(&reference.key), range, "the archive is missing".into());
@@ -519,7 +607,8 @@ impl PartitionRun<'_> {
         for reference in &manifest.archives {
             let Some(entries) = self.archive(reference).await? else {
                 // Unreadable: carry on from its reference so later entries are still checked.
-                (link, next_offset) = (Some(reference.last_hash.clone()), Some(reference.last_offset + 1));
+                (link, next_offset) =
+                    (Some(reference.last_hash.clone()), Some(reference.last_offset.saturating_add(1)));
                 appended = reference.max_append_time.unwrap_or(appended);
                 continue;
             };
@@ -557,8 +646,8 @@ impl PartitionRun<'_> {
             max_timestamp: entries.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
             min_append_time: entries.iter().map(Entry::min_append).min().and_then(known),
             max_append_time: entries.iter().map(Entry::max_append).max().and_then(known),
-            raw_bytes: entries.iter().map(|e| e.raw_bytes).sum(),
-            object_bytes: entries.iter().map(|e| e.object_bytes).sum(),
+            raw_bytes: entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.raw_bytes)),
+            object_bytes: entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.object_bytes)),
             sha256: reference.sha256.clone(),
             first_prev_hash: first.prev_hash.clone(),
             last_hash: last.hash.clone(),
@@ -612,14 +701,14 @@ impl PartitionRun<'_> {
                 self.problem(
                     ProblemKind::OffsetGap,
                     Some(key),
-                    Some((expected, entry.base_offset - 1)),
+                    Some((expected, entry.base_offset.saturating_sub(1))),
                     format!("offsets {expected}..{} are in no entry", entry.base_offset),
                 );
             } else if entry.base_offset < expected {
                 self.problem(
                     ProblemKind::OffsetOverlap,
                     Some(key),
-                    Some((entry.base_offset, expected - 1)),
+                    Some((entry.base_offset, expected.saturating_sub(1))),
                     format!("offsets {}..{expected} are in two entries", entry.base_offset),
                 );
             }
@@ -650,18 +739,43 @@ impl PartitionRun<'_> {
         *appended = (*appended).max(entry.max_append());
     }
 
-    /// Whether `entry` has a batch in the time range asked for.
+    /// Whether `entry` has a batch in the time range asked for: by append time where every
+    /// batch has one; otherwise by record time and whatever append time it has (a segment
+    /// from before append times were recorded, or one spanning the upgrade).
     fn in_time_range(&self, entry: &Entry) -> bool {
         let (min, max) = match (entry.min_append_time, entry.max_append_time) {
             (Some(min), Some(max)) => (min, max),
-            _ => (entry.min_timestamp, entry.max_timestamp),
+            (_, max_append) => (entry.min_timestamp, entry.max_timestamp.max(max_append.unwrap_or(i64::MIN))),
         };
         self.options.from_time.is_none_or(|from| max >= from) && self.options.to_time.is_none_or(|to| min <= to)
     }
 
     async fn check_objects(&mut self, entries: Vec<Entry>, check: SegmentCheck) -> Result<()> {
-        let selected: Vec<Entry> = entries.into_iter().filter(|e| self.in_time_range(e)).collect();
-        let bytes: u64 = selected.iter().map(|e| e.object_bytes).sum();
+        let mut selected = Vec::new();
+        let in_range: Vec<Entry> = entries.into_iter().filter(|e| self.in_time_range(e)).collect();
+        for entry in in_range {
+            // Only keys of this partition's segments are fetched: a manifest naming anything
+            // else (another prefix's objects, another partition's) is itself the damage.
+            let expected = ParsedKey::Segment {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                base_offset: entry.base_offset,
+            };
+            if keys::parse_key(self.store, &Path::from(entry.key.as_str())) != Some(expected) {
+                self.problem(
+                    ProblemKind::ForeignKey,
+                    Some(&entry.key),
+                    Some((entry.base_offset, entry.last_offset)),
+                    format!(
+                        "the entry names an object that is not a segment of {}/{} at offset {} under this prefix",
+                        self.topic, self.partition, entry.base_offset
+                    ),
+                );
+                continue;
+            }
+            selected.push(entry);
+        }
+        let bytes: u64 = selected.iter().fold(0u64, |sum, e| sum.saturating_add(e.object_bytes));
         (self.on_event)(Event::Planned { objects: selected.len() as u64, bytes });
         let (store, deep) = (self.store.clone(), self.options.deep);
         let mut checks = futures::stream::iter(selected)
@@ -696,9 +810,9 @@ impl PartitionRun<'_> {
     fn count(&mut self, entry: &Entry, records: Option<u64>) {
         let s = &mut *self.summary;
         s.objects += 1;
-        s.object_bytes += entry.object_bytes;
-        s.raw_bytes += entry.raw_bytes;
-        s.offsets += entry.last_offset - entry.base_offset + 1;
+        s.object_bytes = s.object_bytes.saturating_add(entry.object_bytes);
+        s.raw_bytes = s.raw_bytes.saturating_add(entry.raw_bytes);
+        s.offsets = s.offsets.saturating_add(entry.last_offset.saturating_sub(entry.base_offset).saturating_add(1));
         if let Some(records) = records {
             *s.records.get_or_insert(0) += records;
         }
@@ -753,6 +867,19 @@ async fn check_object_head(store: &RemoteStore, entry: &Entry) -> Result<ObjectO
 }
 
 async fn check_object_deep(store: &RemoteStore, entry: &Entry, check: SegmentCheck) -> Result<ObjectOutcome> {
+    // Presence and size first: an object of another size is not the committed one, and its
+    // contents are not downloaded (nor is anything larger than a segment object can be).
+    let head = check_object_head(store, entry).await?;
+    if !head.problems.is_empty() {
+        return Ok(head);
+    }
+    if entry.object_bytes > OBJECT_BYTES_MAX || entry.raw_bytes > OBJECT_BYTES_MAX {
+        let detail = format!("{} bytes ({} raw): larger than any segment object", entry.object_bytes, entry.raw_bytes);
+        return Ok(ObjectOutcome {
+            problems: vec![Finding { kind: ProblemKind::IndexMismatch, expected_found: None, detail }],
+            records: None,
+        });
+    }
     let key = Path::from(entry.key.as_str());
     let bytes = match manifest::get_bytes(store, &key).await {
         Ok(bytes) => bytes,
@@ -791,11 +918,23 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> Ob
             return outcome(problems, None);
         }
     };
-    problems.extend(index_mismatches(entry, &index, bytes.len() as u64));
-    let mut raw = Vec::with_capacity(index.raw_bytes.min(1 << 30) as usize);
+    let location = segment_object::locate_index(bytes).unwrap_or((u64::MAX, 0));
+    problems.extend(index_mismatches(entry, &index, location));
+    // Decode no more than the manifest committed: an index that says otherwise is reported.
+    let raw_total = index.chunks.iter().fold(0u64, |sum, c| sum.saturating_add(u64::from(c.raw_len)));
+    if raw_total != entry.raw_bytes || index.raw_bytes != entry.raw_bytes {
+        problems.push(finding(
+            ProblemKind::IndexMismatch,
+            entry.raw_bytes,
+            raw_total,
+            "the chunks' raw lengths differ from the segment's size in the manifest: not decoded",
+        ));
+        return outcome(problems, None);
+    }
+    let mut raw = Vec::with_capacity(entry.raw_bytes as usize);
     for chunk in &index.chunks {
         let start = chunk.compressed_position as usize;
-        let compressed = bytes.get(start..start + chunk.compressed_len as usize).unwrap_or(&[]);
+        let compressed = bytes.get(start..start.saturating_add(chunk.compressed_len as usize)).unwrap_or(&[]);
         match segment_object::decode_chunk(chunk, compressed) {
             Ok(plain) => raw.extend_from_slice(&plain),
             Err(e) => {
@@ -851,7 +990,7 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> Ob
 }
 
 /// Where the chunk index disagrees with the manifest entry, or with itself.
-fn index_mismatches(entry: &Entry, index: &ChunkIndex, object_len: u64) -> Vec<Finding> {
+fn index_mismatches(entry: &Entry, index: &ChunkIndex, location: (u64, u64)) -> Vec<Finding> {
     let mut found = Vec::new();
     let mut compare = |what: &str, expected: String, actual: String| {
         if expected != actual {
@@ -873,12 +1012,16 @@ fn index_mismatches(entry: &Entry, index: &ChunkIndex, object_len: u64) -> Vec<F
         format!("{:?}..={:?}", entry.min_append_time, entry.max_append_time),
         format!("{min_append:?}..={max_append:?}"),
     );
-    let index_end = entry.index_position + entry.index_len;
-    if index_end > object_len {
-        compare("index position", format!("within {object_len} bytes"), format!("ends at {index_end}"));
-    }
-    let dense = index.chunks.windows(2).all(|w| w[1].first_offset == w[0].last_offset + 1)
-        && index.chunks.windows(2).all(|w| w[1].raw_position == w[0].raw_position + u64::from(w[0].raw_len))
+    compare(
+        "index position and length",
+        format!("{}+{}", entry.index_position, entry.index_len),
+        format!("{}+{}", location.0, location.1),
+    );
+    let dense = index.chunks.windows(2).all(|w| Some(w[1].first_offset) == w[0].last_offset.checked_add(1))
+        && index
+            .chunks
+            .windows(2)
+            .all(|w| Some(w[1].raw_position) == w[0].raw_position.checked_add(u64::from(w[0].raw_len)))
         && index.chunks.iter().all(|c| c.first_offset <= c.last_offset);
     compare("chunks dense in offsets and raw bytes", "true".into(), dense.to_string());
     found
@@ -909,12 +1052,18 @@ mod tests {
         let writer = Writer { id: "w".into(), epoch: 1 };
         let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
         for first in (0..segments).step_by(per_commit as usize) {
-            let batch: Vec<Entry> = (first..(first + per_commit).min(segments)).map(|i| entry(i, i)).collect();
+            let batch: Vec<Entry> =
+                (first..(first + per_commit).min(segments)).map(|i| valid_entry(store, i)).collect();
             for e in &batch {
                 store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
             }
             manifests.commit(batch, 1, 1).await.unwrap();
         }
+    }
+
+    /// A one-offset entry whose key is a real segment key of t/0 under `store`'s prefix.
+    pub(super) fn valid_entry(store: &RemoteStore, offset: u64) -> Entry {
+        Entry { key: keys::segment_key(store, "t", 0, offset).to_string(), ..entry(offset, offset) }
     }
 
     async fn run(store: &RemoteStore) -> (Vec<Problem>, Summary) {
@@ -993,5 +1142,259 @@ mod tests {
         let chain: Vec<&Problem> = problems.iter().filter(|p| p.kind == ProblemKind::ChainBroken).collect();
         assert_eq!(chain.len(), 1, "{problems:?}");
         assert_eq!((chain[0].first_offset, chain[0].key.as_deref()), (Some(6), Some(reference.key.as_str())));
+    }
+}
+
+/// Findings of an adversarial review: hostile bucket contents must be reported, never hang,
+/// crash or exhaust verify, and never pass.
+#[cfg(test)]
+mod adversarial_tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use object_store::PutPayload;
+
+    use super::tests::valid_entry;
+    use super::*;
+    use crate::manifest::tests_support::entry;
+    use crate::manifest::{ManifestStore, Writer};
+
+    fn store_at(shared: &Arc<object_store::memory::InMemory>, prefix: &str) -> RemoteStore {
+        RemoteStore {
+            store: shared.clone(),
+            prefix: Path::from(prefix),
+            display: "memory".into(),
+            ids: crate::keys::UniqueIds::seeded(7),
+        }
+    }
+
+    /// Problems found (at most 1000 kept) and the summary.
+    async fn run_with(store: &RemoteStore, options: VerifyOptions, check: SegmentCheck) -> (Vec<Problem>, Summary) {
+        let problems = Mutex::new(Vec::new());
+        let on_event = |event: Event<'_>| {
+            if let Event::Problem(p) = event {
+                let mut problems = problems.lock().unwrap();
+                if problems.len() < 1000 {
+                    problems.push(p.clone());
+                }
+            }
+        };
+        let options = VerifyOptions { concurrency: 4, ..options };
+        let summary = verify(store, &options, check, &on_event).await.unwrap();
+        (problems.into_inner().unwrap(), summary)
+    }
+
+    fn shallow() -> SegmentCheck {
+        Arc::new(|_, _, _| Err("shallow only".into()))
+    }
+
+    /// `versions` commits of one one-offset entry each, objects where their keys say,
+    /// signed by `signer` when given.
+    async fn history(store: &RemoteStore, versions: u64, signer: Option<Arc<crate::signing::Signer>>) {
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        manifests.signer = signer;
+        for i in 0..versions {
+            let e = valid_entry(store, i);
+            store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
+            manifests.commit(vec![e], 1, 1).await.unwrap();
+        }
+    }
+
+    /// One stray object named with the largest 20-digit version number made verify walk
+    /// 1..=u64::MAX. (On a thread of its own: over the in-memory store such a loop never
+    /// yields, so a tokio timeout could not interrupt it.)
+    #[test]
+    fn a_huge_version_number_in_the_listing_does_not_hang_verify() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let shared = Arc::new(object_store::memory::InMemory::new());
+                let store = store_at(&shared, "cluster");
+                history(&store, 3, None).await;
+                let stray = keys::manifest_key(&store, "t", 0, u64::MAX);
+                store.store.put(&stray, PutPayload::from(b"junk".to_vec())).await.unwrap();
+                let _ = done.send(run_with(&store, VerifyOptions::default(), shallow()).await);
+            });
+        });
+        let (problems, summary) = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("verify did not finish within 10 s on one stray manifest key");
+        let kinds: Vec<ProblemKind> = problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::ManifestVersionMissing, ProblemKind::ManifestCorrupt], "{problems:?}");
+        assert_eq!(summary.objects, 3, "the newest readable version is still checked");
+    }
+
+    /// A segment whose older batches have no append time but whose newer ones were appended
+    /// at 5000 is in the range of `--from-time 4000`, whatever its record times say.
+    #[tokio::test]
+    async fn a_partly_append_timed_segment_in_the_time_range_is_checked() {
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let store = store_at(&shared, "cluster");
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        let mut e = valid_entry(&store, 0);
+        e.max_append_time = Some(5000); // min_append_time: None (an older batch had none)
+        manifests.commit(vec![e], 1, 1).await.unwrap(); // the object is never written
+        let options = VerifyOptions { from_time: Some(4000), ..VerifyOptions::default() };
+        let (problems, summary) = run_with(&store, options, shallow()).await;
+        assert_eq!(summary.objects, 1, "a batch of the segment was appended at 5000, inside the range");
+        assert_eq!(problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [ProblemKind::ObjectMissing], "{problems:?}");
+    }
+
+    /// Two clusters under two prefixes of one bucket sign with one organisation key. Someone
+    /// with write access copies cluster A's manifest versions over cluster B's: every signature
+    /// is valid, but every entry names A's objects, which verify reports as foreign keys.
+    #[tokio::test]
+    async fn a_signed_history_copied_from_another_prefix_does_not_verify() {
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let signer = Arc::new(crate::signing::tests::golden_signer());
+        let (a, b) = (store_at(&shared, "staging"), store_at(&shared, "prod"));
+        history(&a, 3, Some(signer.clone())).await;
+        history(&b, 2, Some(signer.clone())).await;
+        let mut public_keys = PublicKeys::default();
+        public_keys.add_pem(&signer.public_pem(), "test").unwrap();
+        let options = VerifyOptions { public_keys, ..VerifyOptions::default() };
+        let (problems, _) = run_with(&b, options.clone(), shallow()).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        for version in 1..=3 {
+            let from = keys::manifest_key(&a, "t", 0, version);
+            let bytes = a.store.get(&from).await.unwrap().bytes().await.unwrap();
+            b.store.put(&keys::manifest_key(&b, "t", 0, version), PutPayload::from(bytes)).await.unwrap();
+        }
+        let (problems, summary) = run_with(&b, options, shallow()).await;
+        assert!(problems.iter().any(|p| p.kind == ProblemKind::ForeignKey), "{problems:?} {summary:?}");
+        assert_eq!(summary.objects, 0, "no object outside the prefix is even fetched");
+    }
+
+    fn bomb() -> Vec<u8> {
+        let raw = vec![0u8; 64 << 20];
+        let mark = segment_object::BatchMark {
+            base_offset: 0,
+            last_offset: 0,
+            position: 0,
+            length: raw.len() as u64,
+            min_timestamp: 0,
+            max_timestamp: 0,
+            append_time: NO_APPEND_TIME,
+        };
+        segment_object::build(&raw, &[mark], 1 << 30, 1).unwrap().bytes
+    }
+
+    /// A few KiB standing where a 100-byte segment was committed (another size: not fetched),
+    /// or committed at its own size but claiming 64 MiB raw (the index disagrees with the
+    /// manifest: not decoded): deep verify never decompresses more than the manifest committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deep_verify_decodes_no_more_than_the_manifest_commits() {
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let store = store_at(&shared, "cluster");
+        let bomb = bomb();
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        let (mut swapped, mut claimed) = (valid_entry(&store, 0), valid_entry(&store, 1));
+        claimed.object_bytes = bomb.len() as u64;
+        for e in [&mut swapped, &mut claimed] {
+            store.store.put(&Path::from(e.key.as_str()), PutPayload::from(bomb.clone())).await.unwrap();
+        }
+        manifests.commit(vec![swapped.clone(), claimed.clone()], 1, 1).await.unwrap();
+        let largest = Arc::new(AtomicU64::new(0));
+        let seen = largest.clone();
+        let check: SegmentCheck = Arc::new(move |raw, _, _| {
+            seen.fetch_max(raw.len() as u64, Ordering::Relaxed);
+            Err("not a segment".into())
+        });
+        let (problems, _) = run_with(&store, VerifyOptions { deep: true, ..VerifyOptions::default() }, check).await;
+        let of =
+            |key: &str| problems.iter().filter(|p| p.key.as_deref() == Some(key)).map(|p| p.kind).collect::<Vec<_>>();
+        assert_eq!(of(&swapped.key), [ProblemKind::ObjectSizeMismatch], "{problems:?}");
+        assert!(of(&claimed.key).contains(&ProblemKind::ObjectChecksumMismatch), "{problems:?}");
+        assert!(of(&claimed.key).contains(&ProblemKind::IndexMismatch), "{problems:?}");
+        assert_eq!(largest.load(Ordering::Relaxed), 0, "nothing was decoded");
+    }
+
+    /// A hostile manifest entry (base offset above last offset, chain hash recomputed) is
+    /// reported, not a crash (`count` computed last - base + 1).
+    #[tokio::test]
+    async fn an_entry_with_base_above_last_is_reported_not_a_crash() {
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let store = store_at(&shared, "cluster");
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let e = Entry { key: keys::segment_key(&store, "t", 0, 5).to_string(), ..entry(5, 3) };
+        store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
+        m.append(vec![e]).unwrap();
+        m.manifest_version = 1;
+        store.store.put(&keys::manifest_key(&store, "t", 0, 1), PutPayload::from(m.to_bytes())).await.unwrap();
+        let outcome = tokio::spawn(async move { run_with(&store, VerifyOptions::default(), shallow()).await }).await;
+        let (problems, _) = outcome.expect("verify panicked on a hostile manifest entry");
+        assert!(problems.iter().any(|p| p.kind == ProblemKind::TimeInconsistent), "{problems:?}");
+    }
+
+    /// Deleting the newest versions (or every version) of a partition is caught by the newest
+    /// group-offsets snapshot, which recorded the version it saw.
+    #[tokio::test]
+    async fn versions_deleted_from_the_end_are_caught_by_the_group_snapshot() {
+        use std::collections::BTreeMap;
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let store = store_at(&shared, "cluster");
+        history(&store, 3, None).await;
+        let cut = crate::catalog::PartitionCut { manifest_version: 3, remote_end_offset: 3 };
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let cuts = BTreeMap::from([("t/0".to_string(), cut)]);
+        crate::catalog::publish_group_snapshot(&store, &writer, 1, cuts, vec![], 0).await.unwrap();
+        let (problems, _) = run_with(&store, VerifyOptions::default(), shallow()).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        store.store.delete(&keys::manifest_key(&store, "t", 0, 3)).await.unwrap();
+        let (problems, _) = run_with(&store, VerifyOptions::default(), shallow()).await;
+        assert_eq!(
+            problems.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            [ProblemKind::ManifestVersionMissing],
+            "{problems:?}"
+        );
+        for version in 1..=2 {
+            store.store.delete(&keys::manifest_key(&store, "t", 0, version)).await.unwrap();
+        }
+        let (problems, summary) = run_with(&store, VerifyOptions::default(), shallow()).await;
+        assert_eq!(
+            problems.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            [ProblemKind::ManifestVersionMissing],
+            "{problems:?}"
+        );
+        assert_eq!(summary.partitions, 1, "a partition with every version deleted is still verified (and fails)");
+    }
+
+    /// Signing turned on for a partition with history: with the flag, only the newest version
+    /// must be signed; without it every unsigned version is reported.
+    #[tokio::test]
+    async fn history_signed_from_some_version_on_verifies_with_the_flag() {
+        let shared = Arc::new(object_store::memory::InMemory::new());
+        let store = store_at(&shared, "cluster");
+        history(&store, 2, None).await;
+        let signer = Arc::new(crate::signing::tests::golden_signer());
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        manifests.signer = Some(signer.clone());
+        let e = valid_entry(&store, 2);
+        store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
+        manifests.commit(vec![e], 1, 1).await.unwrap();
+        let mut public_keys = PublicKeys::default();
+        public_keys.add_pem(&signer.public_pem(), "test").unwrap();
+        let strict = VerifyOptions { public_keys, ..VerifyOptions::default() };
+        let (problems, _) = run_with(&store, strict.clone(), shallow()).await;
+        assert_eq!(problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [ProblemKind::SignatureMissing; 2]);
+        let lenient = VerifyOptions { unsigned_before_signing: true, ..strict };
+        let (problems, _) = run_with(&store, lenient.clone(), shallow()).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        // An unsigned newest version (a forgery appended after the signed one) still fails.
+        let mut forged = manifest::load_version(&store, "t", 0, 3).await.unwrap();
+        forged.manifest_version = 4;
+        store.store.put(&keys::manifest_key(&store, "t", 0, 4), PutPayload::from(forged.to_bytes())).await.unwrap();
+        let (problems, _) = run_with(&store, lenient, shallow()).await;
+        assert_eq!(
+            problems.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            [ProblemKind::SignatureMissing],
+            "{problems:?}"
+        );
     }
 }
