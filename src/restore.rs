@@ -50,9 +50,14 @@ struct Marker {
     version: u32,
     started_ms: i64,
     store: String,
+    /// `remote.url`: a resumed restore must read the same bucket and prefix.
+    url: String,
     writer_id: String,
     take_over: bool,
     topics: Vec<String>,
+    /// The writers whose history is restored (before any take-over): group offsets come
+    /// from their snapshots only.
+    history_writers: std::collections::BTreeSet<String>,
 }
 
 /// One restored partition (a line of `tierlog restore`'s output).
@@ -99,7 +104,9 @@ pub async fn restore(
             remote.display
         ))
     })?;
-    let (marker, resumed) = plan(&data_dir, remote, &catalog, options).await?;
+    check_catalog(&catalog)?;
+    let (marker, resumed) = plan(&data_dir, &config.remote_url(), remote, &catalog, options).await?;
+    let signer = tier::load_signer(&config)?;
     let log = Log::open_restoring(config)?;
     tier::write_writer_id(&*log.host().disk, &data_dir, &marker.writer_id)?;
     let now = log.host().clock.now_ms();
@@ -111,6 +118,7 @@ pub async fn restore(
         let mut manifests = Vec::new();
         for p in 0..spec.partitions {
             let mut store = ManifestStore::open(remote.clone(), &spec.name, p, writer.clone(), 0).await?;
+            store.signer = signer.clone();
             if marker.take_over {
                 store.take_over(now, TAKE_OVER_ATTEMPTS).await?;
             }
@@ -125,7 +133,8 @@ pub async fn restore(
             let end = manifest.next_offset();
             if partition.end_offset() < end {
                 return Err(Error::Invalid(format!(
-                    "{}/{p}: the restored log ends at {} but the bucket holds offsets up to {end}: \
+                    "{}/{p}: the interrupted restore prepared the log to start at {}, but the bucket now holds offsets up \
+                     to {end}: the old node is still writing. Stop it (or restore with --take-over, which fences it), \
                      remove {} and restore again",
                     spec.name,
                     partition.end_offset(),
@@ -149,7 +158,11 @@ pub async fn restore(
             on_partition(&restored, total);
         }
     }
-    let snapshot = catalog::latest_group_snapshot(remote, 0).await?;
+    let mut writers = marker.history_writers.clone();
+    if writers.is_empty() {
+        writers.insert(catalog.writer.id.clone()); // no manifest at all: the catalog's writer
+    }
+    let snapshot = catalog::latest_group_snapshot_by(remote, &writers).await?;
     let (mut restored_offsets, mut clamped) = (0, 0);
     for group in snapshot.iter().flat_map(|s| &s.groups) {
         let mut offsets = BTreeMap::new();
@@ -180,9 +193,31 @@ pub async fn restore(
     })
 }
 
+/// A catalog restore can trust: valid unique names, partition counts in range, known settings.
+fn check_catalog(catalog: &Catalog) -> Result<()> {
+    let mut names = std::collections::BTreeSet::new();
+    for spec in &catalog.topics {
+        crate::topic::validate_name(&spec.name)?;
+        if !names.insert(&spec.name) {
+            return Err(Error::Invalid(format!("the bucket's catalog lists topic {:?} twice", spec.name)));
+        }
+        if !(1..=crate::topic::PARTITIONS_MAX).contains(&spec.partitions) {
+            return Err(Error::Invalid(format!(
+                "the bucket's catalog gives topic {:?} {} partitions (1..={} allowed)",
+                spec.name,
+                spec.partitions,
+                crate::topic::PARTITIONS_MAX
+            )));
+        }
+        metadata(spec)?;
+    }
+    Ok(())
+}
+
 /// Writes the plan into an empty data directory, or reads the plan of an interrupted restore.
 async fn plan(
     data_dir: &Path,
+    url: &str,
     remote: &RemoteStore,
     catalog: &Catalog,
     options: &RestoreOptions,
@@ -192,6 +227,19 @@ async fn plan(
         let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Invalid(format!("{}: unreadable ({e}); remove the directory and restore again", path.display()))
         })?;
+        if marker.url != url {
+            return Err(Error::Invalid(format!(
+                "{}: the interrupted restore read {}, not {url}: finish it with that remote.url, or remove the directory",
+                path.display(),
+                marker.url
+            )));
+        }
+        if let Some(gone) = marker.topics.iter().find(|t| !catalog.topics.iter().any(|c| &c.name == *t)) {
+            return Err(Error::Invalid(format!(
+                "{}: topic {gone} of the interrupted restore is not in the bucket's catalog",
+                path.display()
+            )));
+        }
         if marker.take_over != options.take_over || (!options.topics.is_empty() && options.topics != marker.topics) {
             return Err(Error::Invalid(format!(
                 "{}: the interrupted restore was started with other arguments (topics {:?}, take-over {}): run it again with those",
@@ -219,15 +267,26 @@ async fn plan(
     }
     let topics =
         if options.topics.is_empty() { known.iter().map(|t| t.to_string()).collect() } else { options.topics.clone() };
-    let writer_id =
-        if options.take_over { remote.ids.next() } else { continued_writer(remote, catalog, &topics).await? };
+    let history_writers = history_writers(remote, catalog, &topics).await?;
+    let writer_id = match (options.take_over, history_writers.len()) {
+        (true, _) => remote.ids.next(),
+        (false, 0) => catalog.writer.id.clone(),
+        (false, 1) => history_writers.iter().next().expect("one id").clone(),
+        (false, _) => {
+            return Err(Error::Invalid(format!(
+                "the partitions were last written by several writers ({history_writers:?}): restore with --take-over to continue under one new identity"
+            )));
+        }
+    };
     let marker = Marker {
         version: 1,
         started_ms: crate::partition::now_ms(),
         store: remote.display.clone(),
+        url: url.to_string(),
         writer_id,
         take_over: options.take_over,
         topics,
+        history_writers,
     };
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, "create", e))?;
     let disk = crate::disk::os();
@@ -237,8 +296,12 @@ async fn plan(
     Ok((marker, false))
 }
 
-/// The writer id the manifests of `topics` name (the catalog's when none has a manifest).
-async fn continued_writer(remote: &RemoteStore, catalog: &Catalog, topics: &[String]) -> Result<String> {
+/// The writer ids of the newest manifest versions of `topics`: whose history is restored.
+async fn history_writers(
+    remote: &RemoteStore,
+    catalog: &Catalog,
+    topics: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
     let mut ids = std::collections::BTreeSet::new();
     let reader = Writer { id: "restore".into(), epoch: 0 };
     for spec in catalog.topics.iter().filter(|t| topics.contains(&t.name)) {
@@ -249,13 +312,7 @@ async fn continued_writer(remote: &RemoteStore, catalog: &Catalog, topics: &[Str
             }
         }
     }
-    match ids.len() {
-        0 => Ok(catalog.writer.id.clone()),
-        1 => Ok(ids.into_iter().next().expect("one id")),
-        _ => Err(Error::Invalid(format!(
-            "the partitions were last written by several writers ({ids:?}): restore with --take-over to continue under one new identity"
-        ))),
-    }
+    Ok(ids)
 }
 
 fn metadata(spec: &catalog::CatalogTopic) -> Result<TopicMetadata> {

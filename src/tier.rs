@@ -123,6 +123,9 @@ pub struct Tiering {
     signer: Option<Arc<Signer>>,
     /// The newest catalog and group-snapshot versions seen in the bucket (probe hints).
     documents: std::sync::Mutex<(u64, u64)>,
+    /// Set once a partition turns out fenced or taken over: from then on this process's
+    /// group offsets are not the archive's, and no group snapshot is published.
+    fenced: std::sync::atomic::AtomicBool,
     manifests: Mutex<HashMap<(String, u32), ManifestStore>>,
     /// Segments this process uploaded from its own local files, by (topic, partition) →
     /// (base offset → raw SHA-256). Their remote copies are known to be theirs, so local
@@ -180,6 +183,7 @@ impl Tiering {
             permits,
             signer,
             documents: Default::default(),
+            fenced: Default::default(),
             manifests: Mutex::default(),
             uploaded: Default::default(),
             verified_end: Default::default(),
@@ -236,6 +240,10 @@ impl Tiering {
     /// Writes a group-offsets snapshot to the bucket if offsets (or the remote ends they
     /// were taken against) changed since the newest one.
     pub async fn publish_group_offsets(&self) -> Result<u64> {
+        if self.fenced.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("a partition of this writer is fenced or taken over: its group offsets are not published");
+            return Ok(self.documents.lock().unwrap_or_else(|p| p.into_inner()).1);
+        }
         let data_dir = self.log.data_dir().to_path_buf();
         let groups = blocking::run(move || crate::groups::all(&data_dir)).await?;
         let partitions: BTreeMap<String, PartitionCut> = self
@@ -315,6 +323,22 @@ impl Tiering {
             manifests.insert(key.clone(), store);
         }
         let manifest = manifests.get_mut(&key).expect("inserted above");
+        // The newest version by another writer id: the partition was taken over (`restore
+        // --take-over`) or belongs to another data directory. This writer never extends it
+        // again, whatever its local segments say.
+        let current = &manifest.current;
+        if current.manifest_version > 0 && current.writer.id != self.writer.id {
+            self.fenced.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::Remote(tierlog_tiering::Error::Fenced {
+                topic: key.0.clone(),
+                partition: key.1,
+                version: current.manifest_version,
+                other: format!(
+                    "writer {} epoch {} — a node restored with --take-over, or another data directory (this one is writer {})",
+                    current.writer.id, current.writer.epoch, self.writer.id
+                ),
+            }));
+        }
         let bases = eligible(&partition, &manifest.current)?;
         if !bases.is_empty() {
             self.check_chain_end(&partition, manifest).await?;
@@ -360,6 +384,9 @@ impl Tiering {
         };
         write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state)?;
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
+        if fenced {
+            self.fenced.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.record_outcome(&outcome, deleted);
         let report = PartitionReport {
             topic: key.0.clone(),

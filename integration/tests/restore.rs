@@ -133,7 +133,7 @@ fn take_over_fences_the_old_writer_and_never_restores_over_data() {
     assert_eq!(payments.len(), 3);
     for report in payments {
         let error = report["error"].as_str().unwrap_or_default();
-        assert!(error.contains("written by another data directory"), "the old writer is stopped: {report}");
+        assert!(error.contains("fenced") && error.contains("--take-over"), "the old writer is stopped: {report}");
     }
     // The new node commits on top of its take-over.
     node.ok(&args(&with(&new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
@@ -210,7 +210,8 @@ async fn group_offsets_past_the_restored_end_are_clamped() {
     let config = log.config().clone();
     drop(log);
     let store = s3.store(&prefix);
-    let writer = tierlog_tiering::manifest::Writer { id: "w".into(), epoch: 1 };
+    // Written by the writer whose history is restored (snapshots of others are not taken).
+    let writer = tierlog_integration::scenarios::manifest(&store, "t", 0).await.writer;
     let groups = vec![GroupOffsets { group: "g".into(), topic: "t".into(), offsets: BTreeMap::from([(0, 5000)]) }];
     catalog::publish_group_snapshot(&store, &writer, 1, BTreeMap::new(), groups, 0).await.unwrap();
     let restored = tierlog::config::Config { data_dir: dir.path().join("restored"), ..config };
@@ -218,4 +219,173 @@ async fn group_offsets_past_the_restored_end_are_clamped() {
     assert_eq!((report.group_offsets, report.group_offsets_clamped), (1, 1));
     let offsets = tierlog::groups::load(&restored.data_dir, "g", "t").unwrap();
     assert_eq!(offsets[&0], 160, "the end of the two restored segments");
+}
+
+// Findings of an adversarial review, each a test that failed before its fix.
+
+/// A node whose config keeps tiered segments locally (the default local retention).
+fn node_keeping_local_segments(s3: &S3Target, dir: &Path, prefix: &str) -> Node {
+    let node = Node::new(s3, dir, prefix);
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    assert!(text.contains("local_retention_bytes = 0"));
+    std::fs::write(&node.config, text.replace("local_retention_bytes = 0", "local_retention_bytes = 1073741824"))
+        .unwrap();
+    node
+}
+
+/// With its segments still local, the old node's chain-end check accepted the take-over
+/// version (same entries) and went on committing on top of it.
+#[test]
+fn take_over_fences_an_old_node_that_kept_its_segments_locally() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_keeping_local_segments(&s3, dir.path(), &s3.unique_prefix("take-over-local"));
+    node.ok(&["topic", "create", "payments"], "");
+    node.ok(&["produce", "payments", "--input-format", "json"], &events(0, 300));
+    let reports = json_lines(&node.ok(&["tier", "run"], ""));
+    assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
+    let new = node.data_dir(&dir.path().join("new"));
+    node.ok(&args(&with(&new, &["restore", "--take-over"])), "");
+    node.ok(&["produce", "payments", "--input-format", "json"], &events(5000, 30));
+    let reports = json_lines(&node.run(&["tier", "run"], ""));
+    for report in &reports {
+        let error = report["error"].as_str().unwrap_or_default();
+        assert!(error.contains("fenced") && error.contains("--take-over"), "the old writer is stopped: {report}");
+    }
+    node.ok(&args(&with(&new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
+    let reports = json_lines(&node.ok(&args(&with(&new, &["tier", "run"])), ""));
+    assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
+}
+
+/// A writer fenced by a take-over kept publishing group snapshots, and restore took the
+/// newest whoever wrote it.
+#[test]
+fn a_fenced_writer_does_not_publish_group_snapshots() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("fenced-groups");
+    let node = Node::new(&s3, dir.path(), &prefix);
+    original(&node);
+    let restored = dir.path().join("new");
+    let new = node.data_dir(&restored);
+    node.ok(&args(&with(&new, &["restore", "--take-over"])), "");
+    node.ok(&args(&with(&new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
+    let reports = json_lines(&node.ok(&args(&with(&new, &["tier", "run"])), ""));
+    assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
+    node.ok(&["group", "seek", "billing", "--topic", "payments", "--to-latest"], "");
+    let reports = json_lines(&node.run(&["tier", "run"], ""));
+    assert!(reports.iter().filter(|r| r["topic"] == "payments").all(|r| !r["error"].is_null()), "{reports:?}");
+    let new_writer = std::fs::read_to_string(restored.join("writer-id")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let snapshot =
+        runtime.block_on(tierlog_tiering::catalog::latest_group_snapshot(&s3.store(&prefix), 0)).unwrap().unwrap();
+    assert_eq!(snapshot.writer.id.trim(), new_writer.trim(), "{snapshot:?}");
+}
+
+/// The take-over version restore writes is signed like every other version.
+#[test]
+fn take_over_versions_are_signed_like_every_other_version() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::new(&s3, dir.path(), &s3.unique_prefix("take-over-signed"));
+    let (signer, private) = tierlog_tiering::signing::Signer::generate().unwrap();
+    let (key_file, public_file) = (dir.path().join("key.pem"), dir.path().join("key.pub.pem"));
+    std::fs::write(&key_file, private).unwrap();
+    std::fs::write(&public_file, signer.public_pem()).unwrap();
+    let mut text = std::fs::read_to_string(&node.config).unwrap();
+    text.push_str(&format!("[integrity]\nsigning_key_file = \"{}\"\n", key_file.display()));
+    std::fs::write(&node.config, text).unwrap();
+    node.ok(&["topic", "create", "payments"], "");
+    node.ok(&["produce", "payments", "--input-format", "json"], &events(0, 300));
+    node.ok(&["tier", "run"], "");
+    let public = public_file.display().to_string();
+    let verify = node.run(&["verify", "--public-key", &public], "");
+    assert_eq!(verify.status.code(), Some(0), "before: {}", String::from_utf8_lossy(&verify.stdout));
+    let new = node.data_dir(&dir.path().join("new"));
+    node.ok(&args(&with(&new, &["restore", "--take-over"])), "");
+    let verify = node.run(&args(&with(&new, &["verify", "--public-key", &public])), "");
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+/// A restore of one topic made the restored node's first pass publish a catalog without the
+/// others, whose history is still in the bucket.
+#[test]
+fn a_partial_restore_does_not_make_the_bucket_forget_other_topics() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::new(&s3, dir.path(), &s3.unique_prefix("partial"));
+    original(&node);
+    let first = node.data_dir(&dir.path().join("first"));
+    node.ok(&args(&with(&first, &["restore", "--topic", "payments", "--take-over"])), "");
+    node.ok(&args(&with(&first, &["tier", "run"])), "");
+    let second = node.data_dir(&dir.path().join("second"));
+    let out = node.run(&args(&with(&second, &["restore", "--topic", "audit"])), "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A resumed restore reads the bucket and prefix the interrupted one read, or refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_restore_refuses_another_bucket_prefix() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (s3.unique_prefix("resume-a"), s3.unique_prefix("resume-b"));
+    let log_a = tierlog_integration::scenarios::tiered_history(&s3, &dir.path().join("a"), &a, 1, None).await;
+    let config = log_a.config().clone();
+    drop(log_a);
+    drop(tierlog_integration::scenarios::tiered_history(&s3, &dir.path().join("b"), &b, 1, None).await);
+    let restored = tierlog::config::Config { data_dir: dir.path().join("restored"), ..config };
+    let (interrupted, store_a) = (restored.clone(), s3.store(&a));
+    let crashed = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            // A panic after the first partition stands in for kill -9.
+            let _ =
+                tierlog::restore::restore(interrupted, &store_a, &Default::default(), &|_, _| panic!("kill -9")).await;
+        })
+    })
+    .join();
+    assert!(crashed.is_err());
+    assert!(restored.data_dir.join("restore-in-progress.json").exists());
+    let mut other = restored.clone();
+    s3.configure(&mut other, &b);
+    let resumed = tierlog::restore::restore(other, &s3.store(&b), &Default::default(), &|_, _| {}).await;
+    let error = resumed.unwrap_err().to_string();
+    assert!(error.contains("the interrupted restore read"), "{error}");
+}
+
+/// A hostile catalog (a partition count no topic can have) is refused before anything is
+/// probed or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_with_absurd_partition_counts_is_refused_quickly() {
+    use tierlog_tiering::catalog::{self, CatalogTopic};
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("huge");
+    let store = s3.store(&prefix);
+    let writer = tierlog_tiering::manifest::Writer { id: "w".into(), epoch: 1 };
+    let topic = CatalogTopic { name: "t".into(), partitions: u32::MAX, created_ms: 1, settings: Default::default() };
+    catalog::publish_catalog(&store, &writer, 1, vec![topic], 0).await.unwrap();
+    let mut config = tierlog_integration::scenarios::config(&dir.path().join("restored"));
+    s3.configure(&mut config, &prefix);
+    let options = tierlog::restore::RestoreOptions::default();
+    let restore = tierlog::restore::restore(config, &store, &options, &|_, _| {});
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), restore).await;
+    let error = result.expect("refused at once").unwrap_err().to_string();
+    assert!(error.contains("partitions"), "{error}");
+    assert!(!dir.path().join("restored").exists(), "nothing written");
+}
+
+/// Every command but restore stays out of a half-restored directory, `group delete` too.
+#[test]
+fn group_delete_refuses_a_half_restored_directory() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::new(&s3, dir.path(), &s3.unique_prefix("group-delete"));
+    original(&node);
+    let restored = dir.path().join("restored");
+    let new = node.data_dir(&restored);
+    node.ok(&args(&with(&new, &["restore"])), "");
+    std::fs::write(restored.join("restore-in-progress.json"), "{}").unwrap();
+    let out = node.run(&args(&with(&new, &["group", "delete", "billing"])), "");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("restore"));
+    assert!(restored.join("groups/billing/payments.json").exists());
 }

@@ -81,6 +81,7 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
     let config = global.load_config()?;
     let data_dir = config.data_dir.clone();
     if let GroupCommand::Delete { group, topic, dry_run } = cmd {
+        tierlog::log::check_not_restoring(&tierlog::host::Host::os(), &data_dir)?;
         return delete(&data_dir, &group, topic.as_deref(), dry_run);
     }
     let log = Log::open_read_only(config)?;

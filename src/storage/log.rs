@@ -273,7 +273,7 @@ fn list_topic_names(host: &Host, data_dir: &Path) -> Result<Vec<String>> {
 
 /// A data directory a restore has not finished is not opened: its topics, group offsets and
 /// writer identity may be incomplete.
-fn check_not_restoring(host: &Host, data_dir: &Path) -> Result<()> {
+pub fn check_not_restoring(host: &Host, data_dir: &Path) -> Result<()> {
     if host.disk.is_file(&data_dir.join(RESTORE_MARKER)) {
         return Err(Error::Invalid(format!(
             "{}: a restore into this directory was interrupted ({RESTORE_MARKER} is there): run the same `tierlog restore` again to finish it",

@@ -30,6 +30,8 @@ pub const GROUP_OFFSETS_FORMAT: &str = "tierlog-group-offsets";
 pub const FORMAT_VERSION: u32 = 1;
 /// Most attempts at writing the next version when another write takes its number first.
 const RACES_MAX: u32 = 8;
+/// Versions looked back over, from the newest, for a readable one (or one by a given writer).
+const LOOK_BACK_MAX: u64 = 64;
 
 /// A topic as the bucket records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,28 +142,52 @@ fn from_bytes<D: Document>(bytes: &[u8], key: &str, version: u64) -> Result<D> {
     Ok(document)
 }
 
-async fn latest<D: Document>(store: &RemoteStore, hint: u64) -> Result<Option<D>> {
-    let version = manifest::latest_number(store, |v| key::<D>(store, v), hint).await?;
-    if version == 0 {
-        return Ok(None);
+/// The newest version number, and the newest version among the last [`LOOK_BACK_MAX`] that
+/// reads and satisfies `accept` (a damaged newest version is skipped with a warning, so one
+/// bad object never wedges the series).
+async fn latest_accepted<D: Document>(
+    store: &RemoteStore,
+    hint: u64,
+    accept: impl Fn(&D) -> bool,
+) -> Result<(u64, Option<D>)> {
+    let newest = manifest::latest_number(store, |v| key::<D>(store, v), hint).await?;
+    let mut version = newest;
+    while version > 0 && newest - version < LOOK_BACK_MAX {
+        let key = key::<D>(store, version);
+        let read = match manifest::get_bytes(store, &key).await {
+            Ok(bytes) => from_bytes::<D>(&bytes, key.as_ref(), version),
+            Err(Error::Missing { key }) => Err(Error::Corrupt { key, reason: "missing".into() }),
+            Err(e) => return Err(e),
+        };
+        match read {
+            Ok(document) if accept(&document) => return Ok((newest, Some(document))),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "unreadable {} version; looking at the one before", D::FORMAT)
+            }
+        }
+        version -= 1;
     }
-    let key = key::<D>(store, version);
-    let bytes = manifest::get_bytes(store, &key).await?;
-    from_bytes(&bytes, key.as_ref(), version).map(Some)
+    Ok((newest, None))
 }
 
-/// Writes `next` as the version after the newest unless that has the same contents. Returns
-/// the version holding these contents.
+async fn latest<D: Document>(store: &RemoteStore, hint: u64) -> Result<Option<D>> {
+    Ok(latest_accepted(store, hint, |_: &D| true).await?.1)
+}
+
+/// Writes `next` as the version after the newest unless the newest readable one has the
+/// same contents. Returns the version holding these contents.
 async fn publish<D: Document>(store: &RemoteStore, mut next: D, hint: u64) -> Result<u64> {
     let mut hint = hint;
     for _ in 0..RACES_MAX {
-        let current: Option<D> = latest(store, hint).await?;
+        let (newest, current): (u64, Option<D>) = latest_accepted(store, hint, |_: &D| true).await?;
         if let Some(current) = &current
+            && current.version() == newest
             && current.same_contents(&next)
         {
             return Ok(current.version());
         }
-        let version = current.as_ref().map_or(1, |c| c.version() + 1);
+        let version = newest + 1;
         next.set_version(version);
         let key = key::<D>(store, version);
         let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
@@ -185,7 +211,9 @@ pub async fn latest_catalog(store: &RemoteStore, hint: u64) -> Result<Option<Cat
     latest(store, hint).await
 }
 
-/// Records `topics` (sorted by name) as the catalog unless the newest version already says so.
+/// Records `topics` as the catalog unless the newest version already says so. Topics of the
+/// newest readable version that `topics` lacks are kept (topics are never deleted, and a node
+/// restored with a subset of them must not make the bucket forget the rest).
 pub async fn publish_catalog(
     store: &RemoteStore,
     writer: &Writer,
@@ -193,6 +221,10 @@ pub async fn publish_catalog(
     mut topics: Vec<CatalogTopic>,
     hint: u64,
 ) -> Result<u64> {
+    if let Some(previous) = latest_catalog(store, hint).await? {
+        let known: std::collections::BTreeSet<String> = topics.iter().map(|t| t.name.clone()).collect();
+        topics.extend(previous.topics.into_iter().filter(|t| !known.contains(&t.name)));
+    }
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     publish(store, Catalog { version: 0, written_ms: now_ms, writer: writer.clone(), topics }, hint).await
 }
@@ -200,6 +232,16 @@ pub async fn publish_catalog(
 /// The newest group-offsets snapshot, if any.
 pub async fn latest_group_snapshot(store: &RemoteStore, hint: u64) -> Result<Option<GroupSnapshot>> {
     latest(store, hint).await
+}
+
+/// The newest group-offsets snapshot written by one of `writers` (the writer ids whose chain
+/// is being restored), looking back at most 64 versions: a snapshot by another writer (one
+/// fenced meanwhile) describes another history.
+pub async fn latest_group_snapshot_by(
+    store: &RemoteStore,
+    writers: &std::collections::BTreeSet<String>,
+) -> Result<Option<GroupSnapshot>> {
+    Ok(latest_accepted(store, 0, |s: &GroupSnapshot| writers.contains(&s.writer.id)).await?.1)
 }
 
 /// Records group offsets unless the newest snapshot already holds exactly these.
@@ -246,6 +288,33 @@ mod tests {
         let newest = latest_catalog(&store, 0).await.unwrap().unwrap();
         assert_eq!((newest.version, newest.written_ms), (2, 12));
         assert_eq!(newest.topics, [topic("a", 1), topic("b", 3)]);
+        // A node that knows only some of the topics (a partial restore) keeps the others.
+        assert_eq!(publish_catalog(&store, &writer, 13, vec![topic("c", 1)], 2).await.unwrap(), 3);
+        let newest = latest_catalog(&store, 0).await.unwrap().unwrap();
+        assert_eq!(newest.topics, [topic("a", 1), topic("b", 3), topic("c", 1)]);
+        assert_eq!(publish_catalog(&store, &writer, 14, vec![topic("a", 1)], 3).await.unwrap(), 3, "no change");
+    }
+
+    /// One damaged newest version (a torn write on a store without atomic PUTs, a mistake, a
+    /// hostile object) must not wedge the series: the next version is written after it, and
+    /// readers fall back to the newest readable one.
+    #[tokio::test]
+    async fn a_damaged_newest_catalog_version_does_not_stop_publishing() {
+        let store = store();
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        assert_eq!(publish_catalog(&store, &writer, 10, vec![topic("a", 1)], 0).await.unwrap(), 1);
+        let damaged = key::<Catalog>(&store, 2);
+        object_store::ObjectStoreExt::put(
+            &*store.store,
+            &damaged,
+            PutPayload::from_static(b"{\"format\":\"tierlog-catalog\""),
+        )
+        .await
+        .unwrap();
+        assert_eq!(latest_catalog(&store, 0).await.unwrap().unwrap().version, 1, "the newest readable");
+        let published = publish_catalog(&store, &writer, 11, vec![topic("a", 1), topic("b", 1)], 1).await.unwrap();
+        assert_eq!(published, 3);
+        assert_eq!(latest_catalog(&store, 0).await.unwrap().unwrap().topics, [topic("a", 1), topic("b", 1)]);
     }
 
     #[test]
