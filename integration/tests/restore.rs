@@ -126,18 +126,22 @@ fn take_over_fences_the_old_writer_and_never_restores_over_data() {
     let new = node.data_dir(&dir.path().join("new"));
     let summary = json_lines(&node.ok(&args(&with(&new, &["restore", "--take-over"])), "")).pop().unwrap();
     assert_eq!(summary["restored"]["took_over"], true);
-    // The old node goes on producing: its next tiering pass must not extend the chain.
+    assert_old_node_fenced_and_new_one_commits(&node, &new, 3);
+}
+
+/// The old node goes on producing payments: its next tiering pass must not extend the chain
+/// of any of their `partitions`; the node that took over commits on top of its take-over.
+fn assert_old_node_fenced_and_new_one_commits(node: &Node, new: &[String], partitions: usize) {
     node.ok(&["produce", "payments", "--input-format", "json"], &events(5000, 30));
     let reports = json_lines(&node.run(&["tier", "run"], ""));
     let payments: Vec<&Value> = reports.iter().filter(|r| r["topic"] == "payments").collect();
-    assert_eq!(payments.len(), 3);
+    assert_eq!(payments.len(), partitions);
     for report in payments {
         let error = report["error"].as_str().unwrap_or_default();
         assert!(error.contains("fenced") && error.contains("--take-over"), "the old writer is stopped: {report}");
     }
-    // The new node commits on top of its take-over.
-    node.ok(&args(&with(&new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
-    let reports = json_lines(&node.ok(&args(&with(&new, &["tier", "run"])), ""));
+    node.ok(&args(&with(new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
+    let reports = json_lines(&node.ok(&args(&with(new, &["tier", "run"])), ""));
     assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
 }
 
@@ -246,15 +250,7 @@ fn take_over_fences_an_old_node_that_kept_its_segments_locally() {
     assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
     let new = node.data_dir(&dir.path().join("new"));
     node.ok(&args(&with(&new, &["restore", "--take-over"])), "");
-    node.ok(&["produce", "payments", "--input-format", "json"], &events(5000, 30));
-    let reports = json_lines(&node.run(&["tier", "run"], ""));
-    for report in &reports {
-        let error = report["error"].as_str().unwrap_or_default();
-        assert!(error.contains("fenced") && error.contains("--take-over"), "the old writer is stopped: {report}");
-    }
-    node.ok(&args(&with(&new, &["produce", "payments", "--input-format", "json"])), &events(6000, 30));
-    let reports = json_lines(&node.ok(&args(&with(&new, &["tier", "run"])), ""));
-    assert!(reports.iter().all(|r| r["error"].is_null()), "{reports:?}");
+    assert_old_node_fenced_and_new_one_commits(&node, &new, 1);
 }
 
 /// A writer fenced by a take-over kept publishing group snapshots, and restore took the
