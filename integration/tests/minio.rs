@@ -1,4 +1,4 @@
-//! The end-to-end tiering scenario against MinIO in Docker, through testcontainers.
+//! The end-to-end scenarios (tiering, verify, restore) against MinIO in Docker, through testcontainers.
 //!
 //! Needs a Docker engine, so it is ignored by default. Run it with:
 //!
@@ -18,6 +18,29 @@ const BUCKET: &str = "tierlog-test";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
 async fn tiering_round_trip_against_minio() {
+    let (_container, s3) = minio().await;
+    tierlog_integration::scenarios::tier_round_trip(&s3).await;
+}
+
+/// verify finds and names each tamper case (docs/AUDIT.md) against MinIO too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
+async fn verify_detects_tampering_against_minio() {
+    let (_container, s3) = minio().await;
+    tierlog_integration::scenarios::verify_detects_tampering(&s3).await;
+}
+
+/// restore rebuilds a node from MinIO alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
+async fn restore_round_trip_against_minio() {
+    let (_container, s3) = minio().await;
+    tierlog_integration::scenarios::restore_round_trip(&s3).await;
+}
+
+/// A MinIO container with the test bucket, and the target that talks to it (the container
+/// stops when dropped).
+async fn minio() -> (testcontainers::ContainerAsync<GenericImage>, S3Target) {
     let container = GenericImage::new("minio/minio", "latest")
         .with_exposed_port(9000.tcp())
         .with_wait_for(WaitFor::message_on_stdout("API:"))
@@ -31,5 +54,5 @@ async fn tiering_round_trip_against_minio() {
     container.exec(ExecCommand::new(["sh", "-c", &create_bucket])).await.expect("create bucket");
     let port = container.get_host_port_ipv4(9000.tcp()).await.expect("mapped port");
     let s3 = S3Target::custom(format!("http://127.0.0.1:{port}"), BUCKET, USER, PASSWORD, "minio");
-    tierlog_integration::scenarios::tier_round_trip(&s3).await;
+    (container, s3)
 }

@@ -396,3 +396,9 @@ fn group_delete_refuses_a_half_restored_directory() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("restore"));
     assert!(restored.join("groups/billing/payments.json").exists());
 }
+
+/// The library-level round trip the MinIO suite runs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restore_round_trip_scenario() {
+    tierlog_integration::scenarios::restore_round_trip(&S3Target::start()).await;
+}
