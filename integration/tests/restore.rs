@@ -305,6 +305,9 @@ fn take_over_versions_are_signed_like_every_other_version() {
     node.ok(&["topic", "create", "payments"], "");
     node.ok(&["produce", "payments", "--input-format", "json"], &events(0, 300));
     node.ok(&["tier", "run"], "");
+    let status = json_lines(&node.ok(&["tier", "status"], ""));
+    assert_eq!(status[0]["signing_key_id"], signer.key_id.as_str(), "{status:?}");
+    assert_eq!(status[0]["published_public_keys"], serde_json::json!([signer.key_id]), "{status:?}");
     let public = public_file.display().to_string();
     let verify = node.run(&["verify", "--public-key", &public], "");
     assert_eq!(verify.status.code(), Some(0), "before: {}", String::from_utf8_lossy(&verify.stdout));

@@ -75,6 +75,9 @@ async fn load_manifest(
 async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
     let remote = tier::connect(log.config()).await?;
     let store_state = tier::read_store_state(log.data_dir());
+    // Which key signs this writer's manifest versions, and which public keys the bucket holds.
+    let signing_key_id = tier::load_signer(log.config())?.map(|s| s.key_id.clone());
+    let published_keys = tierlog_tiering::signing::published_keys(&remote).await?.ids();
     let topics = match topic {
         Some(name) => vec![log.topic(name)?],
         None => log.topics(),
@@ -99,6 +102,8 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
                 "last_upload_error_ms": state.last_error_ms,
                 "store": remote.display,
                 "conditional_writes": store_state.as_ref().map(|s| s.conditional_writes),
+                "signing_key_id": signing_key_id,
+                "published_public_keys": published_keys,
             });
             println!("{line}");
         }
