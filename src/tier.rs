@@ -101,6 +101,15 @@ pub fn load_signer(config: &Config) -> Result<Option<Arc<Signer>>> {
     Ok(Some(Arc::new(signer)))
 }
 
+/// The catalog topics and group offsets this process last recorded, and their versions.
+#[derive(Debug, Default)]
+struct Published {
+    catalog_version: u64,
+    catalog: Option<Vec<CatalogTopic>>,
+    groups_version: u64,
+    groups: Option<(BTreeMap<String, PartitionCut>, Vec<GroupOffsets>)>,
+}
+
 /// Counters of the tiering driver, exported by the server's `/metrics`.
 #[derive(Debug, Default)]
 pub struct TieringStats {
@@ -121,8 +130,9 @@ pub struct Tiering {
     permits: Arc<Semaphore>,
     /// Signs every manifest version (`[integrity] signing_key_file`).
     signer: Option<Arc<Signer>>,
-    /// The newest catalog and group-snapshot versions seen in the bucket (probe hints).
-    documents: std::sync::Mutex<(u64, u64)>,
+    /// What this process last recorded in the bucket: a pass whose topics and group offsets
+    /// are unchanged since then costs no request.
+    published: std::sync::Mutex<Published>,
     /// Set once a partition turns out fenced or taken over: from then on this process's
     /// group offsets are not the archive's, and no group snapshot is published.
     fenced: std::sync::atomic::AtomicBool,
@@ -182,7 +192,7 @@ impl Tiering {
             conditional_writes,
             permits,
             signer,
-            documents: Default::default(),
+            published: Default::default(),
             fenced: Default::default(),
             manifests: Mutex::default(),
             uploaded: Default::default(),
@@ -230,10 +240,17 @@ impl Tiering {
                     t.metadata.timestamp_type.as_str().to_string(),
                 )]),
             })
-            .collect();
-        let hint = self.documents.lock().unwrap_or_else(|p| p.into_inner()).0;
-        let version = catalog::publish_catalog(&self.remote, &self.writer, self.now_ms(), topics, hint).await?;
-        self.documents.lock().unwrap_or_else(|p| p.into_inner()).0 = version;
+            .collect::<Vec<_>>();
+        let (hint, last) = {
+            let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            (published.catalog_version, published.catalog.clone())
+        };
+        if last.as_ref() == Some(&topics) {
+            return Ok(hint);
+        }
+        let version = catalog::publish_catalog(&self.remote, &self.writer, self.now_ms(), topics.clone(), hint).await?;
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        (published.catalog_version, published.catalog) = (version, Some(topics));
         Ok(version)
     }
 
@@ -242,7 +259,7 @@ impl Tiering {
     pub async fn publish_group_offsets(&self) -> Result<u64> {
         if self.fenced.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!("a partition of this writer is fenced or taken over: its group offsets are not published");
-            return Ok(self.documents.lock().unwrap_or_else(|p| p.into_inner()).1);
+            return Ok(self.published.lock().unwrap_or_else(|p| p.into_inner()).groups_version);
         }
         let data_dir = self.log.data_dir().to_path_buf();
         let groups = blocking::run(move || crate::groups::all(&data_dir)).await?;
@@ -259,13 +276,22 @@ impl Tiering {
                 (format!("{topic}/{partition}"), cut)
             })
             .collect();
-        let groups =
+        let groups: Vec<GroupOffsets> =
             groups.into_iter().map(|c| GroupOffsets { group: c.group, topic: c.topic, offsets: c.offsets }).collect();
-        let hint = self.documents.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let contents = (partitions, groups);
+        let (hint, last) = {
+            let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            (published.groups_version, published.groups.clone())
+        };
+        if last.as_ref() == Some(&contents) {
+            return Ok(hint);
+        }
+        let (partitions, groups) = contents.clone();
         let version =
             catalog::publish_group_snapshot(&self.remote, &self.writer, self.now_ms(), partitions, groups, hint)
                 .await?;
-        self.documents.lock().unwrap_or_else(|p| p.into_inner()).1 = version;
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        (published.groups_version, published.groups) = (version, Some(contents));
         Ok(version)
     }
 

@@ -47,7 +47,8 @@ fn records(range: std::ops::Range<u64>) -> Vec<Record> {
     range.map(record).collect()
 }
 
-fn values(log: &Log) -> Vec<(u64, String)> {
+/// Every stored record of topic `t` partition 0, in offset order.
+fn stored(log: &Log) -> Vec<tierlog::StoredRecord> {
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     let mut out = Vec::new();
     loop {
@@ -55,8 +56,12 @@ fn values(log: &Log) -> Vec<(u64, String)> {
         if batch.is_empty() {
             return out;
         }
-        out.extend(batch.into_iter().map(|s| (s.offset, String::from_utf8(s.record.value).unwrap())));
+        out.extend(batch);
     }
+}
+
+fn values(log: &Log) -> Vec<(u64, String)> {
+    stored(log).into_iter().map(|s| (s.offset, String::from_utf8(s.record.value).unwrap())).collect()
 }
 
 fn expected(values: &[u64]) -> Vec<(u64, String)> {
@@ -838,15 +843,7 @@ fn review_when_every_snapshot_is_damaged_recovery_replays_too_little() {
 
 /// (offset, append time) of every record of topic `t` partition 0.
 fn review_e2c5_times(log: &Log) -> Vec<(u64, Option<i64>)> {
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
-    let mut out = Vec::new();
-    loop {
-        let batch = p.read(out.len() as u64, 1 << 20).unwrap();
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(batch.into_iter().map(|s| (s.offset, s.append_time)));
-    }
+    stored(log).into_iter().map(|s| (s.offset, s.append_time)).collect()
 }
 
 /// Every sealed segment (a `.log` with a later `.log`) that has `.index` and `.timeindex` on

@@ -231,6 +231,11 @@ async fn catalog_and_group_snapshot_failures_never_stop_tiering_and_are_retried(
     tiering.run_once(None, true).await.unwrap();
     let newest = catalog::latest_catalog(&base, 0).await.unwrap().expect("written once the store recovers");
     assert_eq!((newest.version, newest.topics.len()), (1, 1), "the landed version is recognised, not written again");
+    // Nothing new: a pass costs no request for the catalog or the group offsets.
+    tiering.run_once(None, false).await.unwrap();
+    let before = faulty.counters.snapshot();
+    tiering.run_once(None, false).await.unwrap();
+    assert_eq!(faulty.counters.snapshot(), before, "an idle pass reads nothing from the bucket");
 }
 
 /// A take-over PUT that lands but reports a timeout is recognised as ours on retry: one

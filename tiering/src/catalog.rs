@@ -93,6 +93,8 @@ trait Document: Serialize + DeserializeOwned + Clone + PartialEq {
     fn set_version(&mut self, version: u64);
     /// The contents without version, time and writer (what "changed" compares).
     fn same_contents(&self, other: &Self) -> bool;
+    /// Takes over from the newest readable version what a new one must keep (before comparing).
+    fn carry_over(&mut self, _previous: &Self) {}
 }
 
 impl Document for Catalog {
@@ -106,6 +108,13 @@ impl Document for Catalog {
     }
     fn same_contents(&self, other: &Self) -> bool {
         self.topics == other.topics
+    }
+    /// Topics are never deleted: those of the previous version this one lacks stay (a node
+    /// restored with a subset of them must not make the bucket forget the rest).
+    fn carry_over(&mut self, previous: &Self) {
+        let known: std::collections::BTreeSet<String> = self.topics.iter().map(|t| t.name.clone()).collect();
+        self.topics.extend(previous.topics.iter().filter(|t| !known.contains(&t.name)).cloned());
+        self.topics.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }
 
@@ -181,6 +190,9 @@ async fn publish<D: Document>(store: &RemoteStore, mut next: D, hint: u64) -> Re
     let mut hint = hint;
     for _ in 0..RACES_MAX {
         let (newest, current): (u64, Option<D>) = latest_accepted(store, hint, |_: &D| true).await?;
+        if let Some(current) = &current {
+            next.carry_over(current);
+        }
         if let Some(current) = &current
             && current.version() == newest
             && current.same_contents(&next)
@@ -212,8 +224,7 @@ pub async fn latest_catalog(store: &RemoteStore, hint: u64) -> Result<Option<Cat
 }
 
 /// Records `topics` as the catalog unless the newest version already says so. Topics of the
-/// newest readable version that `topics` lacks are kept (topics are never deleted, and a node
-/// restored with a subset of them must not make the bucket forget the rest).
+/// newest readable version that `topics` lacks are kept (see `carry_over`).
 pub async fn publish_catalog(
     store: &RemoteStore,
     writer: &Writer,
@@ -221,10 +232,6 @@ pub async fn publish_catalog(
     mut topics: Vec<CatalogTopic>,
     hint: u64,
 ) -> Result<u64> {
-    if let Some(previous) = latest_catalog(store, hint).await? {
-        let known: std::collections::BTreeSet<String> = topics.iter().map(|t| t.name.clone()).collect();
-        topics.extend(previous.topics.into_iter().filter(|t| !known.contains(&t.name)));
-    }
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     publish(store, Catalog { version: 0, written_ms: now_ms, writer: writer.clone(), topics }, hint).await
 }

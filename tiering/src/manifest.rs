@@ -368,7 +368,7 @@ pub struct ParsedManifest {
 /// Parses a manifest version: header, format version, body checksum, JSON. Neither the chain
 /// nor the signature is checked.
 pub fn parse_signed(bytes: &[u8], key: &str) -> Result<ParsedManifest> {
-    let (header, body) = unwrap_header(bytes, FORMAT, key)?;
+    let (header, body) = unwrap_header(bytes, FORMAT, &FORMAT_VERSIONS_READ, key)?;
     let manifest: Manifest = serde_json::from_slice(body).map_err(|e| corrupt(key, format!("body: {e}")))?;
     if header.signature.is_some() != (header.format_version == SIGNED_FORMAT_VERSION) {
         return Err(corrupt(
@@ -390,32 +390,23 @@ fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
 /// The two-line layout of manifests for another document format (the catalog, group
 /// snapshots): a header naming `format` and `format_version` with the body's SHA-256, then the body.
 pub fn wrap_document(format: &str, format_version: u32, body: &[u8]) -> Vec<u8> {
-    let body_sha256 = hex::encode(Sha256::digest(body));
-    let header = Header { format: format.into(), format_version, body_sha256, signature: None };
-    let mut out = serde_json::to_vec(&header).expect("header serializes");
-    out.push(b'\n');
-    out.extend_from_slice(body);
-    out.push(b'\n');
-    out
+    frame(
+        Header {
+            format: format.into(),
+            format_version,
+            body_sha256: hex::encode(Sha256::digest(body)),
+            signature: None,
+        },
+        body,
+    )
 }
 
 /// The body of a document written by [`wrap_document`], checked: format, one of `versions`,
-/// body SHA-256. Errors name `key`.
+/// no signature, body SHA-256. Errors name `key`.
 pub fn unwrap_document<'a>(bytes: &'a [u8], format: &str, versions: &[u32], key: &str) -> Result<&'a [u8]> {
-    let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(key, "no header line".into()))?;
-    let header: Header = serde_json::from_slice(&bytes[..newline]).map_err(|e| corrupt(key, format!("header: {e}")))?;
-    if header.format != format || !versions.contains(&header.format_version) || header.signature.is_some() {
-        return Err(corrupt(
-            key,
-            format!(
-                "format {:?} version {}, expected {format:?} version {versions:?}",
-                header.format, header.format_version
-            ),
-        ));
-    }
-    let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
-    if hex::encode(Sha256::digest(body)) != header.body_sha256 {
-        return Err(corrupt(key, "body SHA-256 does not match the header: the object was altered or truncated".into()));
+    let (header, body) = unwrap_header(bytes, format, versions, key)?;
+    if header.signature.is_some() {
+        return Err(corrupt(key, format!("a {format} document is never signed")));
     }
     Ok(body)
 }
@@ -424,7 +415,11 @@ fn wrap_signed(format: &str, body: &[u8], sign: impl Fn(&str) -> Option<Signatur
     let body_sha256 = hex::encode(Sha256::digest(body));
     let signature = sign(&body_sha256);
     let format_version = if signature.is_some() { SIGNED_FORMAT_VERSION } else { FORMAT_VERSION };
-    let header = Header { format: format.into(), format_version, body_sha256, signature };
+    frame(Header { format: format.into(), format_version, body_sha256, signature }, body)
+}
+
+/// `header` as one JSON line, then `body` and a newline.
+fn frame(header: Header, body: &[u8]) -> Vec<u8> {
     let mut out = serde_json::to_vec(&header).expect("header serializes");
     out.push(b'\n');
     out.extend_from_slice(body);
@@ -433,23 +428,24 @@ fn wrap_signed(format: &str, body: &[u8], sign: impl Fn(&str) -> Option<Signatur
 }
 
 fn unwrap<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<&'a [u8]> {
-    let (header, body) = unwrap_header(bytes, format, key)?;
+    let (header, body) = unwrap_header(bytes, format, &FORMAT_VERSIONS_READ, key)?;
     if header.signature.is_some() && format != FORMAT {
         return Err(corrupt(key, "only manifest versions are signed".into()));
     }
     Ok(body)
 }
 
-fn unwrap_header<'a>(bytes: &'a [u8], format: &str, key: &str) -> Result<(Header, &'a [u8])> {
+/// The header and body of a two-line document: `format`, one of `versions`, body SHA-256.
+fn unwrap_header<'a>(bytes: &'a [u8], format: &str, versions: &[u32], key: &str) -> Result<(Header, &'a [u8])> {
     let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(key, "no header line".into()))?;
     let header: Header = serde_json::from_slice(&bytes[..newline]).map_err(|e| corrupt(key, format!("header: {e}")))?;
     if header.format != format {
         return Err(corrupt(key, format!("format {:?}, expected {format:?}", header.format)));
     }
-    if !FORMAT_VERSIONS_READ.contains(&header.format_version) {
+    if !versions.contains(&header.format_version) {
         return Err(corrupt(
             key,
-            format!("format_version {} is not supported by this build (reads 1 to 3)", header.format_version),
+            format!("format_version {} is not supported by this build (reads {versions:?})", header.format_version),
         ));
     }
     let body = bytes[newline + 1..].strip_suffix(b"\n").unwrap_or(&bytes[newline + 1..]);
