@@ -28,6 +28,23 @@ pub struct Config {
     pub server: ServerSection,
     pub kafka: KafkaSection,
     pub integrity: IntegritySection,
+    pub replica: ReplicaSection,
+}
+
+/// Read-only replicas (`tierlog serve --replica`): serving the bucket without local segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSection {
+    /// How often a replica looks for new manifest versions and topics in the bucket: new
+    /// data becomes visible within this (once the writer has tiered it). Each look costs
+    /// about two HEAD requests per partition.
+    pub refresh_ms: u64,
+}
+
+impl Default for ReplicaSection {
+    fn default() -> Self {
+        ReplicaSection { refresh_ms: 5_000 }
+    }
 }
 
 /// Proving the archive (docs/AUDIT.md).
@@ -327,6 +344,7 @@ impl Default for Config {
             server: ServerSection::default(),
             kafka: KafkaSection::default(),
             integrity: IntegritySection::default(),
+            replica: ReplicaSection::default(),
         }
     }
 }
@@ -378,6 +396,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("reader.prefetch_bytes", 0, 1 << 34),
     ("reader.concurrency", 1, 256),
     ("reader.timeout_ms", 100, 3_600_000),
+    ("replica.refresh_ms", 100, 86_400_000),
     ("server.max_body_bytes", 1024, 1 << 30),
     ("server.max_records_per_request", 1, 10_000_000),
     ("server.max_produce_bytes_in_flight", 65_536, 1 << 40),

@@ -35,6 +35,11 @@ pub enum Error {
     Locked { dir: PathBuf, holder: String },
     #[error("data directory {0} is opened read-only; this operation needs the writer")]
     ReadOnly(PathBuf),
+    /// A write to a read-only replica (`serve --replica`): it serves what the bucket holds.
+    #[error(
+        "{what}: this node is a read-only replica of {remote}: it serves what the bucket holds and takes no writes; send writes to the writer node"
+    )]
+    Replica { what: String, remote: String },
     #[error("topic '{0}' does not exist (list topics with `tierlog topic list`)")]
     UnknownTopic(String),
     #[error("topic '{0}' already exists")]
@@ -94,7 +99,7 @@ impl Error {
                 _ => ErrorKind::Data,
             },
             Error::Corrupt { .. } | Error::Damaged { .. } => ErrorKind::Data,
-            Error::Locked { .. } | Error::ReadOnly(_) => ErrorKind::Fenced,
+            Error::Locked { .. } | Error::ReadOnly(_) | Error::Replica { .. } => ErrorKind::Fenced,
             Error::UnknownTopic(_)
             | Error::TopicExists(_)
             | Error::InvalidTopicName { .. }

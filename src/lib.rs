@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod groups;
 pub mod reader;
+pub mod replica;
 pub mod restore;
 pub mod sample;
 pub mod serve;

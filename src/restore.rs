@@ -194,7 +194,7 @@ pub async fn restore(
 }
 
 /// A catalog restore can trust: valid unique names, partition counts in range, known settings.
-fn check_catalog(catalog: &Catalog) -> Result<()> {
+pub(crate) fn check_catalog(catalog: &Catalog) -> Result<()> {
     let mut names = std::collections::BTreeSet::new();
     for spec in &catalog.topics {
         crate::topic::validate_name(&spec.name)?;
@@ -315,7 +315,7 @@ async fn history_writers(
     Ok(ids)
 }
 
-fn metadata(spec: &catalog::CatalogTopic) -> Result<TopicMetadata> {
+pub(crate) fn metadata(spec: &catalog::CatalogTopic) -> Result<TopicMetadata> {
     let timestamp_type = match spec.settings.get("message.timestamp.type") {
         Some(value) => value.parse::<TimestampType>().map_err(Error::Invalid)?,
         None => TimestampType::default(),

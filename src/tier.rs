@@ -156,6 +156,10 @@ impl Tiering {
 
     /// Like [`start`](Self::start) with an already built store (tests wrap it with faults).
     pub async fn start_with(log: Log, remote: RemoteStore) -> Result<Tiering> {
+        if let Some(replica_of) = log.replica_of() {
+            // A replica never writes to the bucket (not even the conditional-write probe).
+            return Err(Error::Replica { what: "tiering".into(), remote: replica_of.to_string() });
+        }
         if !log.is_writable() {
             return Err(Error::ReadOnly(log.data_dir().to_path_buf()));
         }

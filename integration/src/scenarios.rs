@@ -202,12 +202,29 @@ pub async fn verify_detects_tampering(s3: &S3Target) {
 /// Every record of t/0 as the unified reader serves it over `store` (offset, append time,
 /// timestamp, value).
 pub async fn replay_all(log: &Log, store: &RemoteStore) -> Vec<(u64, Option<i64>, i64, Vec<u8>)> {
+    replay_topic(log, store, "t", 0).await
+}
+
+/// A unified reader of `log` over `store` (in-process tests cannot give the default
+/// credential chain the fixture's keys).
+pub fn reader(log: &Log, store: &RemoteStore) -> tierlog::reader::Reader {
     use tierlog::reader::{Reader, settings};
     use tierlog_tiering::remote_reader::RemoteReader;
-    let reader = Reader::with_remote(log.clone(), RemoteReader::new(store.clone(), settings(log.config())));
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    Reader::with_remote(log.clone(), RemoteReader::new(store.clone(), settings(log.config())))
+}
+
+/// Every record of `topic/partition`, from its first available offset, as the unified
+/// reader serves it over `store`.
+pub async fn replay_topic(
+    log: &Log,
+    store: &RemoteStore,
+    topic: &str,
+    partition: u32,
+) -> Vec<(u64, Option<i64>, i64, Vec<u8>)> {
+    let reader = reader(log, store);
+    let p = log.topic(topic).unwrap().partition(partition).unwrap().clone();
     let mut out = Vec::new();
-    let mut next = 0;
+    let mut next = reader.start_offset(&p).await.unwrap();
     loop {
         let records = reader.read(&p, next, 64 * 1024).await.unwrap();
         let Some(last) = records.last() else { break };
@@ -242,4 +259,110 @@ pub async fn restore_round_trip(s3: &S3Target) {
     assert!(report[0].error.is_none() && report[0].remote_end_offset == 481, "{report:?}");
     let (problems, _) = run_verify(&store, &deep()).await;
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Every object key under the store's prefix with its size and ETag: what a test compares to
+/// prove that something wrote nothing to the bucket.
+pub async fn bucket_listing(store: &RemoteStore) -> BTreeMap<String, (u64, Option<String>)> {
+    use futures::TryStreamExt;
+    let prefix = store.key(&[]);
+    let objects: Vec<_> = store.store.list(Some(&prefix)).try_collect().await.unwrap();
+    objects.into_iter().map(|o| (o.location.to_string(), (o.size, o.e_tag))).collect()
+}
+
+/// Appends `batches` batches of 20 records to `t/0` of a `tiered_history` log, seals and
+/// tiers them (one manifest version).
+pub async fn tier_more(log: &Log, tiering: &Tiering, topic: &str, batches: u64) {
+    let p = log.topic(topic).unwrap().partition(0).unwrap().clone();
+    for _ in 0..batches {
+        let i = p.end_offset();
+        let records: Vec<_> =
+            (i..i + 20).map(|n| tierlog::sample::payment_event(n, 1_700_000_000_000 + n as i64, 300)).collect();
+        p.append(&records, 1_700_000_000_000 + i as i64).unwrap();
+    }
+    p.seal_active(1_700_000_000_000 + p.end_offset() as i64).unwrap();
+    let reports = tiering.run_once(None, false).await.unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+}
+
+/// Read-only replicas next to a running writer on one bucket: each serves the writer's
+/// history (records, time and as-of lookups), follows new manifest versions and topics on
+/// refresh (followers woken), refuses every write, never writes to the bucket, and keeps its
+/// own directory apart from any writer's.
+pub async fn replica_follows_writer(s3: &S3Target) {
+    use tierlog::error::Error;
+    use tierlog::replica::Replica;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("replica");
+    let store = s3.store(&prefix);
+    let writer = tiered_history(s3, &dir.path().join("writer"), &prefix, 2, None).await;
+    let tiering = Tiering::start_with(writer.clone(), store.clone()).await.unwrap();
+    let replica_config = |name: &str| Config { data_dir: dir.path().join(name), ..writer.config().clone() };
+
+    let listing = bucket_listing(&store).await;
+    let mut first = Replica::open(replica_config("replica-1"), store.clone()).await.unwrap();
+    let mut second = Replica::open(replica_config("replica-2"), store.clone()).await.unwrap();
+    let history = replay_topic(&writer, &store, "t", 0).await;
+    assert_eq!(history.len(), 320);
+    for replica in [&first, &second] {
+        assert_eq!(replay_topic(replica.log(), &store, "t", 0).await, history, "a replica serves the writer's history");
+    }
+    let (wp, rp) = (
+        writer.topic("t").unwrap().partition(0).unwrap().clone(),
+        first.log().topic("t").unwrap().partition(0).unwrap().clone(),
+    );
+    let (wr, rr) = (reader(&writer, &store), reader(first.log(), &store));
+    for time in [1_700_000_000_000, 1_700_000_000_100, 1_700_000_000_250, 1_800_000_000_000] {
+        assert_eq!(rr.offset_for_time(&rp, time).await.unwrap(), wr.offset_for_time(&wp, time).await.unwrap());
+        assert_eq!(rr.offset_as_of(&rp, time).await.unwrap(), wr.offset_as_of(&wp, time).await.unwrap());
+    }
+
+    // Writes are refused, whoever asks.
+    let record = tierlog::sample::payment_event(0, 0, 10);
+    assert!(matches!(rp.append(std::slice::from_ref(&record), 0), Err(Error::Replica { .. })));
+    assert!(matches!(first.log().create_topic("new", 1), Err(Error::Replica { .. })));
+    assert!(matches!(first.log().allocate_producer_id(), Err(Error::Replica { .. })));
+    assert!(matches!(Tiering::start_with(first.log().clone(), store.clone()).await, Err(Error::Replica { .. })));
+    assert_eq!(bucket_listing(&store).await, listing, "replicas wrote nothing to the bucket");
+
+    // The writer goes on: a new manifest version and a new topic.
+    tier_more(&writer, &tiering, "t", 8).await;
+    let u = writer.create_topic("u", 1).unwrap().partition(0).unwrap().clone();
+    tier_more(&writer, &tiering, "u", 3).await;
+    assert_eq!((rp.end_offset(), first.log().topic("u").is_err()), (320, true), "nothing changes before a refresh");
+    let woken = rp.watch_end();
+    let refreshed = first.refresh().await.unwrap();
+    assert_eq!((refreshed.topics_added.clone(), refreshed.errors.clone()), (vec!["u".to_string()], vec![]));
+    assert!(woken.has_changed().unwrap(), "followers are woken by a refresh that moves the end");
+    assert_eq!((rp.end_offset(), rp.start_offset()), (480, 480));
+    assert_eq!(replay_topic(first.log(), &store, "t", 0).await, replay_topic(&writer, &store, "t", 0).await);
+    assert_eq!(replay_topic(first.log(), &store, "u", 0).await.len() as u64, u.end_offset());
+    second.refresh().await.unwrap();
+    assert_eq!(replay_topic(second.log(), &store, "u", 0).await, replay_topic(&writer, &store, "u", 0).await);
+    let after = bucket_listing(&store).await;
+    let again = first.refresh().await.unwrap();
+    assert_eq!((again.topics_added.len(), again.partitions_advanced), (0, 0), "an idle refresh changes nothing");
+    assert_eq!(bucket_listing(&store).await, after, "replicas wrote nothing to the bucket");
+
+    // Directories stay apart: a writer's is not a replica's, nor a replica's a writer's.
+    let err = Replica::open(replica_config("writer"), store.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("not a replica's directory"), "{err}");
+    let err = Log::open(replica_config("replica-2")).err().unwrap().to_string();
+    assert!(err.contains("read-only replica's directory"), "{err}");
+    let err = Replica::open(replica_config("replica-2"), store.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("locked"), "a running replica's directory is locked: {err}");
+    let other_prefix = s3.unique_prefix("other");
+    let other = s3.store(&other_prefix);
+    let mut elsewhere = replica_config("replica-2");
+    s3.configure(&mut elsewhere, &other_prefix);
+    drop(second);
+    let err = Replica::open(elsewhere, other).await.err().unwrap().to_string();
+    assert!(err.contains("is a replica of"), "{err}");
+
+    // A replica restarted in its directory keeps its own groups and rebuilds its view.
+    tierlog::groups::commit(first.log().data_dir(), "audit", "t", &BTreeMap::from([(0, 100)])).unwrap();
+    drop((rp, rr, first));
+    let reopened = Replica::open(replica_config("replica-1"), store.clone()).await.unwrap();
+    assert_eq!(tierlog::groups::load(reopened.log().data_dir(), "audit", "t").unwrap()[&0], 100);
+    assert_eq!(replay_topic(reopened.log(), &store, "t", 0).await, replay_topic(&writer, &store, "t", 0).await);
 }

@@ -65,8 +65,12 @@ pub struct ConsumeArgs {
     pub follow: bool,
     /// Consumer group: resume from its committed offsets (unless a --from-* flag is given)
     /// and commit after records are printed.
-    #[arg(long, value_name = "G")]
+    #[arg(long, value_name = "G", conflicts_with = "replica")]
     pub group: Option<String>,
+    /// Read from the bucket in [remote] alone, as a read-only replica (no data directory
+    /// needed; --follow sees new tiered data within replica.refresh_ms).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +83,9 @@ pub struct OffsetsArgs {
     /// had at T (the partition's as-of cut).
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub as_of: Option<i64>,
+    /// Answer from the bucket in [remote] alone, as a read-only replica (no data directory).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +95,9 @@ pub struct SnapshotArgs {
     /// The instant: RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d.
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub as_of: i64,
+    /// Answer from the bucket in [remote] alone, as a read-only replica (no data directory).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 struct Cursor {
@@ -117,13 +127,58 @@ impl Cursor {
 }
 
 pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
+    check_replica_args(global, args.replica)?;
     if global.server.is_some() {
         super::client::Client::new(global)?.consume(&args)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if args.replica {
+        return runtime.block_on(async {
+            let (_dir, replica) = open_replica(global).await?;
+            let (_stop, stopped) = tokio::sync::watch::channel(false);
+            let log = replica.log().clone();
+            let refresher = args.follow.then(|| replica.spawn(stopped));
+            let done = consume(Reader::new(log), args).await;
+            if let Some(refresher) = refresher {
+                refresher.abort();
+            }
+            done
+        });
+    }
+    let log = Log::open_read_only(global.load_config()?)?;
     runtime.block_on(consume(Reader::new(log), args))
+}
+
+/// `--replica` reads the bucket itself: it has nothing to do with a server's URL.
+fn check_replica_args(global: &GlobalArgs, replica: bool) -> Result<()> {
+    if replica && global.server.is_some() {
+        anyhow::bail!(
+            "--replica reads the bucket in [remote] directly; it does not combine with --server / TIERLOG_SERVER"
+        );
+    }
+    Ok(())
+}
+
+/// A read-only replica of the configured bucket, in a temporary directory (removed when the
+/// returned guard drops): for commands that read the bucket without a data directory.
+async fn open_replica(global: &GlobalArgs) -> Result<(tempfile::TempDir, tierlog::replica::Replica)> {
+    let mut config = global.load_config()?;
+    let dir = tempfile::Builder::new().prefix("tierlog-replica-").tempdir()?;
+    config.data_dir = dir.path().to_path_buf();
+    let remote = tierlog::tier::connect(&config).await?;
+    let replica = tierlog::replica::Replica::open(config, remote).await?;
+    Ok((dir, replica))
+}
+
+/// The log a read command works on: the data directory, read-only, or with `replica` a
+/// replica of the bucket (its directory guard must live as long as the log).
+async fn open_for_reading(global: &GlobalArgs, replica: bool) -> Result<(Option<tempfile::TempDir>, Log)> {
+    if replica {
+        let (dir, replica) = open_replica(global).await?;
+        return Ok((Some(dir), replica.log().clone()));
+    }
+    Ok((None, Log::open_read_only(global.load_config()?)?))
 }
 
 async fn consume(reader: Reader, args: ConsumeArgs) -> Result<ExitCode> {
@@ -210,6 +265,7 @@ fn commit(log: &Log, args: &ConsumeArgs, cursors: &[Cursor]) -> Result<()> {
 }
 
 pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
+    check_replica_args(global, args.replica)?;
     if global.server.is_some() {
         super::client::Client::new(global)?.offsets(&args)?;
         return Ok(ExitCode::SUCCESS);
@@ -217,9 +273,9 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
     if let Some(time) = args.as_of {
         tierlog::reader::check_as_of(time, tierlog::partition::now_ms())?;
     }
-    let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let (_dir, log) = open_for_reading(global, args.replica).await?;
         let reader = Reader::new(log.clone());
         let topic = log.topic(&args.topic)?;
         for p in &topic.partitions {
@@ -238,14 +294,15 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
 /// partition of the topics, one JSON line each. The cut is consistent across partitions and
 /// topics: one writer appends them all and stamps every batch from the same clock.
 pub fn snapshot(global: &GlobalArgs, args: SnapshotArgs) -> Result<ExitCode> {
+    check_replica_args(global, args.replica)?;
     tierlog::reader::check_as_of(args.as_of, tierlog::partition::now_ms())?;
     if global.server.is_some() {
         super::client::Client::new(global)?.snapshot(&args)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let log = Log::open_read_only(global.load_config()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let (_dir, log) = open_for_reading(global, args.replica).await?;
         let reader = Reader::new(log.clone());
         for line in tierlog::reader::snapshot(&reader, &args.topics, args.as_of).await? {
             println!("{line}");

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tierlog::Log;
+use tierlog::replica::Replica;
 use tierlog::serve::http::{AppState, router};
 use tierlog::tier::Tiering;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,6 +26,12 @@ pub struct ServeArgs {
     /// see docs/KAFKA.md).
     #[arg(long, value_name = "ADDR")]
     pub kafka_listen: Option<String>,
+    /// Serve as a read-only replica of the bucket in [remote]: history and time lookups from
+    /// the bucket alone, new tiered data within replica.refresh_ms, every write refused
+    /// (HTTP 405, Kafka POLICY_VIOLATION); nothing is ever written to the bucket. --data-dir
+    /// is the replica's own directory (new, empty, or an earlier replica's of this bucket).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
@@ -44,15 +51,37 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         config.kafka.listen = kafka;
     }
     let kafka = config.kafka.listen_addr(&config.server)?;
-    let log = Log::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(log, addr, kafka))?;
+    if args.replica {
+        let data_dir = config.data_dir.clone();
+        let replica = runtime
+            .block_on(async {
+                let remote = tierlog::tier::connect(&config).await?;
+                Replica::open(config, remote).await
+            })
+            .with_context(|| format!("starting the replica in {}", data_dir.display()))?;
+        runtime.block_on(serve(replica.log().clone(), addr, kafka, Background::Replica(replica)))?;
+    } else {
+        let log = Log::open(config)?;
+        runtime.block_on(serve(log, addr, kafka, Background::Tiering))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<()> {
+/// What runs beside the front ends: the writer tiers, a replica follows the bucket.
+enum Background {
+    Tiering,
+    Replica(Replica),
+}
+
+async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background: Background) -> Result<()> {
     let mut tiering_stats = None;
-    let background = if log.config().tiering.enabled {
+    let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
+    let mut refresher = None;
+    let background = if let Background::Replica(replica) = background {
+        refresher = Some(replica.spawn(refresh_stopped));
+        None
+    } else if log.config().tiering.enabled {
         match Tiering::start(log.clone()).await {
             Ok(tiering) => {
                 tiering_stats = Some(tiering.stats.clone());
@@ -77,7 +106,14 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
         Some(kafka) => Some(start_kafka(kafka, state.clone()).await?),
         None => None,
     };
-    eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?);
+    match log.replica_of() {
+        Some(remote) => eprintln!(
+            "tierlog serving a read-only replica of {remote} on http://{} (its directory: {})",
+            listener.local_addr()?,
+            log.data_dir().display()
+        ),
+        None => eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?),
+    }
     let shutdown_state = state.clone();
     let limits = state.limits.clone();
     tierlog::serve::http::serve(listener, router(state), &limits, async move {
@@ -95,6 +131,10 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>) -> Result<
     }
     if let Some(background) = background {
         background.stop().await;
+    }
+    if let Some(refresher) = refresher {
+        let _ = stop_refresh.send(true);
+        let _ = refresher.await;
     }
     log.flush()?;
     eprintln!("tierlog: stopped cleanly");

@@ -388,6 +388,8 @@ impl From<Error> for ApiError {
         let status = match (&e, e.kind()) {
             (Error::UnknownTopic(_) | Error::UnknownPartition { .. }, _) => StatusCode::NOT_FOUND,
             (Error::TopicExists(_), _) => StatusCode::CONFLICT,
+            // A replica takes no writes, whoever asks: the method is not allowed here.
+            (Error::Replica { .. }, _) => StatusCode::METHOD_NOT_ALLOWED,
             (Error::RecordTooLarge { .. } | Error::RecordLimit { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
             (Error::OffsetBelowStart { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
             (_, ErrorKind::Invalid) => StatusCode::BAD_REQUEST,

@@ -18,6 +18,8 @@ use crate::topic::{self, Topic};
 
 /// In a data directory a restore is writing (`tierlog restore`); only restore opens it.
 pub const RESTORE_MARKER: &str = "restore-in-progress.json";
+/// In a read-only replica's directory (`serve --replica`); only a replica opens it.
+pub const REPLICA_MARKER: &str = "replica.json";
 
 #[derive(Clone)]
 pub struct Log {
@@ -28,6 +30,8 @@ struct Inner {
     config: Config,
     host: Host,
     writable: bool,
+    /// A read-only replica's log: the bucket it serves (see `crate::replica`).
+    replica_of: Option<String>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Idempotent producers' ids (the writer's only).
     producer_ids: Option<IdAllocator>,
@@ -44,21 +48,45 @@ impl Log {
     /// is always the OS lock on `config.data_dir`, which must exist on the real file system.
     pub fn open_on(host: Host, config: Config) -> Result<Log> {
         check_not_restoring(&host, &config.data_dir)?;
-        Log::open_writer(host, config)
+        check_not_replica(&host, &config.data_dir)?;
+        Log::open_writer(host, config, None)
     }
 
     /// [`open`](Self::open) for `tierlog restore`, into the directory it is restoring.
     pub fn open_restoring(config: Config) -> Result<Log> {
-        Log::open_writer(Host::os(), config)
+        check_not_replica(&Host::os(), &config.data_dir)?;
+        Log::open_writer(Host::os(), config, None)
     }
 
-    fn open_writer(host: Host, config: Config) -> Result<Log> {
+    /// Opens a read-only replica's own directory (`crate::replica` prepares it) for the
+    /// replica of `remote`: it holds the directory's lock, but refuses every append, topic
+    /// creation and producer id; only the replica's refresher adds topics and moves the
+    /// partitions' (empty) local logs forward.
+    pub fn open_replica(config: Config, remote: &str) -> Result<Log> {
+        Log::open_writer(Host::os(), config, Some(remote.to_string()))
+    }
+
+    fn open_writer(host: Host, config: Config, replica_of: Option<String>) -> Result<Log> {
         let dir = config.data_dir.clone();
         host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create data directory", e))?;
         host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
         let lock = DirLock::acquire(&dir)?;
-        let log = Log::open_with(host, config, true, Some(lock))?;
+        if replica_of.is_some() {
+            // A replica's topics are a view of the bucket, rebuilt at every start by its
+            // refresher (they hold no records): the view of an earlier run goes, under the lock.
+            if !host.disk.is_file(&dir.join(REPLICA_MARKER)) {
+                return Err(Error::Invalid(format!(
+                    "{}: not a replica's directory (no {REPLICA_MARKER})",
+                    dir.display()
+                )));
+            }
+            let topics = dir.join("topics");
+            std::fs::remove_dir_all(&topics).map_err(|e| Error::io(&topics, "remove the earlier replica view", e))?;
+            host.disk.create_dir_all(&topics).map_err(|e| Error::io(&topics, "create", e))?;
+            host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
+        }
+        let log = Log::open_with(host, config, true, replica_of, Some(lock))?;
         if log.inner.config.durability.fsync == FsyncPolicy::Interval {
             start_flusher(Arc::downgrade(&log.inner), Duration::from_millis(log.inner.config.durability.interval_ms));
         }
@@ -74,22 +102,29 @@ impl Log {
     /// [`open_read_only`](Self::open_read_only) on another host.
     pub fn open_read_only_on(host: Host, config: Config) -> Result<Log> {
         check_not_restoring(&host, &config.data_dir)?;
+        check_not_replica(&host, &config.data_dir)?;
         if !host.disk.is_dir(&config.data_dir.join("topics")) {
             return Err(Error::Invalid(format!(
                 "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
                 config.data_dir.display()
             )));
         }
-        Log::open_with(host, config, false, None)
+        Log::open_with(host, config, false, None, None)
     }
 
-    fn open_with(host: Host, config: Config, writable: bool, lock: Option<DirLock>) -> Result<Log> {
+    fn open_with(
+        host: Host,
+        config: Config,
+        writable: bool,
+        replica_of: Option<String>,
+        lock: Option<DirLock>,
+    ) -> Result<Log> {
         let mut topics = BTreeMap::new();
         for name in list_topic_names(&host, &config.data_dir)? {
             let topic = Topic::open(&host, &config.data_dir, &name, &config, writable)?;
-            topics.insert(name, Arc::new(topic));
+            topics.insert(name, mark_replica(Arc::new(topic), replica_of.as_deref()));
         }
-        let producer_ids = if writable {
+        let producer_ids = if writable && replica_of.is_none() {
             let remembered =
                 topics.values().flat_map(|t| t.partitions.iter()).filter_map(|p| p.max_producer_id()).max();
             let floor = remembered.map_or(0, |id| id.saturating_add(1));
@@ -98,7 +133,7 @@ impl Log {
             None
         };
         let topics = RwLock::new(topics);
-        Ok(Log { inner: Arc::new(Inner { config, host, writable, topics, producer_ids, _lock: lock }) })
+        Ok(Log { inner: Arc::new(Inner { config, host, writable, replica_of, topics, producer_ids, _lock: lock }) })
     }
 
     /// Whether `id` was handed out by [`Self::allocate_producer_id`] (in this or an earlier
@@ -111,6 +146,7 @@ impl Log {
     /// A producer id no idempotent producer of this data directory had before (Kafka's
     /// InitProducerId); the writer's only.
     pub fn allocate_producer_id(&self) -> Result<i64> {
+        self.check_not_replica("a producer id")?;
         match &self.inner.producer_ids {
             Some(ids) => ids.allocate(),
             None => Err(Error::ReadOnly(self.data_dir().to_path_buf())),
@@ -134,6 +170,18 @@ impl Log {
         self.inner.writable
     }
 
+    /// The bucket a read-only replica serves; `None` for a writer or a read-only view.
+    pub fn replica_of(&self) -> Option<&str> {
+        self.inner.replica_of.as_deref()
+    }
+
+    fn check_not_replica(&self, what: &str) -> Result<()> {
+        match &self.inner.replica_of {
+            Some(remote) => Err(Error::Replica { what: what.to_string(), remote: remote.clone() }),
+            None => Ok(()),
+        }
+    }
+
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
         self.create_topic_with(name, partitions, crate::batch::TimestampType::default())
     }
@@ -145,6 +193,7 @@ impl Log {
         partitions: u32,
         timestamp_type: crate::batch::TimestampType,
     ) -> Result<Arc<Topic>> {
+        self.check_not_replica(&format!("creating topic '{name}'"))?;
         if !self.inner.writable {
             return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
         }
@@ -169,6 +218,7 @@ impl Log {
         }
         let topic =
             Arc::new(Topic::create_restored(&self.inner.host, self.data_dir(), spec, starts, &self.inner.config)?);
+        let topic = mark_replica(topic, self.replica_of());
         topics.insert(spec.name.clone(), topic.clone());
         Ok(topic)
     }
@@ -269,6 +319,27 @@ fn list_topic_names(host: &Host, data_dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A replica's topics refuse every append.
+fn mark_replica(topic: Arc<Topic>, replica_of: Option<&str>) -> Arc<Topic> {
+    if let Some(remote) = replica_of {
+        topic.partitions.iter().for_each(|p| p.refuse_appends(remote));
+    }
+    topic
+}
+
+/// A read-only replica's directory is opened by the replica only: its topics are a view of
+/// the bucket, rebuilt at every start, and nothing in it may be written as a log.
+pub fn check_not_replica(host: &Host, data_dir: &Path) -> Result<()> {
+    if host.disk.is_file(&data_dir.join(REPLICA_MARKER)) {
+        return Err(Error::Invalid(format!(
+            "{}: this is a read-only replica's directory ({REPLICA_MARKER} is there): serve it with `tierlog serve --replica`, \
+             or use another --data-dir",
+            data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A data directory a restore has not finished is not opened: its topics, group offsets and

@@ -92,6 +92,8 @@ pub struct Partition {
     state: Mutex<State>,
     /// The end offset, published after every append, so followers wait without polling.
     end_watch: tokio::sync::watch::Sender<u64>,
+    /// Set on a read-only replica's partitions (the bucket URL): every append is refused.
+    replica_of: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +149,17 @@ impl Partition {
         let state = recover(host, topic, id, &dir, policy, writable)?;
         let end_watch = tokio::sync::watch::Sender::new(state.active.index.next_offset);
         let host = host.clone();
-        Ok(Partition { topic: topic.to_string(), id, dir, host, policy, writable, state: Mutex::new(state), end_watch })
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir,
+            host,
+            policy,
+            writable,
+            state: Mutex::new(state),
+            end_watch,
+            replica_of: std::sync::OnceLock::new(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -185,6 +197,63 @@ impl Partition {
         self.lock().producers.max_id()
     }
 
+    /// Marks the partition as a read-only replica's of `remote` (the bucket it serves):
+    /// every append is refused from now on with [`Error::Replica`].
+    pub fn refuse_appends(&self, remote: &str) {
+        let _ = self.replica_of.set(remote.to_string());
+    }
+
+    fn check_appendable(&self) -> Result<()> {
+        if let Some(remote) = self.replica_of.get() {
+            let what = format!("{}/{}", self.topic, self.id);
+            return Err(Error::Replica { what, remote: remote.clone() });
+        }
+        if !self.writable {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        }
+        Ok(())
+    }
+
+    /// A replica's partition, whose local log is always empty (every offset below its start
+    /// is read from the bucket): moves the start and end to `start`, the remote tier's new
+    /// end, and wakes the followers. The new empty segment is created before the old one is
+    /// removed, under the partition's lock, so a reader in this process sees either the old
+    /// end or the new one. Refused on a partition holding records (that would cut them) and
+    /// backwards (offsets the followers were told about would vanish).
+    pub fn advance_empty(&self, start: u64) -> Result<()> {
+        let mut state = self.lock();
+        let end = state.active.index.next_offset;
+        if self.replica_of.get().is_none()
+            || !self.writable
+            || !state.sealed.is_empty()
+            || !state.active.index.is_empty()
+        {
+            return Err(Error::Invalid(format!(
+                "{}/{}: only a replica's empty local log can be moved forward (it ends at {end})",
+                self.topic, self.id
+            )));
+        }
+        if start <= end {
+            if start < end {
+                return Err(Error::Invalid(format!(
+                    "{}/{}: the bucket now ends at offset {start}, before {end} which this replica served: the remote history went backwards; \
+                     stop the replica and run `tierlog verify` on the bucket",
+                    self.topic, self.id
+                )));
+            }
+            return Ok(());
+        }
+        let disk = &*self.host.disk;
+        let fresh =
+            Segment::create(disk, &self.dir, start, self.policy.index_interval_bytes, self.host.clock.now_ms())?;
+        let old = std::mem::replace(&mut state.active, fresh);
+        self.publish_ack_end(&state);
+        drop(state);
+        self.end_watch.send_replace(start);
+        drop(old);
+        segment::remove_files(disk, &self.dir, end)
+    }
+
     /// Bytes in the active segment.
     pub fn active_bytes(&self) -> u64 {
         self.lock().active.index.bytes
@@ -195,9 +264,7 @@ impl Partition {
     /// reject the whole call before anything is written, and an I/O error leaves none of the
     /// call's records in the log, even when the call had rolled segments (see the module doc).
     pub fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
-        if !self.writable {
-            return Err(Error::ReadOnly(self.dir.clone()));
-        }
+        self.check_appendable()?;
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
         let groups = split_by_size(records, self.batch_bytes_target());
@@ -212,9 +279,7 @@ impl Partition {
     /// may exceed `segment.max_bytes` as a single large record may; otherwise as
     /// [`Self::append`].
     pub fn append_stamped(&self, records: &[Record], producer: ProducerStamp, now_ms: i64) -> Result<Produced> {
-        if !self.writable {
-            return Err(Error::ReadOnly(self.dir.clone()));
-        }
+        self.check_appendable()?;
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
         let bytes: usize = HEADER_BYTES + records.iter().map(batch::record_encoded_len).sum::<usize>();
@@ -239,8 +304,8 @@ impl Partition {
         if bytes.len() > self.batch_bytes_target() + HEADER_BYTES && header.producer.is_none() {
             return None;
         }
-        if !self.writable {
-            return Some(Err(Error::ReadOnly(self.dir.clone())));
+        if let Err(e) = self.check_appendable() {
+            return Some(Err(e));
         }
         let count = views.len();
         let checked = self.check_views(&views);

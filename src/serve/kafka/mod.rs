@@ -388,6 +388,8 @@ fn error_code(e: &Error) -> ResponseError {
             ResponseError::OutOfOrderSequenceNumber
         }
         Error::Config(_) | Error::Invalid(_) | Error::AppendTimeUnknown { .. } => ResponseError::InvalidRequest,
+        // Not retriable: a replica never becomes writable by waiting.
+        Error::Replica { .. } => ResponseError::PolicyViolation,
         Error::Io { .. }
         | Error::Stopped { .. }
         | Error::Corrupt { .. }
