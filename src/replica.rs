@@ -69,7 +69,7 @@ impl Replica {
         prepare_dir(&config.data_dir, &url)?;
         // Every offset below a partition's (empty) local log is read from the bucket.
         config.tiering.enabled = true;
-        let log = Log::open_replica(config, &remote.display)?;
+        let log = Log::open_replica(config, &url)?;
         let mut replica = Replica { log, remote, catalog_version: 0, versions: BTreeMap::new() };
         let first = replica.refresh().await?;
         if let Some(error) = first.errors.first() {

@@ -108,9 +108,9 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
     };
     match log.replica_of() {
         Some(remote) => eprintln!(
-            "tierlog serving a read-only replica of {remote} on http://{} (its directory: {})",
-            listener.local_addr()?,
-            log.data_dir().display()
+            "tierlog serving a read-only replica of {remote} (its own directory: {}) on http://{}",
+            log.data_dir().display(),
+            listener.local_addr()?
         ),
         None => eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?),
     }

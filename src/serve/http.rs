@@ -522,6 +522,11 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
     state.authorize(request.headers(), Right::Write, Some(topic))?;
     let topic = state.log.topic(topic)?;
+    if let Some(remote) = state.log.replica_of() {
+        // Before the body is read: nothing of it could be written.
+        let what = format!("producing to '{}'", topic.name());
+        return Err(Error::Replica { what, remote: remote.to_string() }.into());
+    }
     let explicit = match query.partition {
         Some(p) => Some(
             p.parse::<u32>()
