@@ -110,7 +110,12 @@ impl Reader {
         }
         let remote = self.remote().await?;
         match remote.read_at(&partition.topic, partition.id, offset).await? {
-            Some(chunk) => Batches::of_chunk(&chunk, offset).map(Some),
+            Some(chunk) => {
+                let mut batches = Batches::of_chunk(&chunk, offset)?;
+                // Never past the log's end: a restore to a point ends inside what the bucket holds.
+                batches.end_before(partition.end_offset());
+                Ok(Some(batches))
+            }
             None => {
                 // Not remote: maybe a read-only view is behind the writer's local segments.
                 partition.refresh()?;
@@ -139,7 +144,8 @@ impl Reader {
             if let Some(chunk) = remote.read_for_time(&partition.topic, partition.id, time, local_start).await? {
                 let records = Batches::of_chunk(&chunk, chunk.first_offset)?.records_from(chunk.first_offset)?;
                 let hit = records.iter().find(|r| r.record.timestamp >= time);
-                return hit.map(|r| r.offset).ok_or_else(|| {
+                // A hit past the log's end (a restore to a point) is no hit: the end is the answer.
+                return hit.map(|r| r.offset.min(partition.end_offset())).ok_or_else(|| {
                     Error::Remote(tierlog_tiering::Error::Corrupt {
                         key: chunk.key.clone(),
                         reason: format!("chunk {} promised a record ≥ {time}", chunk.chunk),
@@ -178,7 +184,8 @@ impl Reader {
                     .map_err(|(at, e)| batches.corrupt(at, e))?;
                 return match found {
                     Some((offset, Some(true))) => Err(unknown(offset)),
-                    Some((offset, _)) => Ok(offset),
+                    // Past the log's end (a restore to a point): everything the log holds was known.
+                    Some((offset, _)) => Ok(offset.min(partition.end_offset())),
                     None => Err(Error::Remote(tierlog_tiering::Error::Corrupt {
                         key: chunk.key.clone(),
                         reason: format!("chunk {} promised a batch appended after {time}", chunk.chunk),
@@ -314,6 +321,20 @@ impl Batches {
                 *position += header.length as u64;
             }
         }
+    }
+
+    /// Drops the batches from the first one starting at or after `end` on (a log that ends
+    /// inside a remote chunk). The first batch is always kept: it holds the offset asked for.
+    fn end_before(&mut self, end: u64) {
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let header = batch::peek_frame(&self.bytes[at..]).expect("batches were validated when read");
+            if at > 0 && header.base_offset >= end {
+                break;
+            }
+            at += header.length;
+        }
+        self.bytes.truncate(at);
     }
 
     /// Keeps the leading whole batches that fit in `max_bytes`, and at least the first when

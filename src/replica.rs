@@ -33,18 +33,69 @@ use crate::error::{Error, Result};
 use crate::log::REPLICA_MARKER;
 use crate::tier::{self, PartitionState};
 
-/// What `replica.json` records: the bucket (and prefix) the directory is a replica of.
+/// What `replica.json` records: the bucket (and prefix) the directory is a replica of, and
+/// for a restore to a point, where it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
     version: u32,
     url: String,
     created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    point: Option<Point>,
+}
+
+/// A restore to a point: what was asked, and (once computed) where each partition ends.
+/// Until `ends` is filled in, the restore was interrupted and nothing opens the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    pub to: PointSpec,
+    /// The topics restored (every topic of the catalog at the time, when not chosen).
+    pub topics: Vec<String>,
+    /// Per topic, per partition: the offset the restored log ends at (exclusive).
+    #[serde(default)]
+    pub ends: BTreeMap<String, Vec<u64>>,
+}
+
+/// Where a restore to a point ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointSpec {
+    /// Before this offset, in every partition, rounded down to the batch holding it (a
+    /// Kafka fetch serves whole batches).
+    ToOffset(u64),
+    /// What the log had appended at or before this instant (the as-of cut, ms).
+    ToTime(i64),
+}
+
+/// One partition of a restore to a point (a line of `tierlog restore --to-…`'s output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointPartition {
+    pub topic: String,
+    pub partition: u32,
+    /// Where the restored log ends (exclusive): it serves offsets below it.
+    pub end_offset: u64,
+    /// Where the bucket's history ends today.
+    pub remote_end_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointReport {
+    pub to: PointSpec,
+    pub topics: usize,
+    pub partitions: usize,
+    pub group_snapshot_version: Option<u64>,
+    pub group_offsets: usize,
+    pub group_offsets_clamped: usize,
+    /// Whether this run finished an interrupted one (or found it finished).
+    pub resumed: bool,
 }
 
 /// A replica: its log (the view of the bucket) and what the refresher last saw.
 pub struct Replica {
     log: Log,
     remote: RemoteStore,
+    /// A restore to a point: nothing moves.
+    pinned: bool,
     catalog_version: u64,
     /// Per partition: the manifest version the view reflects.
     versions: BTreeMap<(String, u32), u64>,
@@ -64,13 +115,27 @@ impl Replica {
     /// empty; refusing a directory that is not a replica's, or a replica of another bucket)
     /// and builds the view of `remote`: every topic of its catalog, each partition ending
     /// where the bucket's manifest ends.
-    pub async fn open(mut config: Config, remote: RemoteStore) -> Result<Replica> {
+    pub async fn open(config: Config, remote: RemoteStore) -> Result<Replica> {
+        let (marker, _) = prepare_dir(&config.data_dir, &config.remote_url(), None)?;
+        Replica::open_prepared(config, remote, marker.point.as_ref()).await
+    }
+
+    async fn open_prepared(mut config: Config, remote: RemoteStore, point: Option<&Point>) -> Result<Replica> {
         let url = config.remote_url();
-        prepare_dir(&config.data_dir, &url)?;
         // Every offset below a partition's (empty) local log is read from the bucket.
         config.tiering.enabled = true;
         let log = Log::open_replica(config, &url)?;
-        let mut replica = Replica { log, remote, catalog_version: 0, versions: BTreeMap::new() };
+        let mut replica = Replica { log, remote, pinned: false, catalog_version: 0, versions: BTreeMap::new() };
+        if let Some(point) = point {
+            if point.ends.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: a restore to a point was interrupted here: run the same `tierlog restore` again to finish it",
+                    replica.log.data_dir().display()
+                )));
+            }
+            replica.build_pinned(point).await?;
+            return Ok(replica);
+        }
         let first = replica.refresh().await?;
         if let Some(error) = first.errors.first() {
             return Err(Error::Invalid(format!("building the replica view of {}: {error}", replica.remote.display)));
@@ -79,6 +144,50 @@ impl Replica {
             tracing::warn!(bucket = %replica.remote.display, "the bucket holds no topic catalog yet: serving no topics until the writer's first tiering pass writes one");
         }
         Ok(replica)
+    }
+
+    /// The view of a restore to a point: its topics, each partition ending where `point` says
+    /// (checked against the bucket, which must still hold that much).
+    async fn build_pinned(&mut self, point: &Point) -> Result<()> {
+        self.pinned = true;
+        let catalog = catalog::latest_catalog(&self.remote, 0)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("{} holds no topic catalog any more", self.remote.display)))?;
+        for (name, ends) in &point.ends {
+            let spec = catalog.topics.iter().find(|t| &t.name == name).ok_or_else(|| {
+                Error::Invalid(format!("topic {name} of this restore is not in the bucket's catalog any more"))
+            })?;
+            if spec.partitions as usize != ends.len() {
+                return Err(Error::Invalid(format!(
+                    "topic {name}: {} partitions in the catalog, {} in this restore",
+                    spec.partitions,
+                    ends.len()
+                )));
+            }
+            let manifests = self.manifests(spec).await?;
+            for (p, (manifest, end)) in manifests.iter().zip(ends).enumerate() {
+                if manifest.next_offset() < *end {
+                    return Err(Error::Invalid(format!(
+                        "{name}/{p}: this restore ends at offset {end}, but the bucket's history now ends at {}: \
+                         the history went backwards; run `tierlog verify` on the bucket",
+                        manifest.next_offset()
+                    )));
+                }
+            }
+            let starts: Vec<_> = ends.iter().map(|end| (*end, None)).collect();
+            self.create_topic(spec, &manifests, &starts)?;
+        }
+        Ok(())
+    }
+
+    /// The newest manifest of every partition of a catalog topic.
+    async fn manifests(&self, spec: &catalog::CatalogTopic) -> Result<Vec<tierlog_tiering::manifest::Manifest>> {
+        let reader = Writer { id: "replica".into(), epoch: 0 };
+        let mut manifests = Vec::new();
+        for p in 0..spec.partitions {
+            manifests.push(ManifestStore::open(self.remote.clone(), &spec.name, p, reader.clone(), 0).await?.current);
+        }
+        Ok(manifests)
     }
 
     pub fn log(&self) -> &Log {
@@ -90,6 +199,9 @@ impl Replica {
     /// went backwards) is reported in [`Refreshed::errors`] and keeps serving what it had.
     pub async fn refresh(&mut self) -> Result<Refreshed> {
         let mut refreshed = Refreshed::default();
+        if self.pinned {
+            return Ok(refreshed);
+        }
         if let Some(catalog) = catalog::latest_catalog(&self.remote, self.catalog_version).await?
             && catalog.version > self.catalog_version
         {
@@ -147,14 +259,21 @@ impl Replica {
     /// Creates a topic of the catalog in the view, each partition ending where the bucket
     /// ends (the next refresh records the manifest versions).
     async fn add_topic(&mut self, spec: &catalog::CatalogTopic) -> Result<()> {
-        let reader = Writer { id: "replica".into(), epoch: 0 };
-        let mut manifests = Vec::new();
-        for p in 0..spec.partitions {
-            manifests.push(ManifestStore::open(self.remote.clone(), &spec.name, p, reader.clone(), 0).await?.current);
-        }
+        let manifests = self.manifests(spec).await?;
         let starts: Vec<_> = manifests.iter().map(|m| (m.next_offset(), None)).collect();
-        let topic = self.log.restore_topic(&crate::restore::metadata(spec)?, &starts)?;
-        for (partition, manifest) in topic.partitions.iter().zip(&manifests) {
+        self.create_topic(spec, &manifests, &starts)
+    }
+
+    /// Creates a topic in the view whose partitions start (empty) at `starts`, recording the
+    /// manifest versions they reflect.
+    fn create_topic(
+        &mut self,
+        spec: &catalog::CatalogTopic,
+        manifests: &[tierlog_tiering::manifest::Manifest],
+        starts: &[(u64, Option<i64>)],
+    ) -> Result<()> {
+        let topic = self.log.restore_topic(&crate::restore::metadata(spec)?, starts)?;
+        for (partition, manifest) in topic.partitions.iter().zip(manifests) {
             let state = PartitionState {
                 manifest_version: manifest.manifest_version,
                 remote_end_offset: manifest.next_offset(),
@@ -195,8 +314,11 @@ impl Replica {
     }
 }
 
-/// Makes `dir` a replica's directory of `url`, or checks that it is one.
-fn prepare_dir(dir: &Path, url: &str) -> Result<()> {
+/// Makes `dir` a replica's directory of `url`, or checks that it is one; returns its marker
+/// and whether it was there before.
+/// With `point` (a restore to a point), the directory must be new or empty, or hold the same
+/// restore (interrupted or finished); without, it must not hold a restore to a point.
+fn prepare_dir(dir: &Path, url: &str, point: Option<&Point>) -> Result<(Marker, bool)> {
     let path = dir.join(REPLICA_MARKER);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -213,7 +335,20 @@ fn prepare_dir(dir: &Path, url: &str) -> Result<()> {
                     marker.url
                 )));
             }
-            return Ok(());
+            if let Some(asked) = point {
+                let same = marker.point.as_ref().is_some_and(|p| p.to == asked.to && p.topics == asked.topics);
+                if !same {
+                    return Err(Error::Invalid(format!(
+                        "{} already holds {}: restore into a new or empty directory",
+                        dir.display(),
+                        match &marker.point {
+                            Some(p) => format!("a restore to {:?} of topics {:?}", p.to, p.topics),
+                            None => "a live replica".to_string(),
+                        }
+                    )));
+                }
+            }
+            return Ok((marker, true));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&path, "read", e)),
@@ -231,9 +366,152 @@ fn prepare_dir(dir: &Path, url: &str) -> Result<()> {
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
-    let marker = Marker { version: 1, url: url.to_string(), created_ms: crate::partition::now_ms() };
+    let marker =
+        Marker { version: 1, url: url.to_string(), created_ms: crate::partition::now_ms(), point: point.cloned() };
+    write_marker(dir, &marker)?;
+    Ok((marker, false))
+}
+
+fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
+    let path = dir.join(REPLICA_MARKER);
     let disk = crate::disk::os();
-    disk.write_atomic(&path, &serde_json::to_vec_pretty(&marker).expect("marker serializes"))
+    disk.write_atomic(&path, &serde_json::to_vec_pretty(marker).expect("marker serializes"))
         .map_err(|e| Error::io(&path, "write", e))?;
     disk.sync_dir(dir).map_err(|e| Error::io(dir, "fsync directory", e))
+}
+
+/// Restores `config.data_dir` to a point of the bucket's history: a read-only replica whose
+/// partitions end where `to` says (`topics`, or every topic the catalog lists — with
+/// [`PointSpec::ToTime`], every topic created by then) and never move, with the consumer
+/// groups of the newest group snapshot clamped to those ends. Serve it with `serve
+/// --replica`, or read it with `consume --data-dir`.
+///
+/// Why read-only: the bucket's history goes on past the point, so a log that continued
+/// writing from there would fork it under the same prefix — the splice the manifests exist
+/// to prevent. (A writable copy would need its own prefix; see docs/AUDIT.md.)
+///
+/// Resumable: the marker is written first with the request; the ends go into it last, after
+/// the group offsets, so an interrupted run is finished by running it again.
+pub async fn restore_to_point(
+    config: Config,
+    remote: RemoteStore,
+    topics: &[String],
+    to: PointSpec,
+    on_partition: &(dyn Fn(&PointPartition, usize) + Sync),
+) -> Result<PointReport> {
+    if let PointSpec::ToTime(time) = to {
+        crate::reader::check_as_of(time, crate::partition::now_ms())?;
+    }
+    let catalog = catalog::latest_catalog(&remote, 0)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("{} holds no topic catalog: nothing to restore", remote.display)))?;
+    crate::restore::check_catalog(&catalog)?;
+    let known: Vec<&str> = catalog.topics.iter().map(|t| t.name.as_str()).collect();
+    if let Some(missing) = topics.iter().find(|t| !known.contains(&t.as_str())) {
+        return Err(Error::UnknownTopic(format!("{missing} (the bucket's catalog lists {known:?})")));
+    }
+    let chosen: Vec<String> = match (topics.is_empty(), to) {
+        (false, _) => topics.to_vec(),
+        (true, PointSpec::ToTime(time)) => {
+            catalog.topics.iter().filter(|t| t.created_ms <= time).map(|t| t.name.clone()).collect()
+        }
+        (true, PointSpec::ToOffset(_)) => catalog.topics.iter().map(|t| t.name.clone()).collect(),
+    };
+    if chosen.is_empty() {
+        let first = catalog.topics.iter().map(|t| t.created_ms).min();
+        return Err(Error::Invalid(format!(
+            "no topic of {} existed at {:?}{}: name the topics to restore with --topic",
+            remote.display,
+            to,
+            first.map(|ms| format!(" (the first was created at {})", crate::time::format_time(ms))).unwrap_or_default()
+        )));
+    }
+    let asked = Point { to, topics: chosen.clone(), ends: BTreeMap::new() };
+    let dir = config.data_dir.clone();
+    let (marker, resumed) = prepare_dir(&dir, &config.remote_url(), Some(&asked))?;
+    let (mut snapshot_version, mut group_offsets, mut clamped) = (None, 0, 0);
+    let finished = marker.point.as_ref().is_some_and(|p| !p.ends.is_empty());
+    if !finished {
+        let live = Replica::open_prepared(config.clone(), remote.clone(), None).await?;
+        let reader = crate::reader::Reader::with_remote(
+            live.log.clone(),
+            tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings(&config)),
+        );
+        let mut ends = BTreeMap::new();
+        for name in &chosen {
+            let topic = live.log.topic(name)?;
+            let mut topic_ends = Vec::new();
+            for partition in &topic.partitions {
+                topic_ends.push(point_end(&reader, partition, to).await?);
+            }
+            ends.insert(name.clone(), topic_ends);
+        }
+        let writers = crate::restore::history_writers(&remote, &catalog, &chosen).await?;
+        if let Some(snapshot) = catalog::latest_group_snapshot_by(&remote, &writers).await? {
+            snapshot_version = Some(snapshot.version);
+            for group in &snapshot.groups {
+                let Some(topic_ends) = ends.get(&group.topic) else { continue };
+                let mut offsets = BTreeMap::new();
+                for (&p, &offset) in &group.offsets {
+                    let Some(&end) = topic_ends.get(p as usize) else { continue };
+                    clamped += usize::from(offset > end);
+                    offsets.insert(p, offset.min(end));
+                }
+                if !offsets.is_empty() {
+                    group_offsets += offsets.len();
+                    crate::groups::commit(&dir, &group.group, &group.topic, &offsets)?;
+                }
+            }
+        }
+        drop((reader, live));
+        // Last: from here on the directory is a finished restore.
+        write_marker(&dir, &Marker { point: Some(Point { ends, ..asked }), ..marker })?;
+    }
+    let pinned = Replica::open(config, remote).await?;
+    let topics = pinned.log.topics();
+    let total: usize = topics.iter().map(|t| t.partitions.len()).sum();
+    for topic in &topics {
+        for partition in &topic.partitions {
+            let restored = PointPartition {
+                topic: topic.name().to_string(),
+                partition: partition.id,
+                end_offset: partition.end_offset(),
+                remote_end_offset: tier::read_partition_state(partition).remote_end_offset,
+            };
+            on_partition(&restored, total);
+        }
+    }
+    Ok(PointReport {
+        to,
+        topics: topics.len(),
+        partitions: total,
+        group_snapshot_version: snapshot_version,
+        group_offsets,
+        group_offsets_clamped: clamped,
+        resumed,
+    })
+}
+
+/// Where a partition's restore to a point ends, in a live view (its empty log starts at the
+/// bucket's end).
+async fn point_end(
+    reader: &crate::reader::Reader,
+    partition: &std::sync::Arc<crate::partition::Partition>,
+    to: PointSpec,
+) -> Result<u64> {
+    let remote_end = partition.end_offset();
+    match to {
+        PointSpec::ToTime(time) => reader.offset_as_of(partition, time).await,
+        PointSpec::ToOffset(offset) => {
+            let start = reader.start_offset(partition).await?;
+            if offset >= remote_end || offset <= start {
+                return Ok(offset.clamp(start, remote_end));
+            }
+            // Rounded down to the batch holding `offset`: whole batches only.
+            let batches = reader.read_batches(partition, offset, 1).await?.ok_or_else(|| {
+                Error::Invalid(format!("{}/{}: offset {offset} not found below the end", partition.topic, partition.id))
+            })?;
+            Ok(batches.base_offset)
+        }
+    }
 }

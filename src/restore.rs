@@ -297,7 +297,7 @@ async fn plan(
 }
 
 /// The writer ids of the newest manifest versions of `topics`: whose history is restored.
-async fn history_writers(
+pub(crate) async fn history_writers(
     remote: &RemoteStore,
     catalog: &Catalog,
     topics: &[String],

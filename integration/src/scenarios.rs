@@ -366,3 +366,95 @@ pub async fn replica_follows_writer(s3: &S3Target) {
     assert_eq!(tierlog::groups::load(reopened.log().data_dir(), "audit", "t").unwrap()[&0], 100);
     assert_eq!(replay_topic(reopened.log(), &store, "t", 0).await, replay_topic(&writer, &store, "t", 0).await);
 }
+
+/// Restores to a point (`--to-time`, `--to-offset`) serve exactly the history up to that
+/// point, never move while the writer goes on, take no writes, clamp group offsets to the
+/// point, can be read with a plain read-only open, and finish when run again after an
+/// interruption.
+pub async fn restore_to_point(s3: &S3Target) {
+    use tierlog::replica::{self, PointSpec, Replica};
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("point");
+    let store = s3.store(&prefix);
+    let writer = tiered_history(s3, &dir.path().join("writer"), &prefix, 3, None).await;
+    tierlog::groups::commit(writer.data_dir(), "billing", "t", &BTreeMap::from([(0, 300)])).unwrap();
+    tierlog::groups::commit(writer.data_dir(), "audit", "t", &BTreeMap::from([(0, 100)])).unwrap();
+    let tiering = Tiering::start_with(writer.clone(), store.clone()).await.unwrap();
+    tier_more(&writer, &tiering, "t", 1).await; // publishes the group snapshot
+    let history = replay_topic(&writer, &store, "t", 0).await;
+    assert_eq!(history.len(), 500);
+    let config = |name: &str| Config { data_dir: dir.path().join(name), ..writer.config().clone() };
+
+    // tiered_history appends the batch at offset i at 1_700_000_000_000 + i, 20 records each:
+    // as of …250 the log held the batches up to 240..259.
+    let lines = std::sync::Mutex::new(Vec::new());
+    let on = |p: &replica::PointPartition, _: usize| lines.lock().unwrap().push(p.clone());
+    let at = PointSpec::ToTime(1_700_000_000_250);
+    // The topic was created (by the wall clock) after these made-up append times: by default
+    // a restore to a time leaves out topics created after it, so it is named.
+    let err = replica::restore_to_point(config("none"), store.clone(), &[], at, &on).await.unwrap_err().to_string();
+    assert!(err.contains("no topic of") && err.contains("--topic"), "{err}");
+    let t = ["t".to_string()];
+    let report = replica::restore_to_point(config("at-time"), store.clone(), &t, at, &on).await.unwrap();
+    assert_eq!((report.topics, report.partitions, report.resumed), (1, 1, false));
+    assert_eq!((report.group_offsets, report.group_offsets_clamped), (2, 1));
+    let line = lines.lock().unwrap()[0].clone();
+    assert_eq!((line.end_offset, line.remote_end_offset), (260, 500));
+    let pinned = Replica::open(config("at-time"), store.clone()).await.unwrap();
+    assert_eq!(replay_topic(pinned.log(), &store, "t", 0).await, history[..260].to_vec());
+    let groups = |log: &Log, group: &str| tierlog::groups::load(log.data_dir(), group, "t").unwrap()[&0];
+    assert_eq!((groups(pinned.log(), "billing"), groups(pinned.log(), "audit")), (260, 100), "clamped to the point");
+    // Time lookups answer within the point: nothing after it exists there.
+    let (p, r) = (pinned.log().topic("t").unwrap().partition(0).unwrap().clone(), reader(pinned.log(), &store));
+    assert_eq!(r.offset_for_time(&p, 1_700_000_000_100).await.unwrap(), 100);
+    assert_eq!(r.offset_for_time(&p, 1_700_000_000_400).await.unwrap(), 260);
+    assert_eq!(r.offset_as_of(&p, 1_700_000_000_400).await.unwrap(), 260);
+    let record = tierlog::sample::payment_event(0, 0, 10);
+    assert!(matches!(p.append(std::slice::from_ref(&record), 0), Err(tierlog::error::Error::Replica { .. })));
+
+    // The writer goes on; the restored point does not move.
+    tier_more(&writer, &tiering, "t", 2).await;
+    let mut pinned = pinned;
+    assert_eq!(pinned.refresh().await.unwrap(), replica::Refreshed::default());
+    assert_eq!((p.end_offset(), replay_topic(pinned.log(), &store, "t", 0).await.len()), (260, 260));
+    drop((p, r, pinned));
+    // A plain read-only open reads a finished restore to a point (what `consume --data-dir` does).
+    let read_only = Log::open_read_only(config("at-time")).unwrap();
+    assert_eq!(replay_topic(&read_only, &store, "t", 0).await, history[..260].to_vec());
+    // Running it again finds it finished; another point in the same directory is refused.
+    let again = replica::restore_to_point(config("at-time"), store.clone(), &t, at, &|_, _| {}).await.unwrap();
+    assert!(again.resumed);
+    let other = PointSpec::ToTime(1_700_000_000_300);
+    let err = replica::restore_to_point(config("at-time"), store.clone(), &t, other, &|_, _| {}).await.unwrap_err();
+    assert!(err.to_string().contains("already holds a restore to"), "{err}");
+    let err = Log::open(config("at-time")).err().unwrap().to_string();
+    assert!(err.contains("read-only replica's directory"), "{err}");
+
+    // --to-offset: rounded down to the batch holding it; beyond the end: the end.
+    let mid = replica::restore_to_point(config("mid"), store.clone(), &[], PointSpec::ToOffset(250), &|_, _| {});
+    mid.await.unwrap();
+    let log = Replica::open(config("mid"), store.clone()).await.unwrap();
+    assert_eq!(replay_topic(log.log(), &store, "t", 0).await, history[..240].to_vec());
+    let all = PointSpec::ToOffset(1_000_000);
+    replica::restore_to_point(config("all"), store.clone(), &[], all, &|_, _| {}).await.unwrap();
+    let log = Replica::open(config("all"), store.clone()).await.unwrap();
+    assert_eq!(replay_topic(log.log(), &store, "t", 0).await.len(), 540);
+
+    // Interrupted before it recorded where each partition ends: nothing opens it, and the
+    // same restore run again finishes it.
+    let interrupted = dir.path().join("interrupted");
+    std::fs::create_dir_all(interrupted.join("groups")).unwrap();
+    let marker = serde_json::json!({
+        "version": 1, "url": writer.config().remote_url(), "created_ms": 0,
+        "point": {"to": {"to_time": 1_700_000_000_250_i64}, "topics": ["t"], "ends": {}}
+    });
+    std::fs::write(interrupted.join("replica.json"), marker.to_string()).unwrap();
+    let err = Replica::open(config("interrupted"), store.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("was interrupted"), "{err}");
+    assert!(Log::open_read_only(config("interrupted")).is_err());
+    let resumed = replica::restore_to_point(config("interrupted"), store.clone(), &t, at, &|_, _| {}).await.unwrap();
+    assert!(resumed.resumed);
+    let log = Replica::open(config("interrupted"), store.clone()).await.unwrap();
+    assert_eq!(replay_topic(log.log(), &store, "t", 0).await, history[..260].to_vec());
+    assert_eq!(groups(log.log(), "billing"), 260);
+}

@@ -38,12 +38,14 @@ async fn restore_round_trip_against_minio() {
     tierlog_integration::scenarios::restore_round_trip(&s3).await;
 }
 
-/// Read-only replicas serve and follow a writer on MinIO, and never write to it.
+/// Read-only replicas serve and follow a writer on MinIO, and never write to it; a restore to
+/// a point serves exactly that history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
 async fn replicas_against_minio() {
     let (_container, s3) = minio().await;
     tierlog_integration::scenarios::replica_follows_writer(&s3).await;
+    tierlog_integration::scenarios::restore_to_point(&s3).await;
 }
 
 /// A MinIO container with the test bucket, and the target that talks to it (the container

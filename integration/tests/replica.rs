@@ -31,6 +31,11 @@ fn events(from: u64, n: u64) -> String {
         .collect()
 }
 
+/// `prefix` then `args`.
+fn with<'a>(prefix: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+    prefix.iter().map(String::as_str).chain(args.iter().copied()).collect()
+}
+
 /// `tierlog serve --replica` as a child process; killed on drop.
 struct ReplicaServer {
     child: Child,
@@ -199,9 +204,6 @@ async fn serve_replica_serves_history_follows_new_data_and_refuses_writes() {
 
     // Without any data directory: consume and offsets read the bucket alone.
     let nowhere = vec!["--data-dir".to_string(), dir.path().join("never-created").display().to_string()];
-    fn with<'a>(nowhere: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
-        nowhere.iter().map(String::as_str).chain(args.iter().copied()).collect()
-    }
     for p in 0..2 {
         let writer_view = consume(&config, &env, p, &[]);
         let ps = p.to_string();
@@ -222,4 +224,56 @@ async fn serve_replica_serves_history_follows_new_data_and_refuses_writes() {
     assert!(!dir.path().join("never-created").exists(), "--replica needs no data directory");
     let refused = run(&config, &env, &["--server", &server.base, "offsets", "payments", "--replica"], "");
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--server"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_point_serves_exactly_that_history_and_never_moves() {
+    let s3 = S3Target::start();
+    scenarios::restore_to_point(&s3).await;
+}
+
+#[test]
+fn restore_to_offset_from_the_cli_is_read_only_and_readable_with_consume() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3.unique_prefix("cli-point");
+    let config = write_config(dir.path(), &s3, &prefix);
+    let env = s3.child_env();
+    let node = |args: &[&str]| run(&config, &env, args, "");
+    ok(run(&config, &env, &["topic", "create", "payments", "--partitions", "2"], ""), "create");
+    for from in (0..800).step_by(40) {
+        // One batch per partition per produce: small batches, so the point falls inside one.
+        ok(run(&config, &env, &["produce", "payments", "--input-format", "json"], &events(from, 40)), "produce");
+    }
+    ok(node(&["tier", "run"]), "tier run");
+    let full: Vec<Vec<Value>> = (0..2).map(|p| consume(&config, &env, p, &[])).collect();
+
+    let point = dir.path().join("point");
+    let at = vec!["--data-dir".to_string(), point.display().to_string()];
+    let out = ok(node(&with(&at, &["restore", "--to-offset", "150"])), "restore --to-offset");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines[..2] {
+        let end = line["end_offset"].as_u64().unwrap();
+        assert!(end <= 150 && end > 100, "rounded down to a batch boundary: {line}");
+    }
+    assert_eq!(lines[2]["read_only"], true);
+    for p in 0..2u32 {
+        let end = lines[p as usize]["end_offset"].as_u64().unwrap() as usize;
+        let ps = p.to_string();
+        let read = json_lines(&ok(
+            node(&with(&at, &["consume", "payments", "--partition", &ps, "--from-beginning"])),
+            "consume",
+        ));
+        assert_eq!(read, full[p as usize][..end].to_vec(), "partition {p} up to the point, byte for byte");
+    }
+    let refused = run(&config, &env, &with(&at, &["produce", "payments"]), "late\n");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("replica"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let again = run(&config, &env, &with(&at, &["restore", "--to-offset", "300"]), "");
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds"));
 }

@@ -153,9 +153,14 @@ Examples:
         after_help = "Prints one JSON line per partition restored, then {\"restored\":{..}}. The data directory must be
 new or empty, or hold an interrupted restore (running the same command again finishes it).
 
+With --to-offset or --to-time the result is a read-only copy of history up to that point (the bucket's
+history goes on past it, so it cannot take writes): serve it with `serve --replica`, or read it with
+`consume --data-dir`. Prints one JSON line per partition ({\"topic\",\"partition\",\"end_offset\",\"remote_end_offset\"}).
+
 Examples:
   tierlog --config prod.toml --data-dir /var/lib/tierlog-new restore
-  tierlog --config prod.toml --data-dir /var/lib/tierlog-new restore --topic payments --take-over"
+  tierlog --config prod.toml --data-dir /var/lib/tierlog-new restore --topic payments --take-over
+  tierlog --config prod.toml --data-dir /srv/tierlog-0303 restore --to-time 2026-03-03T14:02:00Z"
     )]
     Restore(restore::RestoreArgs),
     /// Run the guided tour on an embedded local setup: write payment events, read them back.

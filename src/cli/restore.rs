@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tierlog::replica::{self, PointSpec};
 use tierlog::restore::{self, RestoreOptions};
 
 use super::GlobalArgs;
@@ -16,13 +17,29 @@ pub struct RestoreArgs {
     /// Continue under a new writer identity and fence the old writer now (a take-over
     /// version on every partition's manifest). Without it the restored node continues the old
     /// writer's identity; a still-running old node is then fenced at its next commit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["to_offset", "to_time"])]
     pub take_over: bool,
+    /// Restore to a point: every partition ends before this offset (rounded down to the
+    /// batch holding it). The result is read-only (history goes on past it in the bucket).
+    #[arg(long, value_name = "N", conflicts_with = "to_time")]
+    pub to_offset: Option<u64>,
+    /// Restore to a point: what the log had appended at or before T (RFC 3339, a date,
+    /// epoch ms, s:<epoch s>, or -15m/-1h/-2d). The result is read-only.
+    #[arg(long, value_name = "T", value_parser = tierlog::time::parse_time)]
+    pub to_time: Option<i64>,
 }
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
     let config = global.load_config()?;
     let data_dir = config.data_dir.clone();
+    let point = match (args.to_offset, args.to_time) {
+        (Some(offset), _) => Some(PointSpec::ToOffset(offset)),
+        (_, Some(time)) => Some(PointSpec::ToTime(time)),
+        _ => None,
+    };
+    if let Some(to) = point {
+        return restore_to_point(config, &args.topics, to);
+    }
     let options = RestoreOptions { topics: args.topics, take_over: args.take_over };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let progress = indicatif::ProgressBar::new(0).with_message(format!("restoring into {}", data_dir.display()));
@@ -38,5 +55,29 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
     progress.finish_and_clear();
     let report = report.with_context(|| format!("restoring {}", data_dir.display()))?;
     println!("{}", serde_json::json!({ "restored": report }));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore --to-offset/--to-time`: a read-only directory of the bucket's history up to a point.
+fn restore_to_point(config: tierlog::config::Config, topics: &[String], to: PointSpec) -> Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let progress = indicatif::ProgressBar::new(0).with_message(format!("restoring into {}", data_dir.display()));
+    let on_partition = |restored: &replica::PointPartition, total: usize| {
+        progress.set_length(total as u64);
+        progress.inc(1);
+        progress.suspend(|| println!("{}", serde_json::to_string(restored).expect("a partition serializes")));
+    };
+    let report = runtime.block_on(async {
+        let remote = tierlog::tier::connect(&config).await?;
+        replica::restore_to_point(config, remote, topics, to, &on_partition).await
+    });
+    progress.finish_and_clear();
+    let report = report.with_context(|| format!("restoring {} to a point", data_dir.display()))?;
+    println!("{}", serde_json::json!({ "restored": report, "read_only": true }));
+    eprintln!(
+        "read-only: serve it with `tierlog --data-dir {dir} serve --replica`, or read it with `tierlog --data-dir {dir} consume TOPIC`",
+        dir = data_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

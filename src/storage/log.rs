@@ -48,13 +48,13 @@ impl Log {
     /// is always the OS lock on `config.data_dir`, which must exist on the real file system.
     pub fn open_on(host: Host, config: Config) -> Result<Log> {
         check_not_restoring(&host, &config.data_dir)?;
-        check_not_replica(&host, &config.data_dir)?;
+        check_not_replica(&host, &config.data_dir, false)?;
         Log::open_writer(host, config, None)
     }
 
     /// [`open`](Self::open) for `tierlog restore`, into the directory it is restoring.
     pub fn open_restoring(config: Config) -> Result<Log> {
-        check_not_replica(&Host::os(), &config.data_dir)?;
+        check_not_replica(&Host::os(), &config.data_dir, false)?;
         Log::open_writer(Host::os(), config, None)
     }
 
@@ -102,7 +102,7 @@ impl Log {
     /// [`open_read_only`](Self::open_read_only) on another host.
     pub fn open_read_only_on(host: Host, config: Config) -> Result<Log> {
         check_not_restoring(&host, &config.data_dir)?;
-        check_not_replica(&host, &config.data_dir)?;
+        check_not_replica(&host, &config.data_dir, true)?;
         if !host.disk.is_dir(&config.data_dir.join("topics")) {
             return Err(Error::Invalid(format!(
                 "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
@@ -330,16 +330,29 @@ fn mark_replica(topic: Arc<Topic>, replica_of: Option<&str>) -> Arc<Topic> {
 }
 
 /// A read-only replica's directory is opened by the replica only: its topics are a view of
-/// the bucket, rebuilt at every start, and nothing in it may be written as a log.
-pub fn check_not_replica(host: &Host, data_dir: &Path) -> Result<()> {
-    if host.disk.is_file(&data_dir.join(REPLICA_MARKER)) {
-        return Err(Error::Invalid(format!(
-            "{}: this is a read-only replica's directory ({REPLICA_MARKER} is there): serve it with `tierlog serve --replica`, \
-             or use another --data-dir",
-            data_dir.display()
-        )));
+/// the bucket, rebuilt at every start, and nothing in it may be written as a log. A finished
+/// restore to a point (its marker names where every partition ends) is also opened read-only
+/// when `read_only` (its view does not move, so `consume --data-dir` can read it).
+pub fn check_not_replica(host: &Host, data_dir: &Path, read_only: bool) -> Result<()> {
+    let path = data_dir.join(REPLICA_MARKER);
+    if !host.disk.is_file(&path) {
+        return Ok(());
     }
-    Ok(())
+    let pinned = host
+        .disk
+        .read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|marker| marker["point"]["ends"].as_object().is_some_and(|ends| !ends.is_empty()));
+    if read_only && pinned {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{}: this is a read-only replica's directory ({REPLICA_MARKER} is there): serve it with `tierlog serve --replica`{}, \
+         or use another --data-dir",
+        data_dir.display(),
+        if pinned { " or read it with `tierlog consume`" } else { " or read the bucket with `consume --replica`" }
+    )))
 }
 
 /// A data directory a restore has not finished is not opened: its topics, group offsets and
