@@ -130,7 +130,7 @@ Examples:
     Group(group::GroupCommand),
     /// Serve the HTTP/JSON API (docs/HTTP.md) and optionally Kafka (docs/KAFKA.md), tier in the background, stop cleanly on SIGTERM.
     #[command(
-        after_help = "Example:\n  tierlog serve --listen 127.0.0.1:7070 --kafka-listen 127.0.0.1:9092\n  curl -s localhost:7070/v1/topics"
+        after_help = "Examples:\n  tierlog serve --listen 127.0.0.1:7070 --kafka-listen 127.0.0.1:9092\n  curl -s localhost:7070/v1/topics\n  tierlog --config prod.toml --data-dir /var/lib/tierlog-replica serve --replica   # read-only, from the bucket alone"
     )]
     Serve(serve::ServeArgs),
     /// Move sealed segments to the remote tier and inspect it.
