@@ -1083,3 +1083,44 @@ fn review_e2c5_injected_fsync_failures_around_rolls_keep_append_times_and_the_cl
         }
     }
 }
+
+/// A replica's partition moves its empty log forward by creating the next segment before
+/// removing the old one: when the creation fails (a directory fsync), it keeps serving its
+/// old end, wakes no follower, leaves no new file behind, and moves at the next attempt. A
+/// partition holding records is never moved, nor is one moved backwards.
+#[test]
+fn a_replica_partition_that_cannot_create_its_next_segment_keeps_its_old_end_and_moves_later() {
+    let f = fixture(FsyncPolicy::Never);
+    let log = f.open().unwrap();
+    let spec = tierlog::topic::TopicMetadata {
+        version: 0,
+        name: "t".into(),
+        partitions: 1,
+        created_ms: 0,
+        timestamp_type: Default::default(),
+    };
+    let p = log.restore_topic(&spec, &[(100, None)]).unwrap().partition(0).unwrap().clone();
+    assert!(p.advance_empty(150).is_err(), "only a replica's partition moves");
+    p.refuse_appends("s3://bucket/prefix");
+    assert!(matches!(p.append(&records(0..1), 1_000), Err(Error::Replica { .. })));
+    let woken = p.watch_end();
+    f.disk.fail_dir_sync_after(0);
+    assert!(p.advance_empty(150).is_err());
+    assert_eq!((p.start_offset(), p.end_offset()), (100, 100));
+    assert!(!woken.has_changed().unwrap(), "no follower is told about an end that did not happen");
+    assert!(f.disk.is_file(&f.segment(100)) && !f.disk.is_file(&f.segment(150)), "no half-made segment");
+    p.advance_empty(150).unwrap();
+    assert_eq!((p.start_offset(), p.end_offset()), (150, 150));
+    assert!(woken.has_changed().unwrap());
+    assert!(!f.disk.is_file(&f.segment(100)) && f.disk.is_file(&f.segment(150)));
+    assert!(p.advance_empty(120).is_err(), "never backwards");
+    p.advance_empty(150).unwrap();
+    assert_eq!(p.end_offset(), 150);
+
+    // A partition holding records is never moved, replica or not.
+    let q = log.create_topic("u", 1).unwrap().partition(0).unwrap().clone();
+    q.append(&records(0..3), 1_000).unwrap();
+    q.refuse_appends("s3://bucket/prefix");
+    assert!(q.advance_empty(10).is_err());
+    assert_eq!(q.end_offset(), 3);
+}
