@@ -193,6 +193,9 @@ impl Reader {
                 };
             }
         }
+        if self.log.is_live_replica() {
+            return Err(self.not_known_yet(partition, time).await);
+        }
         let local = partition.clone();
         let cut = blocking::run(move || local.offset_as_of(time)).await?;
         let previous_unstamped = match cut.previous_unstamped {
@@ -205,6 +208,32 @@ impl Reader {
             None => None,
         };
         if previous_unstamped == Some(true) { Err(unknown(cut.offset)) } else { Ok(cut.offset) }
+    }
+}
+
+impl Reader {
+    /// A live replica asked for the as-of cut at a time no batch in the bucket was appended
+    /// after: it holds what the writer has tiered, so records the writer appended by then but
+    /// has not tiered yet would be left out, and the answer would change once they arrive.
+    async fn not_known_yet(&self, partition: &Partition, time: i64) -> Error {
+        let newest = match self.remote().await {
+            Ok(remote) => remote.manifest(&partition.topic, partition.id).await.ok().map(|m| m.max_append_time()),
+            Err(_) => None,
+        };
+        let holds = match newest.filter(|t| *t != tierlog_tiering::segment_object::NO_APPEND_TIME) {
+            Some(newest) => format!(
+                "its newest batch was appended at {}; ask for a time before that",
+                crate::time::format_time(newest)
+            ),
+            None => "it holds no batch with an append time yet".to_string(),
+        };
+        Error::Invalid(format!(
+            "{}/{}: what the log had at {} cannot be told by a replica: it holds what the writer has tiered, and \
+             the writer may have appended more by then that it has not tiered yet; {holds}, or ask the writer",
+            partition.topic,
+            partition.id,
+            crate::time::format_time(time)
+        ))
     }
 }
 

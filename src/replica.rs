@@ -99,6 +99,10 @@ pub struct Replica {
     catalog_version: u64,
     /// Per partition: the manifest version the view reflects.
     versions: BTreeMap<(String, u32), u64>,
+    /// What the first look at the bucket could not serve (retried by every refresh).
+    pub startup_errors: Vec<String>,
+    /// Serve only these topics of the catalog (all when empty).
+    only: Vec<String>,
 }
 
 /// What one look at the bucket changed.
@@ -116,16 +120,39 @@ impl Replica {
     /// and builds the view of `remote`: every topic of its catalog, each partition ending
     /// where the bucket's manifest ends.
     pub async fn open(config: Config, remote: RemoteStore) -> Result<Replica> {
-        let (marker, _) = prepare_dir(&config.data_dir, &config.remote_url(), None)?;
-        Replica::open_prepared(config, remote, marker.point.as_ref()).await
+        Replica::open_topics(config, remote, &[]).await
     }
 
-    async fn open_prepared(mut config: Config, remote: RemoteStore, point: Option<&Point>) -> Result<Replica> {
+    /// [`Self::open`] serving only `topics` (every topic when empty): a one-topic command
+    /// reads that topic's manifests only.
+    pub async fn open_topics(config: Config, remote: RemoteStore, topics: &[String]) -> Result<Replica> {
+        let url = replica_url(&config)?;
+        let lock = Log::lock_dir(&config.data_dir)?;
+        let (marker, _) = prepare_dir(&config.data_dir, &url, None)?;
+        Replica::open_prepared(config, remote, marker.point.as_ref(), lock, topics).await
+    }
+
+    /// Opens the directory `prepare_dir` marked under `lock`: live (`point` None) or pinned.
+    async fn open_prepared(
+        mut config: Config,
+        remote: RemoteStore,
+        point: Option<&Point>,
+        lock: crate::lock::DirLock,
+        only: &[String],
+    ) -> Result<Replica> {
         let url = config.remote_url();
         // Every offset below a partition's (empty) local log is read from the bucket.
         config.tiering.enabled = true;
-        let log = Log::open_replica(config, &url)?;
-        let mut replica = Replica { log, remote, pinned: false, catalog_version: 0, versions: BTreeMap::new() };
+        let log = Log::open_replica(config, &url, point.is_some(), lock)?;
+        let mut replica = Replica {
+            log,
+            remote,
+            pinned: false,
+            catalog_version: 0,
+            versions: BTreeMap::new(),
+            startup_errors: Vec::new(),
+            only: only.to_vec(),
+        };
         if let Some(point) = point {
             if point.ends.is_empty() {
                 return Err(Error::Invalid(format!(
@@ -137,9 +164,10 @@ impl Replica {
             return Ok(replica);
         }
         let first = replica.refresh().await?;
-        if let Some(error) = first.errors.first() {
-            return Err(Error::Invalid(format!("building the replica view of {}: {error}", replica.remote.display)));
+        for error in &first.errors {
+            tracing::warn!(bucket = %replica.remote.display, error = %error, "replica: not served yet, retried every replica.refresh_ms");
         }
+        replica.startup_errors = first.errors;
         if replica.catalog_version == 0 {
             tracing::warn!(bucket = %replica.remote.display, "the bucket holds no topic catalog yet: serving no topics until the writer's first tiering pass writes one");
         }
@@ -205,21 +233,40 @@ impl Replica {
         if let Some(catalog) = catalog::latest_catalog(&self.remote, self.catalog_version).await?
             && catalog.version > self.catalog_version
         {
-            crate::restore::check_catalog(&catalog)?;
-            for spec in &catalog.topics {
-                match self.log.topic(&spec.name) {
-                    Ok(topic) if topic.metadata.partitions != spec.partitions => refreshed.errors.push(format!(
-                        "topic {}: the catalog now gives {} partitions, the replica serves {}: restart the replica",
-                        spec.name, spec.partitions, topic.metadata.partitions
-                    )),
-                    Ok(_) => {}
-                    Err(_) => {
-                        self.add_topic(spec).await?;
-                        refreshed.topics_added.push(spec.name.clone());
+            // A topic that cannot be served is reported (every time) and retried; it never
+            // stops the others, nor the partitions below.
+            let mut complete = true;
+            let mut seen = std::collections::BTreeSet::new();
+            let only = self.only.clone();
+            for spec in catalog.topics.iter().filter(|t| only.is_empty() || only.contains(&t.name)) {
+                let problem = if !seen.insert(&spec.name) {
+                    Some("listed twice in the catalog".to_string())
+                } else if let Err(e) = crate::restore::check_catalog_topic(spec) {
+                    Some(e.to_string())
+                } else {
+                    match self.log.topic(&spec.name) {
+                        Ok(topic) if topic.metadata.partitions != spec.partitions => Some(format!(
+                            "the catalog now gives {} partitions, the replica serves {}: restart the replica",
+                            spec.partitions, topic.metadata.partitions
+                        )),
+                        Ok(_) => None,
+                        Err(_) => match self.add_topic(spec).await {
+                            Ok(()) => {
+                                refreshed.topics_added.push(spec.name.clone());
+                                None
+                            }
+                            Err(e) => Some(e.to_string()),
+                        },
                     }
+                };
+                if let Some(problem) = problem {
+                    refreshed.errors.push(format!("topic {:?}: {problem}", spec.name));
+                    complete = false;
                 }
             }
-            self.catalog_version = catalog.version;
+            if complete {
+                self.catalog_version = catalog.version;
+            }
         }
         let reader = Writer { id: "replica".into(), epoch: 0 };
         for topic in self.log.topics() {
@@ -239,16 +286,19 @@ impl Replica {
                     continue;
                 }
                 let end = manifest.next_offset();
-                if let Err(e) = partition.advance_empty(end) {
-                    refreshed.errors.push(e.to_string());
-                    continue;
-                }
                 let state = PartitionState {
                     manifest_version: manifest.manifest_version,
                     remote_end_offset: end,
                     ..PartitionState::default()
                 };
-                tier::write_partition_state(partition, &state)?;
+                // Moved first: a failed state write is retried next time (moving to the same
+                // end again changes nothing).
+                if let Err(e) =
+                    partition.advance_empty(end).and_then(|()| tier::write_partition_state(partition, &state))
+                {
+                    refreshed.errors.push(e.to_string());
+                    continue;
+                }
                 self.versions.insert(key, manifest.manifest_version);
                 refreshed.partitions_advanced += 1;
             }
@@ -298,7 +348,11 @@ impl Replica {
                 if *stop.borrow() {
                     return;
                 }
-                match self.refresh().await {
+                let refreshed = tokio::select! {
+                    refreshed = self.refresh() => refreshed,
+                    _ = stop.changed() => return,
+                };
+                match refreshed {
                     Ok(refreshed) => {
                         for error in &refreshed.errors {
                             tracing::warn!(error = %error, "replica refresh: a partition stays behind");
@@ -353,12 +407,7 @@ fn prepare_dir(dir: &Path, url: &str, point: Option<&Point>) -> Result<(Marker, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&path, "read", e)),
     }
-    let empty = match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(Error::io(dir, "read", e)),
-    };
-    if !empty {
+    if !crate::log::holds_nothing(dir)? {
         return Err(Error::Invalid(format!(
             "{} is not empty and is not a replica's directory: a replica needs a directory of its own \
              (it never opens a writer's data directory); give it a new or empty --data-dir",
@@ -370,6 +419,19 @@ fn prepare_dir(dir: &Path, url: &str, point: Option<&Point>) -> Result<(Marker, 
         Marker { version: 1, url: url.to_string(), created_ms: crate::partition::now_ms(), point: point.cloned() };
     write_marker(dir, &marker)?;
     Ok((marker, false))
+}
+
+/// The bucket a replica reads: `remote.url`, which must be set (its default names a
+/// directory beside the data directory, and a replica's data directory is its own).
+pub fn replica_url(config: &Config) -> Result<String> {
+    if config.remote.url.is_empty() {
+        return Err(Error::Config(
+            "remote.url is empty: a replica reads the writer's bucket, so name it (s3://bucket/prefix, or \
+             file:///path/to/<writer data_dir>-remote for the embedded default)"
+                .into(),
+        ));
+    }
+    Ok(config.remote.url.clone())
 }
 
 fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
@@ -428,18 +490,28 @@ pub async fn restore_to_point(
     }
     let asked = Point { to, topics: chosen.clone(), ends: BTreeMap::new() };
     let dir = config.data_dir.clone();
-    let (marker, resumed) = prepare_dir(&dir, &config.remote_url(), Some(&asked))?;
+    let url = replica_url(&config)?;
+    let lock = Log::lock_dir(&dir)?;
+    let (marker, resumed) = prepare_dir(&dir, &url, Some(&asked))?;
     let (mut snapshot_version, mut group_offsets, mut clamped) = (None, 0, 0);
     let finished = marker.point.as_ref().is_some_and(|p| !p.ends.is_empty());
-    if !finished {
-        let live = Replica::open_prepared(config.clone(), remote.clone(), None).await?;
+    if finished {
+        drop(lock); // Replica::open takes it again
+    } else {
+        let live = Replica::open_prepared(config.clone(), remote.clone(), None, lock, &chosen).await?;
+
         let reader = crate::reader::Reader::with_remote(
             live.log.clone(),
             tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings(&config)),
         );
         let mut ends = BTreeMap::new();
         for name in &chosen {
-            let topic = live.log.topic(name)?;
+            let topic = live.log.topic(name).map_err(|_| {
+                Error::Invalid(format!(
+                    "topic {name} could not be read from {}: {:?}",
+                    remote.display, live.startup_errors
+                ))
+            })?;
             let mut topic_ends = Vec::new();
             for partition in &topic.partitions {
                 topic_ends.push(point_end(&reader, partition, to).await?);

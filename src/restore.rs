@@ -105,9 +105,12 @@ pub async fn restore(
         ))
     })?;
     check_catalog(&catalog)?;
-    let (marker, resumed) = plan(&data_dir, &config.remote_url(), remote, &catalog, options).await?;
     let signer = tier::load_signer(&config)?;
-    let log = Log::open_restoring(config)?;
+    // Under the lock from here: no writer or replica can take the directory while the plan
+    // decides what it is.
+    let lock = Log::lock_dir(&data_dir)?;
+    let (marker, resumed) = plan(&data_dir, &config.remote_url(), remote, &catalog, options).await?;
+    let log = Log::open_restoring(config, lock)?;
     tier::write_writer_id(&*log.host().disk, &data_dir, &marker.writer_id)?;
     let now = log.host().clock.now_ms();
     let writer = Writer { id: marker.writer_id.clone(), epoch: now.max(0) as u64 };
@@ -197,21 +200,26 @@ pub async fn restore(
 pub(crate) fn check_catalog(catalog: &Catalog) -> Result<()> {
     let mut names = std::collections::BTreeSet::new();
     for spec in &catalog.topics {
-        crate::topic::validate_name(&spec.name)?;
+        check_catalog_topic(spec)?;
         if !names.insert(&spec.name) {
             return Err(Error::Invalid(format!("the bucket's catalog lists topic {:?} twice", spec.name)));
         }
-        if !(1..=crate::topic::PARTITIONS_MAX).contains(&spec.partitions) {
-            return Err(Error::Invalid(format!(
-                "the bucket's catalog gives topic {:?} {} partitions (1..={} allowed)",
-                spec.name,
-                spec.partitions,
-                crate::topic::PARTITIONS_MAX
-            )));
-        }
-        metadata(spec)?;
     }
     Ok(())
+}
+
+/// One topic of the bucket's catalog: a valid name, a partition count in range, known settings.
+pub(crate) fn check_catalog_topic(spec: &catalog::CatalogTopic) -> Result<()> {
+    crate::topic::validate_name(&spec.name)?;
+    if !(1..=crate::topic::PARTITIONS_MAX).contains(&spec.partitions) {
+        return Err(Error::Invalid(format!(
+            "the bucket's catalog gives topic {:?} {} partitions (1..={} allowed)",
+            spec.name,
+            spec.partitions,
+            crate::topic::PARTITIONS_MAX
+        )));
+    }
+    metadata(spec).map(drop)
 }
 
 /// Writes the plan into an empty data directory, or reads the plan of an interrupted restore.
@@ -250,12 +258,7 @@ async fn plan(
         }
         return Ok((marker, true));
     }
-    let empty = match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(Error::io(data_dir, "read", e)),
-    };
-    if !empty {
+    if !crate::log::holds_nothing(data_dir)? {
         return Err(Error::Invalid(format!(
             "{} is not empty: restore only into a new or empty directory (it never writes over a data directory)",
             data_dir.display()

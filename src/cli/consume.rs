@@ -135,11 +135,17 @@ pub fn run(global: &GlobalArgs, args: ConsumeArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     if args.replica {
         return runtime.block_on(async {
-            let (_dir, replica) = open_replica(global).await?;
+            let (_dir, replica) = open_replica(global, std::slice::from_ref(&args.topic)).await?;
             let (_stop, stopped) = tokio::sync::watch::channel(false);
             let log = replica.log().clone();
             let refresher = args.follow.then(|| replica.spawn(stopped));
-            let done = consume(Reader::new(log), args).await;
+            // Ctrl-C / SIGTERM end a follow here, so the temporary view is removed.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let done = tokio::select! {
+                done = consume(Reader::new(log), args) => done,
+                _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+                _ = term.recv() => Ok(ExitCode::SUCCESS),
+            };
             if let Some(refresher) = refresher {
                 refresher.abort();
             }
@@ -162,20 +168,30 @@ fn check_replica_args(global: &GlobalArgs, replica: bool) -> Result<()> {
 
 /// A read-only replica of the configured bucket, in a temporary directory (removed when the
 /// returned guard drops): for commands that read the bucket without a data directory.
-async fn open_replica(global: &GlobalArgs) -> Result<(tempfile::TempDir, tierlog::replica::Replica)> {
+async fn open_replica(
+    global: &GlobalArgs,
+    topics: &[String],
+) -> Result<(tempfile::TempDir, tierlog::replica::Replica)> {
     let mut config = global.load_config()?;
+    // The bucket as the configuration names it, before data_dir moves: without remote.url,
+    // that is the embedded default beside the configured data directory.
+    config.remote.url = config.remote_url();
     let dir = tempfile::Builder::new().prefix("tierlog-replica-").tempdir()?;
     config.data_dir = dir.path().to_path_buf();
     let remote = tierlog::tier::connect(&config).await?;
-    let replica = tierlog::replica::Replica::open(config, remote).await?;
+    let replica = tierlog::replica::Replica::open_topics(config, remote, topics).await?;
     Ok((dir, replica))
 }
 
 /// The log a read command works on: the data directory, read-only, or with `replica` a
 /// replica of the bucket (its directory guard must live as long as the log).
-async fn open_for_reading(global: &GlobalArgs, replica: bool) -> Result<(Option<tempfile::TempDir>, Log)> {
+async fn open_for_reading(
+    global: &GlobalArgs,
+    replica: bool,
+    topics: &[String],
+) -> Result<(Option<tempfile::TempDir>, Log)> {
     if replica {
-        let (dir, replica) = open_replica(global).await?;
+        let (dir, replica) = open_replica(global, topics).await?;
         return Ok((Some(dir), replica.log().clone()));
     }
     Ok((None, Log::open_read_only(global.load_config()?)?))
@@ -275,7 +291,7 @@ pub fn offsets(global: &GlobalArgs, args: OffsetsArgs) -> Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let (_dir, log) = open_for_reading(global, args.replica).await?;
+        let (_dir, log) = open_for_reading(global, args.replica, std::slice::from_ref(&args.topic)).await?;
         let reader = Reader::new(log.clone());
         let topic = log.topic(&args.topic)?;
         for p in &topic.partitions {
@@ -302,7 +318,7 @@ pub fn snapshot(global: &GlobalArgs, args: SnapshotArgs) -> Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let (_dir, log) = open_for_reading(global, args.replica).await?;
+        let (_dir, log) = open_for_reading(global, args.replica, &args.topics).await?;
         let reader = Reader::new(log.clone());
         for line in tierlog::reader::snapshot(&reader, &args.topics, args.as_of).await? {
             println!("{line}");

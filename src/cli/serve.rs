@@ -56,6 +56,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         let data_dir = config.data_dir.clone();
         let replica = runtime
             .block_on(async {
+                tierlog::replica::replica_url(&config)?; // before connecting makes the default bucket
                 let remote = tierlog::tier::connect(&config).await?;
                 Replica::open(config, remote).await
             })

@@ -21,6 +21,13 @@ pub const RESTORE_MARKER: &str = "restore-in-progress.json";
 /// In a read-only replica's directory (`serve --replica`); only a replica opens it.
 pub const REPLICA_MARKER: &str = "replica.json";
 
+/// Who opens a directory as its one (lock-holding) user.
+enum Opener {
+    Writer,
+    Restore,
+    Replica { remote: String, pinned: bool },
+}
+
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
@@ -32,6 +39,8 @@ struct Inner {
     writable: bool,
     /// A read-only replica's log: the bucket it serves (see `crate::replica`).
     replica_of: Option<String>,
+    /// A replica that never moves (a restore to a point).
+    pinned: bool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Idempotent producers' ids (the writer's only).
     producer_ids: Option<IdAllocator>,
@@ -47,46 +56,72 @@ impl Log {
     /// [`open`](Self::open) on another host (the simulation's disk and clock). The writer lock
     /// is always the OS lock on `config.data_dir`, which must exist on the real file system.
     pub fn open_on(host: Host, config: Config) -> Result<Log> {
-        check_not_restoring(&host, &config.data_dir)?;
-        check_not_replica(&host, &config.data_dir, false)?;
-        Log::open_writer(host, config, None)
+        Log::open_writer(host, config, Opener::Writer, None)
     }
 
-    /// [`open`](Self::open) for `tierlog restore`, into the directory it is restoring.
-    pub fn open_restoring(config: Config) -> Result<Log> {
-        check_not_replica(&Host::os(), &config.data_dir, false)?;
-        Log::open_writer(Host::os(), config, None)
+    /// Takes the lock of `dir` (creating it): `restore` and a replica hold it while they
+    /// decide what the directory is and write their marker, then open the log with it, so no
+    /// other opener can decide in between.
+    pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create data directory", e))?;
+        DirLock::acquire(dir)
     }
 
-    /// Opens a read-only replica's own directory (`crate::replica` prepares it) for the
-    /// replica of `remote`: it holds the directory's lock, but refuses every append, topic
+    /// [`open`](Self::open) for `tierlog restore`, into the directory it is restoring and
+    /// holds the `lock` of.
+    pub fn open_restoring(config: Config, lock: DirLock) -> Result<Log> {
+        Log::open_writer(Host::os(), config, Opener::Restore, Some(lock))
+    }
+
+    /// Opens a read-only replica's own directory (`crate::replica` marks it under `lock`) for
+    /// the replica of `remote`: it holds the directory's lock, but refuses every append, topic
     /// creation and producer id; only the replica's refresher adds topics and moves the
-    /// partitions' (empty) local logs forward.
-    pub fn open_replica(config: Config, remote: &str) -> Result<Log> {
-        Log::open_writer(Host::os(), config, Some(remote.to_string()))
+    /// partitions' (empty) local logs forward. `pinned`: a restore to a point, which never moves.
+    pub fn open_replica(config: Config, remote: &str, pinned: bool, lock: DirLock) -> Result<Log> {
+        Log::open_writer(Host::os(), config, Opener::Replica { remote: remote.to_string(), pinned }, Some(lock))
     }
 
-    fn open_writer(host: Host, config: Config, replica_of: Option<String>) -> Result<Log> {
+    fn open_writer(host: Host, config: Config, opener: Opener, lock: Option<DirLock>) -> Result<Log> {
         let dir = config.data_dir.clone();
-        host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create data directory", e))?;
-        host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
-        let lock = DirLock::acquire(&dir)?;
-        if replica_of.is_some() {
-            // A replica's topics are a view of the bucket, rebuilt at every start by its
-            // refresher (they hold no records): the view of an earlier run goes, under the lock.
-            if !host.disk.is_file(&dir.join(REPLICA_MARKER)) {
-                return Err(Error::Invalid(format!(
-                    "{}: not a replica's directory (no {REPLICA_MARKER})",
-                    dir.display()
-                )));
+        // The lock first: what the directory is (a writer's, a restore's, a replica's) is
+        // decided under it, so two openers racing on a new directory cannot both go on.
+        let lock = match lock {
+            Some(lock) if lock.path == dir.join(crate::lock::LOCK_FILE) => lock,
+            Some(lock) => {
+                return Err(Error::Invalid(format!("{} is not the lock of {}", lock.path.display(), dir.display())));
             }
-            let topics = dir.join("topics");
-            std::fs::remove_dir_all(&topics).map_err(|e| Error::io(&topics, "remove the earlier replica view", e))?;
-            host.disk.create_dir_all(&topics).map_err(|e| Error::io(&topics, "create", e))?;
-            host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
+            None => Log::lock_dir(&dir)?,
+        };
+        match &opener {
+            Opener::Writer => {
+                check_not_restoring(&host, &dir)?;
+                check_not_replica(&host, &dir, false)?;
+            }
+            Opener::Restore => check_not_replica(&host, &dir, false)?,
+            Opener::Replica { .. } => {
+                // A replica's topics are a view of the bucket, rebuilt at every start by its
+                // refresher (they hold no records): the view of an earlier run goes, under the lock.
+                if !host.disk.is_file(&dir.join(REPLICA_MARKER)) {
+                    return Err(Error::Invalid(format!(
+                        "{}: not a replica's directory (no {REPLICA_MARKER})",
+                        dir.display()
+                    )));
+                }
+                let topics = dir.join("topics");
+                match std::fs::remove_dir_all(&topics) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&topics, "remove the earlier replica view", e)),
+                }
+            }
         }
-        let log = Log::open_with(host, config, true, replica_of, Some(lock))?;
+        host.disk.create_dir_all(&dir.join("topics")).map_err(|e| Error::io(&dir, "create data directory", e))?;
+        host.disk.sync_dir(&dir).map_err(|e| Error::io(&dir, "fsync directory", e))?;
+        let (replica_of, pinned) = match opener {
+            Opener::Replica { remote, pinned } => (Some(remote), pinned),
+            _ => (None, false),
+        };
+        let log = Log::open_with(host, config, true, replica_of, pinned, Some(lock))?;
         if log.inner.config.durability.fsync == FsyncPolicy::Interval {
             start_flusher(Arc::downgrade(&log.inner), Duration::from_millis(log.inner.config.durability.interval_ms));
         }
@@ -109,7 +144,7 @@ impl Log {
                 config.data_dir.display()
             )));
         }
-        Log::open_with(host, config, false, None, None)
+        Log::open_with(host, config, false, None, false, None)
     }
 
     fn open_with(
@@ -117,6 +152,7 @@ impl Log {
         config: Config,
         writable: bool,
         replica_of: Option<String>,
+        pinned: bool,
         lock: Option<DirLock>,
     ) -> Result<Log> {
         let mut topics = BTreeMap::new();
@@ -133,7 +169,8 @@ impl Log {
             None
         };
         let topics = RwLock::new(topics);
-        Ok(Log { inner: Arc::new(Inner { config, host, writable, replica_of, topics, producer_ids, _lock: lock }) })
+        let inner = Inner { config, host, writable, replica_of, pinned, topics, producer_ids, _lock: lock };
+        Ok(Log { inner: Arc::new(inner) })
     }
 
     /// Whether `id` was handed out by [`Self::allocate_producer_id`] (in this or an earlier
@@ -173,6 +210,12 @@ impl Log {
     /// The bucket a read-only replica serves; `None` for a writer or a read-only view.
     pub fn replica_of(&self) -> Option<&str> {
         self.inner.replica_of.as_deref()
+    }
+
+    /// Whether this is a live replica: one that follows the bucket (not a restore to a point),
+    /// so it holds what the writer has tiered, not everything it has appended.
+    pub fn is_live_replica(&self) -> bool {
+        self.inner.replica_of.is_some() && !self.inner.pinned
     }
 
     fn check_not_replica(&self, what: &str) -> Result<()> {
@@ -353,6 +396,24 @@ pub fn check_not_replica(host: &Host, data_dir: &Path, read_only: bool) -> Resul
         data_dir.display(),
         if pinned { " or read it with `tierlog consume`" } else { " or read the bucket with `consume --replica`" }
     )))
+}
+
+/// Whether `dir` holds nothing (a missing directory does not), but perhaps the lock file a
+/// caller of [`Log::lock_dir`] created: what restore and replicas require of a new directory.
+pub fn holds_nothing(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(dir, "read", e))?;
+                if entry.file_name() != crate::lock::LOCK_FILE {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io(dir, "read", e)),
+    }
 }
 
 /// A data directory a restore has not finished is not opened: its topics, group offsets and

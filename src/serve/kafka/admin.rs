@@ -91,6 +91,10 @@ fn timestamp_type(configs: &[CreatableTopicConfig]) -> crate::error::Result<crat
 /// What creating the topic would answer, without creating it (validate_only).
 fn check_new(broker: &Broker, name: &str, partitions: u32) -> Result<(), (ResponseError, String)> {
     let refuse = |e: Error| (error_code(&e), e.to_string());
+    if let Some(remote) = broker.state.log.replica_of() {
+        let what = format!("creating topic '{name}'");
+        return Err(refuse(Error::Replica { what, remote: remote.to_string() }));
+    }
     crate::topic::validate_name(name).map_err(refuse)?;
     if broker.state.log.topic(name).is_ok() {
         return Err(refuse(Error::TopicExists(name.to_string())));
