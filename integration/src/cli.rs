@@ -42,14 +42,13 @@ pub fn tierlog(config: &Path, env: &[(String, String)]) -> Command {
 }
 
 pub fn run(config: &Path, env: &[(String, String)], args: &[&str], stdin: &str) -> Output {
+    run_command(tierlog(config, env).args(args), stdin)
+}
+
+/// Runs `cmd` with `stdin` as its whole input and collects its output.
+pub fn run_command(cmd: &mut Command, stdin: &str) -> Output {
     use std::io::Write;
-    let mut child = tierlog(config, env)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }

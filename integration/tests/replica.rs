@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
-use tierlog_integration::cli::{json_lines, run, tierlog, write_config};
+use tierlog_integration::cli::{json_lines, run, run_command, tierlog, write_config};
 
 fn ok(out: Output, what: &str) -> Output {
     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
@@ -140,16 +140,7 @@ async fn serve_replica_serves_history_follows_new_data_and_refuses_writes() {
     // Kafka clients read the same history and get POLICY_VIOLATION for a produce.
     if std::process::Command::new("kcat").arg("-V").output().is_ok_and(|o| o.status.success()) {
         let kcat = |args: &[&str], stdin: &str| {
-            let mut child = std::process::Command::new("kcat")
-                .args(["-b", &server.kafka])
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-            child.wait_with_output().unwrap()
+            run_command(std::process::Command::new("kcat").args(["-b", &server.kafka]).args(args), stdin)
         };
         let read = kcat(&["-C", "-t", "payments", "-p", "0", "-o", "beginning", "-e", "-f", "%o %s\n"], "");
         assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));

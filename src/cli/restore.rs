@@ -42,12 +42,7 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
     }
     let options = RestoreOptions { topics: args.topics, take_over: args.take_over };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let progress = indicatif::ProgressBar::new(0).with_message(format!("restoring into {}", data_dir.display()));
-    let on_partition = |restored: &restore::RestoredPartition, total: usize| {
-        progress.set_length(total as u64);
-        progress.inc(1);
-        progress.suspend(|| println!("{}", serde_json::to_string(restored).expect("a partition serializes")));
-    };
+    let (progress, on_partition) = progress_lines::<restore::RestoredPartition>(&data_dir);
     let report = runtime.block_on(async {
         let remote = tierlog::tier::connect(&config).await?;
         restore::restore(config, &remote, &options, &on_partition).await
@@ -62,12 +57,7 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
 fn restore_to_point(config: tierlog::config::Config, topics: &[String], to: PointSpec) -> Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let progress = indicatif::ProgressBar::new(0).with_message(format!("restoring into {}", data_dir.display()));
-    let on_partition = |restored: &replica::PointPartition, total: usize| {
-        progress.set_length(total as u64);
-        progress.inc(1);
-        progress.suspend(|| println!("{}", serde_json::to_string(restored).expect("a partition serializes")));
-    };
+    let (progress, on_partition) = progress_lines::<replica::PointPartition>(&data_dir);
     let report = runtime.block_on(async {
         let remote = tierlog::tier::connect(&config).await?;
         replica::restore_to_point(config, remote, topics, to, &on_partition).await
@@ -80,4 +70,19 @@ fn restore_to_point(config: tierlog::config::Config, topics: &[String], to: Poin
         dir = data_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar over the partitions restored into `data_dir`, and the callback that moves
+/// it and prints each partition's JSON line above it.
+fn progress_lines<P: serde::Serialize>(
+    data_dir: &std::path::Path,
+) -> (indicatif::ProgressBar, impl Fn(&P, usize) + Sync) {
+    let progress = indicatif::ProgressBar::new(0).with_message(format!("restoring into {}", data_dir.display()));
+    let bar = progress.clone();
+    let on_partition = move |restored: &P, total: usize| {
+        bar.set_length(total as u64);
+        bar.inc(1);
+        bar.suspend(|| println!("{}", serde_json::to_string(restored).expect("a partition serializes")));
+    };
+    (progress, on_partition)
 }
