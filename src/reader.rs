@@ -112,8 +112,10 @@ impl Reader {
         match remote.read_at(&partition.topic, partition.id, offset).await? {
             Some(chunk) => {
                 let mut batches = Batches::of_chunk(&chunk, offset)?;
-                // Never past the log's end: a restore to a point ends inside what the bucket holds.
-                batches.end_before(partition.end_offset());
+                if self.log.is_pinned() {
+                    // A restore to a point ends inside what the bucket holds: never past it.
+                    batches.end_before(partition.end_offset());
+                }
                 Ok(Some(batches))
             }
             None => {
@@ -145,7 +147,7 @@ impl Reader {
                 let records = Batches::of_chunk(&chunk, chunk.first_offset)?.records_from(chunk.first_offset)?;
                 let hit = records.iter().find(|r| r.record.timestamp >= time);
                 // A hit past the log's end (a restore to a point) is no hit: the end is the answer.
-                return hit.map(|r| r.offset.min(partition.end_offset())).ok_or_else(|| {
+                return hit.map(|r| self.within_end(partition, r.offset)).ok_or_else(|| {
                     Error::Remote(tierlog_tiering::Error::Corrupt {
                         key: chunk.key.clone(),
                         reason: format!("chunk {} promised a record ≥ {time}", chunk.chunk),
@@ -166,32 +168,13 @@ impl Reader {
     /// [`Error::AppendTimeUnknown`] when the answer depends on records written before append
     /// times were recorded.
     pub async fn offset_as_of(&self, partition: &Arc<Partition>, time: i64) -> Result<u64> {
-        let unknown = |offset| Error::AppendTimeUnknown {
-            topic: partition.topic.clone(),
-            partition: partition.id,
-            time: crate::time::format_time(time),
-            offset,
-        };
         let local_start = partition.start_offset();
-        if local_start > 0 && self.remote_enabled() {
-            let remote = self.remote().await?;
-            if let Some((chunk, before)) =
-                remote.read_for_append_time(&partition.topic, partition.id, time, local_start).await?
-            {
-                let batches = Batches::of_chunk(&chunk, chunk.first_offset)?;
-                let mut previous = before;
-                let found = batch::first_appended_after(&batches.bytes, time, &mut previous)
-                    .map_err(|(at, e)| batches.corrupt(at, e))?;
-                return match found {
-                    Some((offset, Some(true))) => Err(unknown(offset)),
-                    // Past the log's end (a restore to a point): everything the log holds was known.
-                    Some((offset, _)) => Ok(offset.min(partition.end_offset())),
-                    None => Err(Error::Remote(tierlog_tiering::Error::Corrupt {
-                        key: chunk.key.clone(),
-                        reason: format!("chunk {} promised a batch appended after {time}", chunk.chunk),
-                    })),
-                };
-            }
+        if local_start > 0
+            && self.remote_enabled()
+            && let Some(offset) = self.first_remote_appended_after(partition, time, local_start).await?
+        {
+            // Past the end of a restore to a point: everything it holds was known by then.
+            return Ok(self.within_end(partition, offset));
         }
         if self.log.is_live_replica() {
             return Err(self.not_known_yet(partition, time).await);
@@ -207,7 +190,15 @@ impl Reader {
             }
             None => None,
         };
-        if previous_unstamped == Some(true) { Err(unknown(cut.offset)) } else { Ok(cut.offset) }
+        if previous_unstamped == Some(true) {
+            return Err(Error::AppendTimeUnknown {
+                topic: partition.topic.clone(),
+                partition: partition.id,
+                time: crate::time::format_time(time),
+                offset: cut.offset,
+            });
+        }
+        Ok(cut.offset)
     }
 }
 
@@ -234,6 +225,48 @@ impl Reader {
             partition.id,
             crate::time::format_time(time)
         ))
+    }
+}
+
+impl Reader {
+    /// The first offset of the bucket's copy of `partition` appended after `time`, below
+    /// `upto` (the manifest is refreshed when it ends before); `None` when every batch there
+    /// was appended at or before `time`. Refused with [`Error::AppendTimeUnknown`] when the
+    /// answer depends on records written before append times were recorded.
+    pub async fn first_remote_appended_after(
+        &self,
+        partition: &Partition,
+        time: i64,
+        upto: u64,
+    ) -> Result<Option<u64>> {
+        let remote = self.remote().await?;
+        let Some((chunk, before)) = remote.read_for_append_time(&partition.topic, partition.id, time, upto).await?
+        else {
+            return Ok(None);
+        };
+        let batches = Batches::of_chunk(&chunk, chunk.first_offset)?;
+        let mut previous = before;
+        let found = batch::first_appended_after(&batches.bytes, time, &mut previous)
+            .map_err(|(at, e)| batches.corrupt(at, e))?;
+        match found {
+            Some((offset, Some(true))) => Err(Error::AppendTimeUnknown {
+                topic: partition.topic.clone(),
+                partition: partition.id,
+                time: crate::time::format_time(time),
+                offset,
+            }),
+            Some((offset, _)) => Ok(Some(offset)),
+            None => Err(Error::Remote(tierlog_tiering::Error::Corrupt {
+                key: chunk.key.clone(),
+                reason: format!("chunk {} promised a batch appended after {time}", chunk.chunk),
+            })),
+        }
+    }
+
+    /// A restore to a point ends inside what the bucket holds: nothing at or past its end
+    /// exists there. Elsewhere `offset` stands (a read-only view's end may lag the writer's).
+    fn within_end(&self, partition: &Partition, offset: u64) -> u64 {
+        if self.log.is_pinned() { offset.min(partition.end_offset()) } else { offset }
     }
 }
 

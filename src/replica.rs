@@ -44,16 +44,26 @@ struct Marker {
     point: Option<Point>,
 }
 
-/// A restore to a point: what was asked, and (once computed) where each partition ends.
-/// Until `ends` is filled in, the restore was interrupted and nothing opens the directory.
+/// A restore to a point: what was asked, where each partition ends, and the group offsets
+/// to write. Computed before the marker is written; `groups_written` turns true once the
+/// group offsets are in the directory (until then only `restore` and `serve --replica`, which
+/// finish it, open the directory).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     pub to: PointSpec,
     /// The topics restored (every topic of the catalog at the time, when not chosen).
     pub topics: Vec<String>,
     /// Per topic, per partition: the offset the restored log ends at (exclusive).
-    #[serde(default)]
     pub ends: BTreeMap<String, Vec<u64>>,
+    /// Per topic, per partition: whether the end is proven — a batch appended after the time
+    /// (or the offset asked for) is in the bucket. `false`: the bucket held nothing past the
+    /// end; what the writer had by then but never tiered is not in it.
+    pub complete: BTreeMap<String, Vec<bool>>,
+    /// The group offsets of the newest snapshot, clamped to the ends.
+    pub groups: Vec<catalog::GroupOffsets>,
+    pub group_snapshot_version: Option<u64>,
+    pub group_offsets_clamped: usize,
+    pub groups_written: bool,
 }
 
 /// Where a restore to a point ends.
@@ -67,6 +77,15 @@ pub enum PointSpec {
     ToTime(i64),
 }
 
+impl std::fmt::Display for PointSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointSpec::ToOffset(offset) => write!(f, "offset {offset}"),
+            PointSpec::ToTime(time) => write!(f, "{}", crate::time::format_time(*time)),
+        }
+    }
+}
+
 /// One partition of a restore to a point (a line of `tierlog restore --to-…`'s output).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PointPartition {
@@ -76,6 +95,8 @@ pub struct PointPartition {
     pub end_offset: u64,
     /// Where the bucket's history ends today.
     pub remote_end_offset: u64,
+    /// Whether the end is proven by a later batch in the bucket (see [`Point::complete`]).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,6 +104,8 @@ pub struct PointReport {
     pub to: PointSpec,
     pub topics: usize,
     pub partitions: usize,
+    /// Partitions whose end no later batch in the bucket proves (see [`Point::complete`]).
+    pub incomplete: usize,
     pub group_snapshot_version: Option<u64>,
     pub group_offsets: usize,
     pub group_offsets_clamped: usize,
@@ -128,7 +151,7 @@ impl Replica {
     pub async fn open_topics(config: Config, remote: RemoteStore, topics: &[String]) -> Result<Replica> {
         let url = replica_url(&config)?;
         let lock = Log::lock_dir(&config.data_dir)?;
-        let (marker, _) = prepare_dir(&config.data_dir, &url, None)?;
+        let (marker, _) = prepare_dir(&config.data_dir, &url)?;
         Replica::open_prepared(config, remote, marker.point.as_ref(), lock, topics).await
     }
 
@@ -154,11 +177,15 @@ impl Replica {
             only: only.to_vec(),
         };
         if let Some(point) = point {
-            if point.ends.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{}: a restore to a point was interrupted here: run the same `tierlog restore` again to finish it",
-                    replica.log.data_dir().display()
-                )));
+            if !point.groups_written {
+                // An interrupted restore to a point: its group offsets go in now, under the lock.
+                let dir = replica.log.data_dir().to_path_buf();
+                for group in &point.groups {
+                    crate::groups::commit(&dir, &group.group, &group.topic, &group.offsets)?;
+                }
+                let mut marker = read_marker(&dir)?.expect("the marker the directory was opened by");
+                marker.point = Some(Point { groups_written: true, ..point.clone() });
+                write_marker(&dir, &marker)?;
             }
             replica.build_pinned(point).await?;
             return Ok(replica);
@@ -368,44 +395,18 @@ impl Replica {
     }
 }
 
-/// Makes `dir` a replica's directory of `url`, or checks that it is one; returns its marker
-/// and whether it was there before.
-/// With `point` (a restore to a point), the directory must be new or empty, or hold the same
-/// restore (interrupted or finished); without, it must not hold a restore to a point.
-fn prepare_dir(dir: &Path, url: &str, point: Option<&Point>) -> Result<(Marker, bool)> {
-    let path = dir.join(REPLICA_MARKER);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Invalid(format!(
-                    "{}: unreadable ({e}); remove the directory to start the replica afresh",
-                    path.display()
-                ))
-            })?;
-            if marker.url != url {
-                return Err(Error::Invalid(format!(
-                    "{} is a replica of {}, not of {url}: use another --data-dir for this bucket",
-                    dir.display(),
-                    marker.url
-                )));
-            }
-            if let Some(asked) = point {
-                let same = marker.point.as_ref().is_some_and(|p| p.to == asked.to && p.topics == asked.topics);
-                if !same {
-                    return Err(Error::Invalid(format!(
-                        "{} already holds {}: restore into a new or empty directory",
-                        dir.display(),
-                        match &marker.point {
-                            Some(p) => format!("a restore to {:?} of topics {:?}", p.to, p.topics),
-                            None => "a live replica".to_string(),
-                        }
-                    )));
-                }
-            }
-            return Ok((marker, true));
+/// Makes `dir` a replica's directory of `url`, or checks that it is one (a live replica of
+/// `url`, or a restore to a point of it); returns its marker and whether it was there before.
+fn prepare_dir(dir: &Path, url: &str) -> Result<(Marker, bool)> {
+    if let Some(marker) = read_marker(dir)? {
+        if marker.url != url {
+            return Err(Error::Invalid(format!(
+                "{} is a replica of {}, not of {url}: use another --data-dir for this bucket",
+                dir.display(),
+                marker.url
+            )));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&path, "read", e)),
+        return Ok((marker, true));
     }
     if !crate::log::holds_nothing(dir)? {
         return Err(Error::Invalid(format!(
@@ -415,10 +416,24 @@ fn prepare_dir(dir: &Path, url: &str, point: Option<&Point>) -> Result<(Marker, 
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
-    let marker =
-        Marker { version: 1, url: url.to_string(), created_ms: crate::partition::now_ms(), point: point.cloned() };
+    let marker = Marker { version: 1, url: url.to_string(), created_ms: crate::partition::now_ms(), point: None };
     write_marker(dir, &marker)?;
     Ok((marker, false))
+}
+
+/// The marker of `dir`, if it has one.
+fn read_marker(dir: &Path) -> Result<Option<Marker>> {
+    let path = dir.join(REPLICA_MARKER);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Invalid(format!("{}: unreadable ({e}); remove the directory to start afresh", path.display()))
+            })?;
+            Ok(Some(marker))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, "read", e)),
+    }
 }
 
 /// The bucket a replica reads: `remote.url`, which must be set (its default names a
@@ -452,8 +467,10 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
 /// writing from there would fork it under the same prefix — the splice the manifests exist
 /// to prevent. (A writable copy would need its own prefix; see docs/AUDIT.md.)
 ///
-/// Resumable: the marker is written first with the request; the ends go into it last, after
-/// the group offsets, so an interrupted run is finished by running it again.
+/// Crash safety: the point (ends and group offsets) is computed first, in a scratch
+/// directory; the marker recording it is the one commit; the group offsets and the view
+/// follow and are finished by any later open (`serve --replica`, or this command again). The
+/// directory's own `topics/` never holds anything but the view of the point.
 pub async fn restore_to_point(
     config: Config,
     remote: RemoteStore,
@@ -464,6 +481,7 @@ pub async fn restore_to_point(
     if let PointSpec::ToTime(time) = to {
         crate::reader::check_as_of(time, crate::partition::now_ms())?;
     }
+    let url = replica_url(&config)?;
     let catalog = catalog::latest_catalog(&remote, 0)
         .await?
         .ok_or_else(|| Error::Invalid(format!("{} holds no topic catalog: nothing to restore", remote.display)))?;
@@ -472,83 +490,68 @@ pub async fn restore_to_point(
     if let Some(missing) = topics.iter().find(|t| !known.contains(&t.as_str())) {
         return Err(Error::UnknownTopic(format!("{missing} (the bucket's catalog lists {known:?})")));
     }
-    let chosen: Vec<String> = match (topics.is_empty(), to) {
+    let mut chosen: Vec<String> = match (topics.is_empty(), to) {
         (false, _) => topics.to_vec(),
         (true, PointSpec::ToTime(time)) => {
             catalog.topics.iter().filter(|t| t.created_ms <= time).map(|t| t.name.clone()).collect()
         }
         (true, PointSpec::ToOffset(_)) => catalog.topics.iter().map(|t| t.name.clone()).collect(),
     };
+    chosen.sort();
+    chosen.dedup();
     if chosen.is_empty() {
         let first = catalog.topics.iter().map(|t| t.created_ms).min();
         return Err(Error::Invalid(format!(
-            "no topic of {} existed at {:?}{}: name the topics to restore with --topic",
+            "no topic of {} existed at {to}{}: name the topics to restore with --topic",
             remote.display,
-            to,
             first.map(|ms| format!(" (the first was created at {})", crate::time::format_time(ms))).unwrap_or_default()
         )));
     }
-    let asked = Point { to, topics: chosen.clone(), ends: BTreeMap::new() };
     let dir = config.data_dir.clone();
-    let url = replica_url(&config)?;
     let lock = Log::lock_dir(&dir)?;
-    let (marker, resumed) = prepare_dir(&dir, &url, Some(&asked))?;
-    let (mut snapshot_version, mut group_offsets, mut clamped) = (None, 0, 0);
-    let finished = marker.point.as_ref().is_some_and(|p| !p.ends.is_empty());
-    if finished {
-        drop(lock); // Replica::open takes it again
-    } else {
-        let live = Replica::open_prepared(config.clone(), remote.clone(), None, lock, &chosen).await?;
-
-        let reader = crate::reader::Reader::with_remote(
-            live.log.clone(),
-            tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings(&config)),
-        );
-        let mut ends = BTreeMap::new();
-        for name in &chosen {
-            let topic = live.log.topic(name).map_err(|_| {
-                Error::Invalid(format!(
-                    "topic {name} could not be read from {}: {:?}",
-                    remote.display, live.startup_errors
-                ))
-            })?;
-            let mut topic_ends = Vec::new();
-            for partition in &topic.partitions {
-                topic_ends.push(point_end(&reader, partition, to).await?);
-            }
-            ends.insert(name.clone(), topic_ends);
-        }
-        let writers = crate::restore::history_writers(&remote, &catalog, &chosen).await?;
-        if let Some(snapshot) = catalog::latest_group_snapshot_by(&remote, &writers).await? {
-            snapshot_version = Some(snapshot.version);
-            for group in &snapshot.groups {
-                let Some(topic_ends) = ends.get(&group.topic) else { continue };
-                let mut offsets = BTreeMap::new();
-                for (&p, &offset) in &group.offsets {
-                    let Some(&end) = topic_ends.get(p as usize) else { continue };
-                    clamped += usize::from(offset > end);
-                    offsets.insert(p, offset.min(end));
-                }
-                if !offsets.is_empty() {
-                    group_offsets += offsets.len();
-                    crate::groups::commit(&dir, &group.group, &group.topic, &offsets)?;
+    let (point, resumed) = match read_marker(&dir)? {
+        Some(marker) => {
+            let same = marker.url == url
+                && marker.point.as_ref().is_some_and(|p| p.to == to && (topics.is_empty() || p.topics == chosen));
+            match marker.point {
+                Some(point) if same => (point, true),
+                recorded => {
+                    return Err(Error::Invalid(format!(
+                        "{} already holds {}: serve it with `serve --replica`, or restore into a new or empty directory",
+                        dir.display(),
+                        match recorded {
+                            Some(p) => format!("a restore of {} to {} of topics {:?}", marker.url, p.to, p.topics),
+                            None => format!("a live replica of {}", marker.url),
+                        }
+                    )));
                 }
             }
         }
-        drop((reader, live));
-        // Last: from here on the directory is a finished restore.
-        write_marker(&dir, &Marker { point: Some(Point { ends, ..asked }), ..marker })?;
-    }
-    let pinned = Replica::open(config, remote).await?;
+        None => {
+            if !crate::log::holds_nothing(&dir)? {
+                return Err(Error::Invalid(format!(
+                    "{} is not empty: restore only into a new or empty directory (it never writes over one)",
+                    dir.display()
+                )));
+            }
+            let point = compute_point(&config, &remote, &catalog, chosen, to).await?;
+            let marker = Marker { version: 1, url, created_ms: crate::partition::now_ms(), point: Some(point.clone()) };
+            write_marker(&dir, &marker)?;
+            (point, false)
+        }
+    };
+    let pinned = Replica::open_prepared(config, remote, Some(&point), lock, &[]).await?;
     let topics = pinned.log.topics();
     let total: usize = topics.iter().map(|t| t.partitions.len()).sum();
     for topic in &topics {
         for partition in &topic.partitions {
+            let complete = point.complete.get(topic.name()).and_then(|c| c.get(partition.id as usize));
             let restored = PointPartition {
                 topic: topic.name().to_string(),
                 partition: partition.id,
                 end_offset: partition.end_offset(),
                 remote_end_offset: tier::read_partition_state(partition).remote_end_offset,
+                complete: complete.copied().unwrap_or(false),
             };
             on_partition(&restored, total);
         }
@@ -557,33 +560,97 @@ pub async fn restore_to_point(
         to,
         topics: topics.len(),
         partitions: total,
-        group_snapshot_version: snapshot_version,
-        group_offsets,
-        group_offsets_clamped: clamped,
+        incomplete: point.complete.values().flatten().filter(|c| !**c).count(),
+        group_snapshot_version: point.group_snapshot_version,
+        group_offsets: point.groups.iter().map(|g| g.offsets.len()).sum(),
+        group_offsets_clamped: point.group_offsets_clamped,
         resumed,
     })
 }
 
+/// Where each partition of `topics` ends at `to`, and the group offsets clamped to that,
+/// from a live view of the bucket built in a scratch directory (removed afterwards).
+async fn compute_point(
+    config: &Config,
+    remote: &RemoteStore,
+    catalog: &catalog::Catalog,
+    topics: Vec<String>,
+    to: PointSpec,
+) -> Result<Point> {
+    let scratch = tempfile::Builder::new()
+        .prefix("tierlog-restore-point-")
+        .tempdir()
+        .map_err(|e| Error::io(&std::env::temp_dir(), "create a scratch directory in", e))?;
+    let live_config = Config { data_dir: scratch.path().to_path_buf(), ..config.clone() };
+    let live = Replica::open_topics(live_config, remote.clone(), &topics).await?;
+    let reader = crate::reader::Reader::with_remote(
+        live.log.clone(),
+        tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings(config)),
+    );
+    let (mut ends, mut complete) = (BTreeMap::new(), BTreeMap::new());
+    for name in &topics {
+        let topic = live.log.topic(name).map_err(|_| {
+            Error::Invalid(format!("topic {name} could not be read from {}: {:?}", remote.display, live.startup_errors))
+        })?;
+        let (mut topic_ends, mut topic_complete) = (Vec::new(), Vec::new());
+        for partition in &topic.partitions {
+            let (end, proven) = point_end(&reader, partition, to).await?;
+            topic_ends.push(end);
+            topic_complete.push(proven);
+        }
+        ends.insert(name.clone(), topic_ends);
+        complete.insert(name.clone(), topic_complete);
+    }
+    let writers = crate::restore::history_writers(remote, catalog, &topics).await?;
+    let snapshot = catalog::latest_group_snapshot_by(remote, &writers).await?;
+    let (mut groups, mut clamped) = (Vec::new(), 0);
+    for group in snapshot.iter().flat_map(|s| &s.groups) {
+        let Some(topic_ends) = ends.get(&group.topic) else { continue };
+        let mut offsets = BTreeMap::new();
+        for (&p, &offset) in &group.offsets {
+            let Some(&end) = topic_ends.get(p as usize) else { continue };
+            clamped += usize::from(offset > end);
+            offsets.insert(p, offset.min(end));
+        }
+        if !offsets.is_empty() {
+            groups.push(catalog::GroupOffsets { group: group.group.clone(), topic: group.topic.clone(), offsets });
+        }
+    }
+    Ok(Point {
+        to,
+        topics,
+        ends,
+        complete,
+        groups,
+        group_snapshot_version: snapshot.map(|s| s.version),
+        group_offsets_clamped: clamped,
+        groups_written: false,
+    })
+}
+
 /// Where a partition's restore to a point ends, in a live view (its empty log starts at the
-/// bucket's end).
+/// bucket's end), and whether a later batch in the bucket proves it.
 async fn point_end(
     reader: &crate::reader::Reader,
     partition: &std::sync::Arc<crate::partition::Partition>,
     to: PointSpec,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let remote_end = partition.end_offset();
     match to {
-        PointSpec::ToTime(time) => reader.offset_as_of(partition, time).await,
+        PointSpec::ToTime(time) => Ok(match reader.first_remote_appended_after(partition, time, remote_end).await? {
+            Some(cut) => (cut, true),
+            None => (remote_end, false),
+        }),
         PointSpec::ToOffset(offset) => {
             let start = reader.start_offset(partition).await?;
             if offset >= remote_end || offset <= start {
-                return Ok(offset.clamp(start, remote_end));
+                return Ok((offset.clamp(start, remote_end), offset <= remote_end));
             }
             // Rounded down to the batch holding `offset`: whole batches only.
             let batches = reader.read_batches(partition, offset, 1).await?.ok_or_else(|| {
                 Error::Invalid(format!("{}/{}: offset {offset} not found below the end", partition.topic, partition.id))
             })?;
-            Ok(batches.base_offset)
+            Ok((batches.base_offset, true))
         }
     }
 }

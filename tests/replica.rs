@@ -219,3 +219,130 @@ fn the_embedded_default_bucket_and_replicas() {
     assert!(!root.path().join("replica").exists(), "nothing made for a refused replica");
     assert!(!root.path().join("replica-remote").exists(), "no default bucket made either");
 }
+
+fn point_config(dir: &Path, bucket: &Path) -> Config {
+    let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    c.remote.url = format!("file://{}", bucket.display());
+    c
+}
+
+/// Every record `log` serves of `t/p`, from offset 0.
+async fn values(log: &Log, p: u32) -> Vec<String> {
+    let reader = Reader::new(log.clone());
+    let part = log.topic("t").unwrap().partition(p).unwrap().clone();
+    let (mut out, mut next) = (Vec::new(), 0);
+    loop {
+        let records = reader.read(&part, next, 1 << 20).await.unwrap();
+        let Some(last) = records.last() else { return out };
+        next = last.offset + 1;
+        out.extend(records.into_iter().map(|r| String::from_utf8(r.record.value).unwrap()));
+    }
+}
+
+/// A restore to a time ends each partition at its as-of cut when a later batch in the bucket
+/// proves it, and at the bucket's end (marked incomplete) for a partition idle since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_time_with_idle_partitions_ends_them_at_the_bucket_end_marked_incomplete() {
+    use tierlog::replica::{self, PointSpec};
+    let root = tempfile::tempdir().unwrap();
+    let bucket = root.path().join("bucket");
+    let writer = Log::open(point_config(&root.path().join("writer"), &bucket)).unwrap();
+    let topic = writer.create_topic("t", 3).unwrap();
+    let tiering = Tiering::start(writer.clone()).await.unwrap();
+    topic.partition(0).unwrap().append(&(0..10).map(record).collect::<Vec<_>>(), T0).unwrap();
+    topic.partition(1).unwrap().append(&(0..10).map(record).collect::<Vec<_>>(), T0).unwrap();
+    topic.partition(0).unwrap().append(&(10..20).map(record).collect::<Vec<_>>(), T0 + 1_000).unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    let store = tier::connect(writer.config()).await.unwrap();
+    let lines = std::sync::Mutex::new(Vec::new());
+    let on = |p: &replica::PointPartition, _: usize| lines.lock().unwrap().push((p.end_offset, p.complete));
+    let point = point_config(&root.path().join("point"), &bucket);
+    let t = ["t".to_string()];
+    let report = replica::restore_to_point(point, store, &t, PointSpec::ToTime(T0 + 500), &on).await.unwrap();
+    assert_eq!(*lines.lock().unwrap(), vec![(10, true), (10, false), (0, false)]);
+    assert_eq!(report.incomplete, 2);
+}
+
+/// A finished restore to a point is read from the bucket its marker names: with no
+/// remote.url configured, that one; with another one configured, refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_point_is_read_from_its_own_bucket_only() {
+    use tierlog::replica::{self, PointSpec};
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("bucket-a"), root.path().join("bucket-b"));
+    for (name, bucket) in [("wa", &a), ("wb", &b)] {
+        let writer = Log::open(point_config(&root.path().join(name), bucket)).unwrap();
+        let p = writer.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        let tagged =
+            |from: u64| (from..from + 5).map(|i| Record { value: format!("{name}-{i}").into_bytes(), ..record(i) });
+        p.append(&tagged(0).collect::<Vec<_>>(), T0).unwrap();
+        p.append(&tagged(5).collect::<Vec<_>>(), T0 + 1).unwrap();
+        Tiering::start(writer.clone()).await.unwrap().run_once(None, true).await.unwrap();
+    }
+    let point = point_config(&root.path().join("point"), &a);
+    let store = tier::connect(&point).await.unwrap();
+    replica::restore_to_point(point.clone(), store, &[], PointSpec::ToOffset(5), &|_, _| {}).await.unwrap();
+    let from_a = values(&Log::open_read_only(point.clone()).unwrap(), 0).await;
+    assert_eq!(from_a, (0..5).map(|i| format!("wa-{i}")).collect::<Vec<_>>());
+    let unconfigured = Config { data_dir: point.data_dir.clone(), ..Config::default() };
+    assert_eq!(values(&Log::open_read_only(unconfigured).unwrap(), 0).await, from_a);
+    let err = Log::open_read_only(point_config(&point.data_dir, &b)).err().unwrap().to_string();
+    assert!(err.contains("is a restore to a point of"), "{err}");
+}
+
+/// An interrupted restore to an offset of every topic is finished by the same command even
+/// after a topic was created meanwhile (the recorded point is finished, not recomputed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_is_finished_after_a_new_topic_appears() {
+    use tierlog::replica::{self, PointSpec};
+    let root = tempfile::tempdir().unwrap();
+    let bucket = root.path().join("bucket");
+    let writer = Log::open(point_config(&root.path().join("writer"), &bucket)).unwrap();
+    let p = writer.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&(0..5).map(record).collect::<Vec<_>>(), T0).unwrap();
+    p.append(&(5..10).map(record).collect::<Vec<_>>(), T0).unwrap();
+    let tiering = Tiering::start(writer.clone()).await.unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    let store = tier::connect(writer.config()).await.unwrap();
+    let done = point_config(&root.path().join("done"), &bucket);
+    replica::restore_to_point(done.clone(), store.clone(), &[], PointSpec::ToOffset(5), &|_, _| {}).await.unwrap();
+    let point = point_config(&root.path().join("point"), &bucket);
+    std::fs::create_dir_all(&point.data_dir).unwrap();
+    let mut marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(done.data_dir.join("replica.json")).unwrap()).unwrap();
+    marker["point"]["groups_written"] = false.into();
+    std::fs::write(point.data_dir.join("replica.json"), marker.to_string()).unwrap();
+    writer.create_topic("u", 1).unwrap();
+    tiering.run_once(None, true).await.unwrap(); // the catalog now lists u
+    let again = replica::restore_to_point(point.clone(), store, &[], PointSpec::ToOffset(5), &|_, _| {}).await;
+    assert!(again.as_ref().is_ok_and(|r| r.resumed && r.topics == 1), "{again:?}");
+    assert_eq!(values(&Log::open_read_only(point).unwrap(), 0).await.len(), 5);
+}
+
+/// The end clamps are for restores to a point only: a read-only view of a live writer whose
+/// end lags answers a time lookup from the bucket as the writer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_only_view_answers_time_lookups_as_the_writer_does() {
+    let root = tempfile::tempdir().unwrap();
+    let mut wc = point_config(&root.path().join("writer"), &root.path().join("bucket"));
+    wc.tiering.local_retention_bytes = 0;
+    wc.tiering.local_retention_ms = 0;
+    let writer = Log::open(wc.clone()).unwrap();
+    let p = writer.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let tiering = Tiering::start(writer.clone()).await.unwrap();
+    let at = |ts: i64, n: u64| -> Vec<Record> {
+        (0..n).map(|i| Record { timestamp: ts + i as i64, value: b"x".to_vec(), ..Record::default() }).collect()
+    };
+    p.append(&at(T0, 10), T0).unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    p.append(&at(T0 + 10, 10), T0 + 10).unwrap();
+    let view = Log::open_read_only(wc).unwrap();
+    let vp = view.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!((vp.start_offset(), vp.end_offset()), (10, 20));
+    let mut late = at(T0 + 50, 5);
+    late.extend(at(T0 + 100, 5));
+    p.append(&late, T0 + 20).unwrap(); // offsets 20..30: the first timestamp ≥ T0+100 is at 25
+    tiering.run_once(None, true).await.unwrap();
+    assert_eq!(Reader::new(writer.clone()).offset_for_time(&p, T0 + 100).await.unwrap(), 25);
+    assert_eq!(Reader::new(view).offset_for_time(&vp, T0 + 100).await.unwrap(), 25);
+}

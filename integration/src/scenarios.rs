@@ -431,7 +431,7 @@ pub async fn restore_to_point(s3: &S3Target) {
     assert!(again.resumed);
     let other = PointSpec::ToTime(1_700_000_000_300);
     let err = replica::restore_to_point(config("at-time"), store.clone(), &t, other, &|_, _| {}).await.unwrap_err();
-    assert!(err.to_string().contains("already holds a restore to"), "{err}");
+    assert!(err.to_string().contains("already holds a restore of"), "{err}");
     let err = Log::open(config("at-time")).err().unwrap().to_string();
     assert!(err.contains("read-only replica's directory"), "{err}");
 
@@ -445,20 +445,19 @@ pub async fn restore_to_point(s3: &S3Target) {
     let log = Replica::open(config("all"), store.clone()).await.unwrap();
     assert_eq!(replay_topic(log.log(), &store, "t", 0).await.len(), 540);
 
-    // Interrupted before it recorded where each partition ends: nothing opens it, and the
-    // same restore run again finishes it.
+    // Interrupted after its marker, before its group offsets: read-only opens refuse it
+    // (the groups are not there yet), and the same restore run again finishes it.
     let interrupted = dir.path().join("interrupted");
-    std::fs::create_dir_all(interrupted.join("groups")).unwrap();
-    let marker = serde_json::json!({
-        "version": 1, "url": writer.config().remote_url(), "created_ms": 0,
-        "point": {"to": {"to_time": 1_700_000_000_250_i64}, "topics": ["t"], "ends": {}}
-    });
+    std::fs::create_dir_all(&interrupted).unwrap();
+    let mut marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("at-time/replica.json")).unwrap()).unwrap();
+    marker["point"]["groups_written"] = false.into();
     std::fs::write(interrupted.join("replica.json"), marker.to_string()).unwrap();
-    let err = Replica::open(config("interrupted"), store.clone()).await.err().unwrap().to_string();
-    assert!(err.contains("was interrupted"), "{err}");
-    assert!(Log::open_read_only(config("interrupted")).is_err());
+    let err = Log::open_read_only(config("interrupted")).err().unwrap().to_string();
+    assert!(err.contains("read-only replica's directory"), "{err}");
     let resumed = replica::restore_to_point(config("interrupted"), store.clone(), &t, at, &|_, _| {}).await.unwrap();
     assert!(resumed.resumed);
+    assert_eq!((resumed.group_offsets, resumed.group_offsets_clamped), (2, 1), "reported from the marker");
     let log = Replica::open(config("interrupted"), store.clone()).await.unwrap();
     assert_eq!(replay_topic(log.log(), &store, "t", 0).await, history[..260].to_vec());
     assert_eq!(groups(log.log(), "billing"), 260);

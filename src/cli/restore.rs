@@ -38,7 +38,7 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
         _ => None,
     };
     if let Some(to) = point {
-        return restore_to_point(config, &args.topics, to);
+        return restore_to_point(global, config, &args.topics, to);
     }
     let options = RestoreOptions { topics: args.topics, take_over: args.take_over };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -54,7 +54,12 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
 }
 
 /// `restore --to-offset/--to-time`: a read-only directory of the bucket's history up to a point.
-fn restore_to_point(config: tierlog::config::Config, topics: &[String], to: PointSpec) -> Result<ExitCode> {
+fn restore_to_point(
+    global: &GlobalArgs,
+    config: tierlog::config::Config,
+    topics: &[String],
+    to: PointSpec,
+) -> Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (progress, on_partition) = progress_lines::<replica::PointPartition>(&data_dir);
@@ -65,10 +70,17 @@ fn restore_to_point(config: tierlog::config::Config, topics: &[String], to: Poin
     progress.finish_and_clear();
     let report = report.with_context(|| format!("restoring {} to a point", data_dir.display()))?;
     println!("{}", serde_json::json!({ "restored": report, "read_only": true }));
+    let config_arg = global.config.as_ref().map(|c| format!("--config {} ", c.display())).unwrap_or_default();
     eprintln!(
-        "read-only: serve it with `tierlog --data-dir {dir} serve --replica`, or read it with `tierlog --data-dir {dir} consume TOPIC`",
+        "read-only: serve it with `tierlog {config_arg}--data-dir {dir} serve --replica`, or read it with `tierlog {config_arg}--data-dir {dir} consume TOPIC`",
         dir = data_dir.display()
     );
+    if report.incomplete > 0 {
+        eprintln!(
+            "note: {} partition(s) have \"complete\": false: the bucket holds nothing of them after the point, so records the writer had by then but never tiered are not in this copy",
+            report.incomplete
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

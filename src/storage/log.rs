@@ -95,9 +95,9 @@ impl Log {
         match &opener {
             Opener::Writer => {
                 check_not_restoring(&host, &dir)?;
-                check_not_replica(&host, &dir, false)?;
+                check_not_replica(&host, &dir)?;
             }
-            Opener::Restore => check_not_replica(&host, &dir, false)?,
+            Opener::Restore => check_not_replica(&host, &dir)?,
             Opener::Replica { .. } => {
                 // A replica's topics are a view of the bucket, rebuilt at every start by its
                 // refresher (they hold no records): the view of an earlier run goes, under the lock.
@@ -135,16 +135,29 @@ impl Log {
     }
 
     /// [`open_read_only`](Self::open_read_only) on another host.
-    pub fn open_read_only_on(host: Host, config: Config) -> Result<Log> {
+    pub fn open_read_only_on(host: Host, mut config: Config) -> Result<Log> {
         check_not_restoring(&host, &config.data_dir)?;
-        check_not_replica(&host, &config.data_dir, true)?;
+        let point = finished_point(&host, &config.data_dir);
+        match &point {
+            None => check_not_replica(&host, &config.data_dir)?,
+            // A restore to a point is read from the bucket it was restored from.
+            Some(url) if config.remote.url.is_empty() => config.remote.url = url.clone(),
+            Some(url) if *url != config.remote.url => {
+                return Err(Error::Invalid(format!(
+                    "{} is a restore to a point of {url}, but remote.url names {}: read it with the configuration it was restored with",
+                    config.data_dir.display(),
+                    config.remote.url
+                )));
+            }
+            Some(_) => {}
+        }
         if !host.disk.is_dir(&config.data_dir.join("topics")) {
             return Err(Error::Invalid(format!(
                 "{} is not a tierlog data directory (no topics/ inside); check --data-dir",
                 config.data_dir.display()
             )));
         }
-        Log::open_with(host, config, false, None, false, None)
+        Log::open_with(host, config, false, None, point.is_some(), None)
     }
 
     fn open_with(
@@ -210,6 +223,12 @@ impl Log {
     /// The bucket a read-only replica serves; `None` for a writer or a read-only view.
     pub fn replica_of(&self) -> Option<&str> {
         self.inner.replica_of.as_deref()
+    }
+
+    /// Whether this is a restore to a point (served or read): it ends inside what the bucket
+    /// holds, so nothing at or past a partition's end may be served from the bucket.
+    pub fn is_pinned(&self) -> bool {
+        self.inner.pinned
     }
 
     /// Whether this is a live replica: one that follows the bucket (not a restore to a point),
@@ -373,29 +392,32 @@ fn mark_replica(topic: Arc<Topic>, replica_of: Option<&str>) -> Arc<Topic> {
 }
 
 /// A read-only replica's directory is opened by the replica only: its topics are a view of
-/// the bucket, rebuilt at every start, and nothing in it may be written as a log. A finished
-/// restore to a point (its marker names where every partition ends) is also opened read-only
-/// when `read_only` (its view does not move, so `consume --data-dir` can read it).
-pub fn check_not_replica(host: &Host, data_dir: &Path, read_only: bool) -> Result<()> {
-    let path = data_dir.join(REPLICA_MARKER);
-    if !host.disk.is_file(&path) {
+/// the bucket, rebuilt at every start, and nothing in it may be written as a log. (A finished
+/// restore to a point is also opened read-only: see [`finished_point`].)
+pub fn check_not_replica(host: &Host, data_dir: &Path) -> Result<()> {
+    if !host.disk.is_file(&data_dir.join(REPLICA_MARKER)) {
         return Ok(());
     }
-    let pinned = host
-        .disk
-        .read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .is_some_and(|marker| marker["point"]["ends"].as_object().is_some_and(|ends| !ends.is_empty()));
-    if read_only && pinned {
-        return Ok(());
-    }
+    let hint = match finished_point(host, data_dir) {
+        Some(_) => "serve it with `tierlog serve --replica` or read it with `tierlog consume`",
+        None => "serve it with `tierlog serve --replica`, or read the bucket with `consume --replica`",
+    };
     Err(Error::Invalid(format!(
-        "{}: this is a read-only replica's directory ({REPLICA_MARKER} is there): serve it with `tierlog serve --replica`{}, \
-         or use another --data-dir",
-        data_dir.display(),
-        if pinned { " or read it with `tierlog consume`" } else { " or read the bucket with `consume --replica`" }
+        "{}: this is a read-only replica's directory ({REPLICA_MARKER} is there): {hint}, or use another --data-dir",
+        data_dir.display()
     )))
+}
+
+/// The bucket URL of a finished restore to a point in `data_dir` (its `replica.json` names
+/// where every partition ends and its group offsets are written), `None` for anything else.
+/// Such a directory never moves, so it can be read without its lock.
+pub fn finished_point(host: &Host, data_dir: &Path) -> Option<String> {
+    let bytes = host.disk.read(&data_dir.join(REPLICA_MARKER)).ok()?;
+    let marker = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    let point = &marker["point"];
+    let finished = point["ends"].as_object().is_some_and(|ends| !ends.is_empty())
+        && point["groups_written"].as_bool() == Some(true);
+    finished.then(|| marker["url"].as_str().map(str::to_string)).flatten()
 }
 
 /// Whether `dir` holds nothing (a missing directory does not), but perhaps the lock file a

@@ -289,7 +289,16 @@ async fn offset_at(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> 
         ))),
         // Kafka looks up the timestamps its clients see: the append time for LogAppendTime.
         t if topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime => {
-            let offset = reader.offset_as_of(partition, t - 1).await?; // first appended at or after t
+            // First appended at or after t. A live replica knows only what is tiered: with
+            // nothing tiered from t on, there is no such record (yet), as at a writer's end.
+            let offset = if broker.state.log.is_live_replica() {
+                match reader.first_remote_appended_after(partition, t - 1, partition.end_offset()).await? {
+                    Some(offset) => offset,
+                    None => return Ok((-1, -1)),
+                }
+            } else {
+                reader.offset_as_of(partition, t - 1).await?
+            };
             if offset >= partition.end_offset() {
                 return Ok((-1, -1));
             }
