@@ -113,6 +113,36 @@ pub struct PointReport {
     pub resumed: bool,
 }
 
+/// How a replica's looks at the bucket go, for `/metrics` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    pub refreshes: std::sync::atomic::AtomicU64,
+    /// Looks that failed, or left a topic or partition behind.
+    pub failed_refreshes: std::sync::atomic::AtomicU64,
+    /// When a look last brought everything up to date (ms; 0: never).
+    pub last_success_ms: std::sync::atomic::AtomicI64,
+    /// `replica.refresh_ms`.
+    pub refresh_ms: u64,
+}
+
+impl ReplicaStats {
+    /// Why the replica should not take traffic: its view is older than three refresh
+    /// periods (at least 30 s), so it may be serving stale history. `None`: it is current, or
+    /// it is a restore to a point (it never moves).
+    pub fn behind(&self, now_ms: i64) -> Option<String> {
+        let last = self.last_success_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = (3 * self.refresh_ms).max(30_000) as i64;
+        (now_ms - last > limit).then(|| match last {
+            0 => "the replica has not brought its view of the bucket up to date yet".to_string(),
+            last => format!(
+                "the replica's view of the bucket is {} s old (last complete refresh at {}); see the log for why",
+                (now_ms - last) / 1000,
+                crate::time::format_time(last)
+            ),
+        })
+    }
+}
+
 /// A replica: its log (the view of the bucket) and what the refresher last saw.
 pub struct Replica {
     log: Log,
@@ -126,6 +156,7 @@ pub struct Replica {
     pub startup_errors: Vec<String>,
     /// Serve only these topics of the catalog (all when empty).
     only: Vec<String>,
+    pub stats: std::sync::Arc<ReplicaStats>,
 }
 
 /// What one look at the bucket changed.
@@ -164,6 +195,7 @@ impl Replica {
         only: &[String],
     ) -> Result<Replica> {
         let url = config.remote_url();
+        let config_refresh_ms = config.replica.refresh_ms;
         // Every offset below a partition's (empty) local log is read from the bucket.
         config.tiering.enabled = true;
         let log = Log::open_replica(config, &url, point.is_some(), lock)?;
@@ -175,6 +207,7 @@ impl Replica {
             versions: BTreeMap::new(),
             startup_errors: Vec::new(),
             only: only.to_vec(),
+            stats: std::sync::Arc::new(ReplicaStats { refresh_ms: config_refresh_ms, ..ReplicaStats::default() }),
         };
         if let Some(point) = point {
             if !point.groups_written {
@@ -188,6 +221,8 @@ impl Replica {
                 write_marker(&dir, &marker)?;
             }
             replica.build_pinned(point).await?;
+            // A point never moves: its view is as current as it will ever be.
+            replica.stats.last_success_ms.store(crate::partition::now_ms(), std::sync::atomic::Ordering::Relaxed);
             return Ok(replica);
         }
         let first = replica.refresh().await?;
@@ -253,6 +288,21 @@ impl Replica {
     /// manifest grew move forward. A partition that fails (a network error, a manifest that
     /// went backwards) is reported in [`Refreshed::errors`] and keeps serving what it had.
     pub async fn refresh(&mut self) -> Result<Refreshed> {
+        use std::sync::atomic::Ordering;
+        let result = self.look().await;
+        self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(refreshed) if refreshed.errors.is_empty() => {
+                self.stats.last_success_ms.store(crate::partition::now_ms(), Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.failed_refreshes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn look(&mut self) -> Result<Refreshed> {
         let mut refreshed = Refreshed::default();
         if self.pinned {
             return Ok(refreshed);
@@ -652,5 +702,24 @@ async fn point_end(
             })?;
             Ok((batches.base_offset, true))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplicaStats;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_replica_is_behind_after_three_refresh_periods_and_at_least_30_s_without_a_complete_look() {
+        let stats = ReplicaStats { refresh_ms: 5_000, ..ReplicaStats::default() };
+        assert!(stats.behind(1_000_000).unwrap().contains("not brought its view"));
+        stats.last_success_ms.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(stats.behind(1_030_000), None, "30 s is the floor");
+        assert!(stats.behind(1_030_001).unwrap().contains("30 s old"));
+        let slow = ReplicaStats { refresh_ms: 60_000, ..ReplicaStats::default() };
+        slow.last_success_ms.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(slow.behind(1_180_000), None, "three periods of a slow refresh");
+        assert!(slow.behind(1_180_001).is_some());
     }
 }

@@ -183,6 +183,13 @@ async fn serve_replica_serves_history_follows_new_data_and_refuses_writes() {
         seen.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["offset"].as_u64().unwrap()).collect();
     assert_eq!(offsets, newer.iter().map(|r| r["offset"].as_u64().unwrap()).collect::<Vec<_>>());
 
+    // It reports how its looks at the bucket go, and is ready while they succeed.
+    let metrics = http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let looks = metrics.lines().find_map(|l| l.strip_prefix("tierlog_replica_refreshes_total ")).unwrap_or("0");
+    assert!(looks.parse::<u64>().unwrap() > 0, "{metrics}");
+    assert!(metrics.contains("tierlog_replica_refresh_failures_total 0"), "{metrics}");
+    assert_eq!(http.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+
     // Nothing the replica does writes to the bucket.
     let store = s3.store(&prefix);
     let listing = scenarios::bucket_listing(&store).await;

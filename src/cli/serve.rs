@@ -79,7 +79,9 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
     let mut tiering_stats = None;
     let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
     let mut refresher = None;
+    let mut replica_stats = None;
     let background = if let Background::Replica(replica) = background {
+        replica_stats = Some(replica.stats.clone());
         refresher = Some(replica.spawn(refresh_stopped));
         None
     } else if log.config().tiering.enabled {
@@ -103,6 +105,9 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = AppState::new(log.clone(), stopped, tiering_stats)?;
+    if let Some(stats) = replica_stats {
+        let _ = state.replica.set(stats);
+    }
     let kafka = match kafka {
         Some(kafka) => Some(start_kafka(kafka, state.clone()).await?),
         None => None,

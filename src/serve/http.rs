@@ -115,6 +115,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     auth: Auth,
     tiering: Option<Arc<crate::tier::TieringStats>>,
+    /// A live replica's refresher counters (`serve --replica`), set once it runs.
+    pub replica: std::sync::OnceLock<Arc<crate::replica::ReplicaStats>>,
     /// The groups store as last read for `/metrics`, and when: scrapes re-read it at most every
     /// [`GROUPS_REREAD`], however often they come.
     groups_seen: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::groups::Committed>>)>>,
@@ -150,6 +152,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             shutdown,
             tiering,
+            replica: std::sync::OnceLock::new(),
             groups_seen: tokio::sync::Mutex::new(None),
         }))
     }
@@ -1248,11 +1251,13 @@ async fn commit_group_offsets(
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ready\n".into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if let Some(why) = state.replica.get().and_then(|r| r.behind(crate::partition::now_ms())) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -1292,6 +1297,16 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             ),
         ]);
     }
+    if let Some(r) = state.replica.get() {
+        counters.extend([
+            ("tierlog_replica_refreshes_total", "Looks of the replica at the bucket.", &r.refreshes),
+            (
+                "tierlog_replica_refresh_failures_total",
+                "Looks at the bucket that failed or left a topic or partition behind.",
+                &r.failed_refreshes,
+            ),
+        ]);
+    }
     let remote = state.reader.remote_stats();
     if let Some(r) = &remote {
         counters.extend([
@@ -1312,6 +1327,11 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         let (hits, gets) = (r.cache_hits.load(Ordering::Relaxed), r.chunk_gets.load(Ordering::Relaxed));
         out.push_str("# HELP tierlog_remote_cache_hit_ratio Share of remote chunk reads served from the cache.\n# TYPE tierlog_remote_cache_hit_ratio gauge\n");
         out.push_str(&format!("tierlog_remote_cache_hit_ratio {}\n", hits as f64 / (hits + gets).max(1) as f64));
+    }
+    if let Some(r) = state.replica.get() {
+        out.push_str("# HELP tierlog_replica_last_refresh_success_seconds When the replica last brought its whole view up to date (Unix time; 0: never).\n# TYPE tierlog_replica_last_refresh_success_seconds gauge\n");
+        let last = r.last_success_ms.load(Ordering::Relaxed);
+        out.push_str(&format!("tierlog_replica_last_refresh_success_seconds {}\n", last as f64 / 1000.0));
     }
     out.push_str("# HELP tierlog_http_request_duration_seconds Produce latency (until durable) and fetch latency (until the stream starts).\n# TYPE tierlog_http_request_duration_seconds histogram\n");
     m.produce_latency.render("tierlog_http_request_duration_seconds", "route=\"produce\"", &mut out);
