@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tierlog_tiering::catalog;
-use tierlog_tiering::manifest::{ManifestStore, Writer};
+use tierlog_tiering::manifest::{self, ManifestStore, Writer};
 use tierlog_tiering::store::RemoteStore;
 
 use crate::Log;
@@ -307,7 +307,10 @@ impl Replica {
         if self.pinned {
             return Ok(refreshed);
         }
-        if let Some(catalog) = catalog::latest_catalog(&self.remote, self.catalog_version).await?
+        // HEADs only while nothing changed; a catalog is read when a newer version exists.
+        let newest = catalog::latest_catalog_number(&self.remote, self.catalog_version).await?;
+        if newest > self.catalog_version
+            && let Some(catalog) = catalog::latest_catalog(&self.remote, newest).await?
             && catalog.version > self.catalog_version
         {
             // A topic that cannot be served is reported (every time) and retried; it never
@@ -345,23 +348,27 @@ impl Replica {
                 self.catalog_version = catalog.version;
             }
         }
-        let reader = Writer { id: "replica".into(), epoch: 0 };
-        for topic in self.log.topics() {
+        // A topic added by this look was built from manifests read a moment ago.
+        for topic in self.log.topics().into_iter().filter(|t| !refreshed.topics_added.iter().any(|a| a == t.name())) {
             for partition in &topic.partitions {
                 let key = (topic.name().to_string(), partition.id);
                 let known = self.versions.get(&key).copied().unwrap_or(0);
-                let opened =
-                    ManifestStore::open(self.remote.clone(), topic.name(), partition.id, reader.clone(), known).await;
-                let manifest = match opened {
-                    Ok(store) => store.current,
+                // HEADs only while nothing changed; the manifest is read when it did.
+                let (remote, topic_name, id) = (&self.remote, topic.name(), partition.id);
+                let read = async {
+                    match manifest::latest_version(remote, topic_name, id, known).await? {
+                        newest if newest == known => Ok(None),
+                        newest => manifest::load_version(remote, topic_name, id, newest).await.map(Some),
+                    }
+                };
+                let manifest = match read.await {
+                    Ok(Some(manifest)) => manifest,
+                    Ok(None) => continue,
                     Err(e) => {
                         refreshed.errors.push(format!("{}/{}: {e}", topic.name(), partition.id));
                         continue;
                     }
                 };
-                if manifest.manifest_version == known {
-                    continue;
-                }
                 let end = manifest.next_offset();
                 let state = PartitionState {
                     manifest_version: manifest.manifest_version,
@@ -653,19 +660,8 @@ async fn compute_point(
     }
     let writers = crate::restore::history_writers(remote, catalog, &topics).await?;
     let snapshot = catalog::latest_group_snapshot_by(remote, &writers).await?;
-    let (mut groups, mut clamped) = (Vec::new(), 0);
-    for group in snapshot.iter().flat_map(|s| &s.groups) {
-        let Some(topic_ends) = ends.get(&group.topic) else { continue };
-        let mut offsets = BTreeMap::new();
-        for (&p, &offset) in &group.offsets {
-            let Some(&end) = topic_ends.get(p as usize) else { continue };
-            clamped += usize::from(offset > end);
-            offsets.insert(p, offset.min(end));
-        }
-        if !offsets.is_empty() {
-            groups.push(catalog::GroupOffsets { group: group.group.clone(), topic: group.topic.clone(), offsets });
-        }
-    }
+    let end_of = |topic: &str, p: u32| ends.get(topic).and_then(|e: &Vec<u64>| e.get(p as usize)).copied();
+    let (groups, clamped) = crate::restore::clamp_group_offsets(snapshot.as_ref(), end_of);
     Ok(Point {
         to,
         topics,

@@ -166,18 +166,11 @@ pub async fn restore(
         writers.insert(catalog.writer.id.clone()); // no manifest at all: the catalog's writer
     }
     let snapshot = catalog::latest_group_snapshot_by(remote, &writers).await?;
-    let (mut restored_offsets, mut clamped) = (0, 0);
-    for group in snapshot.iter().flat_map(|s| &s.groups) {
-        let mut offsets = BTreeMap::new();
-        for (&p, &offset) in &group.offsets {
-            let Some(&end) = ends.get(&(group.topic.clone(), p)) else { continue };
-            clamped += usize::from(offset > end);
-            offsets.insert(p, offset.min(end));
-        }
-        if !offsets.is_empty() {
-            restored_offsets += offsets.len();
-            crate::groups::commit(&data_dir, &group.group, &group.topic, &offsets)?;
-        }
+    let (groups, clamped) =
+        clamp_group_offsets(snapshot.as_ref(), |topic, p| ends.get(&(topic.to_string(), p)).copied());
+    let restored_offsets = groups.iter().map(|g| g.offsets.len()).sum();
+    for group in &groups {
+        crate::groups::commit(&data_dir, &group.group, &group.topic, &group.offsets)?;
     }
     log.flush()?;
     let marker_path = data_dir.join(MARKER_FILE);
@@ -194,6 +187,27 @@ pub async fn restore(
         group_offsets_clamped: clamped,
         resumed,
     })
+}
+
+/// The group offsets of `snapshot` for the partitions `end_of` knows, each clamped to that
+/// partition's end (a group never points past restored data), and how many were clamped.
+pub(crate) fn clamp_group_offsets(
+    snapshot: Option<&catalog::GroupSnapshot>,
+    end_of: impl Fn(&str, u32) -> Option<u64>,
+) -> (Vec<catalog::GroupOffsets>, usize) {
+    let (mut groups, mut clamped) = (Vec::new(), 0);
+    for group in snapshot.iter().flat_map(|s| &s.groups) {
+        let mut offsets = BTreeMap::new();
+        for (&p, &offset) in &group.offsets {
+            let Some(end) = end_of(&group.topic, p) else { continue };
+            clamped += usize::from(offset > end);
+            offsets.insert(p, offset.min(end));
+        }
+        if !offsets.is_empty() {
+            groups.push(catalog::GroupOffsets { group: group.group.clone(), topic: group.topic.clone(), offsets });
+        }
+    }
+    (groups, clamped)
 }
 
 /// A catalog restore can trust: valid unique names, partition counts in range, known settings.

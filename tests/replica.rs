@@ -346,3 +346,28 @@ async fn a_stale_read_only_view_answers_time_lookups_as_the_writer_does() {
     assert_eq!(Reader::new(writer.clone()).offset_for_time(&p, T0 + 100).await.unwrap(), 25);
     assert_eq!(Reader::new(view).offset_for_time(&vp, T0 + 100).await.unwrap(), 25);
 }
+
+/// What docs/AUDIT.md says an idle replica costs: a look at the bucket with nothing new is
+/// about two HEADs per partition (plus two for the catalog), and never a PUT or DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_refresh_costs_two_heads_per_partition_and_writes_nothing() {
+    use tierlog_tiering::fault::FaultStore;
+    let root = tempfile::tempdir().unwrap();
+    let (wc, rc) = configs(root.path());
+    let writer = Log::open(wc).unwrap();
+    writer.create_topic("t", 3).unwrap();
+    let tiering = Tiering::start(writer.clone()).await.unwrap();
+    for p in 0..3 {
+        writer.topic("t").unwrap().partition(p).unwrap().append(&[record(p as u64)], T0).unwrap();
+    }
+    tiering.run_once(None, true).await.unwrap();
+    let store = tier::connect(writer.config()).await.unwrap();
+    let counted = std::sync::Arc::new(FaultStore::new(store.store.clone()));
+    let mut replica = Replica::open(rc, store.with_store(counted.clone())).await.unwrap();
+    let before = counted.counters.snapshot();
+    let refreshed = replica.refresh().await.unwrap();
+    assert_eq!((refreshed.partitions_advanced, refreshed.errors.len()), (0, 0));
+    let [puts, gets, heads, lists, deletes] = std::array::from_fn(|i| counted.counters.snapshot()[i] - before[i]);
+    assert_eq!((puts, deletes, gets, lists), (0, 0, 0, 0), "an idle look only HEADs");
+    assert_eq!(heads, 2 * 3 + 2, "two per partition, two for the catalog");
+}

@@ -223,6 +223,12 @@ pub async fn latest_catalog(store: &RemoteStore, hint: u64) -> Result<Option<Cat
     latest(store, hint).await
 }
 
+/// The newest catalog version number (HEADs only, probing from `hint`): what a reader that
+/// already holds version `hint` asks before reading anything.
+pub async fn latest_catalog_number(store: &RemoteStore, hint: u64) -> Result<u64> {
+    manifest::latest_number(store, |v| key::<Catalog>(store, v), hint).await
+}
+
 /// Records `topics` as the catalog unless the newest version already says so. Topics of the
 /// newest readable version that `topics` lacks are kept (see `carry_over`).
 pub async fn publish_catalog(
