@@ -121,6 +121,16 @@ pub struct TieringSection {
     pub local_retention_bytes: u64,
     /// Keep tiered sealed segments locally for at least this long.
     pub local_retention_ms: u64,
+    /// Expire a segment from the remote tier (and so from the log) once its newest record is
+    /// older than this; -1 keeps every segment forever (the default). A legal hold overrides
+    /// it. Kafka's `retention.ms`. Never below `local_retention_ms`.
+    pub remote_retention_ms: i64,
+    /// Expire the oldest remote segments of a partition while its remote tier holds more
+    /// than this many raw bytes; -1: no byte limit (the default). Kafka's `retention.bytes`.
+    pub remote_retention_bytes: i64,
+    /// Time between committing a manifest version without expired segments and deleting
+    /// their objects: readers holding the older version can still finish reading them.
+    pub expiry_grace_ms: u64,
     /// How often the background tiering task looks for sealed segments.
     pub interval_ms: u64,
     /// Longest time from the start of a segment object's PUT to the start of the manifest
@@ -324,6 +334,9 @@ impl Default for TieringSection {
             multipart_threshold_bytes: 32 * 1024 * 1024,
             local_retention_bytes: 1024 * 1024 * 1024,
             local_retention_ms: 24 * 3600 * 1000,
+            remote_retention_ms: -1,
+            remote_retention_bytes: -1,
+            expiry_grace_ms: 3600 * 1000,
             interval_ms: 10_000,
             commit_window_ms: 600_000,
             orphan_grace_ms: 3600 * 1000,
@@ -367,6 +380,32 @@ impl Default for DurabilitySection {
     }
 }
 
+/// Longest remote retention by time: a century.
+pub const REMOTE_RETENTION_MS_MAX: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Checks remote retention values: -1 (keep forever) or a positive limit, and a time limit no
+/// shorter than local retention (a segment still on local disk is never expired, so a shorter
+/// remote retention would silently mean the local one). `prefix` names the keys in errors.
+pub fn check_remote_retention(ms: i64, bytes: i64, local_ms: u64, prefix: &str) -> Result<()> {
+    if ms != -1 && !(1..=REMOTE_RETENTION_MS_MAX).contains(&ms) {
+        return Err(Error::Config(format!(
+            "{prefix}remote_retention_ms = {ms} is out of range: -1 (keep forever) or 1..={REMOTE_RETENTION_MS_MAX}"
+        )));
+    }
+    if bytes != -1 && bytes < 1 {
+        return Err(Error::Config(format!(
+            "{prefix}remote_retention_bytes = {bytes} is out of range: -1 (no limit) or at least 1"
+        )));
+    }
+    if ms != -1 && (ms as u64) < local_ms {
+        return Err(Error::Config(format!(
+            "{prefix}remote_retention_ms = {ms} is shorter than {prefix}local_retention_ms = {local_ms}: the log keeps a \
+             segment at least as long as its local copy; lower local_retention_ms too"
+        )));
+    }
+    Ok(())
+}
+
 /// Allowed range of every numeric key, checked after all overrides are applied.
 const RANGES: &[(&str, u64, u64)] = &[
     // A record must fit in one batch (64 MiB cap in `batch`).
@@ -386,6 +425,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("tiering.multipart_threshold_bytes", 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
     ("tiering.local_retention_bytes", 0, u64::MAX >> 2),
     ("tiering.local_retention_ms", 0, 100 * 365 * 24 * 3600 * 1000),
+    ("tiering.expiry_grace_ms", 0, 30 * 24 * 3600 * 1000),
     ("tiering.interval_ms", 100, 3_600_000),
     // A commit needs at least a round trip after its upload; beyond a week, orphans of failed
     // runs would wait for scrub longer than anyone would expect.
@@ -507,6 +547,12 @@ impl Config {
                 )));
             }
         }
+        check_remote_retention(
+            self.tiering.remote_retention_ms,
+            self.tiering.remote_retention_bytes,
+            self.tiering.local_retention_ms,
+            "tiering.",
+        )?;
         self.kafka.listen_addr(&self.server)?;
         let url = &self.remote.url;
         if !(url.is_empty() || url.starts_with("file://") || url.starts_with("s3://")) {
@@ -527,6 +573,11 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The remote retention in force: `(ms, bytes)`, `None` where a limit is off.
+    pub fn remote_retention(&self) -> (Option<u64>, Option<u64>) {
+        (u64::try_from(self.tiering.remote_retention_ms).ok(), u64::try_from(self.tiering.remote_retention_bytes).ok())
     }
 
     /// The remote URL with the embedded default resolved: a directory beside the data dir.
@@ -659,6 +710,27 @@ mod tests {
         assert_eq!(config.tiering.commit_window_ms, 120_000);
         let err = Config::load(None, env(&[("TIERLOG_TIERING_COMMIT_WINDOW_MS", "10")])).unwrap_err().to_string();
         assert!(err.contains("tiering.commit_window_ms = 10") && err.contains("1000..="), "{err}");
+    }
+
+    #[test]
+    fn remote_retention_is_off_by_default_and_never_shorter_than_local() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.remote_retention(), (None, None));
+        let set = Config::load(
+            None,
+            env(&[
+                ("TIERLOG_TIERING_REMOTE_RETENTION_MS", "172800000"),
+                ("TIERLOG_TIERING_REMOTE_RETENTION_BYTES", "1000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(set.remote_retention(), (Some(172_800_000), Some(1000)));
+        let short = Config::load(None, env(&[("TIERLOG_TIERING_REMOTE_RETENTION_MS", "3600000")])).unwrap_err();
+        assert!(short.to_string().contains("shorter than tiering.local_retention_ms"), "{short}");
+        for bad in [("TIERLOG_TIERING_REMOTE_RETENTION_MS", "0"), ("TIERLOG_TIERING_REMOTE_RETENTION_BYTES", "-2")] {
+            let e = Config::load(None, env(&[bad])).unwrap_err();
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
     }
 
     #[test]
