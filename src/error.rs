@@ -55,9 +55,9 @@ pub enum Error {
     #[error("record of {bytes} bytes for {topic}/{partition} exceeds log.max_record_bytes = {max}")]
     RecordTooLarge { topic: String, partition: u32, bytes: usize, max: usize },
     #[error(
-        "offset {offset} of {topic}/{partition} is below the log start {start}: older records were removed by retention; the earliest available offset is {start}"
+        "offset {offset} of {topic}/{partition} is below the log start {start}: {why}; the earliest available offset is {start}"
     )]
-    OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64 },
+    OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64, why: String },
     /// An as-of question whose answer depends on records without an append time.
     #[error(
         "{topic}/{partition}: what was known at {time} cannot be told: the records before offset {offset} were written by a build that did not record append times (tierlog records them from offset {offset} on). Ask for a time at or after that offset's append time, or read those records by offset or by their own timestamps"

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tierlog_tiering::blocking;
+use tierlog_tiering::manifest::Expired;
 use tierlog_tiering::remote_reader::{ReaderSettings, RemoteChunk, RemoteReader};
 use tokio::sync::OnceCell;
 
@@ -76,7 +77,9 @@ impl Reader {
         if local == 0 || !self.remote_enabled() {
             return Ok(local);
         }
-        let manifest = self.remote().await?.manifest(&partition.topic, partition.id).await?;
+        let remote = self.remote().await?;
+        remote.catch_up_with_expiry(&partition.topic, partition.id, partition.expired_before()).await?;
+        let manifest = remote.manifest(&partition.topic, partition.id).await?;
         Ok(manifest.start_offset().map_or(local, |remote| remote.min(local)))
     }
 
@@ -106,9 +109,10 @@ impl Reader {
             }
         }
         if !self.remote_enabled() {
-            return Err(below_start(partition, offset, partition.start_offset()));
+            return Err(below_start(partition, offset, partition.start_offset(), None));
         }
         let remote = self.remote().await?;
+        remote.catch_up_with_expiry(&partition.topic, partition.id, partition.expired_before()).await?;
         match remote.read_at(&partition.topic, partition.id, offset).await? {
             Some(chunk) => {
                 let mut batches = Batches::of_chunk(&chunk, offset)?;
@@ -126,7 +130,7 @@ impl Reader {
                 }
                 let manifest = remote.manifest(&partition.topic, partition.id).await?;
                 let start = manifest.start_offset().unwrap_or(partition.start_offset());
-                Err(below_start(partition, offset, start))
+                Err(below_start(partition, offset, start, manifest.expired.as_ref()))
             }
         }
     }
@@ -322,8 +326,19 @@ pub fn settings(config: &crate::config::Config) -> ReaderSettings {
     }
 }
 
-fn below_start(partition: &Partition, offset: u64, start: u64) -> Error {
-    Error::OffsetBelowStart { topic: partition.topic.clone(), partition: partition.id, offset, start }
+/// `offset` is below `start`; `expired` (the manifest's) says when and why retention expired
+/// what the bucket held below it.
+fn below_start(partition: &Partition, offset: u64, start: u64, expired: Option<&Expired>) -> Error {
+    let why = match expired.filter(|x| offset < x.before_offset) {
+        Some(x) => format!(
+            "records below offset {} were expired by retention ({}), last at {}",
+            x.before_offset,
+            x.reason,
+            crate::time::format_time(x.expired_ms)
+        ),
+        None => "older records were removed by retention".to_string(),
+    };
+    Error::OffsetBelowStart { topic: partition.topic.clone(), partition: partition.id, offset, start, why }
 }
 
 /// Validated batches read from one tier, starting with the batch that holds the offset

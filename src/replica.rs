@@ -383,6 +383,7 @@ impl Replica {
                     refreshed.errors.push(e.to_string());
                     continue;
                 }
+                partition.note_expired_before(manifest.expired_before());
                 self.versions.insert(key, manifest.manifest_version);
                 refreshed.partitions_advanced += 1;
             }

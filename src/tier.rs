@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use tierlog_tiering::blocking;
 use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
+use tierlog_tiering::retention;
 use tierlog_tiering::segment_object::{self, BatchMark};
 use tierlog_tiering::signing::Signer;
 use tierlog_tiering::store::{RemoteConfig, RemoteStore};
@@ -45,6 +46,9 @@ pub struct PartitionState {
     /// The offset after the last one in the remote tier, as of the last run.
     #[serde(default)]
     pub remote_end_offset: u64,
+    /// The first offset retention has not expired (0: nothing expired), as of the last run.
+    #[serde(default)]
+    pub remote_start_offset: u64,
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
@@ -75,6 +79,9 @@ pub struct PartitionReport {
     pub uploaded_object_bytes: u64,
     pub remote_end_offset: u64,
     pub deleted_local_segments: usize,
+    /// Segments remote retention expired in this run, and expired objects deleted.
+    pub expired_segments: u64,
+    pub deleted_expired_objects: usize,
     pub error: Option<String>,
 }
 
@@ -118,6 +125,11 @@ pub struct TieringStats {
     pub uploaded_object_bytes: std::sync::atomic::AtomicU64,
     pub failed_partition_runs: std::sync::atomic::AtomicU64,
     pub deleted_local_segments: std::sync::atomic::AtomicU64,
+    /// Remote retention: segments and raw bytes expired, expired objects deleted, failed runs.
+    pub expired_segments: std::sync::atomic::AtomicU64,
+    pub expired_raw_bytes: std::sync::atomic::AtomicU64,
+    pub deleted_expired_objects: std::sync::atomic::AtomicU64,
+    pub failed_expiry_runs: std::sync::atomic::AtomicU64,
 }
 
 pub struct Tiering {
@@ -334,6 +346,8 @@ impl Tiering {
             uploaded_object_bytes: 0,
             remote_end_offset: state.remote_end_offset,
             deleted_local_segments: 0,
+            expired_segments: 0,
+            deleted_expired_objects: 0,
             error: Some(error.to_string()),
         }
     }
@@ -412,6 +426,26 @@ impl Tiering {
                 0
             }
         };
+        // Remote retention, once this run's uploads and local retention are done (it never
+        // expires what the local log still holds, so local retention goes first).
+        let (mut expired_segments, mut deleted_expired_objects) = (0, 0);
+        if outcome.error.is_none() {
+            let retention = match self.expire_remote(&partition, manifest).await {
+                Ok(expired) => {
+                    expired_segments = expired;
+                    self.delete_expired(manifest).await.map(|deleted| deleted_expired_objects = deleted)
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = retention {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "remote retention stopped; it resumes on the next run");
+                self.stats.failed_expiry_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(self.now_ms()));
+                outcome.error.get_or_insert(tierlog_tiering::Error::Format(e.to_string()));
+            }
+        }
+        state.manifest_version = manifest.current.manifest_version;
+        state.remote_start_offset = manifest.current.expired_before();
         write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state)?;
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
         if fenced {
@@ -426,12 +460,44 @@ impl Tiering {
             uploaded_object_bytes: outcome.committed.iter().map(|e| e.object_bytes).sum(),
             remote_end_offset: manifest.current.next_offset(),
             deleted_local_segments: deleted,
+            expired_segments,
+            deleted_expired_objects,
             error: outcome.error.map(|e| e.to_string()),
         };
         if fenced {
             manifests.remove(&key); // reload on the next run rather than keep a stale view
         }
         Ok(report)
+    }
+
+    /// Commits the expiry of what the partition's remote retention says has expired (nothing
+    /// is deleted yet); returns the segments expired.
+    async fn expire_remote(&self, partition: &Partition, manifest: &mut ManifestStore) -> Result<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let config = self.log.config();
+        let (retention_ms, retention_bytes) = config.remote_retention();
+        let policy = retention::Policy {
+            retention_ms,
+            retention_bytes,
+            holds: Vec::new(),
+            keep_from: partition.start_offset(),
+            grace_ms: config.tiering.expiry_grace_ms,
+        };
+        let expired = retention::expire(manifest, &policy, self.now_ms(), self.settings.attempts).await?;
+        if let Some(expired) = &expired {
+            self.stats.expired_segments.fetch_add(expired.segments, Relaxed);
+            self.stats.expired_raw_bytes.fetch_add(expired.raw_bytes, Relaxed);
+        }
+        // This process's readers stop answering below the new start (before any deletion).
+        partition.note_expired_before(manifest.current.expired_before());
+        Ok(expired.map_or(0, |x| x.segments))
+    }
+
+    /// Deletes the objects of earlier expiries whose grace period has passed; returns how many.
+    async fn delete_expired(&self, manifest: &mut ManifestStore) -> Result<usize> {
+        let deleted = retention::delete_due(manifest, self.now_ms(), self.settings.attempts).await?;
+        self.stats.deleted_expired_objects.fetch_add(deleted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(deleted.len())
     }
 
     /// Before extending the remote chain: the segment at its end must be the local segment

@@ -12,7 +12,12 @@
 //! - every record has an append time, never decreasing along a partition nor later than the
 //!   simulated clock, and an as-of lookup (first offset appended after T) agrees with the
 //!   append times read back, in both tiers;
-//! - the manifest chain verifies, starts at offset 0 and never runs past the local log;
+//! - the manifest chain verifies, starts at offset 0 (or where remote retention expired it)
+//!   and never runs past the local log;
+//! - remote retention (on for half the seeds, by time and/or bytes, with a random grace
+//!   period) only moves the log's start forward, never past what the local log still holds,
+//!   and by time only over records older than the limit; every record from the start on stays
+//!   readable while expired objects are deleted under faults, crashes and scrubs;
 //! - no local segment is gone unless its object is in the bucket (else the read check fails);
 //! - scrub never deletes a referenced object (else the read check fails);
 //! - committed group offsets read back as committed;
@@ -97,6 +102,8 @@ struct World {
     producer_rng: SimRng,
     /// Draws of the as-of check (its own stream, so older seeds keep their traces).
     as_of_rng: SimRng,
+    /// Per partition, the log's start as last read: retention may only move it forward.
+    start: Vec<u64>,
 }
 
 /// An idempotent producer as a Kafka client drives it: numbered batches, and a batch whose
@@ -127,6 +134,20 @@ impl World {
         config.tiering.upload_concurrency = 1; // one request at a time: the same order every run
         config.tiering.commit_window_ms = 1_000;
         config.tiering.orphan_grace_ms = 0;
+        // Remote retention for half the seeds (its own stream, so older seeds keep their traces).
+        let mut retention_rng = SimRng::new(seed ^ 0x7265_7465);
+        if retention_rng.below(2) == 0 {
+            let local_ms = config.tiering.local_retention_ms as i64;
+            config.tiering.remote_retention_ms = match retention_rng.below(3) {
+                0 => -1,
+                _ => local_ms + retention_rng.below(3 * 3_600_000) as i64,
+            };
+            config.tiering.remote_retention_bytes = match retention_rng.below(3) {
+                0 => 1 + retention_rng.below(16_384) as i64,
+                _ => -1,
+            };
+            config.tiering.expiry_grace_ms = retention_rng.below(120_000);
+        }
         let time = Arc::new(AtomicI64::new(1_700_000_000_000));
         let faulty = Arc::new(FaultStore::new(Arc::new(InMemory::new())));
         let mut seeded = SeededFaults::new(rng.next_u64(), 20_000);
@@ -164,6 +185,7 @@ impl World {
             producers,
             producer_rng,
             as_of_rng,
+            start: vec![0; PARTITIONS as usize],
         }
     }
 
@@ -392,10 +414,12 @@ impl World {
                     .iter()
                     .map(|r| {
                         format!(
-                            "p{} up {} del {} err {}",
+                            "p{} up {} del {} exp {}/{} err {}",
                             r.partition,
                             r.uploaded_segments,
                             r.deleted_local_segments,
+                            r.expired_segments,
+                            r.deleted_expired_objects,
                             r.error.is_some()
                         )
                     })
@@ -466,7 +490,10 @@ impl World {
     async fn reconcile_after_crash(&mut self, power_cut: bool) {
         let strict = !power_cut || self.config.durability.fsync == FsyncPolicy::Batch;
         for p in 0..PARTITIONS {
+            let start = self.check_start(p).await as usize;
             let got = self.read_checked(p).await;
+            // Counted from offset 0: what retention expired before the start still counts.
+            let got: Vec<(u64, String, i64)> = (0..start).map(|_| (0, String::new(), 0)).chain(got).collect();
             let oracle = &self.oracle[p as usize];
             let known = oracle.records.len();
             // `batch`: everything acknowledged; `never`: at least what was sealed or tiered.
@@ -480,7 +507,7 @@ impl World {
             }
             let doubt = oracle.in_doubt[..got.len().saturating_sub(known)].to_vec();
             let lost = known.saturating_sub(got.len());
-            self.check_prefix(p, &got, &doubt);
+            self.check_prefix(p, &got[start..], &doubt);
             let oracle = &mut self.oracle[p as usize];
             oracle.records.truncate(got.len());
             oracle.records.extend(doubt.iter().cloned());
@@ -496,11 +523,13 @@ impl World {
         }
     }
 
+    /// `got` (read from the log's start on) holds the oracle's records from there, offsets dense.
     fn check_prefix(&self, partition: u32, got: &[(u64, String, i64)], doubt: &[(String, i64)]) {
         let oracle = &self.oracle[partition as usize];
-        let want = oracle.records.iter().chain(doubt);
-        for (i, ((offset, value, ts), (want_value, want_ts))) in got.iter().zip(want).enumerate() {
-            if *offset != i as u64 || value != want_value || ts != want_ts {
+        let start = self.start[partition as usize];
+        let want = oracle.records.iter().chain(doubt).skip(start as usize);
+        for (i, ((offset, value, ts), (want_value, want_ts))) in (start..).zip(got.iter().zip(want)) {
+            if *offset != i || value != want_value || ts != want_ts {
                 self.fail(format!(
                     "p{partition} offset {i}: got {offset} {value:.20} @ {ts}, want {want_value:.20} @ {want_ts}"
                 ));
@@ -508,13 +537,47 @@ impl World {
         }
     }
 
+    /// Reads the partition's start and checks what retention may do: move it forward only,
+    /// never past the local log's start, and (by time alone) only over records older than the
+    /// limit. Returns the start; the records from it on are read and checked by the caller.
+    async fn check_start(&mut self, partition: u32) -> u64 {
+        let (log, reader) = self.reader();
+        let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        let start = match reader.start_offset(&p).await {
+            Ok(start) => start,
+            Err(e) => self.fail(format!("p{partition}: start offset: {e}")),
+        };
+        let known = self.oracle[partition as usize].records.len() as u64;
+        let previous = self.start[partition as usize];
+        if start < previous || start > p.start_offset() || start > known {
+            self.fail(format!(
+                "p{partition}: start {start} after {previous}; local start {}, {known} records acknowledged",
+                p.start_offset()
+            ));
+        }
+        let (by_time, by_bytes) = self.config.remote_retention();
+        if let (Some(ms), None) = (by_time, by_bytes) {
+            let limit = self.time.load(Ordering::SeqCst) - ms as i64;
+            let records = &self.oracle[partition as usize].records;
+            if let Some(i) = records[..start as usize].iter().position(|(_, ts)| *ts >= limit) {
+                self.fail(format!("p{partition}: offset {i} (timestamp {}) expired before {limit}", records[i].1));
+            }
+        }
+        if start != previous {
+            self.note(format!("p{partition}: retention moved the start from {previous} to {start}"));
+        }
+        self.start[partition as usize] = start;
+        start
+    }
+
     /// The invariants that must hold after every step.
     async fn check(&mut self) {
         for p in 0..PARTITIONS {
+            let start = self.check_start(p).await;
             let got = self.read_checked(p).await;
-            if got.len() != self.oracle[p as usize].records.len() {
+            if start + got.len() as u64 != self.oracle[p as usize].records.len() as u64 {
                 self.fail(format!(
-                    "p{p}: {} records readable, {} acknowledged",
+                    "p{p}: {} records readable from {start}, {} acknowledged",
                     got.len(),
                     self.oracle[p as usize].records.len()
                 ));
@@ -531,10 +594,11 @@ impl World {
     /// of the remote tier) with the oracle's record.
     async fn check_seek(&mut self, partition: u32) {
         let records = self.oracle[partition as usize].records.clone();
-        if records.is_empty() {
+        let start = self.start[partition as usize];
+        if records.len() as u64 <= start {
             return;
         }
-        let offset = self.rng.below(records.len() as u64);
+        let offset = start + self.rng.below(records.len() as u64 - start);
         let (log, reader) = self.reader();
         let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
         match reader.read(&p, offset, 1).await {
@@ -555,7 +619,10 @@ impl World {
         let records = self.oracle[partition as usize].records.clone();
         let Some(first) = records.first() else { return };
         let t = first.1 - 30 + self.rng.below((records.last().unwrap().1 - first.1 + 60).max(1) as u64) as i64;
-        let want = records.iter().position(|(_, ts)| *ts >= t).unwrap_or(records.len()) as u64;
+        // Among the records still held (from the start on).
+        let start = self.start[partition as usize] as usize;
+        let want =
+            (start + records[start..].iter().position(|(_, ts)| *ts >= t).unwrap_or(records.len() - start)) as u64;
         let (log, reader) = self.reader();
         let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
         match reader.offset_for_time(&p, t).await {
@@ -575,7 +642,8 @@ impl World {
         let (log, reader) = self.reader();
         let p = log.topic(TOPIC).unwrap().partition(partition).unwrap().clone();
         let mut times = Vec::new();
-        let mut next = 0;
+        let start = self.start[partition as usize];
+        let mut next = start;
         loop {
             match reader.read(&p, next, 64 * 1024).await {
                 Ok(records) if records.is_empty() => break,
@@ -600,7 +668,7 @@ impl World {
             0 => now,
             n => times[self.as_of_rng.below(n as u64) as usize] + self.as_of_rng.below(3) as i64 - 1,
         };
-        let want = times.iter().position(|a| *a > t).unwrap_or(times.len()) as u64;
+        let want = start + times.iter().position(|a| *a > t).unwrap_or(times.len()) as u64;
         match reader.offset_as_of(&p, t).await {
             Ok(got) if got == want => {}
             Ok(got) => self.fail(format!("p{partition}: offset_as_of({t}) = {got}, append times say {want}")),
@@ -618,7 +686,14 @@ impl World {
             Err(e) => self.fail(format!("p{partition}: manifest does not load or verify: {e}")),
         };
         let end = self.oracle[partition as usize].records.len() as u64;
-        if manifest.start_offset().is_some_and(|s| s != 0) || manifest.next_offset() > end {
+        let expected_start = manifest.expired_before();
+        let local_start = self.log().topic(TOPIC).unwrap().partition(partition).unwrap().start_offset();
+        if expected_start > local_start {
+            self.fail(format!(
+                "p{partition}: retention expired up to {expected_start}, the local log starts at {local_start}"
+            ));
+        }
+        if manifest.start_offset().is_some_and(|s| s != expected_start) || manifest.next_offset() > end {
             self.fail(format!(
                 "p{partition}: manifest covers {:?}..{}, log ends at {end}",
                 manifest.start_offset(),

@@ -1295,6 +1295,26 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
                 "Tiered local segments removed by local retention.",
                 &t.deleted_local_segments,
             ),
+            (
+                "tierlog_remote_segments_expired_total",
+                "Segments expired from the remote tier (and the log) by remote retention.",
+                &t.expired_segments,
+            ),
+            (
+                "tierlog_remote_expired_raw_bytes_total",
+                "Raw bytes of segments expired by remote retention.",
+                &t.expired_raw_bytes,
+            ),
+            (
+                "tierlog_remote_expired_objects_deleted_total",
+                "Objects of expired segments deleted after the grace period.",
+                &t.deleted_expired_objects,
+            ),
+            (
+                "tierlog_remote_retention_failures_total",
+                "Partition runs whose remote retention (expiry commit or deletion) stopped on an error.",
+                &t.failed_expiry_runs,
+            ),
         ]);
     }
     if let Some(r) = state.replica.get() {

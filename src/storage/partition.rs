@@ -94,6 +94,10 @@ pub struct Partition {
     end_watch: tokio::sync::watch::Sender<u64>,
     /// Set on a read-only replica's partitions (the bucket URL): every append is refused.
     replica_of: std::sync::OnceLock<String>,
+    /// The first offset remote retention has not expired, as this process last learned it
+    /// (from its tiering pass or a replica's refresh): a reader below it reloads the manifest
+    /// rather than answer from a version (or a cached chunk) from before the expiry.
+    expired_before: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +163,7 @@ impl Partition {
             state: Mutex::new(state),
             end_watch,
             replica_of: std::sync::OnceLock::new(),
+            expired_before: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -174,6 +179,16 @@ impl Partition {
     /// The disk and clock the partition runs on.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// The first offset remote retention has not expired, as far as this process knows.
+    pub fn expired_before(&self) -> u64 {
+        self.expired_before.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that remote retention expired everything below `offset` (never moves back).
+    pub fn note_expired_before(&self, offset: u64) {
+        self.expired_before.fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// First offset held locally.
@@ -732,7 +747,8 @@ impl Partition {
         let state = self.lock();
         let start = state.sealed.keys().next().copied().unwrap_or(state.active.index.base_offset);
         if offset < start {
-            return Err(Error::OffsetBelowStart { topic: self.topic.clone(), partition: self.id, offset, start });
+            let why = "older records were removed by retention".to_string();
+            return Err(Error::OffsetBelowStart { topic: self.topic.clone(), partition: self.id, offset, start, why });
         }
         if offset >= state.active.index.next_offset {
             return Ok(None);

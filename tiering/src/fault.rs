@@ -49,6 +49,8 @@ pub struct Faults {
     pub fail_puts_matching: std::sync::Mutex<Option<String>>,
     /// The next N GETs fail.
     pub fail_gets: AtomicU64,
+    /// The next N DELETEs fail without deleting anything.
+    pub fail_deletes: AtomicU64,
     /// Added to every request.
     pub latency_ms: AtomicU64,
     /// Random faults from a seed, when set.
@@ -327,7 +329,7 @@ impl ObjectStore for FaultStore {
     ) -> BoxStream<'static, object_store::Result<Path>> {
         self.counters.deletes.fetch_add(1, Ordering::SeqCst);
         self.faults.tick();
-        if self.faults.draw(Draw::DeleteFail) {
+        if take(&self.faults.fail_deletes) || self.faults.draw(Draw::DeleteFail) {
             use futures::StreamExt;
             return locations.map(|_| Err(injected("DELETE failed"))).boxed();
         }

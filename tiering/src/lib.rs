@@ -11,6 +11,7 @@
 //! - [`manifest`]: the versioned, hash-chained, create-only manifest.
 //! - [`uploader`]: build, upload with retries, commit in offset order.
 //! - [`remote_reader`]: offset/time → one ranged GET of one chunk; cache, prefetch, coalescing.
+//! - [`retention`]: remote retention: expiry commits and deleting expired objects after a grace.
 //! - [`verify`]: proves a bucket's manifests and objects, from the bucket alone.
 //! - [`signing`]: Ed25519 manifest signatures and published public keys.
 //! - [`catalog`]: the topic catalog and consumer-group offset snapshots in the bucket.
@@ -24,6 +25,7 @@ pub mod fault;
 pub mod keys;
 pub mod manifest;
 pub mod remote_reader;
+pub mod retention;
 pub mod scrub;
 pub mod segment_object;
 pub mod signing;

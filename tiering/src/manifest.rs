@@ -41,7 +41,11 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Version 3 is version 2 with a `signature` in the header (see [`crate::signing`]); a build
 /// that reads only 1 and 2 refuses it by its version rather than skip the signature.
 pub const SIGNED_FORMAT_VERSION: u32 = 3;
-const FORMAT_VERSIONS_READ: [u32; 3] = [1, 2, 3];
+/// Version 4: the body has an `expired` section (retention moved the partition's start). A
+/// build that predates retention refuses it by version rather than reading a chain that no
+/// longer starts at the genesis hash. Signed or not (the signature is in the header).
+pub const EXPIRED_FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSIONS_READ: [u32; 4] = [1, 2, 3, 4];
 /// Entries kept inline; beyond this the oldest are archived. Keeps each manifest version
 /// around 100 KiB, so commits and startup loads stay cheap however long history grows.
 pub const ENTRIES_MAX: usize = 256;
@@ -154,6 +158,52 @@ pub struct ArchiveRef {
     pub last_hash: String,
 }
 
+/// What retention has removed from the start of a partition's remote tier. The expired
+/// entries are gone from the manifest; this keeps the chain's link across them (`last_hash`)
+/// so the first kept entry still proves continuity, plus totals and the objects still to
+/// delete once readers of older versions are done with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expired {
+    /// The first offset still held: every offset below it was expired.
+    pub before_offset: u64,
+    /// The chain hash of the last expired entry (the first kept entry's `prev_hash`).
+    pub last_hash: String,
+    /// The largest record timestamp and append time among expired entries.
+    pub max_timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_append_time: Option<i64>,
+    /// Totals over every segment ever expired from this partition.
+    pub segments: u64,
+    pub raw_bytes: u64,
+    pub object_bytes: u64,
+    /// When the latest expiry was committed (writer's clock, ms) and the rule that chose it.
+    pub expired_ms: i64,
+    pub reason: String,
+    /// Segment objects no longer listed and not yet deleted: each is deleted once
+    /// `delete_after_ms` has passed, then dropped from here by a later version. (Archive
+    /// objects of expired entries are never deleted: they hold no records, older versions list
+    /// them, and they keep the expired history's hashes provable.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deletes: Vec<PendingDelete>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingDelete {
+    pub key: String,
+    pub delete_after_ms: i64,
+}
+
+/// What one expiry commit removed, for the caller's report and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiryOutcome {
+    pub before_offset: u64,
+    pub segments: u64,
+    pub raw_bytes: u64,
+    pub object_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -166,6 +216,10 @@ pub struct Manifest {
     pub archives: Vec<ArchiveRef>,
     /// Recent entries, contiguous in offsets, oldest first.
     pub entries: Vec<Entry>,
+    /// What retention removed before the first archive or entry (absent: nothing, and the
+    /// chain starts at the genesis hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<Expired>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -196,6 +250,7 @@ impl Manifest {
             written_ms: 0,
             archives: vec![],
             entries: vec![],
+            expired: None,
         }
     }
 
@@ -204,13 +259,25 @@ impl Manifest {
         self.archives.first().map(|a| a.base_offset).or_else(|| self.entries.first().map(|e| e.base_offset))
     }
 
-    /// The offset after the last one in the remote tier (0 when empty).
+    /// The offset after the last one in the remote tier (0 when nothing was ever tiered; the
+    /// expired end when retention expired everything).
     pub fn next_offset(&self) -> u64 {
         self.entries
             .last()
             .map(|e| e.last_offset + 1)
             .or_else(|| self.archives.last().map(|a| a.last_offset + 1))
+            .or_else(|| self.expired.as_ref().map(|x| x.before_offset))
             .unwrap_or(0)
+    }
+
+    /// The first offset not expired by retention (0 when nothing was).
+    pub fn expired_before(&self) -> u64 {
+        self.expired.as_ref().map_or(0, |x| x.before_offset)
+    }
+
+    /// Whether nothing was ever tiered (no entry, no archive, nothing expired).
+    pub fn is_fresh(&self) -> bool {
+        self.entries.is_empty() && self.archives.is_empty() && self.expired.is_none()
     }
 
     pub fn last_hash(&self) -> String {
@@ -218,6 +285,7 @@ impl Manifest {
             .last()
             .map(|e| e.hash.clone())
             .or_else(|| self.archives.last().map(|a| a.last_hash.clone()))
+            .or_else(|| self.expired.as_ref().map(|x| x.last_hash.clone()))
             .unwrap_or_else(|| GENESIS_HASH.into())
     }
 
@@ -234,12 +302,18 @@ impl Manifest {
         self.to_signed_bytes(None)
     }
 
-    /// The document, signed by `signer` when given (header format_version 3).
+    /// The document, signed by `signer` when given (header format_version 3, or 4 whenever
+    /// the body has an `expired` section).
     pub fn to_signed_bytes(&self, signer: Option<&Signer>) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("manifest serializes");
-        let sign =
-            |body_sha256: &str| signer.map(|s| s.sign(&self.topic, self.partition, self.manifest_version, body_sha256));
-        wrap_signed(FORMAT, &body, sign)
+        let body_sha256 = hex::encode(Sha256::digest(&body));
+        let signature = signer.map(|s| s.sign(&self.topic, self.partition, self.manifest_version, &body_sha256));
+        let format_version = match (&self.expired, &signature) {
+            (Some(_), _) => EXPIRED_FORMAT_VERSION,
+            (None, Some(_)) => SIGNED_FORMAT_VERSION,
+            (None, None) => FORMAT_VERSION,
+        };
+        frame(Header { format: FORMAT.into(), format_version, body_sha256, signature }, &body)
     }
 
     /// Parses and checks a manifest: header, body checksum, chain, offset contiguity.
@@ -260,6 +334,14 @@ impl Manifest {
         let mut next_offset: Option<u64> = None;
         // Append times never decrease along a partition (and batches without one come first).
         let mut appended = NO_APPEND_TIME;
+        if let Some(x) = &self.expired {
+            // The kept history continues exactly where the expired part ended.
+            (prev_hash, next_offset) = (Some(x.last_hash.clone()), Some(x.before_offset));
+            appended = x.max_append_time.unwrap_or(NO_APPEND_TIME);
+            if x.pending_deletes.iter().any(|p| p.key.is_empty()) {
+                return Err("expired: a pending delete has no key".into());
+            }
+        }
         let mut in_order = |min: Option<i64>, max: Option<i64>| {
             let (min, max) = (min.unwrap_or(NO_APPEND_TIME), max.unwrap_or(NO_APPEND_TIME));
             let ok = appended <= min && min <= max;
@@ -296,6 +378,7 @@ impl Manifest {
             .last()
             .map(Entry::max_append)
             .or_else(|| self.archives.last().map(|a| a.max_append_time.unwrap_or(NO_APPEND_TIME)))
+            .or_else(|| self.expired.as_ref().map(|x| x.max_append_time.unwrap_or(NO_APPEND_TIME)))
             .unwrap_or(NO_APPEND_TIME)
     }
 
@@ -318,7 +401,7 @@ impl Manifest {
                     ),
                 });
             }
-            if entry.base_offset != self.next_offset() && !(self.entries.is_empty() && self.archives.is_empty()) {
+            if entry.base_offset != self.next_offset() && !self.is_fresh() {
                 return Err(Error::Diverged {
                     topic: self.topic.clone(),
                     partition: self.partition,
@@ -337,22 +420,36 @@ impl Manifest {
     }
 }
 
-/// Whether `next` continues `current`: same start, at least as far, and the same chain hash
-/// where `current` ends (when that point is still visible inline or at an archive's end).
-fn extends(next: &Manifest, current: &Manifest) -> bool {
-    if current.start_offset().is_none() {
+/// Whether `next` continues `current`: a start that retention moved forward (never back, never
+/// past `current`'s end, linked to `current`'s chain where it cut), an end at least as far, and
+/// the same chain hash where `current` ends (when that point is still visible in `next`).
+pub fn extends(next: &Manifest, current: &Manifest) -> bool {
+    if current.is_fresh() {
         return true;
     }
-    let end = current.next_offset() - 1;
-    let hash_at_end = next
-        .entries
+    let end = current.next_offset();
+    let (cut, current_cut) = (next.expired_before(), current.expired_before());
+    let start_ok = if cut == current_cut {
+        next.start_offset() == current.start_offset() || (next.start_offset().is_none() && cut == end)
+    } else {
+        let link = next.expired.as_ref().map(|x| &x.last_hash);
+        cut > current_cut
+            && cut <= end
+            && link.is_some_and(|link| hash_ending_at(current, cut).is_none_or(|h| h == *link))
+    };
+    start_ok && next.next_offset() >= end && hash_ending_at(next, end).is_none_or(|hash| hash == current.last_hash())
+}
+
+/// The chain hash of the entry (or archive, or expired range) of `m` that ends right before
+/// `offset`, when `m` shows it without loading an archive.
+fn hash_ending_at(m: &Manifest, offset: u64) -> Option<String> {
+    let last = offset.checked_sub(1)?;
+    m.entries
         .iter()
-        .find(|e| e.last_offset == end)
-        .map(|e| &e.hash)
-        .or_else(|| next.archives.iter().find(|a| a.last_offset == end).map(|a| &a.last_hash));
-    next.start_offset() == current.start_offset()
-        && next.next_offset() >= current.next_offset()
-        && hash_at_end.is_none_or(|hash| *hash == current.last_hash())
+        .find(|e| e.last_offset == last)
+        .map(|e| e.hash.clone())
+        .or_else(|| m.archives.iter().find(|a| a.last_offset == last).map(|a| a.last_hash.clone()))
+        .or_else(|| m.expired.as_ref().filter(|x| x.before_offset == offset).map(|x| x.last_hash.clone()))
 }
 
 /// A manifest version as read, before its chain is trusted: for `verify`, which reports each
@@ -370,7 +467,18 @@ pub struct ParsedManifest {
 pub fn parse_signed(bytes: &[u8], key: &str) -> Result<ParsedManifest> {
     let (header, body) = unwrap_header(bytes, FORMAT, &FORMAT_VERSIONS_READ, key)?;
     let manifest: Manifest = serde_json::from_slice(body).map_err(|e| corrupt(key, format!("body: {e}")))?;
-    if header.signature.is_some() != (header.format_version == SIGNED_FORMAT_VERSION) {
+    if manifest.expired.is_some() != (header.format_version == EXPIRED_FORMAT_VERSION) {
+        return Err(corrupt(
+            key,
+            format!(
+                "format_version {} with{} an expired section",
+                header.format_version,
+                if manifest.expired.is_some() { "" } else { "out" }
+            ),
+        ));
+    }
+    let signed_version = header.format_version == SIGNED_FORMAT_VERSION;
+    if header.format_version != EXPIRED_FORMAT_VERSION && header.signature.is_some() != signed_version {
         return Err(corrupt(
             key,
             format!(
@@ -384,7 +492,7 @@ pub fn parse_signed(bytes: &[u8], key: &str) -> Result<ParsedManifest> {
 }
 
 fn wrap(format: &str, body: &[u8]) -> Vec<u8> {
-    wrap_signed(format, body, |_| None)
+    wrap_document(format, FORMAT_VERSION, body)
 }
 
 /// The two-line layout of manifests for another document format (the catalog, group
@@ -409,13 +517,6 @@ pub fn unwrap_document<'a>(bytes: &'a [u8], format: &str, versions: &[u32], key:
         return Err(corrupt(key, format!("a {format} document is never signed")));
     }
     Ok(body)
-}
-
-fn wrap_signed(format: &str, body: &[u8], sign: impl Fn(&str) -> Option<Signature>) -> Vec<u8> {
-    let body_sha256 = hex::encode(Sha256::digest(body));
-    let signature = sign(&body_sha256);
-    let format_version = if signature.is_some() { SIGNED_FORMAT_VERSION } else { FORMAT_VERSION };
-    frame(Header { format: format.into(), format_version, body_sha256, signature }, body)
 }
 
 /// `header` as one JSON line, then `body` and a newline.
@@ -528,14 +629,7 @@ impl ManifestStore {
                 Some(existing) => self.adopt_or_fence(existing)?,
             }
         }
-        Err(Error::Diverged {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            detail: format!(
-                "more than {ADOPTIONS_MAX} manifest versions after {} were written by this writer without its knowledge; restart the writer",
-                self.current.manifest_version
-            ),
-        })
+        Err(self.adopted_too_often())
     }
 
     /// Takes the partition over from the writer of `current` (a node restored from the
@@ -699,29 +793,203 @@ impl ManifestStore {
 
     async fn spill(&self, next: &mut Manifest, attempts: u32) -> Result<()> {
         let moved: Vec<Entry> = next.entries.drain(..ARCHIVE_ENTRIES).collect();
-        let first = moved.first().expect("archive has entries");
-        let last = moved.last().expect("archive has entries");
+        let reference = self.write_archive(moved, attempts).await?;
+        next.archives.push(reference);
+        Ok(())
+    }
+
+    /// Writes `entries` (oldest first, at least one) into a new immutable archive object,
+    /// create-only under a fresh key, and returns its reference.
+    async fn write_archive(&self, entries: Vec<Entry>, attempts: u32) -> Result<ArchiveRef> {
+        let first = entries.first().expect("archive has entries");
+        let last = entries.last().expect("archive has entries");
         let key = keys::archive_key(&self.store, &self.topic, self.partition, first.base_offset);
-        let archive = Archive { topic: self.topic.clone(), partition: self.partition, entries: moved.clone() };
-        let bytes = wrap(ARCHIVE_FORMAT, &serde_json::to_vec(&archive).expect("archive serializes"));
         let reference = ArchiveRef {
             key: key.to_string(),
             base_offset: first.base_offset,
             last_offset: last.last_offset,
-            entries: moved.len() as u32,
-            min_timestamp: moved.iter().map(|e| e.min_timestamp).min().unwrap_or(i64::MAX),
-            max_timestamp: moved.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
-            min_append_time: moved.iter().map(Entry::min_append).min().filter(|t| *t != NO_APPEND_TIME),
-            max_append_time: moved.iter().map(Entry::max_append).max().filter(|t| *t != NO_APPEND_TIME),
-            raw_bytes: moved.iter().map(|e| e.raw_bytes).sum(),
-            object_bytes: moved.iter().map(|e| e.object_bytes).sum(),
-            sha256: crate::sha256_hex(&bytes),
+            entries: entries.len() as u32,
+            min_timestamp: entries.iter().map(|e| e.min_timestamp).min().unwrap_or(i64::MAX),
+            max_timestamp: entries.iter().map(|e| e.max_timestamp).max().unwrap_or(i64::MIN),
+            min_append_time: entries.iter().map(Entry::min_append).min().filter(|t| *t != NO_APPEND_TIME),
+            max_append_time: entries.iter().map(Entry::max_append).max().filter(|t| *t != NO_APPEND_TIME),
+            raw_bytes: entries.iter().map(|e| e.raw_bytes).sum(),
+            object_bytes: entries.iter().map(|e| e.object_bytes).sum(),
+            sha256: String::new(),
             first_prev_hash: first.prev_hash.clone(),
             last_hash: last.hash.clone(),
         };
+        let archive = Archive { topic: self.topic.clone(), partition: self.partition, entries };
+        let bytes = wrap(ARCHIVE_FORMAT, &serde_json::to_vec(&archive).expect("archive serializes"));
+        let reference = ArchiveRef { sha256: crate::sha256_hex(&bytes), ..reference };
         crate::uploader::put_create_with_retries(&self.store, &key, bytes.into(), attempts).await?;
-        next.archives.push(reference);
-        Ok(())
+        Ok(reference)
+    }
+
+    /// Commits a version whose history starts at `before` (an entry boundary, at most the
+    /// remote tier's end): the entries below it leave the manifest, the chain's link across
+    /// them is kept in `expired`, and their segment objects are
+    /// listed as pending deletes due `grace_ms` from now. Nothing is deleted here. `Ok(None)`
+    /// when the start is already at or past `before`. Fencing and adoption as in
+    /// [`commit_within`](Self::commit_within).
+    pub async fn expire_before(
+        &mut self,
+        before: u64,
+        reason: &str,
+        grace_ms: u64,
+        now_ms: i64,
+        attempts: u32,
+    ) -> Result<Option<ExpiryOutcome>> {
+        for _ in 0..=ADOPTIONS_MAX {
+            if self.current.start_offset().is_none_or(|start| before <= start) {
+                return Ok(None);
+            }
+            let (next, outcome) = self.expired_version(before, reason, grace_ms, now_ms, attempts).await?;
+            if self.put_next(next, now_ms, attempts).await? {
+                tracing::info!(topic = %self.topic, partition = self.partition, version = self.current.manifest_version, before_offset = before, segments = outcome.segments, reason, "expired by retention");
+                return Ok(Some(outcome));
+            }
+        }
+        Err(self.adopted_too_often())
+    }
+
+    /// Commits a version without the pending deletes named in `deleted` (objects confirmed
+    /// gone). Nothing to do: `Ok(false)`.
+    pub async fn forget_deleted(&mut self, deleted: &[String], now_ms: i64, attempts: u32) -> Result<bool> {
+        for _ in 0..=ADOPTIONS_MAX {
+            let Some(expired) = &self.current.expired else { return Ok(false) };
+            if !expired.pending_deletes.iter().any(|p| deleted.contains(&p.key)) {
+                return Ok(false);
+            }
+            let mut next = self.current.clone();
+            next.expired.as_mut().expect("checked above").pending_deletes.retain(|p| !deleted.contains(&p.key));
+            next.manifest_version += 1;
+            next.writer = self.writer.clone();
+            next.written_ms = now_ms;
+            if self.put_next(next, now_ms, attempts).await? {
+                return Ok(true);
+            }
+        }
+        Err(self.adopted_too_often())
+    }
+
+    /// PUTs `next` create-only: `true` once committed (it becomes `current`), `false` when a
+    /// version of ours was adopted instead (the caller recomputes its change on top).
+    async fn put_next(&mut self, next: Manifest, now_ms: i64, attempts: u32) -> Result<bool> {
+        match self.put_version(&next, &|| now_ms, i64::MAX, attempts).await? {
+            None => {
+                self.current = next;
+                Ok(true)
+            }
+            Some(existing) => {
+                self.adopt_or_fence(existing)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn adopted_too_often(&self) -> Error {
+        Error::Diverged {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            detail: format!(
+                "more than {ADOPTIONS_MAX} manifest versions after {} were written by this writer without its knowledge; restart the writer",
+                self.current.manifest_version
+            ),
+        }
+    }
+
+    /// `current` with everything below `before` expired (see [`expire_before`](Self::expire_before)).
+    async fn expired_version(
+        &self,
+        before: u64,
+        reason: &str,
+        grace_ms: u64,
+        now_ms: i64,
+        attempts: u32,
+    ) -> Result<(Manifest, ExpiryOutcome)> {
+        let current = &self.current;
+        let mut removed: Vec<Entry> = Vec::new();
+        // Archives kept as they are, or the entries of one the cut falls inside (rewritten
+        // into a new archive once the cut is known to be valid).
+        let mut kept: Vec<std::result::Result<ArchiveRef, Vec<Entry>>> = Vec::with_capacity(current.archives.len());
+        for reference in &current.archives {
+            if reference.base_offset >= before {
+                kept.push(Ok(reference.clone()));
+                continue;
+            }
+            // The archive object itself stays: older versions list it, and it is the proof of
+            // the expired entries' hashes that `verify` walks (it holds no records).
+            let mut entries = self.load_archive(reference).await?;
+            let rest = entries.split_off(entries.partition_point(|e| e.base_offset < before));
+            removed.extend(entries);
+            if !rest.is_empty() {
+                kept.push(Err(rest));
+            }
+        }
+        let split = current.entries.partition_point(|e| e.base_offset < before);
+        removed.extend_from_slice(&current.entries[..split]);
+        // Contiguous history: the cut is a segment boundary exactly when the last entry
+        // removed ends right before it.
+        let Some(last) = removed.last().filter(|e| e.last_offset + 1 == before) else {
+            return Err(self.not_a_boundary(before));
+        };
+        let mut archives = Vec::with_capacity(kept.len());
+        for part in kept {
+            archives.push(match part {
+                Ok(reference) => reference,
+                Err(rest) => self.write_archive(rest, attempts).await?,
+            });
+        }
+        let delete_after_ms = now_ms.saturating_add(grace_ms as i64);
+        let previous = current.expired.clone();
+        let mut pending = previous.as_ref().map(|x| x.pending_deletes.clone()).unwrap_or_default();
+        pending.extend(removed.iter().map(|e| PendingDelete { key: e.key.clone(), delete_after_ms }));
+        let outcome = ExpiryOutcome {
+            before_offset: before,
+            segments: removed.len() as u64,
+            raw_bytes: removed.iter().map(|e| e.raw_bytes).sum(),
+            object_bytes: removed.iter().map(|e| e.object_bytes).sum(),
+        };
+        let max_append = removed.iter().map(Entry::max_append).max().filter(|t| *t != NO_APPEND_TIME);
+        let expired = Expired {
+            before_offset: before,
+            last_hash: last.hash.clone(),
+            max_timestamp: removed
+                .iter()
+                .map(|e| e.max_timestamp)
+                .chain(previous.as_ref().map(|x| x.max_timestamp))
+                .max()
+                .expect("at least one removed entry"),
+            max_append_time: max_append.max(previous.as_ref().and_then(|x| x.max_append_time)),
+            segments: previous.as_ref().map_or(0, |x| x.segments) + outcome.segments,
+            raw_bytes: previous.as_ref().map_or(0, |x| x.raw_bytes) + outcome.raw_bytes,
+            object_bytes: previous.as_ref().map_or(0, |x| x.object_bytes) + outcome.object_bytes,
+            expired_ms: now_ms,
+            reason: reason.to_string(),
+            pending_deletes: pending,
+        };
+        let mut next = current.clone();
+        next.archives = archives;
+        next.entries = current.entries[split..].to_vec();
+        next.expired = Some(expired);
+        next.manifest_version += 1;
+        next.writer = self.writer.clone();
+        next.written_ms = now_ms;
+        next.check_chain().map_err(|reason| {
+            Error::Format(format!("{}/{}: expiry would break the chain: {reason}", self.topic, self.partition))
+        })?;
+        Ok((next, outcome))
+    }
+
+    fn not_a_boundary(&self, before: u64) -> Error {
+        Error::Format(format!(
+            "{}/{}: cannot expire before offset {before}: it is not the start of a remote segment (start {:?}, end {})",
+            self.topic,
+            self.partition,
+            self.current.start_offset(),
+            self.current.next_offset()
+        ))
     }
 
     /// The entries of an archive, checked against its reference.
@@ -829,7 +1097,39 @@ pub async fn get_bytes(store: &RemoteStore, key: &object_store::path::Path) -> R
 
 #[cfg(test)]
 pub(crate) mod tests_support {
+    use object_store::path::Path;
+
     use super::*;
+
+    pub(crate) fn memory_store() -> RemoteStore {
+        RemoteStore {
+            store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+            prefix: Path::from("cluster"),
+            display: "memory".into(),
+            ids: crate::keys::UniqueIds::seeded(7),
+        }
+    }
+
+    /// `segments` one-offset entries committed `per_commit` at a time, each with a 25-byte
+    /// object where its key says: enough to spill into archives.
+    pub(crate) async fn history(store: &RemoteStore, segments: u64, per_commit: u64) -> ManifestStore {
+        let writer = Writer { id: "w".into(), epoch: 1 };
+        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+        for first in (0..segments).step_by(per_commit as usize) {
+            let batch: Vec<Entry> =
+                (first..(first + per_commit).min(segments)).map(|i| valid_entry(store, i)).collect();
+            for e in &batch {
+                store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
+            }
+            manifests.commit(batch, 1, 1).await.unwrap();
+        }
+        manifests
+    }
+
+    /// A one-offset entry whose key is a real segment key of t/0 under `store`'s prefix.
+    pub(crate) fn valid_entry(store: &RemoteStore, offset: u64) -> Entry {
+        Entry { key: keys::segment_key(store, "t", 0, offset).to_string(), ..entry(offset, offset) }
+    }
 
     pub(crate) fn entry(base: u64, last: u64) -> Entry {
         Entry {
@@ -975,6 +1275,68 @@ mod tests {
         // A signature under a version-2 header, or a version 3 without one, is refused.
         let mislabelled = bytes.replace(r#""format_version":3"#, r#""format_version":2"#);
         assert!(parse_signed(mislabelled.as_bytes(), "k").is_err());
+    }
+
+    /// A version after an expiry: the chain resumes from `expired.last_hash` at `before_offset`.
+    #[test]
+    fn manifest_v4_expired_golden_bytes() {
+        let mut full = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        full.append(vec![entry(0, 9), entry(10, 19)]).unwrap();
+        let mut m = full.clone();
+        m.entries.remove(0);
+        m.manifest_version = 2;
+        m.expired = Some(Expired {
+            before_offset: 10,
+            last_hash: full.entries[0].hash.clone(),
+            max_timestamp: 9,
+            max_append_time: None,
+            segments: 1,
+            raw_bytes: 100,
+            object_bytes: 25,
+            expired_ms: 1_700_000_000_000,
+            reason: "retention.ms=604800000".into(),
+            pending_deletes: vec![PendingDelete {
+                key: full.entries[0].key.clone(),
+                delete_after_ms: 1_700_003_600_000,
+            }],
+        });
+        let bytes = String::from_utf8(m.to_bytes()).unwrap();
+        let golden = concat!(
+            r#"{"format":"tierlog-manifest","format_version":4,"body_sha256":"GOLDEN_SHA"}"#,
+            "\n",
+            r#"{"topic":"t","partition":0,"manifest_version":2,"writer":{"id":"w","epoch":1},"written_ms":0,"archives":[],"entries":[{"base_offset":10,"last_offset":19,"min_timestamp":10,"max_timestamp":19,"raw_bytes":100,"object_bytes":25,"chunks":1,"key":"segments/ab/t/0/00000000000000000010-x.zst","index_position":20,"index_len":5,"raw_sha256":"r","object_sha256":"o","uploaded_ms":7,"prev_hash":"GOLDEN_PREV","hash":"GOLDEN_HASH"}],"#,
+            r#""expired":{"before_offset":10,"last_hash":"GOLDEN_PREV","max_timestamp":9,"segments":1,"raw_bytes":100,"object_bytes":25,"expired_ms":1700000000000,"reason":"retention.ms=604800000","pending_deletes":[{"key":"segments/ab/t/0/00000000000000000000-x.zst","delete_after_ms":1700003600000}]}}"#,
+            "\n"
+        );
+        let golden =
+            golden.replace("GOLDEN_PREV", &full.entries[0].hash).replace("GOLDEN_HASH", &full.entries[1].hash).replace(
+                "GOLDEN_SHA",
+                &hex::encode(Sha256::digest(bytes.split_once('\n').unwrap().1.trim_end().as_bytes())),
+            );
+        assert_eq!(bytes, golden);
+        assert_eq!(Manifest::from_bytes(bytes.as_bytes(), "k").unwrap(), m);
+        assert_eq!((m.start_offset(), m.next_offset(), m.last_hash()), (Some(10), 20, full.entries[1].hash.clone()));
+        // The kept entry must link to last_hash; the number must say "expired".
+        let mut broken = m.clone();
+        broken.expired.as_mut().unwrap().last_hash = GENESIS_HASH.into();
+        assert!(Manifest::from_bytes(&broken.to_bytes(), "k").is_err());
+        let mislabelled = bytes.replace(r#""format_version":4"#, r#""format_version":2"#);
+        assert!(parse_signed(mislabelled.as_bytes(), "k").is_err(), "an expired section under version 2");
+        let mut plain = full.clone();
+        plain.manifest_version = 1;
+        let relabelled =
+            String::from_utf8(plain.to_bytes()).unwrap().replace(r#""format_version":2"#, r#""format_version":4"#);
+        assert!(parse_signed(relabelled.as_bytes(), "k").is_err(), "version 4 without an expired section");
+        // Everything expired: the tier is empty, keeps its end and links the next entry.
+        let mut empty = m.clone();
+        empty.entries.clear();
+        let x = empty.expired.as_mut().unwrap();
+        (x.before_offset, x.last_hash) = (20, full.entries[1].hash.clone());
+        assert_eq!((empty.start_offset(), empty.next_offset(), empty.is_fresh()), (None, 20, false));
+        empty.append(vec![entry(20, 29)]).unwrap();
+        assert_eq!(empty.entries[0].prev_hash, full.entries[1].hash);
+        assert!(empty.check_chain().is_ok());
+        assert!(empty.clone().append(vec![entry(0, 9)]).is_err(), "an emptied tier is not a fresh one");
     }
 
     #[test]

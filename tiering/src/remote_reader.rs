@@ -165,6 +165,17 @@ impl RemoteReader {
         Ok(self.view(topic, partition, 0).await?.store.current.clone())
     }
 
+    /// Reloads the partition's manifest when the version this reader holds starts before
+    /// `expired_before` (retention moved the start since it was loaded): reads below the new
+    /// start then find no entry, whatever chunks are still cached.
+    pub async fn catch_up_with_expiry(&self, topic: &str, partition: u32, expired_before: u64) -> Result<()> {
+        let known = lock(&self.manifests).get(&(topic.to_string(), partition)).cloned();
+        if known.is_some_and(|view| view.store.current.expired_before() < expired_before) {
+            self.view(topic, partition, u64::MAX).await?;
+        }
+        Ok(())
+    }
+
     /// The partition's manifest view, reloaded (probing forward from the known version) when
     /// it does not reach `upto`: the one rule for noticing what the writer tiered since.
     async fn view(&self, topic: &str, partition: u32, upto: u64) -> Result<Arc<PartitionView>> {
@@ -182,6 +193,42 @@ impl RemoteReader {
         let view = Arc::new(PartitionView { store, archives: Mutex::default() });
         lock(&self.manifests).insert(key, view.clone());
         Ok(view)
+    }
+
+    /// Runs `read` on the partition's view (reaching `upto`). When an object it needs is gone
+    /// — retention expired it in a manifest version newer than this reader's and deleted it
+    /// after the grace period — reloads the manifest and runs `read` once more on the newer
+    /// version, where the expired range is no longer listed. A missing object the newest
+    /// version still lists stays an error.
+    async fn on_current_view<T, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        upto: u64,
+        read: impl Fn(Arc<PartitionView>) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let view = self.view(topic, partition, upto).await?;
+        let version = view.store.current.manifest_version;
+        match read(view).await {
+            Err(Error::Missing { key }) => {
+                let newer = self.view(topic, partition, u64::MAX).await?;
+                if newer.store.current.manifest_version == version {
+                    return Err(Error::Missing { key });
+                }
+                tracing::debug!(
+                    topic,
+                    partition,
+                    key,
+                    version = newer.store.current.manifest_version,
+                    "object gone: read again on the newer manifest version"
+                );
+                read(newer).await
+            }
+            other => other,
+        }
     }
 
     /// The manifest entry holding `offset`, from inline entries or an archive. The one lookup
@@ -265,40 +312,53 @@ impl RemoteReader {
         time: i64,
         local_start: u64,
     ) -> Result<Option<(RemoteChunk, Option<bool>)>> {
-        let view = self.view(topic, partition, local_start).await?;
-        let Some((entry, before)) = self.entry_for_append_time(&view, time).await? else { return Ok(None) };
-        let index = self.index(&entry).await?;
-        let Some((chunk_no, _)) = index.chunk_for_append_time(time) else {
-            return Err(Error::Corrupt {
-                key: entry.key.clone(),
-                reason: format!("manifest says a batch was appended after {time}, the chunk index disagrees"),
-            });
+        let read = |view: Arc<PartitionView>| async move {
+            let Some((entry, before)) = self.entry_for_append_time(&view, time).await? else { return Ok(None) };
+            let index = self.index(&entry).await?;
+            let Some((chunk_no, _)) = index.chunk_for_append_time(time) else {
+                return Err(Error::Corrupt {
+                    key: entry.key.clone(),
+                    reason: format!("manifest says a batch was appended after {time}, the chunk index disagrees"),
+                });
+            };
+            let before = if chunk_no > 0 { Some(index.chunks[chunk_no - 1].max_append_time) } else { before };
+            let chunk = self.chunk(&entry, &index, chunk_no).await?;
+            Ok(Some((chunk, before.map(|t| t == segment_object::NO_APPEND_TIME))))
         };
-        let before = if chunk_no > 0 { Some(index.chunks[chunk_no - 1].max_append_time) } else { before };
-        let chunk = self.chunk(&entry, &index, chunk_no).await?;
-        Ok(Some((chunk, before.map(|t| t == segment_object::NO_APPEND_TIME))))
+        self.on_current_view(topic, partition, local_start, read).await
     }
 
     /// The chunk holding `offset`, or `None` when the remote tier does not hold it (after
     /// refreshing the manifest once, in case the writer tiered more since it was loaded).
     pub async fn read_at(self: &Arc<Self>, topic: &str, partition: u32, offset: u64) -> Result<Option<RemoteChunk>> {
-        let view = self.view(topic, partition, offset + 1).await?;
-        let Some(entry) = self.entry_for_offset(&view, offset).await? else { return Ok(None) };
-        // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
-        let (this, fill_entry) = (self.clone(), entry.clone());
-        let fill = tokio::spawn(async move {
-            let index = this.index(&fill_entry).await?;
-            let Some(chunk_no) = index.chunks.iter().position(|c| c.first_offset <= offset && offset <= c.last_offset)
-            else {
-                return Err(Error::Corrupt {
-                    key: fill_entry.key.clone(),
-                    reason: format!("chunk index has no chunk for offset {offset}"),
+        let read = |view: Arc<PartitionView>| {
+            let this = self.clone();
+            async move {
+                let Some(entry) = this.entry_for_offset(&view, offset).await? else { return Ok(None) };
+                // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
+                let (filler, fill_entry) = (this.clone(), entry.clone());
+                let fill = tokio::spawn(async move {
+                    let index = filler.index(&fill_entry).await?;
+                    let Some(chunk_no) =
+                        index.chunks.iter().position(|c| c.first_offset <= offset && offset <= c.last_offset)
+                    else {
+                        return Err(Error::Corrupt {
+                            key: fill_entry.key.clone(),
+                            reason: format!("chunk index has no chunk for offset {offset}"),
+                        });
+                    };
+                    let chunk = filler.chunk(&fill_entry, &index, chunk_no).await?;
+                    Ok((index, chunk_no, chunk))
                 });
-            };
-            let chunk = this.chunk(&fill_entry, &index, chunk_no).await?;
-            Ok((index, chunk_no, chunk))
-        });
-        let (index, chunk_no, chunk) = fill.await.map_err(|e| Error::Format(format!("remote read task: {e}")))??;
+                let filled = fill.await.map_err(|e| Error::Format(format!("remote read task: {e}")))??;
+                Ok(Some((view, entry, filled)))
+            }
+        };
+        let Some((view, entry, (index, chunk_no, chunk))) =
+            self.on_current_view(topic, partition, offset + 1, read).await?
+        else {
+            return Ok(None);
+        };
         let sequential = lock(&self.next_expected).get(&(topic.to_string(), partition))
             == Some(&index.chunks[chunk_no].first_offset);
         lock(&self.next_expected).insert((topic.to_string(), partition), chunk.last_offset + 1);
@@ -319,16 +379,18 @@ impl RemoteReader {
         time: i64,
         local_start: u64,
     ) -> Result<Option<RemoteChunk>> {
-        let view = self.view(topic, partition, local_start).await?;
-        let Some(entry) = self.entry_for_time(&view, time).await? else { return Ok(None) };
-        let index = self.index(&entry).await?;
-        let Some(chunk_no) = index.chunks.iter().position(|c| c.max_timestamp >= time) else {
-            return Err(Error::Corrupt {
-                key: entry.key.clone(),
-                reason: format!("manifest says a record ≥ {time} exists, the chunk index disagrees"),
-            });
+        let read = |view: Arc<PartitionView>| async move {
+            let Some(entry) = self.entry_for_time(&view, time).await? else { return Ok(None) };
+            let index = self.index(&entry).await?;
+            let Some(chunk_no) = index.chunks.iter().position(|c| c.max_timestamp >= time) else {
+                return Err(Error::Corrupt {
+                    key: entry.key.clone(),
+                    reason: format!("manifest says a record ≥ {time} exists, the chunk index disagrees"),
+                });
+            };
+            Ok(Some(self.chunk(&entry, &index, chunk_no).await?))
         };
-        Ok(Some(self.chunk(&entry, &index, chunk_no).await?))
+        self.on_current_view(topic, partition, local_start, read).await
     }
 
     async fn index(&self, entry: &Entry) -> Result<Arc<ChunkIndex>> {

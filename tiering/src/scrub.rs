@@ -197,7 +197,7 @@ async fn scrub_listed(
         for meta in listed.drain(..) {
             let key = meta.location.to_string();
             let age_ms = now_ms - meta.last_modified.timestamp_millis();
-            let action = if after.keys.contains(&key) {
+            let action = if after.keeps(remote, &key) {
                 ScrubAction::CommittedMeanwhile
             } else if age_ms < min_age_ms {
                 ScrubAction::Young
@@ -214,7 +214,7 @@ async fn scrub_listed(
         for batch in doomed.chunks(DELETE_BATCH_MAX) {
             let latest = references.read(remote, p, version).await?;
             (version, referenced) = (latest.version, latest.keys.len());
-            report.deleted += delete_unreferenced(remote, p, batch, &latest.keys, &mut report.objects).await?;
+            report.deleted += delete_unreferenced(remote, p, batch, &latest, &mut report.objects).await?;
         }
         report.referenced += referenced;
     }
@@ -241,7 +241,7 @@ async fn list_candidates(
                 Some(ParsedKey::ManifestVersion { .. }) | None => continue,
             };
             let Some(&i) = wanted.get(&(topic.as_str(), partition)) else { continue };
-            if !loaded[i].keys.contains(meta.location.as_ref()) {
+            if !loaded[i].keeps(remote, meta.location.as_ref()) {
                 candidates[i].push(meta);
             }
         }
@@ -255,10 +255,10 @@ async fn delete_unreferenced(
     remote: &RemoteStore,
     p: &ScrubPartition,
     batch: &[ScrubbedObject],
-    referenced: &HashSet<String>,
+    referenced: &Referenced,
     report: &mut Vec<ScrubbedObject>,
 ) -> Result<usize> {
-    let (kept, doomed): (Vec<_>, Vec<_>) = batch.iter().cloned().partition(|o| referenced.contains(&o.key));
+    let (kept, doomed): (Vec<_>, Vec<_>) = batch.iter().cloned().partition(|o| referenced.keeps(remote, &o.key));
     report.extend(kept.into_iter().map(|o| ScrubbedObject { action: ScrubAction::CommittedMeanwhile, ..o }));
     let paths: Vec<object_store::Result<Path>> = doomed.iter().map(|o| Ok(Path::from(o.key.as_str()))).collect();
     let mut results = remote.store.delete_stream(futures::stream::iter(paths).boxed());
@@ -279,6 +279,18 @@ async fn delete_unreferenced(
 struct Referenced {
     version: u64,
     keys: HashSet<String>,
+    /// The version's first offset not expired by retention: archives below it are kept as
+    /// the proof of the expired history (older versions list them; verify reads them).
+    expired_before: u64,
+}
+
+impl Referenced {
+    /// Whether scrub must keep `key`: referenced, or an archive of expired history.
+    fn keeps(&self, remote: &RemoteStore, key: &str) -> bool {
+        self.keys.contains(key)
+            || matches!(keys::parse_key(remote, &Path::from(key)),
+                Some(ParsedKey::Archive { base_offset, .. }) if base_offset < self.expired_before)
+    }
 }
 
 /// Reads what manifests reference. Archives are immutable (create-only, checked against the
@@ -290,14 +302,17 @@ struct References {
 
 impl References {
     /// The latest version of `p`'s manifest, probing forward from `from`, and every key it
-    /// references: inline entries, archive objects and the entries inside them.
+    /// references: inline entries, archive objects and the entries inside them, and objects
+    /// expired by retention whose deletion is pending (retention deletes them after its grace
+    /// period; scrub must not cut that short).
     async fn read(&mut self, remote: &RemoteStore, p: &ScrubPartition, from: u64) -> Result<Referenced> {
         let version = manifest::latest_version(remote, &p.topic, p.partition, from).await?;
         if version == 0 {
-            return Ok(Referenced { version, keys: HashSet::new() });
+            return Ok(Referenced { version, keys: HashSet::new(), expired_before: 0 });
         }
         let current = manifest::load_version(remote, &p.topic, p.partition, version).await?;
         let mut keys: HashSet<String> = current.entries.iter().map(|e| e.key.clone()).collect();
+        keys.extend(current.expired.iter().flat_map(|x| x.pending_deletes.iter().map(|p| p.key.clone())));
         for archive in &current.archives {
             if !self.archives.contains_key(&archive.key) {
                 let entries: Vec<Entry> = manifest::load_archive(remote, archive).await?;
@@ -306,6 +321,6 @@ impl References {
             keys.extend(self.archives.get(&archive.key).into_iter().flatten().cloned());
             keys.insert(archive.key.clone());
         }
-        Ok(Referenced { version, keys })
+        Ok(Referenced { version, keys, expired_before: current.expired_before() })
     }
 }

@@ -175,6 +175,11 @@ pub struct Summary {
     pub max_append_time: Option<i64>,
     pub deep: bool,
     pub problems: u64,
+    /// Manifest versions that expired a prefix by retention, each proven to cut the chain of
+    /// the version before it at a segment boundary and keep everything after it.
+    pub expiries: u64,
+    /// Segments expired by retention, over all partitions (as the newest versions count them).
+    pub expired_segments: u64,
 }
 
 /// Progress and findings, as they happen.
@@ -346,6 +351,7 @@ impl PartitionRun<'_> {
             );
         }
         let Some(manifest) = newest_manifest else { return Ok(()) };
+        self.summary.expired_segments += manifest.expired.as_ref().map_or(0, |x| x.segments);
         let entries = self.walk_chain(&manifest).await?;
         self.check_objects(entries, check).await
     }
@@ -516,6 +522,28 @@ impl PartitionRun<'_> {
 
     /// `current` keeps `previous`'s archives, then every entry `previous` held inline.
     async fn check_extends(&mut self, previous: &Manifest, current: &Manifest, key: &str) -> Result<()> {
+        if current.expired_before() != previous.expired_before()
+            || current.expired.is_some() != previous.expired.is_some()
+        {
+            return self.check_expiry(previous, current, key).await;
+        }
+        let (mut was, mut now) = (previous.expired.clone(), current.expired.clone());
+        let shrunk = match (&mut was, &mut now) {
+            (Some(was), Some(now)) => {
+                let shrunk = now.pending_deletes.iter().all(|p| was.pending_deletes.contains(p));
+                (was.pending_deletes, now.pending_deletes) = (Vec::new(), Vec::new());
+                shrunk
+            }
+            _ => true,
+        };
+        if was != now || !shrunk {
+            let detail = format!(
+                "version {} changes the expired section of version {} (only an expiry may move it, and only a delete may shorten its pending list)",
+                current.manifest_version, previous.manifest_version
+            );
+            self.problem(ProblemKind::ManifestRewritten, Some(key), None, detail);
+            return Ok(());
+        }
         let kept = previous.archives.len();
         let rewritten = |detail: String| (ProblemKind::ManifestRewritten, detail);
         let finding = if current.archives.len() < kept || current.archives[..kept] != previous.archives[..] {
@@ -556,6 +584,61 @@ impl PartitionRun<'_> {
             self.problem(kind, Some(key), None, detail);
         }
         Ok(())
+    }
+
+    /// A version that expires a prefix of `previous`: it keeps every later entry of `previous`
+    /// unchanged and in order (archived or not), links its `expired` section to the chain hash
+    /// where it cut, and adds up what it removed. The expired objects themselves are gone by
+    /// design; their hashes stay proven by the versions before this one.
+    async fn check_expiry(&mut self, previous: &Manifest, current: &Manifest, key: &str) -> Result<()> {
+        let (Some(before), Some(after)) = (self.all_entries(previous).await?, self.all_entries(current).await?) else {
+            return Ok(()); // an unreadable archive is reported by itself
+        };
+        let cut = current.expired_before();
+        let expired = current.expired.as_ref();
+        let split = before.partition_point(|e| e.base_offset < cut);
+        let removed = &before[..split];
+        let link =
+            removed.last().map(|e| e.hash.clone()).or_else(|| previous.expired.as_ref().map(|x| x.last_hash.clone()));
+        let count = |m: &Manifest| m.expired.as_ref().map_or(0, |x| x.segments);
+        let problem = if cut < previous.expired_before() || expired.is_none() {
+            Some("moves the start of the partition back".to_string())
+        } else if removed.last().is_none_or(|e| e.last_offset + 1 != cut) {
+            Some(format!("expires up to offset {cut}, which is not the end of a segment of the version before"))
+        } else if expired.map(|x| &x.last_hash) != link.as_ref() {
+            Some(format!("links the expired range to a hash that is not the chain's at offset {}", cut - 1))
+        } else if count(current) != count(previous) + removed.len() as u64 {
+            Some(format!(
+                "counts {} expired segments, the version before plus its cut gives {}",
+                count(current),
+                count(previous) + removed.len() as u64
+            ))
+        } else if after.len() < before.len() - split || after[..before.len() - split] != before[split..] {
+            Some("does not keep, unchanged and in order, every entry after the cut".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let detail =
+                format!("version {} {problem} (version {})", current.manifest_version, previous.manifest_version);
+            self.problem(ProblemKind::ManifestRewritten, Some(key), None, detail);
+        } else {
+            self.summary.expiries += 1;
+        }
+        Ok(())
+    }
+
+    /// Every entry of a version, archived ones included; `None` when an archive is unreadable.
+    async fn all_entries(&mut self, manifest: &Manifest) -> Result<Option<Vec<Entry>>> {
+        let mut all = Vec::new();
+        for reference in &manifest.archives {
+            match self.archive(reference).await? {
+                Some(entries) => all.extend(entries.iter().cloned()),
+                None => return Ok(None),
+            }
+        }
+        all.extend(manifest.entries.iter().cloned());
+        Ok(Some(all))
     }
 
     /// An archive's entries, loaded once and checked against its reference's SHA-256.
@@ -604,6 +687,12 @@ impl PartitionRun<'_> {
         let mut link = Some(GENESIS_HASH.to_string());
         let mut next_offset: Option<u64> = None;
         let mut appended = NO_APPEND_TIME;
+        if let Some(x) = &manifest.expired {
+            // Retention cut the history here: the walk starts from the link it kept (each
+            // expiry was checked against the version before it as the versions were walked).
+            (link, next_offset) = (Some(x.last_hash.clone()), Some(x.before_offset));
+            appended = x.max_append_time.unwrap_or(NO_APPEND_TIME);
+        }
         for reference in &manifest.archives {
             let Some(entries) = self.archive(reference).await? else {
                 // Unreadable: carry on from its reference so later entries are still checked.
@@ -1034,39 +1123,14 @@ mod tests {
     use object_store::PutPayload;
 
     use super::*;
-    use crate::manifest::tests_support::entry;
-    use crate::manifest::{ManifestStore, Writer};
 
-    fn store() -> RemoteStore {
-        RemoteStore {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            prefix: Path::from("cluster"),
-            display: "memory".into(),
-            ids: crate::keys::UniqueIds::seeded(7),
-        }
-    }
+    use crate::manifest::tests_support::{history as committed_history, memory_store as store};
 
-    /// `segments` one-offset entries committed `per_commit` at a time, each with a 25-byte
-    /// object where its key says: enough to spill into archives.
     async fn history(store: &RemoteStore, segments: u64, per_commit: u64) {
-        let writer = Writer { id: "w".into(), epoch: 1 };
-        let mut manifests = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
-        for first in (0..segments).step_by(per_commit as usize) {
-            let batch: Vec<Entry> =
-                (first..(first + per_commit).min(segments)).map(|i| valid_entry(store, i)).collect();
-            for e in &batch {
-                store.store.put(&Path::from(e.key.as_str()), PutPayload::from(vec![0u8; 25])).await.unwrap();
-            }
-            manifests.commit(batch, 1, 1).await.unwrap();
-        }
+        committed_history(store, segments, per_commit).await;
     }
 
-    /// A one-offset entry whose key is a real segment key of t/0 under `store`'s prefix.
-    pub(super) fn valid_entry(store: &RemoteStore, offset: u64) -> Entry {
-        Entry { key: keys::segment_key(store, "t", 0, offset).to_string(), ..entry(offset, offset) }
-    }
-
-    async fn run(store: &RemoteStore) -> (Vec<Problem>, Summary) {
+    pub(super) async fn run(store: &RemoteStore) -> (Vec<Problem>, Summary) {
         let problems = Mutex::new(Vec::new());
         let on_event = |event: Event<'_>| {
             if let Event::Problem(p) = event {
@@ -1154,9 +1218,9 @@ mod adversarial_tests {
 
     use object_store::PutPayload;
 
-    use super::tests::valid_entry;
+    use super::tests::run;
     use super::*;
-    use crate::manifest::tests_support::entry;
+    use crate::manifest::tests_support::{entry, history as committed_history, memory_store as store, valid_entry};
     use crate::manifest::{ManifestStore, Writer};
 
     fn store_at(shared: &Arc<object_store::memory::InMemory>, prefix: &str) -> RemoteStore {
@@ -1396,5 +1460,61 @@ mod adversarial_tests {
             [ProblemKind::SignatureMissing],
             "{problems:?}"
         );
+    }
+
+    async fn put_version(store: &RemoteStore, m: &Manifest) {
+        let key = keys::manifest_key(store, "t", 0, m.manifest_version);
+        store.store.put(&key, PutPayload::from(m.to_bytes())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expired_history_verifies_and_each_cut_is_proven_against_the_version_before() {
+        let store = store();
+        let mut m = committed_history(&store, 400, 50).await;
+        let policy = crate::retention::Policy {
+            retention_ms: Some(100),
+            keep_from: u64::MAX,
+            grace_ms: 10,
+            ..Default::default()
+        };
+        crate::retention::expire(&mut m, &policy, 300, 1).await.unwrap().unwrap();
+        let (problems, summary) = run(&store).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((summary.expiries, summary.expired_segments, summary.objects), (1, 200, 200));
+        assert_eq!(summary.first_offset, Some(200));
+        // Once the expired objects are deleted, the history still verifies.
+        crate::retention::delete_due(&mut m, 310, 1).await.unwrap();
+        let (problems, summary) = run(&store).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((summary.manifest_versions, summary.expiries), (10, 1));
+    }
+
+    #[tokio::test]
+    async fn an_expiry_that_miscounts_or_a_version_that_undoes_one_is_reported() {
+        let store = store();
+        let mut m = committed_history(&store, 10, 10).await;
+        m.expire_before(4, "test", 0, 5, 1).await.unwrap().unwrap();
+        // Forged: an expiry that claims fewer segments than it cut.
+        let mut forged = m.current.clone();
+        forged.manifest_version += 1;
+        forged.entries.remove(0);
+        let x = forged.expired.as_mut().unwrap();
+        (x.before_offset, x.last_hash) = (5, m.current.entries[0].hash.clone());
+        put_version(&store, &forged).await;
+        let (problems, _) = run(&store).await;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::ManifestRewritten && p.detail.contains("counts 4 expired segments")),
+            "{problems:?}"
+        );
+        // Forged: a version that drops the expired section (the history "starts" at 5 again).
+        let mut undone = forged.clone();
+        undone.manifest_version += 1;
+        undone.expired = None;
+        put_version(&store, &undone).await;
+        let (problems, _) = run(&store).await;
+        assert!(problems.iter().any(|p| p.detail.contains("moves the start of the partition back")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.kind == ProblemKind::ChainBroken), "{problems:?}");
     }
 }

@@ -211,6 +211,7 @@ async fn read_records(
         partition: partition.id,
         offset: offset.max(0) as u64,
         start,
+        why: "older records were removed by retention".to_string(),
     };
     if offset < 0 || (offset as u64) < start {
         return Err(out_of_range().into());

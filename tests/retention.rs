@@ -1,0 +1,177 @@
+//! Remote retention through the tiering driver on a `file://` bucket: what expires, what
+//! readers are told below the new start (a reader holding the version before the expiry
+//! included), deletion only after the grace period, a failed DELETE resumed by the next run,
+//! and a bucket that still verifies deep. (Crashes at every step: the simulation.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use object_store::ObjectStoreExt;
+use tierlog::config::Config;
+use tierlog::host::{Clock, Host};
+use tierlog::reader::Reader;
+use tierlog::tier::{self, Tiering};
+use tierlog::{Error, Log, Record};
+use tierlog_tiering::fault::FaultStore;
+use tierlog_tiering::manifest;
+use tierlog_tiering::verify::{self, VerifyOptions};
+
+const T0: i64 = 1_700_000_000_000;
+const DAY: i64 = 24 * 3600 * 1000;
+const GRACE: i64 = 60_000;
+
+fn config(root: &std::path::Path) -> Config {
+    let mut config = Config { data_dir: root.join("data"), ..Config::default() };
+    config.remote.url = format!("file://{}", root.join("bucket").display());
+    config.tiering.local_retention_bytes = 0; // every tiered segment leaves local disk
+    config.tiering.remote_retention_ms = 2 * DAY;
+    config.tiering.expiry_grace_ms = GRACE as u64;
+    config
+}
+
+/// A writer whose clock the test moves.
+fn open(config: Config, time: &Arc<AtomicI64>) -> Log {
+    let host = Host::new(tierlog::disk::os(), Clock::manual(time.clone()));
+    Log::open_on(host, config).unwrap()
+}
+
+fn append(log: &Log, from: u64, n: u64, timestamp: i64) {
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let records: Vec<Record> = (from..from + n)
+        .map(|i| Record { timestamp, value: format!("v{i}").into_bytes(), ..Record::default() })
+        .collect();
+    p.append(&records, timestamp).unwrap();
+}
+
+async fn first_value(reader: &Reader, log: &Log, offset: u64) -> Result<String, Error> {
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let records = reader.read(&p, offset, 1).await?;
+    Ok(String::from_utf8(records[0].record.value.clone()).unwrap())
+}
+
+async fn problems(log: &Log) -> (Vec<String>, verify::Summary) {
+    let store = tier::connect(log.config()).await.unwrap();
+    let found = std::sync::Mutex::new(Vec::new());
+    let on_event = |event: verify::Event<'_>| {
+        if let verify::Event::Problem(p) = event {
+            found.lock().unwrap().push(p.detail.clone());
+        }
+    };
+    let options = VerifyOptions { deep: true, concurrency: 2, ..VerifyOptions::default() };
+    let summary = verify::verify(&store, &options, tierlog::verify::segment_check(), &on_event).await.unwrap();
+    (found.into_inner().unwrap(), summary)
+}
+
+#[tokio::test]
+async fn expired_segments_leave_the_log_start_readers_say_so_and_objects_go_after_the_grace() {
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let log = open(config(root.path()), &time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((report[0].uploaded_segments, report[0].expired_segments), (1, 0), "{report:?}");
+    // A reader that loads the manifest now keeps this version in memory.
+    let stale = Reader::new(log.clone());
+    assert_eq!(first_value(&stale, &log, 0).await.unwrap(), "v0");
+
+    // Ten days later: the first segment's records are older than retention.ms (2 days).
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    append(&log, 10, 10, T0 + 10 * DAY);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((report[0].expired_segments, report[0].deleted_expired_objects), (1, 0), "{report:?}");
+    let store = tier::connect(log.config()).await.unwrap();
+    let current = manifest::load_version(&store, "t", 0, manifest::latest_version(&store, "t", 0, 0).await.unwrap())
+        .await
+        .unwrap();
+    let expired = current.expired.clone().unwrap();
+    assert_eq!((expired.before_offset, expired.segments), (10, 1));
+    let expired_key = object_store::path::Path::from(expired.pending_deletes[0].key.as_str());
+    assert!(store.store.head(&expired_key).await.is_ok(), "kept through the grace period");
+
+    let fresh = Reader::new(log.clone());
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(fresh.start_offset(&p).await.unwrap(), 10);
+    match first_value(&fresh, &log, 3).await {
+        Err(e @ Error::OffsetBelowStart { start: 10, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("expired by retention (retention.ms=172800000)"), "{text}");
+            assert!(text.contains("earliest available offset is 10"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(first_value(&fresh, &log, 10).await.unwrap(), "v10");
+
+    // After the grace period the next run deletes the object; a reader still holding the old
+    // version is told the offset expired (it reloads the manifest), never "missing" or "corrupt".
+    time.fetch_add(GRACE, Ordering::SeqCst);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!(report[0].deleted_expired_objects, 1, "{report:?}");
+    assert!(store.store.head(&expired_key).await.is_err(), "deleted");
+    match first_value(&stale, &log, 0).await {
+        Err(Error::OffsetBelowStart { start: 10, .. }) => {}
+        other => panic!("a stale reader after deletion: {other:?}"),
+    }
+    assert_eq!(first_value(&stale, &log, 15).await.unwrap(), "v15");
+    let stats = &tiering.stats;
+    assert_eq!(stats.expired_segments.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.deleted_expired_objects.load(Ordering::Relaxed), 1);
+
+    let (problems, summary) = problems(&log).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!((summary.expiries, summary.expired_segments, summary.objects), (1, 1, 1));
+    let state = tier::read_partition_state(&p);
+    assert_eq!(state.remote_start_offset, 10);
+}
+
+/// An injected DELETE failure stops nothing but the deletion: the pending list stays in the
+/// bucket, the run reports the error, and the next run deletes and forgets the object.
+#[tokio::test]
+async fn a_failed_delete_of_an_expired_object_is_resumed_by_the_next_run() {
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let mut cfg = config(root.path());
+    cfg.tiering.expiry_grace_ms = 0;
+    cfg.tiering.upload_attempts = 2; // every request is tried twice
+    let log = open(cfg, &time);
+    log.create_topic("t", 1).unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    let tiering = Tiering::start_with(log.clone(), store.with_store(faulty.clone())).await.unwrap();
+    append(&log, 0, 10, T0);
+    tiering.run_once(None, true).await.unwrap();
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    append(&log, 10, 10, T0 + 10 * DAY);
+    faulty.faults.fail_deletes.store(2, Ordering::SeqCst); // both attempts of the one DELETE
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!(report[0].expired_segments, 1);
+    assert!(report[0].error.as_deref().is_some_and(|e| e.contains("DELETE")), "{report:?}");
+    let latest = manifest::latest_version(&store, "t", 0, 0).await.unwrap();
+    let pending = manifest::load_version(&store, "t", 0, latest).await.unwrap().expired.unwrap().pending_deletes;
+    assert_eq!(pending.len(), 1, "still pending in the bucket");
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((report[0].deleted_expired_objects, report[0].error.clone()), (1, None));
+    let latest = manifest::latest_version(&store, "t", 0, 0).await.unwrap();
+    assert!(manifest::load_version(&store, "t", 0, latest).await.unwrap().expired.unwrap().pending_deletes.is_empty());
+    assert!(store.store.head(&object_store::path::Path::from(pending[0].key.as_str())).await.is_err());
+}
+
+/// Retention off (the default) expires nothing however old the records are.
+#[tokio::test]
+async fn without_remote_retention_nothing_ever_expires() {
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let mut cfg = config(root.path());
+    cfg.tiering.remote_retention_ms = -1;
+    let log = open(cfg, &time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    tiering.run_once(None, true).await.unwrap();
+    time.fetch_add(3650 * DAY, Ordering::SeqCst);
+    append(&log, 10, 10, T0 + 3650 * DAY);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!(report[0].expired_segments, 0);
+    assert_eq!(first_value(&Reader::new(log.clone()), &log, 0).await.unwrap(), "v0");
+}
