@@ -50,14 +50,17 @@ for file in "${versions[@]}"; do
   header="$(head -n 1 "$path")"; body="$(sed -n 2p "$path")"
   # Exactly two lines, a header tierlog reads, and the body its checksum names.
   printf '%s\n%s\n' "$header" "$body" | cmp -s - "$path" || fail "$file: not exactly a header line and a body line"
-  jq -e '.format == "tierlog-manifest" and (.format_version | IN(1, 2, 3))' <<<"$header" >/dev/null 2>&1 \
+  jq -e '.format == "tierlog-manifest" and (.format_version | IN(1, 2, 3, 4))' <<<"$header" >/dev/null 2>&1 \
     || fail "$file: not a manifest header of a version tierlog reads"
+  # Version 4 exactly when the body has an expired section (retention cut the history).
+  [ "$(jq -r '.format_version == 4' <<<"$header" 2>/dev/null)" = "$(jq -r 'has("expired")' <<<"$body" 2>/dev/null)" ] \
+    || fail "$file: not a manifest header of a version tierlog reads with this body (version 4 and an expired section go together)"
   [ "$(printf '%s' "$body" | sha)" = "$(jq -r .body_sha256 <<<"$header")" ] \
     || fail "$file: body SHA-256 differs from its header"
   [ "$(jq -r '"\(.topic)/\(.partition)/\(.manifest_version)"' <<<"$body")" = "$topic/$partition/$number" ] \
     || fail "$file: names another partition or version"
   if [ "${#public_keys[@]}" -gt 0 ]; then
-    signature="$(jq -r 'select(.format_version == 3 and .signature.algorithm == "ed25519") | .signature.value // empty' <<<"$header")"
+    signature="$(jq -r 'select((.format_version == 3 or .format_version == 4) and .signature.algorithm == "ed25519") | .signature.value // empty' <<<"$header")"
     if [ -z "$signature" ]; then fail "$file: not signed"; else
       printf 'tierlog-manifest-signature-v1\n%s\n%s\n%s\n%s' "$topic" "$partition" "$number" \
         "$(jq -r .body_sha256 <<<"$header")" > "$work/message"
@@ -97,8 +100,13 @@ hash_text='[.prev_hash, .base_offset, .last_offset, .min_timestamp, .max_timesta
   + (if has("min_append_time") or has("max_append_time")
      then [(.min_append_time // ""), (.max_append_time // "")] else [] end)
   | map(tostring) | join("|")'
-link=0000000000000000000000000000000000000000000000000000000000000000
+# Version 4 (after remote retention): the chain resumes at expired.before_offset from
+# expired.last_hash, which step 4 finds in an older version's chain.
+link="$(jq -r '.expired.last_hash // "0000000000000000000000000000000000000000000000000000000000000000"' <<<"$newest_body")"
+cut="$(jq -r '.expired.before_offset // 0' <<<"$newest_body")"
+link_at_cut="$link"
 next=""
+if [ "$cut" -gt 0 ]; then next="$cut"; fi
 : > "$work/chain.txt"
 while read -r entry; do
   base="$(jq -r .base_offset <<<"$entry")"; last="$(jq -r .last_offset <<<"$entry")"
@@ -116,15 +124,27 @@ while read -r entry; do
 done < "$work/entries.jsonl"
 
 # 4. Every version is a prefix of the newest: each entry any version lists (by offset and
-#    chained hash, which covers everything before it) is in the newest chain.
+#    chained hash, which covers everything before it) is in the newest chain — except entries
+#    below the retention cut, whose link (expired.last_hash) must be the hash an older version
+#    (or a kept archive) gives the entry ending right before the cut.
+linked=no
+[ "$cut" -gt 0 ] || linked=yes
 for file in "${versions[@]}"; do
-  while read -r triple; do
-    grep -qxF "$triple" "$work/chain.txt" || fail "$file: entry '$triple' is not in the newest version's chain (history rewritten)"
+  while read -r base last hash; do
+    [ "$last" -lt "$cut" ] && { [ "$last" -eq "$((cut - 1))" ] && [ "$hash" = "$link_at_cut" ] && linked=yes; continue; }
+    grep -qxF "$base $last $hash" "$work/chain.txt" || fail "$file: entry '$base $last $hash' is not in the newest version's chain (history rewritten)"
   done < <(sed -n 2p "$work/manifests/$file" | jq -r '.entries[] | "\(.base_offset) \(.last_offset) \(.hash)"')
-  while read -r end; do
-    grep -q " $end\$" "$work/chain.txt" || fail "$file: an archive ending '$end' is not in the newest version's chain"
+  while read -r end hash; do
+    [ "$end" -lt "$cut" ] && { [ "$end" -eq "$((cut - 1))" ] && [ "$hash" = "$link_at_cut" ] && linked=yes; continue; }
+    grep -q " $end $hash\$" "$work/chain.txt" || fail "$file: an archive ending '$end' is not in the newest version's chain"
   done < <(sed -n 2p "$work/manifests/$file" | jq -r '.archives[] | "\(.last_offset) \(.last_hash)"')
 done
+for archive in "$work"/manifests/archive/*; do
+  [ -f "$archive" ] && [ "$linked" = no ] || continue
+  sed -n 2p "$archive" | jq -r '.entries[] | "\(.last_offset) \(.hash)"' | grep -qxF "$((cut - 1)) $link_at_cut" && linked=yes
+done
+[ "$linked" = yes ] || fail "the retention cut at offset $cut links to $link_at_cut, which no older version gives the entry ending at $((cut - 1))"
+
 
 # 5. Every object: size and SHA-256 as listed; `zstd -d` gives the segment whose SHA-256 the
 #    manifest lists; its first batch starts at the entry's base offset (bytes 0..8, big-endian).

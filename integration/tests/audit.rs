@@ -148,7 +148,7 @@ async fn the_audit_script_fails_where_tierlog_cannot_read_a_version() {
     let prefix = s3.unique_prefix("audit-header");
     tiered_history(&s3, &dir.path().join("data"), &prefix, 3, Some(&key_file)).await;
     let store = s3.store(&prefix);
-    edit_raw_version(&store, 3, |h| h["format_version"] = 4.into(), |_| {}).await;
+    edit_raw_version(&store, 3, |h| h["format_version"] = 5.into(), |_| {}).await;
     let v2 = tierlog_tiering::keys::manifest_key(&store, "t", 0, 2);
     let mut bytes = store.store.get(&v2).await.unwrap().bytes().await.unwrap().to_vec();
     bytes.extend_from_slice(b"{\"appended\":true}\n");
@@ -160,4 +160,42 @@ async fn the_audit_script_fails_where_tierlog_cannot_read_a_version() {
     let report = text(&out);
     assert!(report.contains("00000000000000000002.json: not exactly a header line and a body line"), "{report}");
     assert!(report.contains("00000000000000000003.json: not a manifest header of a version tierlog reads"), "{report}");
+
+    // Version 4 without an expired section (or an expired section under 3) is refused too.
+    edit_raw_version(&store, 3, |h| h["format_version"] = 4.into(), |_| {}).await;
+    assert!(tierlog_tiering::manifest::load_version(&store, "t", 0, 3).await.is_err());
+    let report = text(&audit(&s3, &prefix, &[&public_file]));
+    assert!(report.contains("00000000000000000003.json: not a manifest header of a version tierlog reads with this body"), "{report}");
+}
+
+/// After remote retention expired and deleted the oldest segments (manifest version 4, signed),
+/// the standard-tools audit still passes: the chain resumes at the cut from the link an older
+/// version gives, and the deleted objects are no longer asked for. A cut whose link no older
+/// version gives is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_tools_audit_follows_the_chain_across_a_retention_cut() {
+    let s3 = S3Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, public_file) = signing_files(dir.path());
+    let prefix = s3.unique_prefix("audit-expired");
+    tiered_history(&s3, &dir.path().join("data"), &prefix, 3, Some(&key_file)).await;
+    let store = s3.store(&prefix);
+    let writer = tierlog_tiering::manifest::Writer { id: "expiry".into(), epoch: 1 };
+    let mut m = tierlog_tiering::manifest::ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
+    m.signer = Some(std::sync::Arc::new(tierlog_tiering::signing::Signer::from_file(&key_file).unwrap()));
+    let cut = m.current.entries[2].base_offset;
+    m.expire_before(cut, "retention.ms=1", 0, 1, 3).await.unwrap().unwrap();
+    assert_eq!(tierlog_tiering::retention::delete_due(&mut m, 1, 3).await.unwrap().len(), 2);
+    let out = audit(&s3, &prefix, &[&public_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("OK — 5 manifest versions, 4 segments, offsets up to 479"), "{}", text(&out));
+
+    // A forged cut: the link of the expired range replaced (body re-checksummed, so only the
+    // signature and the chain can tell).
+    let version = m.current.manifest_version;
+    let link = m.current.expired.as_ref().unwrap().last_hash.clone();
+    edit_raw_version(&store, version, |_| {}, |body| *body = body.replace(&link, &"e".repeat(64))).await;
+    let out = audit(&s3, &prefix, &[&public_file]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("which no older version gives the entry ending at"), "{}", text(&out));
 }
