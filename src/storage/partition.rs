@@ -148,6 +148,8 @@ impl Partition {
             index_interval_bytes: config.segment.index_interval_bytes,
             fsync: config.durability.fsync,
         };
+        // The configuration's, until the topic opening it sets its own in force (`Topic` does so
+        // for every partition it opens, before any append).
         let roll = RollPolicy {
             segment_max_bytes: AtomicU64::new(config.segment.max_bytes),
             segment_max_age_ms: AtomicU64::new(config.segment.max_age_ms),
