@@ -387,23 +387,44 @@ pub const REMOTE_RETENTION_MS_MAX: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// shorter than local retention (a segment still on local disk is never expired, so a shorter
 /// remote retention would silently mean the local one). `prefix` names the keys in errors.
 pub fn check_remote_retention(ms: i64, bytes: i64, local_ms: u64, prefix: &str) -> Result<()> {
+    let names = [
+        format!("{prefix}remote_retention_ms"),
+        format!("{prefix}remote_retention_bytes"),
+        format!("{prefix}local_retention_ms"),
+    ];
+    check_remote_retention_as(ms, bytes, local_ms, [&names[0], &names[1], &names[2]])
+}
+
+/// [`check_remote_retention`] with the three keys (remote ms, remote bytes, local ms) named as
+/// the caller's user knows them, e.g. a topic's Kafka names `retention.ms`, `retention.bytes`,
+/// `local.retention.ms`.
+pub fn check_remote_retention_as(
+    ms: i64,
+    bytes: i64,
+    local_ms: u64,
+    [ms_key, bytes_key, local_key]: [&str; 3],
+) -> Result<()> {
     if ms != -1 && !(1..=REMOTE_RETENTION_MS_MAX).contains(&ms) {
         return Err(Error::Config(format!(
-            "{prefix}remote_retention_ms = {ms} is out of range: -1 (keep forever) or 1..={REMOTE_RETENTION_MS_MAX}"
+            "{ms_key} = {ms} is out of range: -1 (keep forever) or 1..={REMOTE_RETENTION_MS_MAX}"
         )));
     }
     if bytes != -1 && bytes < 1 {
-        return Err(Error::Config(format!(
-            "{prefix}remote_retention_bytes = {bytes} is out of range: -1 (no limit) or at least 1"
-        )));
+        return Err(Error::Config(format!("{bytes_key} = {bytes} is out of range: -1 (no limit) or at least 1")));
     }
     if ms != -1 && (ms as u64) < local_ms {
         return Err(Error::Config(format!(
-            "{prefix}remote_retention_ms = {ms} is shorter than {prefix}local_retention_ms = {local_ms}: the log keeps a \
-             segment at least as long as its local copy; lower local_retention_ms too"
+            "{ms_key} = {ms} is shorter than {local_key} = {local_ms}: the log keeps a segment at least as long as \
+             its local copy; lower {local_key} too"
         )));
     }
     Ok(())
+}
+
+/// The allowed range of the numeric configuration key `section.key`, as [`Config::validate`]
+/// checks it (per-topic settings that override a key are held to the same range).
+pub fn range(key: &str) -> Option<(u64, u64)> {
+    RANGES.iter().find(|(k, ..)| *k == key).map(|(_, min, max)| (*min, *max))
 }
 
 /// Allowed range of every numeric key, checked after all overrides are applied.

@@ -26,7 +26,6 @@ use tierlog_tiering::segment_object::NO_APPEND_TIME;
 use tierlog_tiering::store::RemoteStore;
 
 use crate::Log;
-use crate::batch::TimestampType;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::tier::{self, PartitionState};
@@ -332,17 +331,21 @@ pub(crate) async fn history_writers(
     Ok(ids)
 }
 
+/// The topic a catalog entry describes: its settings are exactly the known per-topic keys
+/// (`message.timestamp.type` and the rest, see `settings`), each in range; anything else is
+/// refused by name rather than restored without it.
 pub(crate) fn metadata(spec: &catalog::CatalogTopic) -> Result<TopicMetadata> {
-    let timestamp_type = match spec.settings.get("message.timestamp.type") {
-        Some(value) => value.parse::<TimestampType>().map_err(Error::Invalid)?,
-        None => TimestampType::default(),
-    };
+    let pairs = spec.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let new = crate::settings::NewTopicSettings::parse(&spec.name, pairs).map_err(|e| {
+        Error::Invalid(format!("the bucket's catalog: {e} (restore it with a build that knows the setting)"))
+    })?;
     Ok(TopicMetadata {
         version: 0, // set by the log
         name: spec.name.clone(),
         partitions: spec.partitions,
         created_ms: spec.created_ms,
-        timestamp_type,
+        timestamp_type: new.timestamp_type,
+        settings: new.settings,
     })
 }
 

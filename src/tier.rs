@@ -251,10 +251,7 @@ impl Tiering {
                 name: t.name().to_string(),
                 partitions: t.metadata.partitions,
                 created_ms: t.metadata.created_ms,
-                settings: BTreeMap::from([(
-                    "message.timestamp.type".to_string(),
-                    t.metadata.timestamp_type.as_str().to_string(),
-                )]),
+                settings: t.catalog_settings(),
             })
             .collect::<Vec<_>>();
         let (hint, last) = {
@@ -318,6 +315,10 @@ impl Tiering {
         };
         let mut reports = Vec::new();
         for topic in topics {
+            // `remote.storage.enable` in force, read at every pass: an alter applies from the next.
+            if !topic.is_tiered(self.log.config()) {
+                continue;
+            }
             for partition in &topic.partitions {
                 let report = match self.tier_partition(partition.clone(), seal_active).await {
                     Ok(report) => report,
@@ -414,8 +415,7 @@ impl Tiering {
         let mut uploaded =
             std::mem::take(self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default());
         uploaded.extend(outcome.committed.iter().map(|e| (e.base_offset, e.raw_sha256.clone())));
-        let retention =
-            apply_local_retention(&partition, manifest, self.log.config(), &mut uploaded, self.now_ms()).await;
+        let retention = apply_local_retention(&partition, manifest, &self.log, &mut uploaded, self.now_ms()).await;
         self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), uploaded);
         let deleted = match retention {
             Ok(deleted) => deleted,
@@ -680,26 +680,29 @@ fn segment_bytes(partition: &Partition, base: u64) -> tierlog_tiering::Result<Se
 }
 
 /// Deletes the oldest local sealed segments that the committed manifest covers, while the
-/// partition holds more than `local_retention_bytes` or they are older than
-/// `local_retention_ms` (by their newest record). Never touches anything not yet remote, and
+/// partition holds more than its topic's `local.retention.bytes` or they are older than its
+/// `local.retention.ms` (by their newest record; both as in force now, the topic's own or the
+/// configuration's). Never touches anything not yet remote, and
 /// checks right before deleting that the remote entry is this very segment (same offsets,
 /// same SHA-256 of the raw bytes): a manifest written by another data directory never causes
 /// a local deletion.
 async fn apply_local_retention(
     partition: &Arc<Partition>,
     manifest: &ManifestStore,
-    config: &Config,
+    log: &Log,
     uploaded: &mut HashMap<u64, String>,
     now: i64,
 ) -> Result<usize> {
+    let settings = log.topic(&partition.topic)?.settings(log.config());
+    let (bytes_max, age_max_ms) = (settings.local_retention_bytes.value, settings.local_retention_ms.value);
     let remote_end = manifest.current.next_offset();
     let sealed = partition.sealed_segments();
     let mut local_bytes: u64 = sealed.iter().map(|s| s.bytes).sum::<u64>() + partition.active_bytes();
     let mut deleted = 0;
     for segment in sealed {
         let tiered = manifest.current.start_offset().is_some() && segment.next_offset <= remote_end;
-        let too_big = local_bytes > config.tiering.local_retention_bytes;
-        let too_old = now.saturating_sub(segment.max_timestamp) > config.tiering.local_retention_ms as i64;
+        let too_big = local_bytes > bytes_max;
+        let too_old = now.saturating_sub(segment.max_timestamp) > age_max_ms as i64;
         if !tiered || !(too_big || too_old) {
             break;
         }

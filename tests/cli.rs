@@ -522,3 +522,45 @@ fn review_group_delete_removes_a_group_whose_offsets_file_is_unreadable() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// `topic create --set`, `topic alter --set/--unset` and `topic describe` on a data directory:
+/// every per-topic key is accepted, a refused change exits non-zero naming the topic, key and
+/// value and changes nothing, and describe shows each value in force with its source.
+#[test]
+fn topic_settings_are_created_altered_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = run(
+        dir.path(),
+        &["topic", "create", "t", "--set", "segment.bytes=8192", "--set", "remote.storage.enable=false"],
+        "",
+    );
+    assert!(create.status.success(), "{}", stderr(&create));
+    let out =
+        run(dir.path(), &["topic", "alter", "t", "--set", "local.retention.bytes=0", "--unset", "segment.bytes"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let settings = &json_lines(&out)[0]["settings"];
+    assert_eq!(settings["local.retention.bytes"], serde_json::json!({"value": 0, "source": "topic"}));
+    assert_eq!(settings["segment.bytes"]["source"], "config");
+
+    for (args, expect) in [
+        (&["--set", "segment.bytes=1"][..], "topic 't': segment.bytes = \"1\" is out of range: allowed 4096..="),
+        (&["--set", "retention.ms=60000"][..], "retention.ms = 60000 is shorter than local.retention.ms"),
+        (&["--set", "flush.ms=1"][..], "unknown setting \"flush.ms\""),
+        (&["--unset", "message.timestamp.type"][..], "cannot be changed after the topic is created"),
+        (&["--set", "segment.ms"][..], "expected KEY=VALUE"),
+        (&[][..], "nothing to change"),
+    ] {
+        let out = run(dir.path(), &[&["topic", "alter", "t"][..], args].concat(), "");
+        assert!(!out.status.success() && stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+    let described = json_lines(&run(dir.path(), &["topic", "describe", "t"], ""));
+    let settings = &described[0]["settings"];
+    assert_eq!(settings["remote.storage.enable"], serde_json::json!({"value": false, "source": "topic"}));
+    assert_eq!(settings["local.retention.bytes"], serde_json::json!({"value": 0, "source": "topic"}));
+    assert_eq!(settings["segment.bytes"], serde_json::json!({"value": 134217728, "source": "config"}));
+    assert_eq!(settings["message.timestamp.type"]["source"], "default");
+    assert_eq!(described[1]["partition"], 0);
+    let help = Command::new(BIN).args(["topic", "alter", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("tierlog topic alter payments --set") && help.contains("local.retention.bytes"), "{help}");
+}

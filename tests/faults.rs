@@ -1098,6 +1098,7 @@ fn a_replica_partition_that_cannot_create_its_next_segment_keeps_its_old_end_and
         partitions: 1,
         created_ms: 0,
         timestamp_type: Default::default(),
+        settings: Default::default(),
     };
     let p = log.restore_topic(&spec, &[(100, None)]).unwrap().partition(0).unwrap().clone();
     assert!(p.advance_empty(150).is_err(), "only a replica's partition moves");
@@ -1123,4 +1124,46 @@ fn a_replica_partition_that_cannot_create_its_next_segment_keeps_its_old_end_and
     q.refuse_appends("s3://bucket/prefix");
     assert!(q.advance_empty(10).is_err());
     assert_eq!(q.end_offset(), 3);
+}
+
+/// An alter writes `topic.json` before it puts the new settings in force: a write, fsync or
+/// directory fsync that fails leaves the old settings in force on the live partitions, and the
+/// file readable with the old settings, also after a power cut.
+#[test]
+fn a_failed_write_of_topic_json_during_an_alter_keeps_the_old_settings_in_force_and_the_file_readable() {
+    use tierlog::settings::{NewTopicSettings, SettingsChange};
+    for (fault, inject) in [
+        ("write", (|d: &SimDisk| d.fail_append_after(0)) as fn(&SimDisk)),
+        ("fsync", |d: &SimDisk| d.fail_sync_after(0)),
+        ("directory fsync", |d: &SimDisk| d.fail_dir_sync_after(0)),
+    ] {
+        let f = fixture(FsyncPolicy::Batch);
+        let log = f.open().unwrap();
+        let new = NewTopicSettings::parse("t", [("segment.bytes", "8192")]).unwrap();
+        log.create_topic_with_settings("t", 1, &new).unwrap();
+        let change = SettingsChange { set: vec![("segment.bytes".into(), "4096".into())], unset: vec![] };
+        inject(&f.disk);
+        let err = log.alter_topic("t", &change).unwrap_err();
+        assert!(
+            matches!(err, Error::Io { .. }) && err.to_string().contains("previous ones stay in force"),
+            "{fault}: {err}"
+        );
+        let topic = log.topic("t").unwrap();
+        assert_eq!(topic.settings(&f.config).segment_bytes.value, 8192, "{fault}: the old settings are in force");
+        assert_eq!(topic.partition(0).unwrap().roll_policy().0, 8192, "{fault}: on the partition too");
+        drop((topic, log));
+        assert_eq!(reopened_segment_bytes(&f), 8192, "{fault}: the file holds the old settings");
+        f.disk.crash();
+        assert_eq!(reopened_segment_bytes(&f), 8192, "{fault}: after a power cut too");
+        // The disk works again: the same alter goes through.
+        let log = f.open().unwrap();
+        log.alter_topic("t", &change).unwrap();
+        drop(log);
+        f.disk.crash();
+        assert_eq!(reopened_segment_bytes(&f), 4096, "{fault}: a successful alter is durable");
+    }
+}
+
+fn reopened_segment_bytes(f: &Fixture) -> u64 {
+    f.open().unwrap().topic("t").unwrap().settings(&f.config).segment_bytes.value
 }

@@ -390,8 +390,55 @@ fn a_writer_marks_topics_so_that_builds_before_append_times_refuse_them() {
     assert_eq!(fresh["version"], 2);
     drop(log);
     // A version this build does not know is refused, by name, never guessed at.
-    let text = std::fs::read_to_string(&metadata).unwrap().replace("\"version\": 2", "\"version\": 3");
+    let text = std::fs::read_to_string(&metadata).unwrap().replace("\"version\": 2", "\"version\": 4");
     std::fs::write(&metadata, text).unwrap();
     let err = Log::open(config).err().expect("refused").to_string();
-    assert!(err.contains("unsupported version 3"), "{err}");
+    assert!(err.contains("unsupported version 4"), "{err}");
+}
+
+/// `topic.json` version 3 (per-topic settings), golden bytes: what this build writes for a
+/// topic that sets every setting, byte for byte, and reads back the same. Versions 1 and 2 (no
+/// settings) still read, and a setting this build does not know is refused by name rather
+/// than ignored.
+#[test]
+fn topic_json_version_3_golden_bytes_round_trip_and_unknown_settings_are_refused() {
+    use tierlog::settings::TopicSettings;
+    use tierlog::topic::{TopicMetadata, metadata_json};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/topic-json/v3.json");
+    let golden = std::fs::read(&fixture).unwrap();
+    let settings = TopicSettings {
+        retention_ms: Some(315_360_000_000),
+        retention_bytes: Some(-1),
+        local_retention_ms: Some(3_600_000),
+        local_retention_bytes: Some(0),
+        remote_storage_enable: Some(true),
+        segment_bytes: Some(8 * 1024 * 1024),
+        segment_ms: Some(600_000),
+    };
+    let metadata = TopicMetadata {
+        version: 0, // computed from the settings when written
+        name: "ledger".into(),
+        partitions: 2,
+        created_ms: 1_772_546_400_000,
+        timestamp_type: tierlog::batch::TimestampType::LogAppendTime,
+        settings: TopicSettings::default(),
+    };
+    assert_eq!(
+        String::from_utf8(metadata_json(&metadata, &settings)).unwrap(),
+        String::from_utf8(golden.clone()).unwrap()
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: tmp.path().join("data"), ..Config::default() };
+    let file = config.data_dir.join("topics/ledger/topic.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &golden).unwrap();
+    let topic = Log::open_read_only(config.clone()).unwrap().topic("ledger").unwrap();
+    assert_eq!(topic.own_settings(), settings, "parse → serialize → parse is the identity");
+    assert_eq!(topic.metadata.timestamp_type, tierlog::batch::TimestampType::LogAppendTime);
+
+    let unknown = String::from_utf8(golden).unwrap().replace("\"segment.ms\"", "\"segment.jitter.ms\"");
+    std::fs::write(&file, unknown).unwrap();
+    let err = Log::open_read_only(config).err().expect("refused").to_string();
+    assert!(err.contains("unknown field `segment.jitter.ms`") && err.contains("is damaged"), "{err}");
 }

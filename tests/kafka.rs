@@ -1726,3 +1726,117 @@ fn review_produce_to_a_log_append_time_topic_answers_its_append_time() {
     assert_eq!(answer.responses[0].partition_responses[0].log_append_time_ms, -1, "CreateTime: -1, as Kafka");
     s.stop();
 }
+
+/// Per-topic settings over Kafka's admin APIs: CreateTopics configs set them (checked as
+/// `topic create --set`), DescribeConfigs reports each value in force with its source
+/// (DYNAMIC_TOPIC_CONFIG for the topic's own, DEFAULT_CONFIG / STATIC_BROKER_CONFIG for the
+/// configuration's), and IncrementalAlterConfigs SETs and DELETEs them on the running server.
+#[test]
+fn topic_configs_are_created_described_with_their_source_and_altered_incrementally() {
+    const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    const STATIC_BROKER_CONFIG: i8 = 4;
+    const DEFAULT_CONFIG: i8 = 5;
+    const INVALID_CONFIG: i16 = 40;
+    const INVALID_REQUEST: i16 = 42;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]); // tiering.enabled = false
+    let mut c = Conn::open(&s);
+    let config = |name: &str, value: &str| {
+        create_topics_request::CreatableTopicConfig::default()
+            .with_name(StrBytes::from_string(name.into()))
+            .with_value(Some(StrBytes::from_string(value.into())))
+    };
+    let topic = |name: &str, configs| {
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.into())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(configs)
+    };
+    let ct: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            topic("k", vec![config("segment.bytes", "8192"), config("local.retention.ms", "60000")]),
+            topic("short", vec![config("retention.ms", "1")]),
+            topic("tiered", vec![config("remote.storage.enable", "true")]),
+            topic("odd", vec![config("segment.jitter.ms", "1")]),
+        ]),
+    );
+    let codes: Vec<_> = ct.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, INVALID_CONFIG, INVALID_CONFIG, INVALID_CONFIG], "{ct:?}");
+    let message = |i: usize| ct.topics[i].error_message.as_ref().unwrap().to_string();
+    assert!(message(1).contains("retention.ms = 1 is shorter than"), "{}", message(1));
+    assert!(message(2).contains("tiering.enabled = false"), "{}", message(2));
+    assert!(message(3).contains("unknown setting \"segment.jitter.ms\""), "{}", message(3));
+
+    let describe = |c: &mut Conn| -> std::collections::BTreeMap<String, (String, i8, bool)> {
+        let dc: DescribeConfigsResponse = c.call(
+            ApiKey::DescribeConfigs,
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("k"))
+                    .with_configuration_keys(None),
+            ]),
+        );
+        assert_eq!(dc.results[0].error_code, 0, "{dc:?}");
+        let entry = |r: &describe_configs_response::DescribeConfigsResourceResult| {
+            let value = r.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (r.name.to_string(), (value, r.config_source, r.read_only))
+        };
+        dc.results[0].configs.iter().map(entry).collect()
+    };
+    let configs = describe(&mut c);
+    assert_eq!(configs["segment.bytes"], ("8192".into(), DYNAMIC_TOPIC_CONFIG, false));
+    assert_eq!(configs["local.retention.ms"], ("60000".into(), DYNAMIC_TOPIC_CONFIG, false));
+    assert_eq!(configs["segment.ms"], ("604800000".into(), DEFAULT_CONFIG, false));
+    assert_eq!(configs["remote.storage.enable"], ("false".into(), STATIC_BROKER_CONFIG, false));
+    assert_eq!(configs["message.timestamp.type"], ("CreateTime".into(), DEFAULT_CONFIG, true));
+
+    let alter_config = |name: &str, op: i8, value: Option<&str>| {
+        incremental_alter_configs_request::AlterableConfig::default()
+            .with_name(StrBytes::from_string(name.into()))
+            .with_config_operation(op)
+            .with_value(value.map(|v| StrBytes::from_string(v.into())))
+    };
+    let resource = |kind: i8, name: &str, configs| {
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(StrBytes::from_string(name.into()))
+            .with_configs(configs)
+    };
+    let alter = |c: &mut Conn, validate_only: bool, resources| -> Vec<i16> {
+        let request =
+            IncrementalAlterConfigsRequest::default().with_resources(resources).with_validate_only(validate_only);
+        let answer: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &request);
+        answer.responses.iter().map(|r| r.error_code).collect()
+    };
+    let codes = alter(
+        &mut c,
+        false,
+        vec![
+            resource(
+                2,
+                "k",
+                vec![alter_config("segment.bytes", 0, Some("4096")), alter_config("local.retention.ms", 1, None)],
+            ),
+            resource(2, "k", vec![alter_config("message.timestamp.type", 0, Some("LogAppendTime"))]),
+            resource(2, "k", vec![alter_config("cleanup.policy", 0, Some("compact"))]),
+            resource(2, "k", vec![alter_config("segment.ms", 2, Some("1000"))]),
+            resource(4, "0", vec![alter_config("segment.bytes", 0, Some("4096"))]),
+            resource(2, "nope", vec![alter_config("segment.bytes", 0, Some("4096"))]),
+        ],
+    );
+    assert_eq!(codes, [0, INVALID_CONFIG, INVALID_CONFIG, INVALID_CONFIG, INVALID_REQUEST, 3]);
+    let codes = alter(&mut c, true, vec![resource(2, "k", vec![alter_config("segment.ms", 0, Some("5000"))])]);
+    assert_eq!(codes, [0], "validate_only checks");
+    let configs = describe(&mut c);
+    assert_eq!(configs["segment.bytes"], ("4096".into(), DYNAMIC_TOPIC_CONFIG, false));
+    assert_eq!(configs["local.retention.ms"], ("86400000".into(), DEFAULT_CONFIG, false), "deleted: the default again");
+    assert_eq!(configs["segment.ms"].0, "604800000", "validate_only changed nothing");
+    let described = get_json(&s, "/v1/topics/k");
+    assert_eq!(described["settings"]["segment.bytes"], json!({"value": 4096, "source": "topic"}), "{described}");
+    s.stop();
+}

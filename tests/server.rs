@@ -773,3 +773,50 @@ fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
         assert!(status.success(), "serve exited with {status}");
     }
 }
+
+/// `topic alter --server` changes a running server's topic at once: appends after it roll at
+/// the new `segment.bytes`; a local `topic alter` on the served directory is refused by the
+/// writer lock, naming what to do.
+#[test]
+fn topic_alter_through_a_running_server_applies_to_its_live_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let cli = |args: &[&str], stdin: &str| {
+        let out = run_with_stdin(
+            Command::new(BIN).args(["--server", &s.base]).args(args).env_remove("TIERLOG_CONFIG"),
+            stdin,
+        );
+        (out.status.success(), json_lines(&out), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(cli(&["topic", "create", "t", "--partitions", "1"], "").0);
+    let line = format!("{}\n", "v".repeat(500));
+    let segments = || {
+        let files = std::fs::read_dir(dir.path().join("topics/t/0")).unwrap();
+        files.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log")).count()
+    };
+    for _ in 0..10 {
+        assert!(cli(&["produce", "t"], &line).0);
+    }
+    assert_eq!(segments(), 1);
+
+    let (ok, out, err) = cli(&["topic", "alter", "t", "--set", "segment.bytes=4096", "--set", "segment.ms=60000"], "");
+    assert!(ok, "{err}");
+    assert_eq!(out[0]["settings"]["segment.bytes"], json!({"value": 4096, "source": "topic"}), "{out:?}");
+    for _ in 0..20 {
+        assert!(cli(&["produce", "t"], &line).0);
+    }
+    assert!(segments() >= 3, "appends after the alter roll at 4 KiB: {} segments", segments());
+    let (ok, described, _) = cli(&["topic", "describe", "t"], "");
+    assert!(ok);
+    assert_eq!(described[0]["settings"]["segment.ms"], json!({"value": 60000, "source": "topic"}));
+    assert_eq!(described[1]["partition"], 0, "then the partitions, as before");
+
+    let (ok, _, err) = cli(&["topic", "alter", "t", "--set", "message.timestamp.type=LogAppendTime"], "");
+    assert!(!ok && err.contains("cannot be changed after the topic is created"), "{err}");
+    let local = run_with_stdin(
+        Command::new(BIN).arg("--data-dir").arg(dir.path()).args(["topic", "alter", "t", "--unset", "segment.ms"]),
+        "",
+    );
+    let err = String::from_utf8_lossy(&local.stderr);
+    assert!(!local.status.success() && err.contains("locked by another tierlog process"), "{err}");
+}

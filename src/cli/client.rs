@@ -255,6 +255,16 @@ impl Client {
         Ok(())
     }
 
+    pub fn alter_topic(&self, topic: &str, set: &[(String, String)], unset: &[String]) -> Result<()> {
+        anyhow::ensure!(!set.is_empty() || !unset.is_empty(), "nothing to change: give --set KEY=VALUE or --unset KEY");
+        let set: serde_json::Map<String, Value> = set.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let body = json!({"set": set, "unset": unset});
+        let request = self.request(reqwest::Method::PATCH, &format!("/v1/topics/{topic}")).json(&body);
+        let answer = self.runtime.block_on(self.call(request))?;
+        println!("{}", json!({"topic": answer["topic"], "settings": answer["settings"]}));
+        Ok(())
+    }
+
     pub fn list_topics(&self) -> Result<()> {
         self.print_lines("/v1/topics")
     }
@@ -262,6 +272,7 @@ impl Client {
     pub fn describe_topic(&self, topic: &str) -> Result<()> {
         let answer =
             self.runtime.block_on(self.call(self.request(reqwest::Method::GET, &format!("/v1/topics/{topic}"))))?;
+        println!("{}", json!({"topic": topic, "settings": answer["settings"]}));
         for p in answer["partitions"].as_array().into_iter().flatten() {
             let mut line = p.clone();
             line["topic"] = json!(topic);

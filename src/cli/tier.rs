@@ -49,6 +49,12 @@ pub fn run(global: &GlobalArgs, cmd: TierCommand) -> Result<ExitCode> {
 
 async fn run_once(log: Log, topic: Option<&str>) -> Result<ExitCode> {
     anyhow::ensure!(log.config().tiering.enabled, "tiering is disabled (tiering.enabled = false)");
+    if let Some(name) = topic {
+        anyhow::ensure!(
+            log.topic(name)?.is_tiered(log.config()),
+            "topic '{name}' is not tiered (remote.storage.enable = false); see `tierlog topic describe {name}`"
+        );
+    }
     let tiering = Tiering::start(log).await?;
     let progress =
         indicatif::ProgressBar::new_spinner().with_message(format!("tiering to {}", tiering.remote().display));

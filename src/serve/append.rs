@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::partition::{Partition, now_ms};
 use crate::record::Record;
@@ -85,9 +84,11 @@ pub fn append_all(topic: &crate::topic::Topic, by_partition: BTreeMap<u32, Parti
 /// Why an append to `partition` must wait: it holds more bytes not yet in the remote tier than
 /// `server.max_untiered_bytes` allows (a stalled object store must not fill the local disk).
 /// `None` when it may go ahead.
-pub fn untiered_excess(config: &Config, partition: &Partition) -> Option<String> {
+/// A partition whose topic is not tiered (`remote.storage.enable` in force) has no such limit.
+pub fn untiered_excess(log: &crate::Log, partition: &Partition) -> Option<String> {
+    let config = log.config();
     let limit = config.server.max_untiered_bytes;
-    if limit == 0 || !config.tiering.enabled {
+    if limit == 0 || !log.topic(&partition.topic).is_ok_and(|t| t.is_tiered(config)) {
         return None;
     }
     let untiered = crate::tier::untiered_bytes(partition);

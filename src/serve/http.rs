@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorKind};
 use crate::partition::{Partition, now_ms};
 use crate::reader::Reader;
 use crate::record::{Record, StoredRecord};
+use crate::settings::{NewTopicSettings, SettingsChange};
 use crate::{Log, append, envelope, groups, time};
 
 /// Bytes read from a partition per step of a fetch stream.
@@ -185,7 +186,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/topics", post(create_topic).get(list_topics))
-        .route("/v1/topics/{topic}", get(describe_topic))
+        .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic))
         .route("/v1/topics/{topic}/records", post(produce))
         .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
         .route("/v1/topics/{topic}/offsets", get(offsets))
@@ -441,9 +442,23 @@ fn count_error(state: &AppState, e: &ApiError) {
 struct CreateTopic {
     name: String,
     partitions: Option<u32>,
-    /// Per-topic settings under Kafka's names (`message.timestamp.type`).
+    /// Per-topic settings under Kafka's names (`segment.bytes`, `message.timestamp.type`, …).
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    config: BTreeMap<String, Value>,
+}
+
+/// Settings of a request body in text form: strings as they are, numbers and booleans as
+/// written (`{"segment.bytes": 1048576}` and `{"segment.bytes": "1048576"}` are the same).
+fn setting_pairs(settings: BTreeMap<String, Value>) -> ApiResult<Vec<(String, String)>> {
+    settings
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok((key, crate::settings::text(&value))),
+            other => {
+                Err(ApiError::bad_request(format!("setting {key:?} = {other}: expected a string, number or boolean")))
+            }
+        })
+        .collect()
 }
 
 async fn create_topic(
@@ -456,18 +471,57 @@ async fn create_topic(
     let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
     let request: CreateTopic = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "expected {{\"name\": str, \"partitions\"?: int, \"config\"?: {{str: str}}}}: {e}"
+            "expected {{\"name\": str, \"partitions\"?: int, \"config\"?: {{str: str|int|bool}}}}: {e}"
         ))
     })?;
     let partitions = request.partitions.unwrap_or(state.log.config().log.default_partitions as u32);
-    let timestamps =
-        crate::topic::timestamp_type_from_settings(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let pairs = setting_pairs(request.config)?;
+    let new = NewTopicSettings::parse(&request.name, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let log = state.log.clone();
-    let create = move || log.create_topic_with(&request.name, partitions, timestamps);
+    let create = move || log.create_topic_with_settings(&request.name, partitions, &new);
     let topic = tokio::task::spawn_blocking(create).await.expect("create task")?;
     let answer = json!({"topic": topic.name(), "partitions": topic.metadata.partitions,
-                        "config": {"message.timestamp.type": timestamps.as_str()}});
+                        "config": topic.catalog_settings(),
+                        "settings": topic.settings(state.log.config()).to_json()});
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlterTopic {
+    /// Settings to set, by Kafka name.
+    #[serde(default)]
+    set: BTreeMap<String, Value>,
+    /// Settings to fall back to the configuration.
+    #[serde(default)]
+    unset: Vec<String>,
+}
+
+/// `PATCH /v1/topics/{topic}` `{"set": {...}, "unset": [...]}`: changes a topic's own settings,
+/// in force at once on its partitions. Needs the right to create topics (an admin token).
+async fn alter_topic(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(topic): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    crate::topic::validate_name(&topic)?;
+    let who = state.authorize(&headers, Right::Admin, None)?;
+    require_json(&headers)?;
+    let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
+    let request: AlterTopic = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("expected {{\"set\"?: {{str: str|int|bool}}, \"unset\"?: [str]}}: {e}"))
+    })?;
+    if request.set.is_empty() && request.unset.is_empty() {
+        return Err(ApiError::bad_request("nothing to change: give \"set\": {key: value} and/or \"unset\": [key]"));
+    }
+    let change = SettingsChange { set: setting_pairs(request.set)?, unset: request.unset };
+    let log = state.log.clone();
+    let name = topic.clone();
+    let alter = move || log.alter_topic(&name, &change);
+    let settings = tokio::task::spawn_blocking(alter).await.expect("alter task")?;
+    tracing::info!(topic = %topic, by = %who, "topic altered over HTTP");
+    Ok(Json(json!({"topic": topic, "settings": settings.to_json()})))
 }
 
 async fn list_topics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
@@ -498,7 +552,8 @@ async fn describe_topic(
             "remote_only_below": start.filter(|s| *s < p.start_offset()).map(|_| p.start_offset()),
         }));
     }
-    Ok(Json(json!({"topic": topic.name(), "partitions": partitions})))
+    let settings = topic.settings(state.log.config()).to_json();
+    Ok(Json(json!({"topic": topic.name(), "partitions": partitions, "settings": settings})))
 }
 
 #[derive(Deserialize)]
@@ -610,7 +665,7 @@ fn locate(e: Error, positions: &[usize], labels: &[String]) -> ApiError {
 
 /// 429 while the partition holds more untiered bytes than `server.max_untiered_bytes`.
 fn backpressure(state: &AppState, partition: &Partition) -> ApiResult<()> {
-    match append::untiered_excess(state.log.config(), partition) {
+    match append::untiered_excess(&state.log, partition) {
         None => Ok(()),
         Some(message) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)),
     }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::DirLock;
 use crate::producers::IdAllocator;
+use crate::settings::{EffectiveSettings, NewTopicSettings, SettingsChange};
 use crate::topic::{self, Topic};
 
 /// In a data directory a restore is writing (`tierlog restore`); only restore opens it.
@@ -255,6 +256,17 @@ impl Log {
         partitions: u32,
         timestamp_type: crate::batch::TimestampType,
     ) -> Result<Arc<Topic>> {
+        let new = NewTopicSettings { timestamp_type, ..NewTopicSettings::default() };
+        self.create_topic_with_settings(name, partitions, &new)
+    }
+
+    /// [`Self::create_topic`] with per-topic settings (checked against the configuration).
+    pub fn create_topic_with_settings(
+        &self,
+        name: &str,
+        partitions: u32,
+        new: &NewTopicSettings,
+    ) -> Result<Arc<Topic>> {
         self.check_not_replica(&format!("creating topic '{name}'"))?;
         if !self.inner.writable {
             return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
@@ -264,9 +276,26 @@ impl Log {
             return Err(Error::TopicExists(name.to_string()));
         }
         let (host, config) = (&self.inner.host, &self.inner.config);
-        let topic = Arc::new(Topic::create(host, self.data_dir(), name, partitions, timestamp_type, config)?);
+        let topic = Arc::new(Topic::create(host, self.data_dir(), name, partitions, new, config)?);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// Changes a topic's own settings (see `Topic::alter`): in force on its open partitions
+    /// at once, and in `topic.json` for the next open. The writer's only.
+    pub fn alter_topic(&self, name: &str, change: &SettingsChange) -> Result<EffectiveSettings> {
+        self.check_not_replica(&format!("altering topic '{name}'"))?;
+        if !self.inner.writable {
+            return Err(Error::ReadOnly(self.data_dir().to_path_buf()));
+        }
+        let topic = self.topic(name)?;
+        topic.alter(&self.inner.host, self.data_dir(), &self.inner.config, change)
+    }
+
+    /// What [`Self::alter_topic`] would put in force, without changing anything.
+    pub fn check_alter_topic(&self, name: &str, change: &SettingsChange) -> Result<EffectiveSettings> {
+        self.check_not_replica(&format!("altering topic '{name}'"))?;
+        self.topic(name)?.check_alter(&self.inner.config, change)
     }
 
     /// Creates a topic restored from the bucket (see `Topic::create_restored`).

@@ -6,7 +6,8 @@
 //! - [`ack_end`]: the acknowledged end the writer publishes for read-only readers.
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
 //! - [`producers`]: idempotent producers' state per partition (retries stored once).
-//! - [`topic`], [`log`], [`lock`]: topics, the data directory and its writer lock.
+//! - [`topic`], [`settings`], [`log`], [`lock`]: topics and their per-topic settings, the data
+//!   directory and its writer lock.
 //! - [`disk`], [`host`]: the file system and clock the engine runs on (real, or simulated
 //!   with crashes).
 //!
@@ -25,4 +26,5 @@ pub mod partition;
 pub mod producers;
 pub mod record;
 pub mod segment;
+pub mod settings;
 pub mod topic;

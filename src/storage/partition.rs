@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::ack_end::{self, AckEnd};
@@ -88,6 +89,9 @@ pub struct Partition {
     dir: PathBuf,
     host: Host,
     policy: Policy,
+    /// When the active segment rolls: its topic's `segment.bytes` and `segment.ms` in force,
+    /// which an alter of the topic changes while the partition is open ([`Self::set_roll`]).
+    roll: RollPolicy,
     writable: bool,
     state: Mutex<State>,
     /// The end offset, published after every append, so followers wait without polling.
@@ -103,10 +107,17 @@ pub struct Partition {
 #[derive(Debug, Clone, Copy)]
 struct Policy {
     max_record_bytes: usize,
-    segment_max_bytes: u64,
-    segment_max_age_ms: i64,
     index_interval_bytes: u64,
     fsync: FsyncPolicy,
+}
+
+/// Roll size and age, read at every append and age check. Atomics, not part of the state
+/// under the partition's mutex, so an alter never waits behind an append's fsync; a change
+/// applies from the next append on (a batch being written is not cut).
+#[derive(Debug)]
+struct RollPolicy {
+    segment_max_bytes: AtomicU64,
+    segment_max_age_ms: AtomicU64,
 }
 
 struct State {
@@ -138,10 +149,14 @@ impl Partition {
     pub fn open(host: &Host, topic: &str, id: u32, dir: PathBuf, config: &Config, writable: bool) -> Result<Self> {
         let policy = Policy {
             max_record_bytes: config.log.max_record_bytes as usize,
-            segment_max_bytes: config.segment.max_bytes,
-            segment_max_age_ms: config.segment.max_age_ms as i64,
             index_interval_bytes: config.segment.index_interval_bytes,
             fsync: config.durability.fsync,
+        };
+        // The configuration's, until the topic opening it sets its own in force (`Topic` does so
+        // for every partition it opens, before any append).
+        let roll = RollPolicy {
+            segment_max_bytes: AtomicU64::new(config.segment.max_bytes),
+            segment_max_age_ms: AtomicU64::new(config.segment.max_age_ms),
         };
         if writable {
             host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create partition directory", e))?;
@@ -159,12 +174,26 @@ impl Partition {
             dir,
             host,
             policy,
+            roll,
             writable,
             state: Mutex::new(state),
             end_watch,
             replica_of: std::sync::OnceLock::new(),
             expired_before: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Sets the roll size and age (the topic's `segment.bytes` and `segment.ms` in force):
+    /// from the next append (and age check) on. The caller checks the ranges.
+    pub fn set_roll(&self, segment_max_bytes: u64, segment_max_age_ms: u64) {
+        assert!(segment_max_bytes as usize > HEADER_BYTES, "a segment holds at least a batch header");
+        self.roll.segment_max_bytes.store(segment_max_bytes, Ordering::Relaxed);
+        self.roll.segment_max_age_ms.store(segment_max_age_ms, Ordering::Relaxed);
+    }
+
+    /// The roll size and age in force: `(segment_max_bytes, segment_max_age_ms)`.
+    pub fn roll_policy(&self) -> (u64, u64) {
+        (self.roll.segment_max_bytes.load(Ordering::Relaxed), self.roll.segment_max_age_ms.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -571,7 +600,7 @@ impl Partition {
 
     /// Batches never exceed a segment, nor the batch format's cap.
     fn batch_bytes_target(&self) -> usize {
-        (self.policy.segment_max_bytes as usize).min(batch::BATCH_BYTES_MAX) - HEADER_BYTES
+        (self.roll_policy().0 as usize).min(batch::BATCH_BYTES_MAX) - HEADER_BYTES
     }
 
     fn roll_if_needed(&self, state: &mut State, next_batch_bytes: u64, now_ms: i64) -> Result<()> {
@@ -579,8 +608,9 @@ impl Partition {
         if active.is_empty() {
             return Ok(());
         }
-        let full = active.bytes + next_batch_bytes > self.policy.segment_max_bytes;
-        let old = now_ms - state.active.created_ms >= self.policy.segment_max_age_ms;
+        let (max_bytes, max_age_ms) = self.roll_policy();
+        let full = active.bytes + next_batch_bytes > max_bytes;
+        let old = now_ms - state.active.created_ms >= max_age_ms as i64;
         if full || old { self.roll(state, now_ms) } else { Ok(()) }
     }
 
@@ -624,7 +654,7 @@ impl Partition {
         Ok(())
     }
 
-    /// Rolls the active segment if it is older than `segment.max_age_ms`.
+    /// Rolls the active segment if it is older than its topic's `segment.ms`.
     pub fn roll_if_old(&self, now_ms: i64) -> Result<()> {
         let mut state = self.lock();
         let base = state.active.index.base_offset;

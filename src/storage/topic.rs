@@ -1,12 +1,14 @@
-//! A topic: a name, a fixed number of partitions, and how records pick a partition.
+//! A topic: a name, a fixed number of partitions, its own settings, and how records pick a
+//! partition.
 //!
-//! Owns topic names (validation), topic metadata (`topic.json`, versioned) and partitioning:
-//! a record with a key goes to `murmur2(key) % partitions` (Kafka's default partitioner, so
-//! keys land where a Kafka user expects); a record without a key goes round-robin.
+//! Owns topic names (validation), topic metadata (`topic.json`, versioned, with the topic's
+//! own settings — their meaning and resolution are `settings`'s) and partitioning: a record
+//! with a key goes to `murmur2(key) % partitions` (Kafka's default partitioner, so keys land
+//! where a Kafka user expects); a record without a key goes round-robin.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::partition::Partition;
+use crate::settings::{EffectiveSettings, NewTopicSettings, SettingsChange, TopicSettings};
 
 /// Longest topic name, as in Kafka (it must fit in a file name with room to spare).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -26,10 +29,17 @@ const METADATA_FILE: &str = "topic.json";
 /// so it must not open the topic at all: it refuses any version but 1. A writer upgrades a
 /// version-1 file before it appends anything.
 const METADATA_VERSION: u32 = 2;
-const METADATA_VERSIONS_READ: [u32; 2] = [1, 2];
+/// Version 3: version 2 plus the topic's own `settings`. Written only while the topic sets
+/// any (else version 2): a build from before per-topic settings would ignore them — roll,
+/// retain and tier the topic by its configuration alone — so it must refuse the topic, and it
+/// does, as it refuses any version it does not know. Unsetting every setting writes version 2
+/// again, which such a build opens correctly.
+const METADATA_VERSION_SETTINGS: u32 = 3;
+const METADATA_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMetadata {
+    /// The version of the file as read (or as first written); a rewrite computes its own.
     pub version: u32,
     pub name: String,
     pub partitions: u32,
@@ -38,35 +48,39 @@ pub struct TopicMetadata {
     /// the file for the default, CreateTime, as in files written before it existed.
     #[serde(rename = "message.timestamp.type", default, skip_serializing_if = "is_create_time")]
     pub timestamp_type: TimestampType,
+    /// The topic's own settings (version 3). In an open [`Topic`] this is empty: the settings
+    /// in force, which an alter changes, are [`Topic::own_settings`] and [`Topic::settings`].
+    #[serde(default, skip_serializing_if = "TopicSettings::is_empty")]
+    pub settings: TopicSettings,
 }
 
 fn is_create_time(t: &TimestampType) -> bool {
     *t == TimestampType::CreateTime
 }
 
-/// Per-topic settings a topic can be created with, under Kafka's names. Only
-/// `message.timestamp.type` is per topic so far; anything else is refused by name.
-pub fn timestamp_type_from_settings<'a>(
-    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<TimestampType> {
-    let mut timestamp_type = TimestampType::default();
-    for (key, value) in settings {
-        match key {
-            "message.timestamp.type" => timestamp_type = value.parse().map_err(Error::Invalid)?,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "per-topic setting {other:?} is not supported (supported: message.timestamp.type = CreateTime | LogAppendTime); the others come from the server's configuration"
-                )));
-            }
-        }
-    }
-    Ok(timestamp_type)
+/// The version a file holding `settings` is written as.
+fn version_for(settings: &TopicSettings) -> u32 {
+    if settings.is_empty() { METADATA_VERSION } else { METADATA_VERSION_SETTINGS }
+}
+
+/// `topic.json` as written: `metadata` with `settings` and the version they call for.
+pub fn metadata_json(metadata: &TopicMetadata, settings: &TopicSettings) -> Vec<u8> {
+    let file = TopicMetadata { version: version_for(settings), settings: settings.clone(), ..metadata.clone() };
+    serde_json::to_vec_pretty(&file).expect("metadata serializes")
 }
 
 pub struct Topic {
+    /// Name, partition count, creation time and timestamp type: fixed for the topic's life.
     pub metadata: TopicMetadata,
     pub partitions: Vec<Arc<Partition>>,
     next_keyless: AtomicU64,
+    /// The topic's own settings in force (as `topic.json` holds them). Read by the resolver;
+    /// replaced only after the file holding the new ones is written.
+    settings: RwLock<TopicSettings>,
+    /// Held across every rewrite of `topic.json` by an open topic, so two alters never
+    /// interleave and the file and `settings` change in the same order. Readers of the settings
+    /// never wait on it (nor on the disk).
+    metadata_write: Mutex<()>,
 }
 
 /// Checks a topic name: 1..=249 characters from `[A-Za-z0-9._-]`, not `.` or `..`.
@@ -95,10 +109,11 @@ impl Topic {
         data_dir: &Path,
         name: &str,
         partitions: u32,
-        timestamp_type: TimestampType,
+        new: &NewTopicSettings,
         config: &Config,
     ) -> Result<Topic> {
         validate_name(name)?;
+        new.settings.check(name, config)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Error::Invalid(format!(
                 "topic '{name}': partitions must be 1..={PARTITIONS_MAX}, got {partitions}"
@@ -109,12 +124,19 @@ impl Topic {
             return Err(Error::TopicExists(name.to_string()));
         }
         let created_ms = host.clock.now_ms();
-        let metadata =
-            TopicMetadata { version: METADATA_VERSION, name: name.to_string(), partitions, created_ms, timestamp_type };
+        let metadata = TopicMetadata {
+            version: version_for(&new.settings),
+            name: name.to_string(),
+            partitions,
+            created_ms,
+            timestamp_type: new.timestamp_type,
+            settings: new.settings.clone(),
+        };
         Topic::write_new(host, data_dir, metadata, config)
     }
 
-    /// Creates a topic restored from the bucket: as it was created (`created_ms`, settings),
+    /// Creates a topic restored from the bucket: as it was created (`created_ms`, settings —
+    /// taken as the bucket has them, not checked against this node's configuration),
     /// each partition starting empty at the remote tier's end with its append-time floor
     /// (`starts[p]`). A topic whose metadata exists is refused; partition directories a
     /// crashed restore prepared are accepted as they are (see `partition::prepare_restored`).
@@ -141,7 +163,7 @@ impl Topic {
         for (p, (start, floor)) in starts.iter().enumerate() {
             crate::partition::prepare_restored(host, &dir.join(p.to_string()), *start, *floor, config)?;
         }
-        let metadata = TopicMetadata { version: METADATA_VERSION, ..spec.clone() };
+        let metadata = TopicMetadata { version: version_for(&spec.settings), ..spec.clone() };
         Topic::write_new(host, data_dir, metadata, config)
     }
 
@@ -151,8 +173,8 @@ impl Topic {
         host.disk.create_dir_all(&dir).map_err(|e| Error::io(&dir, "create topic directory", e))?;
         let topics = data_dir.join("topics");
         host.disk.sync_dir(&topics).map_err(|e| Error::io(&topics, "fsync directory", e))?;
+        let json = metadata_json(&metadata, &metadata.settings);
         let topic = Topic::open_partitions(host, data_dir, metadata, config, true)?;
-        let json = serde_json::to_vec_pretty(&topic.metadata).expect("metadata serializes");
         // Metadata last: a crash before this leaves no topic, only empty directories.
         host.disk
             .write_atomic(&dir.join(METADATA_FILE), &json)
@@ -178,7 +200,7 @@ impl Topic {
                 topic: name.to_string(),
                 partition: 0,
                 detail: format!(
-                    "{}: unsupported version {} (this build reads 1 and 2) or wrong name",
+                    "{}: unsupported version {} (this build reads 1 to 3) or wrong name",
                     path.display(),
                     metadata.version
                 ),
@@ -187,8 +209,8 @@ impl Topic {
         let mut metadata = metadata;
         if writable && metadata.version < METADATA_VERSION {
             // Before any batch with an append time goes in: from now on, older builds refuse it.
-            metadata.version = METADATA_VERSION;
-            let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+            metadata.version = version_for(&metadata.settings);
+            let json = metadata_json(&metadata, &metadata.settings);
             host.disk.write_atomic(&path, &json).map_err(|e| Error::io(&path, "upgrade topic metadata", e))?;
         }
         Topic::open_partitions(host, data_dir, metadata, config, writable)
@@ -197,15 +219,115 @@ impl Topic {
     fn open_partitions(
         host: &Host,
         data_dir: &Path,
-        metadata: TopicMetadata,
+        mut metadata: TopicMetadata,
         config: &Config,
         writable: bool,
     ) -> Result<Topic> {
         let dir = topic_dir(data_dir, &metadata.name);
-        let partitions = (0..metadata.partitions)
-            .map(|p| Partition::open(host, &metadata.name, p, dir.join(p.to_string()), config, writable).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Topic { metadata, partitions, next_keyless: AtomicU64::new(0) })
+        let settings = std::mem::take(&mut metadata.settings);
+        let effective = settings.resolve(metadata.timestamp_type, config);
+        let open = |p: u32| {
+            let partition = Partition::open(host, &metadata.name, p, dir.join(p.to_string()), config, writable)?;
+            partition.set_roll(effective.segment_bytes.value, effective.segment_ms.value);
+            Ok(Arc::new(partition))
+        };
+        let partitions = (0..metadata.partitions).map(open).collect::<Result<Vec<_>>>()?;
+        Ok(Topic {
+            metadata,
+            partitions,
+            next_keyless: AtomicU64::new(0),
+            settings: RwLock::new(settings),
+            metadata_write: Mutex::new(()),
+        })
+    }
+
+    /// The settings the topic sets itself (what `topic.json` and the bucket catalog hold).
+    pub fn own_settings(&self) -> TopicSettings {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The settings in force: the topic's own, else `config`'s. Everything that acts on a
+    /// topic's partitions by a setting asks this (see `settings`).
+    pub fn settings(&self, config: &Config) -> EffectiveSettings {
+        self.own_settings().resolve(self.metadata.timestamp_type, config)
+    }
+
+    /// The remote retention in force: `(ms, bytes)`, `None` where a limit is off (what remote
+    /// expiry applies to each partition of the topic).
+    pub fn remote_retention(&self, config: &Config) -> (Option<u64>, Option<u64>) {
+        self.settings(config).remote_retention()
+    }
+
+    /// What the bucket catalog records of the topic's settings: `message.timestamp.type` and
+    /// every setting the topic sets, in text form by Kafka name (what restore recreates).
+    pub fn catalog_settings(&self) -> std::collections::BTreeMap<String, String> {
+        let new = NewTopicSettings { timestamp_type: self.metadata.timestamp_type, settings: self.own_settings() };
+        new.to_strings()
+    }
+
+    /// Whether the topic's partitions are tiered (`remote.storage.enable` in force).
+    pub fn is_tiered(&self, config: &Config) -> bool {
+        self.settings(config).remote_storage_enable.value
+    }
+
+    /// The topic's own settings now and after `change`, and the settings that would then be
+    /// in force; refused if any value or rule fails, or if it would turn tiering off.
+    fn altered(
+        &self,
+        config: &Config,
+        change: &SettingsChange,
+    ) -> Result<(TopicSettings, TopicSettings, EffectiveSettings)> {
+        let (name, timestamps) = (self.name(), self.metadata.timestamp_type);
+        let current = self.own_settings();
+        let next = change.apply(name, timestamps, &current)?;
+        next.check(name, config)?;
+        let (before, after) = (current.resolve(timestamps, config), next.resolve(timestamps, config));
+        if before.remote_storage_enable.value && !after.remote_storage_enable.value {
+            return Err(Error::Invalid(format!(
+                "topic '{name}': remote.storage.enable cannot be turned off once the topic is tiered: its remote \
+                 segments would no longer be expired, nor its local ones deleted. Create a new topic with \
+                 remote.storage.enable=false for data that stays local"
+            )));
+        }
+        Ok((current, next, after))
+    }
+
+    /// What [`Self::alter`] would put in force, without changing anything (Kafka's validate_only).
+    pub fn check_alter(&self, config: &Config, change: &SettingsChange) -> Result<EffectiveSettings> {
+        self.altered(config, change).map(|(.., after)| after)
+    }
+
+    /// Changes the topic's own settings: checks the change, writes `topic.json` (temp file,
+    /// fsync, rename, directory fsync), and only then puts the new settings in force, on the
+    /// live partitions too. If the write fails, the old settings stay in force and the old
+    /// file is put back (best effort: should that fail too after the rename, the next open
+    /// reads the new file). Returns the settings now in force.
+    pub fn alter(
+        &self,
+        host: &Host,
+        data_dir: &Path,
+        config: &Config,
+        change: &SettingsChange,
+    ) -> Result<EffectiveSettings> {
+        let name = self.name();
+        let _write = self.metadata_write.lock().unwrap_or_else(|p| p.into_inner());
+        let (current, next, after) = self.altered(config, change)?;
+        if next == current {
+            return Ok(after);
+        }
+        let path = topic_dir(data_dir, name).join(METADATA_FILE);
+        if let Err(e) = host.disk.write_atomic(&path, &metadata_json(&self.metadata, &next)) {
+            if let Err(undo) = host.disk.write_atomic(&path, &metadata_json(&self.metadata, &current)) {
+                tracing::error!(topic = name, error = %undo, "cannot put the previous topic.json back after a failed alter");
+            }
+            return Err(Error::io(&path, "write the new settings (the previous ones stay in force) to", e));
+        }
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
+        for partition in &self.partitions {
+            partition.set_roll(after.segment_bytes.value, after.segment_ms.value);
+        }
+        tracing::info!(topic = name, settings = %after.to_json(), "topic settings altered");
+        Ok(after)
     }
 
     pub fn name(&self) -> &str {

@@ -62,6 +62,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 4),
     // v0 is advertised because librdkafka requires it to use SASL at all; a v0 handshake itself
     // is refused (its unframed SASL exchange is not implemented), clients then use v1.
@@ -365,6 +366,7 @@ impl Broker {
             ApiKey::CreateTopics => admin::create_topics(self, request, who).await,
             ApiKey::DeleteTopics => admin::delete_topics(request),
             ApiKey::DescribeConfigs => admin::describe_configs(self, request, who),
+            ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(self, request, who).await,
             other => unreachable!("{other:?} is in SUPPORTED but has no handler"),
         }
     }

@@ -81,7 +81,7 @@ async fn produce_partition(broker: &Broker, topic_name: &str, data: PartitionPro
         Err(e) => return failed(index, &e),
     };
     let partition = topic.partition(id).expect("checked by target").clone();
-    if let Some(message) = crate::append::untiered_excess(broker.state.log.config(), &partition) {
+    if let Some(message) = crate::append::untiered_excess(&broker.state.log, &partition) {
         return refused(index, ResponseError::ThrottlingQuotaExceeded, message);
     }
     let start_offset = partition.start_offset() as i64;
