@@ -58,6 +58,11 @@ pub enum Error {
         "offset {offset} of {topic}/{partition} is below the log start {start}: {why}; the earliest available offset is {start}"
     )]
     OffsetBelowStart { topic: String, partition: u32, offset: u64, start: u64, why: String },
+    /// A question (an as-of time, a restore point) whose answer lies in what retention expired.
+    #[error(
+        "{topic}/{partition}: {asked} lies in what retention expired: {why}; the earliest available offset is {start}"
+    )]
+    Expired { topic: String, partition: u32, asked: String, start: u64, why: String },
     /// An as-of question whose answer depends on records without an append time.
     #[error(
         "{topic}/{partition}: what was known at {time} cannot be told: the records before offset {offset} were written by a build that did not record append times (tierlog records them from offset {offset} on). Ask for a time at or after that offset's append time, or read those records by offset or by their own timestamps"
@@ -107,6 +112,7 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::RecordLimit { .. }
             | Error::OffsetBelowStart { .. }
+            | Error::Expired { .. }
             | Error::AppendTimeUnknown { .. }
             | Error::Producer { .. }
             | Error::Config(_)

@@ -146,6 +146,7 @@ impl Reader {
     pub async fn offset_for_time(&self, partition: &Arc<Partition>, time: i64) -> Result<u64> {
         if partition.start_offset() > 0 && self.remote_enabled() {
             let remote = self.remote().await?;
+            remote.catch_up_with_expiry(&partition.topic, partition.id, partition.expired_before()).await?;
             let local_start = partition.start_offset();
             if let Some(chunk) = remote.read_for_time(&partition.topic, partition.id, time, local_start).await? {
                 let records = Batches::of_chunk(&chunk, chunk.first_offset)?.records_from(chunk.first_offset)?;
@@ -244,6 +245,18 @@ impl Reader {
         upto: u64,
     ) -> Result<Option<u64>> {
         let remote = self.remote().await?;
+        remote.catch_up_with_expiry(&partition.topic, partition.id, partition.expired_before()).await?;
+        let manifest = remote.manifest(&partition.topic, partition.id).await?;
+        if let Some(x) = manifest.expired.as_ref().filter(|x| x.max_append_time.is_some_and(|m| m > time)) {
+            // Batches appended after `time` were expired: what was known then is gone.
+            return Err(Error::Expired {
+                topic: partition.topic.clone(),
+                partition: partition.id,
+                asked: format!("what was known at {}", crate::time::format_time(time)),
+                start: x.before_offset,
+                why: expired_why(x),
+            });
+        }
         let Some((chunk, before)) = remote.read_for_append_time(&partition.topic, partition.id, time, upto).await?
         else {
             return Ok(None);
@@ -330,15 +343,20 @@ pub fn settings(config: &crate::config::Config) -> ReaderSettings {
 /// what the bucket held below it.
 fn below_start(partition: &Partition, offset: u64, start: u64, expired: Option<&Expired>) -> Error {
     let why = match expired.filter(|x| offset < x.before_offset) {
-        Some(x) => format!(
-            "records below offset {} were expired by retention ({}), last at {}",
-            x.before_offset,
-            x.reason,
-            crate::time::format_time(x.expired_ms)
-        ),
+        Some(x) => expired_why(x),
         None => "older records were removed by retention".to_string(),
     };
     Error::OffsetBelowStart { topic: partition.topic.clone(), partition: partition.id, offset, start, why }
+}
+
+/// What retention expired, for an error: the range, the rule and when.
+pub fn expired_why(x: &Expired) -> String {
+    format!(
+        "records below offset {} were expired by retention ({}), last at {}",
+        x.before_offset,
+        x.reason,
+        crate::time::format_time(x.expired_ms)
+    )
 }
 
 /// Validated batches read from one tier, starting with the batch that holds the offset

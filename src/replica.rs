@@ -690,6 +690,15 @@ async fn point_end(
         }),
         PointSpec::ToOffset(offset) => {
             let start = reader.start_offset(partition).await?;
+            if offset < start {
+                return Err(Error::Expired {
+                    topic: partition.topic.clone(),
+                    partition: partition.id,
+                    asked: format!("a point at offset {offset}"),
+                    start,
+                    why: format!("the bucket holds the partition from offset {start} on (retention expired the rest)"),
+                });
+            }
             if offset >= remote_end || offset <= start {
                 return Ok((offset.clamp(start, remote_end), offset <= remote_end));
             }

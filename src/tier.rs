@@ -441,7 +441,12 @@ impl Tiering {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "remote retention stopped; it resumes on the next run");
                 self.stats.failed_expiry_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(self.now_ms()));
-                outcome.error.get_or_insert(tierlog_tiering::Error::Format(e.to_string()));
+                // A fence met by an expiry or delete commit is a fence like an upload's.
+                let e = match e {
+                    Error::Remote(remote) => remote,
+                    other => tierlog_tiering::Error::Format(other.to_string()),
+                };
+                outcome.error.get_or_insert(e);
             }
         }
         state.manifest_version = manifest.current.manifest_version;
@@ -475,15 +480,17 @@ impl Tiering {
     async fn expire_remote(&self, partition: &Partition, manifest: &mut ManifestStore) -> Result<u64> {
         use std::sync::atomic::Ordering::Relaxed;
         let config = self.log.config();
-        let (retention_ms, retention_bytes) = config.remote_retention();
+        let (retention_ms, retention_bytes) = self.log.topic(&partition.topic)?.remote_retention(config);
         let policy = retention::Policy {
             retention_ms,
             retention_bytes,
             holds: Vec::new(),
             keep_from: partition.start_offset(),
             grace_ms: config.tiering.expiry_grace_ms,
+            commit_window_ms: config.tiering.commit_window_ms,
         };
-        let expired = retention::expire(manifest, &policy, self.now_ms(), self.settings.attempts).await?;
+        let clock = || self.now_ms();
+        let expired = retention::expire(manifest, &policy, &clock, self.settings.attempts).await?;
         if let Some(expired) = &expired {
             self.stats.expired_segments.fetch_add(expired.segments, Relaxed);
             self.stats.expired_raw_bytes.fetch_add(expired.raw_bytes, Relaxed);
@@ -619,7 +626,8 @@ impl Background {
 /// same comparison: whatever the manifest lacks is uploaded again.
 fn eligible(partition: &Partition, manifest: &Manifest) -> Result<Vec<u64>> {
     let remote_end = manifest.next_offset();
-    let has_remote = manifest.start_offset().is_some();
+    // Anything ever tiered, even when retention has expired all of it: the end still binds.
+    let has_remote = !manifest.is_fresh();
     let mut bases = Vec::new();
     for segment in partition.sealed_segments() {
         if segment.next_offset <= remote_end && has_remote {

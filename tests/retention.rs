@@ -175,3 +175,71 @@ async fn without_remote_retention_nothing_ever_expires() {
     assert_eq!(report[0].expired_segments, 0);
     assert_eq!(first_value(&Reader::new(log.clone()), &log, 0).await.unwrap(), "v0");
 }
+
+/// Review findings: an as-of question whose answer lies in the expired range is refused (it
+/// was silently answered with the new start), a time lookup by a reader that loaded the
+/// manifest before the expiry answers from the new start, and a restore to a point below the
+/// start is refused (it was clamped to the start and called complete).
+#[tokio::test]
+async fn questions_whose_answers_were_expired_are_refused_not_moved_to_the_start() {
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let log = open(config(root.path()), &time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    tiering.run_once(None, true).await.unwrap();
+    let early = Reader::new(log.clone());
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(early.offset_for_time(&p, 0).await.unwrap(), 0, "loads the manifest before the expiry");
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    append(&log, 10, 10, T0 + 10 * DAY);
+    tiering.run_once(None, true).await.unwrap();
+
+    assert_eq!(early.offset_for_time(&p, 0).await.unwrap(), 10, "the first record still held");
+    assert_eq!(early.offset_as_of(&p, T0).await.unwrap(), 10, "everything expired was known at T0");
+    match early.offset_as_of(&p, T0 - 1).await {
+        Err(e @ Error::Expired { start: 10, .. }) => assert!(e.to_string().contains("expired by retention"), "{e}"),
+        other => panic!("as-of inside the expired range: {other:?}"),
+    }
+    assert_eq!(early.offset_as_of(&p, T0 + 10 * DAY).await.unwrap(), 20, "after the cut: answered");
+
+    let remote = tier::connect(log.config()).await.unwrap();
+    let restore_config = Config { data_dir: root.path().join("point"), ..log.config().clone() };
+    let refused = tierlog::replica::restore_to_point(
+        restore_config,
+        remote,
+        &["t".to_string()],
+        tierlog::replica::PointSpec::ToOffset(5),
+        &|_, _| {},
+    )
+    .await;
+    assert!(matches!(refused, Err(Error::Expired { start: 10, .. })), "{:?}", refused.err());
+}
+
+/// Review finding: a fence met by an expiry commit (nothing to upload) is a fence: the writer
+/// stops publishing group offsets, as after a fenced upload.
+#[tokio::test]
+async fn a_fence_met_by_an_expiry_commit_stops_group_publication() {
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let log = open(config(root.path()), &time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    append(&log, 10, 10, T0 + 1);
+    tiering.run_once(None, true).await.unwrap();
+    let published = tiering.publish_group_offsets().await.unwrap();
+    // Another node takes the partition over.
+    let store = tier::connect(log.config()).await.unwrap();
+    let other = tierlog_tiering::manifest::Writer { id: "other".into(), epoch: 1 };
+    let mut theirs = tierlog_tiering::manifest::ManifestStore::open(store, "t", 0, other, 0).await.unwrap();
+    theirs.take_over(T0, 1).await.unwrap();
+    // Ten days on, retention is due and nothing is left to upload.
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    let report = tiering.run_once(None, false).await.unwrap();
+    assert_eq!(report[0].uploaded_segments, 0);
+    assert!(report[0].error.as_deref().is_some_and(|e| e.contains("fenced")), "{report:?}");
+    tierlog::groups::commit(log.data_dir(), "g", "t", &[(0, 5)].into()).unwrap();
+    assert_eq!(tiering.publish_group_offsets().await.unwrap(), published, "a fenced writer publishes no group offsets");
+}

@@ -165,7 +165,10 @@ async fn the_audit_script_fails_where_tierlog_cannot_read_a_version() {
     edit_raw_version(&store, 3, |h| h["format_version"] = 4.into(), |_| {}).await;
     assert!(tierlog_tiering::manifest::load_version(&store, "t", 0, 3).await.is_err());
     let report = text(&audit(&s3, &prefix, &[&public_file]));
-    assert!(report.contains("00000000000000000003.json: not a manifest header of a version tierlog reads with this body"), "{report}");
+    assert!(
+        report.contains("00000000000000000003.json: not a manifest header of a version tierlog reads with this body"),
+        "{report}"
+    );
 }
 
 /// After remote retention expired and deleted the oldest segments (manifest version 4, signed),
@@ -184,7 +187,7 @@ async fn the_standard_tools_audit_follows_the_chain_across_a_retention_cut() {
     let mut m = tierlog_tiering::manifest::ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
     m.signer = Some(std::sync::Arc::new(tierlog_tiering::signing::Signer::from_file(&key_file).unwrap()));
     let cut = m.current.entries[2].base_offset;
-    m.expire_before(cut, "retention.ms=1", 0, 1, 3).await.unwrap().unwrap();
+    m.expire_before(cut, "retention.ms=1", 0, &|| 1, 600_000, 3).await.unwrap().unwrap();
     assert_eq!(tierlog_tiering::retention::delete_due(&mut m, 1, 3).await.unwrap().len(), 2);
     let out = audit(&s3, &prefix, &[&public_file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

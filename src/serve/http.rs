@@ -395,7 +395,7 @@ impl From<Error> for ApiError {
             // A replica takes no writes, whoever asks: the method is not allowed here.
             (Error::Replica { .. }, _) => StatusCode::METHOD_NOT_ALLOWED,
             (Error::RecordTooLarge { .. } | Error::RecordLimit { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
-            (Error::OffsetBelowStart { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
+            (Error::OffsetBelowStart { .. } | Error::Expired { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
             (_, ErrorKind::Invalid) => StatusCode::BAD_REQUEST,
             (_, ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             (_, ErrorKind::Fenced) => StatusCode::CONFLICT,

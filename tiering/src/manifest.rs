@@ -430,7 +430,9 @@ pub fn extends(next: &Manifest, current: &Manifest) -> bool {
     let end = current.next_offset();
     let (cut, current_cut) = (next.expired_before(), current.expired_before());
     let start_ok = if cut == current_cut {
-        next.start_offset() == current.start_offset() || (next.start_offset().is_none() && cut == end)
+        // Everything expired (no start, end = cut): the next entry starts at the cut.
+        let emptied = |m: &Manifest| m.start_offset().is_none_or(|start| start == cut) && cut == end;
+        next.start_offset() == current.start_offset() || (emptied(next) && emptied(current))
     } else {
         let link = next.expired.as_ref().map(|x| &x.last_hash);
         cut > current_cut
@@ -837,15 +839,17 @@ impl ManifestStore {
         before: u64,
         reason: &str,
         grace_ms: u64,
-        now_ms: i64,
+        clock: &impl Fn() -> i64,
+        commit_window_ms: u64,
         attempts: u32,
     ) -> Result<Option<ExpiryOutcome>> {
         for _ in 0..=ADOPTIONS_MAX {
             if self.current.start_offset().is_none_or(|start| before <= start) {
                 return Ok(None);
             }
-            let (next, outcome) = self.expired_version(before, reason, grace_ms, now_ms, attempts).await?;
-            if self.put_next(next, now_ms, attempts).await? {
+            let (next, outcome, deadline) =
+                self.expired_version(before, reason, grace_ms, clock, commit_window_ms, attempts).await?;
+            if self.put_next(next, clock, deadline, attempts).await? {
                 tracing::info!(topic = %self.topic, partition = self.partition, version = self.current.manifest_version, before_offset = before, segments = outcome.segments, reason, "expired by retention");
                 return Ok(Some(outcome));
             }
@@ -866,7 +870,7 @@ impl ManifestStore {
             next.manifest_version += 1;
             next.writer = self.writer.clone();
             next.written_ms = now_ms;
-            if self.put_next(next, now_ms, attempts).await? {
+            if self.put_next(next, &|| now_ms, i64::MAX, attempts).await? {
                 return Ok(true);
             }
         }
@@ -875,8 +879,14 @@ impl ManifestStore {
 
     /// PUTs `next` create-only: `true` once committed (it becomes `current`), `false` when a
     /// version of ours was adopted instead (the caller recomputes its change on top).
-    async fn put_next(&mut self, next: Manifest, now_ms: i64, attempts: u32) -> Result<bool> {
-        match self.put_version(&next, &|| now_ms, i64::MAX, attempts).await? {
+    async fn put_next(
+        &mut self,
+        next: Manifest,
+        clock: &impl Fn() -> i64,
+        deadline_ms: i64,
+        attempts: u32,
+    ) -> Result<bool> {
+        match self.put_version(&next, clock, deadline_ms, attempts).await? {
             None => {
                 self.current = next;
                 Ok(true)
@@ -899,15 +909,20 @@ impl ManifestStore {
         }
     }
 
-    /// `current` with everything below `before` expired (see [`expire_before`](Self::expire_before)).
+    /// `current` with everything below `before` expired (see [`expire_before`](Self::expire_before)),
+    /// and the deadline of its PUT: an archive written for it (a cut inside an archive) must be
+    /// listed within the commit window, or scrub may take it for an orphan.
     async fn expired_version(
         &self,
         before: u64,
         reason: &str,
         grace_ms: u64,
-        now_ms: i64,
+        clock: &impl Fn() -> i64,
+        commit_window_ms: u64,
         attempts: u32,
-    ) -> Result<(Manifest, ExpiryOutcome)> {
+    ) -> Result<(Manifest, ExpiryOutcome, i64)> {
+        let now_ms = clock();
+        let mut deadline = i64::MAX;
         let current = &self.current;
         let mut removed: Vec<Entry> = Vec::new();
         // Archives kept as they are, or the entries of one the cut falls inside (rewritten
@@ -938,7 +953,10 @@ impl ManifestStore {
         for part in kept {
             archives.push(match part {
                 Ok(reference) => reference,
-                Err(rest) => self.write_archive(rest, attempts).await?,
+                Err(rest) => {
+                    deadline = clock().saturating_add(commit_window_ms as i64);
+                    self.write_archive(rest, attempts).await?
+                }
             });
         }
         let delete_after_ms = now_ms.saturating_add(grace_ms as i64);
@@ -979,7 +997,7 @@ impl ManifestStore {
         next.check_chain().map_err(|reason| {
             Error::Format(format!("{}/{}: expiry would break the chain: {reason}", self.topic, self.partition))
         })?;
-        Ok((next, outcome))
+        Ok((next, outcome, deadline))
     }
 
     fn not_a_boundary(&self, before: u64) -> Error {

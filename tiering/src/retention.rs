@@ -21,6 +21,12 @@ use crate::Result;
 use crate::error::Error;
 use crate::manifest::{ArchiveRef, Entry, ExpiryOutcome, ManifestStore};
 
+/// Most segments one expiry commit removes.
+pub const EXPIRY_SEGMENTS_MAX: usize = 256;
+/// No expiry is committed while this many objects await deletion: every manifest version
+/// carries the pending list, so it stays small (about 100 bytes per key).
+pub const PENDING_DELETES_MAX: usize = 1024;
+
 /// What may expire from one partition, decided by the caller (per-topic settings, holds, the
 /// local log's start).
 #[derive(Debug, Clone, Default)]
@@ -36,6 +42,9 @@ pub struct Policy {
     pub keep_from: u64,
     /// Time between the expiry commit and the deletion of the objects.
     pub grace_ms: u64,
+    /// The uploader's commit window (`tiering.commit_window_ms`): an archive an expiry writes
+    /// must be listed within it, as an upload must (scrub relies on it).
+    pub commit_window_ms: u64,
 }
 
 impl Policy {
@@ -77,30 +86,41 @@ impl Policy {
 /// The new start of the partition under `policy`: every segment below it expires. `None`
 /// when nothing expires.
 pub async fn plan(manifest: &ManifestStore, policy: &Policy, now_ms: i64) -> Result<Option<u64>> {
-    if policy.is_off() {
+    let current = &manifest.current;
+    let pending = current.expired.as_ref().map_or(0, |x| x.pending_deletes.len());
+    // Bounded work per commit and a bounded pending list (every version carries it): a large
+    // backlog is expired over several passes.
+    let mut budget = EXPIRY_SEGMENTS_MAX.min(PENDING_DELETES_MAX.saturating_sub(pending));
+    if policy.is_off() || budget == 0 {
         return Ok(None);
     }
-    let current = &manifest.current;
     let mut remaining = current.totals().1;
     let mut cut = None;
-    for archive in &current.archives {
-        if !policy.may_expire(archive, remaining, now_ms) {
-            return Ok(cut);
+    let mut consider = |entry: &Entry, remaining: &mut u64| {
+        if budget == 0 || !policy.expires(entry, *remaining, now_ms) {
+            return false;
         }
-        for entry in manifest.load_archive(archive).await? {
-            if !policy.expires(&entry, remaining, now_ms) {
-                return Ok(cut);
-            }
-            remaining -= entry.raw_bytes;
-            cut = Some(entry.last_offset + 1);
-        }
-    }
-    for entry in &current.entries {
-        if !policy.expires(entry, remaining, now_ms) {
-            break;
-        }
-        remaining -= entry.raw_bytes;
+        budget -= 1;
+        *remaining -= entry.raw_bytes;
         cut = Some(entry.last_offset + 1);
+        true
+    };
+    'walk: {
+        for archive in &current.archives {
+            if !policy.may_expire(archive, remaining, now_ms) {
+                break 'walk;
+            }
+            for entry in manifest.load_archive(archive).await? {
+                if !consider(&entry, &mut remaining) {
+                    break 'walk;
+                }
+            }
+        }
+        for entry in &current.entries {
+            if !consider(entry, &mut remaining) {
+                break;
+            }
+        }
     }
     Ok(cut)
 }
@@ -109,11 +129,14 @@ pub async fn plan(manifest: &ManifestStore, policy: &Policy, now_ms: i64) -> Res
 pub async fn expire(
     manifest: &mut ManifestStore,
     policy: &Policy,
-    now_ms: i64,
+    clock: &impl Fn() -> i64,
     attempts: u32,
 ) -> Result<Option<ExpiryOutcome>> {
-    match plan(manifest, policy, now_ms).await? {
-        Some(before) => manifest.expire_before(before, &policy.reason(), policy.grace_ms, now_ms, attempts).await,
+    match plan(manifest, policy, clock()).await? {
+        Some(before) => {
+            let reason = policy.reason();
+            manifest.expire_before(before, &reason, policy.grace_ms, clock, policy.commit_window_ms, attempts).await
+        }
         None => Ok(None),
     }
 }
@@ -128,16 +151,22 @@ pub async fn delete_due(manifest: &mut ManifestStore, now_ms: i64, attempts: u32
     if due.is_empty() {
         return Ok(due);
     }
+    // Only segment objects of this partition below the cut: nothing listed, nothing of
+    // another partition, whatever a manifest version says.
     let current = &manifest.current;
-    if let Some(key) = due
-        .iter()
-        .find(|k| current.entries.iter().any(|e| e.key == **k) || current.archives.iter().any(|a| a.key == **k))
-    {
+    let cut = current.expired_before();
+    let deletable = |key: &str| {
+        let parsed = crate::keys::parse_key(&manifest.store, &object_store::path::Path::from(key));
+        let ours = matches!(parsed, Some(crate::keys::ParsedKey::Segment { ref topic, partition, base_offset })
+            if *topic == manifest.topic && partition == manifest.partition && base_offset < cut);
+        ours && !current.entries.iter().any(|e| e.key == key)
+    };
+    if let Some(key) = due.iter().find(|k| !deletable(k)) {
         return Err(Error::Diverged {
             topic: manifest.topic.clone(),
             partition: manifest.partition,
             detail: format!(
-                "object {key} is pending deletion and still listed by manifest version {}: nothing is deleted; run `tierlog verify`",
+                "object {key} is pending deletion in manifest version {} but is not a segment object of this partition below the retention cut {cut}: nothing is deleted; run `tierlog verify`",
                 current.manifest_version
             ),
         });
@@ -182,7 +211,7 @@ mod tests {
     const GRACE: u64 = 1000;
 
     fn policy(retention_ms: Option<u64>, retention_bytes: Option<u64>) -> Policy {
-        Policy { retention_ms, retention_bytes, holds: Vec::new(), keep_from: u64::MAX, grace_ms: GRACE }
+        Policy { retention_ms, retention_bytes, keep_from: u64::MAX, grace_ms: GRACE, ..Policy::default() }
     }
 
     async fn exists(store: &RemoteStore, key: &str) -> bool {
@@ -202,7 +231,7 @@ mod tests {
         let old = m.current.clone();
         // now 300, 100 ms: every segment whose newest record is before 200 goes (cut inside
         // the second archive, which is rewritten).
-        let outcome = expire(&mut m, &policy(Some(100), None), 300, 1).await.unwrap().unwrap();
+        let outcome = expire(&mut m, &policy(Some(100), None), &|| 300, 1).await.unwrap().unwrap();
         assert_eq!((outcome.before_offset, outcome.segments, outcome.raw_bytes), (200, 200, 20_000));
         assert_eq!(m.current.start_offset(), Some(200));
         assert_eq!(m.current.next_offset(), 400);
@@ -214,7 +243,7 @@ mod tests {
         assert_eq!(m.current.archives[0].base_offset, 200);
         // The version reads back (v4) and a reopened store agrees.
         assert_eq!(reopen(&store).await.current, m.current);
-        assert!(expire(&mut m, &policy(Some(100), None), 300, 1).await.unwrap().is_none(), "nothing more expires");
+        assert!(expire(&mut m, &policy(Some(100), None), &|| 300, 1).await.unwrap().is_none(), "nothing more expires");
 
         // Nothing is deleted before the grace period has passed.
         assert!(delete_due(&mut m, 300 + GRACE as i64 - 1, 1).await.unwrap().is_empty());
@@ -242,7 +271,7 @@ mod tests {
         let store = memory_store();
         let mut m = history(&store, 10, 10).await;
         // 1000 raw bytes; expire while more than 350 remain: 7 go, 300 bytes stay.
-        let outcome = expire(&mut m, &policy(None, Some(350)), 5, 1).await.unwrap().unwrap();
+        let outcome = expire(&mut m, &policy(None, Some(350)), &|| 5, 1).await.unwrap().unwrap();
         assert_eq!((outcome.before_offset, outcome.segments), (7, 7));
         assert_eq!(m.current.totals().1, 300);
         assert!(m.current.expired.as_ref().unwrap().reason.contains("retention.bytes=350"));
@@ -260,7 +289,7 @@ mod tests {
         assert_eq!(plan(&m, &first_held, 1000).await.unwrap(), None);
         assert_eq!(plan(&m, &policy(None, None), 1000).await.unwrap(), None, "retention off");
         // Expire everything the policy allows: the tier can end up empty, keeping its end.
-        expire(&mut m, &policy(Some(1), None), 1000, 1).await.unwrap().unwrap();
+        expire(&mut m, &policy(Some(1), None), &|| 1000, 1).await.unwrap().unwrap();
         assert_eq!((m.current.start_offset(), m.current.next_offset()), (None, 10));
         m.commit(vec![manifest::tests_support::valid_entry(&store, 10)], 1001, 1).await.unwrap();
         assert_eq!(reopen(&store).await.current.start_offset(), Some(10));
@@ -274,7 +303,7 @@ mod tests {
         let faults = Arc::new(FaultStore::new(memory.store.clone()));
         let store = RemoteStore { store: faults.clone(), ..memory };
         let mut m = history(&store, 10, 10).await;
-        expire(&mut m, &policy(Some(1), None), 1000, 1).await.unwrap().unwrap();
+        expire(&mut m, &policy(Some(1), None), &|| 1000, 1).await.unwrap().unwrap();
         let pending = m.current.expired.as_ref().unwrap().pending_deletes.clone();
         // Deleted by hand already (a run that crashed before forgetting): still fine.
         store.store.delete(&Path::from(pending[0].key.as_str())).await.unwrap();
@@ -299,10 +328,10 @@ mod tests {
         let mut m = history(&store, 10, 10).await;
         let version = m.current.manifest_version;
         faults.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
-        let first = expire(&mut m, &policy(Some(1), None), 1000, 1).await;
+        let first = expire(&mut m, &policy(Some(1), None), &|| 1000, 1).await;
         assert!(first.is_err(), "the timeout is reported");
         // A later run (a new clock reading, so a different body) finds our landed version.
-        let again = expire(&mut m, &policy(Some(1), None), 1005, 3).await.unwrap();
+        let again = expire(&mut m, &policy(Some(1), None), &|| 1005, 3).await.unwrap();
         assert!(again.is_none(), "already expired by the adopted version");
         assert_eq!(m.current.manifest_version, version + 1);
         assert_eq!(m.current.expired.as_ref().unwrap().segments, 10);
@@ -315,7 +344,7 @@ mod tests {
         let mut m = ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap();
         let wide = crate::manifest::tests_support::entry(0, 9);
         m.commit(vec![wide], 1, 1).await.unwrap();
-        let e = m.expire_before(5, "test", GRACE, 10, 1).await.unwrap_err();
+        let e = m.expire_before(5, "test", GRACE, &|| 10, 600_000, 1).await.unwrap_err();
         assert!(e.to_string().contains("not the start of a remote segment"), "{e}");
         assert!(m.current.expired.is_none());
         assert_eq!(reopen(&store).await.current.manifest_version, 1);
@@ -325,7 +354,7 @@ mod tests {
     async fn a_pending_delete_still_listed_is_never_deleted() {
         let store = memory_store();
         let mut m = history(&store, 4, 4).await;
-        expire(&mut m, &policy(Some(1), Some(250)), 3, 1).await.unwrap().unwrap();
+        expire(&mut m, &policy(Some(1), Some(250)), &|| 3, 1).await.unwrap().unwrap();
         let kept = m.current.entries[0].key.clone();
         m.current
             .expired
@@ -336,5 +365,89 @@ mod tests {
         let e = delete_due(&mut m, 3 + GRACE as i64, 1).await.unwrap_err();
         assert!(e.to_string().contains(&kept), "{e}");
         assert!(exists(&store, &kept).await);
+    }
+
+    /// Review finding: once everything remote expired, a landed commit reported failed must be
+    /// adopted as ours on the next attempt, not taken for another writer.
+    #[tokio::test]
+    async fn a_commit_that_landed_after_everything_expired_is_adopted_not_fenced() {
+        let memory = memory_store();
+        let faults = Arc::new(FaultStore::new(memory.store.clone()));
+        let store = RemoteStore { store: faults.clone(), ..memory };
+        let mut m = history(&store, 10, 10).await;
+        expire(&mut m, &policy(Some(1), None), &|| 1000, 1).await.unwrap().unwrap();
+        assert_eq!((m.current.start_offset(), m.current.next_offset()), (None, 10));
+        faults.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        let entry = manifest::tests_support::valid_entry(&store, 10);
+        assert!(m.commit(vec![entry.clone()], 1001, 1).await.is_err(), "the timeout is reported");
+        let again = Entry { key: format!("{}-again", entry.key), ..entry.clone() };
+        let next = manifest::tests_support::valid_entry(&store, 11);
+        m.commit(vec![again, next], 1002, 1).await.expect("our landed version is adopted");
+        assert_eq!((m.current.start_offset(), m.current.next_offset()), (Some(10), 12));
+    }
+
+    /// Review finding: an expiry that rewrites an archive starts no manifest PUT after the
+    /// commit window, or scrub could already have deleted the new archive as an orphan.
+    #[tokio::test]
+    async fn an_expiry_that_wrote_an_archive_commits_within_the_commit_window_or_not_at_all() {
+        let store = memory_store();
+        let mut m = history(&store, 400, 50).await;
+        let version = m.current.manifest_version;
+        let time = std::sync::atomic::AtomicI64::new(300);
+        let slow_clock = || time.fetch_add(700_000, std::sync::atomic::Ordering::SeqCst); // > 600 s per look
+        let policy = Policy { commit_window_ms: 600_000, ..policy(Some(100), None) };
+        let plan_at_300 = plan(&m, &policy, 300).await.unwrap();
+        assert_eq!(plan_at_300, Some(200), "the cut falls inside the second archive");
+        let e = m.expire_before(200, "test", GRACE, &slow_clock, 600_000, 1).await.unwrap_err();
+        assert!(matches!(e, Error::CommitWindow { .. }), "{e}");
+        assert_eq!(reopen(&store).await.current.manifest_version, version, "nothing committed");
+        // With time to spare it commits.
+        m.expire_before(200, "test", GRACE, &|| 400, 600_000, 1).await.unwrap().unwrap();
+    }
+
+    /// Review finding: a pending list naming a kept segment (inside an archive) or another
+    /// partition's object is refused whole; nothing is deleted.
+    #[tokio::test]
+    async fn a_pending_delete_of_a_kept_archived_segment_or_another_partition_is_refused() {
+        let store = memory_store();
+        let mut m = history(&store, 400, 50).await;
+        expire(&mut m, &policy(Some(100), None), &|| 300, 1).await.unwrap().unwrap();
+        let archived = manifest::load_archive(&store, &m.current.archives[0]).await.unwrap();
+        let kept = archived[0].key.clone();
+        let foreign = crate::keys::segment_key(&store, "other", 0, 5).to_string();
+        for key in [kept, foreign] {
+            let mut forged = m.current.clone();
+            forged
+                .expired
+                .as_mut()
+                .unwrap()
+                .pending_deletes
+                .push(crate::manifest::PendingDelete { key: key.clone(), delete_after_ms: 0 });
+            store.store.put(&Path::from(key.as_str()), vec![1u8].into()).await.unwrap();
+            let writer = Writer { id: "w".into(), epoch: 1 };
+            let mut attacked = ManifestStore {
+                current: forged,
+                ..ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap()
+            };
+            let e = delete_due(&mut attacked, 300 + GRACE as i64, 1).await.unwrap_err();
+            assert!(e.to_string().contains(&key), "{e}");
+            assert!(exists(&store, &key).await, "{key} kept");
+        }
+    }
+
+    /// Review finding: the pending list stays bounded; a backlog expires over several passes.
+    #[tokio::test]
+    async fn a_large_backlog_expires_in_bounded_steps() {
+        let store = memory_store();
+        let mut m = history(&store, 1500, 500).await;
+        let everything = Policy { keep_from: 1400, ..policy(Some(1), None) };
+        let mut cuts = Vec::new();
+        while let Some(outcome) = expire(&mut m, &everything, &|| 10_000, 1).await.unwrap() {
+            cuts.push(outcome.before_offset);
+        }
+        assert_eq!(cuts, vec![256, 512, 768, 1024], "256 per commit, then 1024 pending stop it");
+        delete_due(&mut m, 10_000 + GRACE as i64, 1).await.unwrap();
+        let outcome = expire(&mut m, &everything, &|| 20_000, 1).await.unwrap().unwrap();
+        assert_eq!(outcome.before_offset, 1280);
     }
 }

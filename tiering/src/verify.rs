@@ -601,6 +601,17 @@ impl PartitionRun<'_> {
         let link =
             removed.last().map(|e| e.hash.clone()).or_else(|| previous.expired.as_ref().map(|x| x.last_hash.clone()));
         let count = |m: &Manifest| m.expired.as_ref().map_or(0, |x| x.segments);
+        let totals = |m: &Manifest| m.expired.as_ref().map_or((0, 0), |x| (x.raw_bytes, x.object_bytes));
+        let (raw, object) = totals(previous);
+        let cut_totals = removed
+            .iter()
+            .fold((raw, object), |(r, o), e| (r.saturating_add(e.raw_bytes), o.saturating_add(e.object_bytes)));
+        // Pending deletes: the version before's, then exactly the objects of the entries cut.
+        let pending_keys = |m: &Manifest| -> Vec<String> {
+            m.expired.iter().flat_map(|x| x.pending_deletes.iter().map(|p| p.key.clone())).collect()
+        };
+        let mut expected_pending = pending_keys(previous);
+        expected_pending.extend(removed.iter().map(|e| e.key.clone()));
         let problem = if cut < previous.expired_before() || expired.is_none() {
             Some("moves the start of the partition back".to_string())
         } else if removed.last().is_none_or(|e| e.last_offset + 1 != cut) {
@@ -613,6 +624,13 @@ impl PartitionRun<'_> {
                 count(current),
                 count(previous) + removed.len() as u64
             ))
+        } else if totals(current) != cut_totals {
+            Some(format!(
+                "adds up to {:?} expired (raw, object) bytes, the version before plus its cut gives {cut_totals:?}",
+                totals(current)
+            ))
+        } else if pending_keys(current) != expected_pending {
+            Some("lists other objects for deletion than those of the entries it cut".to_string())
         } else if after.len() < before.len() - split || after[..before.len() - split] != before[split..] {
             Some("does not keep, unchanged and in order, every entry after the cut".to_string())
         } else {
@@ -1477,7 +1495,7 @@ mod adversarial_tests {
             grace_ms: 10,
             ..Default::default()
         };
-        crate::retention::expire(&mut m, &policy, 300, 1).await.unwrap().unwrap();
+        crate::retention::expire(&mut m, &policy, &|| 300, 1).await.unwrap().unwrap();
         let (problems, summary) = run(&store).await;
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!((summary.expiries, summary.expired_segments, summary.objects), (1, 200, 200));
@@ -1493,7 +1511,7 @@ mod adversarial_tests {
     async fn an_expiry_that_miscounts_or_a_version_that_undoes_one_is_reported() {
         let store = store();
         let mut m = committed_history(&store, 10, 10).await;
-        m.expire_before(4, "test", 0, 5, 1).await.unwrap().unwrap();
+        m.expire_before(4, "test", 0, &|| 5, 600_000, 1).await.unwrap().unwrap();
         // Forged: an expiry that claims fewer segments than it cut.
         let mut forged = m.current.clone();
         forged.manifest_version += 1;
@@ -1516,5 +1534,36 @@ mod adversarial_tests {
         let (problems, _) = run(&store).await;
         assert!(problems.iter().any(|p| p.detail.contains("moves the start of the partition back")), "{problems:?}");
         assert!(problems.iter().any(|p| p.kind == ProblemKind::ChainBroken), "{problems:?}");
+    }
+
+    /// Review finding: an expiry whose pending list names a segment it keeps (which a writer
+    /// adopting the version would delete) is reported.
+    #[tokio::test]
+    async fn an_expiry_listing_a_kept_segment_for_deletion_is_reported() {
+        let store = store();
+        let mut m = committed_history(&store, 10, 10).await;
+        m.expire_before(4, "test", 0, &|| 5, 600_000, 1).await.unwrap().unwrap();
+        let mut greedy = m.current.clone();
+        greedy.manifest_version += 1;
+        let cut = greedy.entries.remove(0);
+        let x = greedy.expired.as_mut().unwrap();
+        (x.before_offset, x.last_hash, x.segments, x.raw_bytes, x.object_bytes) =
+            (5, cut.hash.clone(), x.segments + 1, x.raw_bytes + cut.raw_bytes, x.object_bytes + cut.object_bytes);
+        x.pending_deletes.push(crate::manifest::PendingDelete { key: cut.key.clone(), delete_after_ms: 0 });
+        let honest = greedy.clone();
+        let kept = greedy.entries[0].key.clone();
+        greedy
+            .expired
+            .as_mut()
+            .unwrap()
+            .pending_deletes
+            .push(crate::manifest::PendingDelete { key: kept, delete_after_ms: 0 });
+        put_version(&store, &greedy).await;
+        let (problems, _) = run(&store).await;
+        assert!(problems.iter().any(|p| p.detail.contains("lists other objects for deletion")), "{problems:?}");
+        put_version(&store, &honest).await;
+        let (problems, summary) = run(&store).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(summary.expiries, 2);
     }
 }

@@ -384,7 +384,7 @@ fn error_code(e: &Error) -> ResponseError {
         Error::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         Error::RecordLimit { limit: LimitError::Headers { .. }, .. } => ResponseError::InvalidRecord,
         Error::RecordLimit { .. } => ResponseError::MessageTooLarge,
-        Error::OffsetBelowStart { .. } => ResponseError::OffsetOutOfRange,
+        Error::OffsetBelowStart { .. } | Error::Expired { .. } => ResponseError::OffsetOutOfRange,
         Error::Producer { refusal: Refusal::Fenced { .. }, .. } => ResponseError::InvalidProducerEpoch,
         Error::Producer { refusal: Refusal::OutOfOrder { .. } | Refusal::Conflict { .. }, .. } => {
             ResponseError::OutOfOrderSequenceNumber
