@@ -21,11 +21,11 @@ use std::collections::BTreeMap;
 use tierlog_tiering::blocking;
 use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
-use tierlog_tiering::retention;
 use tierlog_tiering::segment_object::{self, BatchMark};
 use tierlog_tiering::signing::Signer;
 use tierlog_tiering::store::{RemoteConfig, RemoteStore};
 use tierlog_tiering::uploader::{self, SegmentBytes, UploadSettings};
+use tierlog_tiering::{holds, retention};
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use crate::Log;
@@ -156,6 +156,8 @@ pub struct Tiering {
     /// Per partition, the remote end offset whose last segment was checked against the
     /// local copy (or committed by this process): the chain may be extended from there.
     verified_end: std::sync::Mutex<HashMap<(String, u32), u64>>,
+    /// The newest legal-holds version seen: the next read probes forward from it.
+    holds_version: std::sync::atomic::AtomicU64,
 }
 
 impl Tiering {
@@ -213,6 +215,7 @@ impl Tiering {
             manifests: Mutex::default(),
             uploaded: Default::default(),
             verified_end: Default::default(),
+            holds_version: Default::default(),
         })
     }
 
@@ -314,13 +317,16 @@ impl Tiering {
             None => self.log.topics(),
         };
         let mut reports = Vec::new();
+        // Legal holds, read once per pass from the bucket (fail closed: unreadable holds stop
+        // remote retention, nothing else).
+        let holds = self.load_holds().await;
         for topic in topics {
             // `remote.storage.enable` in force, read at every pass: an alter applies from the next.
             if !topic.is_tiered(self.log.config()) {
                 continue;
             }
             for partition in &topic.partitions {
-                let report = match self.tier_partition(partition.clone(), seal_active).await {
+                let report = match self.tier_partition(partition.clone(), seal_active, &holds).await {
                     Ok(report) => report,
                     Err(e) => self.failed_pass(partition, e),
                 };
@@ -353,7 +359,26 @@ impl Tiering {
         }
     }
 
-    async fn tier_partition(&self, partition: Arc<Partition>, seal_active: bool) -> Result<PartitionReport> {
+    /// The bucket's legal holds, probing from the last version seen; an error as text (the
+    /// holds cannot be trusted, so retention must not run).
+    async fn load_holds(&self) -> std::result::Result<holds::HoldSet, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hint = self.holds_version.load(Relaxed);
+        match holds::latest(&self.remote, hint).await {
+            Ok(set) => {
+                self.holds_version.store(set.version, Relaxed);
+                Ok(set)
+            }
+            Err(e) => Err(format!("legal holds in the bucket cannot be read, so nothing expires this pass: {e}")),
+        }
+    }
+
+    async fn tier_partition(
+        &self,
+        partition: Arc<Partition>,
+        seal_active: bool,
+        holds: &std::result::Result<holds::HoldSet, String>,
+    ) -> Result<PartitionReport> {
         if seal_active {
             partition.seal_active(self.now_ms())?
         } else {
@@ -430,7 +455,7 @@ impl Tiering {
         // expires what the local log still holds, so local retention goes first).
         let (mut expired_segments, mut deleted_expired_objects) = (0, 0);
         if outcome.error.is_none() {
-            let retention = match self.expire_remote(&partition, manifest).await {
+            let retention = match self.expire_remote(&partition, manifest, holds).await {
                 Ok(expired) => {
                     expired_segments = expired;
                     self.delete_expired(manifest).await.map(|deleted| deleted_expired_objects = deleted)
@@ -477,14 +502,23 @@ impl Tiering {
 
     /// Commits the expiry of what the partition's remote retention says has expired (nothing
     /// is deleted yet); returns the segments expired.
-    async fn expire_remote(&self, partition: &Partition, manifest: &mut ManifestStore) -> Result<u64> {
+    async fn expire_remote(
+        &self,
+        partition: &Partition,
+        manifest: &mut ManifestStore,
+        holds: &std::result::Result<holds::HoldSet, String>,
+    ) -> Result<u64> {
         use std::sync::atomic::Ordering::Relaxed;
         let config = self.log.config();
         let (retention_ms, retention_bytes) = self.log.topic(&partition.topic)?.remote_retention(config);
+        if retention_ms.is_none() && retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let holds = holds.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
         let policy = retention::Policy {
             retention_ms,
             retention_bytes,
-            holds: Vec::new(),
+            holds: holds::ranges(holds, &partition.topic),
             keep_from: partition.start_offset(),
             grace_ms: config.tiering.expiry_grace_ms,
             commit_window_ms: config.tiering.commit_window_ms,

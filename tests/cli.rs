@@ -564,3 +564,31 @@ fn topic_settings_are_created_altered_and_described() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("tierlog topic alter payments --set") && help.contains("local.retention.bytes"), "{help}");
 }
+
+/// `hold set|list|release` on the embedded default bucket: a hold is listed with who set it,
+/// released by id with a reason, and a release of an unknown id fails naming it.
+#[test]
+fn legal_holds_are_set_listed_and_released_by_id() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let set =
+        run(&dir, &["hold", "set", "payments", "--from-time", "2026-03-01T00:00:00Z", "--reason", "SEC 2026-114"], "");
+    assert!(set.status.success(), "{}", stderr(&set));
+    let set: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
+    let id = set["hold"]["id"].as_str().unwrap().to_string();
+    assert_eq!(set["hold"]["from_ms"], 1_772_323_200_000i64);
+    assert_eq!(set["holds_version"], 1);
+    let list = run(&dir, &["hold", "list"], "");
+    let lines = common::json_lines(&list);
+    assert_eq!(lines.len(), 1, "{}", stderr(&list));
+    assert_eq!((lines[0]["topic"].as_str(), lines[0]["reason"].as_str()), (Some("payments"), Some("SEC 2026-114")));
+    assert!(lines[0]["set_by"].as_str().unwrap().contains('@'));
+    assert!(common::json_lines(&run(&dir, &["hold", "list", "other"], "")).is_empty());
+    let unknown = run(&dir, &["hold", "release", "nope", "--reason", "x"], "");
+    assert!(!unknown.status.success() && stderr(&unknown).contains("no hold with id \"nope\""), "{}", stderr(&unknown));
+    let released = run(&dir, &["hold", "release", &id, "--reason", "case closed"], "");
+    assert!(released.status.success(), "{}", stderr(&released));
+    assert!(common::json_lines(&run(&dir, &["hold", "list"], "")).is_empty());
+    let bad = run(&dir, &["hold", "set", "payments", "--reason", " "], "");
+    assert!(!bad.status.success() && stderr(&bad).contains("--reason"), "{}", stderr(&bad));
+}

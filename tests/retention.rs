@@ -243,3 +243,57 @@ async fn a_fence_met_by_an_expiry_commit_stops_group_publication() {
     tierlog::groups::commit(log.data_dir(), "g", "t", &[(0, 5)].into()).unwrap();
     assert_eq!(tiering.publish_group_offsets().await.unwrap(), published, "a fenced writer publishes no group offsets");
 }
+
+/// A legal hold in the bucket stops expiry at the first segment it covers, whatever retention
+/// says; released, retention applies again; an unreadable hold set stops retention (fail
+/// closed), nothing else.
+#[tokio::test]
+async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_retention() {
+    use tierlog_tiering::holds::{self, Hold};
+    let root = tempfile::tempdir().unwrap();
+    let time = Arc::new(AtomicI64::new(T0));
+    let log = open(config(root.path()), &time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    tiering.run_once(None, true).await.unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let hold = Hold {
+        id: "case-7".into(),
+        topic: "t".into(),
+        from_ms: Some(T0),
+        to_ms: Some(T0 + 1),
+        reason: "SEC inquiry".into(),
+        set_ms: T0,
+        set_by: "legal@host".into(),
+    };
+    holds::update(&store, "legal@host", T0, "set case-7: SEC inquiry", |h| {
+        h.push(hold.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    append(&log, 10, 10, T0 + 10 * DAY);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((report[0].expired_segments, report[0].error.clone()), (0, None), "held");
+    assert_eq!(first_value(&Reader::new(log.clone()), &log, 0).await.unwrap(), "v0");
+
+    // Unreadable holds: retention stops and says why; uploads go on.
+    let garbage = store.key(&["holds", &format!("{:020}.json", 2)]);
+    store.store.put(&garbage, b"not a hold set".to_vec().into()).await.unwrap();
+    append(&log, 20, 5, T0 + 10 * DAY);
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((report[0].uploaded_segments, report[0].expired_segments), (1, 0), "{report:?}");
+    assert!(report[0].error.as_deref().is_some_and(|e| e.contains("legal holds")), "{report:?}");
+    store.store.delete(&garbage).await.unwrap();
+
+    holds::update(&store, "legal@host", T0, "release case-7: closed", |h| {
+        h.clear();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let report = tiering.run_once(None, true).await.unwrap();
+    assert_eq!(report[0].expired_segments, 1, "released: retention applies again {report:?}");
+}

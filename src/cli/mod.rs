@@ -9,6 +9,7 @@ mod config;
 mod consume;
 mod demo;
 mod group;
+mod hold;
 mod produce;
 mod restore;
 mod serve;
@@ -136,6 +137,9 @@ Examples:
     /// Move sealed segments to the remote tier and inspect it.
     #[command(subcommand)]
     Tier(tier::TierCommand),
+    /// Legal holds: ranges of a topic that remote retention never expires (kept in the bucket).
+    #[command(subcommand)]
+    Hold(hold::HoldCommand),
     /// Prove what the bucket holds: manifest chain, signatures, every object (docs/AUDIT.md).
     #[command(after_help = "Prints one JSON line per problem found ({\"kind\",\"topic\",\"partition\",\"key\",
 \"first_offset\",\"last_offset\",\"expected\",\"found\",\"detail\"}), then {\"summary\":{..},\"ok\":BOOL}.
@@ -197,6 +201,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Offsets(args) => consume::offsets(&cli.global, args),
         Command::Snapshot(args) => consume::snapshot(&cli.global, args),
         Command::Tier(cmd) => tier::run(&cli.global, cmd),
+        Command::Hold(cmd) => hold::run(&cli.global, cmd),
         Command::Group(cmd) => group::run(&cli.global, cmd),
         Command::Config(cmd) => config::run(&cli.global, cmd),
         Command::Serve(args) => serve::run(&cli.global, args),

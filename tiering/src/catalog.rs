@@ -29,7 +29,7 @@ pub const GROUP_OFFSETS_FORMAT: &str = "tierlog-group-offsets";
 /// The version of both documents.
 pub const FORMAT_VERSION: u32 = 1;
 /// Most attempts at writing the next version when another write takes its number first.
-const RACES_MAX: u32 = 8;
+pub(crate) const RACES_MAX: u32 = 8;
 /// Versions looked back over, from the newest, for a readable one (or one by a given writer).
 const LOOK_BACK_MAX: u64 = 64;
 
@@ -86,7 +86,7 @@ pub struct GroupSnapshot {
 }
 
 /// A numbered series of create-only documents.
-trait Document: Serialize + DeserializeOwned + Clone + PartialEq {
+pub(crate) trait Document: Serialize + DeserializeOwned + Clone + PartialEq {
     const FORMAT: &'static str;
     const FOLDER: &'static str;
     fn version(&self) -> u64;
@@ -132,16 +132,16 @@ impl Document for GroupSnapshot {
     }
 }
 
-fn key<D: Document>(store: &RemoteStore, version: u64) -> Path {
+pub(crate) fn key<D: Document>(store: &RemoteStore, version: u64) -> Path {
     store.key(&[D::FOLDER, &format!("{version:020}.json")])
 }
 
-fn to_bytes<D: Document>(document: &D) -> Vec<u8> {
+pub(crate) fn to_bytes<D: Document>(document: &D) -> Vec<u8> {
     let body = serde_json::to_vec(document).expect("document serializes");
     manifest::wrap_document(D::FORMAT, FORMAT_VERSION, &body)
 }
 
-fn from_bytes<D: Document>(bytes: &[u8], key: &str, version: u64) -> Result<D> {
+pub(crate) fn from_bytes<D: Document>(bytes: &[u8], key: &str, version: u64) -> Result<D> {
     let body = manifest::unwrap_document(bytes, D::FORMAT, &[FORMAT_VERSION], key)?;
     let document: D = serde_json::from_slice(body)
         .map_err(|e| Error::Corrupt { key: key.to_string(), reason: format!("body: {e}") })?;
@@ -201,21 +201,26 @@ async fn publish<D: Document>(store: &RemoteStore, mut next: D, hint: u64) -> Re
         }
         let version = newest + 1;
         next.set_version(version);
-        let key = key::<D>(store, version);
-        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match store.store.put_opts(&key, PutPayload::from(to_bytes(&next)), options).await {
-            Ok(_) => return Ok(version),
-            // Someone wrote this number first (or our earlier attempt landed): look again.
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                hint = version;
-            }
-            Err(e) => return Err(store.error(format!("PUT {key}"), e)),
+        if put_create(store, &next).await? {
+            return Ok(version);
         }
+        hint = version; // someone wrote this number first (or our earlier attempt landed): look again
     }
     Err(Error::Format(format!(
         "{}: other writers keep taking the next version number; is another node writing to this prefix?",
         D::FOLDER
     )))
+}
+
+/// Writes `document` under its version number, create-only: `false` when the number is taken.
+pub(crate) async fn put_create<D: Document>(store: &RemoteStore, document: &D) -> Result<bool> {
+    let key = key::<D>(store, document.version());
+    let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+    match store.store.put_opts(&key, PutPayload::from(to_bytes(document)), options).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+        Err(e) => Err(store.error(format!("PUT {key}"), e)),
+    }
 }
 
 /// The newest topic catalog, if any (`hint`: a version known to exist, or 0).

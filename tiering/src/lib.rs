@@ -14,6 +14,7 @@
 //! - [`retention`]: remote retention: expiry commits and deleting expired objects after a grace.
 //! - [`verify`]: proves a bucket's manifests and objects, from the bucket alone.
 //! - [`signing`]: Ed25519 manifest signatures and published public keys.
+//! - [`holds`]: legal holds in the bucket, which remote retention never expires.
 //! - [`catalog`]: the topic catalog and consumer-group offset snapshots in the bucket.
 //! - [`blocking`]: blocking work from async code (inline in the simulation).
 //! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
@@ -22,6 +23,7 @@ pub mod blocking;
 pub mod catalog;
 pub mod error;
 pub mod fault;
+pub mod holds;
 pub mod keys;
 pub mod manifest;
 pub mod remote_reader;

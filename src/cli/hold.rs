@@ -1,0 +1,114 @@
+//! `tierlog hold set|release|list`: legal holds, kept in the bucket (docs/FORMAT.md, "Legal
+//! holds"), which remote retention never expires.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::json;
+use tierlog::tier;
+use tierlog::time::parse_time;
+use tierlog_tiering::holds::{self, Hold};
+
+use super::GlobalArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Put a topic (or the records of a time range) under legal hold: remote retention never
+    /// expires them, nor anything after the first segment holding one.
+    #[command(
+        after_help = "Prints the hold set ({\"id\",\"topic\",\"from_ms\",\"to_ms\",\"reason\",\"set_ms\",\"set_by\"}).
+The hold is written to the bucket (holds/<version>.json, create-only): every writer, and any node
+restored from the bucket, honours it from its next tiering pass on.
+
+Examples:
+  tierlog hold set payments --reason \"SEC inquiry 2026-114\"
+  tierlog hold set payments --from-time 2026-03-01T00:00:00Z --to-time 2026-04-01T00:00:00Z --reason \"case 7\""
+    )]
+    Set {
+        topic: String,
+        /// First record time held (RFC 3339 or epoch ms); default: the beginning.
+        #[arg(long = "from-time", value_name = "T", value_parser = parse_time)]
+        from_time: Option<i64>,
+        /// Record time the hold ends before (exclusive); default: open-ended.
+        #[arg(long = "to-time", value_name = "T", value_parser = parse_time)]
+        to_time: Option<i64>,
+        /// Why, for the record (a case or ticket number).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold by its id (see `hold list`); retention applies again from the next pass.
+    #[command(after_help = "Example:\n  tierlog hold release 3f9c2a71 --reason \"case closed\"")]
+    Release {
+        id: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the holds in force (one JSON line each), optionally of one topic.
+    List { topic: Option<String> },
+}
+
+/// Who is acting: the OS user and host.
+fn actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
+    let config = global.load_config()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let remote = tier::connect(&config).await?;
+        let now = tierlog::partition::now_ms();
+        match cmd {
+            HoldCommand::Set { topic, from_time, to_time, reason } => {
+                tierlog::topic::validate_name(&topic)?;
+                if let (Some(from), Some(to)) = (from_time, to_time)
+                    && from >= to
+                {
+                    bail!("--from-time must be before --to-time");
+                }
+                if reason.trim().is_empty() {
+                    bail!("--reason must say why (a case or ticket number)");
+                }
+                let id = remote.ids.next();
+                let hold = Hold { id, topic, from_ms: from_time, to_ms: to_time, reason, set_ms: now, set_by: actor() };
+                let what = format!("set {}: {}", hold.id, hold.reason);
+                let set = holds::update(&remote, &actor(), now, &what, |holds| {
+                    holds.push(hold.clone());
+                    Ok(())
+                })
+                .await?;
+                println!("{}", json!({"hold": hold, "holds_version": set.version}));
+            }
+            HoldCommand::Release { id, reason } => {
+                if reason.trim().is_empty() {
+                    bail!("--reason must say why the hold ends");
+                }
+                let what = format!("release {id}: {reason}");
+                let set = holds::update(&remote, &actor(), now, &what, |holds| {
+                    let before = holds.len();
+                    holds.retain(|h| h.id != id);
+                    if holds.len() == before {
+                        return Err(tierlog_tiering::Error::Format(format!(
+                            "no hold with id {id:?} is in force (see `tierlog hold list`)"
+                        )));
+                    }
+                    Ok(())
+                })
+                .await?;
+                println!("{}", json!({"released": id, "reason": reason, "holds_version": set.version}));
+            }
+            HoldCommand::List { topic } => {
+                let set = holds::latest(&remote, 0).await?;
+                for hold in set.holds.iter().filter(|h| topic.as_ref().is_none_or(|t| h.topic == *t)) {
+                    println!("{}", serde_json::to_string(hold)?);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
