@@ -455,14 +455,8 @@ impl Tiering {
         // expires what the local log still holds, so local retention goes first).
         let (mut expired_segments, mut deleted_expired_objects) = (0, 0);
         if outcome.error.is_none() {
-            let retention = match self.expire_remote(&partition, manifest, holds).await {
-                Ok(expired) => {
-                    expired_segments = expired;
-                    self.delete_expired(manifest).await.map(|deleted| deleted_expired_objects = deleted)
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = retention {
+            let retention = self.expire_remote(&partition, manifest, holds, &mut expired_segments).await;
+            if let Err(e) = retention.map(|deleted| deleted_expired_objects = deleted) {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "remote retention stopped; it resumes on the next run");
                 self.stats.failed_expiry_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (state.last_error, state.last_error_ms) = (Some(e.to_string()), Some(self.now_ms()));
@@ -502,26 +496,36 @@ impl Tiering {
 
     /// Commits the expiry of what the partition's remote retention says has expired (nothing
     /// is deleted yet); returns the segments expired.
+    /// Remote retention of one partition: commits the expiry of what its policy says has
+    /// expired (counted into `expired_segments` even when the deletion then fails), then
+    /// deletes the objects of earlier expiries whose grace period has passed; returns how many.
     async fn expire_remote(
         &self,
         partition: &Partition,
         manifest: &mut ManifestStore,
         holds: &std::result::Result<holds::HoldSet, String>,
-    ) -> Result<u64> {
+        expired_segments: &mut u64,
+    ) -> Result<usize> {
         use std::sync::atomic::Ordering::Relaxed;
         let config = self.log.config();
-        let (retention_ms, retention_bytes) = self.log.topic(&partition.topic)?.remote_retention(config);
-        if retention_ms.is_none() && retention_bytes.is_none() {
+        let topic = self.log.topic(&partition.topic)?;
+        let (retention_ms, retention_bytes) = topic.remote_retention(config);
+        let pending = manifest.current.expired.as_ref().is_some_and(|x| !x.pending_deletes.is_empty());
+        if retention_ms.is_none() && retention_bytes.is_none() && !pending {
             return Ok(0);
         }
+        // The holds of this pass, brought up to date right before anything is expired or
+        // deleted (one HEAD when unchanged): a hold set during the pass counts.
         let holds = holds.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
+        let holds = holds::refresh(&self.remote, holds).await?;
         let policy = retention::Policy {
             retention_ms,
             retention_bytes,
-            holds: holds::ranges(holds, &partition.topic),
+            holds: holds::ranges(&holds, &partition.topic),
             keep_from: partition.start_offset(),
             grace_ms: config.tiering.expiry_grace_ms,
             commit_window_ms: config.tiering.commit_window_ms,
+            by_append_time: topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime,
         };
         let clock = || self.now_ms();
         let expired = retention::expire(manifest, &policy, &clock, self.settings.attempts).await?;
@@ -531,13 +535,11 @@ impl Tiering {
         }
         // This process's readers stop answering below the new start (before any deletion).
         partition.note_expired_before(manifest.current.expired_before());
-        Ok(expired.map_or(0, |x| x.segments))
-    }
-
-    /// Deletes the objects of earlier expiries whose grace period has passed; returns how many.
-    async fn delete_expired(&self, manifest: &mut ManifestStore) -> Result<usize> {
-        let deleted = retention::delete_due(manifest, self.now_ms(), self.settings.attempts).await?;
-        self.stats.deleted_expired_objects.fetch_add(deleted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // Objects of earlier expiries whose grace period passed, unless a hold now covers them.
+        *expired_segments = expired.map_or(0, |x| x.segments);
+        // Objects of earlier expiries whose grace period passed, unless a hold now covers them.
+        let deleted = retention::delete_due(manifest, &policy, self.now_ms(), self.settings.attempts).await?;
+        self.stats.deleted_expired_objects.fetch_add(deleted.len() as u64, Relaxed);
         Ok(deleted.len())
     }
 

@@ -571,6 +571,15 @@ fn topic_settings_are_created_altered_and_described() {
 fn legal_holds_are_set_listed_and_released_by_id() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
+    // A topic the bucket does not know (none yet, or a misspelling) is refused: holds match names exactly.
+    let unknown = run(&dir, &["hold", "set", "payments", "--reason", "SEC 2026-114"], "");
+    assert!(!unknown.status.success() && stderr(&unknown).contains("is not in the catalog"), "{}", stderr(&unknown));
+    assert!(run(&dir, &["topic", "create", "payments"], "").status.success());
+    assert!(run(&dir, &["tier", "run"], "").status.success(), "tiering publishes the catalog");
+    let misspelt = run(&dir, &["hold", "set", "Payments", "--reason", "SEC 2026-114"], "");
+    assert!(stderr(&misspelt).contains("(known: payments)"), "{}", stderr(&misspelt));
+    let through_server = run(&dir, &["--server", "http://127.0.0.1:1", "hold", "list"], "");
+    assert!(!through_server.status.success() && stderr(&through_server).contains("not through a server"));
     let set =
         run(&dir, &["hold", "set", "payments", "--from-time", "2026-03-01T00:00:00Z", "--reason", "SEC 2026-114"], "");
     assert!(set.status.success(), "{}", stderr(&set));

@@ -388,3 +388,43 @@ async fn a_replica_refuses_an_alter_over_http() {
     assert!(matches!(err, Error::Replica { .. }), "{err}");
     drop(Arc::new(tiering));
 }
+
+/// Review finding: a topic that holds tiered data cannot be switched to
+/// `remote.storage.enable=false`, even by a node whose configuration has tiering off (which
+/// makes the value in force false already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiered_topic_cannot_be_made_local_by_an_alter_under_a_configuration_without_tiering() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let log = Log::open(config.clone()).unwrap();
+    log.create_topic("t", 1).unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    p.append(&[Record { value: b"x".to_vec(), ..Record::default() }], 1).unwrap();
+    Tiering::start(log.clone()).await.unwrap().run_once(None, true).await.unwrap();
+    drop((p, log));
+    let off =
+        Config { tiering: tierlog::config::TieringSection { enabled: false, ..config.tiering.clone() }, ..config };
+    let log = Log::open(off).unwrap();
+    let err = log.alter_topic("t", &set(&[("remote.storage.enable", "false")])).unwrap_err();
+    assert!(err.to_string().contains("cannot be turned off once the topic is tiered"), "{err}");
+}
+
+/// Review finding: out-of-range values in a hand-edited or damaged topic.json are refused on
+/// open, naming the file, rather than trusted (a 10-byte segment.bytes made the open panic).
+#[test]
+fn out_of_range_settings_in_topic_json_are_refused_on_open_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    Log::open(config.clone())
+        .unwrap()
+        .create_topic_with_settings("t", 1, &new_settings("t", &[("segment.bytes", "65536")]))
+        .unwrap();
+    let path = dir.path().join("data/topics/t/topic.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace("65536", "10");
+    std::fs::write(&path, text).unwrap();
+    let err = match Log::open(config) {
+        Err(e) => e,
+        Ok(log) => log.topic("t").err().expect("the damaged topic is refused"),
+    };
+    assert!(err.to_string().contains("topic.json") && err.to_string().contains("segment.bytes"), "{err}");
+}

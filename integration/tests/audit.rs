@@ -188,7 +188,7 @@ async fn the_standard_tools_audit_follows_the_chain_across_a_retention_cut() {
     m.signer = Some(std::sync::Arc::new(tierlog_tiering::signing::Signer::from_file(&key_file).unwrap()));
     let cut = m.current.entries[2].base_offset;
     m.expire_before(cut, "retention.ms=1", 0, &|| 1, 600_000, 3).await.unwrap().unwrap();
-    assert_eq!(tierlog_tiering::retention::delete_due(&mut m, 1, 3).await.unwrap().len(), 2);
+    assert_eq!(tierlog_tiering::retention::delete_due(&mut m, &Default::default(), 1, 3).await.unwrap().len(), 2);
     let out = audit(&s3, &prefix, &[&public_file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("OK — 5 manifest versions, 4 segments, offsets up to 479"), "{}", text(&out));

@@ -57,6 +57,11 @@ fn actor() -> String {
 }
 
 pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
+    if let Some(server) = &global.server {
+        bail!(
+            "holds are written to the bucket, not through a server ({server}): run `tierlog hold` with the writer's configuration (--config) and no --server"
+        );
+    }
     let config = global.load_config()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -65,6 +70,16 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
         match cmd {
             HoldCommand::Set { topic, from_time, to_time, reason } => {
                 tierlog::topic::validate_name(&topic)?;
+                // Holds match topic names exactly: refuse one the bucket does not know.
+                let catalog = tierlog_tiering::catalog::latest_catalog(&remote, 0).await?;
+                let known: Vec<String> = catalog.iter().flat_map(|c| c.topics.iter().map(|t| t.name.clone())).collect();
+                if !known.contains(&topic) {
+                    bail!(
+                        "topic {topic:?} is not in the catalog of {} (known: {}); a hold names a topic exactly. A topic created moments ago appears after the writer's next tiering pass",
+                        remote.display,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    );
+                }
                 if let (Some(from), Some(to)) = (from_time, to_time)
                     && from >= to
                 {

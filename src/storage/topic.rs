@@ -206,6 +206,12 @@ impl Topic {
                 ),
             });
         }
+        // Values in range, as an alter would have checked them: a hand-edited or damaged file
+        // is refused naming it, never trusted (a tiny segment.bytes, a zero retention.ms).
+        let texts = metadata.settings.to_strings();
+        TopicSettings::from_strings(name, texts.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| {
+            Error::Damaged { topic: name.to_string(), partition: 0, detail: format!("{}: {e}", path.display()) }
+        })?;
         let mut metadata = metadata;
         if writable && metadata.version < METADATA_VERSION {
             // Before any batch with an append time goes in: from now on, older builds refuse it.
@@ -282,7 +288,11 @@ impl Topic {
         let next = change.apply(name, timestamps, &current)?;
         next.check(name, config)?;
         let (before, after) = (current.resolve(timestamps, config), next.resolve(timestamps, config));
-        if before.remote_storage_enable.value && !after.remote_storage_enable.value {
+        // Judged by what the partitions hold, not by the value in force (which a configuration
+        // with tiering off also turns false).
+        let tiered = self.partitions.iter().any(|p| crate::tier::read_partition_state(p).manifest_version > 0);
+        let turned_off = before.remote_storage_enable.value && !after.remote_storage_enable.value;
+        if turned_off || (tiered && next.remote_storage_enable == Some(false)) {
             return Err(Error::Invalid(format!(
                 "topic '{name}': remote.storage.enable cannot be turned off once the topic is tiered: its remote \
                  segments would no longer be expired, nor its local ones deleted. Create a new topic with \

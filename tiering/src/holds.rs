@@ -82,12 +82,35 @@ impl Document for HoldSet {
 pub async fn latest(store: &RemoteStore, hint: u64) -> Result<HoldSet> {
     let newest = manifest::latest_number(store, |v| catalog::key::<HoldSet>(store, v), hint).await?;
     if newest == 0 {
+        // No version 1: make sure the series is empty, not cut off at its start (a missing
+        // first version must not read as "no holds").
+        let folder = store.key(&[<HoldSet as Document>::FOLDER]);
+        let mut listing = store.store.list(Some(&folder));
+        if let Some(found) =
+            futures::TryStreamExt::try_next(&mut listing).await.map_err(|e| store.error(format!("LIST {folder}"), e))?
+        {
+            return Err(Error::Corrupt {
+                key: found.location.to_string(),
+                reason: format!(
+                    "{folder}/ holds objects but no version 1: the legal holds cannot be trusted, so retention expires nothing; restore the missing versions from a backup or the bucket's object versions"
+                ),
+            });
+        }
         let writer = Writer { id: String::new(), epoch: 0 };
         return Ok(HoldSet { version: 0, written_ms: 0, writer, change: String::new(), holds: Vec::new() });
     }
     let key = catalog::key::<HoldSet>(store, newest);
     let bytes = manifest::get_bytes(store, &key).await?;
     catalog::from_bytes::<HoldSet>(&bytes, key.as_ref(), newest)
+}
+
+/// The newest hold set, given one already read: one HEAD when nothing changed.
+pub async fn refresh(store: &RemoteStore, known: &HoldSet) -> Result<HoldSet> {
+    let newest = manifest::latest_number(store, |v| catalog::key::<HoldSet>(store, v), known.version).await?;
+    if newest == known.version {
+        return Ok(known.clone()); // (an empty series was checked when `known` was read)
+    }
+    latest(store, newest).await
 }
 
 /// Applies `change` to the newest hold set and writes the result as the next version,
@@ -174,6 +197,10 @@ mod tests {
         let key = catalog::key::<HoldSet>(&store, 3);
         store.store.put(&key, b"garbage".to_vec().into()).await.unwrap();
         assert!(latest(&store, 0).await.is_err());
+        // Version 1 gone: not "no holds" but an error.
+        store.store.delete(&catalog::key::<HoldSet>(&store, 1)).await.unwrap();
+        let e = latest(&store, 0).await.unwrap_err();
+        assert!(e.to_string().contains("no version 1"), "{e}");
     }
 
     #[test]

@@ -188,11 +188,32 @@ pub struct Expired {
     pub pending_deletes: Vec<PendingDelete>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PendingDelete {
     pub key: String,
     pub delete_after_ms: i64,
+    /// The expired segment's record-time and append-time ranges, as its entry had them: a
+    /// legal hold set after the expiry still keeps the object (see `retention::delete_due`).
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_append_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_append_time: Option<i64>,
+}
+
+impl PendingDelete {
+    pub fn of(entry: &Entry, delete_after_ms: i64) -> PendingDelete {
+        PendingDelete {
+            key: entry.key.clone(),
+            delete_after_ms,
+            min_timestamp: entry.min_timestamp,
+            max_timestamp: entry.max_timestamp,
+            min_append_time: entry.min_append_time,
+            max_append_time: entry.max_append_time,
+        }
+    }
 }
 
 /// What one expiry commit removed, for the caller's report and metrics.
@@ -962,7 +983,7 @@ impl ManifestStore {
         let delete_after_ms = now_ms.saturating_add(grace_ms as i64);
         let previous = current.expired.clone();
         let mut pending = previous.as_ref().map(|x| x.pending_deletes.clone()).unwrap_or_default();
-        pending.extend(removed.iter().map(|e| PendingDelete { key: e.key.clone(), delete_after_ms }));
+        pending.extend(removed.iter().map(|e| PendingDelete::of(e, delete_after_ms)));
         let outcome = ExpiryOutcome {
             before_offset: before,
             segments: removed.len() as u64,
@@ -1313,17 +1334,14 @@ mod tests {
             object_bytes: 25,
             expired_ms: 1_700_000_000_000,
             reason: "retention.ms=604800000".into(),
-            pending_deletes: vec![PendingDelete {
-                key: full.entries[0].key.clone(),
-                delete_after_ms: 1_700_003_600_000,
-            }],
+            pending_deletes: vec![PendingDelete::of(&full.entries[0], 1_700_003_600_000)],
         });
         let bytes = String::from_utf8(m.to_bytes()).unwrap();
         let golden = concat!(
             r#"{"format":"tierlog-manifest","format_version":4,"body_sha256":"GOLDEN_SHA"}"#,
             "\n",
             r#"{"topic":"t","partition":0,"manifest_version":2,"writer":{"id":"w","epoch":1},"written_ms":0,"archives":[],"entries":[{"base_offset":10,"last_offset":19,"min_timestamp":10,"max_timestamp":19,"raw_bytes":100,"object_bytes":25,"chunks":1,"key":"segments/ab/t/0/00000000000000000010-x.zst","index_position":20,"index_len":5,"raw_sha256":"r","object_sha256":"o","uploaded_ms":7,"prev_hash":"GOLDEN_PREV","hash":"GOLDEN_HASH"}],"#,
-            r#""expired":{"before_offset":10,"last_hash":"GOLDEN_PREV","max_timestamp":9,"segments":1,"raw_bytes":100,"object_bytes":25,"expired_ms":1700000000000,"reason":"retention.ms=604800000","pending_deletes":[{"key":"segments/ab/t/0/00000000000000000000-x.zst","delete_after_ms":1700003600000}]}}"#,
+            r#""expired":{"before_offset":10,"last_hash":"GOLDEN_PREV","max_timestamp":9,"segments":1,"raw_bytes":100,"object_bytes":25,"expired_ms":1700000000000,"reason":"retention.ms=604800000","pending_deletes":[{"key":"segments/ab/t/0/00000000000000000000-x.zst","delete_after_ms":1700003600000,"min_timestamp":0,"max_timestamp":9}]}}"#,
             "\n"
         );
         let golden =

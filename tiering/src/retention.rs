@@ -19,7 +19,7 @@ use object_store::ObjectStoreExt;
 
 use crate::Result;
 use crate::error::Error;
-use crate::manifest::{ArchiveRef, Entry, ExpiryOutcome, ManifestStore};
+use crate::manifest::{ArchiveRef, Entry, ExpiryOutcome, ManifestStore, PendingDelete};
 
 /// Most segments one expiry commit removes.
 pub const EXPIRY_SEGMENTS_MAX: usize = 256;
@@ -45,6 +45,9 @@ pub struct Policy {
     /// The uploader's commit window (`tiering.commit_window_ms`): an archive an expiry writes
     /// must be listed within it, as an upload must (scrub relies on it).
     pub commit_window_ms: u64,
+    /// Judge age and holds by append time rather than record timestamp (a topic whose clients
+    /// see append times: `message.timestamp.type = LogAppendTime`).
+    pub by_append_time: bool,
 }
 
 impl Policy {
@@ -52,21 +55,41 @@ impl Policy {
         self.retention_ms.is_none() && self.retention_bytes.is_none()
     }
 
-    fn held(&self, min_timestamp: i64, max_timestamp: i64) -> bool {
-        self.holds.iter().any(|(from, to)| min_timestamp < *to && *from <= max_timestamp)
+    /// Whether records of the time range `[min, max]` (in the topic's clock) are held.
+    pub fn held(&self, (min, max): (i64, i64)) -> bool {
+        self.holds.iter().any(|(from, to)| min < *to && *from <= max)
+    }
+
+    /// A segment's time range in the topic's clock: record timestamps, or append times.
+    fn times(&self, e: &Entry) -> (i64, i64) {
+        if self.by_append_time { (e.min_append(), e.max_append()) } else { (e.min_timestamp, e.max_timestamp) }
+    }
+
+    /// An expired object's time range in the topic's clock, as its entry had it.
+    pub fn pending_times(&self, p: &PendingDelete) -> (i64, i64) {
+        let none = crate::segment_object::NO_APPEND_TIME;
+        match self.by_append_time {
+            true => (p.min_append_time.unwrap_or(none), p.max_append_time.unwrap_or(none)),
+            false => (p.min_timestamp, p.max_timestamp),
+        }
     }
 
     /// Whether a segment expires with `remaining` raw bytes in the remote tier (itself included).
     fn expires(&self, entry: &Entry, remaining: u64, now_ms: i64) -> bool {
-        let old = self.retention_ms.is_some_and(|ms| now_ms.saturating_sub(entry.max_timestamp) > ms as i64);
+        let (min, max) = self.times(entry);
+        let old = self.retention_ms.is_some_and(|ms| now_ms.saturating_sub(max) > ms as i64);
         let over = self.retention_bytes.is_some_and(|bytes| remaining > bytes);
-        (old || over) && entry.last_offset < self.keep_from && !self.held(entry.min_timestamp, entry.max_timestamp)
+        (old || over) && entry.last_offset < self.keep_from && !self.held((min, max))
     }
 
     /// Whether any segment of an archive could expire, from its reference alone (so a pass
     /// that expires nothing loads no archive).
     fn may_expire(&self, archive: &ArchiveRef, remaining: u64, now_ms: i64) -> bool {
-        let old = self.retention_ms.is_some_and(|ms| now_ms.saturating_sub(archive.min_timestamp) > ms as i64);
+        let min = match self.by_append_time {
+            true => archive.min_append_time.unwrap_or(crate::segment_object::NO_APPEND_TIME),
+            false => archive.min_timestamp,
+        };
+        let old = self.retention_ms.is_some_and(|ms| now_ms.saturating_sub(min) > ms as i64);
         let over = self.retention_bytes.is_some_and(|bytes| remaining > bytes);
         (old || over) && archive.base_offset < self.keep_from
     }
@@ -142,12 +165,22 @@ pub async fn expire(
 }
 
 /// Deletes the pending objects whose grace period has passed and commits a version without
-/// them (steps 2 and 3). Returns the keys deleted. A key the manifest still lists is never
-/// deleted (it would be a bug elsewhere): refused, naming it.
-pub async fn delete_due(manifest: &mut ManifestStore, now_ms: i64, attempts: u32) -> Result<Vec<String>> {
+/// them (steps 2 and 3). Returns the keys deleted. An object under a legal hold of `policy`
+/// (set after its expiry) stays in the bucket and on the list. A key that is not a segment
+/// object of this partition below the cut is never deleted: refused, naming it.
+pub async fn delete_due(
+    manifest: &mut ManifestStore,
+    policy: &Policy,
+    now_ms: i64,
+    attempts: u32,
+) -> Result<Vec<String>> {
     let Some(expired) = &manifest.current.expired else { return Ok(Vec::new()) };
-    let due: Vec<String> =
-        expired.pending_deletes.iter().filter(|p| p.delete_after_ms <= now_ms).map(|p| p.key.clone()).collect();
+    let due: Vec<String> = expired
+        .pending_deletes
+        .iter()
+        .filter(|p| p.delete_after_ms <= now_ms && !policy.held(policy.pending_times(p)))
+        .map(|p| p.key.clone())
+        .collect();
     if due.is_empty() {
         return Ok(due);
     }
@@ -246,9 +279,9 @@ mod tests {
         assert!(expire(&mut m, &policy(Some(100), None), &|| 300, 1).await.unwrap().is_none(), "nothing more expires");
 
         // Nothing is deleted before the grace period has passed.
-        assert!(delete_due(&mut m, 300 + GRACE as i64 - 1, 1).await.unwrap().is_empty());
+        assert!(delete_due(&mut m, &Policy::default(), 300 + GRACE as i64 - 1, 1).await.unwrap().is_empty());
         assert!(exists(&store, &expired.pending_deletes[0].key).await);
-        let deleted = delete_due(&mut m, 300 + GRACE as i64, 1).await.unwrap();
+        let deleted = delete_due(&mut m, &Policy::default(), 300 + GRACE as i64, 1).await.unwrap();
         assert_eq!(deleted.len(), 200);
         for archive in &old.archives {
             assert!(exists(&store, &archive.key).await, "archives of expired entries are kept");
@@ -309,11 +342,14 @@ mod tests {
         store.store.delete(&Path::from(pending[0].key.as_str())).await.unwrap();
         faults.faults.fail_deletes.store(1, std::sync::atomic::Ordering::SeqCst);
         let due = 1000 + GRACE as i64;
-        assert!(delete_due(&mut m, due, 1).await.is_err(), "the injected DELETE failure is reported");
+        assert!(
+            delete_due(&mut m, &Policy::default(), due, 1).await.is_err(),
+            "the injected DELETE failure is reported"
+        );
         let reopened = reopen(&store).await;
         assert_eq!(reopened.current.expired.as_ref().unwrap().pending_deletes, pending, "nothing forgotten");
         let mut m = reopened;
-        assert_eq!(delete_due(&mut m, due, 1).await.unwrap().len(), pending.len());
+        assert_eq!(delete_due(&mut m, &Policy::default(), due, 1).await.unwrap().len(), pending.len());
         for p in &pending {
             assert!(!exists(&store, &p.key).await);
         }
@@ -356,13 +392,12 @@ mod tests {
         let mut m = history(&store, 4, 4).await;
         expire(&mut m, &policy(Some(1), Some(250)), &|| 3, 1).await.unwrap().unwrap();
         let kept = m.current.entries[0].key.clone();
-        m.current
-            .expired
-            .as_mut()
-            .unwrap()
-            .pending_deletes
-            .push(crate::manifest::PendingDelete { key: kept.clone(), delete_after_ms: 0 });
-        let e = delete_due(&mut m, 3 + GRACE as i64, 1).await.unwrap_err();
+        m.current.expired.as_mut().unwrap().pending_deletes.push(crate::manifest::PendingDelete {
+            key: kept.clone(),
+            delete_after_ms: 0,
+            ..Default::default()
+        });
+        let e = delete_due(&mut m, &Policy::default(), 3 + GRACE as i64, 1).await.unwrap_err();
         assert!(e.to_string().contains(&kept), "{e}");
         assert!(exists(&store, &kept).await);
     }
@@ -417,19 +452,18 @@ mod tests {
         let foreign = crate::keys::segment_key(&store, "other", 0, 5).to_string();
         for key in [kept, foreign] {
             let mut forged = m.current.clone();
-            forged
-                .expired
-                .as_mut()
-                .unwrap()
-                .pending_deletes
-                .push(crate::manifest::PendingDelete { key: key.clone(), delete_after_ms: 0 });
+            forged.expired.as_mut().unwrap().pending_deletes.push(crate::manifest::PendingDelete {
+                key: key.clone(),
+                delete_after_ms: 0,
+                ..Default::default()
+            });
             store.store.put(&Path::from(key.as_str()), vec![1u8].into()).await.unwrap();
             let writer = Writer { id: "w".into(), epoch: 1 };
             let mut attacked = ManifestStore {
                 current: forged,
                 ..ManifestStore::open(store.clone(), "t", 0, writer, 0).await.unwrap()
             };
-            let e = delete_due(&mut attacked, 300 + GRACE as i64, 1).await.unwrap_err();
+            let e = delete_due(&mut attacked, &Policy::default(), 300 + GRACE as i64, 1).await.unwrap_err();
             assert!(e.to_string().contains(&key), "{e}");
             assert!(exists(&store, &key).await, "{key} kept");
         }
@@ -446,7 +480,7 @@ mod tests {
             cuts.push(outcome.before_offset);
         }
         assert_eq!(cuts, vec![256, 512, 768, 1024], "256 per commit, then 1024 pending stop it");
-        delete_due(&mut m, 10_000 + GRACE as i64, 1).await.unwrap();
+        delete_due(&mut m, &Policy::default(), 10_000 + GRACE as i64, 1).await.unwrap();
         let outcome = expire(&mut m, &everything, &|| 20_000, 1).await.unwrap().unwrap();
         assert_eq!(outcome.before_offset, 1280);
     }

@@ -1501,7 +1501,7 @@ mod adversarial_tests {
         assert_eq!((summary.expiries, summary.expired_segments, summary.objects), (1, 200, 200));
         assert_eq!(summary.first_offset, Some(200));
         // Once the expired objects are deleted, the history still verifies.
-        crate::retention::delete_due(&mut m, 310, 1).await.unwrap();
+        crate::retention::delete_due(&mut m, &policy, 310, 1).await.unwrap();
         let (problems, summary) = run(&store).await;
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!((summary.manifest_versions, summary.expiries), (10, 1));
@@ -1549,15 +1549,18 @@ mod adversarial_tests {
         let x = greedy.expired.as_mut().unwrap();
         (x.before_offset, x.last_hash, x.segments, x.raw_bytes, x.object_bytes) =
             (5, cut.hash.clone(), x.segments + 1, x.raw_bytes + cut.raw_bytes, x.object_bytes + cut.object_bytes);
-        x.pending_deletes.push(crate::manifest::PendingDelete { key: cut.key.clone(), delete_after_ms: 0 });
+        x.pending_deletes.push(crate::manifest::PendingDelete {
+            key: cut.key.clone(),
+            delete_after_ms: 0,
+            ..Default::default()
+        });
         let honest = greedy.clone();
         let kept = greedy.entries[0].key.clone();
-        greedy
-            .expired
-            .as_mut()
-            .unwrap()
-            .pending_deletes
-            .push(crate::manifest::PendingDelete { key: kept, delete_after_ms: 0 });
+        greedy.expired.as_mut().unwrap().pending_deletes.push(crate::manifest::PendingDelete {
+            key: kept,
+            delete_after_ms: 0,
+            ..Default::default()
+        });
         put_version(&store, &greedy).await;
         let (problems, _) = run(&store).await;
         assert!(problems.iter().any(|p| p.detail.contains("lists other objects for deletion")), "{problems:?}");
