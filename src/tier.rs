@@ -69,6 +69,9 @@ pub struct StoreState {
     pub probed_ms: i64,
 }
 
+/// The legal holds of one tiering pass, read when first needed.
+type PassHolds = tokio::sync::OnceCell<std::result::Result<holds::HoldSet, String>>;
+
 /// The result of tiering one partition once.
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionReport {
@@ -317,9 +320,10 @@ impl Tiering {
             None => self.log.topics(),
         };
         let mut reports = Vec::new();
-        // Legal holds, read once per pass from the bucket (fail closed: unreadable holds stop
-        // remote retention, nothing else).
-        let holds = self.load_holds().await;
+        // Legal holds, read at most once per pass from the bucket, and only when a partition
+        // has retention to apply (an idle pass costs no request); fail closed: unreadable holds
+        // stop remote retention, nothing else.
+        let holds = PassHolds::new();
         for topic in topics {
             // `remote.storage.enable` in force, read at every pass: an alter applies from the next.
             if !topic.is_tiered(self.log.config()) {
@@ -377,7 +381,7 @@ impl Tiering {
         &self,
         partition: Arc<Partition>,
         seal_active: bool,
-        holds: &std::result::Result<holds::HoldSet, String>,
+        holds: &PassHolds,
     ) -> Result<PartitionReport> {
         if seal_active {
             partition.seal_active(self.now_ms())?
@@ -503,7 +507,7 @@ impl Tiering {
         &self,
         partition: &Partition,
         manifest: &mut ManifestStore,
-        holds: &std::result::Result<holds::HoldSet, String>,
+        holds: &PassHolds,
         expired_segments: &mut u64,
     ) -> Result<usize> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -516,6 +520,7 @@ impl Tiering {
         }
         // The holds of this pass, brought up to date right before anything is expired or
         // deleted (one HEAD when unchanged): a hold set during the pass counts.
+        let holds = holds.get_or_init(|| self.load_holds()).await;
         let holds = holds.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
         let holds = holds::refresh(&self.remote, holds).await?;
         let policy = retention::Policy {
