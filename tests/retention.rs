@@ -43,6 +43,16 @@ fn append(log: &Log, from: u64, n: u64, timestamp: i64) {
     p.append(&records, timestamp).unwrap();
 }
 
+/// A writer of topic `t` that tiered 10 records appended at T0.
+async fn tiered_writer(config: Config, time: &Arc<AtomicI64>) -> (Log, Tiering) {
+    let log = open(config, time);
+    log.create_topic("t", 1).unwrap();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    append(&log, 0, 10, T0);
+    tiering.run_once(None, true).await.unwrap();
+    (log, tiering)
+}
+
 async fn first_value(reader: &Reader, log: &Log, offset: u64) -> Result<String, Error> {
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     let records = reader.read(&p, offset, 1).await?;
@@ -164,11 +174,7 @@ async fn without_remote_retention_nothing_ever_expires() {
     let time = Arc::new(AtomicI64::new(T0));
     let mut cfg = config(root.path());
     cfg.tiering.remote_retention_ms = -1;
-    let log = open(cfg, &time);
-    log.create_topic("t", 1).unwrap();
-    let tiering = Tiering::start(log.clone()).await.unwrap();
-    append(&log, 0, 10, T0);
-    tiering.run_once(None, true).await.unwrap();
+    let (log, tiering) = tiered_writer(cfg, &time).await;
     time.fetch_add(3650 * DAY, Ordering::SeqCst);
     append(&log, 10, 10, T0 + 3650 * DAY);
     let report = tiering.run_once(None, true).await.unwrap();
@@ -184,11 +190,7 @@ async fn without_remote_retention_nothing_ever_expires() {
 async fn questions_whose_answers_were_expired_are_refused_not_moved_to_the_start() {
     let root = tempfile::tempdir().unwrap();
     let time = Arc::new(AtomicI64::new(T0));
-    let log = open(config(root.path()), &time);
-    log.create_topic("t", 1).unwrap();
-    let tiering = Tiering::start(log.clone()).await.unwrap();
-    append(&log, 0, 10, T0);
-    tiering.run_once(None, true).await.unwrap();
+    let (log, tiering) = tiered_writer(config(root.path()), &time).await;
     let early = Reader::new(log.clone());
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     assert_eq!(early.offset_for_time(&p, 0).await.unwrap(), 0, "loads the manifest before the expiry");
@@ -252,11 +254,7 @@ async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_ret
     use tierlog_tiering::holds::{self, Hold};
     let root = tempfile::tempdir().unwrap();
     let time = Arc::new(AtomicI64::new(T0));
-    let log = open(config(root.path()), &time);
-    log.create_topic("t", 1).unwrap();
-    let tiering = Tiering::start(log.clone()).await.unwrap();
-    append(&log, 0, 10, T0);
-    tiering.run_once(None, true).await.unwrap();
+    let (log, tiering) = tiered_writer(config(root.path()), &time).await;
     let store = tier::connect(log.config()).await.unwrap();
     let hold = Hold {
         id: "case-7".into(),
