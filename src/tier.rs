@@ -133,6 +133,8 @@ pub struct TieringStats {
     pub expired_raw_bytes: std::sync::atomic::AtomicU64,
     pub deleted_expired_objects: std::sync::atomic::AtomicU64,
     pub failed_expiry_runs: std::sync::atomic::AtomicU64,
+    /// Legal holds in force as last read (-1: the hold set could not be read).
+    pub legal_holds: std::sync::atomic::AtomicI64,
 }
 
 pub struct Tiering {
@@ -371,9 +373,13 @@ impl Tiering {
         match holds::latest(&self.remote, hint).await {
             Ok(set) => {
                 self.holds_version.store(set.version, Relaxed);
+                self.stats.legal_holds.store(set.holds.len() as i64, Relaxed);
                 Ok(set)
             }
-            Err(e) => Err(format!("legal holds in the bucket cannot be read, so nothing expires this pass: {e}")),
+            Err(e) => {
+                self.stats.legal_holds.store(-1, Relaxed);
+                Err(format!("legal holds in the bucket cannot be read, so nothing expires this pass: {e}"))
+            }
         }
     }
 

@@ -593,6 +593,9 @@ fn legal_holds_are_set_listed_and_released_by_id() {
     assert_eq!((lines[0]["topic"].as_str(), lines[0]["reason"].as_str()), (Some("payments"), Some("SEC 2026-114")));
     assert!(lines[0]["set_by"].as_str().unwrap().contains('@'));
     assert!(common::json_lines(&run(&dir, &["hold", "list", "other"], "")).is_empty());
+    let status = common::json_lines(&run(&dir, &["tier", "status", "payments"], ""));
+    assert_eq!(status[0]["legal_holds"][0]["id"].as_str(), Some(id.as_str()), "{status:?}");
+    assert_eq!(status[0]["retention"]["retention.ms"], serde_json::Value::Null, "forever by default");
     let unknown = run(&dir, &["hold", "release", "nope", "--reason", "x"], "");
     assert!(!unknown.status.success() && stderr(&unknown).contains("no hold with id \"nope\""), "{}", stderr(&unknown));
     let released = run(&dir, &["hold", "release", &id, "--reason", "case closed"], "");

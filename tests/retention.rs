@@ -275,6 +275,7 @@ async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_ret
     append(&log, 10, 10, T0 + 10 * DAY);
     let report = tiering.run_once(None, true).await.unwrap();
     assert_eq!((report[0].expired_segments, report[0].error.clone()), (0, None), "held");
+    assert_eq!(tiering.stats.legal_holds.load(Ordering::Relaxed), 1);
     assert_eq!(first_value(&Reader::new(log.clone()), &log, 0).await.unwrap(), "v0");
 
     // Unreadable holds: retention stops and says why; uploads go on.
@@ -284,6 +285,7 @@ async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_ret
     let report = tiering.run_once(None, true).await.unwrap();
     assert_eq!((report[0].uploaded_segments, report[0].expired_segments), (1, 0), "{report:?}");
     assert!(report[0].error.as_deref().is_some_and(|e| e.contains("legal holds")), "{report:?}");
+    assert_eq!(tiering.stats.legal_holds.load(Ordering::Relaxed), -1, "unreadable");
     store.store.delete(&garbage).await.unwrap();
 
     holds::update(&store, "legal@host", T0, "release case-7: closed", |h| {

@@ -88,7 +88,14 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
         Some(name) => vec![log.topic(name)?],
         None => log.topics(),
     };
+    // Legal holds in force (an unreadable hold set is shown as such: retention is stopped).
+    let holds = tierlog_tiering::holds::latest(&remote, 0).await.map_err(|e| e.to_string());
     for topic in topics {
+        let (retention_ms, retention_bytes) = topic.remote_retention(log.config());
+        let topic_holds = match &holds {
+            Ok(set) => json!(set.holds.iter().filter(|h| h.topic == topic.name()).collect::<Vec<_>>()),
+            Err(e) => json!({"error": e}),
+        };
         for p in &topic.partitions {
             let manifest = load_manifest(&remote, p).await?;
             let state = tier::read_partition_state(p);
@@ -103,6 +110,10 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
                 "local": {"start_offset": p.start_offset(), "end_offset": p.end_offset(), "bytes": local_bytes, "sealed_segments": sealed.len()},
                 "remote": {"start_offset": manifest.start_offset(), "end_offset": remote_end, "segments": segments,
                            "raw_bytes": raw, "stored_bytes": stored, "manifest_version": manifest.manifest_version},
+                "retention": {"retention.ms": retention_ms, "retention.bytes": retention_bytes,
+                              "expired_before": manifest.expired_before(),
+                              "pending_deletes": manifest.expired.as_ref().map_or(0, |x| x.pending_deletes.len())},
+                "legal_holds": topic_holds,
                 "tiering_lag_bytes": lag,
                 "last_upload_error": state.last_error,
                 "last_upload_error_ms": state.last_error_ms,

@@ -1403,6 +1403,10 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         out.push_str("# HELP tierlog_remote_cache_hit_ratio Share of remote chunk reads served from the cache.\n# TYPE tierlog_remote_cache_hit_ratio gauge\n");
         out.push_str(&format!("tierlog_remote_cache_hit_ratio {}\n", hits as f64 / (hits + gets).max(1) as f64));
     }
+    if let Some(t) = &state.tiering {
+        out.push_str("# HELP tierlog_legal_holds Legal holds in force in the bucket, as the last retention pass read them (-1: unreadable, retention stopped).\n# TYPE tierlog_legal_holds gauge\n");
+        out.push_str(&format!("tierlog_legal_holds {}\n", t.legal_holds.load(Ordering::Relaxed)));
+    }
     if let Some(r) = state.replica.get() {
         out.push_str("# HELP tierlog_replica_last_refresh_success_seconds When the replica last brought its whole view up to date (Unix time; 0: never).\n# TYPE tierlog_replica_last_refresh_success_seconds gauge\n");
         let last = r.last_success_ms.load(Ordering::Relaxed);
