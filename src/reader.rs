@@ -350,7 +350,7 @@ fn below_start(partition: &Partition, offset: u64, start: u64, expired: Option<&
 }
 
 /// What retention expired, for an error: the range, the rule and when.
-pub fn expired_why(x: &Expired) -> String {
+fn expired_why(x: &Expired) -> String {
     format!(
         "records below offset {} were expired by retention ({}), last at {}",
         x.before_offset,

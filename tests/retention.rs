@@ -43,14 +43,23 @@ fn append(log: &Log, from: u64, n: u64, timestamp: i64) {
     p.append(&records, timestamp).unwrap();
 }
 
-/// A writer of topic `t` that tiered 10 records appended at T0.
-async fn tiered_writer(config: Config, time: &Arc<AtomicI64>) -> (Log, Tiering) {
+/// A writer of topic `t` that tiered 10 records appended at T0, its tiering through `faulty`
+/// (wrapping the configured bucket) when given.
+async fn tiered_writer(config: Config, time: &Arc<AtomicI64>, faulty: Option<Arc<FaultStore>>) -> (Log, Tiering) {
     let log = open(config, time);
     log.create_topic("t", 1).unwrap();
-    let tiering = Tiering::start(log.clone()).await.unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let store = faulty.map_or(store.clone(), |faulty| store.with_store(faulty));
+    let tiering = Tiering::start_with(log.clone(), store).await.unwrap();
     append(&log, 0, 10, T0);
     tiering.run_once(None, true).await.unwrap();
     (log, tiering)
+}
+
+/// Ten days on: the writer's clock, and 10 more records appended then.
+fn ten_days_later(log: &Log, time: &AtomicI64) {
+    time.fetch_add(10 * DAY, Ordering::SeqCst);
+    append(log, 10, 10, T0 + 10 * DAY);
 }
 
 async fn first_value(reader: &Reader, log: &Log, offset: u64) -> Result<String, Error> {
@@ -87,8 +96,7 @@ async fn expired_segments_leave_the_log_start_readers_say_so_and_objects_go_afte
     assert_eq!(first_value(&stale, &log, 0).await.unwrap(), "v0");
 
     // Ten days later: the first segment's records are older than retention.ms (2 days).
-    time.fetch_add(10 * DAY, Ordering::SeqCst);
-    append(&log, 10, 10, T0 + 10 * DAY);
+    ten_days_later(&log, &time);
     let report = tiering.run_once(None, true).await.unwrap();
     assert_eq!((report[0].expired_segments, report[0].deleted_expired_objects), (1, 0), "{report:?}");
     let store = tier::connect(log.config()).await.unwrap();
@@ -144,15 +152,10 @@ async fn a_failed_delete_of_an_expired_object_is_resumed_by_the_next_run() {
     let mut cfg = config(root.path());
     cfg.tiering.expiry_grace_ms = 0;
     cfg.tiering.upload_attempts = 2; // every request is tried twice
-    let log = open(cfg, &time);
-    log.create_topic("t", 1).unwrap();
-    let store = tier::connect(log.config()).await.unwrap();
+    let store = tier::connect(&cfg).await.unwrap();
     let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let tiering = Tiering::start_with(log.clone(), store.with_store(faulty.clone())).await.unwrap();
-    append(&log, 0, 10, T0);
-    tiering.run_once(None, true).await.unwrap();
-    time.fetch_add(10 * DAY, Ordering::SeqCst);
-    append(&log, 10, 10, T0 + 10 * DAY);
+    let (log, tiering) = tiered_writer(cfg, &time, Some(faulty.clone())).await;
+    ten_days_later(&log, &time);
     faulty.faults.fail_deletes.store(2, Ordering::SeqCst); // both attempts of the one DELETE
     let report = tiering.run_once(None, true).await.unwrap();
     assert_eq!(report[0].expired_segments, 1);
@@ -174,7 +177,7 @@ async fn without_remote_retention_nothing_ever_expires() {
     let time = Arc::new(AtomicI64::new(T0));
     let mut cfg = config(root.path());
     cfg.tiering.remote_retention_ms = -1;
-    let (log, tiering) = tiered_writer(cfg, &time).await;
+    let (log, tiering) = tiered_writer(cfg, &time, None).await;
     time.fetch_add(3650 * DAY, Ordering::SeqCst);
     append(&log, 10, 10, T0 + 3650 * DAY);
     let report = tiering.run_once(None, true).await.unwrap();
@@ -190,12 +193,11 @@ async fn without_remote_retention_nothing_ever_expires() {
 async fn questions_whose_answers_were_expired_are_refused_not_moved_to_the_start() {
     let root = tempfile::tempdir().unwrap();
     let time = Arc::new(AtomicI64::new(T0));
-    let (log, tiering) = tiered_writer(config(root.path()), &time).await;
+    let (log, tiering) = tiered_writer(config(root.path()), &time, None).await;
     let early = Reader::new(log.clone());
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     assert_eq!(early.offset_for_time(&p, 0).await.unwrap(), 0, "loads the manifest before the expiry");
-    time.fetch_add(10 * DAY, Ordering::SeqCst);
-    append(&log, 10, 10, T0 + 10 * DAY);
+    ten_days_later(&log, &time);
     tiering.run_once(None, true).await.unwrap();
 
     assert_eq!(early.offset_for_time(&p, 0).await.unwrap(), 10, "the first record still held");
@@ -254,7 +256,7 @@ async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_ret
     use tierlog_tiering::holds::{self, Hold};
     let root = tempfile::tempdir().unwrap();
     let time = Arc::new(AtomicI64::new(T0));
-    let (log, tiering) = tiered_writer(config(root.path()), &time).await;
+    let (log, tiering) = tiered_writer(config(root.path()), &time, None).await;
     let store = tier::connect(log.config()).await.unwrap();
     let hold = Hold {
         id: "case-7".into(),
@@ -271,8 +273,7 @@ async fn a_legal_hold_blocks_expiry_until_released_and_unreadable_holds_stop_ret
     })
     .await
     .unwrap();
-    time.fetch_add(10 * DAY, Ordering::SeqCst);
-    append(&log, 10, 10, T0 + 10 * DAY);
+    ten_days_later(&log, &time);
     let report = tiering.run_once(None, true).await.unwrap();
     assert_eq!((report[0].expired_segments, report[0].error.clone()), (0, None), "held");
     assert_eq!(tiering.stats.legal_holds.load(Ordering::Relaxed), 1);
@@ -368,15 +369,11 @@ async fn holds_use_the_topic_clock_and_keep_objects_expired_before_the_hold() {
 async fn a_hold_set_during_a_pass_is_honoured_by_that_pass() {
     let root = tempfile::tempdir().unwrap();
     let time = Arc::new(AtomicI64::new(T0));
-    let log = open(config(root.path()), &time);
-    log.create_topic("t", 1).unwrap();
-    let store = tier::connect(log.config()).await.unwrap();
+    let cfg = config(root.path());
+    let store = tier::connect(&cfg).await.unwrap();
     let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let tiering = Tiering::start_with(log.clone(), store.with_store(faulty.clone())).await.unwrap();
-    append(&log, 0, 10, T0);
-    tiering.run_once(None, true).await.unwrap();
-    time.fetch_add(10 * DAY, Ordering::SeqCst);
-    append(&log, 10, 10, T0 + 10 * DAY);
+    let (log, tiering) = tiered_writer(cfg, &time, Some(faulty.clone())).await;
+    ten_days_later(&log, &time);
     // The first segment PUT of the next pass sets a hold over everything.
     let inner = store.clone();
     let once = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -539,6 +539,9 @@ async fn records_round_trip_over_http_across_both_tiers() {
             ("tierlog_remote_chunk_gets", "counter"),
             ("tierlog_uploaded_segments", "counter"),
             ("tierlog_partition_end_offset", "gauge"),
+            ("tierlog_remote_segments_expired", "counter"),
+            ("tierlog_remote_expired_objects_deleted", "counter"),
+            ("tierlog_legal_holds", "gauge"),
         ] {
             assert_eq!(families[family]["type"], kind, "{family} in {families}");
         }

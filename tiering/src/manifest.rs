@@ -444,7 +444,7 @@ impl Manifest {
 /// Whether `next` continues `current`: a start that retention moved forward (never back, never
 /// past `current`'s end, linked to `current`'s chain where it cut), an end at least as far, and
 /// the same chain hash where `current` ends (when that point is still visible in `next`).
-pub fn extends(next: &Manifest, current: &Manifest) -> bool {
+fn extends(next: &Manifest, current: &Manifest) -> bool {
     if current.is_fresh() {
         return true;
     }
@@ -665,10 +665,7 @@ impl ManifestStore {
             if self.current.manifest_version == 0 || self.current.writer.id == self.writer.id {
                 return Ok(self.current.manifest_version);
             }
-            let mut next = self.current.clone();
-            next.manifest_version += 1;
-            next.writer = self.writer.clone();
-            next.written_ms = now_ms;
+            let next = self.successor(now_ms);
             match self.put_version(&next, &|| now_ms, i64::MAX, attempts).await? {
                 None => {
                     tracing::info!(topic = %self.topic, partition = self.partition, version = next.manifest_version, "took the partition over");
@@ -695,13 +692,10 @@ impl ManifestStore {
         deadline_ms: i64,
         attempts: u32,
     ) -> Result<(Manifest, Vec<Entry>)> {
-        let mut next = self.current.clone();
+        let mut next = self.successor(now_ms());
         let count = entries.len();
         next.append(entries)?;
         let appended = next.entries[next.entries.len() - count..].to_vec();
-        next.manifest_version += 1;
-        next.writer = self.writer.clone();
-        next.written_ms = now_ms();
         while next.entries.len() > ENTRIES_MAX {
             self.check_deadline(&next, now_ms, deadline_ms)?;
             self.spill(&mut next, attempts).await?;
@@ -886,11 +880,8 @@ impl ManifestStore {
             if !expired.pending_deletes.iter().any(|p| deleted.contains(&p.key)) {
                 return Ok(false);
             }
-            let mut next = self.current.clone();
+            let mut next = self.successor(now_ms);
             next.expired.as_mut().expect("checked above").pending_deletes.retain(|p| !deleted.contains(&p.key));
-            next.manifest_version += 1;
-            next.writer = self.writer.clone();
-            next.written_ms = now_ms;
             if self.put_next(next, &|| now_ms, i64::MAX, attempts).await? {
                 return Ok(true);
             }
@@ -916,6 +907,16 @@ impl ManifestStore {
                 self.adopt_or_fence(existing)?;
                 Ok(false)
             }
+        }
+    }
+
+    /// `current` as the next version, by this writer, at `now_ms` (the caller changes it).
+    fn successor(&self, now_ms: i64) -> Manifest {
+        Manifest {
+            manifest_version: self.current.manifest_version + 1,
+            writer: self.writer.clone(),
+            written_ms: now_ms,
+            ..self.current.clone()
         }
     }
 
@@ -1008,13 +1009,10 @@ impl ManifestStore {
             reason: reason.to_string(),
             pending_deletes: pending,
         };
-        let mut next = current.clone();
+        let mut next = self.successor(now_ms);
         next.archives = archives;
         next.entries = current.entries[split..].to_vec();
         next.expired = Some(expired);
-        next.manifest_version += 1;
-        next.writer = self.writer.clone();
-        next.written_ms = now_ms;
         next.check_chain().map_err(|reason| {
             Error::Format(format!("{}/{}: expiry would break the chain: {reason}", self.topic, self.partition))
         })?;
