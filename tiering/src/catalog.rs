@@ -288,6 +288,7 @@ mod tests {
             prefix: Path::from("p"),
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(1),
+            lock: None,
         }
     }
 

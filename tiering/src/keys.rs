@@ -170,6 +170,7 @@ mod tests {
             prefix: Path::from(prefix),
             display: "memory".into(),
             ids: UniqueIds::default(),
+            lock: None,
         }
     }
 

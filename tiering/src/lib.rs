@@ -14,6 +14,8 @@
 //! - [`retention`]: remote retention: expiry commits and deleting expired objects after a grace.
 //! - [`verify`]: proves a bucket's manifests and objects, from the bucket alone.
 //! - [`signing`]: Ed25519 manifest signatures and published public keys.
+//! - [`lock`]: S3 Object Lock: locked writes, the bucket check, extensions, legal-hold flags,
+//!   version-aware deletes (aws-sdk-s3).
 //! - [`holds`]: legal holds in the bucket, which remote retention never expires.
 //! - [`catalog`]: the topic catalog and consumer-group offset snapshots in the bucket.
 //! - [`blocking`]: blocking work from async code (inline in the simulation).
@@ -25,6 +27,7 @@ pub mod error;
 pub mod fault;
 pub mod holds;
 pub mod keys;
+pub mod lock;
 pub mod manifest;
 pub mod remote_reader;
 pub mod retention;

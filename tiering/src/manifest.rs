@@ -594,6 +594,8 @@ pub struct ManifestStore {
     pub current: Manifest,
     /// Signs every version this store commits (`[integrity] signing_key_file`).
     pub signer: Option<std::sync::Arc<Signer>>,
+    /// S3 Object Lock of the topic: every version and archive is written locked.
+    pub lock: Option<crate::lock::LockPolicy>,
 }
 
 impl ManifestStore {
@@ -609,7 +611,7 @@ impl ManifestStore {
             0 => Manifest::empty(topic, partition, writer.clone()),
             version => load_version(&store, topic, partition, version).await?,
         };
-        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current, signer: None })
+        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current, signer: None, lock: None })
     }
 
     /// Commits `entries` as the next version, with no commit deadline. See
@@ -718,9 +720,18 @@ impl ManifestStore {
         loop {
             attempt += 1;
             self.check_deadline(next, now_ms, deadline_ms)?;
-            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            let lock = self.lock.map(|l| l.request_now());
+            let options = match lock {
+                Some(lock) => lock.options(PutMode::Create),
+                None => PutOptions { mode: PutMode::Create, ..PutOptions::default() },
+            };
             match self.store.store.put_opts(&key, PutPayload::from(bytes.clone()), options).await {
-                Ok(_) => return Ok(None),
+                // A version written without the lock asked for is committed all the same (it
+                // is create-only and cannot be taken back); the lock error stops this writer.
+                Ok(result) => {
+                    crate::lock::check_applied(&self.store.display, &key, lock, &result)?;
+                    return Ok(None);
+                }
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                     let existing =
                         load_version(&self.store, &self.topic, self.partition, next.manifest_version).await?;
@@ -839,7 +850,7 @@ impl ManifestStore {
         let archive = Archive { topic: self.topic.clone(), partition: self.partition, entries };
         let bytes = wrap(ARCHIVE_FORMAT, &serde_json::to_vec(&archive).expect("archive serializes"));
         let reference = ArchiveRef { sha256: crate::sha256_hex(&bytes), ..reference };
-        crate::uploader::put_create_with_retries(&self.store, &key, bytes.into(), attempts).await?;
+        crate::uploader::put_create_with_retries(&self.store, &key, bytes.into(), attempts, self.lock).await?;
         Ok(reference)
     }
 
@@ -1144,6 +1155,7 @@ pub(crate) mod tests_support {
             prefix: Path::from("cluster"),
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
+            lock: None,
         }
     }
 

@@ -311,6 +311,7 @@ pub(crate) mod tests {
             prefix: object_store::path::Path::from("cluster"),
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
+            lock: None,
         };
         let signer = golden_signer();
         let key = store.key(&["keys", &format!("{}.pem", signer.key_id)]);

@@ -22,6 +22,7 @@ use object_store::{
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::lock::{LockingStore, S3Lock};
 
 /// Per-request timeout of S3 calls. A segment chunk is a few MiB; 60 s is generous even on a
 /// slow link, yet bounds a hung connection.
@@ -83,6 +84,8 @@ pub struct RemoteStore {
     pub display: String,
     /// Unique parts of object keys (segments, archives, scrub markers, probes).
     pub ids: crate::keys::UniqueIds,
+    /// The SDK client for S3 Object Lock requests (S3 stores only; see [`crate::lock`]).
+    pub lock: Option<Arc<S3Lock>>,
 }
 
 impl RemoteStore {
@@ -105,11 +108,12 @@ impl RemoteStore {
         let endpoint =
             if config.endpoint.is_empty() { format!("AWS S3 ({})", config.region) } else { config.endpoint.clone() };
         let display = format!("{endpoint}, bucket '{bucket}'");
+        let provider = credentials.provider.clone();
         let store = s3_builder(config, bucket)
             .with_credentials(Arc::new(credentials))
             .build()
             .map_err(|e| Error::Config(format!("{display}: {e}")))?;
-        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display, ids: Default::default() })
+        Ok(s3_store(config, bucket, prefix, store, provider, display))
     }
 
     /// Like [`connect`](Self::connect) for S3 with explicit credentials instead of the chain.
@@ -122,7 +126,10 @@ impl RemoteStore {
             .with_secret_access_key(secret)
             .build()
             .map_err(|e| Error::Config(format!("{display}: {e}")))?;
-        Ok(RemoteStore { store: Arc::new(store), prefix: Path::from(prefix), display, ids: Default::default() })
+        let provider = SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+            key_id, secret, None, None, "tierlog",
+        ));
+        Ok(s3_store(config, bucket, prefix, store, provider, display))
     }
 
     /// The embedded default: objects as files under `dir`.
@@ -135,7 +142,21 @@ impl RemoteStore {
             prefix: Path::default(),
             display: format!("local directory {}", dir.display()),
             ids: Default::default(),
+            lock: None,
         })
+    }
+
+    /// Refuses unless this store can lock objects: S3 with Object Lock enabled on the bucket.
+    /// `why` names what asks for it (a topic, the config).
+    pub async fn require_lock(&self, why: &str) -> Result<&Arc<S3Lock>> {
+        let Some(lock) = &self.lock else {
+            return Err(Error::Config(format!(
+                "{}: {why} asks for S3 Object Lock, but the remote tier is not S3: only an S3 bucket with Object Lock enabled can hold objects under WORM retention; set object_lock.mode = \"off\" or use such a bucket",
+                self.display
+            )));
+        };
+        lock.require_lock(why).await?;
+        Ok(lock)
     }
 
     /// Wraps the store (e.g. with fault injection or request counting in tests).
@@ -221,6 +242,26 @@ impl RemoteStore {
     }
 }
 
+/// An S3 remote tier: object_store for data, wrapped so locked writes go through the SDK.
+fn s3_store(
+    config: &RemoteConfig,
+    bucket: &str,
+    prefix: &str,
+    store: object_store::aws::AmazonS3,
+    provider: SharedCredentialsProvider,
+    display: String,
+) -> RemoteStore {
+    let lock = Arc::new(S3Lock::new(config, bucket, provider, &display));
+    let store = LockingStore { inner: Arc::new(store), lock: lock.clone() };
+    RemoteStore {
+        store: Arc::new(store),
+        prefix: Path::from(prefix),
+        display,
+        ids: Default::default(),
+        lock: Some(lock),
+    }
+}
+
 fn s3_builder(config: &RemoteConfig, bucket: &str) -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
@@ -243,7 +284,7 @@ fn s3_builder(config: &RemoteConfig, bucket: &str) -> AmazonS3Builder {
 /// Bridges aws-config's credential chain into object_store, caching credentials until shortly
 /// before they expire. Its `Debug` never prints secrets.
 pub struct AwsChainCredentials {
-    provider: SharedCredentialsProvider,
+    pub provider: SharedCredentialsProvider,
     cached: Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
 }
 

@@ -1247,6 +1247,7 @@ mod adversarial_tests {
             prefix: Path::from(prefix),
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
+            lock: None,
         }
     }
 
