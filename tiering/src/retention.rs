@@ -19,6 +19,7 @@ use object_store::ObjectStoreExt;
 
 use crate::Result;
 use crate::error::Error;
+use crate::lock::Deleted;
 use crate::manifest::{ArchiveRef, Entry, ExpiryOutcome, ManifestStore, PendingDelete};
 
 /// Most segments one expiry commit removes.
@@ -204,22 +205,52 @@ pub async fn delete_due(
             ),
         });
     }
-    for key in &due {
-        delete_object(manifest, key, attempts).await?;
+    let mut deleted = Vec::with_capacity(due.len());
+    for key in due {
+        match delete_object(manifest, &key, attempts).await? {
+            Deleted::Gone { .. } => deleted.push(key),
+            // The store still protects it (S3 Object Lock): it stays pending, asked again on
+            // a later pass; never forced.
+            Deleted::Locked { until_ms, legal_hold } => {
+                tracing::info!(topic = %manifest.topic, partition = manifest.partition, key, until_ms, legal_hold, "expired object is still under S3 Object Lock; its deletion waits");
+            }
+        }
     }
-    manifest.forget_deleted(&due, now_ms, attempts).await?;
-    tracing::info!(topic = %manifest.topic, partition = manifest.partition, objects = due.len(), "deleted expired objects");
-    Ok(due)
+    if deleted.is_empty() {
+        return Ok(deleted);
+    }
+    manifest.forget_deleted(&deleted, now_ms, attempts).await?;
+    tracing::info!(topic = %manifest.topic, partition = manifest.partition, objects = deleted.len(), "deleted expired objects");
+    Ok(deleted)
 }
 
-async fn delete_object(manifest: &ManifestStore, key: &str, attempts: u32) -> Result<()> {
+/// Deletes one expired object. In a versioned bucket (S3 with Object Lock or versioning),
+/// every version goes, not only the current one behind a delete marker, and the store is
+/// asked first whether any version is locked: then nothing is deleted.
+async fn delete_object(manifest: &ManifestStore, key: &str, attempts: u32) -> Result<Deleted> {
     let store = &manifest.store;
+    if let Some(lock) = &store.lock
+        && lock.bucket().await?.versioned
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match lock.delete_versions(key, crate::lock::wall_ms()).await {
+                Ok(deleted) => return Ok(deleted),
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(key, attempt, error = %e, "delete of an expired object's versions failed; retrying");
+                    tokio::time::sleep(crate::uploader::backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let path = object_store::path::Path::from(key);
     let mut attempt = 0;
     loop {
         attempt += 1;
         match store.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(Deleted::Gone { versions: 1 }),
             Err(e) if attempt < attempts => {
                 tracing::warn!(key, attempt, error = %e, "delete of an expired object failed; retrying");
                 tokio::time::sleep(crate::uploader::backoff(attempt)).await;

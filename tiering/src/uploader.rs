@@ -25,12 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, WriteMultipart};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::lock::{LockPolicy, LockRequest};
 use crate::manifest::{Entry, ManifestStore};
 use crate::segment_object::{self, BatchMark};
 use crate::store::RemoteStore;
@@ -56,6 +57,24 @@ pub struct UploadSettings {
     /// Longest time from the start of an object's PUT to the start of the manifest PUT that
     /// commits it; later, the object is left uncommitted (see the module doc).
     pub commit_window_ms: u64,
+    /// S3 Object Lock of the topic: every segment object is written locked (a single PUT:
+    /// S3 takes lock headers on multipart uploads too, but one request keeps the lock and the
+    /// write atomic; objects stay far below S3's 5 GiB single-PUT limit).
+    pub lock: Option<LockPolicy>,
+    /// Legal-hold ranges of the topic (its clock: record time, or append time when
+    /// `holds_by_append_time`): a locked object whose records overlap one also gets S3's
+    /// legal-hold flag.
+    pub holds: Vec<(i64, i64)>,
+    pub holds_by_append_time: bool,
+}
+
+impl UploadSettings {
+    /// The lock of a segment object written now whose records span `times`.
+    fn lock_for(&self, times: (i64, i64)) -> Option<LockRequest> {
+        let policy = self.lock?;
+        let held = self.holds.iter().any(|(from, to)| times.0 < *to && *from <= times.1);
+        Some(LockRequest { legal_hold: held, ..policy.request_now() })
+    }
 }
 
 /// A sealed segment's raw bytes and batch boundaries, as supplied by the log.
@@ -80,18 +99,24 @@ pub fn backoff(attempt: u32) -> Duration {
     cap.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
-/// Create-only PUT with retries. An `AlreadyExists` after a failed attempt means that attempt
-/// landed (keys passed here are unique to the caller), so it counts as success.
+/// Create-only PUT with retries, locked under `lock` (computed per attempt). An
+/// `AlreadyExists` after a failed attempt means that attempt landed (keys passed here are
+/// unique to the caller), so it counts as success.
 pub async fn put_create_with_retries(
     store: &RemoteStore,
     key: &Path,
     payload: PutPayload,
     attempts: u32,
+    lock: Option<LockPolicy>,
 ) -> Result<()> {
     for attempt in 1..=attempts {
-        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        let request = lock.map(|l| l.request_now());
+        let options = match request {
+            Some(request) => request.options(PutMode::Create),
+            None => PutOptions { mode: PutMode::Create, ..PutOptions::default() },
+        };
         match store.store.put_opts(key, payload.clone(), options).await {
-            Ok(_) => return Ok(()),
+            Ok(result) => return crate::lock::check_applied(&store.display, key, request, &result),
             Err(object_store::Error::AlreadyExists { .. }) if attempt > 1 => return Ok(()),
             Err(e) if attempt < attempts => {
                 tracing::warn!(key = %key, attempt, error = %e, "PUT failed; retrying");
@@ -125,12 +150,26 @@ pub async fn upload_segment(
     })
     .await?;
     let object = Bytes::from(built.bytes);
+    // The object's time range in the topic's clock, as retention judges holds by it.
+    let times = if settings.holds_by_append_time {
+        let (min, max) = built.index.append_time_range();
+        (min.unwrap_or(segment_object::NO_APPEND_TIME), max.unwrap_or(segment_object::NO_APPEND_TIME))
+    } else {
+        let chunks = &built.index.chunks;
+        (
+            chunks.iter().map(|c| c.min_timestamp).min().unwrap_or(i64::MAX),
+            chunks.iter().map(|c| c.max_timestamp).max().unwrap_or(i64::MIN),
+        )
+    };
     let mut last_error = None;
     for attempt in 1..=settings.attempts.max(1) {
         let key = keys::segment_key(store, topic, partition, segment.base_offset);
         let put_started_ms = now_ms();
-        match put_object(store, &key, object.clone(), settings.multipart_threshold_bytes).await {
-            Ok(()) => {
+        let lock = settings.lock_for(times);
+        match put_object(store, &key, object.clone(), settings.multipart_threshold_bytes, lock).await {
+            Ok(result) => {
+                // The object exists but unlocked: not committed (it is an orphan for scrub).
+                crate::lock::check_applied(&store.display, &key, lock, &result)?;
                 let index = &built.index;
                 let (min_append_time, max_append_time) = index.append_time_range();
                 return Ok(Entry {
@@ -170,17 +209,18 @@ async fn put_object(
     key: &Path,
     object: Bytes,
     multipart_threshold: u64,
-) -> object_store::Result<()> {
+    lock: Option<LockRequest>,
+) -> object_store::Result<PutResult> {
+    if let Some(lock) = lock {
+        return store.store.put_opts(key, PutPayload::from(object), lock.options(PutMode::Overwrite)).await;
+    }
     if (object.len() as u64) < multipart_threshold {
-        return store.store.put(key, PutPayload::from(object)).await.map(|_| ());
+        return store.store.put(key, PutPayload::from(object)).await;
     }
     let upload = store.store.put_multipart(key).await?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
     writer.write(&object);
-    match writer.finish().await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e), // finish aborts the upload on failure
-    }
+    writer.finish().await // aborts the upload on failure
 }
 
 /// Uploads `bases` (ascending, contiguous with the manifest's end) with up to
