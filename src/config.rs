@@ -131,6 +131,14 @@ pub struct TieringSection {
     /// Time between committing a manifest version without expired segments and deleting
     /// their objects: readers holding the older version can still finish reading them.
     pub expiry_grace_ms: u64,
+    /// S3 Object Lock of every segment object, archive and manifest version: "off" (the
+    /// default), "governance" or "compliance" (WORM: nobody can delete or shorten it, see
+    /// docs/ARCHITECTURE.md). Needs an S3 bucket created with Object Lock enabled; tierlog
+    /// refuses to start otherwise. Topics override it with `object.lock.mode`.
+    pub object_lock_mode: String,
+    /// Days each object stays locked from its write (S3 retain-until = write time + this, or
+    /// + the topic's `retention.ms` when longer). Required (≥ 1) when a lock mode is set.
+    pub object_lock_retain_days: u64,
     /// How often the background tiering task looks for sealed segments.
     pub interval_ms: u64,
     /// Longest time from the start of a segment object's PUT to the start of the manifest
@@ -337,6 +345,8 @@ impl Default for TieringSection {
             remote_retention_ms: -1,
             remote_retention_bytes: -1,
             expiry_grace_ms: 3600 * 1000,
+            object_lock_mode: "off".into(),
+            object_lock_retain_days: 0,
             interval_ms: 10_000,
             commit_window_ms: 600_000,
             orphan_grace_ms: 3600 * 1000,
@@ -386,6 +396,29 @@ pub const REMOTE_RETENTION_MS_MAX: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// Checks remote retention values: -1 (keep forever) or a positive limit, and a time limit no
 /// shorter than local retention (a segment still on local disk is never expired, so a shorter
 /// remote retention would silently mean the local one). `prefix` names the keys in errors.
+/// A lock mode is off, governance or compliance, and a set mode needs a retention period of
+/// at least a day (S3 needs a retain-until date). `names`: the mode's and the days' names as
+/// the user set them.
+pub fn check_object_lock(
+    mode: &str,
+    retain_days: u64,
+    names: [&str; 2],
+) -> Result<Option<tierlog_tiering::lock::Mode>> {
+    let Some(parsed) = tierlog_tiering::lock::Mode::parse(mode) else {
+        return Err(Error::Config(format!(
+            "{} = {mode:?}: expected \"off\", \"governance\" or \"compliance\"",
+            names[0]
+        )));
+    };
+    if parsed.is_some() && retain_days == 0 {
+        return Err(Error::Config(format!(
+            "{} = {mode:?} needs {} of at least 1 (how long S3 keeps each object locked)",
+            names[0], names[1]
+        )));
+    }
+    Ok(parsed)
+}
+
 pub fn check_remote_retention(ms: i64, bytes: i64, local_ms: u64, prefix: &str) -> Result<()> {
     let names = [
         format!("{prefix}remote_retention_ms"),
@@ -447,6 +480,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("tiering.local_retention_bytes", 0, u64::MAX >> 2),
     ("tiering.local_retention_ms", 0, 100 * 365 * 24 * 3600 * 1000),
     ("tiering.expiry_grace_ms", 0, 30 * 24 * 3600 * 1000),
+    ("tiering.object_lock_retain_days", 0, 36_500),
     ("tiering.interval_ms", 100, 3_600_000),
     // A commit needs at least a round trip after its upload; beyond a week, orphans of failed
     // runs would wait for scrub longer than anyone would expect.
@@ -573,6 +607,11 @@ impl Config {
             self.tiering.remote_retention_bytes,
             self.tiering.local_retention_ms,
             "tiering.",
+        )?;
+        check_object_lock(
+            &self.tiering.object_lock_mode,
+            self.tiering.object_lock_retain_days,
+            ["tiering.object_lock_mode", "tiering.object_lock_retain_days"],
         )?;
         self.kafka.listen_addr(&self.server)?;
         let url = &self.remote.url;
@@ -731,6 +770,25 @@ mod tests {
         assert_eq!(config.tiering.commit_window_ms, 120_000);
         let err = Config::load(None, env(&[("TIERLOG_TIERING_COMMIT_WINDOW_MS", "10")])).unwrap_err().to_string();
         assert!(err.contains("tiering.commit_window_ms = 10") && err.contains("1000..="), "{err}");
+    }
+
+    #[test]
+    fn object_lock_is_off_by_default_and_a_mode_needs_a_known_name_and_days() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().tiering.object_lock_mode, "off");
+        let err = Config::load(None, env(&[("TIERLOG_TIERING_OBJECT_LOCK_MODE", "worm")])).unwrap_err().to_string();
+        assert!(err.contains("tiering.object_lock_mode") && err.contains("compliance"), "{err}");
+        let err =
+            Config::load(None, env(&[("TIERLOG_TIERING_OBJECT_LOCK_MODE", "compliance")])).unwrap_err().to_string();
+        assert!(err.contains("tiering.object_lock_retain_days"), "{err}");
+        let ok = Config::load(
+            None,
+            env(&[
+                ("TIERLOG_TIERING_OBJECT_LOCK_MODE", "compliance"),
+                ("TIERLOG_TIERING_OBJECT_LOCK_RETAIN_DAYS", "2555"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.tiering.object_lock_retain_days, 2555);
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn a_writer_marks_topics_so_that_builds_before_append_times_refuse_them() {
 }
 
 /// `topic.json` version 3 (per-topic settings), golden bytes: what this build writes for a
-/// topic that sets every setting, byte for byte, and reads back the same. Versions 1 and 2 (no
+/// topic that sets every setting but the lock, byte for byte, and reads back the same. Versions 1 and 2 (no
 /// settings) still read, and a setting this build does not know is refused by name rather
 /// than ignored.
 #[test]
@@ -414,6 +414,7 @@ fn topic_json_version_3_golden_bytes_round_trip_and_unknown_settings_are_refused
         remote_storage_enable: Some(true),
         segment_bytes: Some(8 * 1024 * 1024),
         segment_ms: Some(600_000),
+        ..TopicSettings::default()
     };
     let metadata = TopicMetadata {
         version: 0, // computed from the settings when written
@@ -441,4 +442,45 @@ fn topic_json_version_3_golden_bytes_round_trip_and_unknown_settings_are_refused
     std::fs::write(&file, unknown).unwrap();
     let err = Log::open_read_only(config).err().expect("refused").to_string();
     assert!(err.contains("unknown field `segment.jitter.ms`") && err.contains("is damaged"), "{err}");
+}
+
+/// `topic.json` version 4: settings with S3 Object Lock. Golden bytes; a lock written as
+/// version 3 would reach builds that only refuse it by an unknown key, so the number says it.
+#[test]
+fn topic_json_version_4_holds_the_object_lock_settings_golden_bytes() {
+    use tierlog::settings::TopicSettings;
+    use tierlog::topic::{TopicMetadata, metadata_json};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/topic-json/v4.json");
+    let golden = std::fs::read(&fixture).unwrap();
+    let settings = TopicSettings {
+        retention_ms: Some(189_216_000_000),
+        object_lock_mode: Some("compliance".into()),
+        object_lock_retain_days: Some(2192),
+        ..TopicSettings::default()
+    };
+    let metadata = TopicMetadata {
+        version: 0,
+        name: "trades".into(),
+        partitions: 1,
+        created_ms: 1_772_546_400_000,
+        timestamp_type: tierlog::batch::TimestampType::CreateTime,
+        settings: TopicSettings::default(),
+    };
+    assert_eq!(
+        String::from_utf8(metadata_json(&metadata, &settings)).unwrap(),
+        String::from_utf8(golden.clone()).unwrap()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: tmp.path().join("data"), ..Config::default() };
+    let file = config.data_dir.join("topics/trades/topic.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &golden).unwrap();
+    let topic = Log::open_read_only(config.clone()).unwrap().topic("trades").unwrap();
+    assert_eq!(topic.own_settings(), settings);
+    let lock = topic.object_lock(&config).unwrap();
+    assert_eq!(lock.retain_ms, 2192 * 24 * 3600 * 1000, "the longer of the lock days and retention.ms");
+    // A bad mode in the file is damage, named, never ignored.
+    std::fs::write(&file, String::from_utf8(golden).unwrap().replace("compliance", "worm")).unwrap();
+    let err = Log::open_read_only(config).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("object.lock.mode"), "{err}");
 }

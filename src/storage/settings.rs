@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::batch::TimestampType;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
+use tierlog_tiering::lock::{DAY_MS, LockPolicy, Mode};
 
 pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 pub const RETENTION_MS: &str = "retention.ms";
@@ -29,10 +30,13 @@ pub const LOCAL_RETENTION_BYTES: &str = "local.retention.bytes";
 pub const REMOTE_STORAGE_ENABLE: &str = "remote.storage.enable";
 pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const SEGMENT_MS: &str = "segment.ms";
+/// S3 Object Lock (no Kafka name exists; named in Kafka's dotted style).
+pub const OBJECT_LOCK_MODE: &str = "object.lock.mode";
+pub const OBJECT_LOCK_RETAIN_DAYS: &str = "object.lock.retain.days";
 
 /// Every per-topic setting, in the order they are shown, with the configuration key it falls
 /// back to (`None`: no configuration key, a built-in default).
-pub const KEYS: [(&str, Option<&str>); 8] = [
+pub const KEYS: [(&str, Option<&str>); 10] = [
     (TIMESTAMP_TYPE, None),
     (RETENTION_MS, Some("tiering.remote_retention_ms")),
     (RETENTION_BYTES, Some("tiering.remote_retention_bytes")),
@@ -41,6 +45,8 @@ pub const KEYS: [(&str, Option<&str>); 8] = [
     (REMOTE_STORAGE_ENABLE, Some("tiering.enabled")),
     (SEGMENT_BYTES, Some("segment.max_bytes")),
     (SEGMENT_MS, Some("segment.max_age_ms")),
+    (OBJECT_LOCK_MODE, Some("tiering.object_lock_mode")),
+    (OBJECT_LOCK_RETAIN_DAYS, Some("tiering.object_lock_retain_days")),
 ];
 
 /// The supported keys, for error messages.
@@ -75,6 +81,12 @@ pub struct TopicSettings {
     /// Roll the active segment at this age.
     #[serde(rename = "segment.ms", default, skip_serializing_if = "Option::is_none")]
     pub segment_ms: Option<u64>,
+    /// S3 Object Lock of the topic's objects: "off", "governance" or "compliance".
+    #[serde(rename = "object.lock.mode", default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<String>,
+    /// Days each of the topic's objects stays locked from its write.
+    #[serde(rename = "object.lock.retain.days", default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_retain_days: Option<u64>,
 }
 
 /// Where a setting in force comes from.
@@ -119,6 +131,8 @@ pub struct EffectiveSettings {
     pub remote_storage_enable: Effective<bool>,
     pub segment_bytes: Effective<u64>,
     pub segment_ms: Effective<u64>,
+    pub object_lock_mode: Effective<Option<Mode>>,
+    pub object_lock_retain_days: Effective<u64>,
 }
 
 fn pick<T: Copy>(own: Option<T>, fallback: T) -> Effective<T> {
@@ -134,6 +148,16 @@ impl EffectiveSettings {
         (u64::try_from(self.retention_ms.value).ok(), u64::try_from(self.retention_bytes.value).ok())
     }
 
+    /// The S3 Object Lock in force, if any: the mode, and a period of `object.lock.retain.days`
+    /// or the remote retention (`retention.ms`) when that is longer, so an object stays
+    /// locked until retention would expire it.
+    pub fn object_lock(&self) -> Option<LockPolicy> {
+        let mode = self.object_lock_mode.value?;
+        let days = self.object_lock_retain_days.value.saturating_mul(DAY_MS);
+        let retention = u64::try_from(self.retention_ms.value).unwrap_or(0);
+        Some(LockPolicy { mode, retain_ms: days.max(retention) })
+    }
+
     /// Every setting as (Kafka name, typed value, source), in [`KEYS`] order.
     pub fn entries(&self) -> Vec<(&'static str, Value, Source)> {
         vec![
@@ -145,6 +169,12 @@ impl EffectiveSettings {
             (REMOTE_STORAGE_ENABLE, json!(self.remote_storage_enable.value), self.remote_storage_enable.source),
             (SEGMENT_BYTES, json!(self.segment_bytes.value), self.segment_bytes.source),
             (SEGMENT_MS, json!(self.segment_ms.value), self.segment_ms.source),
+            (
+                OBJECT_LOCK_MODE,
+                json!(self.object_lock_mode.value.map_or("off", Mode::as_str)),
+                self.object_lock_mode.source,
+            ),
+            (OBJECT_LOCK_RETAIN_DAYS, json!(self.object_lock_retain_days.value), self.object_lock_retain_days.source),
         ]
     }
 
@@ -191,6 +221,11 @@ impl TopicSettings {
             remote_storage_enable,
             segment_bytes: pick(self.segment_bytes, config.segment.max_bytes),
             segment_ms: pick(self.segment_ms, config.segment.max_age_ms),
+            object_lock_mode: pick(
+                self.object_lock_mode.as_deref().map(|m| Mode::parse(m).flatten()),
+                Mode::parse(&t.object_lock_mode).flatten(),
+            ),
+            object_lock_retain_days: pick(self.object_lock_retain_days, t.object_lock_retain_days),
         }
     }
 
@@ -222,6 +257,11 @@ impl TopicSettings {
             LOCAL_RETENTION_BYTES => self.local_retention_bytes = Some(number("tiering.local_retention_bytes")?),
             SEGMENT_BYTES => self.segment_bytes = Some(number("segment.max_bytes")?),
             SEGMENT_MS => self.segment_ms = Some(number("segment.max_age_ms")?),
+            OBJECT_LOCK_RETAIN_DAYS => self.object_lock_retain_days = Some(number("tiering.object_lock_retain_days")?),
+            OBJECT_LOCK_MODE => match Mode::parse(value.trim()) {
+                Some(_) => self.object_lock_mode = Some(value.trim().to_string()),
+                None => return Err(invalid("is not a lock mode: off, governance or compliance".into())),
+            },
             REMOTE_STORAGE_ENABLE => match value.trim() {
                 "true" => self.remote_storage_enable = Some(true),
                 "false" => self.remote_storage_enable = Some(false),
@@ -247,6 +287,8 @@ impl TopicSettings {
             REMOTE_STORAGE_ENABLE => self.remote_storage_enable = None,
             SEGMENT_BYTES => self.segment_bytes = None,
             SEGMENT_MS => self.segment_ms = None,
+            OBJECT_LOCK_MODE => self.object_lock_mode = None,
+            OBJECT_LOCK_RETAIN_DAYS => self.object_lock_retain_days = None,
             TIMESTAMP_TYPE => return Err(timestamp_type_fixed(topic)),
             other => return Err(unknown(topic, other)),
         }
@@ -278,6 +320,19 @@ impl TopicSettings {
             self.retention_bytes.unwrap_or(t.remote_retention_bytes),
             self.local_retention_ms.unwrap_or(t.local_retention_ms),
             [&names[0], &names[1], &names[2]],
+        )
+        .map_err(|e| in_topic(topic, e))?;
+        config::check_object_lock(
+            self.object_lock_mode.as_deref().unwrap_or(&t.object_lock_mode),
+            self.object_lock_retain_days.unwrap_or(t.object_lock_retain_days),
+            [
+                &name(OBJECT_LOCK_MODE, self.object_lock_mode.is_some(), "tiering.object_lock_mode"),
+                &name(
+                    OBJECT_LOCK_RETAIN_DAYS,
+                    self.object_lock_retain_days.is_some(),
+                    "tiering.object_lock_retain_days",
+                ),
+            ],
         )
         .map_err(|e| in_topic(topic, e))?;
         if self.remote_storage_enable == Some(true) && !t.enabled {
@@ -404,8 +459,10 @@ mod tests {
             proptest::option::of(any::<bool>()),
             proptest::option::of(4096..=2u64 << 30),
             proptest::option::of(1000..=365 * 24 * 3_600_000u64),
+            proptest::option::of(prop_oneof![Just("off"), Just("governance"), Just("compliance")]),
+            proptest::option::of(0..=36_500u64),
         )
-            .prop_map(|(rm, rb, lm, lb, on, sb, sm)| TopicSettings {
+            .prop_map(|(rm, rb, lm, lb, on, sb, sm, mode, days)| TopicSettings {
                 retention_ms: rm,
                 retention_bytes: rb,
                 local_retention_ms: lm,
@@ -413,7 +470,39 @@ mod tests {
                 remote_storage_enable: on,
                 segment_bytes: sb,
                 segment_ms: sm,
+                object_lock_mode: mode.map(str::to_string),
+                object_lock_retain_days: days,
             })
+    }
+
+    #[test]
+    fn object_lock_takes_a_known_mode_needs_days_and_locks_at_least_as_long_as_retention() {
+        let config = Config::default();
+        let mut s = TopicSettings::default();
+        let err = s.set("t", OBJECT_LOCK_MODE, "worm").unwrap_err().to_string();
+        assert!(err.contains("off, governance or compliance"), "{err}");
+        s.set("t", OBJECT_LOCK_MODE, "compliance").unwrap();
+        let err = s.check("t", &config).unwrap_err().to_string();
+        assert!(err.contains("object.lock.retain.days") && err.contains("at least 1"), "{err}");
+        s.set("t", OBJECT_LOCK_RETAIN_DAYS, "7").unwrap();
+        s.check("t", &config).unwrap();
+        let effective = s.resolve(TimestampType::default(), &config);
+        assert_eq!(effective.object_lock(), Some(LockPolicy { mode: Mode::Compliance, retain_ms: 7 * DAY_MS }));
+        // Remote retention longer than the lock: objects stay locked until they expire.
+        s.set("t", RETENTION_MS, &(30 * DAY_MS).to_string()).unwrap();
+        let effective = s.resolve(TimestampType::default(), &config);
+        assert_eq!(effective.object_lock().unwrap().retain_ms, 30 * DAY_MS);
+        assert_eq!(effective.to_json()[OBJECT_LOCK_MODE], json!({"value": "compliance", "source": "topic"}));
+        // Off by default; the configuration's mode applies to topics that set none.
+        assert_eq!(TopicSettings::default().resolve(TimestampType::default(), &config).object_lock(), None);
+        let mut locked = Config::default();
+        locked.tiering.object_lock_mode = "governance".into();
+        locked.tiering.object_lock_retain_days = 1;
+        let effective = TopicSettings::default().resolve(TimestampType::default(), &locked);
+        assert_eq!(effective.object_lock(), Some(LockPolicy { mode: Mode::Governance, retain_ms: DAY_MS }));
+        let mut off = TopicSettings::default();
+        off.set("t", OBJECT_LOCK_MODE, "off").unwrap();
+        assert_eq!(off.resolve(TimestampType::default(), &locked).object_lock(), None, "a topic can opt out");
     }
 
     proptest! {
