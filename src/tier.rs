@@ -52,6 +52,14 @@ pub struct PartitionState {
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
+    /// The S3 Object Lock period (ms) everything the partition holds in the bucket was last
+    /// stamped with (0: never): a longer period in force re-stamps it all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lock_retain_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Local bytes of `partition` not yet in the remote tier (per the last tiering run).
@@ -135,6 +143,10 @@ pub struct TieringStats {
     pub failed_expiry_runs: std::sync::atomic::AtomicU64,
     /// Legal holds in force as last read (-1: the hold set could not be read).
     pub legal_holds: std::sync::atomic::AtomicI64,
+    /// S3 Object Lock: object versions whose retention was extended (a longer policy), and
+    /// partition passes a lock check or lock request failed.
+    pub lock_extended_objects: std::sync::atomic::AtomicU64,
+    pub lock_failures: std::sync::atomic::AtomicU64,
 }
 
 pub struct Tiering {
@@ -199,6 +211,9 @@ impl Tiering {
             multipart_threshold_bytes: tiering.multipart_threshold_bytes,
             concurrency: tiering.upload_concurrency as usize,
             commit_window_ms: tiering.commit_window_ms,
+            lock: None,
+            holds: Vec::new(),
+            holds_by_append_time: false,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         let signer = load_signer(log.config())?;
@@ -206,7 +221,7 @@ impl Tiering {
             signer.publish(&remote).await?;
             tracing::info!(key_id = %signer.key_id, "manifest versions are signed");
         }
-        Ok(Tiering {
+        let tiering = Tiering {
             stats: Arc::default(),
             log,
             remote,
@@ -221,7 +236,26 @@ impl Tiering {
             uploaded: Default::default(),
             verified_end: Default::default(),
             holds_version: Default::default(),
-        })
+        };
+        tiering.check_object_lock().await?;
+        Ok(tiering)
+    }
+
+    /// Refuses to tier when the configuration or a topic asks for S3 Object Lock and the
+    /// bucket cannot give it (not S3, or a bucket without Object Lock): nothing would be
+    /// written unprotected.
+    pub async fn check_object_lock(&self) -> Result<()> {
+        let config = self.log.config();
+        if config.tiering.object_lock_mode != "off" {
+            let why = format!("the configuration (tiering.object_lock_mode = {:?})", config.tiering.object_lock_mode);
+            self.remote.require_lock(&why).await?;
+        }
+        for topic in self.log.topics() {
+            if let Some(policy) = topic.object_lock(config).filter(|_| topic.is_tiered(config)) {
+                self.remote.require_lock(&lock_why(topic.name(), policy)).await?;
+            }
+        }
+        Ok(())
     }
 
     fn now_ms(&self) -> i64 {
@@ -419,9 +453,33 @@ impl Tiering {
                 ),
             }));
         }
+        // S3 Object Lock in force, read at every pass (an alter applies from the next): checked
+        // against the bucket (once per process when it passes) before anything is written.
+        let topic = self.log.topic(&partition.topic)?;
+        let lock = topic.object_lock(self.log.config());
+        if let Some(policy) = lock {
+            self.remote.require_lock(&lock_why(&key.0, policy)).await.inspect_err(|_| self.lock_failed())?;
+        }
+        manifest.lock = lock;
+        let by_append_time = topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime;
         let bases = eligible(&partition, &manifest.current)?;
+        let mut settings = std::borrow::Cow::Borrowed(&self.settings);
+        let mut upload_holds = None;
         if !bases.is_empty() {
             self.check_chain_end(&partition, manifest).await?;
+            if lock.is_some() {
+                // Locked objects whose records are under a legal hold get S3's flag as they are
+                // written; unreadable holds stop the upload (a flag could be missed).
+                let set = holds.get_or_init(|| self.load_holds()).await;
+                let set = set.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
+                settings = std::borrow::Cow::Owned(UploadSettings {
+                    lock,
+                    holds: holds::ranges(set, &key.0),
+                    holds_by_append_time: by_append_time,
+                    ..self.settings.clone()
+                });
+                upload_holds = Some(set.clone());
+            }
         }
         let load = |base: u64| {
             let partition = partition.clone();
@@ -430,13 +488,50 @@ impl Tiering {
         let clock = self.log.host().clock.clone();
         let now_ms = move || clock.now_ms();
         let mut outcome =
-            uploader::upload_in_order(manifest, bases, load, &self.settings, self.permits.clone(), now_ms).await;
+            uploader::upload_in_order(manifest, bases, load, &settings, self.permits.clone(), now_ms).await;
+        if let (Some(known), false) = (&upload_holds, outcome.committed.is_empty()) {
+            // A hold set while this pass uploaded: `hold set` flags what it finds committed,
+            // so what this pass committed after that gets its flag here.
+            let flagged = async {
+                let newer = holds::refresh(&self.remote, known).await?;
+                if newer.version == known.version {
+                    return Ok(0);
+                }
+                let ranges = holds::ranges(&newer, &key.0);
+                tierlog_tiering::lock::apply_legal_holds(
+                    &self.remote,
+                    &outcome.committed,
+                    &ranges,
+                    by_append_time,
+                    (i64::MIN, i64::MAX),
+                )
+                .await
+            };
+            if let Err(e) = flagged.await {
+                self.lock_failed();
+                outcome.error.get_or_insert(e);
+            }
+        }
         if let Some(last) = outcome.committed.last() {
             self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), last.last_offset + 1);
         }
         let mut state = read_partition_state(&partition);
         state.manifest_version = manifest.current.manifest_version;
         state.remote_end_offset = manifest.current.next_offset();
+        // A longer lock in force (or one newly turned on) extends what is already stored.
+        if let Some(policy) = lock.filter(|p| outcome.error.is_none() && state.lock_retain_ms < p.retain_ms) {
+            match tierlog_tiering::lock::restamp(manifest, policy).await {
+                Ok(extended) => {
+                    tracing::info!(topic = %key.0, partition = key.1, extended, retain_ms = policy.retain_ms, "extended the S3 Object Lock of the partition's objects");
+                    self.stats.lock_extended_objects.fetch_add(extended as u64, std::sync::atomic::Ordering::Relaxed);
+                    state.lock_retain_ms = policy.retain_ms;
+                }
+                Err(e) => {
+                    self.lock_failed();
+                    outcome.error.get_or_insert(e);
+                }
+            }
+        }
         match &outcome.error {
             Some(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "tiering stopped; local segments stay until the next run succeeds");
@@ -502,6 +597,10 @@ impl Tiering {
             manifests.remove(&key); // reload on the next run rather than keep a stale view
         }
         Ok(report)
+    }
+
+    fn lock_failed(&self) {
+        self.stats.lock_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Commits the expiry of what the partition's remote retention says has expired (nothing
@@ -711,6 +810,11 @@ fn eligible(partition: &Partition, manifest: &Manifest) -> Result<Vec<u64>> {
         ));
     }
     Ok(bases)
+}
+
+/// What asks for a topic's lock, for messages.
+fn lock_why(topic: &str, policy: tierlog_tiering::lock::LockPolicy) -> String {
+    format!("topic '{topic}' (object.lock.mode = {})", policy.mode)
 }
 
 fn diverged(partition: &Partition, detail: String) -> Error {

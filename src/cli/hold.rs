@@ -56,6 +56,42 @@ fn actor() -> String {
     format!("{user}@{}", host.trim())
 }
 
+/// Brings S3's legal-hold flag of the topic's segment objects whose records overlap `scope`
+/// in line with `set` (on where a hold covers them), where the bucket has Object Lock.
+/// `None`: the bucket cannot flag objects (tierlog's retention still honours the hold).
+/// Objects a writer commits after this reads its manifests get their flag from that writer's
+/// pass (it re-reads the holds after each commit).
+async fn flag_objects(
+    remote: &tierlog_tiering::store::RemoteStore,
+    topic: Option<&tierlog_tiering::catalog::CatalogTopic>,
+    scope: (i64, i64),
+    set: &holds::HoldSet,
+) -> Result<Option<usize>> {
+    let (Some(lock), Some(topic)) = (&remote.lock, topic) else { return Ok(None) };
+    if !lock.bucket().await?.lock_enabled {
+        eprintln!(
+            "note: {} has no S3 Object Lock: the hold is enforced by tierlog's retention, not by the bucket",
+            remote.display
+        );
+        return Ok(None);
+    }
+    let by_append_time = topic.settings.get("message.timestamp.type").is_some_and(|t| t == "LogAppendTime");
+    let ranges = holds::ranges(set, &topic.name);
+    let mut changed = 0;
+    for partition in 0..topic.partitions {
+        let version = tierlog_tiering::manifest::latest_version(remote, &topic.name, partition, 0).await?;
+        if version == 0 {
+            continue;
+        }
+        let manifest = tierlog_tiering::manifest::load_version(remote, &topic.name, partition, version).await?;
+        let entries = tierlog_tiering::lock::listed_entries(remote, &manifest).await?;
+        changed += tierlog_tiering::lock::apply_legal_holds(remote, &entries, &ranges, by_append_time, scope)
+            .await
+            .with_context(|| format!("setting S3 legal-hold flags on {}/{partition}", topic.name))?;
+    }
+    Ok(Some(changed))
+}
+
 pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
     if let Some(server) = &global.server {
         bail!(
@@ -96,15 +132,19 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                     Ok(())
                 })
                 .await?;
-                println!("{}", json!({"hold": hold, "holds_version": set.version}));
+                let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
+                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await?;
+                println!("{}", json!({"hold": hold, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged}));
             }
             HoldCommand::Release { id, reason } => {
                 if reason.trim().is_empty() {
                     bail!("--reason must say why the hold ends");
                 }
                 let what = format!("release {id}: {reason}");
+                let released = std::sync::Mutex::new(None); // the update may retry: the last read counts
                 let set = holds::update(&remote, &actor(), now, &what, |holds| {
                     let before = holds.len();
+                    *released.lock().expect("not poisoned") = holds.iter().find(|h| h.id == id).cloned();
                     holds.retain(|h| h.id != id);
                     if holds.len() == before {
                         return Err(tierlog_tiering::Error::Format(format!(
@@ -114,7 +154,16 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                     Ok(())
                 })
                 .await?;
-                println!("{}", json!({"released": id, "reason": reason, "holds_version": set.version}));
+                let mut flagged = None;
+                if let Some(hold) = released.into_inner().expect("not poisoned") {
+                    let catalog = tierlog_tiering::catalog::latest_catalog(&remote, 0).await?;
+                    let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
+                    flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await?;
+                }
+                println!(
+                    "{}",
+                    json!({"released": id, "reason": reason, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged})
+                );
             }
             HoldCommand::List { topic } => {
                 let set = holds::latest(&remote, 0).await?;

@@ -92,6 +92,7 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
     let holds = tierlog_tiering::holds::latest(&remote, 0).await.map_err(|e| e.to_string());
     for topic in topics {
         let (retention_ms, retention_bytes) = topic.remote_retention(log.config());
+        let lock = topic.object_lock(log.config());
         let topic_holds = match &holds {
             Ok(set) => json!(set.holds.iter().filter(|h| h.topic == topic.name()).collect::<Vec<_>>()),
             Err(e) => json!({"error": e}),
@@ -114,6 +115,8 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
                               "expired_before": manifest.expired_before(),
                               "pending_deletes": manifest.expired.as_ref().map_or(0, |x| x.pending_deletes.len())},
                 "legal_holds": topic_holds,
+                "object_lock": lock.map(|l| json!({"mode": l.mode.as_str(), "retain_ms": l.retain_ms,
+                                                   "stamped_retain_ms": state.lock_retain_ms})),
                 "tiering_lag_bytes": lag,
                 "last_upload_error": state.last_error,
                 "last_upload_error_ms": state.last_error_ms,

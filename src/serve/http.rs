@@ -1370,6 +1370,16 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
                 "Partition runs whose remote retention (expiry commit or deletion) stopped on an error.",
                 &t.failed_expiry_runs,
             ),
+            (
+                "tierlog_object_lock_extended_total",
+                "Object versions whose S3 Object Lock retention was extended to a longer policy.",
+                &t.lock_extended_objects,
+            ),
+            (
+                "tierlog_object_lock_failures_total",
+                "Partition runs stopped by an S3 Object Lock check or request (bucket without Object Lock, a refused lock request).",
+                &t.lock_failures,
+            ),
         ]);
     }
     if let Some(r) = state.replica.get() {
