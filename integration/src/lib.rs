@@ -10,6 +10,7 @@
 //!   `integration/scripts/s3-servers.sh` in CI.
 
 pub mod cli;
+pub mod object_lock;
 pub mod scenarios;
 
 use std::net::TcpListener as StdListener;

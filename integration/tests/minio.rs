@@ -48,6 +48,19 @@ async fn replicas_against_minio() {
     tierlog_integration::scenarios::restore_to_point(&s3).await;
 }
 
+/// S3 Object Lock on MinIO: locked writes, refused deletes, expiry waiting for the lock,
+/// extensions and legal-hold flags (the same scenarios CI runs against moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker: cargo test -p tierlog-integration --test minio -- --ignored"]
+async fn object_lock_against_minio() {
+    use tierlog_integration::object_lock as scenario;
+    let (_container, s3) = minio().await;
+    scenario::a_locked_topic_writes_every_object_under_compliance_retention_that_the_store_then_enforces(&s3).await;
+    scenario::expired_objects_wait_for_their_lock_and_unlocked_ones_go_with_every_version(&s3).await;
+    scenario::a_longer_lock_extends_every_stored_object_and_never_shortens_one(&s3).await;
+    scenario::a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_clears_it(&s3).await;
+}
+
 /// A MinIO container with the test bucket, and the target that talks to it (the container
 /// stops when dropped).
 async fn minio() -> (testcontainers::ContainerAsync<GenericImage>, S3Target) {
