@@ -31,6 +31,7 @@ pub fn upload_settings() -> UploadSettings {
         multipart_threshold_bytes: 64 * 1024 * 1024,
         concurrency: 4,
         commit_window_ms: 600_000,
+        encryption: None,
     }
 }
 
