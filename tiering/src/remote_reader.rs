@@ -56,6 +56,7 @@ pub struct RemoteChunk {
 }
 
 type ChunkId = (String, usize);
+type Loading<V> = Shared<BoxFuture<'static, std::result::Result<V, Arc<Error>>>>;
 
 /// What opening the chunks of one encrypted object takes, owned by a load task.
 struct Sealed {
@@ -64,7 +65,6 @@ struct Sealed {
     partition: u32,
     base_offset: u64,
 }
-type Loading<V> = Shared<BoxFuture<'static, std::result::Result<V, Arc<Error>>>>;
 
 /// Joins concurrent loads of the same key into one. Each load runs as its own task, so it
 /// completes (and fills the cache) even if every caller went away.
