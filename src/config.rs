@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "TIERLOG_";
-/// Variables read by the CLI itself, not configuration keys.
-const CLI_ENV: [&str; 3] = ["TIERLOG_CONFIG", "TIERLOG_SERVER", "TIERLOG_TOKEN"];
+/// Variables read by the CLI itself, not configuration keys (the encryption keys are read
+/// where the keyring is built, so they never appear in `config explain`).
+const CLI_ENV: [&str; 4] = ["TIERLOG_CONFIG", "TIERLOG_SERVER", "TIERLOG_TOKEN", tierlog_tiering::encryption::KEYS_ENV];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,6 +30,17 @@ pub struct Config {
     pub kafka: KafkaSection,
     pub integrity: IntegritySection,
     pub replica: ReplicaSection,
+    pub encryption: EncryptionSection,
+}
+
+/// Client-side encryption of segment objects (AES-256-GCM per chunk; README, docs/FORMAT.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionSection {
+    /// Keyring file (TOML: `current = "<id>"`, `[[keys]]` of `id` and base64 `key`): new
+    /// segments are sealed with the current key; every key listed is used to read. Empty: no
+    /// keyring, unless `TIERLOG_ENCRYPTION_KEYS` holds the keys (`id:base64,…`, first current).
+    pub key_file: String,
 }
 
 /// Read-only replicas (`tierlog serve --replica`): serving the bucket without local segments.
@@ -368,6 +380,7 @@ impl Default for Config {
             kafka: KafkaSection::default(),
             integrity: IntegritySection::default(),
             replica: ReplicaSection::default(),
+            encryption: EncryptionSection::default(),
         }
     }
 }
@@ -810,6 +823,20 @@ mod tests {
             let e = Config::load(None, env(&[bad])).unwrap_err();
             assert!(e.to_string().contains("out of range"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_encryption_keys_variable_is_no_configuration_key_and_never_shown() {
+        let vars = env(&[
+            ("TIERLOG_ENCRYPTION_KEY_FILE", "/etc/tierlog/keyring.toml"),
+            ("TIERLOG_ENCRYPTION_KEYS", "a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ]);
+        let config = Config::load(None, vars.clone()).unwrap();
+        assert_eq!(config.encryption.key_file, "/etc/tierlog/keyring.toml");
+        let shown = format!("{:?} {config:?}", Config::explain(None, vars).unwrap());
+        assert!(!shown.contains("AAECAwQF"), "key material shown: {shown}");
+        let err = Config::load(None, env(&[("TIERLOG_ENCRYPTION_KEYFILE", "x")])).unwrap_err().to_string();
+        assert!(err.contains("TIERLOG_ENCRYPTION_KEYFILE names no configuration key"), "{err}");
     }
 
     #[test]

@@ -100,7 +100,8 @@ impl Error {
                 tierlog_tiering::Error::Fenced { .. } => ErrorKind::Fenced,
                 tierlog_tiering::Error::Store { .. } | tierlog_tiering::Error::Timeout { .. } => ErrorKind::Unavailable,
                 tierlog_tiering::Error::Config(_) => ErrorKind::Invalid,
-                tierlog_tiering::Error::Io { .. } => ErrorKind::Internal,
+                // The server lacks a key: the operator's to fix, neither the client's nor damage.
+                tierlog_tiering::Error::Io { .. } | tierlog_tiering::Error::KeyMissing { .. } => ErrorKind::Internal,
                 _ => ErrorKind::Data,
             },
             Error::Corrupt { .. } | Error::Damaged { .. } => ErrorKind::Data,

@@ -62,7 +62,7 @@ impl Reader {
                     let dir = crate::topic::topic_dir(&data_dir, topic).join(partition.to_string());
                     tier::read_partition_state_in(&*disk, &dir).manifest_version
                 });
-                Ok::<_, Error>(RemoteReader::with_hints(store, settings(config), Some(hints)))
+                Ok::<_, Error>(RemoteReader::with_hints(store, settings_with_keys(config)?, Some(hints)))
             })
             .await
     }
@@ -330,13 +330,21 @@ pub async fn snapshot(reader: &Reader, topics: &[String], time: i64) -> Result<V
     Ok(out)
 }
 
+/// The reader settings of `config`, without a keyring (objects in clear only): see
+/// [`settings_with_keys`].
 pub fn settings(config: &crate::config::Config) -> ReaderSettings {
     ReaderSettings {
         cache_bytes: config.reader.cache_bytes,
         prefetch_bytes: config.reader.prefetch_bytes,
         concurrency: config.reader.concurrency as usize,
         timeout: Duration::from_millis(config.reader.timeout_ms),
+        keyring: None,
     }
+}
+
+/// The reader settings of `config` with its encryption keyring, if one is configured.
+pub fn settings_with_keys(config: &crate::config::Config) -> Result<ReaderSettings> {
+    Ok(ReaderSettings { keyring: tier::load_keyring(config)?, ..settings(config) })
 }
 
 /// `offset` is below `start`; `expired` (the manifest's) says when and why retention expired

@@ -643,7 +643,7 @@ async fn compute_point(
     let live = Replica::open_topics(live_config, remote.clone(), &topics).await?;
     let reader = crate::reader::Reader::with_remote(
         live.log.clone(),
-        tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings(config)),
+        tierlog_tiering::remote_reader::RemoteReader::new(remote.clone(), crate::reader::settings_with_keys(config)?),
     );
     let (mut ends, mut complete) = (BTreeMap::new(), BTreeMap::new());
     for name in &topics {

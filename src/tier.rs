@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use tierlog_tiering::blocking;
 use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
+use tierlog_tiering::encryption::Keyring;
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
 use tierlog_tiering::segment_object::{self, BatchMark};
 use tierlog_tiering::signing::Signer;
@@ -119,6 +120,16 @@ pub fn load_signer(config: &Config) -> Result<Option<Arc<Signer>>> {
     Ok(Some(Arc::new(signer)))
 }
 
+/// The encryption keyring of `[encryption] key_file` or `TIERLOG_ENCRYPTION_KEYS`, if one is
+/// configured: new segment objects are sealed with its current key, and reads open older ones
+/// with any key it lists.
+pub fn load_keyring(config: &Config) -> Result<Option<Arc<Keyring>>> {
+    let env = std::env::var(tierlog_tiering::encryption::KEYS_ENV).ok();
+    let keyring = Keyring::from_config(&config.encryption.key_file, env.as_deref())
+        .map_err(|e| Error::Config(format!("[encryption]: {e}")))?;
+    Ok(keyring.map(Arc::new))
+}
+
 /// The catalog topics and group offsets this process last recorded, and their versions.
 #[derive(Debug, Default)]
 struct Published {
@@ -204,6 +215,10 @@ impl Tiering {
         write_json(disk, &log.data_dir().join(STORE_STATE_FILE), &state)?;
         let writer = Writer { id: writer_id(disk, log.data_dir(), &remote.ids)?, epoch: now as u64 };
         let tiering = &log.config().tiering;
+        let keyring = load_keyring(log.config())?;
+        if let Some(keyring) = &keyring {
+            tracing::info!(key_id = %keyring.current().id(), keyring = %keyring.source(), "segment objects are encrypted");
+        }
         let settings = UploadSettings {
             chunk_bytes: tiering.chunk_bytes,
             zstd_level: tiering.zstd_level as i32,
@@ -214,6 +229,7 @@ impl Tiering {
             lock: None,
             holds: Vec::new(),
             holds_by_append_time: false,
+            encryption: keyring.map(|k| k.current()),
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         let signer = load_signer(log.config())?;

@@ -14,6 +14,8 @@
 //!   append times read back, in both tiers;
 //! - the manifest chain verifies, starts at offset 0 (or where remote retention expired it)
 //!   and never runs past the local log;
+//! - client-side encryption (on for a third of the seeds, the current key rotated at every
+//!   clean restart, old keys kept) changes none of the above: every read decrypts;
 //! - remote retention (on for half the seeds, by time and/or bytes, with a random grace
 //!   period) only moves the log's start forward, never past what the local log still holds,
 //!   and by time only over records older than the limit; every record from the start on stays
@@ -104,6 +106,20 @@ struct World {
     as_of_rng: SimRng,
     /// Per partition, the log's start as last read: retention may only move it forward.
     start: Vec<u64>,
+    /// Encryption key rotations so far (encrypted seeds): key `k<n>` is current.
+    rotations: u64,
+}
+
+/// A keyring whose keys are `k0..=k<current>` (fixed bytes each) and whose current key is
+/// `k<current>`.
+fn write_keyring(path: &std::path::Path, current: u64) {
+    use base64::Engine;
+    let mut text = format!("current = \"k{current}\"\n");
+    for n in 0..=current {
+        let key = base64::engine::general_purpose::STANDARD.encode([n as u8 + 1; 32]);
+        text.push_str(&format!("[[keys]]\nid = \"k{n}\"\nkey = \"{key}\"\n"));
+    }
+    std::fs::write(path, text).unwrap();
 }
 
 /// An idempotent producer as a Kafka client drives it: numbered batches, and a batch whose
@@ -148,6 +164,13 @@ impl World {
             };
             config.tiering.expiry_grace_ms = retention_rng.below(120_000);
         }
+        // Encryption for a third of the seeds (its own stream, so older seeds keep their traces).
+        // Nonces are random, but only object bytes depend on them, never sizes or requests.
+        if SimRng::new(seed ^ 0x656e_6372).below(3) == 0 {
+            let keyring = dir.path().join("keyring.toml");
+            write_keyring(&keyring, 0);
+            config.encryption.key_file = keyring.display().to_string();
+        }
         let time = Arc::new(AtomicI64::new(1_700_000_000_000));
         let faulty = Arc::new(FaultStore::new(Arc::new(InMemory::new())));
         let mut seeded = SeededFaults::new(rng.next_u64(), 20_000);
@@ -186,6 +209,7 @@ impl World {
             producer_rng,
             as_of_rng,
             start: vec![0; PARTITIONS as usize],
+            rotations: 0,
         }
     }
 
@@ -463,7 +487,8 @@ impl World {
     /// The unified reader over both tiers of the open log, with a cold remote cache.
     fn reader(&self) -> (Log, Reader) {
         let log = self.log().clone();
-        let remote = RemoteReader::new(self.remote.clone(), tierlog::reader::settings(&self.config));
+        let settings = tierlog::reader::settings_with_keys(&self.config).unwrap_or_else(|e| self.fail(format!("{e}")));
+        let remote = RemoteReader::new(self.remote.clone(), settings);
         (log.clone(), Reader::with_remote(log, remote))
     }
 
@@ -701,6 +726,16 @@ impl World {
                 manifest.next_offset()
             ));
         }
+        // Encrypted seeds: every inline entry names a key the keyring holds (k0..=k<rotations>).
+        let encrypted = !self.config.encryption.key_file.is_empty();
+        let known =
+            |id: &str| id.strip_prefix('k').and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n <= self.rotations);
+        if let Some(e) = manifest.entries.iter().find(|e| e.key_id.as_deref().is_some_and(known) != encrypted) {
+            self.fail(format!(
+                "p{partition}: entry at {} has key id {:?} (encrypted: {encrypted})",
+                e.base_offset, e.key_id
+            ));
+        }
     }
 
     /// What must survive a power cut under `never`: sealed segments (fsynced when sealed) and
@@ -805,6 +840,11 @@ impl World {
             80..=84 => {
                 self.note("clean restart".into());
                 self.close();
+                if !self.config.encryption.key_file.is_empty() {
+                    // Key rotation: a new current key; the older ones stay for reading.
+                    self.rotations += 1;
+                    write_keyring(std::path::Path::new(&self.config.encryption.key_file), self.rotations);
+                }
                 self.open().await;
             }
             85..=89 => self.scrub().await,

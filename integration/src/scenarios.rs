@@ -98,10 +98,22 @@ pub async fn tier_round_trip(s3: &S3Target) {
 /// A partition's history in the bucket for `verify` to check: `versions` manifest versions
 /// of two segments each (offsets 0.. dense), written by a log in `dir`.
 pub async fn tiered_history(s3: &S3Target, dir: &Path, prefix: &str, versions: u64, signer: Option<&Path>) -> Log {
+    let signing_key_file = signer.map(|p| p.display().to_string()).unwrap_or_default();
+    tiered_history_with(s3, dir, prefix, versions, |config| config.integrity.signing_key_file = signing_key_file).await
+}
+
+/// [`tiered_history`] with the configuration changed by `edit` first (e.g. an encryption keyring).
+pub async fn tiered_history_with(
+    s3: &S3Target,
+    dir: &Path,
+    prefix: &str,
+    versions: u64,
+    edit: impl FnOnce(&mut tierlog::config::Config),
+) -> Log {
     let mut config = config(dir);
     config.segment.max_bytes = 16 * 1024 * 1024; // segments end where the loop seals them
     s3.configure(&mut config, prefix);
-    config.integrity.signing_key_file = signer.map(|p| p.display().to_string()).unwrap_or_default();
+    edit(&mut config);
     let log = Log::open(config).unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let tiering = Tiering::start_with(log.clone(), s3.store(prefix)).await.unwrap();

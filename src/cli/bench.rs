@@ -402,7 +402,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _scratch = Scratch::new(&args.dir)?;
     let (log, partition) = tiered_log(global, &args.dir, args.total_mb, &runtime)?;
-    let mut settings = tierlog::reader::settings(log.config());
+    let mut settings = tierlog::reader::settings_with_keys(log.config())?;
     settings.cache_bytes = args.cache_mb * 1024 * 1024;
     let end = partition.end_offset();
     let raw_bytes: u64 = partition.sealed_segments().iter().map(|s| s.bytes).sum();
@@ -467,7 +467,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
         }
         let start = Instant::now();
         for object in &objects {
-            tierlog_tiering::segment_object::decode_object(object)?;
+            tierlog_tiering::segment_object::decode_object_with(object, settings.keyring.as_deref(), "bench", 0)?;
         }
         let decompress_mb_s = raw_bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
         let p = |q: f64| percentile(&latencies, q);
@@ -504,7 +504,7 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
 fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<ExitCode> {
     use tierlog_tiering::remote_reader::RemoteReader;
     let config = global.load_config()?;
-    let mut settings = tierlog::reader::settings(&config);
+    let mut settings = tierlog::reader::settings_with_keys(&config)?;
     settings.cache_bytes = args.cache_mb * 1024 * 1024;
     let runtime = tokio::runtime::Runtime::new()?;
     let line = runtime.block_on(async {

@@ -7,6 +7,7 @@ mod bench_verify;
 mod client;
 mod config;
 mod consume;
+mod decrypt;
 mod demo;
 mod group;
 mod hold;
@@ -151,6 +152,17 @@ Examples:
   tierlog verify --deep --from-time 2026-03-01T00:00:00Z --to-time 2026-04-01T00:00:00Z
   tierlog verify --public-key signing-2026.pub.pem --public-key signing-2025.pub.pem")]
     Verify(verify::VerifyArgs),
+    /// Decrypt a downloaded encrypted segment object to the segment's bytes (what `zstd -d`
+    /// gives for an object stored in clear).
+    #[command(
+        after_help = "Checks every chunk (CRC32C, AES-256-GCM authentication, zstd checksum) and writes the segment file's
+bytes; compare their SHA-256 with the manifest entry's raw_sha256 (docs/AUDIT.md).
+
+Examples:
+  aws s3 cp s3://my-bucket/prod/segments/1a2b/payments/0/00000000000000000000-18c…zst obj.zst
+  tierlog decrypt obj.zst --topic payments --partition 0 --key-file /etc/tierlog/keyring.toml | sha256sum"
+    )]
+    Decrypt(decrypt::DecryptArgs),
     /// Rebuild a data directory from the bucket alone: topics, partitions starting at the
     /// remote end (older offsets read from the bucket), group offsets, writer identity.
     #[command(
@@ -207,6 +219,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Decrypt(args) => decrypt::run(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Completions { shell } => {

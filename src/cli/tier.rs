@@ -84,6 +84,8 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
     // Which key signs this writer's manifest versions, and which public keys the bucket holds.
     let signing_key_id = tier::load_signer(log.config())?.map(|s| s.key_id.clone());
     let published_keys = tierlog_tiering::signing::published_keys(&remote).await?.ids();
+    // The key new segment objects are sealed with (`[encryption]`), none when stored in clear.
+    let encryption_key_id = tier::load_keyring(log.config())?.map(|k| k.current().id().to_string());
     let topics = match topic {
         Some(name) => vec![log.topic(name)?],
         None => log.topics(),
@@ -124,6 +126,7 @@ async fn status(log: Log, topic: Option<&str>) -> Result<ExitCode> {
                 "conditional_writes": store_state.as_ref().map(|s| s.conditional_writes),
                 "signing_key_id": signing_key_id,
                 "published_public_keys": published_keys,
+                "encryption_key_id": encryption_key_id,
             });
             println!("{line}");
         }

@@ -31,6 +31,8 @@ pub struct VerifyArgs {
     pub to_time: Option<i64>,
     /// Download every object and check its contents: SHA-256, chunk index, each chunk's
     /// CRC32C and zstd checksum, the segment's SHA-256, every batch CRC, dense offsets.
+    /// Encrypted objects are decrypted with the configured keyring (`[encryption]`); those
+    /// whose key it lacks get every check that needs no key, and the summary says so.
     #[arg(long)]
     pub deep: bool,
     /// Ed25519 public key (SPKI PEM) every manifest version must be signed by; repeat for
@@ -71,6 +73,7 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
         concurrency,
         public_keys,
         unsigned_before_signing: args.unsigned_before_signing,
+        keyring: tier::load_keyring(&config)?,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary = runtime.block_on(async {
@@ -93,6 +96,15 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     })?;
     let ok = summary.problems == 0;
     println!("{}", serde_json::json!({"summary": summary, "ok": ok}));
+    if let Some(missing) = &summary.not_decrypted {
+        let ids: Vec<&str> = missing.key_ids.iter().map(String::as_str).collect();
+        eprintln!(
+            "verify: {} encrypted object(s) not decrypted, key ids {}: {}",
+            missing.objects,
+            ids.join(", "),
+            missing.detail
+        );
+    }
     if summary.partitions == 0 {
         eprintln!(
             "verify: no manifest found under {} (nothing tiered yet, or another remote.url?)",

@@ -41,6 +41,20 @@ pub enum Error {
     Diverged { topic: String, partition: u32, detail: String },
     #[error("local file {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// An encrypted segment's key is not in the keyring (or no keyring is configured). Not
+    /// damage: the bytes may be fine; the reader lacks the key.
+    #[error(
+        "{topic}/{partition}: the segment at offsets {base_offset}..={last_offset} (object {key}) is encrypted with key id '{key_id}', and {why}. Add that key to the keyring ([encryption] key_file or TIERLOG_ENCRYPTION_KEYS): after a rotation, old keys stay in the keyring for reading"
+    )]
+    KeyMissing {
+        topic: String,
+        partition: u32,
+        base_offset: u64,
+        last_offset: u64,
+        key: String,
+        key_id: String,
+        why: String,
+    },
 }
 
 impl Error {
@@ -65,6 +79,15 @@ impl Error {
                 }),
             },
             Error::Missing { key } => Error::Missing { key: key.clone() },
+            Error::KeyMissing { topic, partition, base_offset, last_offset, key, key_id, why } => Error::KeyMissing {
+                topic: topic.clone(),
+                partition: *partition,
+                base_offset: *base_offset,
+                last_offset: *last_offset,
+                key: key.clone(),
+                key_id: key_id.clone(),
+                why: why.clone(),
+            },
             Error::Io { path, source } => {
                 Error::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
             }

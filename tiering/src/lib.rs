@@ -7,6 +7,7 @@
 //! - [`store`]: the object store from configuration (S3 with aws-config credentials, or a
 //!   local directory), fail-fast checks, the conditional-write probe.
 //! - [`segment_object`]: the chunked-zstd segment object format.
+//! - [`encryption`]: the keyring and AES-256-GCM sealing of chunks (optional).
 //! - [`keys`]: object key layout.
 //! - [`manifest`]: the versioned, hash-chained, create-only manifest.
 //! - [`uploader`]: build, upload with retries, commit in offset order.
@@ -23,6 +24,7 @@
 
 pub mod blocking;
 pub mod catalog;
+pub mod encryption;
 pub mod error;
 pub mod fault;
 pub mod holds;

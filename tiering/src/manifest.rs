@@ -93,6 +93,10 @@ pub struct Entry {
     pub min_append_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_append_time: Option<i64>,
+    /// The id of the encryption key the object's chunks are sealed with (the object's chunk
+    /// index names it too); absent for an object stored in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -110,7 +114,8 @@ impl Entry {
 
     /// The chain hash over every field but `hash` itself. The append times join the hashed
     /// text when either is present (so entries written before them keep their hashes, and
-    /// adding or removing them breaks the chain).
+    /// adding or removing them breaks the chain); so does `key_id=<id>` when the object is
+    /// encrypted (labelled, so it cannot be read as an append time).
     pub fn compute_hash(&self) -> String {
         let mut text = format!(
             "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
@@ -132,6 +137,9 @@ impl Entry {
         if self.min_append_time.is_some() || self.max_append_time.is_some() {
             let time = |t: Option<i64>| t.map_or_else(String::new, |t| t.to_string());
             text.push_str(&format!("|{}|{}", time(self.min_append_time), time(self.max_append_time)));
+        }
+        if let Some(id) = &self.key_id {
+            text.push_str(&format!("|key_id={id}"));
         }
         hex::encode(Sha256::digest(text.as_bytes()))
     }
@@ -1197,6 +1205,7 @@ pub(crate) mod tests_support {
             uploaded_ms: 7,
             min_append_time: None,
             max_append_time: None,
+            key_id: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -1295,6 +1304,42 @@ mod tests {
             "\n"
         );
         assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), golden);
+    }
+
+    /// An encrypted segment's entry: `key_id` is written after the append times and joins the
+    /// hash as `|key_id=<id>` (hash and body checksum computed independently, with Python's
+    /// hashlib). Entries without it keep the bytes and hashes of the golden tests above.
+    #[test]
+    fn manifest_entry_with_key_id_golden_bytes() {
+        let mut m = Manifest::empty("t", 0, Writer { id: "w".into(), epoch: 1 });
+        let mut e = entry(0, 9);
+        (e.min_append_time, e.max_append_time) = (Some(1_700_000_000_000), Some(1_700_000_000_500));
+        e.key_id = Some("2026-q2".into());
+        m.append(vec![e]).unwrap();
+        m.manifest_version = 1;
+        let golden = concat!(
+            r#"{"format":"tierlog-manifest","format_version":2,"body_sha256":"fa78af1bec8d7a632db838f9bb1408a18840c587ab3d13b3a5f7904d64335198"}"#,
+            "\n",
+            r#"{"topic":"t","partition":0,"manifest_version":1,"writer":{"id":"w","epoch":1},"written_ms":0,"archives":[],"entries":[{"#,
+            r#""base_offset":0,"last_offset":9,"min_timestamp":0,"max_timestamp":9,"raw_bytes":100,"object_bytes":25,"chunks":1,"#,
+            r#""key":"segments/ab/t/0/00000000000000000000-x.zst","index_position":20,"index_len":5,"raw_sha256":"r","object_sha256":"o","#,
+            r#""uploaded_ms":7,"min_append_time":1700000000000,"max_append_time":1700000000500,"key_id":"2026-q2","#,
+            r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+            r#""hash":"a10e1c062114ee36f32eb160f2e1f213f8139e887935d7d04136e51d8876e28a"}]}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), golden);
+        assert_eq!(Manifest::from_bytes(golden.as_bytes(), "k").unwrap(), m);
+        // The key id is covered by the chain: dropping or changing it is refused.
+        for forged in [golden.replace(r#""key_id":"2026-q2","#, ""), golden.replace("2026-q2", "2026-q1")] {
+            let body = forged.lines().nth(1).unwrap();
+            let header = format!(
+                r#"{{"format":"tierlog-manifest","format_version":2,"body_sha256":"{}"}}"#,
+                crate::sha256_hex(body.as_bytes())
+            );
+            let err = Manifest::from_bytes(format!("{header}\n{body}\n").as_bytes(), "k").unwrap_err();
+            assert!(err.to_string().contains("hash"), "{err}");
+        }
     }
 
     /// Version 3: version 2's body under a header with a signature (the signature checked

@@ -10,7 +10,9 @@
 //! cached up to `cache_bytes`. Remote GETs have their own concurrency limit and timeout.
 //!
 //! Knows nothing about records: it returns validated (CRC32C per chunk, zstd checksum)
-//! decompressed bytes that are whole batches.
+//! decompressed bytes that are whole batches. Chunks of encrypted objects are opened with the
+//! keyring's key of the id the manifest entry (and the chunk index) names; a key the keyring
+//! lacks fails the read with [`Error::KeyMissing`], before any chunk is fetched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tokio::sync::Semaphore;
 
+use crate::encryption::{DataKey, Keyring};
 use crate::error::{Error, Result};
 use crate::manifest::{Entry, Manifest, ManifestStore, Writer};
 use crate::segment_object::{self, ChunkIndex};
@@ -38,6 +41,8 @@ pub struct ReaderSettings {
     pub prefetch_bytes: u64,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Keys to open encrypted objects with (`None`: only objects in clear can be read).
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 /// Decompressed bytes of one chunk: whole batches covering `first_offset..=last_offset`.
@@ -52,6 +57,14 @@ pub struct RemoteChunk {
 
 type ChunkId = (String, usize);
 type Loading<V> = Shared<BoxFuture<'static, std::result::Result<V, Arc<Error>>>>;
+
+/// What opening the chunks of one encrypted object takes, owned by a load task.
+struct Sealed {
+    key: Arc<DataKey>,
+    topic: String,
+    partition: u32,
+    base_offset: u64,
+}
 
 /// Joins concurrent loads of the same key into one. Each load runs as its own task, so it
 /// completes (and fills the cache) even if every caller went away.
@@ -322,7 +335,7 @@ impl RemoteReader {
                 });
             };
             let before = if chunk_no > 0 { Some(index.chunks[chunk_no - 1].max_append_time) } else { before };
-            let chunk = self.chunk(&entry, &index, chunk_no).await?;
+            let chunk = self.chunk(topic, partition, &entry, &index, chunk_no).await?;
             Ok(Some((chunk, before.map(|t| t == segment_object::NO_APPEND_TIME))))
         };
         self.on_current_view(topic, partition, local_start, read).await
@@ -336,7 +349,7 @@ impl RemoteReader {
             async move {
                 let Some(entry) = this.entry_for_offset(&view, offset).await? else { return Ok(None) };
                 // Index then chunk, as one task: if the caller stops waiting, the fill still completes.
-                let (filler, fill_entry) = (this.clone(), entry.clone());
+                let (filler, fill_entry, fill_topic) = (this.clone(), entry.clone(), view.store.topic.clone());
                 let fill = tokio::spawn(async move {
                     let index = filler.index(&fill_entry).await?;
                     let Some(chunk_no) =
@@ -347,7 +360,7 @@ impl RemoteReader {
                             reason: format!("chunk index has no chunk for offset {offset}"),
                         });
                     };
-                    let chunk = filler.chunk(&fill_entry, &index, chunk_no).await?;
+                    let chunk = filler.chunk(&fill_topic, partition, &fill_entry, &index, chunk_no).await?;
                     Ok((index, chunk_no, chunk))
                 });
                 let filled = fill.await.map_err(|e| Error::Format(format!("remote read task: {e}")))??;
@@ -388,7 +401,7 @@ impl RemoteReader {
                     reason: format!("manifest says a record ≥ {time} exists, the chunk index disagrees"),
                 });
             };
-            Ok(Some(self.chunk(&entry, &index, chunk_no).await?))
+            Ok(Some(self.chunk(topic, partition, &entry, &index, chunk_no).await?))
         };
         self.on_current_view(topic, partition, local_start, read).await
     }
@@ -417,6 +430,19 @@ impl RemoteReader {
             return Err(Error::Corrupt {
                 key: entry.key.clone(),
                 reason: "chunk index disagrees with the manifest entry".into(),
+            });
+        }
+        if index.key_id != entry.key_id {
+            let name = |id: &Option<String>| {
+                id.as_ref().map_or("no key (in clear)".to_string(), |id| format!("key id '{id}'"))
+            };
+            return Err(Error::Corrupt {
+                key: entry.key.clone(),
+                reason: format!(
+                    "chunk index names {}, the manifest entry {}",
+                    name(&index.key_id),
+                    name(&entry.key_id)
+                ),
             });
         }
         lock(&self.indexes).insert(entry.key.clone(), index.clone(), 1);
@@ -456,8 +482,37 @@ impl RemoteReader {
         Ok(bytes)
     }
 
+    /// The key to open `entry`'s chunks with (`None`: stored in clear). A key the keyring
+    /// lacks is an error naming the partition, offsets, object and key id.
+    fn sealed(&self, topic: &str, partition: u32, entry: &Entry, index: &ChunkIndex) -> Result<Option<Arc<Sealed>>> {
+        let Some(key_id) = &index.key_id else { return Ok(None) };
+        let keyring = self.settings.keyring.as_ref();
+        let Some(key) = keyring.and_then(|k| k.get(key_id)) else {
+            return Err(Error::KeyMissing {
+                topic: topic.to_string(),
+                partition,
+                base_offset: entry.base_offset,
+                last_offset: entry.last_offset,
+                key: entry.key.clone(),
+                key_id: key_id.clone(),
+                why: keyring.map_or("no keyring is configured".into(), |k| {
+                    format!("the keyring {} does not hold it", k.source())
+                }),
+            });
+        };
+        let base_offset = index.base_offset;
+        Ok(Some(Arc::new(Sealed { key, topic: topic.to_string(), partition, base_offset })))
+    }
+
     /// One chunk, from the cache or from one (coalesced) GET.
-    async fn chunk(&self, entry: &Entry, index: &ChunkIndex, chunk_no: usize) -> Result<RemoteChunk> {
+    async fn chunk(
+        &self,
+        topic: &str,
+        partition: u32,
+        entry: &Entry,
+        index: &ChunkIndex,
+        chunk_no: usize,
+    ) -> Result<RemoteChunk> {
         let meta = index.chunks[chunk_no];
         let id: ChunkId = (entry.key.clone(), chunk_no);
         let wrap = |raw: Bytes| RemoteChunk {
@@ -471,7 +526,8 @@ impl RemoteReader {
             self.stats.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(wrap(raw));
         }
-        let loading = self.start_load(id.clone(), meta);
+        let sealed = self.sealed(topic, partition, entry, index)?;
+        let loading = self.start_load(id.clone(), meta, sealed);
         match loading.await {
             Ok(raw) => Ok(wrap(raw)),
             Err(e) => Err(unshare(e, &entry.key, &format!("chunk {chunk_no}"))),
@@ -479,19 +535,36 @@ impl RemoteReader {
     }
 
     /// The shared load of a chunk: joins one in flight or starts one.
-    fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta) -> Loading<Bytes> {
+    fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta, sealed: Option<Arc<Sealed>>) -> Loading<Bytes> {
         let this = self.self_handle();
         let task_id = id.clone();
-        self.loading_chunks.load(id, async move { this.fetch_chunk(&task_id, meta).await })
+        self.loading_chunks.load(id, async move { this.fetch_chunk(&task_id, meta, sealed).await })
     }
 
-    async fn fetch_chunk(&self, id: &ChunkId, meta: segment_object::ChunkMeta) -> Result<Bytes> {
+    async fn fetch_chunk(
+        &self,
+        id: &ChunkId,
+        meta: segment_object::ChunkMeta,
+        sealed: Option<Arc<Sealed>>,
+    ) -> Result<Bytes> {
         let range = meta.compressed_position..meta.compressed_position + u64::from(meta.compressed_len);
         let compressed = self.get_range(&id.0, range).await?;
         self.stats.chunk_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let raw = crate::blocking::run(move || segment_object::decode_chunk(&meta, &compressed))
-            .await
-            .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;
+        let chunk_no = id.1;
+        let raw = crate::blocking::run(move || match &sealed {
+            None => segment_object::decode_chunk(&meta, &compressed),
+            Some(s) => {
+                let opening = segment_object::Opening {
+                    key: &s.key,
+                    topic: &s.topic,
+                    partition: s.partition,
+                    base_offset: s.base_offset,
+                };
+                segment_object::open_chunk(&meta, chunk_no, &compressed, &opening)
+            }
+        })
+        .await
+        .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;
         let raw = Bytes::from(raw);
         lock(&self.chunks).insert(id.clone(), raw.clone(), raw.len() as u64);
         Ok(raw)
@@ -515,6 +588,7 @@ impl RemoteReader {
             {
                 plan.extend((0..next_index.chunks.len()).map(|c| (next.clone(), next_index.clone(), c)));
             }
+            let (topic, partition) = (view.store.topic.clone(), view.store.partition);
             for (entry, index, c) in plan {
                 let meta = index.chunks[c];
                 if u64::from(meta.raw_len) > budget {
@@ -525,7 +599,8 @@ impl RemoteReader {
                 if lock(&self.chunks).contains(&id) {
                     continue;
                 }
-                drop(self.start_load(id, meta)); // runs to completion on its own
+                let Ok(sealed) = self.sealed(&topic, partition, &entry, &index) else { break };
+                drop(self.start_load(id, meta, sealed)); // runs to completion on its own
             }
         });
     }

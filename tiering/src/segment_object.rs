@@ -13,9 +13,17 @@
 //! the whole object with the zstd CLI yields exactly the bytes of the local segment file. The
 //! seek table last makes the object readable by third-party zstd seekable readers.
 //!
+//! Encrypted objects (chunk index version 3): each chunk's zstd frame is sealed with
+//! AES-256-GCM ([`crate::encryption`]) and stored as `nonce ‖ ciphertext ‖ tag`; the index
+//! names the key id, and its positions, lengths and CRC32C describe the stored (sealed) bytes,
+//! so size, SHA-256 and CRC checks need no key. `zstd -d` no longer decodes such an object:
+//! decrypt first (`tierlog decrypt`). Objects without encryption are written as version 2,
+//! byte for byte as before.
+//!
 //! This module owns the byte layout only: no I/O, no records. The caller supplies the batch
 //! boundaries of the raw segment.
 
+use crate::encryption::{self, DataKey, Keyring};
 use crate::error::{Error, Result};
 
 /// Skippable-frame magic of the tierlog chunk index.
@@ -28,8 +36,11 @@ pub const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 pub const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"TLSO");
 /// `b"TLSI"`: last bytes of the chunk index payload, so a reader can find it from the end.
 pub const INDEX_TRAILER_MAGIC: u32 = u32::from_le_bytes(*b"TLSI");
-/// The chunk index version this build writes; it reads 1 and 2.
+/// The chunk index version this build writes for objects in clear; it reads 1, 2 and 3.
 pub const FORMAT_VERSION: u8 = 2;
+/// The chunk index version of encrypted objects: version 2 plus the key id after the header,
+/// chunks stored sealed. Builds that read only 1 and 2 refuse it by its number.
+pub const ENCRYPTED_FORMAT_VERSION: u8 = 3;
 const INDEX_HEADER_BYTES: usize = 32;
 /// A chunk entry of version 1; version 2 adds the chunk's smallest and largest append time.
 const CHUNK_ENTRY_BYTES_V1: usize = 60;
@@ -79,6 +90,8 @@ pub struct ChunkIndex {
     pub base_offset: u64,
     pub raw_bytes: u64,
     pub chunks: Vec<ChunkMeta>,
+    /// The id of the key the chunks are sealed with (version 3); `None`: stored in clear.
+    pub key_id: Option<String>,
 }
 
 impl ChunkIndex {
@@ -119,9 +132,49 @@ pub struct BuiltObject {
     pub index_len: u64,
 }
 
+/// What sealing the chunks of one segment needs: the key, the partition (for the AAD) and a
+/// nonce source (random in production, fixed in golden tests).
+pub struct Sealing<'a> {
+    pub key: &'a DataKey,
+    pub topic: &'a str,
+    pub partition: u32,
+    pub nonce: &'a mut dyn FnMut() -> Result<[u8; encryption::NONCE_BYTES]>,
+}
+
+/// What opening the chunks of one encrypted segment needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    pub key: &'a DataKey,
+    pub topic: &'a str,
+    pub partition: u32,
+    pub base_offset: u64,
+}
+
 /// Builds the object for a raw segment. `batches` must cover `raw` exactly, in order.
 pub fn build(raw: &[u8], batches: &[BatchMark], chunk_bytes: u64, zstd_level: i32) -> Result<BuiltObject> {
+    build_with(raw, batches, chunk_bytes, zstd_level, None)
+}
+
+/// Builds an encrypted object (chunk index version 3): each chunk compressed, then sealed.
+pub fn build_sealed(
+    raw: &[u8],
+    batches: &[BatchMark],
+    chunk_bytes: u64,
+    zstd_level: i32,
+    sealing: Sealing<'_>,
+) -> Result<BuiltObject> {
+    build_with(raw, batches, chunk_bytes, zstd_level, Some(sealing))
+}
+
+fn build_with(
+    raw: &[u8],
+    batches: &[BatchMark],
+    chunk_bytes: u64,
+    zstd_level: i32,
+    mut sealing: Option<Sealing<'_>>,
+) -> Result<BuiltObject> {
     check_marks(raw, batches)?;
+    let base_offset = batches[0].base_offset;
     let mut bytes = Vec::with_capacity(raw.len() / 3 + 1024);
     let mut chunks = Vec::new();
     let mut start = 0;
@@ -136,7 +189,12 @@ pub fn build(raw: &[u8], batches: &[BatchMark], chunk_bytes: u64, zstd_level: i3
         let raw_position = group[0].position;
         let raw_len = group.iter().map(|b| b.length).sum::<u64>();
         let plain = &raw[raw_position as usize..(raw_position + raw_len) as usize];
-        let compressed = compress(plain, zstd_level)?;
+        let mut compressed = compress(plain, zstd_level)?;
+        if let Some(s) = sealing.as_mut() {
+            let chunk_no = u32::try_from(chunks.len()).expect("chunk count is bounded by CHUNKS_MAX");
+            let aad = encryption::chunk_aad(s.topic, s.partition, base_offset, chunk_no);
+            compressed = s.key.seal((s.nonce)()?, &aad, &compressed)?;
+        }
         chunks.push(ChunkMeta {
             first_offset: group[0].base_offset,
             last_offset: group[group.len() - 1].last_offset,
@@ -153,8 +211,11 @@ pub fn build(raw: &[u8], batches: &[BatchMark], chunk_bytes: u64, zstd_level: i3
         bytes.extend_from_slice(&compressed);
         start = end;
     }
-    let index =
-        ChunkIndex { base_offset: batches.first().map_or(0, |b| b.base_offset), raw_bytes: raw.len() as u64, chunks };
+    if chunks.len() > CHUNKS_MAX {
+        return Err(Error::Format(format!("{} chunks; at most {CHUNKS_MAX}: raise the chunk size", chunks.len())));
+    }
+    let key_id = sealing.map(|s| s.key.id().to_string());
+    let index = ChunkIndex { base_offset, raw_bytes: raw.len() as u64, chunks, key_id };
     let index_position = bytes.len() as u64;
     write_skippable(&mut bytes, INDEX_FRAME_MAGIC, &encode_index(&index));
     let index_len = bytes.len() as u64 - index_position;
@@ -195,12 +256,17 @@ fn write_skippable(out: &mut Vec<u8>, magic: u32, payload: &[u8]) {
 fn encode_index(index: &ChunkIndex) -> Vec<u8> {
     let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + index.chunks.len() * CHUNK_ENTRY_BYTES + INDEX_TRAILER_BYTES);
     out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
-    out.push(FORMAT_VERSION);
+    out.push(if index.key_id.is_some() { ENCRYPTED_FORMAT_VERSION } else { FORMAT_VERSION });
     out.extend_from_slice(&[0u8; 3]);
     out.extend_from_slice(&(index.chunks.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&index.base_offset.to_le_bytes());
     out.extend_from_slice(&index.raw_bytes.to_le_bytes());
+    if let Some(id) = &index.key_id {
+        // Key ids are checked (1..=64 bytes) when a key is made.
+        out.push(id.len() as u8);
+        out.extend_from_slice(id.as_bytes());
+    }
     for c in &index.chunks {
         out.extend_from_slice(&c.first_offset.to_le_bytes());
         out.extend_from_slice(&c.last_offset.to_le_bytes());
@@ -253,11 +319,21 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
     }
     let entry_bytes = match p[4] {
         1 => CHUNK_ENTRY_BYTES_V1,
-        2 => CHUNK_ENTRY_BYTES,
-        other => return Err(bad(&format!("unsupported version {other} (this build reads 1 and 2)"))),
+        2 | ENCRYPTED_FORMAT_VERSION => CHUNK_ENTRY_BYTES,
+        other => return Err(bad(&format!("unsupported version {other} (this build reads 1, 2 and 3)"))),
+    };
+    let (key_id, entries_at) = match p[4] {
+        ENCRYPTED_FORMAT_VERSION => {
+            let len = usize::from(p[INDEX_HEADER_BYTES]);
+            let id =
+                p.get(INDEX_HEADER_BYTES + 1..INDEX_HEADER_BYTES + 1 + len).ok_or_else(|| bad("key id cut short"))?;
+            let id = std::str::from_utf8(id).ok().filter(|id| encryption::check_key_id(id).is_ok());
+            (Some(id.ok_or_else(|| bad("key id is not a valid key id"))?.to_string()), INDEX_HEADER_BYTES + 1 + len)
+        }
+        _ => (None, INDEX_HEADER_BYTES),
     };
     let count = u32_at(p, 8) as usize;
-    if count > CHUNKS_MAX || p.len() != INDEX_HEADER_BYTES + count * entry_bytes + INDEX_TRAILER_BYTES {
+    if count > CHUNKS_MAX || p.len() != entries_at + count * entry_bytes + INDEX_TRAILER_BYTES {
         return Err(bad("length does not match the chunk count"));
     }
     let body_end = p.len() - INDEX_TRAILER_BYTES;
@@ -269,7 +345,7 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
     }
     let mut chunks = Vec::with_capacity(count);
     for i in 0..count {
-        let e = &p[INDEX_HEADER_BYTES + i * entry_bytes..];
+        let e = &p[entries_at + i * entry_bytes..];
         let appended = |at: usize| if entry_bytes == CHUNK_ENTRY_BYTES { u64_at(e, at) as i64 } else { NO_APPEND_TIME };
         chunks.push(ChunkMeta {
             first_offset: u64_at(e, 0),
@@ -290,7 +366,7 @@ fn parse_index_payload(p: &[u8]) -> Result<ChunkIndex> {
     if !ordered {
         return Err(bad("append times decrease"));
     }
-    Ok(ChunkIndex { base_offset: u64_at(p, 16), raw_bytes: u64_at(p, 24), chunks })
+    Ok(ChunkIndex { base_offset: u64_at(p, 16), raw_bytes: u64_at(p, 24), chunks, key_id })
 }
 
 /// Finds and parses the chunk index from a whole object (for `verify` and tests; readers use
@@ -324,8 +400,30 @@ pub fn locate_index(object: &[u8]) -> Result<(u64, u64)> {
     Ok((frame_start as u64, (seek_start - frame_start) as u64))
 }
 
-/// Checks and decompresses one chunk from its compressed bytes.
+/// Checks and decompresses one chunk of an object in clear from its compressed bytes.
 pub fn decode_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<Vec<u8>> {
+    check_stored_chunk(meta, compressed)?;
+    decompress(meta, compressed)
+}
+
+/// Checks, decrypts and decompresses chunk `chunk_no` of an encrypted object from its stored
+/// bytes. The CRC32C (of the stored bytes) is checked before the key is used.
+pub fn open_chunk(meta: &ChunkMeta, chunk_no: usize, stored: &[u8], opening: &Opening<'_>) -> Result<Vec<u8>> {
+    check_stored_chunk(meta, stored)?;
+    let chunk = u32::try_from(chunk_no).map_err(|_| Error::Format("chunk number above u32".into()))?;
+    let aad = encryption::chunk_aad(opening.topic, opening.partition, opening.base_offset, chunk);
+    let compressed = opening.key.open(&aad, stored).map_err(|e| {
+        Error::Format(format!(
+            "chunk {chunk_no} at byte {} (offsets {}..={}): {e}",
+            meta.compressed_position, meta.first_offset, meta.last_offset
+        ))
+    })?;
+    decompress(meta, &compressed)
+}
+
+/// The stored bytes of a chunk (compressed, or sealed) have the index's length and CRC32C:
+/// what can be checked of an encrypted chunk without its key.
+pub fn check_stored_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<()> {
     if compressed.len() != meta.compressed_len as usize {
         return Err(Error::Format(format!(
             "chunk at {} has {} bytes, index says {}",
@@ -341,6 +439,10 @@ pub fn decode_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<Vec<u8>> {
             meta.compressed_position, meta.first_offset, meta.last_offset, meta.crc32c
         )));
     }
+    Ok(())
+}
+
+fn decompress(meta: &ChunkMeta, compressed: &[u8]) -> Result<Vec<u8>> {
     let raw = zstd::bulk::decompress(compressed, meta.raw_len as usize)
         .map_err(|e| Error::Format(format!("chunk at byte {}: zstd: {e}", meta.compressed_position)))?;
     if raw.len() != meta.raw_len as usize {
@@ -354,11 +456,30 @@ pub fn decode_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<Vec<u8>> {
     Ok(raw)
 }
 
-/// Decodes a whole object back to the raw segment bytes, checking every chunk.
+/// Decodes a whole object in clear back to the raw segment bytes, checking every chunk. An
+/// encrypted object is refused, naming its key id: see [`decode_object_with`].
 pub fn decode_object(object: &[u8]) -> Result<Vec<u8>> {
+    decode_object_with(object, None, "", 0)
+}
+
+/// Decodes a whole object, in clear or encrypted (with a key of `keys`, for the segment of
+/// `topic`/`partition` whose base offset the index names), to the raw segment bytes.
+pub fn decode_object_with(object: &[u8], keys: Option<&Keyring>, topic: &str, partition: u32) -> Result<Vec<u8>> {
     let index = parse_index_from_object(object)?;
+    let key = match &index.key_id {
+        None => None,
+        Some(id) => Some(keys.and_then(|k| k.get(id)).ok_or_else(|| {
+            Error::Format(format!(
+                "the object is encrypted with key id '{id}', which {}: decrypt it with a keyring that holds that key",
+                keys.map_or("no keyring was given".to_string(), |k| format!(
+                    "the keyring {} does not hold",
+                    k.source()
+                ))
+            ))
+        })?),
+    };
     let mut raw = Vec::with_capacity(index.raw_bytes as usize);
-    for c in &index.chunks {
+    for (chunk_no, c) in index.chunks.iter().enumerate() {
         let start = c.compressed_position as usize;
         let end = start + c.compressed_len as usize;
         let compressed =
@@ -366,7 +487,14 @@ pub fn decode_object(object: &[u8]) -> Result<Vec<u8>> {
         if c.raw_position != raw.len() as u64 {
             return Err(Error::Format("chunks do not tile the segment".into()));
         }
-        raw.extend_from_slice(&decode_chunk(c, compressed)?);
+        let plain = match &key {
+            None => decode_chunk(c, compressed)?,
+            Some(key) => {
+                let opening = Opening { key, topic, partition, base_offset: index.base_offset };
+                open_chunk(c, chunk_no, compressed, &opening)?
+            }
+        };
+        raw.extend_from_slice(&plain);
     }
     if raw.len() as u64 != index.raw_bytes {
         return Err(Error::Format(format!("object decodes to {} bytes, index says {}", raw.len(), index.raw_bytes)));
@@ -386,6 +514,20 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// See `encrypted_segment_object_v3_golden_bytes`: chunk 0 (nonce 01…, ciphertext, tag),
+    /// chunk 1 (nonce 02…), then the version-3 chunk index (key id `k1` after the header) and
+    /// the seek table.
+    const GOLDEN_V3_HEX: &str = concat!(
+        "0101010101010101010101015f76cac84cadd566d42c1779610a37b6bf4eeaadfbf079b2d3d907dac2ced4794cf29036",
+        "ae3b655856af9c56c32458a1a0d5bbbd020202020202020202020202b39d36469dc78c5bcbfdc3815e1cb4673c8cd906",
+        "e73b16d1325cd135da4f61851d967e1856ed0a9a6cc31d6c88b1dcb259ad1ee3502a4d18c7000000544c534f03000000",
+        "02000000000000000a000000000000004600000000000000026b310a000000000000000e000000000000000000000000",
+        "0000000300000000000000000000000000000028000000000000000000000040000000c054e268000000000000008000",
+        "000000000000800f00000000000000130000000000000007000000000000000a0000000000000028000000000000001e",
+        "0000004000000000000000400000001f286c1ce903000000000000e903000000000000dcb79a85c7000000544c53495e",
+        "2a4d18190000004000000028000000400000001e0000000200000000b1ea928f",
+    );
 
     /// A fake segment of `sizes.len()` "batches" (the format does not look inside them).
     fn segment(sizes: &[usize]) -> (Vec<u8>, Vec<BatchMark>) {
@@ -493,6 +635,117 @@ mod tests {
         let mut backwards = marks.clone();
         backwards[2].append_time = 1_000;
         assert!(build(&raw, &backwards, 700, 3).is_err());
+    }
+
+    /// The key of the encryption tests: bytes 0..32, id `k1`.
+    fn key() -> DataKey {
+        DataKey::new("k1", &(0u8..32).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn keyring(keys: Vec<DataKey>) -> Keyring {
+        let current = keys[0].id().to_string();
+        Keyring::new(keys, &current, "test keyring").unwrap()
+    }
+
+    /// Seals with nonces 1,1,…,1 then 2,2,…,2 (golden tests only: production nonces are random).
+    fn build_sealed_counting(raw: &[u8], marks: &[BatchMark], chunk_bytes: u64, topic: &str) -> BuiltObject {
+        let mut counter = 0u8;
+        let mut nonce = || {
+            counter += 1;
+            Ok([counter; encryption::NONCE_BYTES])
+        };
+        let sealing = Sealing { key: &key(), topic, partition: 3, nonce: &mut nonce };
+        build_sealed(raw, marks, chunk_bytes, 3, sealing).unwrap()
+    }
+
+    /// Golden bytes of a two-chunk encrypted object (chunk index version 3), key bytes 0..32,
+    /// nonces 01…01 and 02…02, topic `t`, partition 3. Each chunk is `nonce ‖ ciphertext ‖ tag`;
+    /// the ciphertexts and tags were checked with Python's `cryptography` (AESGCM, an
+    /// implementation not used here) decrypting to the zstd frames of `build` with the AAD of
+    /// `encryption::chunk_aad`, and `integration/scripts/decrypt-object.py` decrypts the
+    /// object to the segment. A failure means the format changed: add a version.
+    #[test]
+    fn encrypted_segment_object_v3_golden_bytes() {
+        let (raw, marks) = segment(&[40, 30]);
+        let built = build_sealed_counting(&raw, &marks, 40, "t");
+        let hex: String = built.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_V3_HEX);
+        assert_eq!(built.bytes[built.index_position as usize + 12], ENCRYPTED_FORMAT_VERSION);
+        assert_eq!(built.index.key_id.as_deref(), Some("k1"));
+        assert_eq!(parse_index_from_object(&built.bytes).unwrap(), built.index);
+        assert_eq!(decode_object_with(&built.bytes, Some(&keyring(vec![key()])), "t", 3).unwrap(), raw);
+        // Stored in clear, the same segment still gives version 2, byte for byte as before.
+        let clear = build(&raw, &marks, 40, 3).unwrap();
+        assert_eq!(clear.bytes[clear.index_position as usize + 12], FORMAT_VERSION);
+    }
+
+    #[test]
+    fn an_encrypted_object_is_not_zstd_and_needs_its_key_named_by_id() {
+        let (raw, marks) = segment(&[5000, 7000, 3000]);
+        let built = build_sealed_counting(&raw, &marks, 8000, "t");
+        assert!(zstd::stream::decode_all(&built.bytes[..]).is_err(), "zstd -d must fail loudly, not print ciphertext");
+        let err = decode_object(&built.bytes).unwrap_err().to_string();
+        assert!(err.contains("encrypted with key id 'k1'") && err.contains("no keyring"), "{err}");
+        let other = keyring(vec![DataKey::new("k2", &[9; 32]).unwrap()]);
+        let err = decode_object_with(&built.bytes, Some(&other), "t", 3).unwrap_err().to_string();
+        assert!(err.contains("'k1'") && err.contains("test keyring does not hold"), "{err}");
+        // A key under the right id but with other bytes fails authentication, never decodes.
+        let impostor = keyring(vec![DataKey::new("k1", &[9; 32]).unwrap()]);
+        let err = decode_object_with(&built.bytes, Some(&impostor), "t", 3).unwrap_err().to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        /// Sealed segments round-trip; a flipped bit anywhere in a sealed chunk fails even with
+        /// its CRC32C fixed up (so only GCM can catch it); a chunk opened at another place
+        /// (swapped with its neighbour, another topic, partition or segment) fails; a flip in a
+        /// version-3 index is detected.
+        #[test]
+        fn sealed_segments_round_trip_and_any_tampering_fails(
+            sizes in proptest::collection::vec(1usize..3000, 1..16),
+            chunk_bytes in 64u64..10_000,
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let (raw, marks) = segment(&sizes);
+            let mut nonce = encryption::random_nonce;
+            let sealing = Sealing { key: &key(), topic: "pay", partition: 3, nonce: &mut nonce };
+            let built = build_sealed(&raw, &marks, chunk_bytes, 1, sealing).unwrap();
+            let ring = keyring(vec![key()]);
+            prop_assert_eq!(decode_object_with(&built.bytes, Some(&ring), "pay", 3).unwrap(), raw);
+            let chunks = &built.index.chunks;
+            let stored = |c: &ChunkMeta| {
+                built.bytes[c.compressed_position as usize..(c.compressed_position + u64::from(c.compressed_len)) as usize].to_vec()
+            };
+            let k = key();
+            let open = |meta: &ChunkMeta, no: usize, bytes: &[u8], topic: &str, partition: u32, base: u64| {
+                let opening = Opening { key: &k, topic, partition, base_offset: base };
+                open_chunk(meta, no, bytes, &opening)
+            };
+            let base = built.index.base_offset;
+            let no = flip.index(chunks.len());
+            let (meta, bytes) = (chunks[no], stored(&chunks[no]));
+            prop_assert!(open(&meta, no, &bytes, "pay", 3, base).is_ok());
+            let mut flipped = bytes.clone();
+            let at = flip.index(flipped.len());
+            flipped[at] ^= 1 << bit;
+            let refreshed = ChunkMeta { crc32c: crc32c::crc32c(&flipped), ..meta };
+            let err = open(&refreshed, no, &flipped, "pay", 3, base).unwrap_err().to_string();
+            prop_assert!(err.contains("authentication failed"), "flip at {} of chunk {}: {}", at, no, err);
+            prop_assert!(open(&meta, no, &bytes, "pax", 3, base).is_err(), "another topic");
+            prop_assert!(open(&meta, no, &bytes, "pay", 4, base).is_err(), "another partition");
+            prop_assert!(open(&meta, no, &bytes, "pay", 3, base + 1).is_err(), "another segment");
+            if chunks.len() > 1 {
+                let other = (no + 1) % chunks.len();
+                let swapped = ChunkMeta { ..chunks[other] };
+                prop_assert!(open(&swapped, no, &stored(&chunks[other]), "pay", 3, base).is_err(), "chunk {} as {}", other, no);
+            }
+            let mut frame = built.bytes[built.index_position as usize..(built.index_position + built.index_len) as usize].to_vec();
+            let at = flip.index(frame.len());
+            frame[at] ^= 1 << bit;
+            prop_assert!(parse_index_frame(&frame).is_err(), "index flip at {} undetected", at);
+        }
     }
 
     proptest! {

@@ -29,6 +29,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, W
 use rand::Rng;
 use tokio::sync::Semaphore;
 
+use crate::encryption::DataKey;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lock::{LockPolicy, LockRequest};
@@ -66,6 +67,8 @@ pub struct UploadSettings {
     /// legal-hold flag.
     pub holds: Vec<(i64, i64)>,
     pub holds_by_append_time: bool,
+    /// The key new segment objects are sealed with (`[encryption]`); `None`: stored in clear.
+    pub encryption: Option<Arc<DataKey>>,
 }
 
 impl UploadSettings {
@@ -142,8 +145,16 @@ pub async fn upload_segment(
     let (chunk_bytes, level) = (settings.chunk_bytes, settings.zstd_level);
     let raw = segment.raw.clone();
     let batches = segment.batches.clone();
+    let (key, sealed_topic) = (settings.encryption.clone(), topic.to_string());
     let (built, raw_sha256, object_sha256) = crate::blocking::run(move || {
-        let built = segment_object::build(&raw, &batches, chunk_bytes, level)?;
+        let built = match &key {
+            None => segment_object::build(&raw, &batches, chunk_bytes, level)?,
+            Some(key) => {
+                let mut nonce = crate::encryption::random_nonce;
+                let sealing = segment_object::Sealing { key, topic: &sealed_topic, partition, nonce: &mut nonce };
+                segment_object::build_sealed(&raw, &batches, chunk_bytes, level, sealing)?
+            }
+        };
         let raw_sha = crate::sha256_hex(&raw);
         let object_sha = crate::sha256_hex(&built.bytes);
         Ok::<_, Error>((built, raw_sha, object_sha))
@@ -188,6 +199,7 @@ pub async fn upload_segment(
                     uploaded_ms: put_started_ms,
                     min_append_time,
                     max_append_time,
+                    key_id: index.key_id.clone(),
                     prev_hash: String::new(),
                     hash: String::new(),
                 });

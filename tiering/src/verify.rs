@@ -18,7 +18,9 @@
 //!    and checks the object SHA-256, the chunk index against the manifest entry, each
 //!    chunk's CRC32C and zstd checksum, the raw SHA-256 of the decompressed segment, and,
 //!    through the [`SegmentCheck`], every batch CRC and dense offsets, with batch boundaries
-//!    on chunk boundaries.
+//!    on chunk boundaries. An encrypted object is decrypted with the keyring's key of the id
+//!    it names; without that key, everything over the stored bytes (size, SHA-256, chunk index,
+//!    each chunk's CRC32C) is still checked, and the summary's `not_decrypted` says what was not.
 //!
 //! Outcomes: damage is reported as [`Problem`]s through the callback and verification goes
 //! on; a store that cannot be read at all (credentials, network, an outage) stops it with an
@@ -33,6 +35,7 @@ use object_store::path::Path;
 use serde::Serialize;
 
 use crate::blocking;
+use crate::encryption::Keyring;
 use crate::error::{Error, Result};
 use crate::keys::{self, ParsedKey};
 use crate::manifest::{self, ArchiveRef, Entry, GENESIS_HASH, Manifest, ParsedManifest};
@@ -70,6 +73,9 @@ pub struct VerifyOptions {
     /// was turned on later). The newest must still be signed, and every version is a prefix of
     /// it, so its signature covers the whole history.
     pub unsigned_before_signing: bool,
+    /// Keys to decrypt encrypted objects with (deep). Without one, their stored bytes are
+    /// still checked; what needs the key is counted in [`Summary::not_decrypted`].
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 /// What a [`SegmentCheck`] found in a decompressed segment.
@@ -180,7 +186,24 @@ pub struct Summary {
     pub expiries: u64,
     /// Segments expired by retention, over all partitions (as the newest versions count them).
     pub expired_segments: u64,
+    /// Encrypted objects `deep` could not decrypt (their key is not in the keyring given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_decrypted: Option<NotDecrypted>,
 }
+
+/// What a deep verify without the keys checked, and did not, of encrypted objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NotDecrypted {
+    pub objects: u64,
+    /// The key ids that would decrypt them.
+    pub key_ids: std::collections::BTreeSet<String>,
+    pub detail: String,
+}
+
+/// What [`NotDecrypted::detail`] says.
+const NOT_DECRYPTED_DETAIL: &str = "checked without the key: size, object SHA-256, chunk index against the manifest, \
+     each chunk's CRC32C; not checked: decryption (authentication), zstd, the raw segment's SHA-256, batch CRCs and \
+     offsets. Run verify with a keyring holding these key ids to check them";
 
 /// Progress and findings, as they happen.
 pub enum Event<'a> {
@@ -885,12 +908,14 @@ impl PartitionRun<'_> {
         let bytes: u64 = selected.iter().fold(0u64, |sum, e| sum.saturating_add(e.object_bytes));
         (self.on_event)(Event::Planned { objects: selected.len() as u64, bytes });
         let (store, deep) = (self.store.clone(), self.options.deep);
+        let place =
+            Place { topic: self.topic.to_string(), partition: self.partition, keyring: self.options.keyring.clone() };
         let mut checks = futures::stream::iter(selected)
             .map(|entry| {
-                let (store, check) = (store.clone(), check.clone());
+                let (store, check, place) = (store.clone(), check.clone(), place.clone());
                 async move {
                     let findings = if deep {
-                        check_object_deep(&store, &entry, check).await?
+                        check_object_deep(&store, &entry, check, place).await?
                     } else {
                         check_object_head(&store, &entry).await?
                     };
@@ -910,6 +935,14 @@ impl PartitionRun<'_> {
                 );
             }
             self.count(&entry, outcome.records);
+            if let Some(key_id) = outcome.not_decrypted {
+                let s = self.summary.not_decrypted.get_or_insert_with(|| NotDecrypted {
+                    detail: NOT_DECRYPTED_DETAIL.into(),
+                    ..NotDecrypted::default()
+                });
+                s.objects += 1;
+                s.key_ids.insert(key_id);
+            }
         }
         Ok(())
     }
@@ -947,6 +980,16 @@ struct ObjectOutcome {
     problems: Vec<Finding>,
     /// Records counted one by one (deep only, when the segment could be walked).
     records: Option<u64>,
+    /// The key id of an encrypted object that could not be decrypted (its key is not given).
+    not_decrypted: Option<String>,
+}
+
+/// The partition an object belongs to (the AAD of its chunks) and the keys to open it.
+#[derive(Clone)]
+struct Place {
+    topic: String,
+    partition: u32,
+    keyring: Option<Arc<Keyring>>,
 }
 
 fn finding(kind: ProblemKind, expected: impl ToString, found: impl ToString, detail: impl Into<String>) -> Finding {
@@ -970,10 +1013,15 @@ async fn check_object_head(store: &RemoteStore, entry: &Entry) -> Result<ObjectO
         }],
         Err(e) => return Err(store.error(format!("HEAD {key}"), e)),
     };
-    Ok(ObjectOutcome { problems, records: None })
+    Ok(ObjectOutcome { problems, records: None, not_decrypted: None })
 }
 
-async fn check_object_deep(store: &RemoteStore, entry: &Entry, check: SegmentCheck) -> Result<ObjectOutcome> {
+async fn check_object_deep(
+    store: &RemoteStore,
+    entry: &Entry,
+    check: SegmentCheck,
+    place: Place,
+) -> Result<ObjectOutcome> {
     // Presence and size first: an object of another size is not the committed one, and its
     // contents are not downloaded (nor is anything larger than a segment object can be).
     let head = check_object_head(store, entry).await?;
@@ -985,6 +1033,7 @@ async fn check_object_deep(store: &RemoteStore, entry: &Entry, check: SegmentChe
         return Ok(ObjectOutcome {
             problems: vec![Finding { kind: ProblemKind::IndexMismatch, expected_found: None, detail }],
             records: None,
+            not_decrypted: None,
         });
     }
     let key = Path::from(entry.key.as_str());
@@ -994,13 +1043,13 @@ async fn check_object_deep(store: &RemoteStore, entry: &Entry, check: SegmentChe
         Err(e) => return Err(e),
     };
     let entry = entry.clone();
-    Ok(blocking::run(move || check_object_bytes(&entry, &bytes, &*check)).await)
+    Ok(blocking::run(move || check_object_bytes(&entry, &bytes, &*check, &place)).await)
 }
 
 /// Every check of `--deep` on an object's bytes.
-fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> ObjectOutcome {
+fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn, place: &Place) -> ObjectOutcome {
     let mut problems = Vec::new();
-    let outcome = |problems, records| ObjectOutcome { problems, records };
+    let outcome = |problems, records| ObjectOutcome { problems, records, not_decrypted: None };
     if bytes.len() as u64 != entry.object_bytes {
         problems.push(finding(
             ProblemKind::ObjectSizeMismatch,
@@ -1038,11 +1087,23 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> Ob
         ));
         return outcome(problems, None);
     }
+    let key = index.key_id.as_ref().map(|id| (id, place.keyring.as_ref().and_then(|k| k.get(id))));
+    if let Some((key_id, None)) = &key {
+        return check_sealed_chunks(bytes, &index, problems, key_id);
+    }
     let mut raw = Vec::with_capacity(entry.raw_bytes as usize);
-    for chunk in &index.chunks {
+    for (chunk_no, chunk) in index.chunks.iter().enumerate() {
         let start = chunk.compressed_position as usize;
         let compressed = bytes.get(start..start.saturating_add(chunk.compressed_len as usize)).unwrap_or(&[]);
-        match segment_object::decode_chunk(chunk, compressed) {
+        let decoded = match &key {
+            Some((_, Some(key))) => {
+                let (topic, partition, base_offset) = (place.topic.as_str(), place.partition, index.base_offset);
+                let opening = segment_object::Opening { key, topic, partition, base_offset };
+                segment_object::open_chunk(chunk, chunk_no, compressed, &opening)
+            }
+            _ => segment_object::decode_chunk(chunk, compressed),
+        };
+        match decoded {
             Ok(plain) => raw.extend_from_slice(&plain),
             Err(e) => {
                 problems.push(Finding {
@@ -1096,6 +1157,24 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn) -> Ob
     outcome(problems, records)
 }
 
+/// An encrypted object whose key is not given: every chunk's stored bytes against the index
+/// (length, CRC32C), which needs no key; the rest is reported as not decrypted.
+fn check_sealed_chunks(bytes: &[u8], index: &ChunkIndex, mut problems: Vec<Finding>, key_id: &str) -> ObjectOutcome {
+    for chunk in &index.chunks {
+        let start = chunk.compressed_position as usize;
+        let stored = bytes.get(start..start.saturating_add(chunk.compressed_len as usize)).unwrap_or(&[]);
+        if let Err(e) = segment_object::check_stored_chunk(chunk, stored) {
+            problems.push(Finding {
+                kind: ProblemKind::ObjectCorrupt,
+                expected_found: None,
+                detail: format!("chunk of offsets {}..={}: {e}", chunk.first_offset, chunk.last_offset),
+            });
+            break;
+        }
+    }
+    ObjectOutcome { problems, records: None, not_decrypted: Some(key_id.to_string()) }
+}
+
 /// Where the chunk index disagrees with the manifest entry, or with itself.
 fn index_mismatches(entry: &Entry, index: &ChunkIndex, location: (u64, u64)) -> Vec<Finding> {
     let mut found = Vec::new();
@@ -1108,6 +1187,7 @@ fn index_mismatches(entry: &Entry, index: &ChunkIndex, location: (u64, u64)) -> 
     compare("base offset", entry.base_offset.to_string(), index.base_offset.to_string());
     compare("raw bytes", entry.raw_bytes.to_string(), index.raw_bytes.to_string());
     compare("chunks", entry.chunks.to_string(), index.chunks.len().to_string());
+    compare("key id", format!("{:?}", entry.key_id), format!("{:?}", index.key_id));
     compare("first offset", entry.base_offset.to_string(), first.map_or(String::new(), |c| c.first_offset.to_string()));
     compare("last offset", entry.last_offset.to_string(), last.map_or(String::new(), |c| c.last_offset.to_string()));
     let min_ts = index.chunks.iter().map(|c| c.min_timestamp).min().unwrap_or(i64::MAX);

@@ -40,6 +40,7 @@ fn reader(store: &RemoteStore) -> (Arc<RemoteReader>, Arc<FaultStore>) {
         prefetch_bytes: 1024 * 1024,
         concurrency: 4,
         timeout: Duration::from_secs(10),
+        keyring: None,
     };
     (RemoteReader::new(store.with_store(faulty.clone()), settings), faulty)
 }
@@ -109,8 +110,13 @@ async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
     let store = RemoteStore::local_dir(dir.path()).unwrap();
     tier(&store, "t", 0, segments(0, 2, 1)).await;
     let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let settings =
-        ReaderSettings { cache_bytes: 1 << 20, prefetch_bytes: 0, concurrency: 1, timeout: Duration::from_millis(100) };
+    let settings = ReaderSettings {
+        cache_bytes: 1 << 20,
+        prefetch_bytes: 0,
+        concurrency: 1,
+        timeout: Duration::from_millis(100),
+        keyring: None,
+    };
     let reader = RemoteReader::new(store.with_store(faulty.clone()), settings);
     faulty.faults.latency_ms.store(400, Ordering::SeqCst);
     let err = reader.read_at("t", 0, 0).await.unwrap_err();

@@ -34,6 +34,7 @@ pub fn upload_settings() -> UploadSettings {
         lock: None,
         holds: Vec::new(),
         holds_by_append_time: false,
+        encryption: None,
     }
 }
 
