@@ -390,10 +390,10 @@ fn a_writer_marks_topics_so_that_builds_before_append_times_refuse_them() {
     assert_eq!(fresh["version"], 2);
     drop(log);
     // A version this build does not know is refused, by name, never guessed at.
-    let text = std::fs::read_to_string(&metadata).unwrap().replace("\"version\": 2", "\"version\": 4");
+    let text = std::fs::read_to_string(&metadata).unwrap().replace("\"version\": 2", "\"version\": 5");
     std::fs::write(&metadata, text).unwrap();
     let err = Log::open(config).err().expect("refused").to_string();
-    assert!(err.contains("unsupported version 4"), "{err}");
+    assert!(err.contains("unsupported version 5"), "{err}");
 }
 
 /// `topic.json` version 3 (per-topic settings), golden bytes: what this build writes for a
