@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use tierlog_tiering::audit::{self, Event, Trail};
 use tierlog_tiering::blocking;
 use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
 use tierlog_tiering::manifest::{Manifest, ManifestStore, Writer};
@@ -163,6 +164,11 @@ pub struct Tiering {
     verified_end: std::sync::Mutex<HashMap<(String, u32), u64>>,
     /// The newest legal-holds version seen: the next read probes forward from it.
     holds_version: std::sync::atomic::AtomicU64,
+    /// Audit events of commits, expiries and the server's topic changes, written at the end
+    /// of every pass (one record per pass), kept queued while the bucket refuses them.
+    pub audit: Arc<Trail>,
+    /// Who the driver's events name: the OS user and host of this process.
+    actor: String,
 }
 
 impl Tiering {
@@ -201,6 +207,10 @@ impl Tiering {
             commit_window_ms: tiering.commit_window_ms,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
+        let audit = Arc::new(Trail::new(remote.clone(), &writer.id, settings.attempts));
+        for event in crate::audit::load_pending(disk, log.data_dir()) {
+            audit.record(event);
+        }
         let signer = load_signer(log.config())?;
         if let Some(signer) = &signer {
             signer.publish(&remote).await?;
@@ -221,6 +231,8 @@ impl Tiering {
             uploaded: Default::default(),
             verified_end: Default::default(),
             holds_version: Default::default(),
+            audit,
+            actor: crate::audit::os_actor(),
         })
     }
 
@@ -242,11 +254,24 @@ impl Tiering {
         if let Err(e) = self.publish_catalog().await {
             tracing::error!(error = %e, "cannot record the topic catalog in the bucket; tiering goes on, retrying next pass");
         }
-        let reports = self.tier_topics(topic, seal_active).await?;
+        let reports = self.tier_topics(topic, seal_active).await;
+        self.flush_audit().await;
+        let reports = reports?;
         if let Err(e) = self.publish_group_offsets().await {
             tracing::error!(error = %e, "cannot record group offsets in the bucket; retrying next pass");
         }
         Ok(reports)
+    }
+
+    /// Writes the queued audit events as one record. A failure never fails the pass: the
+    /// events stay queued (and in the data directory, for a restart) until a pass writes them.
+    pub async fn flush_audit(&self) {
+        if let Err(e) = self.audit.flush(self.now_ms()).await {
+            tracing::error!(error = %e, queued = self.audit.pending().len(), "cannot write the audit trail to the bucket; the events stay queued and are written by a later pass");
+        }
+        if let Err(e) = crate::audit::save_pending(&*self.log.host().disk, self.log.data_dir(), &self.audit) {
+            tracing::error!(error = %e, "cannot keep the queued audit events in the data directory");
+        }
     }
 
     /// Writes a catalog version to the bucket if the topics changed since the newest one.
@@ -431,6 +456,16 @@ impl Tiering {
         let now_ms = move || clock.now_ms();
         let mut outcome =
             uploader::upload_in_order(manifest, bases, load, &self.settings, self.permits.clone(), now_ms).await;
+        if let (Some(first), Some(last)) = (outcome.committed.first(), outcome.committed.last()) {
+            let after = serde_json::json!({"manifest_version": manifest.current.manifest_version, "segments": outcome.committed.len(),
+                "raw_bytes": outcome.committed.iter().map(|e| e.raw_bytes).sum::<u64>()});
+            self.audit.record(
+                Event::new(self.now_ms(), &self.actor, audit::action::SEGMENT_COMMIT)
+                    .partition(&key.0, key.1)
+                    .offsets(first.base_offset, last.last_offset)
+                    .after(after),
+            );
+        }
         if let Some(last) = outcome.committed.last() {
             self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), last.last_offset + 1);
         }
@@ -539,10 +574,12 @@ impl Tiering {
             by_append_time: topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime,
         };
         let clock = || self.now_ms();
+        let start_before = manifest.current.start_offset();
         let expired = retention::expire(manifest, &policy, &clock, self.settings.attempts).await?;
         if let Some(expired) = &expired {
             self.stats.expired_segments.fetch_add(expired.segments, Relaxed);
             self.stats.expired_raw_bytes.fetch_add(expired.raw_bytes, Relaxed);
+            self.audit.record(expiry_event(self.now_ms(), &self.actor, partition, manifest, start_before, expired));
         }
         // This process's readers stop answering below the new start (before any deletion).
         partition.note_expired_before(manifest.current.expired_before());
@@ -551,6 +588,14 @@ impl Tiering {
         // Objects of earlier expiries whose grace period passed, unless a hold now covers them.
         let deleted = retention::delete_due(manifest, &policy, self.now_ms(), self.settings.attempts).await?;
         self.stats.deleted_expired_objects.fetch_add(deleted.len() as u64, Relaxed);
+        if !deleted.is_empty() {
+            let after =
+                serde_json::json!({"manifest_version": manifest.current.manifest_version, "deleted_objects": deleted});
+            let event = Event::new(self.now_ms(), &self.actor, audit::action::RETENTION_DELETE)
+                .partition(&partition.topic, partition.id)
+                .after(after);
+            self.audit.record(event);
+        }
         Ok(deleted.len())
     }
 
@@ -634,6 +679,7 @@ impl Tiering {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
                     _ = stopped.changed() => {
+                        self.flush_audit().await;
                         // Offsets committed since the last pass reach the bucket before exit.
                         if let Err(e) = self.publish_group_offsets().await {
                             tracing::error!(error = %e, "cannot record group offsets in the bucket at shutdown");
@@ -667,6 +713,27 @@ impl Background {
         let _ = self.stop.send(true);
         let _ = self.handle.await;
     }
+}
+
+/// The audit event of an expiry commit that moved the partition's start from `start_before`.
+fn expiry_event(
+    now_ms: i64,
+    actor: &str,
+    partition: &Partition,
+    manifest: &ManifestStore,
+    start_before: Option<u64>,
+    expired: &tierlog_tiering::manifest::ExpiryOutcome,
+) -> Event {
+    let current = &manifest.current;
+    let reason = current.expired.as_ref().map(|x| x.reason.clone()).unwrap_or_default();
+    let first = start_before.unwrap_or(0);
+    Event::new(now_ms, actor, audit::action::RETENTION_EXPIRE)
+        .partition(&partition.topic, partition.id)
+        .offsets(first, expired.before_offset.saturating_sub(1))
+        .reason(&reason)
+        .before(serde_json::json!({"start_offset": first}))
+        .after(serde_json::json!({"start_offset": expired.before_offset, "manifest_version": current.manifest_version,
+            "segments": expired.segments, "raw_bytes": expired.raw_bytes}))
 }
 
 /// Sealed segments not yet in the manifest, in order. Reconciliation after a crash is this
