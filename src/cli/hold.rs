@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::json;
 use tierlog::tier;
 use tierlog::time::parse_time;
+use tierlog_tiering::audit::{Event, action};
 use tierlog_tiering::holds::{self, Hold};
 
 use super::GlobalArgs;
@@ -51,9 +52,7 @@ Examples:
 
 /// Who is acting: the OS user and host.
 fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("{user}@{}", host.trim())
+    tierlog::audit::os_actor()
 }
 
 pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
@@ -97,14 +96,24 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                 })
                 .await?;
                 println!("{}", json!({"hold": hold, "holds_version": set.version}));
+                // After the change (an audit event never names a hold that was not set); a
+                // failure exits non-zero, saying the hold is in force.
+                let (from, to) = (hold.from_ms, hold.to_ms);
+                let event = Event::new(now, &actor(), action::HOLD_SET)
+                    .topic(&hold.topic)
+                    .reason(&hold.reason)
+                    .after(json!({"hold": hold.id, "from_ms": from, "to_ms": to, "holds_version": set.version}));
+                tierlog::audit::append_now(&remote, event).await?;
             }
             HoldCommand::Release { id, reason } => {
                 if reason.trim().is_empty() {
                     bail!("--reason must say why the hold ends");
                 }
                 let what = format!("release {id}: {reason}");
+                let released = std::sync::Mutex::new(None);
                 let set = holds::update(&remote, &actor(), now, &what, |holds| {
                     let before = holds.len();
+                    *released.lock().unwrap_or_else(|p| p.into_inner()) = holds.iter().find(|h| h.id == id).cloned();
                     holds.retain(|h| h.id != id);
                     if holds.len() == before {
                         return Err(tierlog_tiering::Error::Format(format!(
@@ -115,6 +124,13 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                 })
                 .await?;
                 println!("{}", json!({"released": id, "reason": reason, "holds_version": set.version}));
+                let hold = released.into_inner().unwrap_or_else(|p| p.into_inner()).expect("a released hold was found");
+                let event = Event::new(now, &actor(), action::HOLD_RELEASE)
+                    .topic(&hold.topic)
+                    .reason(&reason)
+                    .before(json!({"hold": hold, "holds_version": set.version - 1}))
+                    .after(json!({"holds_version": set.version}));
+                tierlog::audit::append_now(&remote, event).await?;
             }
             HoldCommand::List { topic } => {
                 let set = holds::latest(&remote, 0).await?;

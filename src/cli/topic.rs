@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 use tierlog::Log;
+use tierlog::audit::os_actor;
+use tierlog::partition::now_ms;
 use tierlog::settings::{NewTopicSettings, SettingsChange};
 
 use super::GlobalArgs;
@@ -101,11 +103,21 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
             let new = NewTopicSettings::parse(&topic, settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let log = Log::open(config)?;
             let created = log.create_topic_with_settings(&topic, partitions, &new)?;
+            let settings = created.catalog_settings();
+            let event = tierlog::audit::topic_created(
+                now_ms(),
+                &os_actor(),
+                created.name(),
+                created.metadata.partitions,
+                &settings,
+            );
+            let recorded = record(&log, event);
             println!(
                 "{}",
                 json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true,
                        "message.timestamp.type": new.timestamp_type.as_str()})
             );
+            recorded?;
         }
         TopicCommand::Alter { topic, set, unset } => {
             anyhow::ensure!(
@@ -114,8 +126,12 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
             );
             // The writer lock: a server running on this directory refuses this (alter it with --server).
             let log = Log::open(config)?;
+            let before = log.topic(&topic)?.catalog_settings();
             let settings = log.alter_topic(&topic, &SettingsChange { set, unset })?;
+            let after = log.topic(&topic)?.catalog_settings();
+            let recorded = record(&log, tierlog::audit::topic_altered(now_ms(), &os_actor(), &topic, &before, &after));
             println!("{}", json!({"topic": topic, "settings": settings.to_json()}));
+            recorded?;
         }
         TopicCommand::List => {
             let log = Log::open_read_only(config)?;
@@ -147,6 +163,26 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a topic change's audit event to the bucket now (a CLI reports a failure: the change
+/// stands, the command exits non-zero). Nothing is written when the remote tier is off.
+fn record(log: &Log, event: tierlog_tiering::audit::Event) -> Result<()> {
+    if !log.config().tiering.enabled {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let remote = tierlog::tier::connect(log.config()).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{} on topic {:?} took effect, but the remote tier for its audit event is unreachable: {e}",
+                event.action,
+                event.topic
+            )
+        })?;
+        tierlog::audit::append_now(&remote, event).await?;
+        anyhow::Ok(())
+    })
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {

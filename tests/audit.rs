@@ -1,0 +1,149 @@
+//! The audit trail in the bucket: the CLI's actions and the tiering driver's commits each leave
+//! an event that `tierlog audit` prints and `tierlog verify` proves, and a bucket that refuses
+//! audit records costs neither a segment commit nor its event.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use common::{BIN, json_lines, run_with_stdin};
+use serde_json::Value;
+use tierlog::config::Config;
+use tierlog::host::{Clock, Host};
+use tierlog::tier::{self, Tiering};
+use tierlog::{Log, Record};
+use tierlog_tiering::audit;
+use tierlog_tiering::fault::FaultStore;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(dir).args(args).env_remove("TIERLOG_CONFIG");
+    run_with_stdin(&mut cmd, "")
+}
+
+fn ok(output: Output) -> Output {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+#[test]
+fn given_topic_commit_and_hold_actions_when_listing_the_trail_should_print_each_and_verify() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    ok(run(&dir, &["topic", "create", "payments", "--partitions", "1"]));
+    let mut produce = Command::new(BIN);
+    produce.arg("--data-dir").arg(&dir).args(["produce", "payments"]).env_remove("TIERLOG_CONFIG");
+    ok(run_with_stdin(&mut produce, "a\nb\nc\n"));
+    ok(run(&dir, &["tier", "run"]));
+    let set = ok(run(&dir, &["hold", "set", "payments", "--reason", "SEC 2026-114"]));
+    let id = json_lines(&set)[0]["hold"]["id"].as_str().unwrap().to_string();
+    ok(run(&dir, &["hold", "release", &id, "--reason", "case closed"]));
+    ok(run(&dir, &["topic", "alter", "payments", "--set", "retention.ms=86400000"]));
+
+    let events = json_lines(&ok(run(&dir, &["audit"])));
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["topic_create", "segment_commit", "hold_set", "hold_release", "topic_alter"], "{events:?}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert!(events.iter().all(|e| e["actor"].as_str().unwrap().contains('@') && e["topic"] == "payments"));
+    let commit = &events[1];
+    assert_eq!(
+        (commit["partition"].as_u64(), commit["first_offset"].as_u64(), commit["last_offset"].as_u64()),
+        (Some(0), Some(0), Some(2))
+    );
+    assert_eq!(events[2]["reason"], "SEC 2026-114");
+    assert_eq!(events[3]["before"]["hold"]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(events[4]["after"]["settings"]["retention.ms"], "86400000");
+    assert_eq!(events[4]["before"]["settings"].get("retention.ms"), None);
+
+    // Filters: by topic and by time.
+    assert!(json_lines(&ok(run(&dir, &["audit", "--topic", "other"]))).is_empty());
+    let from = events[2]["time_ms"].as_i64().unwrap().to_string();
+    let to = (events[3]["time_ms"].as_i64().unwrap() + 1).to_string();
+    let window = json_lines(&ok(run(&dir, &["audit", "--from-time", &from, "--to-time", &to])));
+    assert_eq!(window.iter().map(|e| e["action"].as_str().unwrap()).collect::<Vec<_>>(), ["hold_set", "hold_release"]);
+
+    let verified = json_lines(&ok(run(&dir, &["verify"])));
+    let last = verified.last().unwrap();
+    assert_eq!(
+        (last["ok"].as_bool(), last["audit"]["records"].as_u64(), last["audit"]["events"].as_u64()),
+        (Some(true), Some(5), Some(5))
+    );
+
+    // A forged record (a consistent checksum of its own) is named by verify; exit status 3.
+    let record = root.path().join("data-remote/audit/00000000000000000003.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let body = text.lines().nth(1).unwrap().replace("SEC 2026-114", "nothing");
+    let header = format!(
+        "{{\"format\":\"tierlog-audit\",\"format_version\":1,\"body_sha256\":\"{}\"}}",
+        tierlog_tiering::sha256_hex(body.as_bytes())
+    );
+    std::fs::write(&record, format!("{header}\n{body}\n")).unwrap();
+    let damaged = run(&dir, &["verify"]);
+    assert_eq!(damaged.status.code(), Some(3));
+    let problems: Vec<Value> = json_lines(&damaged).into_iter().filter(|p| p.get("kind").is_some()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["kind"], "audit_chain_broken");
+    assert!(problems[0]["key"].as_str().unwrap().ends_with("audit/00000000000000000004.json"), "{problems:?}");
+}
+
+fn config(root: &Path) -> Config {
+    let mut config = Config { data_dir: root.join("data"), ..Config::default() };
+    config.remote.url = format!("file://{}", root.join("bucket").display());
+    config
+}
+
+fn open(config: Config) -> Log {
+    let host = Host::new(tierlog::disk::os(), Clock::manual(Arc::new(AtomicI64::new(1_700_000_000_000))));
+    Log::open_on(host, config).unwrap()
+}
+
+async fn trail(log: &Log) -> Vec<audit::Event> {
+    let store = tier::connect(log.config()).await.unwrap();
+    let summary = audit::verify(&store).await.unwrap();
+    assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+    let stored = audit::read_all(&store).await.unwrap();
+    stored.into_iter().flat_map(|s| s.record.unwrap().events).collect()
+}
+
+/// The bucket refuses every audit PUT: the segments are committed all the same, the event
+/// waits in the data directory, and once the bucket takes audit records again — after a
+/// restart of the writer, here — the next pass writes it.
+#[tokio::test]
+async fn given_failing_audit_puts_when_tiering_should_commit_and_write_the_event_later() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(config(root.path()));
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let records: Vec<Record> =
+        (0..5).map(|i| Record { timestamp: 1_000 + i, value: vec![b'v'; 10], ..Record::default() }).collect();
+    p.append(&records, 1_000).unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    *faulty.faults.fail_puts_matching.lock().unwrap() = Some("audit/".into());
+    let tiering = Tiering::start_with(log.clone(), store.with_store(faulty.clone())).await.unwrap();
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert_eq!((reports[0].uploaded_segments, reports[0].error.as_deref()), (1, None), "{reports:?}");
+    assert_eq!(tiering.audit.pending().len(), 1, "the commit's event is queued");
+    assert!(trail(&log).await.is_empty());
+    let manifest = tierlog_tiering::manifest::latest_version(&store, "t", 0, 0).await.unwrap();
+    assert_eq!(manifest, 1, "the segment is committed although its audit record is not");
+    assert!(log.data_dir().join(tierlog::audit::PENDING_FILE).exists());
+
+    // A restart: the queued event is read back and written by the next pass.
+    drop(tiering);
+    *faulty.faults.fail_puts_matching.lock().unwrap() = None;
+    let tiering = Tiering::start_with(log.clone(), store.with_store(faulty)).await.unwrap();
+    assert_eq!(tiering.audit.pending().len(), 1);
+    tiering.run_once(None, true).await.unwrap();
+    let events = trail(&log).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].action, audit::action::SEGMENT_COMMIT);
+    assert_eq!(
+        (events[0].topic.as_deref(), events[0].first_offset, events[0].last_offset),
+        (Some("t"), Some(0), Some(4))
+    );
+    assert!(!log.data_dir().join(tierlog::audit::PENDING_FILE).exists());
+}
