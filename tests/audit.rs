@@ -147,3 +147,91 @@ async fn given_failing_audit_puts_when_tiering_should_commit_and_write_the_event
     );
     assert!(!log.data_dir().join(tierlog::audit::PENDING_FILE).exists());
 }
+
+/// Topic changes over HTTP name the token that asked, with the settings before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_token_when_creating_and_altering_a_topic_over_http_should_record_the_token_as_actor() {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use sha2::Digest;
+    use tower::ServiceExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let mut config = config(root.path());
+    config.server.tokens = vec![tierlog::config::TokenConfig {
+        name: "ops-admin".into(),
+        token_sha256: hex::encode(sha2::Sha256::digest(b"s3cret")),
+        read: vec![],
+        write: vec![],
+        admin: true,
+        groups: vec![],
+        metrics: false,
+    }];
+    let log = open(config);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let state = tierlog::serve::http::AppState::new(log.clone(), stopped, None).unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let queue = Arc::new(audit::Trail::new(store, "w", 3));
+    state.audit.set(queue.clone()).unwrap();
+    let app = tierlog::serve::http::router(state);
+    let request = |method: Method, path: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let created = app.clone().oneshot(request(Method::POST, "/v1/topics", r#"{"name":"p","partitions":2}"#)).await;
+    assert_eq!(created.unwrap().status(), 201);
+    let altered =
+        app.clone().oneshot(request(Method::PATCH, "/v1/topics/p", r#"{"set":{"segment.bytes":1048576}}"#)).await;
+    assert_eq!(altered.unwrap().status(), 200);
+    queue.flush(1).await.unwrap(); // (the handlers started a flush each; this one waits for them)
+    let events = trail(&log).await;
+    let summary: Vec<(&str, &str)> = events.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+    assert_eq!(summary, [("topic_create", "ops-admin"), ("topic_alter", "ops-admin")]);
+    assert_eq!(events[0].after.as_ref().unwrap()["partitions"], 2);
+    assert_eq!(events[1].after.as_ref().unwrap()["settings"]["segment.bytes"], "1048576");
+}
+
+/// Remote retention's expiry commit and the later deletion of the expired objects are both
+/// in the trail, with the offsets expired, the rule, and the start before and after.
+#[tokio::test]
+async fn given_remote_retention_when_segments_expire_and_go_should_record_both() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = config(root.path());
+    config.tiering.local_retention_bytes = 0;
+    config.tiering.remote_retention_ms = 2 * DAY;
+    config.tiering.expiry_grace_ms = 60_000;
+    let time = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let host = Host::new(tierlog::disk::os(), Clock::manual(time.clone()));
+    let log = Log::open_on(host, config).unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let tiering = Tiering::start(log.clone()).await.unwrap();
+    let append = |from: u64, at: i64| {
+        let records: Vec<Record> = (from..from + 10)
+            .map(|i| Record { timestamp: at, value: format!("v{i}").into_bytes(), ..Record::default() })
+            .collect();
+        p.append(&records, at).unwrap();
+    };
+    append(0, 1_700_000_000_000);
+    tiering.run_once(None, true).await.unwrap();
+    time.fetch_add(10 * DAY, std::sync::atomic::Ordering::SeqCst);
+    append(10, 1_700_000_000_000 + 10 * DAY);
+    tiering.run_once(None, true).await.unwrap(); // commits 10..19, expires 0..9
+    time.fetch_add(120_000, std::sync::atomic::Ordering::SeqCst);
+    tiering.run_once(None, true).await.unwrap(); // the grace has passed: deletes
+    let events = trail(&log).await;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["segment_commit", "segment_commit", "retention_expire", "retention_delete"], "{events:?}");
+    let expiry = &events[2];
+    assert_eq!((expiry.first_offset, expiry.last_offset), (Some(0), Some(9)));
+    assert_eq!(expiry.before.as_ref().unwrap()["start_offset"], 0);
+    assert_eq!(expiry.after.as_ref().unwrap()["start_offset"], 10);
+    assert!(expiry.reason.as_deref().is_some_and(|r| !r.is_empty()), "{expiry:?}");
+    assert_eq!(events[3].after.as_ref().unwrap()["deleted_objects"].as_array().unwrap().len(), 1);
+}

@@ -613,6 +613,30 @@ mod tests {
         assert_eq!(trail.flush(12).await.unwrap(), 0, "nothing queued: no request");
     }
 
+    /// The tiering driver's steady state: the tail is cached, so a flush costs one PUT and
+    /// the read-back GET, no HEAD probe and no LIST, however long the trail is.
+    #[tokio::test]
+    async fn a_flush_after_the_first_costs_one_put_and_one_get() {
+        let inner = memory_store();
+        for n in 1..=40 {
+            append(&inner, "other", n, vec![event(n)]).await.unwrap();
+        }
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        let trail = Trail::new(store, "w", 3);
+        trail.record(event(41));
+        trail.flush(41).await.unwrap();
+        let first = faulty.counters.snapshot();
+        assert_eq!(first[3], 0, "no LIST to find the tail");
+        for n in 42..=44 {
+            trail.record(event(n));
+            trail.flush(n).await.unwrap();
+        }
+        let [puts, gets, heads, lists, deletes] = faulty.counters.snapshot();
+        assert_eq!([puts, gets, heads, lists, deletes], [first[0] + 3, first[1] + 3, first[2], 0, 0]);
+        assert!(verify(&inner).await.unwrap().problems.is_empty());
+    }
+
     #[tokio::test]
     async fn a_put_that_landed_but_reported_failure_is_not_written_twice() {
         let inner = memory_store();
