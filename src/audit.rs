@@ -8,7 +8,9 @@
 //! its audit record; events still queued when a pass ends are kept in
 //! `<data_dir>/audit-pending.json` and written after a restart. A CLI (hold, topic alter,
 //! restore) writes its event at once and exits non-zero when that fails, saying the action
-//! itself took effect.
+//! itself took effect; `topic create` and `topic alter` also queue the event in the data
+//! directory (the writer's next start writes it), and `topic create` only warns: creating a
+//! topic never depended on the bucket.
 
 use std::path::Path;
 
@@ -90,6 +92,16 @@ pub fn load_pending(disk: &dyn Disk, data_dir: &Path) -> Vec<Event> {
             Vec::new()
         }
     }
+}
+
+/// Adds `event` to the events queued in the data directory, for the writer's next start to
+/// write (a CLI under the writer lock whose bucket write failed).
+pub fn queue_pending(disk: &dyn Disk, data_dir: &Path, event: Event) -> Result<()> {
+    let path = data_dir.join(PENDING_FILE);
+    let mut pending = load_pending(disk, data_dir);
+    pending.push(event);
+    let bytes = serde_json::to_vec(&pending).expect("events serialize");
+    disk.write_atomic(&path, &bytes).map_err(|e| Error::io(&path, "write", e))
 }
 
 /// Records `trail`'s queued events in the data directory (removes the file when none are).

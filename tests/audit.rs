@@ -90,6 +90,38 @@ fn given_topic_commit_and_hold_actions_when_listing_the_trail_should_print_each_
     assert!(problems[0]["key"].as_str().unwrap().ends_with("audit/00000000000000000004.json"), "{problems:?}");
 }
 
+/// A bucket that cannot be reached when a topic is altered: the alter stands, the command
+/// says its event is not in the trail yet and exits non-zero, and the next tiering run writes
+/// the event it queued in the data directory.
+#[test]
+fn given_an_unreachable_bucket_when_altering_a_topic_should_report_it_and_write_the_event_later() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    ok(run(&dir, &["topic", "create", "payments", "--partitions", "1"]));
+    let mut alter = Command::new(BIN);
+    alter
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["topic", "alter", "payments", "--set", "retention.ms=86400000"])
+        .env_remove("TIERLOG_CONFIG")
+        .env("TIERLOG_REMOTE_URL", "s3://nowhere")
+        .env("TIERLOG_REMOTE_ENDPOINT", "http://127.0.0.1:1")
+        .env("TIERLOG_REMOTE_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y");
+    let altered = run_with_stdin(&mut alter, "");
+    let err = String::from_utf8_lossy(&altered.stderr);
+    assert!(!altered.status.success(), "{err}");
+    assert!(err.contains("took effect") && err.contains("queued"), "{err}");
+    let described = json_lines(&ok(run(&dir, &["topic", "describe", "payments"])));
+    assert_eq!(described[0]["settings"]["retention.ms"]["value"], 86_400_000, "the alter stands: {described:?}");
+    ok(run(&dir, &["tier", "run"]));
+    let events = json_lines(&ok(run(&dir, &["audit"])));
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["topic_create", "topic_alter"], "{events:?}");
+    assert!(!dir.join(tierlog::audit::PENDING_FILE).exists());
+}
+
 fn config(root: &Path) -> Config {
     let mut config = Config { data_dir: root.join("data"), ..Config::default() };
     config.remote.url = format!("file://{}", root.join("bucket").display());

@@ -112,12 +112,14 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
                 &settings,
             );
             let recorded = record(&log, event);
+            if let Err(e) = &recorded {
+                eprintln!("warning: {e:#}");
+            }
             println!(
                 "{}",
                 json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true,
                        "message.timestamp.type": new.timestamp_type.as_str()})
             );
-            recorded?;
         }
         TopicCommand::Alter { topic, set, unset } => {
             anyhow::ensure!(
@@ -165,24 +167,26 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a topic change's audit event to the bucket now (a CLI reports a failure: the change
-/// stands, the command exits non-zero). Nothing is written when the remote tier is off.
+/// Writes a topic change's audit event to the bucket now. When it cannot, the event is queued
+/// in the data directory (this command holds the writer lock), the writer's next start writes
+/// it, and the error says so. Nothing is written when the remote tier is off.
 fn record(log: &Log, event: tierlog_tiering::audit::Event) -> Result<()> {
     if !log.config().tiering.enabled {
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let remote = tierlog::tier::connect(log.config()).await.map_err(|e| {
-            anyhow::anyhow!(
-                "{} on topic {:?} took effect, but the remote tier for its audit event is unreachable: {e}",
-                event.action,
-                event.topic
-            )
-        })?;
-        tierlog::audit::append_now(&remote, event).await?;
-        anyhow::Ok(())
-    })
+    let (action, topic) = (event.action.clone(), event.topic.clone().unwrap_or_default());
+    let written = runtime.block_on(async {
+        let remote = tierlog::tier::connect(log.config()).await?;
+        let (writer, now) = (os_actor(), event.time_ms);
+        anyhow::Ok(tierlog_tiering::audit::append(&remote, &writer, now, vec![event.clone()]).await?)
+    });
+    let Err(e) = written else { return Ok(()) };
+    tierlog::audit::queue_pending(&*log.host().disk, log.data_dir(), event)?;
+    anyhow::bail!(
+        "{action} of topic {topic:?} took effect, but its audit event could not be written to the bucket ({e}); it is queued in {} and written by the next tiering run",
+        log.data_dir().join(tierlog::audit::PENDING_FILE).display()
+    )
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
