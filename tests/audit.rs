@@ -66,11 +66,22 @@ fn given_topic_commit_and_hold_actions_when_listing_the_trail_should_print_each_
     let window = json_lines(&ok(run(&dir, &["audit", "--from-time", &from, "--to-time", &to])));
     assert_eq!(window.iter().map(|e| e["action"].as_str().unwrap()).collect::<Vec<_>>(), ["hold_set", "hold_release"]);
 
+    // A take-over from the bucket alone: the new node's data directory, the same bucket.
+    let bucket = format!("file://{}", root.path().join("data-remote").display());
+    let mut restore = Command::new(BIN);
+    restore.arg("--data-dir").arg(root.path().join("restored")).args(["restore", "--take-over"]);
+    restore.env_remove("TIERLOG_CONFIG").env("TIERLOG_REMOTE_URL", &bucket);
+    ok(run_with_stdin(&mut restore, ""));
+    let events = json_lines(&ok(run(&dir, &["audit"])));
+    let last = events.last().unwrap();
+    assert_eq!((last["action"].as_str(), last["seq"].as_u64()), (Some("take_over"), Some(6)), "{events:?}");
+    assert!(last["after"]["writer_id"].is_string() && last["actor"].as_str().unwrap().contains('@'));
+
     let verified = json_lines(&ok(run(&dir, &["verify"])));
     let last = verified.last().unwrap();
     assert_eq!(
         (last["ok"].as_bool(), last["audit"]["records"].as_u64(), last["audit"]["events"].as_u64()),
-        (Some(true), Some(5), Some(5))
+        (Some(true), Some(6), Some(6))
     );
 
     // A forged record (a consistent checksum of its own) is named by verify; exit status 3.
