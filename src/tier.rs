@@ -267,7 +267,7 @@ impl Tiering {
     /// events stay queued (and in the data directory, for a restart) until a pass writes them.
     pub async fn flush_audit(&self) {
         if let Err(e) = self.audit.flush(self.now_ms()).await {
-            tracing::error!(error = %e, queued = self.audit.pending().len(), "cannot write the audit trail to the bucket; the events stay queued and are written by a later pass");
+            tracing::error!(error = %e, queued = self.audit.pending_len(), "cannot write the audit trail to the bucket; the events stay queued and are written by a later pass");
         }
         if let Err(e) = crate::audit::save_pending(&*self.log.host().disk, self.log.data_dir(), &self.audit) {
             tracing::error!(error = %e, "cannot keep the queued audit events in the data directory");

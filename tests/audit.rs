@@ -233,6 +233,11 @@ async fn given_a_token_when_creating_and_altering_a_topic_over_http_should_recor
         app.clone().oneshot(request(Method::PATCH, "/v1/topics/p", r#"{"set":{"segment.bytes":1048576}}"#)).await;
     assert_eq!(altered.unwrap().status(), 200);
     queue.flush(1).await.unwrap(); // (the handlers started a flush each; this one waits for them)
+    let metrics = app.clone().oneshot(request(Method::GET, "/metrics", "")).await.unwrap();
+    let metrics = http_body_util::BodyExt::collect(metrics.into_body()).await.unwrap().to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("\ntierlog_audit_events_pending 0\n"), "{metrics}");
+    assert!(metrics.contains("\ntierlog_audit_events_dropped_total 0\n"), "{metrics}");
     let events = trail(&log).await;
     let summary: Vec<(&str, &str)> = events.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
     assert_eq!(summary, [("topic_create", "ops-admin"), ("topic_alter", "ops-admin")]);

@@ -1431,6 +1431,12 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         out.push_str("# HELP tierlog_legal_holds Legal holds in force in the bucket, as the last retention pass read them (-1: unreadable, retention stopped).\n# TYPE tierlog_legal_holds gauge\n");
         out.push_str(&format!("tierlog_legal_holds {}\n", t.legal_holds.load(Ordering::Relaxed)));
     }
+    if let Some(trail) = state.audit.get() {
+        out.push_str("# HELP tierlog_audit_events_pending Audit events waiting to be written to the bucket's audit trail (written at the end of each tiering pass).\n# TYPE tierlog_audit_events_pending gauge\n");
+        out.push_str(&format!("tierlog_audit_events_pending {}\n", trail.pending_len()));
+        out.push_str("# HELP tierlog_audit_events_dropped_total Audit events dropped because the queue was full while the bucket refused audit records.\n# TYPE tierlog_audit_events_dropped_total counter\n");
+        out.push_str(&format!("tierlog_audit_events_dropped_total {}\n", trail.dropped.load(Ordering::Relaxed)));
+    }
     if let Some(r) = state.replica.get() {
         out.push_str("# HELP tierlog_replica_last_refresh_success_seconds When the replica last brought its whole view up to date (Unix time; 0: never).\n# TYPE tierlog_replica_last_refresh_success_seconds gauge\n");
         let last = r.last_success_ms.load(Ordering::Relaxed);

@@ -332,6 +332,11 @@ impl Trail {
         pending.push_back(event);
     }
 
+    /// How many events wait to be written (a metric).
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Events waiting to be written, oldest first (to keep them across a restart).
     pub fn pending(&self) -> Vec<Event> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
