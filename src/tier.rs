@@ -207,7 +207,9 @@ impl Tiering {
             commit_window_ms: tiering.commit_window_ms,
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
-        let audit = Arc::new(Trail::new(remote.clone(), &writer.id, settings.attempts));
+        let audit = Arc::new(
+            Trail::new(remote.clone(), &writer.id, settings.attempts).trusting_create_only(conditional_writes),
+        );
         for event in crate::audit::load_pending(disk, log.data_dir()) {
             audit.record(event);
         }

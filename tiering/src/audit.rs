@@ -25,8 +25,8 @@
 //! lock) loses nothing.
 //!
 //! The tail is found from a hint without LIST (HEAD the hint, gallop, bisect, as manifests do);
-//! [`Trail`] keeps the tail's number and hash, so its steady state costs one PUT and one GET
-//! per record. Reading the whole trail ([`read_all`], for `tierlog audit` and `verify`) LISTs
+//! [`Trail`] keeps the tail's number and hash, so its steady state costs one PUT per record
+//! (and one GET to read it back, unless the store is proven to honour create-only writes). Reading the whole trail ([`read_all`], for `tierlog audit` and `verify`) LISTs
 //! the folder.
 //!
 //! Owns: the format, the series, batching and retrying queued events. Not owned: when events
@@ -213,12 +213,13 @@ pub async fn tail(store: &RemoteStore, hint: u64) -> Result<Tail> {
 /// means the events may not be recorded: the caller reports it.
 pub async fn append(store: &RemoteStore, writer: &str, now_ms: i64, events: Vec<Event>) -> Result<u64> {
     let mut known = None;
-    write(store, &mut known, 0, writer, now_ms, events, 3).await
+    write(store, &mut known, 0, writer, now_ms, events, 3, true).await
 }
 
 /// Writes `events` as the record after `known` (found from `hint` when unknown), racing other
 /// writers for the number; `known` becomes the new tail. Transient failures are retried up to
-/// `attempts` times.
+/// `attempts` times. `read_back`: GET every record written (see [`put_and_confirm`]).
+#[allow(clippy::too_many_arguments)]
 async fn write(
     store: &RemoteStore,
     known: &mut Option<Tail>,
@@ -227,6 +228,7 @@ async fn write(
     now_ms: i64,
     events: Vec<Event>,
     attempts: u32,
+    read_back: bool,
 ) -> Result<u64> {
     assert!(!events.is_empty() && events.len() <= EVENTS_PER_RECORD_MAX, "a record holds 1..=1000 events");
     let mut hint = hint;
@@ -254,7 +256,7 @@ async fn write(
             events: events.clone(),
         };
         let bytes = to_bytes(&record);
-        match put_and_confirm(store, record.seq, &bytes).await {
+        match put_and_confirm(store, record.seq, &bytes, read_back).await {
             Ok(true) => {
                 *known = Some(Tail { seq: record.seq, sha256: crate::sha256_hex(&bytes) });
                 return Ok(record.seq);
@@ -279,12 +281,16 @@ async fn write(
     )))
 }
 
-/// PUTs `bytes` as record `seq`, create-only, and reads it back. `true`: the record under that
-/// number is ours (also when an earlier attempt landed); `false`: another writer's.
-async fn put_and_confirm(store: &RemoteStore, seq: u64, bytes: &[u8]) -> Result<bool> {
+/// PUTs `bytes` as record `seq`, create-only. `true`: the record under that number is ours
+/// (also when an earlier attempt landed); `false`: another writer's. A taken number is read to
+/// tell the two apart; with `read_back`, so is a successful PUT (a store that may ignore
+/// create-only writes: the only way to see we were overwritten). Where the startup probe
+/// proved create-only writes honoured, a successful PUT is ours and costs no GET.
+async fn put_and_confirm(store: &RemoteStore, seq: u64, bytes: &[u8], read_back: bool) -> Result<bool> {
     let key = key(store, seq);
     let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
     match store.store.put_opts(&key, PutPayload::from(bytes.to_vec()), options).await {
+        Ok(_) if !read_back => return Ok(true),
         Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
         Err(e) => return Err(store.error(format!("PUT {key} (audit record)"), e)),
     }
@@ -307,6 +313,8 @@ pub struct Trail {
     pub dropped: std::sync::atomic::AtomicU64,
     /// Held by one flush at a time, across its requests: the tail it extends.
     tail: tokio::sync::Mutex<(Option<Tail>, u64)>,
+    /// Read every record back (unless the store is known to honour create-only writes).
+    read_back: bool,
 }
 
 impl Trail {
@@ -318,7 +326,15 @@ impl Trail {
             pending: Default::default(),
             dropped: Default::default(),
             tail: tokio::sync::Mutex::new((None, 0)),
+            read_back: true,
         }
+    }
+
+    /// The store's create-only writes are proven honoured (`RemoteStore::probe_conditional_writes`):
+    /// a record whose PUT succeeded is ours, and is not read back (one request per flush).
+    pub fn trusting_create_only(mut self, honoured: bool) -> Trail {
+        self.read_back = !honoured;
+        self
     }
 
     /// Queues `event` for the next flush.
@@ -358,7 +374,8 @@ impl Trail {
             }
             let count = batch.len();
             let (known, hint) = &mut *tail;
-            match write(&self.store, known, *hint, &self.writer, now_ms, batch.clone(), self.attempts).await {
+            let events = batch.clone();
+            match write(&self.store, known, *hint, &self.writer, now_ms, events, self.attempts, self.read_back).await {
                 Ok(seq) => {
                     *hint = seq;
                     written += count;
@@ -557,7 +574,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut stale = Some(tail(&store, 1).await.unwrap());
-                write(&store, &mut stale, 1, &format!("w{n}"), n, vec![event(n)], 3).await.unwrap()
+                write(&store, &mut stale, 1, &format!("w{n}"), n, vec![event(n)], 3, n % 2 == 0).await.unwrap()
             })
         });
         let mut seqs: Vec<u64> = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).collect();
@@ -619,7 +636,8 @@ mod tests {
     }
 
     /// The tiering driver's steady state: the tail is cached, so a flush costs one PUT and
-    /// the read-back GET, no HEAD probe and no LIST, however long the trail is.
+    /// the read-back GET (only the PUT where create-only writes are proven), no HEAD probe and
+    /// no LIST, however long the trail is.
     #[tokio::test]
     async fn a_flush_after_the_first_costs_one_put_and_one_get() {
         let inner = memory_store();
@@ -639,6 +657,16 @@ mod tests {
         }
         let [puts, gets, heads, lists, deletes] = faulty.counters.snapshot();
         assert_eq!([puts, gets, heads, lists, deletes], [first[0] + 3, first[1] + 3, first[2], 0, 0]);
+        // Where the probe proved create-only writes honoured, not even the read-back GET.
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        let trusting = Trail::new(store, "w2", 3).trusting_create_only(true);
+        trusting.record(event(45));
+        trusting.flush(45).await.unwrap();
+        let first = faulty.counters.snapshot();
+        trusting.record(event(46));
+        trusting.flush(46).await.unwrap();
+        let [puts, gets, heads, lists, _] = faulty.counters.snapshot();
+        assert_eq!([puts, gets, heads, lists], [first[0] + 1, first[1], first[2], 0]);
         assert!(verify(&inner).await.unwrap().problems.is_empty());
     }
 
