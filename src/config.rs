@@ -216,6 +216,11 @@ pub struct ServerSection {
     /// Refuse appends (429) while a partition holds more than this many bytes not yet in the
     /// remote tier, so a stalled object store cannot fill the local disk. 0: no limit.
     pub max_untiered_bytes: u64,
+    /// The local audit log of reads (`<data_dir>/audit.log`, with tokens) is renamed
+    /// `audit.log.1` and a new one started when it would grow past this size.
+    pub audit_log_max_bytes: u64,
+    /// Rotated audit logs kept (`audit.log.1` … `audit.log.<keep>`); older ones are deleted.
+    pub audit_log_keep: u64,
     /// Bearer tokens. Empty: no authentication (loopback only, see `allow_non_loopback`).
     pub tokens: Vec<TokenConfig>,
 }
@@ -327,6 +332,8 @@ impl Default for ServerSection {
             max_connections: 1024,
             sse_keepalive_ms: 15_000,
             max_untiered_bytes: 0,
+            audit_log_max_bytes: 64 * 1024 * 1024,
+            audit_log_keep: 10,
             tokens: Vec::new(),
         }
     }
@@ -515,6 +522,9 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.max_connections", 1, 100_000),
     ("server.sse_keepalive_ms", 100, 3_600_000),
     ("server.max_untiered_bytes", 0, u64::MAX >> 2),
+    // A line is a few hundred bytes: smaller files would rotate on every few reads.
+    ("server.audit_log_max_bytes", 4096, 1 << 40),
+    ("server.audit_log_keep", 1, 1000),
     ("kafka.advertised_port", 0, 65_535),
     // A frame must hold at least a request header and a small produce; beyond 1 GiB one
     // client could hold a gigabyte of memory per connection.

@@ -10,12 +10,14 @@
 //! - [`reader`]: the unified reader over both tiers (offsets and time).
 //! - [`serve`]: the front ends of `tierlog serve` — HTTP, Kafka, auth, and the append path
 //!   they share (re-exported as `tierlog::kafka`, `tierlog::auth`, `tierlog::append`).
+//! - [`audit`]: the log's actions as events of the audit trail in the bucket (actors, queue).
 //! - [`restore`]: rebuilds a data directory from the bucket alone.
 //! - [`verify`]: the record-level checks `tierlog verify` hands to the tiering crate's verifier.
 //! - [`groups`]: committed consumer-group offsets, shared by every front end and the CLI.
 //! - [`config`]: TOML + environment configuration.
 //! - [`envelope`], [`time`], [`sample`]: the JSON record envelope, time parsing, sample data.
 
+pub mod audit;
 pub mod config;
 pub mod envelope;
 pub mod error;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use tierlog_tiering::audit::{self, Event, Trail};
 use tierlog_tiering::blocking;
 use tierlog_tiering::catalog::{self, CatalogTopic, GroupOffsets, PartitionCut};
 use tierlog_tiering::encryption::Keyring;
@@ -76,6 +77,10 @@ pub struct StoreState {
     pub store: String,
     pub conditional_writes: bool,
     pub probed_ms: i64,
+    /// The encryption key new segment objects were sealed with by the last start (its id):
+    /// a different one now is a key rotation, recorded in the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_id: Option<String>,
 }
 
 /// The legal holds of one tiering pass, read when first needed.
@@ -104,9 +109,18 @@ pub fn remote_config(config: &Config) -> RemoteConfig {
 
 /// Connects to the configured remote tier and checks it answers (bucket, credentials).
 pub async fn connect(config: &Config) -> Result<RemoteStore> {
-    let remote = RemoteStore::connect(&remote_config(config)).await?;
+    let mut remote = RemoteStore::connect(&remote_config(config)).await?;
     remote.check().await?;
+    remote.records_lock = records_lock(config);
     Ok(remote)
+}
+
+/// The configuration's S3 Object Lock, which the records of no topic (the audit trail, the
+/// legal-hold series) are written under.
+pub fn records_lock(config: &Config) -> Option<tierlog_tiering::lock::LockPolicy> {
+    let mode = tierlog_tiering::lock::Mode::parse(&config.tiering.object_lock_mode).flatten()?;
+    let retain_ms = config.tiering.object_lock_retain_days.saturating_mul(tierlog_tiering::lock::DAY_MS);
+    Some(tierlog_tiering::lock::LockPolicy { mode, retain_ms })
 }
 
 /// The manifest signing key of `[integrity] signing_key_file`, if one is configured.
@@ -186,6 +200,11 @@ pub struct Tiering {
     verified_end: std::sync::Mutex<HashMap<(String, u32), u64>>,
     /// The newest legal-holds version seen: the next read probes forward from it.
     holds_version: std::sync::atomic::AtomicU64,
+    /// Audit events of commits, expiries and the server's topic changes, written at the end
+    /// of every pass (one record per pass), kept queued while the bucket refuses them.
+    pub audit: Arc<Trail>,
+    /// Who the driver's events name: the OS user and host of this process.
+    actor: String,
 }
 
 impl Tiering {
@@ -210,15 +229,22 @@ impl Tiering {
             tracing::warn!(store = %remote.display, "the object store ignores conditional writes (If-None-Match): a second writer on the same prefix cannot be fenced; relying on the local writer lock only");
         }
         let now = log.host().clock.now_ms();
-        let state = StoreState { store: remote.display.clone(), conditional_writes, probed_ms: now };
-        let disk = &*log.host().disk;
-        write_json(disk, &log.data_dir().join(STORE_STATE_FILE), &state)?;
-        let writer = Writer { id: writer_id(disk, log.data_dir(), &remote.ids)?, epoch: now as u64 };
-        let tiering = &log.config().tiering;
         let keyring = load_keyring(log.config())?;
         if let Some(keyring) = &keyring {
             tracing::info!(key_id = %keyring.current().id(), keyring = %keyring.source(), "segment objects are encrypted");
         }
+        let key_id = keyring.as_ref().map(|k| k.current().id().to_string());
+        let previous_key_id = read_store_state(log.data_dir()).and_then(|s| s.encryption_key_id);
+        let state = StoreState {
+            store: remote.display.clone(),
+            conditional_writes,
+            probed_ms: now,
+            encryption_key_id: key_id.clone(),
+        };
+        let disk = &*log.host().disk;
+        write_json(disk, &log.data_dir().join(STORE_STATE_FILE), &state)?;
+        let writer = Writer { id: writer_id(disk, log.data_dir(), &remote.ids)?, epoch: now as u64 };
+        let tiering = &log.config().tiering;
         let settings = UploadSettings {
             chunk_bytes: tiering.chunk_bytes,
             zstd_level: tiering.zstd_level as i32,
@@ -232,6 +258,20 @@ impl Tiering {
             encryption: keyring.map(|k| k.current()),
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
+        let audit = Arc::new(
+            Trail::new(remote.clone(), &writer.id, settings.attempts).trusting_create_only(conditional_writes),
+        );
+        for event in crate::audit::load_pending(disk, log.data_dir()) {
+            audit.record(event);
+        }
+        if key_id != previous_key_id {
+            // Key ids only, never key material. (A first start with a keyring counts too.)
+            audit.record(
+                Event::new(now, &crate::audit::os_actor(), audit::action::KEY_ROTATE)
+                    .before(serde_json::json!({"encryption_key_id": previous_key_id}))
+                    .after(serde_json::json!({"encryption_key_id": key_id})),
+            );
+        }
         let signer = load_signer(log.config())?;
         if let Some(signer) = &signer {
             signer.publish(&remote).await?;
@@ -252,6 +292,8 @@ impl Tiering {
             uploaded: Default::default(),
             verified_end: Default::default(),
             holds_version: Default::default(),
+            audit,
+            actor: crate::audit::os_actor(),
         };
         tiering.check_object_lock().await?;
         Ok(tiering)
@@ -292,11 +334,24 @@ impl Tiering {
         if let Err(e) = self.publish_catalog().await {
             tracing::error!(error = %e, "cannot record the topic catalog in the bucket; tiering goes on, retrying next pass");
         }
-        let reports = self.tier_topics(topic, seal_active).await?;
+        let reports = self.tier_topics(topic, seal_active).await;
+        self.flush_audit().await;
+        let reports = reports?;
         if let Err(e) = self.publish_group_offsets().await {
             tracing::error!(error = %e, "cannot record group offsets in the bucket; retrying next pass");
         }
         Ok(reports)
+    }
+
+    /// Writes the queued audit events as one record. A failure never fails the pass: the
+    /// events stay queued (and in the data directory, for a restart) until a pass writes them.
+    pub async fn flush_audit(&self) {
+        if let Err(e) = self.audit.flush(self.now_ms()).await {
+            tracing::error!(error = %e, queued = self.audit.pending_len(), "cannot write the audit trail to the bucket; the events stay queued and are written by a later pass");
+        }
+        if let Err(e) = crate::audit::save_pending(&*self.log.host().disk, self.log.data_dir(), &self.audit) {
+            tracing::error!(error = %e, "cannot keep the queued audit events in the data directory");
+        }
     }
 
     /// Writes a catalog version to the bucket if the topics changed since the newest one.
@@ -528,6 +583,16 @@ impl Tiering {
                 outcome.error.get_or_insert(e);
             }
         }
+        if let (Some(first), Some(last)) = (outcome.committed.first(), outcome.committed.last()) {
+            let after = serde_json::json!({"manifest_version": manifest.current.manifest_version, "segments": outcome.committed.len(),
+                "raw_bytes": outcome.committed.iter().map(|e| e.raw_bytes).sum::<u64>()});
+            self.audit.record(
+                Event::new(self.now_ms(), &self.actor, audit::action::SEGMENT_COMMIT)
+                    .partition(&key.0, key.1)
+                    .offsets(first.base_offset, last.last_offset)
+                    .after(after),
+            );
+        }
         if let Some(last) = outcome.committed.last() {
             self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), last.last_offset + 1);
         }
@@ -540,6 +605,12 @@ impl Tiering {
                 Ok(extended) => {
                     tracing::info!(topic = %key.0, partition = key.1, extended, retain_ms = policy.retain_ms, "extended the S3 Object Lock of the partition's objects");
                     self.stats.lock_extended_objects.fetch_add(extended as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.audit.record(
+                        Event::new(self.now_ms(), &self.actor, audit::action::LOCK_EXTEND)
+                            .partition(&key.0, key.1)
+                            .before(serde_json::json!({"retain_ms": state.lock_retain_ms}))
+                            .after(serde_json::json!({"mode": policy.mode.as_str(), "retain_ms": policy.retain_ms, "object_versions_extended": extended})),
+                    );
                     state.lock_retain_ms = policy.retain_ms;
                 }
                 Err(e) => {
@@ -654,10 +725,12 @@ impl Tiering {
             by_append_time: topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime,
         };
         let clock = || self.now_ms();
+        let start_before = manifest.current.start_offset();
         let expired = retention::expire(manifest, &policy, &clock, self.settings.attempts).await?;
         if let Some(expired) = &expired {
             self.stats.expired_segments.fetch_add(expired.segments, Relaxed);
             self.stats.expired_raw_bytes.fetch_add(expired.raw_bytes, Relaxed);
+            self.audit.record(expiry_event(self.now_ms(), &self.actor, partition, manifest, start_before, expired));
         }
         // This process's readers stop answering below the new start (before any deletion).
         partition.note_expired_before(manifest.current.expired_before());
@@ -666,6 +739,14 @@ impl Tiering {
         // Objects of earlier expiries whose grace period passed, unless a hold now covers them.
         let deleted = retention::delete_due(manifest, &policy, self.now_ms(), self.settings.attempts).await?;
         self.stats.deleted_expired_objects.fetch_add(deleted.len() as u64, Relaxed);
+        if !deleted.is_empty() {
+            let after =
+                serde_json::json!({"manifest_version": manifest.current.manifest_version, "deleted_objects": deleted});
+            let event = Event::new(self.now_ms(), &self.actor, audit::action::RETENTION_DELETE)
+                .partition(&partition.topic, partition.id)
+                .after(after);
+            self.audit.record(event);
+        }
         Ok(deleted.len())
     }
 
@@ -749,6 +830,7 @@ impl Tiering {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
                     _ = stopped.changed() => {
+                        self.flush_audit().await;
                         // Offsets committed since the last pass reach the bucket before exit.
                         if let Err(e) = self.publish_group_offsets().await {
                             tracing::error!(error = %e, "cannot record group offsets in the bucket at shutdown");
@@ -782,6 +864,27 @@ impl Background {
         let _ = self.stop.send(true);
         let _ = self.handle.await;
     }
+}
+
+/// The audit event of an expiry commit that moved the partition's start from `start_before`.
+fn expiry_event(
+    now_ms: i64,
+    actor: &str,
+    partition: &Partition,
+    manifest: &ManifestStore,
+    start_before: Option<u64>,
+    expired: &tierlog_tiering::manifest::ExpiryOutcome,
+) -> Event {
+    let current = &manifest.current;
+    let reason = current.expired.as_ref().map(|x| x.reason.clone()).unwrap_or_default();
+    let first = start_before.unwrap_or(0);
+    Event::new(now_ms, actor, audit::action::RETENTION_EXPIRE)
+        .partition(&partition.topic, partition.id)
+        .offsets(first, expired.before_offset.saturating_sub(1))
+        .reason(&reason)
+        .before(serde_json::json!({"start_offset": first}))
+        .after(serde_json::json!({"start_offset": expired.before_offset, "manifest_version": current.manifest_version,
+            "segments": expired.segments, "raw_bytes": expired.raw_bytes}))
 }
 
 /// Sealed segments not yet in the manifest, in order. Reconciliation after a crash is this

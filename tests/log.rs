@@ -253,6 +253,7 @@ async fn review_a_data_dir_with_other_segment_boundaries_cannot_splice_onto_anot
         display: "memory".into(),
         ids: Default::default(),
         lock: None,
+        records_lock: None,
     };
     let fill = |dir: &Path, cuts: &[u64], tag: &str| {
         let mut c = config(dir, 64 * 1024 * 1024);

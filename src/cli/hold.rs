@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::json;
 use tierlog::tier;
 use tierlog::time::parse_time;
+use tierlog_tiering::audit::{Event, action};
 use tierlog_tiering::holds::{self, Hold};
 
 use super::GlobalArgs;
@@ -51,9 +52,7 @@ Examples:
 
 /// Who is acting: the OS user and host.
 fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("{user}@{}", host.trim())
+    tierlog::audit::os_actor()
 }
 
 /// Brings S3's legal-hold flag of the topic's segment objects whose records overlap `scope`
@@ -133,18 +132,27 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                 })
                 .await?;
                 let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
-                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await?;
-                println!("{}", json!({"hold": hold, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged}));
+                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await;
+                println!("{}", json!({"hold": hold, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged.as_ref().ok()}));
+                // After the change (an audit event never names a hold that was not set); a
+                // failure exits non-zero, saying the hold is in force.
+                let (from, to) = (hold.from_ms, hold.to_ms);
+                let event = Event::new(now, &actor(), action::HOLD_SET)
+                    .topic(&hold.topic)
+                    .reason(&hold.reason)
+                    .after(json!({"hold": hold.id, "from_ms": from, "to_ms": to, "holds_version": set.version}));
+                tierlog::audit::append_now(&remote, event).await?;
+                flagged.context("the hold is in force (in the bucket and the audit trail), but S3 legal-hold flags were not all set: run `tierlog hold set` again or check the bucket")?;
             }
             HoldCommand::Release { id, reason } => {
                 if reason.trim().is_empty() {
                     bail!("--reason must say why the hold ends");
                 }
                 let what = format!("release {id}: {reason}");
-                let released = std::sync::Mutex::new(None); // the update may retry: the last read counts
+                let released = std::sync::Mutex::new(None);
                 let set = holds::update(&remote, &actor(), now, &what, |holds| {
                     let before = holds.len();
-                    *released.lock().expect("not poisoned") = holds.iter().find(|h| h.id == id).cloned();
+                    *released.lock().unwrap_or_else(|p| p.into_inner()) = holds.iter().find(|h| h.id == id).cloned();
                     holds.retain(|h| h.id != id);
                     if holds.len() == before {
                         return Err(tierlog_tiering::Error::Format(format!(
@@ -154,16 +162,21 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                     Ok(())
                 })
                 .await?;
-                let mut flagged = None;
-                if let Some(hold) = released.into_inner().expect("not poisoned") {
-                    let catalog = tierlog_tiering::catalog::latest_catalog(&remote, 0).await?;
-                    let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
-                    flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await?;
-                }
+                let hold = released.into_inner().unwrap_or_else(|p| p.into_inner()).expect("a released hold was found");
+                let catalog = tierlog_tiering::catalog::latest_catalog(&remote, 0).await?;
+                let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
+                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await;
                 println!(
                     "{}",
-                    json!({"released": id, "reason": reason, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged})
+                    json!({"released": id, "reason": reason, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged.as_ref().ok()})
                 );
+                let event = Event::new(now, &actor(), action::HOLD_RELEASE)
+                    .topic(&hold.topic)
+                    .reason(&reason)
+                    .before(json!({"hold": hold, "holds_version": set.version - 1}))
+                    .after(json!({"holds_version": set.version}));
+                tierlog::audit::append_now(&remote, event).await?;
+                flagged.context("the hold is released (in the bucket and the audit trail), but S3 legal-hold flags were not all cleared: run `tierlog hold release` again is not possible; clear them with aws s3api put-object-legal-hold or set and release a hold over the range")?;
             }
             HoldCommand::List { topic } => {
                 let set = holds::latest(&remote, 0).await?;

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. The JSON lines printed here are
 //! a stable contract that users and other tools script against.
 
+mod audit;
 mod bench;
 mod bench_kafka;
 mod bench_verify;
@@ -141,6 +142,20 @@ Examples:
     /// Legal holds: ranges of a topic that remote retention never expires (kept in the bucket).
     #[command(subcommand)]
     Hold(hold::HoldCommand),
+    /// Print the audit trail in the bucket: every change to the archive, one JSON line each.
+    #[command(
+        after_help = "Prints one JSON line per event, oldest first: {\"time_ms\",\"actor\",\"action\",\"topic\"?,
+\"partition\"?,\"first_offset\"?,\"last_offset\"?,\"reason\"?,\"before\"?,\"after\"?,\"seq\",\"writer\"}.
+Actions: segment_commit, retention_expire, retention_delete, hold_set, hold_release, lock_extend,
+topic_create, topic_alter, topic_delete, restore, take_over, key_rotate. `tierlog verify` checks the
+trail's hash chain. Exit status 3 when a record cannot be read.
+
+Examples:
+  tierlog audit
+  tierlog audit --from-time 2026-03-01T00:00:00Z --to-time 2026-04-01T00:00:00Z --topic payments
+  tierlog audit | jq 'select(.action == \"hold_release\")'"
+    )]
+    Audit(audit::AuditArgs),
     /// Prove what the bucket holds: manifest chain, signatures, every object (docs/AUDIT.md).
     #[command(after_help = "Prints one JSON line per problem found ({\"kind\",\"topic\",\"partition\",\"key\",
 \"first_offset\",\"last_offset\",\"expected\",\"found\",\"detail\"}), then {\"summary\":{..},\"ok\":BOOL}.
@@ -220,6 +235,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
         Command::Decrypt(args) => decrypt::run(&cli.global, args),
+        Command::Audit(args) => audit::run(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Completions { shell } => {

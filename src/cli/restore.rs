@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tierlog::replica::{self, PointSpec};
 use tierlog::restore::{self, RestoreOptions};
+use tierlog_tiering::audit::{Event, action};
 
 use super::GlobalArgs;
 
@@ -43,13 +44,20 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<ExitCode> {
     let options = RestoreOptions { topics: args.topics, take_over: args.take_over };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (progress, on_partition) = progress_lines::<restore::RestoredPartition>(&data_dir);
-    let report = runtime.block_on(async {
+    let restored = runtime.block_on(async {
         let remote = tierlog::tier::connect(&config).await?;
-        restore::restore(config, &remote, &options, &on_partition).await
+        let report = restore::restore(config, &remote, &options, &on_partition).await?;
+        Ok::<_, tierlog::Error>((remote, report))
     });
     progress.finish_and_clear();
-    let report = report.with_context(|| format!("restoring {}", data_dir.display()))?;
+    let (remote, report) = restored.with_context(|| format!("restoring {}", data_dir.display()))?;
     println!("{}", serde_json::json!({ "restored": report }));
+    // A take-over changes who may write the archive; a restore, where its writer continues.
+    let action = if report.took_over { action::TAKE_OVER } else { action::RESTORE };
+    let after = serde_json::json!({"writer_id": report.writer_id, "topics": options.topics, "partitions": report.partitions,
+        "catalog_version": report.catalog_version, "data_dir": data_dir.display().to_string()});
+    let event = Event::new(tierlog::partition::now_ms(), &tierlog::audit::os_actor(), action).after(after);
+    runtime.block_on(tierlog::audit::append_now(&remote, event))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,6 +77,7 @@ enum Background {
 
 async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background: Background) -> Result<()> {
     let mut tiering_stats = None;
+    let mut audit_trail = None;
     let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
     let mut refresher = None;
     let mut replica_stats = None;
@@ -88,6 +89,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         match Tiering::start(log.clone()).await {
             Ok(tiering) => {
                 tiering_stats = Some(tiering.stats.clone());
+                audit_trail = Some(tiering.audit.clone());
                 Some(Arc::new(tiering).spawn())
             }
             Err(e) => {
@@ -107,6 +109,9 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
     let state = AppState::new(log.clone(), stopped, tiering_stats)?;
     if let Some(stats) = replica_stats {
         let _ = state.replica.set(stats);
+    }
+    if let Some(trail) = audit_trail {
+        let _ = state.audit.set(trail);
     }
     let kafka = match kafka {
         Some(kafka) => Some(start_kafka(kafka, state.clone()).await?),

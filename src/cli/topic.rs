@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 use tierlog::Log;
+use tierlog::audit::os_actor;
+use tierlog::partition::now_ms;
 use tierlog::settings::{NewTopicSettings, SettingsChange};
 
 use super::GlobalArgs;
@@ -101,6 +103,18 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
             let new = NewTopicSettings::parse(&topic, settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let log = Log::open(config)?;
             let created = log.create_topic_with_settings(&topic, partitions, &new)?;
+            let settings = created.catalog_settings();
+            let event = tierlog::audit::topic_created(
+                now_ms(),
+                &os_actor(),
+                created.name(),
+                created.metadata.partitions,
+                &settings,
+            );
+            let recorded = record(&log, event);
+            if let Err(e) = &recorded {
+                eprintln!("warning: {e:#}");
+            }
             println!(
                 "{}",
                 json!({"topic": created.name(), "partitions": created.metadata.partitions, "created": true,
@@ -114,8 +128,12 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
             );
             // The writer lock: a server running on this directory refuses this (alter it with --server).
             let log = Log::open(config)?;
+            let before = log.topic(&topic)?.catalog_settings();
             let settings = log.alter_topic(&topic, &SettingsChange { set, unset })?;
+            let after = log.topic(&topic)?.catalog_settings();
+            let recorded = record(&log, tierlog::audit::topic_altered(now_ms(), &os_actor(), &topic, &before, &after));
             println!("{}", json!({"topic": topic, "settings": settings.to_json()}));
+            recorded?;
         }
         TopicCommand::List => {
             let log = Log::open_read_only(config)?;
@@ -147,6 +165,28 @@ pub fn run(global: &GlobalArgs, cmd: TopicCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a topic change's audit event to the bucket now. When it cannot, the event is queued
+/// in the data directory (this command holds the writer lock), the writer's next start writes
+/// it, and the error says so. Nothing is written when the remote tier is off.
+fn record(log: &Log, event: tierlog_tiering::audit::Event) -> Result<()> {
+    if !log.config().tiering.enabled {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (action, topic) = (event.action.clone(), event.topic.clone().unwrap_or_default());
+    let written = runtime.block_on(async {
+        let remote = tierlog::tier::connect(log.config()).await?;
+        let (writer, now) = (os_actor(), event.time_ms);
+        anyhow::Ok(tierlog_tiering::audit::append(&remote, &writer, now, vec![event.clone()]).await?)
+    });
+    let Err(e) = written else { return Ok(()) };
+    tierlog::audit::queue_pending(&*log.host().disk, log.data_dir(), event)?;
+    anyhow::bail!(
+        "{action} of topic {topic:?} took effect, but its audit event could not be written to the bucket ({e}); it is queued in {} and written by the next tiering run",
+        log.data_dir().join(tierlog::audit::PENDING_FILE).display()
+    )
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {

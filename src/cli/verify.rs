@@ -92,10 +92,19 @@ pub fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
         };
         let summary = verify::verify(&remote, &options, tierlog::verify::segment_check(), &on_event).await;
         progress.finish_and_clear();
-        anyhow::Ok(summary?)
+        // The audit trail is the whole bucket's: checked when the whole bucket is.
+        let whole = options.topic.is_none() && options.partition.is_none();
+        let trail = if whole { Some(tierlog_tiering::audit::verify(&remote).await?) } else { None };
+        anyhow::Ok((summary?, trail))
     })?;
-    let ok = summary.problems == 0;
-    println!("{}", serde_json::json!({"summary": summary, "ok": ok}));
+    let (summary, trail) = summary;
+    for problem in trail.iter().flat_map(|t| &t.problems) {
+        println!("{}", serde_json::to_string(problem).expect("a problem serializes"));
+    }
+    let trail_problems = trail.as_ref().map_or(0, |t| t.problems.len());
+    let ok = summary.problems == 0 && trail_problems == 0;
+    let audit = trail.map(|t| serde_json::json!({"records": t.records, "events": t.events, "last_seq": t.last_seq, "problems": trail_problems}));
+    println!("{}", serde_json::json!({"summary": summary, "audit": audit, "ok": ok}));
     if let Some(missing) = &summary.not_decrypted {
         let ids: Vec<&str> = missing.key_ids.iter().map(String::as_str).collect();
         eprintln!(

@@ -6,17 +6,15 @@
 //! server then listens on loopback only). With tokens, a request without a valid token gets
 //! 401, one whose token lacks the right gets 403. Every read of historical data by an
 //! authenticated server is recorded in `<data_dir>/audit.log` as a JSON line: who, what,
-//! which topic and partition, which offsets.
-
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::Mutex;
+//! which topic and partition, which offsets (fsynced in batches, rotated by size: see
+//! [`audit_log`](super::audit_log)). Changes to the archive go to the trail in the bucket.
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, TokenConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::serve::audit_log::AuditLog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
@@ -38,7 +36,7 @@ pub enum Denied {
 
 pub struct Auth {
     tokens: Vec<TokenConfig>,
-    audit: Option<Mutex<File>>,
+    audit: Option<AuditLog>,
 }
 
 impl Auth {
@@ -48,12 +46,8 @@ impl Auth {
             None
         } else {
             let path = config.data_dir.join("audit.log");
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, "open audit log", e))?;
-            Some(Mutex::new(file))
+            let server = &config.server;
+            Some(AuditLog::open(&path, server.audit_log_max_bytes, server.audit_log_keep as u32)?)
         };
         Ok(Auth { tokens, audit })
     }
@@ -139,10 +133,8 @@ impl Auth {
     }
 
     fn audit(&self, line: serde_json::Value) {
-        let Some(audit) = &self.audit else { return };
-        let mut file = audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = writeln!(file, "{line}") {
-            tracing::error!(error = %e, "cannot write the audit log");
+        if let Some(audit) = &self.audit {
+            audit.write_line(&line.to_string());
         }
     }
 }

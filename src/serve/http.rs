@@ -118,6 +118,8 @@ pub struct AppState {
     tiering: Option<Arc<crate::tier::TieringStats>>,
     /// A live replica's refresher counters (`serve --replica`), set once it runs.
     pub replica: std::sync::OnceLock<Arc<crate::replica::ReplicaStats>>,
+    /// The tiering driver's audit trail (set when it runs): topic changes are queued on it.
+    pub audit: std::sync::OnceLock<Arc<tierlog_tiering::audit::Trail>>,
     /// The groups store as last read for `/metrics`, and when: scrapes re-read it at most every
     /// [`GROUPS_REREAD`], however often they come.
     groups_seen: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::groups::Committed>>)>>,
@@ -130,6 +132,19 @@ impl AppState {
     /// Token checks and the audit log, shared with the Kafka listener.
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// Queues `event` on the audit trail in the bucket and starts writing it; a failure leaves
+    /// it queued for the next tiering pass (docs/AUDIT.md). Without tiering there is no trail.
+    pub fn record_audit(&self, event: tierlog_tiering::audit::Event) {
+        let Some(trail) = self.audit.get() else { return };
+        trail.record(event);
+        let (trail, now) = (trail.clone(), crate::partition::now_ms());
+        tokio::spawn(async move {
+            if let Err(e) = trail.flush(now).await {
+                tracing::warn!(error = %e, "audit event queued: the bucket refused it; the next tiering pass writes it");
+            }
+        });
     }
 
     /// `shutdown` turning true ends follow streams, so a graceful shutdown does not wait on them.
@@ -154,6 +169,7 @@ impl AppState {
             shutdown,
             tiering,
             replica: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
             groups_seen: tokio::sync::Mutex::new(None),
         }))
     }
@@ -466,7 +482,7 @@ async fn create_topic(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    state.authorize(&headers, Right::Admin, None)?;
+    let who = state.authorize(&headers, Right::Admin, None)?;
     require_json(&headers)?;
     let body = read_body(&state, body, CONTROL_BODY_BYTES_MAX, None).await?;
     let request: CreateTopic = serde_json::from_slice(&body).map_err(|e| {
@@ -480,6 +496,10 @@ async fn create_topic(
     let log = state.log.clone();
     let create = move || log.create_topic_with_settings(&request.name, partitions, &new);
     let topic = tokio::task::spawn_blocking(create).await.expect("create task")?;
+    let actor = crate::audit::actor(&who);
+    let (partitions, settings) = (topic.metadata.partitions, topic.catalog_settings());
+    let event = crate::audit::topic_created(crate::partition::now_ms(), &actor, topic.name(), partitions, &settings);
+    state.record_audit(event);
     let answer = json!({"topic": topic.name(), "partitions": topic.metadata.partitions,
                         "config": topic.catalog_settings(),
                         "settings": topic.settings(state.log.config()).to_json()});
@@ -518,8 +538,12 @@ async fn alter_topic(
     let change = SettingsChange { set: setting_pairs(request.set)?, unset: request.unset };
     let log = state.log.clone();
     let name = topic.clone();
+    let before = state.log.topic(&topic)?.catalog_settings();
     let alter = move || log.alter_topic(&name, &change);
     let settings = tokio::task::spawn_blocking(alter).await.expect("alter task")?;
+    let after = state.log.topic(&topic)?.catalog_settings();
+    let actor = crate::audit::actor(&who);
+    state.record_audit(crate::audit::topic_altered(crate::partition::now_ms(), &actor, &topic, &before, &after));
     tracing::info!(topic = %topic, by = %who, "topic altered over HTTP");
     Ok(Json(json!({"topic": topic, "settings": settings.to_json()})))
 }
@@ -1416,6 +1440,12 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     if let Some(t) = &state.tiering {
         out.push_str("# HELP tierlog_legal_holds Legal holds in force in the bucket, as the last retention pass read them (-1: unreadable, retention stopped).\n# TYPE tierlog_legal_holds gauge\n");
         out.push_str(&format!("tierlog_legal_holds {}\n", t.legal_holds.load(Ordering::Relaxed)));
+    }
+    if let Some(trail) = state.audit.get() {
+        out.push_str("# HELP tierlog_audit_events_pending Audit events waiting to be written to the bucket's audit trail (written at the end of each tiering pass).\n# TYPE tierlog_audit_events_pending gauge\n");
+        out.push_str(&format!("tierlog_audit_events_pending {}\n", trail.pending_len()));
+        out.push_str("# HELP tierlog_audit_events_dropped_total Audit events dropped because the queue was full while the bucket refused audit records.\n# TYPE tierlog_audit_events_dropped_total counter\n");
+        out.push_str(&format!("tierlog_audit_events_dropped_total {}\n", trail.dropped.load(Ordering::Relaxed)));
     }
     if let Some(r) = state.replica.get() {
         out.push_str("# HELP tierlog_replica_last_refresh_success_seconds When the replica last brought its whole view up to date (Unix time; 0: never).\n# TYPE tierlog_replica_last_refresh_success_seconds gauge\n");

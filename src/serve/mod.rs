@@ -3,6 +3,7 @@
 //! request's records ([`append`]), shared by both.
 
 pub mod append;
+pub mod audit_log;
 pub mod auth;
 pub mod http;
 pub mod kafka;

@@ -89,6 +89,8 @@ pub struct GroupSnapshot {
 pub(crate) trait Document: Serialize + DeserializeOwned + Clone + PartialEq {
     const FORMAT: &'static str;
     const FOLDER: &'static str;
+    /// Written under the store's `records_lock` (S3 Object Lock) when one is set.
+    const LOCKED: bool = false;
     fn version(&self) -> u64;
     fn set_version(&mut self, version: u64);
     /// The contents without version, time and writer (what "changed" compares).
@@ -215,9 +217,12 @@ async fn publish<D: Document>(store: &RemoteStore, mut next: D, hint: u64) -> Re
 /// Writes `document` under its version number, create-only: `false` when the number is taken.
 pub(crate) async fn put_create<D: Document>(store: &RemoteStore, document: &D) -> Result<bool> {
     let key = key::<D>(store, document.version());
-    let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+    let (options, lock) = match D::LOCKED {
+        true => store.record_options(),
+        false => (PutOptions { mode: PutMode::Create, ..PutOptions::default() }, None),
+    };
     match store.store.put_opts(&key, PutPayload::from(to_bytes(document)), options).await {
-        Ok(_) => Ok(true),
+        Ok(result) => crate::lock::check_applied(&store.display, &key, lock, &result).map(|()| true),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
         Err(e) => Err(store.error(format!("PUT {key}"), e)),
     }
@@ -289,6 +294,7 @@ mod tests {
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(1),
             lock: None,
+            records_lock: None,
         }
     }
 

@@ -63,6 +63,7 @@ pub struct HoldSet {
 impl Document for HoldSet {
     const FORMAT: &'static str = HOLDS_FORMAT;
     const FOLDER: &'static str = "holds";
+    const LOCKED: bool = true;
 
     fn version(&self) -> u64 {
         self.version

@@ -171,6 +171,7 @@ mod tests {
             display: "memory".into(),
             ids: UniqueIds::default(),
             lock: None,
+            records_lock: None,
         }
     }
 

@@ -19,9 +19,11 @@
 //!   version-aware deletes (aws-sdk-s3).
 //! - [`holds`]: legal holds in the bucket, which remote retention never expires.
 //! - [`catalog`]: the topic catalog and consumer-group offset snapshots in the bucket.
+//! - [`audit`]: the hash-chained audit trail of every change to the archive, in the bucket.
 //! - [`blocking`]: blocking work from async code (inline in the simulation).
 //! - [`fault`]: an object store wrapper that injects faults and counts requests (tests).
 
+pub mod audit;
 pub mod blocking;
 pub mod catalog;
 pub mod encryption;

@@ -1164,6 +1164,7 @@ pub(crate) mod tests_support {
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
             lock: None,
+            records_lock: None,
         }
     }
 

@@ -312,6 +312,7 @@ pub(crate) mod tests {
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
             lock: None,
+            records_lock: None,
         };
         let signer = golden_signer();
         let key = store.key(&["keys", &format!("{}.pem", signer.key_id)]);

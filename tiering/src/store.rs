@@ -86,6 +86,9 @@ pub struct RemoteStore {
     pub ids: crate::keys::UniqueIds,
     /// The SDK client for S3 Object Lock requests (S3 stores only; see [`crate::lock`]).
     pub lock: Option<Arc<S3Lock>>,
+    /// The lock of the records that belong to no topic: the audit trail and the legal-hold
+    /// series (the configuration's `tiering.object_lock_*`; `None`: not locked).
+    pub records_lock: Option<crate::lock::LockPolicy>,
 }
 
 impl RemoteStore {
@@ -143,7 +146,18 @@ impl RemoteStore {
             display: format!("local directory {}", dir.display()),
             ids: Default::default(),
             lock: None,
+            records_lock: None,
         })
+    }
+
+    /// Create-only `PutOptions` for a record that belongs to no topic, locked under
+    /// [`records_lock`](Self::records_lock) when set; the lock asked for, for
+    /// [`crate::lock::check_applied`].
+    pub fn record_options(&self) -> (PutOptions, Option<crate::lock::LockRequest>) {
+        match self.records_lock.map(|l| l.request_now()) {
+            Some(lock) => (lock.options(PutMode::Create), Some(lock)),
+            None => (PutOptions { mode: PutMode::Create, ..PutOptions::default() }, None),
+        }
     }
 
     /// Refuses unless this store can lock objects: S3 with Object Lock enabled on the bucket.
@@ -259,6 +273,7 @@ fn s3_store(
         display,
         ids: Default::default(),
         lock: Some(lock),
+        records_lock: None,
     }
 }
 

@@ -1328,6 +1328,7 @@ mod adversarial_tests {
             display: "memory".into(),
             ids: crate::keys::UniqueIds::seeded(7),
             lock: None,
+            records_lock: None,
         }
     }
 

@@ -74,9 +74,9 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &
             None => {
                 let log = broker.state.log.clone();
                 let new = new_settings(&name, &topic.configs, log.config()).expect("checked above");
-                let create = move || log.create_topic_with_settings(&name, partitions as u32, &new).map(drop);
-                let created = tokio::task::spawn_blocking(create).await;
-                created.expect("create task").map_err(|e| (error_code(&e), e.to_string()))
+                let create = move || log.create_topic_with_settings(&name, partitions as u32, &new);
+                let created = tokio::task::spawn_blocking(create).await.expect("create task");
+                created.map(|t| record_created(broker, who, &t)).map_err(|e| (error_code(&e), e.to_string()))
             }
         };
         results.push(match result {
@@ -89,6 +89,19 @@ pub(super) async fn create_topics(broker: &Broker, request: &mut Request, who: &
         });
     }
     respond(request, &CreateTopicsResponse::default().with_topics(results))
+}
+
+/// Queues the audit event of a topic created over Kafka.
+fn record_created(broker: &Broker, who: &str, topic: &crate::topic::Topic) {
+    let (partitions, settings) = (topic.metadata.partitions, topic.catalog_settings());
+    let event = crate::audit::topic_created(
+        crate::partition::now_ms(),
+        &crate::audit::actor(who),
+        topic.name(),
+        partitions,
+        &settings,
+    );
+    broker.state.record_audit(event);
 }
 
 /// The settings of CreateTopics configs (a null value is the default: not set), checked as
@@ -289,6 +302,8 @@ async fn alter_resource(
         other => (error_code(&other), other.to_string()),
     };
     let log = broker.state.log.clone();
+    let before = log.topic(&name).map(|t| t.catalog_settings()).ok();
+    let topic = name.clone();
     let alter = move || {
         if validate_only {
             log.check_alter_topic(&name, &change).map(drop)
@@ -296,5 +311,12 @@ async fn alter_resource(
             log.alter_topic(&name, &change).map(drop)
         }
     };
-    tokio::task::spawn_blocking(alter).await.expect("alter task").map_err(refuse)
+    tokio::task::spawn_blocking(alter).await.expect("alter task").map_err(refuse)?;
+    if let (false, Some(before), Ok(after)) = (validate_only, before, broker.state.log.topic(&topic)) {
+        let actor = crate::audit::actor(who);
+        let event =
+            crate::audit::topic_altered(crate::partition::now_ms(), &actor, &topic, &before, &after.catalog_settings());
+        broker.state.record_audit(event);
+    }
+    Ok(())
 }

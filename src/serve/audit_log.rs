@@ -1,0 +1,189 @@
+//! The local audit log of historical reads and group-offset changes (`<data_dir>/audit.log`,
+//! one JSON line each), written by the HTTP and Kafka front ends when tokens are configured.
+//!
+//! Why fsync in batches: an fsync per line would put a disk flush on every historical read;
+//! instead a flusher thread fsyncs at most every [`FSYNC_INTERVAL`] when lines were written, so
+//! a crash loses at most that window of lines, and readers never wait for the disk. Why
+//! rotate: the log grows with every read; at `server.audit_log_max_bytes` it is renamed
+//! `audit.log.1` (the older ones shift up to `audit.log.<server.audit_log_keep>`, the oldest
+//! is deleted) and a new one starts. A rotation fsyncs the old file first, then the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Longest a written line waits for its fsync: the window a crash can lose.
+pub const FSYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+struct State {
+    file: File,
+    bytes: u64,
+    dirty: bool,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+}
+
+/// An append-only JSON-lines file, fsynced in batches and rotated by size.
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) `path` for appending; rotates at `max_bytes`, keeping `keep` old files.
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<AuditLog> {
+        let file = open_append(path)?;
+        let bytes = file.metadata().map_err(|e| Error::io(path, "stat audit log", e))?.len();
+        let state = State { file, bytes, dirty: false, closed: false };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            path: path.to_path_buf(),
+            max_bytes,
+            keep: keep.max(1),
+        });
+        let flusher_shared = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("audit-log-fsync".into())
+            .spawn(move || flush_loop(&flusher_shared))
+            .map_err(|e| Error::io(path, "start the audit log's fsync thread", e))?;
+        Ok(AuditLog { shared, flusher: Some(flusher) })
+    }
+
+    /// Appends `line` and a newline; rotates first when the file is full.
+    pub fn write_line(&self, line: &str) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let full = state.bytes > 0 && state.bytes + line.len() as u64 + 1 > self.shared.max_bytes;
+        if full && let Err(e) = rotate(&self.shared, &mut state) {
+            tracing::error!(path = %self.shared.path.display(), error = %e, "cannot rotate the audit log; writing on to the full file");
+        }
+        match writeln!(state.file, "{line}") {
+            Ok(()) => {
+                state.bytes += line.len() as u64 + 1;
+                state.dirty = true;
+            }
+            Err(e) => tracing::error!(path = %self.shared.path.display(), error = %e, "cannot write the audit log"),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.shared.wake.notify_all();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, "open audit log", e))
+}
+
+/// Until closed: every [`FSYNC_INTERVAL`], fsyncs the file if lines were written (outside the
+/// lock, on a second handle, so writers never wait for the disk); a last fsync when closed.
+fn flush_loop(shared: &Shared) {
+    loop {
+        let (file, closed) = {
+            let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut state, _) =
+                shared.wake.wait_timeout_while(state, FSYNC_INTERVAL, |s| !s.closed).unwrap_or_else(|p| p.into_inner());
+            let file = if state.dirty { state.file.try_clone().ok() } else { None };
+            state.dirty &= file.is_none();
+            (file, state.closed)
+        };
+        if let Some(file) = file
+            && let Err(e) = file.sync_data()
+        {
+            tracing::error!(path = %shared.path.display(), error = %e, "cannot fsync the audit log");
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// `audit.log` → `audit.log.1`, `.1` → `.2`, …, dropping `.<keep>`; a fresh `audit.log`.
+fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
+    let path = &shared.path;
+    state.file.sync_data().map_err(|e| Error::io(path, "fsync audit log", e))?;
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    match std::fs::remove_file(numbered(shared.keep)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&numbered(shared.keep), "remove old audit log", e)),
+    }
+    for n in (1..shared.keep).rev() {
+        match std::fs::rename(numbered(n), numbered(n + 1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&numbered(n), "rotate audit log", e)),
+        }
+    }
+    std::fs::rename(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e))?;
+    state.file = open_append(path)?;
+    (state.bytes, state.dirty) = (0, false);
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn given_a_full_log_when_writing_should_rotate_and_keep_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, 100, 2).unwrap();
+        // 10 lines of 40 bytes (with the newline): two per file, five files' worth.
+        for n in 0..10 {
+            log.write_line(&format!("{{\"n\":{n:02},\"pad\":\"{}\"}}", "x".repeat(22)));
+        }
+        drop(log);
+        let numbers = |p: &Path| -> Vec<u32> { lines(p).iter().map(|l| l[5..7].parse().unwrap()).collect() };
+        assert_eq!(numbers(&path), [8, 9]);
+        assert_eq!(numbers(&dir.path().join("audit.log.1")), [6, 7]);
+        assert_eq!(numbers(&dir.path().join("audit.log.2")), [4, 5]);
+        assert!(!dir.path().join("audit.log.3").exists(), "only `keep` old files stay");
+    }
+
+    #[test]
+    fn given_lines_written_when_the_interval_passes_should_fsync_without_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, 1 << 20, 3).unwrap();
+        log.write_line("{\"a\":1}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.shared.state.lock().unwrap().dirty {
+            assert!(std::time::Instant::now() < deadline, "the flusher never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(lines(&path), ["{\"a\":1}"]);
+        // Reopened: appends after what is there, and counts it toward the size limit.
+        drop(log);
+        let log = AuditLog::open(&path, 1 << 20, 3).unwrap();
+        log.write_line("{\"a\":2}");
+        assert_eq!(log.shared.state.lock().unwrap().bytes, 16);
+        drop(log);
+        assert_eq!(lines(&path), ["{\"a\":1}", "{\"a\":2}"]);
+    }
+}

@@ -1,0 +1,713 @@
+//! The audit trail in the bucket: every action that changes what the archive holds or who may
+//! read it (segment commit, retention expiry and deletion, hold set/release, lock extension,
+//! topic create/alter/delete, restore/take-over, key rotation) as events in a hash-chained
+//! series of create-only records.
+//!
+//! ```text
+//! <prefix>/audit/<seq:020>.json   format "tierlog-audit", format_version 1
+//! {"format":"tierlog-audit","format_version":1,"body_sha256":"<hex>"}
+//! {"seq":N,"prev_sha256":"<SHA-256 of record N-1's bytes>","written_ms":…,"writer":"<who wrote it>",
+//!  "events":[{"time_ms","actor","action","topic"?,"partition"?,"first_offset"?,"last_offset"?,"reason"?,"before"?,"after"?}]}
+//! ```
+//!
+//! A record holds one or more events (the tiering driver batches a whole pass into one record,
+//! so a pass costs one PUT however many partitions committed). Records are numbered from 1
+//! with no gap; each names the SHA-256 of the whole previous object (64 zeros for record 1), and
+//! its header the SHA-256 of its own body: a removed, altered, inserted or reordered record
+//! breaks the chain at the record after it, and [`verify`] names that record.
+//!
+//! Writers race for the next number with create-only PUTs (`PutMode::Create`): the loser reads
+//! the winner's record and tries the number after it, so concurrent writers (nodes, CLIs) never
+//! overwrite each other. Every write is read back: on a store that ignores conditional writes
+//! (Garage), a writer that finds another record under its number tries again, but a writer
+//! whose own record was read back before another overwrote it cannot know — there, two
+//! writers at once can lose a record without trace; one writer at a time (the local writer
+//! lock) loses nothing.
+//!
+//! The tail is found from a hint without LIST (HEAD the hint, gallop, bisect, as manifests do);
+//! [`Trail`] keeps the tail's number and hash, so its steady state costs one PUT per record
+//! (and one GET to read it back, unless the store is proven to honour create-only writes). Reading the whole trail ([`read_all`], for `tierlog audit` and `verify`) LISTs
+//! the folder.
+//!
+//! Owns: the format, the series, batching and retrying queued events. Not owned: when events
+//! happen and who the actor is (the callers say), nor the local audit log of reads.
+
+use std::collections::VecDeque;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::PutPayload;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{self, GENESIS_HASH};
+use crate::store::RemoteStore;
+
+pub const AUDIT_FORMAT: &str = "tierlog-audit";
+/// The version this build writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The folder of the series, under the cluster prefix.
+pub const FOLDER: &str = "audit";
+/// Most attempts at the next number when other writers keep taking it first: a few nodes and
+/// CLIs writing at once settle in a handful; more means something writes in a loop.
+pub const RACES_MAX: u32 = 32;
+/// Events per record: bounds one object (an event is a few hundred bytes, so ~300 KiB).
+pub const EVENTS_PER_RECORD_MAX: usize = 1_000;
+/// Events a [`Trail`] queues while the bucket cannot be written (about 30 MiB of memory):
+/// beyond it the oldest are dropped and counted, rather than grow without bound.
+pub const PENDING_EVENTS_MAX: usize = 100_000;
+/// Records read at once by [`read_all`].
+const READ_CONCURRENCY: usize = 16;
+/// A record larger than this is damaged or hostile: reported, never read whole.
+const RECORD_BYTES_MAX: u64 = 16 << 20;
+
+/// The action names. `lock_extend` and `key_rotate` are written by the Object Lock and
+/// encryption code through [`append`] or [`Trail::record`].
+pub mod action {
+    pub const SEGMENT_COMMIT: &str = "segment_commit";
+    pub const RETENTION_EXPIRE: &str = "retention_expire";
+    pub const RETENTION_DELETE: &str = "retention_delete";
+    pub const HOLD_SET: &str = "hold_set";
+    pub const HOLD_RELEASE: &str = "hold_release";
+    pub const LOCK_EXTEND: &str = "lock_extend";
+    pub const TOPIC_CREATE: &str = "topic_create";
+    pub const TOPIC_ALTER: &str = "topic_alter";
+    pub const TOPIC_DELETE: &str = "topic_delete";
+    pub const RESTORE: &str = "restore";
+    pub const TAKE_OVER: &str = "take_over";
+    pub const KEY_ROTATE: &str = "key_rotate";
+}
+
+/// One change to the archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// When the action took effect (ms since the epoch).
+    pub time_ms: i64,
+    /// Who: the HTTP/Kafka token name, else the OS user and host (`user@host`).
+    pub actor: String,
+    /// One of [`action`].
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// The offsets concerned, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The state before and after the action, as the action defines it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(time_ms: i64, actor: &str, action: &str) -> Event {
+        Event {
+            time_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            topic: None,
+            partition: None,
+            first_offset: None,
+            last_offset: None,
+            reason: None,
+            before: None,
+            after: None,
+        }
+    }
+
+    pub fn topic(mut self, topic: &str) -> Event {
+        self.topic = Some(topic.to_string());
+        self
+    }
+
+    pub fn partition(mut self, topic: &str, partition: u32) -> Event {
+        self.partition = Some(partition);
+        self.topic(topic)
+    }
+
+    pub fn offsets(mut self, first: u64, last: u64) -> Event {
+        (self.first_offset, self.last_offset) = (Some(first), Some(last));
+        self
+    }
+
+    pub fn reason(mut self, reason: &str) -> Event {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
+    pub fn before(mut self, before: serde_json::Value) -> Event {
+        self.before = Some(before);
+        self
+    }
+
+    pub fn after(mut self, after: serde_json::Value) -> Event {
+        self.after = Some(after);
+        self
+    }
+}
+
+/// One object of the series: a batch of events and its link to the record before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub seq: u64,
+    /// SHA-256 (hex) of the previous record's whole object; 64 zeros for record 1.
+    pub prev_sha256: String,
+    pub written_ms: i64,
+    /// Who wrote the record: a writer id, or `user@host` for a CLI.
+    pub writer: String,
+    pub events: Vec<Event>,
+}
+
+/// The newest record known: its number and the SHA-256 of its object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub seq: u64,
+    pub sha256: String,
+}
+
+pub fn key(store: &RemoteStore, seq: u64) -> Path {
+    store.key(&[FOLDER, &format!("{seq:020}.json")])
+}
+
+pub fn to_bytes(record: &Record) -> Vec<u8> {
+    let body = serde_json::to_vec(record).expect("an audit record serializes");
+    manifest::wrap_document(AUDIT_FORMAT, FORMAT_VERSION, &body)
+}
+
+/// The record in `bytes`, checked: format, version, body SHA-256, and the number `seq` its key says.
+pub fn from_bytes(bytes: &[u8], key: &str, seq: u64) -> Result<Record> {
+    let body = manifest::unwrap_document(bytes, AUDIT_FORMAT, &[FORMAT_VERSION], key)?;
+    let record: Record = serde_json::from_slice(body)
+        .map_err(|e| Error::Corrupt { key: key.to_string(), reason: format!("body: {e}") })?;
+    if record.seq != seq {
+        return Err(Error::Corrupt {
+            key: key.to_string(),
+            reason: format!("holds record {} (moved or reordered)", record.seq),
+        });
+    }
+    Ok(record)
+}
+
+/// The newest record, probing from `hint` (a number known to exist, or 0): HEADs only, then
+/// one GET of the tail to hash it. `seq` 0 and the genesis hash when the series is empty.
+pub async fn tail(store: &RemoteStore, hint: u64) -> Result<Tail> {
+    let seq = manifest::latest_number(store, |n| key(store, n), hint).await?;
+    if seq == 0 {
+        return Ok(Tail { seq: 0, sha256: GENESIS_HASH.to_string() });
+    }
+    // Hashed as stored, even if damaged: the chain goes on, and `verify` names the damage.
+    let bytes = manifest::get_bytes(store, &key(store, seq)).await?;
+    Ok(Tail { seq, sha256: crate::sha256_hex(&bytes) })
+}
+
+/// Appends `events` as one record after the newest, create-only: the simple call for one
+/// action (a CLI, a lock extension, a key rotation). Returns the record's number. An error
+/// means the events may not be recorded: the caller reports it.
+pub async fn append(store: &RemoteStore, writer: &str, now_ms: i64, events: Vec<Event>) -> Result<u64> {
+    let mut known = None;
+    write(store, &mut known, 0, writer, now_ms, events, 3, true).await
+}
+
+/// Writes `events` as the record after `known` (found from `hint` when unknown), racing other
+/// writers for the number; `known` becomes the new tail. Transient failures are retried up to
+/// `attempts` times. `read_back`: GET every record written (see [`put_and_confirm`]).
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    store: &RemoteStore,
+    known: &mut Option<Tail>,
+    hint: u64,
+    writer: &str,
+    now_ms: i64,
+    events: Vec<Event>,
+    attempts: u32,
+    read_back: bool,
+) -> Result<u64> {
+    assert!(!events.is_empty() && events.len() <= EVENTS_PER_RECORD_MAX, "a record holds 1..=1000 events");
+    let mut hint = hint;
+    let mut failures = 0;
+    for _ in 0..RACES_MAX {
+        let previous = match known.take() {
+            Some(tail) => tail,
+            None => match tail(store, hint).await {
+                Ok(tail) => tail,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= attempts {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(crate::uploader::backoff(failures)).await;
+                    continue;
+                }
+            },
+        };
+        let record = Record {
+            seq: previous.seq + 1,
+            prev_sha256: previous.sha256.clone(),
+            written_ms: now_ms,
+            writer: writer.to_string(),
+            events: events.clone(),
+        };
+        let bytes = to_bytes(&record);
+        match put_and_confirm(store, record.seq, &bytes, read_back).await {
+            Ok(true) => {
+                *known = Some(Tail { seq: record.seq, sha256: crate::sha256_hex(&bytes) });
+                return Ok(record.seq);
+            }
+            Ok(false) => {
+                tracing::debug!(seq = record.seq, "another writer took this audit record number; trying the next");
+                hint = record.seq;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= attempts {
+                    return Err(e);
+                }
+                tracing::warn!(seq = record.seq, error = %e, "audit record write failed; retrying");
+                *known = Some(previous); // the same number again: a landed attempt is recognised below
+                tokio::time::sleep(crate::uploader::backoff(failures)).await;
+            }
+        }
+    }
+    Err(Error::Format(format!(
+        "{FOLDER}: other writers took the next audit record number {RACES_MAX} times in a row; is something writing in a loop?"
+    )))
+}
+
+/// PUTs `bytes` as record `seq`, create-only. `true`: the record under that number is ours
+/// (also when an earlier attempt landed); `false`: another writer's. A taken number is read to
+/// tell the two apart; with `read_back`, so is a successful PUT (a store that may ignore
+/// create-only writes: the only way to see we were overwritten). Where the startup probe
+/// proved create-only writes honoured, a successful PUT is ours and costs no GET.
+async fn put_and_confirm(store: &RemoteStore, seq: u64, bytes: &[u8], read_back: bool) -> Result<bool> {
+    let key = key(store, seq);
+    let (options, lock) = store.record_options();
+    match store.store.put_opts(&key, PutPayload::from(bytes.to_vec()), options).await {
+        Ok(result) if !read_back => {
+            crate::lock::check_applied(&store.display, &key, lock, &result)?;
+            return Ok(true);
+        }
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+        Err(e) => return Err(store.error(format!("PUT {key} (audit record)"), e)),
+    }
+    // Read back: the conflict case needs the winner's bytes, and on a store that ignores
+    // create-only writes this is the only way to see we were overwritten.
+    let stored = manifest::get_bytes(store, &key).await?;
+    Ok(stored.as_ref() == bytes)
+}
+
+/// A writer's queue of events, written in batches by [`flush`](Self::flush). Recording never
+/// fails and never waits for the bucket: what cannot be written stays queued (up to
+/// [`PENDING_EVENTS_MAX`]) and goes with the next flush.
+#[derive(Debug)]
+pub struct Trail {
+    store: RemoteStore,
+    writer: String,
+    attempts: u32,
+    pending: std::sync::Mutex<VecDeque<Event>>,
+    /// Events dropped because the queue was full (logged, and exported as a metric).
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Held by one flush at a time, across its requests: the tail it extends.
+    tail: tokio::sync::Mutex<(Option<Tail>, u64)>,
+    /// Read every record back (unless the store is known to honour create-only writes).
+    read_back: bool,
+}
+
+impl Trail {
+    pub fn new(store: RemoteStore, writer: &str, attempts: u32) -> Trail {
+        Trail {
+            store,
+            writer: writer.to_string(),
+            attempts: attempts.max(1),
+            pending: Default::default(),
+            dropped: Default::default(),
+            tail: tokio::sync::Mutex::new((None, 0)),
+            read_back: true,
+        }
+    }
+
+    /// The store's create-only writes are proven honoured (`RemoteStore::probe_conditional_writes`):
+    /// a record whose PUT succeeded is ours, and is not read back (one request per flush).
+    pub fn trusting_create_only(mut self, honoured: bool) -> Trail {
+        self.read_back = !honoured;
+        self
+    }
+
+    /// Queues `event` for the next flush.
+    pub fn record(&self, event: Event) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= PENDING_EVENTS_MAX {
+            let lost = pending.pop_front().expect("the queue is full");
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(action = %lost.action, topic = ?lost.topic, time_ms = lost.time_ms, "the audit queue is full (the bucket has refused audit records for long): the oldest event is dropped");
+        }
+        pending.push_back(event);
+    }
+
+    /// How many events wait to be written (a metric).
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Events waiting to be written, oldest first (to keep them across a restart).
+    pub fn pending(&self) -> Vec<Event> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    /// Writes every queued event, [`EVENTS_PER_RECORD_MAX`] per record. Returns how many were
+    /// written; on an error the rest stay queued, in order, for the next flush.
+    pub async fn flush(&self, now_ms: i64) -> Result<usize> {
+        let mut tail = self.tail.lock().await;
+        let mut written = 0;
+        loop {
+            let batch: Vec<Event> = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let n = pending.len().min(EVENTS_PER_RECORD_MAX);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Ok(written);
+            }
+            let count = batch.len();
+            let (known, hint) = &mut *tail;
+            let events = batch.clone();
+            match write(&self.store, known, *hint, &self.writer, now_ms, events, self.attempts, self.read_back).await {
+                Ok(seq) => {
+                    *hint = seq;
+                    written += count;
+                }
+                Err(e) => {
+                    let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    for event in batch.into_iter().rev() {
+                        pending.push_front(event);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// One record as read by [`read_all`]: its key and number, its bytes' SHA-256, and the record
+/// or why it cannot be read.
+#[derive(Debug)]
+pub struct Stored {
+    pub key: String,
+    pub seq: u64,
+    pub sha256: String,
+    pub record: Result<Record>,
+}
+
+/// Every record of the series, in number order (one LIST, then GETs `READ_CONCURRENCY` at a
+/// time). Objects under `audit/` whose name is not a record number are returned with an error.
+pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
+    let folder = store.key(&[FOLDER]);
+    let listed: Vec<object_store::ObjectMeta> =
+        store.store.list(Some(&folder)).try_collect().await.map_err(|e| store.error(format!("LIST {folder}/"), e))?;
+    let mut numbered: Vec<(u64, object_store::ObjectMeta)> = Vec::with_capacity(listed.len());
+    let mut foreign = Vec::new();
+    for meta in listed {
+        let name = meta.location.filename().unwrap_or_default();
+        match name.strip_suffix(".json").filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok()) {
+            Some(seq) if seq > 0 => numbered.push((seq, meta)),
+            _ => foreign.push(meta.location.to_string()),
+        }
+    }
+    numbered.sort_by_key(|(seq, _)| *seq);
+    let mut stored: Vec<Stored> = futures::stream::iter(numbered)
+        .map(|(seq, meta)| async move {
+            let key = meta.location.to_string();
+            if meta.size > RECORD_BYTES_MAX {
+                let reason = format!("{} bytes: larger than any audit record is", meta.size);
+                return Ok(Stored {
+                    key: key.clone(),
+                    seq,
+                    sha256: String::new(),
+                    record: Err(Error::Corrupt { key, reason }),
+                });
+            }
+            let bytes = manifest::get_bytes(store, &meta.location).await?;
+            let record = from_bytes(&bytes, &key, seq);
+            Ok::<_, Error>(Stored { key, seq, sha256: crate::sha256_hex(&bytes), record })
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for key in foreign {
+        let reason = "not an audit record name (<seq:020>.json)".to_string();
+        stored.push(Stored {
+            key: key.clone(),
+            seq: 0,
+            sha256: String::new(),
+            record: Err(Error::Corrupt { key, reason }),
+        });
+    }
+    Ok(stored)
+}
+
+/// A break in the audit trail, naming the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `audit_missing` (a number with no record), `audit_corrupt` (unreadable, altered, or
+    /// under another number), `audit_chain_broken` (does not name the record before it).
+    pub kind: &'static str,
+    pub key: String,
+    pub seq: u64,
+    pub detail: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub records: u64,
+    pub events: u64,
+    pub last_seq: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Checks the chain of `stored` (as [`read_all`] returns it): every number from 1 to the
+/// newest present, each record readable with its checksum, each naming the SHA-256 of the
+/// record before it. A removed record at the very end is not detectable from the bucket alone.
+pub fn check_chain(store: &RemoteStore, stored: &[Stored]) -> Summary {
+    let mut summary = Summary::default();
+    let mut expected_prev: Option<String> = Some(GENESIS_HASH.to_string());
+    let mut next_seq = 1;
+    for item in stored {
+        if item.seq == 0 {
+            let detail = item.record.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            summary.problems.push(Problem { kind: "audit_corrupt", key: item.key.clone(), seq: 0, detail });
+            continue;
+        }
+        if item.seq > next_seq {
+            let gap = if item.seq - next_seq == 1 {
+                format!("record {next_seq} is missing")
+            } else {
+                format!("records {next_seq}..={} are missing", item.seq - 1)
+            };
+            let key = key(store, next_seq).to_string();
+            summary.problems.push(Problem { kind: "audit_missing", key, seq: next_seq, detail: gap });
+            expected_prev = None; // the link over a gap cannot be checked
+        }
+        next_seq = item.seq + 1;
+        summary.records += 1;
+        summary.last_seq = item.seq;
+        match &item.record {
+            Err(e) => {
+                let detail = e.to_string();
+                summary.problems.push(Problem { kind: "audit_corrupt", key: item.key.clone(), seq: item.seq, detail });
+            }
+            Ok(record) => {
+                summary.events += record.events.len() as u64;
+                if let Some(prev) = &expected_prev
+                    && *prev != record.prev_sha256
+                {
+                    let detail = format!(
+                        "names {} as the SHA-256 of record {}, which is {prev}: a record before it was altered, replaced or removed",
+                        record.prev_sha256,
+                        item.seq - 1
+                    );
+                    summary.problems.push(Problem {
+                        kind: "audit_chain_broken",
+                        key: item.key.clone(),
+                        seq: item.seq,
+                        detail,
+                    });
+                }
+            }
+        }
+        expected_prev = Some(item.sha256.clone());
+    }
+    summary
+}
+
+/// Reads and checks the whole audit trail of `store`.
+pub async fn verify(store: &RemoteStore) -> Result<Summary> {
+    Ok(check_chain(store, &read_all(store).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::ObjectStoreExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::manifest::tests_support::memory_store;
+
+    fn event(n: i64) -> Event {
+        Event::new(n, "alice@host", action::HOLD_SET).topic("payments").reason(&format!("case {n}"))
+    }
+
+    async fn events(store: &RemoteStore) -> Vec<Event> {
+        let stored = read_all(store).await.unwrap();
+        stored.into_iter().flat_map(|s| s.record.unwrap().events).collect()
+    }
+
+    #[tokio::test]
+    async fn appended_records_chain_and_verify() {
+        let store = memory_store();
+        assert_eq!(verify(&store).await.unwrap(), Summary::default());
+        assert_eq!(append(&store, "w", 1, vec![event(1)]).await.unwrap(), 1);
+        assert_eq!(append(&store, "w", 2, vec![event(2), event(3)]).await.unwrap(), 2);
+        let stored = read_all(&store).await.unwrap();
+        let second = stored[1].record.as_ref().unwrap();
+        assert_eq!(stored[0].record.as_ref().unwrap().prev_sha256, GENESIS_HASH);
+        assert_eq!(second.prev_sha256, stored[0].sha256);
+        let summary = verify(&store).await.unwrap();
+        assert_eq!((summary.records, summary.events, summary.last_seq), (2, 3, 2));
+        assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+        assert_eq!(events(&store).await, [event(1), event(2), event(3)]);
+    }
+
+    /// Writers that race for the same number (each believing record 1 is the tail) never
+    /// overwrite each other: every event is recorded once, and the chain holds.
+    #[tokio::test]
+    async fn concurrent_writers_racing_for_one_number_lose_nothing() {
+        let store = memory_store();
+        append(&store, "w", 1, vec![event(0)]).await.unwrap();
+        let writers = (1..=8).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut stale = Some(tail(&store, 1).await.unwrap());
+                write(&store, &mut stale, 1, &format!("w{n}"), n, vec![event(n)], 3, n % 2 == 0).await.unwrap()
+            })
+        });
+        let mut seqs: Vec<u64> = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).collect();
+        seqs.sort();
+        assert_eq!(seqs, (2..=9).collect::<Vec<u64>>());
+        let mut times: Vec<i64> = events(&store).await.iter().map(|e| e.time_ms).collect();
+        times.sort();
+        assert_eq!(times, (0..=8).collect::<Vec<i64>>());
+        assert!(verify(&store).await.unwrap().problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_gap_a_forged_record_and_a_reordering_are_named() {
+        let store = memory_store();
+        for n in 1..=6 {
+            append(&store, "w", n, vec![event(n)]).await.unwrap();
+        }
+        // Forged: record 2's event rewritten with a fresh, consistent body checksum.
+        let bytes = manifest::get_bytes(&store, &key(&store, 2)).await.unwrap();
+        let mut forged = from_bytes(&bytes, "k", 2).unwrap();
+        forged.events[0].reason = Some("nothing to see".into());
+        store.store.put(&key(&store, 2), to_bytes(&forged).into()).await.unwrap();
+        // Removed: record 4.
+        store.store.delete(&key(&store, 4)).await.unwrap();
+        let summary = verify(&store).await.unwrap();
+        let found: Vec<(&str, u64)> = summary.problems.iter().map(|p| (p.kind, p.seq)).collect();
+        assert_eq!(found, [("audit_chain_broken", 3), ("audit_missing", 4)], "{:?}", summary.problems);
+        assert!(summary.problems[0].key.ends_with("00000000000000000003.json"));
+        // Reordered: records 5 and 6 swapped.
+        let five = manifest::get_bytes(&store, &key(&store, 5)).await.unwrap();
+        let six = manifest::get_bytes(&store, &key(&store, 6)).await.unwrap();
+        store.store.put(&key(&store, 5), six.into()).await.unwrap();
+        store.store.put(&key(&store, 6), five.into()).await.unwrap();
+        let summary = verify(&store).await.unwrap();
+        let corrupt: Vec<u64> = summary.problems.iter().filter(|p| p.kind == "audit_corrupt").map(|p| p.seq).collect();
+        assert_eq!(corrupt, [5, 6], "{:?}", summary.problems);
+        assert!(summary.problems.iter().any(|p| p.detail.contains("holds record 6")));
+    }
+
+    /// A store that fails every audit PUT: recording never fails, flushing reports the error
+    /// and keeps the events, and the next flush writes them all, in order, in one record.
+    #[tokio::test]
+    async fn a_failed_flush_keeps_the_events_for_the_next() {
+        let inner = memory_store();
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        let trail = Trail::new(store.clone(), "w", 2);
+        *faulty.faults.fail_puts_matching.lock().unwrap() = Some("audit/".into());
+        trail.record(event(1));
+        trail.record(event(2));
+        assert!(trail.flush(10).await.is_err());
+        assert_eq!(trail.pending(), [event(1), event(2)]);
+        *faulty.faults.fail_puts_matching.lock().unwrap() = None;
+        trail.record(event(3));
+        assert_eq!(trail.flush(11).await.unwrap(), 3);
+        assert!(trail.pending().is_empty());
+        assert_eq!(events(&store).await, [event(1), event(2), event(3)]);
+        assert_eq!(trail.flush(12).await.unwrap(), 0, "nothing queued: no request");
+    }
+
+    /// The tiering driver's steady state: the tail is cached, so a flush costs one PUT and
+    /// the read-back GET (only the PUT where create-only writes are proven), no HEAD probe and
+    /// no LIST, however long the trail is.
+    #[tokio::test]
+    async fn a_flush_after_the_first_costs_one_put_and_one_get() {
+        let inner = memory_store();
+        for n in 1..=40 {
+            append(&inner, "other", n, vec![event(n)]).await.unwrap();
+        }
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        let trail = Trail::new(store, "w", 3);
+        trail.record(event(41));
+        trail.flush(41).await.unwrap();
+        let first = faulty.counters.snapshot();
+        assert_eq!(first[3], 0, "no LIST to find the tail");
+        for n in 42..=44 {
+            trail.record(event(n));
+            trail.flush(n).await.unwrap();
+        }
+        let [puts, gets, heads, lists, deletes] = faulty.counters.snapshot();
+        assert_eq!([puts, gets, heads, lists, deletes], [first[0] + 3, first[1] + 3, first[2], 0, 0]);
+        // Where the probe proved create-only writes honoured, not even the read-back GET.
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        let trusting = Trail::new(store, "w2", 3).trusting_create_only(true);
+        trusting.record(event(45));
+        trusting.flush(45).await.unwrap();
+        let first = faulty.counters.snapshot();
+        trusting.record(event(46));
+        trusting.flush(46).await.unwrap();
+        let [puts, gets, heads, lists, _] = faulty.counters.snapshot();
+        assert_eq!([puts, gets, heads, lists], [first[0] + 1, first[1], first[2], 0]);
+        assert!(verify(&inner).await.unwrap().problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_put_that_landed_but_reported_failure_is_not_written_twice() {
+        let inner = memory_store();
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(append(&store, "w", 1, vec![event(1)]).await.unwrap(), 1);
+        assert_eq!(events(&store).await, [event(1)]);
+    }
+
+    #[test]
+    fn audit_record_golden_bytes() {
+        let record = Record {
+            seq: 1,
+            prev_sha256: GENESIS_HASH.into(),
+            written_ms: 1_700_000_000_000,
+            writer: "w1".into(),
+            events: vec![
+                Event::new(1_700_000_000_000, "alice@host", action::SEGMENT_COMMIT)
+                    .partition("payments", 2)
+                    .offsets(100, 199)
+                    .after(json!({"manifest_version": 7})),
+            ],
+        };
+        let body = format!(
+            r#"{{"seq":1,"prev_sha256":"{GENESIS_HASH}","written_ms":1700000000000,"writer":"w1","events":[{{"time_ms":1700000000000,"actor":"alice@host","action":"segment_commit","topic":"payments","partition":2,"first_offset":100,"last_offset":199,"after":{{"manifest_version":7}}}}]}}"#
+        );
+        let golden = format!(
+            "{{\"format\":\"tierlog-audit\",\"format_version\":1,\"body_sha256\":\"{}\"}}\n{body}\n",
+            crate::sha256_hex(body.as_bytes())
+        );
+        assert_eq!(String::from_utf8(to_bytes(&record)).unwrap(), golden);
+        assert_eq!(from_bytes(golden.as_bytes(), "k", 1).unwrap(), record);
+        let altered = golden.replace("\"last_offset\":199", "\"last_offset\":198");
+        assert!(from_bytes(altered.as_bytes(), "k", 1).unwrap_err().to_string().contains("SHA-256"));
+        assert!(from_bytes(golden.as_bytes(), "k", 2).unwrap_err().to_string().contains("holds record 1"));
+    }
+}
