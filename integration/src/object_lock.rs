@@ -273,3 +273,237 @@ pub async fn a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_clears_it
         assert!(!head(&client, &s3.bucket, key).await.legal_hold, "{key} released");
     }
 }
+
+// ---- Adversarial review (rev-lock): scenarios expected to FAIL on the reviewed code. ----
+
+fn append_more(log: &Log, n: u64, first_ms: i64) {
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let start = p.end_offset();
+    for chunk in (start..start + n).collect::<Vec<_>>().chunks(50) {
+        let records: Vec<_> =
+            chunk.iter().map(|i| tierlog::sample::payment_event(*i, first_ms + *i as i64, 300)).collect();
+        p.append(&records, 0).unwrap();
+    }
+}
+
+/// A lock turned off for a while and then on again with the same period: the docs promise
+/// that "a lock newly turned on" extends what is already stored, but the pass compares only
+/// the period recorded in the local tiering.json (unchanged), so the objects written while the
+/// lock was off stay unlocked for good, and nothing reports it.
+pub async fn a_lock_turned_off_and_on_again_locks_what_was_written_meanwhile(s3: &S3Target) {
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let client = sdk(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), &locked(&[]), 300, 1_700_000_000_000);
+    let store = s3.store("p");
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    let first: Vec<String> = manifest(&store, "t", 0).await.entries.iter().map(|e| e.key.clone()).collect();
+    let change = |k: &str, v: &str| SettingsChange { set: vec![(k.into(), v.into())], unset: vec![] };
+    log.alter_topic("t", &change("object.lock.mode", "off")).unwrap();
+    append_more(&log, 300, 1_700_000_100_000);
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    log.alter_topic("t", &change("object.lock.mode", "compliance")).unwrap();
+    append_more(&log, 50, 1_700_000_200_000);
+    let reports = tiering.run_once(None, true).await.unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    let all: Vec<String> = manifest(&store, "t", 0).await.entries.iter().map(|e| e.key.clone()).collect();
+    let meanwhile: Vec<&String> = all.iter().filter(|k| !first.contains(k)).collect();
+    assert!(!meanwhile.is_empty());
+    let mut unlocked = Vec::new();
+    for key in all.iter().chain(locked_keys(&store).await.iter().filter(|k| k.contains("/manifests/"))) {
+        let h = head(&client, &s3.bucket, key).await;
+        if h.mode != Some(ObjectLockMode::Compliance) || h.until_ms.is_none_or(|u| u < tierlog_tiering::lock::wall_ms()) {
+            unlocked.push(key.clone());
+        }
+    }
+    assert!(
+        unlocked.is_empty(),
+        "the topic is locked (compliance, 1 day) again, yet {} of its committed objects/manifest versions are not locked: {unlocked:?}",
+        unlocked.len()
+    );
+}
+
+/// The mode moves from governance to compliance with the same period: nothing is re-stamped
+/// (same period), so everything written under governance stays removable by any principal
+/// with s3:BypassGovernanceRetention, although `topic describe` says compliance.
+pub async fn governance_to_compliance_upgrades_what_is_stored(s3: &S3Target) {
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let client = sdk(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        NewTopicSettings::parse("t", [("object.lock.mode", "governance"), ("object.lock.retain.days", "1")]).unwrap();
+    let log = log_with(dir.path(), &settings, 300, 1_700_000_000_000);
+    let store = s3.store("p");
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    let change = |k: &str, v: &str| SettingsChange { set: vec![(k.into(), v.into())], unset: vec![] };
+    log.alter_topic("t", &change("object.lock.mode", "compliance")).unwrap();
+    append_more(&log, 50, 1_700_000_200_000);
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    let mut governance = Vec::new();
+    for key in manifest(&store, "t", 0).await.entries.iter().map(|e| e.key.clone()) {
+        if head(&client, &s3.bucket, &key).await.mode != Some(ObjectLockMode::Compliance) {
+            governance.push(key);
+        }
+    }
+    assert!(governance.is_empty(), "still governance-locked after the switch to compliance: {governance:?}");
+}
+
+/// `tiering.object_lock_mode = "none"` is accepted by the configuration check as "off"
+/// (`Mode::parse`), but `Tiering::check_object_lock` compares the text with "off" only, so a
+/// server configured with "none" refuses to start on any store without Object Lock, saying
+/// the configuration "asks for S3 Object Lock".
+pub async fn object_lock_mode_none_means_off_at_startup_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.tiering.object_lock_mode = "none".into();
+    tierlog::config::check_object_lock(&c.tiering.object_lock_mode, 0, ["a", "b"]).expect("\"none\" is accepted as off");
+    let log = Log::open(c).unwrap();
+    log.create_topic("t", 1).unwrap();
+    let remote_dir = tempfile::tempdir().unwrap();
+    let started = Tiering::start_with(log, RemoteStore::local_dir(remote_dir.path()).unwrap()).await;
+    assert!(started.is_ok(), "object_lock_mode = \"none\" (off) refused: {}", started.err().unwrap());
+}
+
+/// An S3 legal hold placed on an object by someone else (a compliance officer through the S3
+/// console, another tool) is cleared by `tierlog hold release`: release turns the flag off on
+/// every object in the released range that no *tierlog* hold covers, whoever set it. The
+/// object is then deletable through the bucket once its retention passes, and tierlog's own
+/// expiry deletes it.
+pub async fn hold_release_keeps_a_legal_hold_tierlog_did_not_set(s3: &S3Target) {
+    use crate::cli::{run, write_config};
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let client = sdk(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &s3, "p");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("[tiering]\n", "[tiering]\nobject_lock_mode = \"compliance\"\nobject_lock_retain_days = 1\n"),
+    )
+    .unwrap();
+    let env = s3.child_env();
+    let out = run(&config_path, &env, &["topic", "create", "t", "--partitions", "1"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: String = (0..400).map(|i| format!("{{\"value\":\"record {i} {}\"}}\n", "x".repeat(300))).collect();
+    let out = run(&config_path, &env, &["produce", "t", "--input-format", "json"], &records);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&config_path, &env, &["tier", "run"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = s3.store("p");
+    let key = manifest(&store, "t", 0).await.entries[0].key.clone();
+    // Someone else puts the object under an S3 legal hold (not a tierlog hold).
+    client
+        .put_object_legal_hold()
+        .bucket(&s3.bucket)
+        .key(&key)
+        .legal_hold(
+            aws_sdk_s3::types::ObjectLockLegalHold::builder().status(ObjectLockLegalHoldStatus::On).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = run(&config_path, &env, &["hold", "set", "t", "--reason", "case 7"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = set["hold"]["id"].as_str().unwrap();
+    let out = run(&config_path, &env, &["hold", "release", id, "--reason", "closed"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        head(&client, &s3.bucket, &key).await.legal_hold,
+        "{key}: the legal hold tierlog did not set was cleared by `tierlog hold release`"
+    );
+}
+
+/// `hold set` flags only the objects the current manifest lists (`listed_entries`), never the
+/// expired objects still waiting in `pending_deletes` — although tierlog's retention treats a
+/// hold set after an expiry as protecting exactly those objects (`delete_due`: "an object under
+/// a legal hold set after its expiry stays"). So the bucket does not protect them, and a writer
+/// whose pass read the holds just before `hold set` deletes them (every version) in that pass.
+pub async fn hold_set_flags_expired_objects_still_pending_deletion(s3: &S3Target) {
+    use crate::cli::{run, write_config};
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let client = sdk(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.tiering.expiry_grace_ms = 3_600_000; // expired objects wait an hour in pending_deletes
+    c.tiering.local_retention_ms = 0;
+    let log = Log::open(c).unwrap();
+    // No lock of its own: only the hold (and S3's flag, in this Object Lock bucket) keeps it.
+    let settings = NewTopicSettings::parse("t", [("retention.ms", "3600000")]).unwrap();
+    let p = log.create_topic_with_settings("t", 1, &settings).unwrap().partition(0).unwrap().clone();
+    for chunk in (0..600u64).collect::<Vec<_>>().chunks(50) {
+        let records: Vec<_> = chunk.iter().map(|i| tierlog::sample::payment_event(*i, 1_600_000_000_000, 300)).collect();
+        p.append(&records, 0).unwrap();
+    }
+    let store = s3.store("p");
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    if manifest(&store, "t", 0).await.expired_before() == 0 {
+        tiering.run_once(None, true).await.unwrap();
+    }
+    let after = manifest(&store, "t", 0).await;
+    let pending: Vec<String> =
+        after.expired.as_ref().map(|x| x.pending_deletes.iter().map(|p| p.key.clone()).collect()).unwrap_or_default();
+    assert!(!pending.is_empty(), "some objects await deletion");
+    let cli_dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(cli_dir.path(), &s3, "p");
+    let out = run(&config_path, &s3.child_env(), &["hold", "set", "t", "--reason", "case 9"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut unflagged = Vec::new();
+    for key in &pending {
+        if !head(&client, &s3.bucket, key).await.legal_hold {
+            unflagged.push(key.clone());
+        }
+    }
+    assert!(unflagged.is_empty(), "held (pending-deletion) objects without S3's legal-hold flag: {unflagged:?}");
+}
+
+/// An expired object under a lock that lasts far longer than the topic's retention (six years
+/// of `object.lock.retain.days` with `retention.bytes`, say) waits in `pending_deletes`, and
+/// every pass asks the store about it again (ListObjectVersions + HEAD per version), although
+/// the first answer said until when it is locked (`Deleted::Locked { until_ms }`, thrown
+/// away). With up to PENDING_DELETES_MAX (1024) keys per partition and a pass every 10 s, that
+/// is ~200 requests/s per partition for years, and an info log line per key per pass.
+/// Measured through moto's access log (`REV_LOCK_MOTO_LOG`, the moto_server output file):
+/// skipped when unset.
+pub async fn a_locked_pending_delete_is_not_asked_about_again_before_its_lock_ends(s3: &S3Target) {
+    let Ok(log_path) = std::env::var("REV_LOCK_MOTO_LOG") else {
+        eprintln!("REV_LOCK_MOTO_LOG unset: skipped");
+        return;
+    };
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.tiering.expiry_grace_ms = 0;
+    c.tiering.local_retention_ms = 0;
+    let log = Log::open(c).unwrap();
+    let settings = NewTopicSettings::parse(
+        "t",
+        [("object.lock.mode", "compliance"), ("object.lock.retain.days", "2192"), ("retention.bytes", "4096")],
+    )
+    .unwrap();
+    let p = log.create_topic_with_settings("t", 1, &settings).unwrap().partition(0).unwrap().clone();
+    for chunk in (0..600u64).collect::<Vec<_>>().chunks(50) {
+        let records: Vec<_> = chunk.iter().map(|i| tierlog::sample::payment_event(*i, 1_600_000_000_000, 300)).collect();
+        p.append(&records, 0).unwrap();
+    }
+    let store = s3.store("p");
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    for _ in 0..3 {
+        tiering.run_once(None, true).await.unwrap();
+    }
+    let pending = manifest(&store, "t", 0).await.expired.map(|x| x.pending_deletes.len()).unwrap_or(0);
+    assert!(pending > 0, "objects locked for six years wait in pending_deletes");
+    let count = || std::fs::read_to_string(&log_path).unwrap().lines().filter(|l| l.contains(&s3.bucket) && l.contains("?versions")).count();
+    let before = count();
+    for _ in 0..3 {
+        tiering.run_once(None, true).await.unwrap();
+    }
+    let asked = count() - before;
+    assert_eq!(
+        asked, 0,
+        "three more passes listed the versions of {pending} objects known to be locked for six years {asked} times"
+    );
+}

@@ -35,3 +35,33 @@ async fn a_longer_lock_extends_every_stored_object_and_never_shortens_one() {
 async fn a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_clears_it() {
     scenario::a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_clears_it(&S3Target::start()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_a_lock_turned_off_and_on_again_locks_what_was_written_meanwhile() {
+    scenario::a_lock_turned_off_and_on_again_locks_what_was_written_meanwhile(&S3Target::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_governance_to_compliance_upgrades_what_is_stored() {
+    scenario::governance_to_compliance_upgrades_what_is_stored(&S3Target::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_object_lock_mode_none_means_off_at_startup_too() {
+    scenario::object_lock_mode_none_means_off_at_startup_too().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_hold_release_keeps_a_legal_hold_tierlog_did_not_set() {
+    scenario::hold_release_keeps_a_legal_hold_tierlog_did_not_set(&S3Target::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_hold_set_flags_expired_objects_still_pending_deletion() {
+    scenario::hold_set_flags_expired_objects_still_pending_deletion(&S3Target::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_a_locked_pending_delete_is_not_asked_about_again_before_its_lock_ends() {
+    scenario::a_locked_pending_delete_is_not_asked_about_again_before_its_lock_ends(&S3Target::start()).await;
+}
