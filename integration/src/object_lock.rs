@@ -507,3 +507,40 @@ pub async fn a_locked_pending_delete_is_not_asked_about_again_before_its_lock_en
         "three more passes listed the versions of {pending} objects known to be locked for six years {asked} times"
     );
 }
+
+/// Object Lock protects object *versions*; tierlog reads the *current* version by key. A plain
+/// DELETE (no version id) of a compliance-locked segment object succeeds — it adds a delete
+/// marker — and a PUT to the same key succeeds too (a new current version). The docs say "the
+/// store refuses to delete or overwrite it"; the bytes are indeed kept, but tierlog can no
+/// longer serve them: the version id the locked PUT returned (`Applied::version_id`) is
+/// dropped, not recorded in the entry, so reads cannot ask for the locked version.
+pub async fn a_delete_marker_on_a_locked_object_does_not_hide_its_records(s3: &S3Target) {
+    let Some(s3) = lock_bucket(s3).await else { return };
+    let client = sdk(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.tiering.local_retention_ms = 0;
+    let log = Log::open(c).unwrap();
+    let p = log.create_topic_with_settings("t", 1, &locked(&[])).unwrap().partition(0).unwrap().clone();
+    for chunk in (0..300u64).collect::<Vec<_>>().chunks(50) {
+        let records: Vec<_> =
+            chunk.iter().map(|i| tierlog::sample::payment_event(*i, 1_700_000_000_000 + *i as i64, 300)).collect();
+        p.append(&records, 0).unwrap();
+    }
+    let store = s3.store("p");
+    let tiering = Tiering::start_with(log.clone(), store.clone()).await.unwrap();
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    assert!(tiering.run_once(None, true).await.unwrap().iter().all(|r| r.error.is_none()));
+    let m = manifest(&store, "t", 0).await;
+    assert!(p.start_offset() > 0, "offset 0 is only in the bucket now");
+    let key = m.entries[0].key.clone();
+    // Anyone with s3:DeleteObject: allowed despite the compliance lock (it only adds a marker).
+    client.delete_object().bucket(&s3.bucket).key(&key).send().await.expect("S3 allows a delete marker");
+    let reader = crate::scenarios::reader(&log, &store);
+    let read = reader.read(&p, 0, 64 * 1024).await;
+    assert!(
+        read.as_ref().is_ok_and(|r| r.first().is_some_and(|r| r.offset == 0)),
+        "offset 0 is under compliance lock in the bucket, yet tierlog cannot serve it: {:?}",
+        read.map(|r| r.len()).map_err(|e| e.to_string())
+    );
+}

@@ -65,3 +65,8 @@ async fn rev_lock_hold_set_flags_expired_objects_still_pending_deletion() {
 async fn rev_lock_a_locked_pending_delete_is_not_asked_about_again_before_its_lock_ends() {
     scenario::a_locked_pending_delete_is_not_asked_about_again_before_its_lock_ends(&S3Target::start()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rev_lock_a_delete_marker_on_a_locked_object_does_not_hide_its_records() {
+    scenario::a_delete_marker_on_a_locked_object_does_not_hide_its_records(&S3Target::start()).await;
+}
