@@ -58,6 +58,13 @@ pub struct PartitionState {
     /// stamped with (0: never): a longer period in force re-stamps it all.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lock_retain_ms: u64,
+    /// The weakest lock mode among what was stamped with `lock_retain_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_mode: Option<tierlog_tiering::lock::Mode>,
+    /// The legal-holds version whose holds S3's legal-hold flags were last brought up to (on
+    /// the partition's objects, for a locked topic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holds_flagged_version: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -304,7 +311,7 @@ impl Tiering {
     /// written unprotected.
     pub async fn check_object_lock(&self) -> Result<()> {
         let config = self.log.config();
-        if config.tiering.object_lock_mode != "off" {
+        if tierlog_tiering::lock::Mode::parse(&config.tiering.object_lock_mode).flatten().is_some() {
             let why = format!("the configuration (tiering.object_lock_mode = {:?})", config.tiering.object_lock_mode);
             self.remote.require_lock(&why).await?;
         }
@@ -535,22 +542,23 @@ impl Tiering {
         let by_append_time = topic.metadata.timestamp_type == crate::batch::TimestampType::LogAppendTime;
         let bases = eligible(&partition, &manifest.current)?;
         let mut settings = std::borrow::Cow::Borrowed(&self.settings);
+        // A locked topic reads the holds every pass: objects it writes under a hold get S3's
+        // flag as they are written, and flags are brought up to date below. Unreadable holds
+        // stop the pass (a flag could be missed).
         let mut upload_holds = None;
+        if lock.is_some() {
+            let set = holds.get_or_init(|| self.load_holds()).await;
+            let set = set.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
+            settings = std::borrow::Cow::Owned(UploadSettings {
+                lock,
+                holds: holds::ranges(set, &key.0),
+                holds_by_append_time: by_append_time,
+                ..self.settings.clone()
+            });
+            upload_holds = Some(set.clone());
+        }
         if !bases.is_empty() {
             self.check_chain_end(&partition, manifest).await?;
-            if lock.is_some() {
-                // Locked objects whose records are under a legal hold get S3's flag as they are
-                // written; unreadable holds stop the upload (a flag could be missed).
-                let set = holds.get_or_init(|| self.load_holds()).await;
-                let set = set.as_ref().map_err(|e| Error::Remote(tierlog_tiering::Error::Format(e.clone())))?;
-                settings = std::borrow::Cow::Owned(UploadSettings {
-                    lock,
-                    holds: holds::ranges(set, &key.0),
-                    holds_by_append_time: by_append_time,
-                    ..self.settings.clone()
-                });
-                upload_holds = Some(set.clone());
-            }
         }
         let load = |base: u64| {
             let partition = partition.clone();
@@ -560,27 +568,29 @@ impl Tiering {
         let now_ms = move || clock.now_ms();
         let mut outcome =
             uploader::upload_in_order(manifest, bases, load, &settings, self.permits.clone(), now_ms).await;
-        if let (Some(known), false) = (&upload_holds, outcome.committed.is_empty()) {
-            // A hold set while this pass uploaded: `hold set` flags what it finds committed,
-            // so what this pass committed after that gets its flag here.
+        let mut state = read_partition_state(&partition);
+        if let Some(known) = &upload_holds {
+            // S3 legal-hold flags follow the holds: after a hold set while this pass uploaded
+            // (`hold set` flags only what it found committed), after a crash or a failed
+            // `hold set` flagging, every object a hold covers is flagged once per holds version.
             let flagged = async {
                 let newer = holds::refresh(&self.remote, known).await?;
-                if newer.version == known.version {
-                    return Ok(0);
+                if newer.version == state.holds_flagged_version {
+                    return Ok(None);
                 }
+                let entries = tierlog_tiering::lock::listed_entries(&self.remote, &manifest.current).await?;
+                let objects = tierlog_tiering::lock::hold_candidates(&entries, &manifest.current, by_append_time);
                 let ranges = holds::ranges(&newer, &key.0);
-                tierlog_tiering::lock::apply_legal_holds(
-                    &self.remote,
-                    &outcome.committed,
-                    &ranges,
-                    by_append_time,
-                    (i64::MIN, i64::MAX),
-                )
-                .await
+                tierlog_tiering::lock::apply_legal_holds(&self.remote, &objects, &ranges).await?;
+                Ok(Some(newer.version))
             };
-            if let Err(e) = flagged.await {
-                self.lock_failed();
-                outcome.error.get_or_insert(e);
+            match flagged.await {
+                Ok(Some(version)) => state.holds_flagged_version = version,
+                Ok(None) => {}
+                Err(e) => {
+                    self.lock_failed();
+                    outcome.error.get_or_insert(e);
+                }
             }
         }
         if let (Some(first), Some(last)) = (outcome.committed.first(), outcome.committed.last()) {
@@ -596,11 +606,24 @@ impl Tiering {
         if let Some(last) = outcome.committed.last() {
             self.verified_end.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), last.last_offset + 1);
         }
-        let mut state = read_partition_state(&partition);
         state.manifest_version = manifest.current.manifest_version;
         state.remote_end_offset = manifest.current.next_offset();
-        // A longer lock in force (or one newly turned on) extends what is already stored.
-        if let Some(policy) = lock.filter(|p| outcome.error.is_none() && state.lock_retain_ms < p.retain_ms) {
+        // What is stored is locked at least as long and as firmly as `state.lock_*` says: the
+        // weakest lock objects got since the last re-stamp (none while the lock is off). A
+        // lock in force that is longer or firmer (or newly turned on) extends what is stored.
+        match lock {
+            None => (state.lock_retain_ms, state.lock_mode) = (0, None),
+            Some(p) => {
+                state.lock_retain_ms = state.lock_retain_ms.min(p.retain_ms);
+                if state.lock_mode.is_some_and(|m| !p.mode.covers(m)) {
+                    state.lock_mode = Some(p.mode);
+                }
+            }
+        }
+        let weaker = |p: &tierlog_tiering::lock::LockPolicy| {
+            state.lock_retain_ms < p.retain_ms || !state.lock_mode.is_some_and(|m| m.covers(p.mode))
+        };
+        if let Some(policy) = lock.filter(|p| outcome.error.is_none() && weaker(p)) {
             match tierlog_tiering::lock::restamp(manifest, policy).await {
                 Ok(extended) => {
                     tracing::info!(topic = %key.0, partition = key.1, extended, retain_ms = policy.retain_ms, "extended the S3 Object Lock of the partition's objects");
@@ -611,7 +634,7 @@ impl Tiering {
                             .before(serde_json::json!({"retain_ms": state.lock_retain_ms}))
                             .after(serde_json::json!({"mode": policy.mode.as_str(), "retain_ms": policy.retain_ms, "object_versions_extended": extended})),
                     );
-                    state.lock_retain_ms = policy.retain_ms;
+                    (state.lock_retain_ms, state.lock_mode) = (policy.retain_ms, Some(policy.mode));
                 }
                 Err(e) => {
                     self.lock_failed();

@@ -32,7 +32,11 @@ fn config(root: &Path, key_file: &str) -> Config {
 fn append(log: &Log, from: u64, n: u64) {
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     let records: Vec<Record> = (from..from + n)
-        .map(|i| Record { timestamp: 1_700_000_000_000 + i as i64, value: format!("v{i}").into_bytes(), ..Record::default() })
+        .map(|i| Record {
+            timestamp: 1_700_000_000_000 + i as i64,
+            value: format!("v{i}").into_bytes(),
+            ..Record::default()
+        })
         .collect();
     p.append(&records, 1_700_000_000_000 + from as i64).unwrap();
 }

@@ -58,7 +58,7 @@ async fn object_lock_against_minio() {
     scenario::a_locked_topic_writes_every_object_under_compliance_retention_that_the_store_then_enforces(&s3).await;
     scenario::expired_objects_wait_for_their_lock_and_unlocked_ones_go_with_every_version(&s3).await;
     scenario::a_longer_lock_extends_every_stored_object_and_never_shortens_one(&s3).await;
-    scenario::a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_clears_it(&s3).await;
+    scenario::a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_leaves_it(&s3).await;
 }
 
 /// A MinIO container with the test bucket, and the target that talks to it (the container

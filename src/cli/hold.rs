@@ -55,15 +55,14 @@ fn actor() -> String {
     tierlog::audit::os_actor()
 }
 
-/// Brings S3's legal-hold flag of the topic's segment objects whose records overlap `scope`
-/// in line with `set` (on where a hold covers them), where the bucket has Object Lock.
-/// `None`: the bucket cannot flag objects (tierlog's retention still honours the hold).
-/// Objects a writer commits after this reads its manifests get their flag from that writer's
-/// pass (it re-reads the holds after each commit).
+/// Sets S3's legal-hold flag on the topic's segment objects (listed, or expired and awaiting
+/// deletion) that a hold of `set` covers, where the bucket has Object Lock. `None`: the bucket
+/// cannot flag objects (tierlog's retention still honours the hold). A writer of a locked topic
+/// brings the flags up to every new holds version on its next pass too (objects it commits
+/// after this reads the manifests, or after a failure here).
 async fn flag_objects(
     remote: &tierlog_tiering::store::RemoteStore,
     topic: Option<&tierlog_tiering::catalog::CatalogTopic>,
-    scope: (i64, i64),
     set: &holds::HoldSet,
 ) -> Result<Option<usize>> {
     let (Some(lock), Some(topic)) = (&remote.lock, topic) else { return Ok(None) };
@@ -84,7 +83,8 @@ async fn flag_objects(
         }
         let manifest = tierlog_tiering::manifest::load_version(remote, &topic.name, partition, version).await?;
         let entries = tierlog_tiering::lock::listed_entries(remote, &manifest).await?;
-        changed += tierlog_tiering::lock::apply_legal_holds(remote, &entries, &ranges, by_append_time, scope)
+        let objects = tierlog_tiering::lock::hold_candidates(&entries, &manifest, by_append_time);
+        changed += tierlog_tiering::lock::apply_legal_holds(remote, &objects, &ranges)
             .await
             .with_context(|| format!("setting S3 legal-hold flags on {}/{partition}", topic.name))?;
     }
@@ -132,8 +132,8 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                 })
                 .await?;
                 let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
-                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await;
-                println!("{}", json!({"hold": hold, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged.as_ref().ok()}));
+                let flagged = flag_objects(&remote, catalog_topic, &set).await;
+                println!("{}", json!({"hold": hold, "holds_version": set.version, "s3_legal_hold_flags_set": flagged.as_ref().ok()}));
                 // After the change (an audit event never names a hold that was not set); a
                 // failure exits non-zero, saying the hold is in force.
                 let (from, to) = (hold.from_ms, hold.to_ms);
@@ -142,7 +142,7 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                     .reason(&hold.reason)
                     .after(json!({"hold": hold.id, "from_ms": from, "to_ms": to, "holds_version": set.version}));
                 tierlog::audit::append_now(&remote, event).await?;
-                flagged.context("the hold is in force (in the bucket and the audit trail), but S3 legal-hold flags were not all set: run `tierlog hold set` again or check the bucket")?;
+                flagged.context("the hold is in force (in the bucket and the audit trail), but S3 legal-hold flags were not all set: a writer of a locked topic sets them on its next pass; otherwise check the bucket and the credentials")?;
             }
             HoldCommand::Release { id, reason } => {
                 if reason.trim().is_empty() {
@@ -163,20 +163,19 @@ pub fn run(global: &GlobalArgs, cmd: HoldCommand) -> Result<ExitCode> {
                 })
                 .await?;
                 let hold = released.into_inner().unwrap_or_else(|p| p.into_inner()).expect("a released hold was found");
-                let catalog = tierlog_tiering::catalog::latest_catalog(&remote, 0).await?;
-                let catalog_topic = catalog.iter().flat_map(|c| c.topics.iter()).find(|t| t.name == hold.topic);
-                let flagged = flag_objects(&remote, catalog_topic, hold.range(), &set).await;
-                println!(
-                    "{}",
-                    json!({"released": id, "reason": reason, "holds_version": set.version, "s3_legal_hold_flags_changed": flagged.as_ref().ok()})
-                );
+                println!("{}", json!({"released": id, "reason": reason, "holds_version": set.version}));
+                if remote.lock.is_some() {
+                    // tierlog cannot tell its flags from anyone else's, so it never clears one.
+                    eprintln!(
+                        "note: S3 legal-hold flags on the objects of this hold stay set (tierlog never clears them: someone else may have set them too). Expired objects wait for them; clear each with `aws s3api put-object-legal-hold --legal-hold Status=OFF` once no one needs it"
+                    );
+                }
                 let event = Event::new(now, &actor(), action::HOLD_RELEASE)
                     .topic(&hold.topic)
                     .reason(&reason)
                     .before(json!({"hold": hold, "holds_version": set.version - 1}))
                     .after(json!({"holds_version": set.version}));
                 tierlog::audit::append_now(&remote, event).await?;
-                flagged.context("the hold is released (in the bucket and the audit trail), but S3 legal-hold flags were not all cleared: run `tierlog hold release` again is not possible; clear them with aws s3api put-object-legal-hold or set and release a hold over the range")?;
             }
             HoldCommand::List { topic } => {
                 let set = holds::latest(&remote, 0).await?;

@@ -35,8 +35,8 @@
 use std::collections::VecDeque;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 use object_store::PutPayload;
+use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

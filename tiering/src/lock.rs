@@ -72,6 +72,11 @@ impl Mode {
         }
     }
 
+    /// Whether an object locked in `self` mode is held at least as firmly as `other` asks.
+    pub fn covers(self, other: Mode) -> bool {
+        self == Mode::Compliance || other == Mode::Governance
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Governance => "governance",
@@ -156,7 +161,7 @@ pub fn check_applied(store: &str, key: &Path, lock: Option<LockRequest>, result:
         return Ok(());
     }
     Err(Error::Config(format!(
-        "object store {store}: {key} was written without the S3 Object Lock its topic asks for: this store cannot lock objects (only S3 with Object Lock enabled on the bucket can); set object_lock.mode = \"off\" for the topic or move the remote tier to a bucket with Object Lock"
+        "object store {store}: {key} was written without the S3 Object Lock its topic asks for: this store cannot lock objects (only S3 with Object Lock enabled on the bucket can); move the remote tier to a bucket with Object Lock, or turn it off with `tierlog topic alter TOPIC --set object.lock.mode=off` (or tiering.object_lock_mode = \"off\" in the configuration)"
     )))
 }
 
@@ -228,7 +233,7 @@ impl S3Lock {
             .timeout_config(timeouts)
             .force_path_style(!config.virtual_hosted_style);
         if !config.endpoint.is_empty() {
-            builder = builder.endpoint_url(&config.endpoint);
+            builder = builder.endpoint_url(sdk_endpoint(config, bucket));
         }
         S3Lock {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
@@ -253,7 +258,8 @@ impl S3Lock {
                         .object_lock_configuration()
                         .and_then(|c| c.object_lock_enabled())
                         .is_some_and(|e| *e == ObjectLockEnabled::Enabled),
-                    Err(e) if is_unreachable(&e) => return Err(self.error("GET ?object-lock", e)),
+                    // An outage is no answer: asked again next time, never cached as "no lock".
+                    Err(e) if is_transient(&e) => return Err(self.error("GET ?object-lock", e)),
                     Err(e) => {
                         detail = format!("GetObjectLockConfiguration: {}", describe(&e));
                         false
@@ -264,7 +270,7 @@ impl S3Lock {
                 }
                 let versioned = match self.client.get_bucket_versioning().bucket(&self.bucket).send().await {
                     Ok(out) => out.status() == Some(&BucketVersioningStatus::Enabled),
-                    Err(e) if is_unreachable(&e) => return Err(self.error("GET ?versioning", e)),
+                    Err(e) if is_transient(&e) => return Err(self.error("GET ?versioning", e)),
                     // Unknown: plain deletes, which in a versioned bucket leave the data
                     // behind a delete marker (never more than intended).
                     Err(e) => {
@@ -280,14 +286,19 @@ impl S3Lock {
 
     /// Refuses (with what to do) unless the bucket has Object Lock enabled.
     pub async fn require_lock(&self, why: &str) -> Result<()> {
-        let bucket = self.bucket().await?;
+        let bucket = self.bucket().await.map_err(|e| {
+            Error::Config(format!(
+                "{why} asks for S3 Object Lock, but {} could not be asked whether it has it: {e}",
+                self.display
+            ))
+        })?;
         if bucket.lock_enabled {
             return Ok(());
         }
         let detail =
             if bucket.detail.is_empty() { String::new() } else { format!(" (the server said: {})", bucket.detail) };
         Err(Error::Config(format!(
-            "object store {}: {why} asks for S3 Object Lock, but the bucket does not have Object Lock enabled{detail}. Create the bucket with Object Lock (aws s3api create-bucket --object-lock-enabled-for-bucket; it turns versioning on) on a server that supports it (AWS S3, MinIO, Ceph; not s3s-fs or Garage), or set object_lock.mode = \"off\"",
+            "object store {}: {why} asks for S3 Object Lock, but the bucket does not have Object Lock enabled{detail}. Create the bucket with Object Lock (aws s3api create-bucket --object-lock-enabled-for-bucket; it turns versioning on) on a server that supports it (AWS S3, MinIO, Ceph; not s3s-fs or Garage), or turn it off with `tierlog topic alter TOPIC --set object.lock.mode=off` (or tiering.object_lock_mode = \"off\" in the configuration)",
             self.display
         )))
     }
@@ -417,32 +428,50 @@ impl S3Lock {
             });
         }
         for version in &versions {
-            self.client
+            let deleted = self
+                .client
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(key)
                 .set_version_id(version.version_id.clone())
                 .send()
-                .await
-                .map_err(|e| {
-                    self.error(format!("DELETE {key} version {}", version.version_id.as_deref().unwrap_or("null")), e)
-                })?;
+                .await;
+            match deleted {
+                Ok(_) => {}
+                // Still locked by the store's clock (ours may run ahead of it), or a lock set
+                // since we asked: it waits, as any locked object does.
+                Err(e) if e.code() == Some("AccessDenied") => {
+                    return Ok(Deleted::Locked { until_ms: version.retain_until_ms, legal_hold: version.legal_hold });
+                }
+                Err(e) => {
+                    let id = version.version_id.as_deref().unwrap_or("null");
+                    return Err(self.error(format!("DELETE {key} version {id}"), e));
+                }
+            }
         }
         Ok(Deleted::Gone { versions: versions.len() })
     }
 
-    /// Extends the retention of every version of `key` to at least `until_ms` in `mode`.
-    /// Versions already retained that long (or longer) are left alone: retention is never
-    /// shortened. Returns how many versions were extended.
+    /// Extends the retention of every version of `key` to at least `until_ms` in `mode` (or a
+    /// firmer one): a governance lock is raised to compliance. Versions already locked that
+    /// long in a mode at least as firm are left alone: retention is never shortened, nor a
+    /// compliance lock lowered. Returns how many versions were changed.
     pub async fn extend(&self, key: &str, mode: Mode, until_ms: i64) -> Result<usize> {
         let mut extended = 0;
         for version in self.versions(key).await? {
-            if version.delete_marker || version.retain_until_ms.is_some_and(|current| current >= until_ms) {
+            let long_enough = version.retain_until_ms.is_some_and(|current| current >= until_ms);
+            let firm_enough = version.mode.is_some_and(|m| m.covers(mode));
+            if version.delete_marker || (long_enough && firm_enough) {
                 continue;
             }
+            let until = version.retain_until_ms.map_or(until_ms, |current| current.max(until_ms));
+            let mode = match version.mode {
+                Some(Mode::Compliance) => Mode::Compliance,
+                _ => mode,
+            };
             let retention = ObjectLockRetention::builder()
                 .mode(mode.retention_mode())
-                .retain_until_date(DateTime::from_millis(until_ms))
+                .retain_until_date(DateTime::from_millis(until))
                 .build();
             self.client
                 .put_object_retention()
@@ -459,7 +488,7 @@ impl S3Lock {
     }
 
     /// Sets or clears the S3 legal-hold flag on every version of `key`. Returns how many
-    /// versions changed.
+    /// versions changed. (tierlog only ever sets it: see [`apply_legal_holds`].)
     pub async fn set_legal_hold(&self, key: &str, on: bool) -> Result<usize> {
         let mut changed = 0;
         for version in self.versions(key).await? {
@@ -543,28 +572,44 @@ pub async fn restamp(manifest: &ManifestStore, policy: LockPolicy) -> Result<usi
     Ok(extended)
 }
 
-/// Brings S3's legal-hold flag of the segment objects among `entries` whose records (in the
-/// topic's clock) overlap `scope` in line with `holds`: on where a hold covers the object, off
-/// where none does. Returns how many object versions changed.
-pub async fn apply_legal_holds(
-    store: &RemoteStore,
-    entries: &[Entry],
-    holds: &[(i64, i64)],
-    by_append_time: bool,
-    scope: (i64, i64),
-) -> Result<usize> {
+/// A segment object and the time range of its records in the topic's clock (record time, or
+/// append time on LogAppendTime topics), as legal holds judge it.
+pub type HeldObject = (String, (i64, i64));
+
+/// The objects a legal hold can cover: the segment objects `entries` list and those of
+/// `manifest`'s expired segments still awaiting deletion (a hold set after an expiry keeps
+/// them, see `retention::delete_due`).
+pub fn hold_candidates(entries: &[Entry], manifest: &Manifest, by_append_time: bool) -> Vec<HeldObject> {
+    let none = crate::segment_object::NO_APPEND_TIME;
+    let mut objects: Vec<HeldObject> = entries
+        .iter()
+        .map(|e| {
+            let times =
+                if by_append_time { (e.min_append(), e.max_append()) } else { (e.min_timestamp, e.max_timestamp) };
+            (e.key.clone(), times)
+        })
+        .collect();
+    for p in manifest.expired.iter().flat_map(|x| &x.pending_deletes) {
+        let times = match by_append_time {
+            true => (p.min_append_time.unwrap_or(none), p.max_append_time.unwrap_or(none)),
+            false => (p.min_timestamp, p.max_timestamp),
+        };
+        objects.push((p.key.clone(), times));
+    }
+    objects
+}
+
+/// Sets S3's legal-hold flag on the `objects` a hold in `holds` covers. Never clears one: a
+/// flag may have been set by someone else (a compliance officer, another tool), and tierlog
+/// cannot tell; clearing flags after a `hold release` is the operator's decision. Returns how
+/// many object versions were flagged.
+pub async fn apply_legal_holds(store: &RemoteStore, objects: &[HeldObject], holds: &[(i64, i64)]) -> Result<usize> {
     let Some(lock) = &store.lock else { return Ok(0) };
     let overlaps = |(min, max): (i64, i64), (from, to): (i64, i64)| min < to && from <= max;
     let mut changed = 0;
-    for entry in entries {
-        let times = if by_append_time {
-            (entry.min_append(), entry.max_append())
-        } else {
-            (entry.min_timestamp, entry.max_timestamp)
-        };
-        if overlaps(times, scope) {
-            let held = holds.iter().any(|range| overlaps(times, *range));
-            changed += lock.set_legal_hold(&entry.key, held).await?;
+    for (key, times) in objects {
+        if holds.iter().any(|range| overlaps(*times, *range)) {
+            changed += lock.set_legal_hold(key, true).await?;
         }
     }
     Ok(changed)
@@ -589,6 +634,29 @@ where
             text
         }
     }
+}
+
+/// The endpoint for the SDK. With virtual-hosted style, object_store takes an endpoint that
+/// already names the bucket (`https://bucket.host`), while the SDK puts the bucket in front of
+/// the endpoint's host itself: give it the host without the bucket.
+fn sdk_endpoint(config: &RemoteConfig, bucket: &str) -> String {
+    let endpoint = &config.endpoint;
+    if !config.virtual_hosted_style {
+        return endpoint.clone();
+    }
+    for scheme in ["https://", "http://"] {
+        if let Some(host) = endpoint.strip_prefix(scheme).and_then(|rest| rest.strip_prefix(&format!("{bucket}."))) {
+            return format!("{scheme}{host}");
+        }
+    }
+    endpoint.clone()
+}
+
+/// No answer about the bucket: unreachable, timed out, throttled, a server error, or refused
+/// (credentials or policy) — as opposed to the server saying it has no Object Lock.
+fn is_transient<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    is_unreachable(e) || status.is_some_and(|s| (s >= 500 && s != 501) || s == 429 || s == 403)
 }
 
 fn is_unreachable<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> bool {

@@ -604,6 +604,9 @@ pub struct ManifestStore {
     pub signer: Option<std::sync::Arc<Signer>>,
     /// S3 Object Lock of the topic: every version and archive is written locked.
     pub lock: Option<crate::lock::LockPolicy>,
+    /// Expired objects the store said are locked, and until when (wall clock, ms): not asked
+    /// about again before then (in memory only; a restart asks once more).
+    pub lock_waits: std::collections::HashMap<String, i64>,
 }
 
 impl ManifestStore {
@@ -619,7 +622,16 @@ impl ManifestStore {
             0 => Manifest::empty(topic, partition, writer.clone()),
             version => load_version(&store, topic, partition, version).await?,
         };
-        Ok(ManifestStore { store, topic: topic.into(), partition, writer, current, signer: None, lock: None })
+        Ok(ManifestStore {
+            store,
+            topic: topic.into(),
+            partition,
+            writer,
+            current,
+            signer: None,
+            lock: None,
+            lock_waits: Default::default(),
+        })
     }
 
     /// Commits `entries` as the next version, with no commit deadline. See

@@ -176,10 +176,12 @@ pub async fn delete_due(
     attempts: u32,
 ) -> Result<Vec<String>> {
     let Some(expired) = &manifest.current.expired else { return Ok(Vec::new()) };
+    let wall = crate::lock::wall_ms();
+    let waiting = |key: &str| manifest.lock_waits.get(key).is_some_and(|until| *until > wall);
     let due: Vec<String> = expired
         .pending_deletes
         .iter()
-        .filter(|p| p.delete_after_ms <= now_ms && !policy.held(policy.pending_times(p)))
+        .filter(|p| p.delete_after_ms <= now_ms && !policy.held(policy.pending_times(p)) && !waiting(&p.key))
         .map(|p| p.key.clone())
         .collect();
     if due.is_empty() {
@@ -209,10 +211,15 @@ pub async fn delete_due(
     for key in due {
         match delete_object(manifest, &key, attempts).await? {
             Deleted::Gone { .. } => deleted.push(key),
-            // The store still protects it (S3 Object Lock): it stays pending, asked again on
-            // a later pass; never forced.
+            // The store still protects it (S3 Object Lock): it stays pending and is asked
+            // about again once its retention ends (a legal hold: an hour later); never forced.
             Deleted::Locked { until_ms, legal_hold } => {
+                let again = match (until_ms, legal_hold) {
+                    (Some(until), false) if until > wall => until,
+                    _ => wall + LOCK_RECHECK_MS,
+                };
                 tracing::info!(topic = %manifest.topic, partition = manifest.partition, key, until_ms, legal_hold, "expired object is still under S3 Object Lock; its deletion waits");
+                manifest.lock_waits.insert(key, again);
             }
         }
     }
@@ -223,6 +230,10 @@ pub async fn delete_due(
     tracing::info!(topic = %manifest.topic, partition = manifest.partition, objects = deleted.len(), "deleted expired objects");
     Ok(deleted)
 }
+
+/// How long an expired object under an S3 legal hold (or one the store refused to delete)
+/// waits before the store is asked again.
+const LOCK_RECHECK_MS: i64 = 3_600_000;
 
 /// Deletes one expired object. In a versioned bucket (S3 with Object Lock or versioning),
 /// every version goes, not only the current one behind a delete marker, and the store is

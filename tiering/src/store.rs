@@ -165,7 +165,7 @@ impl RemoteStore {
     pub async fn require_lock(&self, why: &str) -> Result<&Arc<S3Lock>> {
         let Some(lock) = &self.lock else {
             return Err(Error::Config(format!(
-                "{}: {why} asks for S3 Object Lock, but the remote tier is not S3: only an S3 bucket with Object Lock enabled can hold objects under WORM retention; set object_lock.mode = \"off\" or use such a bucket",
+                "{}: {why} asks for S3 Object Lock, but the remote tier is not S3: only an S3 bucket with Object Lock enabled can hold objects under WORM retention; use such a bucket, or turn it off with `tierlog topic alter TOPIC --set object.lock.mode=off` (or tiering.object_lock_mode = \"off\" in the configuration)",
                 self.display
             )));
         };

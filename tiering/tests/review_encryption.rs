@@ -20,9 +20,12 @@ fn a_key_pasted_in_the_wrong_field_is_never_echoed_in_the_error() {
         ),
         (
             "toml key as current",
-            Keyring::from_toml(&format!("current = \"{KEY_A}\"\n[[keys]]\nid = \"a\"\nkey = \"{KEY_A}\"\n"), "ring.toml")
-                .unwrap_err()
-                .to_string(),
+            Keyring::from_toml(
+                &format!("current = \"{KEY_A}\"\n[[keys]]\nid = \"a\"\nkey = \"{KEY_A}\"\n"),
+                "ring.toml",
+            )
+            .unwrap_err()
+            .to_string(),
         ),
     ];
     let mut leaks = Vec::new();
