@@ -84,18 +84,34 @@ pub enum Error {
     Remote(#[from] tierlog_tiering::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The server's encryption keyring could not be loaded on the read path (missing file,
+    /// broken TOML, bad key). The operator's to fix, not the reader's: Internal, never Invalid.
+    /// The detail names the keyring's path: [`Error::client_message`] leaves it out.
+    #[error("the encryption keyring could not be loaded: {0}")]
+    Keyring(String),
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
+    /// What a remote client (HTTP, Kafka) is told: the full message, except where it names
+    /// this server's files (the keyring's path), which the server log keeps.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Keyring(_) => {
+                "the server's encryption keyring could not be loaded; the server's log says why".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), action, source }
     }
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } | Error::Stopped { .. } => ErrorKind::Internal,
+            Error::Io { .. } | Error::Stopped { .. } | Error::Keyring(_) => ErrorKind::Internal,
             Error::Remote(e) => match e {
                 tierlog_tiering::Error::Fenced { .. } => ErrorKind::Fenced,
                 tierlog_tiering::Error::Store { .. } | tierlog_tiering::Error::Timeout { .. } => ErrorKind::Unavailable,

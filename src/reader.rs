@@ -342,9 +342,15 @@ pub fn settings(config: &crate::config::Config) -> ReaderSettings {
     }
 }
 
-/// The reader settings of `config` with its encryption keyring, if one is configured.
+/// The reader settings of `config` with its encryption keyring, if one is configured. A
+/// keyring that cannot be loaded is [`Error::Keyring`] (Internal): a reader asking for records
+/// did nothing wrong, whatever the configuration error inside says.
 pub fn settings_with_keys(config: &crate::config::Config) -> Result<ReaderSettings> {
-    Ok(ReaderSettings { keyring: tier::load_keyring(config)?, ..settings(config) })
+    let keyring = tier::load_keyring(config).map_err(|e| match e {
+        Error::Config(detail) => Error::Keyring(detail),
+        other => Error::Keyring(other.to_string()),
+    })?;
+    Ok(ReaderSettings { keyring, ..settings(config) })
 }
 
 /// `offset` is below `start`; `expired` (the manifest's) says when and why retention expired

@@ -34,6 +34,9 @@ pub struct DecryptArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: DecryptArgs) -> Result<ExitCode> {
+    // Before any key is loaded or byte read: a pasted object key or a script bug in --topic
+    // is a usage error, named as such.
+    tierlog::topic::validate_name(&args.topic).context("--topic")?;
     let keyring = match &args.key_file {
         Some(path) => Some(Keyring::from_file(path)?),
         None => tierlog::tier::load_keyring(&global.load_config()?)?.map(|k| (*k).clone()),

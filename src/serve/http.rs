@@ -420,7 +420,7 @@ impl From<Error> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
         }
-        ApiError::new(status, e.to_string())
+        ApiError::new(status, e.client_message())
     }
 }
 

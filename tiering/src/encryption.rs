@@ -15,9 +15,18 @@
 //! - The AAD is `tierlog-chunk-v1 \0 ‖ topic length u16 ‖ topic ‖ partition u32 ‖ segment base
 //!   offset u64 ‖ chunk number u32` (little-endian), so a chunk moved to another place, another
 //!   segment or another partition fails authentication.
-//! - Key material never reaches a log or an error: [`DataKey`] and [`Keyring`] print ids only.
+//! - Key material never reaches a log or an error: [`DataKey`] and [`Keyring`] print ids only,
+//!   and a string that failed validation as a key id (or a `current` that names no key) is
+//!   never echoed, since it may be a key pasted into the wrong field: errors give its position
+//!   and length instead.
+//! - The AAD names a place, not an object: it does not bind the object's key, upload or the
+//!   bucket prefix, so a chunk sealed under the same key for the same topic, partition, base
+//!   offset and chunk number (a re-created topic, another cluster sharing the keyring)
+//!   authenticates in its stead. The manifest's `object_sha256` and `raw_sha256` are what tie
+//!   an object to its commit (docs/FORMAT.md, "Encryption").
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,7 +49,9 @@ pub const SEAL_OVERHEAD_BYTES: usize = NONCE_BYTES + TAG_BYTES;
 pub const KEY_ID_BYTES_MAX: usize = 64;
 /// Most keys a keyring holds: one per rotation, so decades of quarterly rotations fit.
 pub const KEYS_MAX: usize = 1024;
-/// Largest keyring file read (a key is about 100 bytes of TOML).
+/// Largest keyring file read (a key is about 100 bytes of TOML, so [`KEYS_MAX`] keys fit many
+/// times over). Enforced on the bytes read, not on the file's reported size, which a FIFO or a
+/// file still growing does not tell truthfully.
 const KEYRING_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// First bytes of every chunk's AAD: names the scheme, so a future layout cannot be confused.
 const AAD_DOMAIN: &[u8] = b"tierlog-chunk-v1\0";
@@ -122,9 +133,17 @@ pub fn random_nonce() -> Result<[u8; NONCE_BYTES]> {
     Ok(nonce)
 }
 
-/// The AAD of chunk `chunk` of the segment at `base_offset` of `topic`/`partition`.
-pub fn chunk_aad(topic: &str, partition: u32, base_offset: u64, chunk: u32) -> Vec<u8> {
-    let topic_len = u16::try_from(topic.len()).expect("topic names are at most 249 bytes");
+/// The AAD of chunk `chunk` of the segment at `base_offset` of `topic`/`partition`. A topic
+/// longer than the AAD's u16 length field is an error, not a panic: `tierlog decrypt` passes
+/// an operator's `--topic` here.
+pub fn chunk_aad(topic: &str, partition: u32, base_offset: u64, chunk: u32) -> Result<Vec<u8>> {
+    let topic_len = u16::try_from(topic.len()).map_err(|_| {
+        Error::Format(format!(
+            "a topic name of {} bytes cannot be part of a chunk's authenticated data (at most {}); topic names are at most 249 bytes",
+            topic.len(),
+            u16::MAX
+        ))
+    })?;
     let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 2 + topic.len() + 16);
     aad.extend_from_slice(AAD_DOMAIN);
     aad.extend_from_slice(&topic_len.to_le_bytes());
@@ -132,20 +151,27 @@ pub fn chunk_aad(topic: &str, partition: u32, base_offset: u64, chunk: u32) -> V
     aad.extend_from_slice(&partition.to_le_bytes());
     aad.extend_from_slice(&base_offset.to_le_bytes());
     aad.extend_from_slice(&chunk.to_le_bytes());
-    aad
+    Ok(aad)
 }
 
 /// Key ids are names an operator chooses (`2026-q2`): 1 to 64 of `A-Z a-z 0-9 . _ -`, so they
 /// are safe in object indexes, manifests, logs and file names.
+/// The error never repeats `id`: a string that is not a key id may be a key in the wrong field.
 pub fn check_key_id(id: &str) -> Result<()> {
+    key_id_problem(id).map_or(Ok(()), |why| Err(Error::Config(format!("encryption key id {why}"))))
+}
+
+/// Why `id` is not a key id (its length, never its text), or None if it is one.
+fn key_id_problem(id: &str) -> Option<String> {
     let ok = !id.is_empty()
         && id.len() <= KEY_ID_BYTES_MAX
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!("encryption key id {id:?}: expected 1 to {KEY_ID_BYTES_MAX} of A-Z a-z 0-9 . _ -")))
-    }
+    (!ok).then(|| {
+        format!(
+            "of {} bytes is not a key id (not shown: it may be a key in the wrong field): expected 1 to {KEY_ID_BYTES_MAX} of A-Z a-z 0-9 . _ -",
+            id.len()
+        )
+    })
 }
 
 /// The keys a process can read with, and the one it writes with. Debug prints ids only.
@@ -201,8 +227,10 @@ impl Keyring {
             }
         }
         if !map.contains_key(current) {
+            // Not echoed: a `current` that names no key may be a key pasted in the wrong field.
             return Err(bad(format!(
-                "the current key '{current}' is not among the keys ({})",
+                "the current key (a string of {} bytes, not shown) is not among the key ids ({})",
+                current.len(),
                 map.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
@@ -213,12 +241,19 @@ impl Keyring {
     pub fn from_file(path: &Path) -> Result<Keyring> {
         let source = path.display().to_string();
         let io = |e: std::io::Error| Error::Io { path: source.clone(), source: e };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > KEYRING_FILE_BYTES_MAX {
-            return Err(Error::Config(format!("{source}: {len} bytes; a keyring is at most {KEYRING_FILE_BYTES_MAX}")));
-        }
+        let file = std::fs::File::open(path).map_err(io)?;
         warn_if_readable_by_others(path);
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        // The limit holds on what is read: one byte more than allowed tells "too large".
+        let mut bytes = Vec::new();
+        file.take(KEYRING_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > KEYRING_FILE_BYTES_MAX {
+            return Err(Error::Config(format!(
+                "{source}: more than {KEYRING_FILE_BYTES_MAX} bytes; a keyring is at most {KEYRING_FILE_BYTES_MAX}"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::Config(format!("{source}: not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()))
+        })?;
         Keyring::from_toml(&text, &source)
     }
 
@@ -231,7 +266,9 @@ impl Keyring {
                 "{source}: not a keyring{at}: expected `current = \"<id>\"` and [[keys]] tables of `id` and `key` only"
             ))
         })?;
-        let keys = file.keys.iter().map(|k| decode_key(&k.id, &k.key, source)).collect::<Result<Vec<_>>>()?;
+        let keys = (file.keys.iter().enumerate())
+            .map(|(i, k)| decode_key(&k.id, &k.key, &format!("{source}: [[keys]] table {}", i + 1)))
+            .collect::<Result<Vec<_>>>()?;
         Keyring::new(keys, &file.current, source)
     }
 
@@ -242,7 +279,7 @@ impl Keyring {
             let Some((id, key)) = item.split_once(':') else {
                 return Err(Error::Config(format!("{KEYS_ENV}: item {} is not `id:base64-key`", i + 1)));
             };
-            keys.push(decode_key(id.trim(), key.trim(), KEYS_ENV)?);
+            keys.push(decode_key(id.trim(), key.trim(), &format!("{KEYS_ENV}: item {} (`id:base64-key`)", i + 1))?);
         }
         let current = keys.first().map(|k| k.id.clone()).unwrap_or_default();
         Keyring::new(keys, &current, KEYS_ENV)
@@ -279,14 +316,62 @@ impl Keyring {
     }
 }
 
-fn decode_key(id: &str, base64_key: &str, source: &str) -> Result<DataKey> {
-    check_key_id(id).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+/// Refuses to tier `topic`/`partition` with `keyring` when its manifest says that would lose
+/// data or confidentiality: (a) the manifest's entries are encrypted and no keyring is
+/// configured, so new segments would go up in clear next to them; (b) an entry is sealed under
+/// a key id the keyring lacks, so those segments could no longer be read once their local
+/// copies go. Checks the manifest's own `entries` only: archived entries are older, and their
+/// keys are checked when read. Key ids only reach the error, never key material.
+pub fn check_manifest_keys(
+    topic: &str,
+    partition: u32,
+    manifest: &crate::manifest::Manifest,
+    keyring: Option<&Keyring>,
+) -> Result<()> {
+    let needed: std::collections::BTreeSet<&str> =
+        manifest.entries.iter().filter_map(|e| e.key_id.as_deref()).collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let quoted = |ids: &[&str]| ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+    let Some(keyring) = keyring else {
+        let ids = needed.iter().copied().collect::<Vec<_>>();
+        return Err(Error::Config(format!(
+            "{topic}/{partition}: the partition's segments are encrypted (key id {}) but no keyring is configured: new segments would go up in clear next to them; set [encryption] key_file or {KEYS_ENV}",
+            quoted(&ids)
+        )));
+    };
+    let lacking: Vec<&str> = needed.iter().copied().filter(|id| keyring.get(id).is_none()).collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let first = manifest
+        .entries
+        .iter()
+        .find(|e| e.key_id.as_deref() == Some(lacking[0]))
+        .expect("a lacking id comes from an entry");
+    Err(Error::Config(format!(
+        "{topic}/{partition}: committed segments (the first at offset {}) are sealed under key {}, which the keyring ({}) lacks: add it back (after a rotation, old keys stay in the keyring for reading) or they cannot be read once their local copies are deleted",
+        first.base_offset,
+        quoted(&lacking),
+        keyring.source()
+    )))
+}
+
+/// One key of a keyring; `at` says where it was written (file and table, or item), for errors.
+fn decode_key(id: &str, base64_key: &str, at: &str) -> Result<DataKey> {
+    if let Some(why) = key_id_problem(id) {
+        return Err(Error::Config(format!("{at}: the id {why}")));
+    }
     let bytes = base64::engine::general_purpose::STANDARD.decode(base64_key.trim()).map_err(|_| {
-        Error::Config(format!(
-            "{source}: key '{id}' is not standard base64 (create one with `openssl rand -base64 32`)"
-        ))
+        Error::Config(format!("{at}: key '{id}' is not standard base64 (create one with `openssl rand -base64 32`)"))
     })?;
-    DataKey::new(id, &bytes).map_err(|e| Error::Config(format!("{source}: {e}")))
+    // The message without this crate's "remote tier configuration:" prefix, which the
+    // returned error adds once.
+    DataKey::new(id, &bytes).map_err(|e| match e {
+        Error::Config(why) => Error::Config(format!("{at}: {why}")),
+        other => other,
+    })
 }
 
 #[cfg(unix)]
@@ -326,11 +411,14 @@ mod tests {
     #[test]
     fn bad_keyrings_are_refused_naming_the_file_and_key_id_never_the_key() {
         let cases = [
-            (ring_text("c"), "the current key 'c' is not among the keys (a, b)"),
+            (ring_text("c"), "the current key (a string of 1 bytes, not shown) is not among the key ids (a, b)"),
             (ring_text("a").replace("id = \"b\"", "id = \"a\""), "key id 'a' appears twice"),
             (ring_text("a").replace(KEY_B, "AAEC"), "key 'b': 3 bytes, AES-256 needs exactly 32"),
             (ring_text("a").replace(KEY_B, "not base64!"), "key 'b' is not standard base64"),
-            (ring_text("a").replace("id = \"b\"", "id = \"b/../x\""), "key id \"b/../x\""),
+            (
+                ring_text("a").replace("id = \"b\"", "id = \"b/../x\""),
+                "[[keys]] table 2: the id of 6 bytes is not a key id",
+            ),
             (format!("{}extra = 1\n", ring_text("a")), "not a keyring"),
             ("current = \"a\"\nkeys = []\n".to_string(), "no keys"),
         ];
@@ -338,7 +426,75 @@ mod tests {
             let err = Keyring::from_toml(&text, "/etc/tierlog/ring.toml").unwrap_err().to_string();
             assert!(err.contains("/etc/tierlog/ring.toml") && err.contains(expected), "{err}");
             assert!(!err.contains(KEY_A) && !err.contains(KEY_B), "key material in an error: {err}");
+            assert_eq!(err.matches("remote tier configuration").count(), 1, "{err}");
         }
+    }
+
+    #[test]
+    fn a_string_that_is_not_a_key_id_is_never_echoed() {
+        let env = Keyring::from_env_value(&format!("a:{KEY_A},{KEY_B}:a")).unwrap_err().to_string();
+        assert!(env.contains("item 2") && env.contains("of 44 bytes is not a key id"), "{env}");
+        let toml = format!("current = \"{KEY_B}\"\n[[keys]]\nid = \"a\"\nkey = \"{KEY_A}\"\n");
+        let current = Keyring::from_toml(&toml, "ring.toml").unwrap_err().to_string();
+        assert!(current.contains("a string of 44 bytes, not shown"), "{current}");
+        for err in [env, current, check_key_id(KEY_B).unwrap_err().to_string()] {
+            assert!(!err.contains(&KEY_B[..8]), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_keyring_file_over_the_limit_is_refused_whatever_its_reported_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring.toml");
+        let padding = "#".repeat(KEYRING_FILE_BYTES_MAX as usize);
+        std::fs::write(&path, format!("{}{padding}\n", ring_text("a"))).unwrap();
+        let err = Keyring::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(&format!("more than {KEYRING_FILE_BYTES_MAX} bytes")), "{err}");
+        std::fs::write(&path, ring_text("a")).unwrap();
+        assert_eq!(Keyring::from_file(&path).unwrap().current().id(), "a");
+    }
+
+    fn manifest_with(key_ids: &[Option<&str>]) -> crate::manifest::Manifest {
+        let writer = crate::manifest::Writer { id: "w".into(), epoch: 1 };
+        let mut manifest = crate::manifest::Manifest::empty("pay", 3, writer);
+        for (i, key_id) in key_ids.iter().enumerate() {
+            let mut entry = crate::manifest::tests_support::entry(i as u64 * 10, i as u64 * 10 + 9);
+            entry.key_id = key_id.map(str::to_string);
+            manifest.entries.push(entry);
+        }
+        manifest
+    }
+
+    #[test]
+    fn given_encrypted_entries_when_no_keyring_then_tiering_is_refused() {
+        let manifest = manifest_with(&[None, Some("a")]);
+        let err = check_manifest_keys("pay", 3, &manifest, None).unwrap_err().to_string();
+        assert!(
+            err.contains("pay/3") && err.contains("key id 'a'") && err.contains("no keyring is configured"),
+            "{err}"
+        );
+        assert!(err.contains("go up in clear") && err.contains(KEYS_ENV), "{err}");
+    }
+
+    #[test]
+    fn given_entries_under_a_key_the_keyring_lacks_then_tiering_is_refused() {
+        let ring = Keyring::from_toml(&ring_text("a"), "ring.toml").unwrap();
+        let manifest = manifest_with(&[Some("old"), Some("a"), Some("older"), Some("old")]);
+        let err = check_manifest_keys("pay", 3, &manifest, Some(&ring)).unwrap_err().to_string();
+        assert!(
+            err.contains("pay/3") && err.contains("'old', 'older'") && err.contains("the first at offset 0"),
+            "{err}"
+        );
+        assert!(err.contains("which the keyring (ring.toml) lacks: add it back"), "{err}");
+    }
+
+    #[test]
+    fn given_keys_the_keyring_holds_or_entries_in_clear_then_tiering_goes_on() {
+        let ring = Keyring::from_toml(&ring_text("b"), "ring.toml").unwrap();
+        check_manifest_keys("pay", 3, &manifest_with(&[None, Some("a"), Some("b")]), Some(&ring)).unwrap();
+        check_manifest_keys("pay", 3, &manifest_with(&[None, None]), None).unwrap();
+        check_manifest_keys("pay", 3, &manifest_with(&[]), None).unwrap();
+        check_manifest_keys("pay", 3, &manifest_with(&[None]), Some(&ring)).unwrap();
     }
 
     #[test]
@@ -364,9 +520,11 @@ mod tests {
 
     #[test]
     fn the_aad_binds_topic_partition_base_offset_and_chunk() {
-        let aad = chunk_aad("pay", 3, 0x0102, 7);
+        let aad = chunk_aad("pay", 3, 0x0102, 7).unwrap();
         let hex: String = aad.iter().map(|b| format!("{b:02x}")).collect();
         // "tierlog-chunk-v1\0", 3u16, "pay", 3u32, 0x0102u64, 7u32.
         assert_eq!(hex, "746965726c6f672d6368756e6b2d763100030070617903000000020100000000000007000000");
+        let err = chunk_aad(&"x".repeat(70_000), 3, 0, 0).unwrap_err().to_string();
+        assert!(err.contains("70000 bytes"), "{err}");
     }
 }

@@ -192,7 +192,7 @@ fn build_with(
         let mut compressed = compress(plain, zstd_level)?;
         if let Some(s) = sealing.as_mut() {
             let chunk_no = u32::try_from(chunks.len()).expect("chunk count is bounded by CHUNKS_MAX");
-            let aad = encryption::chunk_aad(s.topic, s.partition, base_offset, chunk_no);
+            let aad = encryption::chunk_aad(s.topic, s.partition, base_offset, chunk_no)?;
             compressed = s.key.seal((s.nonce)()?, &aad, &compressed)?;
         }
         chunks.push(ChunkMeta {
@@ -411,7 +411,7 @@ pub fn decode_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<Vec<u8>> {
 pub fn open_chunk(meta: &ChunkMeta, chunk_no: usize, stored: &[u8], opening: &Opening<'_>) -> Result<Vec<u8>> {
     check_stored_chunk(meta, stored)?;
     let chunk = u32::try_from(chunk_no).map_err(|_| Error::Format("chunk number above u32".into()))?;
-    let aad = encryption::chunk_aad(opening.topic, opening.partition, opening.base_offset, chunk);
+    let aad = encryption::chunk_aad(opening.topic, opening.partition, opening.base_offset, chunk)?;
     let compressed = opening.key.open(&aad, stored).map_err(|e| {
         Error::Format(format!(
             "chunk {chunk_no} at byte {} (offsets {}..={}): {e}",

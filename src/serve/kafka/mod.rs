@@ -398,6 +398,7 @@ fn error_code(e: &Error) -> ResponseError {
         | Error::Damaged { .. }
         | Error::Locked { .. }
         | Error::ReadOnly(_)
+        | Error::Keyring(_)
         | Error::Remote(_) => ResponseError::KafkaStorageError,
     }
 }
