@@ -207,6 +207,9 @@ pub struct Tiering {
     verified_end: std::sync::Mutex<HashMap<(String, u32), u64>>,
     /// The newest legal-holds version seen: the next read probes forward from it.
     holds_version: std::sync::atomic::AtomicU64,
+    /// The encryption keyring (`[encryption]`): every key a partition's committed segments
+    /// were sealed under must be in it, and a partition sealed before is never tiered in clear.
+    keyring: Option<Arc<Keyring>>,
     /// Audit events of commits, expiries and the server's topic changes, written at the end
     /// of every pass (one record per pass), kept queued while the bucket refuses them.
     pub audit: Arc<Trail>,
@@ -262,7 +265,7 @@ impl Tiering {
             lock: None,
             holds: Vec::new(),
             holds_by_append_time: false,
-            encryption: keyring.map(|k| k.current()),
+            encryption: keyring.as_ref().map(|k| k.current()),
         };
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         let audit = Arc::new(
@@ -299,11 +302,38 @@ impl Tiering {
             uploaded: Default::default(),
             verified_end: Default::default(),
             holds_version: Default::default(),
+            keyring,
             audit,
             actor: crate::audit::os_actor(),
         };
         tiering.check_object_lock().await?;
+        tiering.check_keys().await?;
         Ok(tiering)
+    }
+
+    /// Refuses to start when a tiered partition's committed segments were sealed under a key
+    /// the keyring lacks, or are encrypted and there is no keyring (new segments would go up
+    /// in clear beside them): the keyring was changed in a way that loses access or protection.
+    async fn check_keys(&self) -> Result<()> {
+        let config = self.log.config();
+        for topic in self.log.topics().into_iter().filter(|t| t.is_tiered(config)) {
+            for p in &topic.partitions {
+                let hint = read_partition_state(p).manifest_version;
+                let version = tierlog_tiering::manifest::latest_version(&self.remote, topic.name(), p.id, hint).await?;
+                if version == 0 {
+                    continue;
+                }
+                let manifest =
+                    tierlog_tiering::manifest::load_version(&self.remote, topic.name(), p.id, version).await?;
+                tierlog_tiering::encryption::check_manifest_keys(
+                    topic.name(),
+                    p.id,
+                    &manifest,
+                    self.keyring.as_deref(),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses to tier when the configuration or a topic asks for S3 Object Lock and the
@@ -515,6 +545,8 @@ impl Tiering {
             manifests.insert(key.clone(), store);
         }
         let manifest = manifests.get_mut(&key).expect("inserted above");
+        // Checked every pass too: another writer's version, read since, may need other keys.
+        tierlog_tiering::encryption::check_manifest_keys(&key.0, key.1, &manifest.current, self.keyring.as_deref())?;
         // The newest version by another writer id: the partition was taken over (`restore
         // --take-over`) or belongs to another data directory. This writer never extends it
         // again, whatever its local segments say.

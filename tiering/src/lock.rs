@@ -786,7 +786,7 @@ mod tests {
         let result =
             store.store.put_opts(&key, PutPayload::from_static(b"1"), lock.options(PutMode::Create)).await.unwrap();
         let err = check_applied(&store.display, &key, Some(lock), &result).unwrap_err().to_string();
-        assert!(err.contains("cannot lock objects") && err.contains("object_lock.mode"), "{err}");
+        assert!(err.contains("cannot lock objects") && err.contains("object.lock.mode=off"), "{err}");
         check_applied(&store.display, &key, None, &result).unwrap();
     }
 }
