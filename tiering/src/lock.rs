@@ -288,7 +288,7 @@ impl S3Lock {
     pub async fn require_lock(&self, why: &str) -> Result<()> {
         let bucket = self.bucket().await.map_err(|e| {
             Error::Config(format!(
-                "{why} asks for S3 Object Lock, but {} could not be asked whether it has it: {e}",
+                "{why} asks for S3 Object Lock, but {} could not be asked whether it has it: {e}. Try again once the store answers, or turn the lock off with `tierlog topic alter TOPIC --set object.lock.mode=off` (or tiering.object_lock_mode = \"off\" in the configuration)",
                 self.display
             ))
         })?;
