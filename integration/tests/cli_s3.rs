@@ -83,29 +83,7 @@ fn kill_9_during_tiering_converges_with_no_loss() {
     let config = write_config(dir.path(), &s3, &prefix);
     let env = s3.child_env();
     assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
-    let rounds: u64 = std::env::var("TIERLOG_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("tiering crash test: {rounds} rounds, seed {seed}");
-    let mut produced = 0;
-    let mut killed = 0;
-    for _ in 0..rounds {
-        let out = run(&config, &env, &["produce", "t", "--input-format", "json"], &events(produced, 700));
-        assert!(out.status.success());
-        produced += 700;
-        let mut child =
-            tierlog(&config, &env).args(["tier", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let deadline = Instant::now() + Duration::from_millis((seed >> 33) % 400);
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        let _ = child.kill();
-        child.wait().unwrap();
-    }
-    eprintln!("tiering crash test: {killed} of {rounds} runs killed mid-way");
+    let produced = produce_and_kill_tier_runs(&config, &env, "tiering", 400);
     let out = run(&config, &env, &["tier", "run"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -115,6 +93,40 @@ fn kill_9_during_tiering_converges_with_no_loss() {
     eprintln!(
         "tiering crash test: {orphans} orphan objects left by killed runs (a scrub removes them after the grace period)"
     );
+}
+
+/// `TIERLOG_CRASH_ROUNDS` (default 12) rounds of: produce 700 events to `t`, start `tier
+/// run`, kill -9 it after a random time below `kill_within_ms` (if still running). Returns how
+/// many events were produced.
+fn produce_and_kill_tier_runs(
+    config: &std::path::Path,
+    env: &[(String, String)],
+    what: &str,
+    kill_within_ms: u64,
+) -> u64 {
+    let rounds: u64 = std::env::var("TIERLOG_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("{what} crash test: {rounds} rounds, seed {seed}");
+    let (mut produced, mut killed) = (0, 0);
+    for _ in 0..rounds {
+        let out = run(config, env, &["produce", "t", "--input-format", "json"], &events(produced, 700));
+        assert!(out.status.success());
+        produced += 700;
+        let mut child =
+            tierlog(config, env).args(["tier", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let deadline = Instant::now() + Duration::from_millis((seed >> 33) % kill_within_ms);
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    eprintln!("{what} crash test: {killed} of {rounds} runs killed mid-way");
+    produced
 }
 
 /// The remote tier of topic `t` partition 0 holds offsets 0..produced contiguously, every
@@ -290,28 +302,7 @@ fn kill_9_during_expiry_converges_with_no_unexpired_record_lost() {
     std::fs::write(&config, text).unwrap();
     let env = s3.child_env();
     assert!(run(&config, &env, &["topic", "create", "t"], "").status.success());
-    let rounds: u64 = std::env::var("TIERLOG_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("expiry crash test: {rounds} rounds, seed {seed}");
-    let (mut produced, mut killed) = (0, 0);
-    for _ in 0..rounds {
-        let out = run(&config, &env, &["produce", "t", "--input-format", "json"], &events(produced, 700));
-        assert!(out.status.success());
-        produced += 700;
-        let mut child =
-            tierlog(&config, &env).args(["tier", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let deadline = Instant::now() + Duration::from_millis((seed >> 33) % 600);
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        let _ = child.kill();
-        child.wait().unwrap();
-    }
-    eprintln!("expiry crash test: {killed} of {rounds} runs killed mid-way");
+    let produced = produce_and_kill_tier_runs(&config, &env, "expiry", 600);
     // Two clean passes: the first may still commit an expiry whose deletes the second makes.
     for _ in 0..2 {
         let out = run(&config, &env, &["tier", "run"], "");
