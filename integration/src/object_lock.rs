@@ -238,25 +238,10 @@ pub async fn a_longer_lock_extends_every_stored_object_and_never_shortens_one(s3
 }
 
 pub async fn a_legal_hold_sets_the_s3_flag_on_held_objects_and_release_leaves_it(s3: &S3Target) {
-    use crate::cli::{run, write_config};
+    use crate::cli::run;
     let Some(s3) = lock_bucket(s3).await else { return };
     let client = sdk(&s3);
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = write_config(dir.path(), &s3, "p");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replace("[tiering]\n", "[tiering]\nobject_lock_mode = \"compliance\"\nobject_lock_retain_days = 1\n"),
-    )
-    .unwrap();
-    let env = s3.child_env();
-    let out = run(&config_path, &env, &["topic", "create", "t", "--partitions", "1"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records: String = (0..400).map(|i| format!("{{\"value\":\"record {i} {}\"}}\n", "x".repeat(300))).collect();
-    let out = run(&config_path, &env, &["produce", "t", "--input-format", "json"], &records);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&config_path, &env, &["tier", "run"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_dir, config_path, env, records) = tiered_through_the_cli(&s3);
     let store = s3.store("p");
     let segments: Vec<String> = manifest(&store, "t", 0).await.entries.iter().map(|e| e.key.clone()).collect();
     assert!(!segments.is_empty());
@@ -391,25 +376,10 @@ pub async fn object_lock_mode_none_means_off_at_startup_too() {
 /// object is then deletable through the bucket once its retention passes, and tierlog's own
 /// expiry deletes it.
 pub async fn hold_release_keeps_a_legal_hold_tierlog_did_not_set(s3: &S3Target) {
-    use crate::cli::{run, write_config};
+    use crate::cli::run;
     let Some(s3) = lock_bucket(s3).await else { return };
     let client = sdk(&s3);
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = write_config(dir.path(), &s3, "p");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replace("[tiering]\n", "[tiering]\nobject_lock_mode = \"compliance\"\nobject_lock_retain_days = 1\n"),
-    )
-    .unwrap();
-    let env = s3.child_env();
-    let out = run(&config_path, &env, &["topic", "create", "t", "--partitions", "1"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records: String = (0..400).map(|i| format!("{{\"value\":\"record {i} {}\"}}\n", "x".repeat(300))).collect();
-    let out = run(&config_path, &env, &["produce", "t", "--input-format", "json"], &records);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&config_path, &env, &["tier", "run"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_dir, config_path, env, _records) = tiered_through_the_cli(&s3);
     let store = s3.store("p");
     let key = manifest(&store, "t", 0).await.entries[0].key.clone();
     // Someone else puts the object under an S3 legal hold (not a tierlog hold).
@@ -568,4 +538,28 @@ pub async fn a_delete_marker_on_a_locked_object_does_not_hide_its_records(s3: &S
         "offset 0 is under compliance lock in the bucket, yet tierlog cannot serve it: {:?}",
         read.map(|r| r.len()).map_err(|e| e.to_string())
     );
+}
+
+/// A writer configured with the configuration-level compliance lock (one day), driven through
+/// the binary: topic `t` created, 400 records produced and tiered under prefix `p`. Returns
+/// its directory, configuration, environment and the records (JSON lines) it produced.
+fn tiered_through_the_cli(s3: &S3Target) -> (tempfile::TempDir, std::path::PathBuf, Vec<(String, String)>, String) {
+    use crate::cli::{run, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), s3, "p");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("[tiering]\n", "[tiering]\nobject_lock_mode = \"compliance\"\nobject_lock_retain_days = 1\n"),
+    )
+    .unwrap();
+    let env = s3.child_env();
+    let out = run(&config_path, &env, &["topic", "create", "t", "--partitions", "1"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: String = (0..400).map(|i| format!("{{\"value\":\"record {i} {}\"}}\n", "x".repeat(300))).collect();
+    let out = run(&config_path, &env, &["produce", "t", "--input-format", "json"], &records);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&config_path, &env, &["tier", "run"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (dir, config_path, env, records)
 }
