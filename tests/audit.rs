@@ -283,3 +283,27 @@ async fn given_remote_retention_when_segments_expire_and_go_should_record_both()
     assert!(expiry.reason.as_deref().is_some_and(|r| !r.is_empty()), "{expiry:?}");
     assert_eq!(events[3].after.as_ref().unwrap()["deleted_objects"].as_array().unwrap().len(), 1);
 }
+
+/// rev-audit: `load_pending` says an unreadable `audit-pending.json` is "left for
+/// inspection", but the first pass's `save_pending` (nothing queued) removes it, and a
+/// queued event would overwrite it: the events it held are gone without trace. Unreadable
+/// here means a file written by another tierlog version (an `Event` field this build does
+/// not know: `deny_unknown_fields`), a torn or hand-edited file, or a disk error.
+#[tokio::test]
+async fn rev_audit_an_unreadable_pending_file_is_left_for_inspection() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(config(root.path()));
+    log.create_topic("t", 1).unwrap();
+    let pending = log.data_dir().join(tierlog::audit::PENDING_FILE);
+    let queued = r#"[{"time_ms":1,"actor":"alice@host","action":"hold_release","topic":"t","reason":"case closed","ticket":"SEC-7"}]"#;
+    std::fs::write(&pending, queued).unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let tiering = Tiering::start_with(log.clone(), store).await.unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    assert!(
+        pending.exists(),
+        "the unreadable pending file (a hold_release event) was deleted by the pass; trail: {:?}",
+        trail(&log).await
+    );
+    assert_eq!(std::fs::read_to_string(&pending).unwrap(), queued, "left as it was, for inspection");
+}

@@ -683,6 +683,61 @@ mod tests {
         assert_eq!(events(&store).await, [event(1)]);
     }
 
+    /// rev-audit: a flush whose last attempt landed in the bucket but reported a failure
+    /// (a timeout after the store kept the object) gives the events back to the queue and
+    /// forgets the tail; the next flush finds the landed record as the tail and writes the same
+    /// events again as the record after it. The trail then says the same commit, hold or
+    /// expiry happened twice. (The within-flush retry recognises a landed attempt; the last
+    /// attempt's does not.)
+    #[tokio::test]
+    async fn rev_audit_a_last_attempt_that_landed_is_not_written_again_by_the_next_flush() {
+        let inner = memory_store();
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        // One attempt per flush (tiering.upload_attempts = 1), or every attempt timing out.
+        let trail = Trail::new(store.clone(), "w", 1);
+        trail.record(event(1));
+        faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(trail.flush(10).await.is_err(), "the PUT reported a timeout");
+        trail.flush(11).await.unwrap();
+        assert_eq!(events(&store).await, [event(1)], "the hold/commit is recorded once, not twice");
+    }
+
+    /// rev-audit: `read_all` takes any object under `audit/` whose *last path segment* parses
+    /// as a number for a record: `audit/x/<seq>.json` (S3 LIST is recursive) or a name with a
+    /// leading `+` (`u64::from_str` accepts it). Two items with the same number are never
+    /// reported by `check_chain` (only `seq > next_seq` is checked), so a hostile object that
+    /// names the tail's hash is accepted by `verify` with no problem, and `tierlog audit`
+    /// prints its events as record N.
+    #[tokio::test]
+    async fn rev_audit_a_second_object_for_one_number_is_reported() {
+        let store = memory_store();
+        for n in 1..=2 {
+            append(&store, "w", n, vec![event(n)]).await.unwrap();
+        }
+        let tail = tail(&store, 2).await.unwrap();
+        let forged = Record {
+            seq: 2,
+            prev_sha256: tail.sha256.clone(),
+            written_ms: 3,
+            writer: "w".into(),
+            events: vec![Event::new(3, "alice@host", action::HOLD_RELEASE).topic("payments").reason("forged")],
+        };
+        for name in ["x/00000000000000000002.json", "+0000000000000000002.json"] {
+            let path = store.key(&[FOLDER, name]);
+            store.store.put(&path, to_bytes(&forged).into()).await.unwrap();
+            let summary = verify(&store).await.unwrap();
+            assert!(
+                !summary.problems.is_empty(),
+                "{name}: a second object numbered 2 passes verify ({} records, {} events, last_seq {})",
+                summary.records,
+                summary.events,
+                summary.last_seq
+            );
+            store.store.delete(&path).await.unwrap();
+        }
+    }
+
     #[test]
     fn audit_record_golden_bytes() {
         let record = Record {
