@@ -307,3 +307,29 @@ async fn rev_audit_an_unreadable_pending_file_is_left_for_inspection() {
     );
     assert_eq!(std::fs::read_to_string(&pending).unwrap(), queued, "left as it was, for inspection");
 }
+
+/// rev-audit: `tierlog audit` prints the trail as complete and exits 0 when a record was
+/// removed from the middle (here the segment commit): it only counts records it cannot parse,
+/// never checks the numbering or the chain, so an auditor reading its output (the documented
+/// way to answer "who did what, when") is not told that events are missing.
+#[test]
+fn rev_audit_tierlog_audit_does_not_print_a_trail_with_a_gap_as_complete() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    ok(run(&dir, &["topic", "create", "payments", "--partitions", "1"]));
+    let mut produce = Command::new(BIN);
+    produce.arg("--data-dir").arg(&dir).args(["produce", "payments"]).env_remove("TIERLOG_CONFIG");
+    ok(run_with_stdin(&mut produce, "a\nb\nc\n"));
+    ok(run(&dir, &["tier", "run"]));
+    ok(run(&dir, &["hold", "set", "payments", "--reason", "SEC 2026-114"]));
+    let before = json_lines(&ok(run(&dir, &["audit"])));
+    assert_eq!(before.len(), 3, "{before:?}");
+    std::fs::remove_file(root.path().join("data-remote/audit/00000000000000000002.json")).unwrap();
+    let after = run(&dir, &["audit"]);
+    assert!(
+        !after.status.success(),
+        "record 2 is gone, yet `tierlog audit` exits 0 printing {:?}; stderr: {}",
+        json_lines(&after).iter().map(|e| e["action"].clone()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
