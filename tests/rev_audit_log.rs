@@ -42,7 +42,22 @@ fn rev_audit_a_rotation_that_cannot_open_the_new_file_loses_no_later_line() {
     for n in 3..10 {
         log.write_line(&line(n));
         if std::env::var("REV_DEBUG").is_ok() {
-            let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| { let e = e.unwrap(); format!("{}:{}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap().lines().map(|l| l[5..7].to_string()).collect::<Vec<_>>().join(",")) }).collect();
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    format!(
+                        "{}:{}",
+                        e.file_name().to_string_lossy(),
+                        std::fs::read_to_string(e.path())
+                            .unwrap()
+                            .lines()
+                            .map(|l| l[5..7].to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                })
+                .collect();
             names.sort();
             eprintln!("after line {n}: {names:?}");
         }
