@@ -283,3 +283,53 @@ async fn given_remote_retention_when_segments_expire_and_go_should_record_both()
     assert!(expiry.reason.as_deref().is_some_and(|r| !r.is_empty()), "{expiry:?}");
     assert_eq!(events[3].after.as_ref().unwrap()["deleted_objects"].as_array().unwrap().len(), 1);
 }
+
+/// rev-audit: `load_pending` says an unreadable `audit-pending.json` is "left for
+/// inspection", but the first pass's `save_pending` (nothing queued) removes it, and a
+/// queued event would overwrite it: the events it held are gone without trace. Unreadable
+/// here means a file written by another tierlog version (an `Event` field this build does
+/// not know: `deny_unknown_fields`), a torn or hand-edited file, or a disk error.
+#[tokio::test]
+async fn rev_audit_an_unreadable_pending_file_is_left_for_inspection() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(config(root.path()));
+    log.create_topic("t", 1).unwrap();
+    let pending = log.data_dir().join(tierlog::audit::PENDING_FILE);
+    let queued = r#"[{"time_ms":1,"actor":"alice@host","action":"hold_release","topic":"t","reason":"case closed","ticket":"SEC-7"}]"#;
+    std::fs::write(&pending, queued).unwrap();
+    let store = tier::connect(log.config()).await.unwrap();
+    let tiering = Tiering::start_with(log.clone(), store).await.unwrap();
+    tiering.run_once(None, true).await.unwrap();
+    assert!(
+        pending.exists(),
+        "the unreadable pending file (a hold_release event) was deleted by the pass; trail: {:?}",
+        trail(&log).await
+    );
+    assert_eq!(std::fs::read_to_string(&pending).unwrap(), queued, "left as it was, for inspection");
+}
+
+/// rev-audit: `tierlog audit` prints the trail as complete and exits 0 when a record was
+/// removed from the middle (here the segment commit): it only counts records it cannot parse,
+/// never checks the numbering or the chain, so an auditor reading its output (the documented
+/// way to answer "who did what, when") is not told that events are missing.
+#[test]
+fn rev_audit_tierlog_audit_does_not_print_a_trail_with_a_gap_as_complete() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    ok(run(&dir, &["topic", "create", "payments", "--partitions", "1"]));
+    let mut produce = Command::new(BIN);
+    produce.arg("--data-dir").arg(&dir).args(["produce", "payments"]).env_remove("TIERLOG_CONFIG");
+    ok(run_with_stdin(&mut produce, "a\nb\nc\n"));
+    ok(run(&dir, &["tier", "run"]));
+    ok(run(&dir, &["hold", "set", "payments", "--reason", "SEC 2026-114"]));
+    let before = json_lines(&ok(run(&dir, &["audit"])));
+    assert_eq!(before.len(), 3, "{before:?}");
+    std::fs::remove_file(root.path().join("data-remote/audit/00000000000000000002.json")).unwrap();
+    let after = run(&dir, &["audit"]);
+    assert!(
+        !after.status.success(),
+        "record 2 is gone, yet `tierlog audit` exits 0 printing {:?}; stderr: {}",
+        json_lines(&after).iter().map(|e| e["action"].clone()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&after.stderr)
+    );
+}

@@ -1,4 +1,6 @@
-//! `tierlog audit`: the audit trail in the bucket (docs/AUDIT.md), as JSON lines.
+//! `tierlog audit`: the audit trail in the bucket (docs/AUDIT.md), as JSON lines. The chain
+//! of the records read is checked too: a trail with a gap, a broken link, a duplicate or a
+//! stray object is printed (what can be read) but reported on stderr, exit 3, never as complete.
 
 use std::process::ExitCode;
 
@@ -28,20 +30,18 @@ pub fn run(global: &GlobalArgs, args: AuditArgs) -> Result<ExitCode> {
     }
     let config = global.load_config()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let stored = runtime.block_on(async {
+    let (stored, summary) = runtime.block_on(async {
         let remote = tierlog::tier::connect(&config).await?;
-        anyhow::Ok(audit::read_all(&remote).await?)
+        let stored = audit::read_all(&remote).await?;
+        let summary = audit::check_chain(&remote, &stored);
+        anyhow::Ok((stored, summary))
     })?;
-    let mut unreadable = 0;
     for item in &stored {
-        let record = match &item.record {
-            Ok(record) => record,
-            Err(e) => {
-                eprintln!("audit: {e}");
-                unreadable += 1;
-                continue;
-            }
-        };
+        // Strays and duplicates are not records of the trail: reported below, never printed.
+        let Ok(record) = &item.record else { continue };
+        if summary.problems.iter().any(|p| p.kind == "audit_duplicate" && p.key == item.key) {
+            continue;
+        }
         for event in &record.events {
             let in_time =
                 args.from_time.is_none_or(|t| event.time_ms >= t) && args.to_time.is_none_or(|t| event.time_ms < t);
@@ -54,8 +54,14 @@ pub fn run(global: &GlobalArgs, args: AuditArgs) -> Result<ExitCode> {
             }
         }
     }
-    if unreadable > 0 {
-        eprintln!("audit: {unreadable} record(s) could not be read; `tierlog verify` checks the whole trail");
+    if !summary.problems.is_empty() {
+        for problem in &summary.problems {
+            eprintln!("audit: {}: {} (record {}): {}", problem.kind, problem.key, problem.seq, problem.detail);
+        }
+        eprintln!(
+            "audit: the trail is not complete or not intact ({} problem(s)); what is printed is not the whole story",
+            summary.problems.len()
+        );
         return Ok(ExitCode::from(super::verify::EXIT_DAMAGE));
     }
     Ok(ExitCode::SUCCESS)

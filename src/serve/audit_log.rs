@@ -7,23 +7,33 @@
 //! rotate: the log grows with every read; at `server.audit_log_max_bytes` it is renamed
 //! `audit.log.1` (the older ones shift up to `audit.log.<server.audit_log_keep>`, the oldest
 //! is deleted) and a new one starts. A rotation fsyncs the old file first, then the directory.
+//!
+//! A rotation opens the new file (as `audit.log.new`) before it moves anything: one that cannot
+//! (no file descriptor, no inode, no permission) changes nothing, lines go on to the full file,
+//! and the next attempt waits [`ROTATE_RETRY_INTERVAL`]. So the file being written is always
+//! `audit.log`, and only files no longer written are shifted or deleted.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
 /// Longest a written line waits for its fsync: the window a crash can lose.
 pub const FSYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Least time between rotation attempts after one failed: each attempt costs an fsync and a
+/// few syscalls, and the cause (descriptors, disk) rarely clears within a second.
+pub const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 struct State {
     file: File,
     bytes: u64,
     dirty: bool,
     closed: bool,
+    /// After a failed rotation: no new attempt before this instant.
+    rotate_not_before: Option<Instant>,
 }
 
 struct Shared {
@@ -45,7 +55,7 @@ impl AuditLog {
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<AuditLog> {
         let file = open_append(path)?;
         let bytes = file.metadata().map_err(|e| Error::io(path, "stat audit log", e))?.len();
-        let state = State { file, bytes, dirty: false, closed: false };
+        let state = State { file, bytes, dirty: false, closed: false, rotate_not_before: None };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wake: Condvar::new(),
@@ -65,8 +75,15 @@ impl AuditLog {
     pub fn write_line(&self, line: &str) {
         let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let full = state.bytes > 0 && state.bytes + line.len() as u64 + 1 > self.shared.max_bytes;
-        if full && let Err(e) = rotate(&self.shared, &mut state) {
-            tracing::error!(path = %self.shared.path.display(), error = %e, "cannot rotate the audit log; writing on to the full file");
+        let may_rotate = state.rotate_not_before.is_none_or(|t| Instant::now() >= t);
+        if full && may_rotate {
+            match rotate(&self.shared, &mut state) {
+                Ok(()) => state.rotate_not_before = None,
+                Err(e) => {
+                    state.rotate_not_before = Some(Instant::now() + ROTATE_RETRY_INTERVAL);
+                    tracing::error!(path = %self.shared.path.display(), error = %e, "cannot rotate the audit log; writing on to the full file, trying again in {ROTATE_RETRY_INTERVAL:?}");
+                }
+            }
         }
         match writeln!(state.file, "{line}") {
             Ok(()) => {
@@ -107,6 +124,8 @@ fn flush_loop(shared: &Shared) {
         if let Some(file) = file
             && let Err(e) = file.sync_data()
         {
+            // Still dirty: the next interval tries again (the lines are not known durable).
+            shared.state.lock().unwrap_or_else(|p| p.into_inner()).dirty = true;
             tracing::error!(path = %shared.path.display(), error = %e, "cannot fsync the audit log");
         }
         if closed {
@@ -116,10 +135,38 @@ fn flush_loop(shared: &Shared) {
 }
 
 /// `audit.log` → `audit.log.1`, `.1` → `.2`, …, dropping `.<keep>`; a fresh `audit.log`.
+/// The fresh file is opened first, as `audit.log.new`: an error before the shift changes
+/// nothing, and the file being written is never shifted nor deleted.
 fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
     let path = &shared.path;
     state.file.sync_data().map_err(|e| Error::io(path, "fsync audit log", e))?;
     let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    let fresh_path = PathBuf::from(format!("{}.new", path.display()));
+    // Emptied: a leftover of a rotation that died before its last rename was never written to.
+    let fresh = open_append(&fresh_path)?;
+    fresh.set_len(0).map_err(|e| Error::io(&fresh_path, "truncate new audit log", e))?;
+    let shifted = shift(shared, &numbered)
+        .and_then(|()| std::fs::rename(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e)));
+    if let Err(e) = shifted {
+        let _ = std::fs::remove_file(&fresh_path); // best effort: the next rotation truncates it
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&fresh_path, path) {
+        // Put the file being written back under its name; the fresh one is not used.
+        let _ = std::fs::rename(numbered(1), path);
+        let _ = std::fs::remove_file(&fresh_path);
+        return Err(Error::io(&fresh_path, "rotate audit log", e));
+    }
+    state.file = fresh;
+    (state.bytes, state.dirty) = (0, false);
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))?;
+    }
+    Ok(())
+}
+
+/// `.<keep-1>` → `.<keep>`, …, `.1` → `.2`, dropping `.<keep>`: files no longer written.
+fn shift(shared: &Shared, numbered: &dyn Fn(u32) -> PathBuf) -> Result<()> {
     match std::fs::remove_file(numbered(shared.keep)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -131,12 +178,6 @@ fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&numbered(n), "rotate audit log", e)),
         }
-    }
-    std::fs::rename(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e))?;
-    state.file = open_append(path)?;
-    (state.bytes, state.dirty) = (0, false);
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))?;
     }
     Ok(())
 }

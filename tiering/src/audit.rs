@@ -196,6 +196,22 @@ pub fn from_bytes(bytes: &[u8], key: &str, seq: u64) -> Result<Record> {
     Ok(record)
 }
 
+/// GETs the object at `key`, refusing one larger than [`RECORD_BYTES_MAX`] before reading its
+/// body: a damaged or hostile object must not make a writer or `verify` read gigabytes.
+async fn get_record_bytes(store: &RemoteStore, key: &Path) -> Result<bytes::Bytes> {
+    use object_store::ObjectStoreExt;
+    let result = match store.store.get(key).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Err(Error::Missing { key: key.to_string() }),
+        Err(e) => return Err(store.error(format!("GET {key}"), e)),
+    };
+    if result.meta.size > RECORD_BYTES_MAX {
+        let reason = format!("{} bytes: larger than any audit record is", result.meta.size);
+        return Err(Error::Corrupt { key: key.to_string(), reason });
+    }
+    result.bytes().await.map_err(|e| store.error(format!("GET {key}"), e))
+}
+
 /// The newest record, probing from `hint` (a number known to exist, or 0): HEADs only, then
 /// one GET of the tail to hash it. `seq` 0 and the genesis hash when the series is empty.
 pub async fn tail(store: &RemoteStore, hint: u64) -> Result<Tail> {
@@ -204,7 +220,7 @@ pub async fn tail(store: &RemoteStore, hint: u64) -> Result<Tail> {
         return Ok(Tail { seq: 0, sha256: GENESIS_HASH.to_string() });
     }
     // Hashed as stored, even if damaged: the chain goes on, and `verify` names the damage.
-    let bytes = manifest::get_bytes(store, &key(store, seq)).await?;
+    let bytes = get_record_bytes(store, &key(store, seq)).await?;
     Ok(Tail { seq, sha256: crate::sha256_hex(&bytes) })
 }
 
@@ -213,16 +229,19 @@ pub async fn tail(store: &RemoteStore, hint: u64) -> Result<Tail> {
 /// means the events may not be recorded: the caller reports it.
 pub async fn append(store: &RemoteStore, writer: &str, now_ms: i64, events: Vec<Event>) -> Result<u64> {
     let mut known = None;
-    write(store, &mut known, 0, writer, now_ms, events, 3, true).await
+    write(store, &mut known, &mut None, 0, writer, now_ms, events, 3, true).await
 }
 
 /// Writes `events` as the record after `known` (found from `hint` when unknown), racing other
 /// writers for the number; `known` becomes the new tail. Transient failures are retried up to
 /// `attempts` times. `read_back`: GET every record written (see [`put_and_confirm`]).
+/// `attempt`: on an error, the record whose PUT failed last (it may have landed), to be PUT
+/// again unchanged before anything else ([`Trail::flush`]); `None` when no PUT may have landed.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     store: &RemoteStore,
     known: &mut Option<Tail>,
+    attempt: &mut Option<InFlight>,
     hint: u64,
     writer: &str,
     now_ms: i64,
@@ -256,6 +275,7 @@ async fn write(
             events: events.clone(),
         };
         let bytes = to_bytes(&record);
+        *attempt = None;
         match put_and_confirm(store, record.seq, &bytes, read_back).await {
             Ok(true) => {
                 *known = Some(Tail { seq: record.seq, sha256: crate::sha256_hex(&bytes) });
@@ -268,6 +288,7 @@ async fn write(
             Err(e) => {
                 failures += 1;
                 if failures >= attempts {
+                    *attempt = Some(InFlight { seq: record.seq, bytes, events: record.events });
                     return Err(e);
                 }
                 tracing::warn!(seq = record.seq, error = %e, "audit record write failed; retrying");
@@ -299,8 +320,26 @@ async fn put_and_confirm(store: &RemoteStore, seq: u64, bytes: &[u8], read_back:
     }
     // Read back: the conflict case needs the winner's bytes, and on a store that ignores
     // create-only writes this is the only way to see we were overwritten.
-    let stored = manifest::get_bytes(store, &key).await?;
+    let stored = get_record_bytes(store, &key).await?;
     Ok(stored.as_ref() == bytes)
+}
+
+/// A record whose last PUT reported a failure: it may be in the bucket. It is PUT again with
+/// the same number and the very same bytes before any new event is taken (a taken number
+/// holding equal bytes is ours), so a PUT that landed but reported a timeout is never written
+/// a second time under the next number.
+#[derive(Debug, Clone)]
+struct InFlight {
+    seq: u64,
+    bytes: Vec<u8>,
+    events: Vec<Event>,
+}
+
+/// What a [`Trail`] has not written yet: at most one record in flight, then queued events.
+#[derive(Debug, Default)]
+struct Queue {
+    in_flight: Option<InFlight>,
+    events: VecDeque<Event>,
 }
 
 /// A writer's queue of events, written in batches by [`flush`](Self::flush). Recording never
@@ -311,7 +350,7 @@ pub struct Trail {
     store: RemoteStore,
     writer: String,
     attempts: u32,
-    pending: std::sync::Mutex<VecDeque<Event>>,
+    pending: std::sync::Mutex<Queue>,
     /// Events dropped because the queue was full (logged, and exported as a metric).
     pub dropped: std::sync::atomic::AtomicU64,
     /// Held by one flush at a time, across its requests: the tail it extends.
@@ -343,34 +382,64 @@ impl Trail {
     /// Queues `event` for the next flush.
     pub fn record(&self, event: Event) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= PENDING_EVENTS_MAX {
-            let lost = pending.pop_front().expect("the queue is full");
+        if pending.events.len() >= PENDING_EVENTS_MAX {
+            let lost = pending.events.pop_front().expect("the queue is full");
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(action = %lost.action, topic = ?lost.topic, time_ms = lost.time_ms, "the audit queue is full (the bucket has refused audit records for long): the oldest event is dropped");
         }
-        pending.push_back(event);
+        pending.events.push_back(event);
     }
 
-    /// How many events wait to be written (a metric).
+    /// How many events wait to be written (a metric), the record in flight's included.
     pub fn pending_len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.in_flight.as_ref().map_or(0, |f| f.events.len()) + pending.events.len()
     }
 
-    /// Events waiting to be written, oldest first (to keep them across a restart).
+    /// Events waiting to be written, oldest first (to keep them across a restart): the
+    /// record in flight's first. (After a restart they go in a new record: if the one in
+    /// flight had landed, they are then in the trail twice, both records naming the writer.)
     pub fn pending(&self) -> Vec<Event> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let in_flight = pending.in_flight.iter().flat_map(|f| f.events.iter());
+        in_flight.chain(pending.events.iter()).cloned().collect()
+    }
+
+    /// PUTs the record in flight again, unchanged. Returns how many events it wrote. When
+    /// another writer holds its number, its events go back to the front of the queue for a
+    /// record after the newest; on an error it stays in flight.
+    async fn settle_in_flight(&self, tail: &mut (Option<Tail>, u64)) -> Result<usize> {
+        let in_flight = self.pending.lock().unwrap_or_else(|p| p.into_inner()).in_flight.clone();
+        let Some(record) = in_flight else { return Ok(0) };
+        let ours = put_and_confirm(&self.store, record.seq, &record.bytes, self.read_back).await?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.in_flight = None;
+        if ours {
+            tail.0 = Some(Tail { seq: record.seq, sha256: crate::sha256_hex(&record.bytes) });
+            tail.1 = record.seq;
+            return Ok(record.events.len());
+        }
+        tracing::debug!(
+            seq = record.seq,
+            "another writer took the number of the audit record in flight; its events go in a later record"
+        );
+        for event in record.events.into_iter().rev() {
+            pending.events.push_front(event);
+        }
+        (tail.0, tail.1) = (None, record.seq);
+        Ok(0)
     }
 
     /// Writes every queued event, [`EVENTS_PER_RECORD_MAX`] per record. Returns how many were
     /// written; on an error the rest stay queued, in order, for the next flush.
     pub async fn flush(&self, now_ms: i64) -> Result<usize> {
         let mut tail = self.tail.lock().await;
-        let mut written = 0;
+        let mut written = self.settle_in_flight(&mut tail).await?;
         loop {
             let batch: Vec<Event> = {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                let n = pending.len().min(EVENTS_PER_RECORD_MAX);
-                pending.drain(..n).collect()
+                let n = pending.events.len().min(EVENTS_PER_RECORD_MAX);
+                pending.events.drain(..n).collect()
             };
             if batch.is_empty() {
                 return Ok(written);
@@ -378,15 +447,34 @@ impl Trail {
             let count = batch.len();
             let (known, hint) = &mut *tail;
             let events = batch.clone();
-            match write(&self.store, known, *hint, &self.writer, now_ms, events, self.attempts, self.read_back).await {
+            let mut attempt = None;
+            let result = write(
+                &self.store,
+                known,
+                &mut attempt,
+                *hint,
+                &self.writer,
+                now_ms,
+                events,
+                self.attempts,
+                self.read_back,
+            )
+            .await;
+            match result {
                 Ok(seq) => {
                     *hint = seq;
                     written += count;
                 }
                 Err(e) => {
                     let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    for event in batch.into_iter().rev() {
-                        pending.push_front(event);
+                    match attempt {
+                        // It may have landed: PUT again as it is, never rebuilt under a new number.
+                        Some(record) => pending.in_flight = Some(record),
+                        None => {
+                            for event in batch.into_iter().rev() {
+                                pending.events.push_front(event);
+                            }
+                        }
                     }
                     return Err(e);
                 }
@@ -405,8 +493,21 @@ pub struct Stored {
     pub record: Result<Record>,
 }
 
+/// The record number of the object at `location`, only if it is exactly where that record
+/// lives: `<prefix>/audit/` and twenty ASCII digits (not `+…`, not in a subfolder, which a
+/// recursive LIST also returns). Anything else is not a record, whatever it holds.
+fn record_number(store: &RemoteStore, location: &Path) -> Option<u64> {
+    let digits = location.filename()?.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seq = digits.parse::<u64>().ok().filter(|seq| *seq > 0)?;
+    (*location == key(store, seq)).then_some(seq)
+}
+
 /// Every record of the series, in number order (one LIST, then GETs `READ_CONCURRENCY` at a
-/// time). Objects under `audit/` whose name is not a record number are returned with an error.
+/// time). Other objects under `audit/` (any name but a record's key) are returned with seq 0
+/// and an error: [`check_chain`] reports them as `audit_stray`.
 pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
     let folder = store.key(&[FOLDER]);
     let listed: Vec<object_store::ObjectMeta> =
@@ -414,10 +515,9 @@ pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
     let mut numbered: Vec<(u64, object_store::ObjectMeta)> = Vec::with_capacity(listed.len());
     let mut foreign = Vec::new();
     for meta in listed {
-        let name = meta.location.filename().unwrap_or_default();
-        match name.strip_suffix(".json").filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok()) {
-            Some(seq) if seq > 0 => numbered.push((seq, meta)),
-            _ => foreign.push(meta.location.to_string()),
+        match record_number(store, &meta.location) {
+            Some(seq) => numbered.push((seq, meta)),
+            None => foreign.push(meta.location.to_string()),
         }
     }
     numbered.sort_by_key(|(seq, _)| *seq);
@@ -433,7 +533,7 @@ pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
                     record: Err(Error::Corrupt { key, reason }),
                 });
             }
-            let bytes = manifest::get_bytes(store, &meta.location).await?;
+            let bytes = get_record_bytes(store, &meta.location).await?;
             let record = from_bytes(&bytes, &key, seq);
             Ok::<_, Error>(Stored { key, seq, sha256: crate::sha256_hex(&bytes), record })
         })
@@ -441,7 +541,7 @@ pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
         .try_collect()
         .await?;
     for key in foreign {
-        let reason = "not an audit record name (<seq:020>.json)".to_string();
+        let reason = "not an audit record's key (<prefix>/audit/<seq:020>.json)".to_string();
         stored.push(Stored {
             key: key.clone(),
             seq: 0,
@@ -456,7 +556,9 @@ pub async fn read_all(store: &RemoteStore) -> Result<Vec<Stored>> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// `audit_missing` (a number with no record), `audit_corrupt` (unreadable, altered, or
-    /// under another number), `audit_chain_broken` (does not name the record before it).
+    /// under another number), `audit_chain_broken` (does not name the record before it),
+    /// `audit_duplicate` (a second item for a number already seen), `audit_stray` (an object
+    /// under `audit/` that is not at a record's key: it is not read as a record).
     pub kind: &'static str,
     pub key: String,
     pub seq: u64,
@@ -482,7 +584,13 @@ pub fn check_chain(store: &RemoteStore, stored: &[Stored]) -> Summary {
     for item in stored {
         if item.seq == 0 {
             let detail = item.record.as_ref().err().map(ToString::to_string).unwrap_or_default();
-            summary.problems.push(Problem { kind: "audit_corrupt", key: item.key.clone(), seq: 0, detail });
+            summary.problems.push(Problem { kind: "audit_stray", key: item.key.clone(), seq: 0, detail });
+            continue;
+        }
+        if item.seq < next_seq {
+            // Never one chain link for two objects: the first stays, the second is named.
+            let detail = format!("a second object for record {} (records must be in number order, once)", item.seq);
+            summary.problems.push(Problem { kind: "audit_duplicate", key: item.key.clone(), seq: item.seq, detail });
             continue;
         }
         if item.seq > next_seq {
@@ -577,7 +685,9 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut stale = Some(tail(&store, 1).await.unwrap());
-                write(&store, &mut stale, 1, &format!("w{n}"), n, vec![event(n)], 3, n % 2 == 0).await.unwrap()
+                write(&store, &mut stale, &mut None, 1, &format!("w{n}"), n, vec![event(n)], 3, n % 2 == 0)
+                    .await
+                    .unwrap()
             })
         });
         let mut seqs: Vec<u64> = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).collect();
@@ -681,6 +791,126 @@ mod tests {
         faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(append(&store, "w", 1, vec![event(1)]).await.unwrap(), 1);
         assert_eq!(events(&store).await, [event(1)]);
+    }
+
+    /// rev-audit: a flush whose last attempt landed in the bucket but reported a failure
+    /// (a timeout after the store kept the object) gives the events back to the queue and
+    /// forgets the tail; the next flush finds the landed record as the tail and writes the same
+    /// events again as the record after it. The trail then says the same commit, hold or
+    /// expiry happened twice. (The within-flush retry recognises a landed attempt; the last
+    /// attempt's does not.)
+    #[tokio::test]
+    async fn rev_audit_a_last_attempt_that_landed_is_not_written_again_by_the_next_flush() {
+        let inner = memory_store();
+        let faulty = Arc::new(crate::fault::FaultStore::new(inner.store.clone()));
+        let store = RemoteStore { store: faulty.clone(), ..inner.clone() };
+        // One attempt per flush (tiering.upload_attempts = 1), or every attempt timing out.
+        let trail = Trail::new(store.clone(), "w", 1);
+        trail.record(event(1));
+        faulty.faults.timeout_after_store_puts.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(trail.flush(10).await.is_err(), "the PUT reported a timeout");
+        trail.flush(11).await.unwrap();
+        assert_eq!(events(&store).await, [event(1)], "the hold/commit is recorded once, not twice");
+    }
+
+    /// rev-audit: `read_all` takes any object under `audit/` whose *last path segment* parses
+    /// as a number for a record: `audit/x/<seq>.json` (S3 LIST is recursive) or a name with a
+    /// leading `+` (`u64::from_str` accepts it). Two items with the same number are never
+    /// reported by `check_chain` (only `seq > next_seq` is checked), so a hostile object that
+    /// names the tail's hash is accepted by `verify` with no problem, and `tierlog audit`
+    /// prints its events as record N.
+    #[tokio::test]
+    async fn rev_audit_a_second_object_for_one_number_is_reported() {
+        let store = memory_store();
+        for n in 1..=2 {
+            append(&store, "w", n, vec![event(n)]).await.unwrap();
+        }
+        let tail = tail(&store, 2).await.unwrap();
+        let forged = Record {
+            seq: 2,
+            prev_sha256: tail.sha256.clone(),
+            written_ms: 3,
+            writer: "w".into(),
+            events: vec![Event::new(3, "alice@host", action::HOLD_RELEASE).topic("payments").reason("forged")],
+        };
+        // A nested key (S3 LIST is recursive; `filename()` is its last segment). (A top-level
+        // `+0000000000000000002.json` is parsed as 2 too; it lists before the real record, so
+        // there the real record 2 is blamed as `audit_chain_broken` and the forgery passes.)
+        for name in ["cluster/audit/x/00000000000000000002.json"] {
+            let path = Path::from(name);
+            store.store.put(&path, to_bytes(&forged).into()).await.unwrap();
+            let summary = verify(&store).await.unwrap();
+            assert!(
+                !summary.problems.is_empty(),
+                "{name}: a second object numbered 2 passes verify ({} records, {} events, last_seq {})",
+                summary.records,
+                summary.events,
+                summary.last_seq
+            );
+            store.store.delete(&path).await.unwrap();
+        }
+    }
+
+    /// Only the object at a record's exact key is a record: a `+`-signed name or one in a
+    /// subfolder (a recursive LIST returns both) is reported as stray and never read, so it
+    /// cannot stand in for the real record of its number.
+    #[tokio::test]
+    async fn given_objects_beside_the_records_when_verifying_should_report_them_as_stray() {
+        let store = memory_store();
+        for n in 1..=2 {
+            append(&store, "w", n, vec![event(n)]).await.unwrap();
+        }
+        let record_two = manifest::get_bytes(&store, &key(&store, 2)).await.unwrap();
+        for name in ["cluster/audit/+0000000000000000002.json", "cluster/audit/x/00000000000000000002.json"] {
+            store.store.put(&Path::from(name), record_two.clone().into()).await.unwrap();
+        }
+        let summary = verify(&store).await.unwrap();
+        let found: Vec<(&str, &str)> = summary.problems.iter().map(|p| (p.kind, p.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                ("audit_stray", "cluster/audit/+0000000000000000002.json"),
+                ("audit_stray", "cluster/audit/x/00000000000000000002.json")
+            ]
+        );
+        assert_eq!((summary.records, summary.events, summary.last_seq), (2, 2, 2), "the real records still count");
+    }
+
+    /// A second item for a number already seen (as a caller of `check_chain` may pass) is
+    /// named, never taken as the chain's next link.
+    #[tokio::test]
+    async fn given_two_items_for_one_number_when_checking_the_chain_should_report_a_duplicate() {
+        let store = memory_store();
+        for n in 1..=2 {
+            append(&store, "w", n, vec![event(n)]).await.unwrap();
+        }
+        let mut stored = read_all(&store).await.unwrap();
+        let second = &stored[1];
+        let copy = Stored {
+            key: "cluster/audit/copy".into(),
+            seq: 2,
+            sha256: second.sha256.clone(),
+            record: Ok(second.record.as_ref().unwrap().clone()),
+        };
+        stored.push(copy);
+        let summary = check_chain(&store, &stored);
+        let found: Vec<(&str, u64)> = summary.problems.iter().map(|p| (p.kind, p.seq)).collect();
+        assert_eq!(found, [("audit_duplicate", 2)]);
+        assert_eq!(summary.records, 2);
+    }
+
+    /// A record object over `RECORD_BYTES_MAX` is refused before its body is read, naming its
+    /// key: by a writer looking for the tail as by `verify`.
+    #[tokio::test]
+    async fn given_an_oversized_record_object_when_reading_should_refuse_it_naming_the_key() {
+        let store = memory_store();
+        append(&store, "w", 1, vec![event(1)]).await.unwrap();
+        let huge = vec![b' '; RECORD_BYTES_MAX as usize + 1];
+        store.store.put(&key(&store, 2), huge.into()).await.unwrap();
+        let e = tail(&store, 1).await.unwrap_err().to_string();
+        assert!(e.contains("00000000000000000002.json") && e.contains("larger than any audit record"), "{e}");
+        let summary = verify(&store).await.unwrap();
+        assert_eq!(summary.problems.iter().map(|p| (p.kind, p.seq)).collect::<Vec<_>>(), [("audit_corrupt", 2)]);
     }
 
     #[test]
