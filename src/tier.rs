@@ -318,19 +318,26 @@ impl Tiering {
         let config = self.log.config();
         for topic in self.log.topics().into_iter().filter(|t| t.is_tiered(config)) {
             for p in &topic.partitions {
+                // A manifest that cannot be read is that partition's problem, reported by its
+                // pass (which checks the keys again); it never stops the others from tiering.
                 let hint = read_partition_state(p).manifest_version;
-                let version = tierlog_tiering::manifest::latest_version(&self.remote, topic.name(), p.id, hint).await?;
-                if version == 0 {
-                    continue;
+                let remote = &self.remote;
+                let manifest = match tierlog_tiering::manifest::latest_version(remote, topic.name(), p.id, hint).await {
+                    Ok(0) => continue,
+                    Ok(version) => tierlog_tiering::manifest::load_version(remote, topic.name(), p.id, version).await,
+                    Err(e) => Err(e),
+                };
+                match manifest {
+                    Ok(manifest) => tierlog_tiering::encryption::check_manifest_keys(
+                        topic.name(),
+                        p.id,
+                        &manifest,
+                        self.keyring.as_deref(),
+                    )?,
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name(), partition = p.id, error = %e, "cannot read the manifest to check its encryption keys; the partition's pass will say why");
+                    }
                 }
-                let manifest =
-                    tierlog_tiering::manifest::load_version(&self.remote, topic.name(), p.id, version).await?;
-                tierlog_tiering::encryption::check_manifest_keys(
-                    topic.name(),
-                    p.id,
-                    &manifest,
-                    self.keyring.as_deref(),
-                )?;
             }
         }
         Ok(())
