@@ -63,6 +63,14 @@ fn bare_number(number: i64) -> Result<i64, String> {
     Ok(number)
 }
 
+/// Parses a duration such as `30s`, `500ms`, `5m`, `2h` or `1d` (the units of relative times).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let ms = relative(text)
+        .ok_or_else(|| format!("{text:?} is not a duration: write <n><unit> with unit ms, s, m, h or d, e.g. 30s"))?;
+    Ok(std::time::Duration::from_millis(ms as u64))
+}
+
 /// `15m` → 900 000.
 fn relative(text: &str) -> Option<i64> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -121,5 +129,15 @@ mod tests {
         assert_eq!(parse_time_at("-500ms", NOW).unwrap(), NOW - 500);
         assert!(parse_time_at("-15x", NOW).unwrap_err().contains("-15m"));
         assert!(parse_time_at("-h", NOW).is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("30s").unwrap(), std::time::Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), std::time::Duration::from_millis(250));
+        assert_eq!(parse_duration("2h").unwrap(), std::time::Duration::from_secs(7200));
+        for bad in ["30", "-5s", "5x", "s", ""] {
+            assert!(parse_duration(bad).unwrap_err().contains("e.g. 30s"), "{bad}");
+        }
     }
 }

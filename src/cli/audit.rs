@@ -14,10 +14,10 @@ use super::GlobalArgs;
 #[derive(Args, Debug)]
 pub struct AuditArgs {
     /// Only events at or after this time (RFC 3339, epoch ms, or relative: -1h).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub from_time: Option<i64>,
     /// Only events before this time.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub to_time: Option<i64>,
     /// Only events of this topic.
     #[arg(long, value_name = "TOPIC")]

@@ -44,7 +44,7 @@ pub enum GroupCommand {
         #[arg(long, value_name = "N")]
         to_offset: Option<u64>,
         /// The first record with timestamp ≥ T, in either tier (RFC 3339, a date, epoch ms, s:<epoch s>, or -15m/-1h/-2d).
-        #[arg(long, value_name = "T", value_parser = parse_time)]
+        #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
         to_time: Option<i64>,
         /// The first available offset (the remote tier's start when history is remote-only).
         #[arg(long)]

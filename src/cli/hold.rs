@@ -29,10 +29,10 @@ Examples:
     Set {
         topic: String,
         /// First record time held (RFC 3339 or epoch ms); default: the beginning.
-        #[arg(long = "from-time", value_name = "T", value_parser = parse_time)]
+        #[arg(long = "from-time", value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
         from_time: Option<i64>,
         /// Record time the hold ends before (exclusive); default: open-ended.
-        #[arg(long = "to-time", value_name = "T", value_parser = parse_time)]
+        #[arg(long = "to-time", value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
         to_time: Option<i64>,
         /// Why, for the record (a case or ticket number).
         #[arg(long)]

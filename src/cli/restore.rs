@@ -26,7 +26,7 @@ pub struct RestoreArgs {
     pub to_offset: Option<u64>,
     /// Restore to a point: what the log had appended at or before T (RFC 3339, a date,
     /// epoch ms, s:<epoch s>, or -15m/-1h/-2d). The result is read-only.
-    #[arg(long, value_name = "T", value_parser = tierlog::time::parse_time)]
+    #[arg(long, value_name = "T", value_parser = tierlog::time::parse_time, allow_hyphen_values = true)]
     pub to_time: Option<i64>,
 }
 

@@ -24,10 +24,10 @@ pub struct VerifyArgs {
     pub partition: Option<u32>,
     /// Only check objects of segments appended at or after this time (manifests are always
     /// checked whole). RFC 3339, epoch ms, or relative (-1h).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub from_time: Option<i64>,
     /// Only check objects of segments appended at or before this time.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub to_time: Option<i64>,
     /// Download every object and check its contents: SHA-256, chunk index, each chunk's
     /// CRC32C and zstd checksum, the segment's SHA-256, every batch CRC, dense offsets.
