@@ -1,16 +1,19 @@
 //! The CLI against a running server (`--server URL`): the same commands and the same JSON
 //! lines as against a local data directory, through the HTTP API (docs/HTTP.md).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::GlobalArgs;
 use super::InputFormat;
-use super::consume::{ConsumeArgs, OffsetsArgs, SnapshotArgs};
+use super::consume::{OffsetsArgs, Plan, SnapshotArgs, StartAt};
 use super::produce::{PartialWrite, ProduceArgs, Written};
 
 pub struct Client {
@@ -18,6 +21,67 @@ pub struct Client {
     token: Option<String>,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+}
+
+/// What the partitions' streams of one consume share: how many records may still be printed,
+/// when the last one was, and whether the consume is over (`max_records` printed, or idle).
+struct Printed {
+    remaining: Cell<u64>,
+    last: Cell<Instant>,
+    stopped: Cell<bool>,
+    wake: tokio::sync::Notify,
+}
+
+impl Printed {
+    fn new(max_records: Option<u64>) -> Printed {
+        let printed = Printed {
+            remaining: Cell::new(max_records.unwrap_or(u64::MAX)),
+            last: Cell::new(Instant::now()),
+            stopped: Cell::new(false),
+            wake: tokio::sync::Notify::new(),
+        };
+        if printed.remaining.get() == 0 {
+            printed.stop();
+        }
+        printed
+    }
+
+    fn one(&self) {
+        self.remaining.set(self.remaining.get().saturating_sub(1));
+        self.last.set(Instant::now());
+        if self.remaining.get() == 0 {
+            self.stop();
+        }
+    }
+
+    /// Ends every stream at its next wait for data (after any group commit in progress).
+    fn stop(&self) {
+        self.stopped.set(true);
+        self.wake.notify_waiters();
+    }
+
+    /// Completes once [`Printed::stop`] has been called.
+    async fn stopped(&self) {
+        loop {
+            let woken = self.wake.notified(); // registered before the check: no lost wake-up
+            if self.stopped.get() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Completes once no record has been printed for `limit` (never without one).
+    async fn idle_for(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else { return std::future::pending().await };
+        loop {
+            let deadline = self.last.get() + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
 }
 
 impl Client {
@@ -70,7 +134,7 @@ impl Client {
             }
             body.push('\n');
         }
-        let mut path = format!("/v1/topics/{}/records", args.topic);
+        let mut path = format!("/v1/topics/{}/records", args.topic.name());
         if let Some(p) = args.partition {
             path.push_str(&format!("?partition={p}"));
         }
@@ -95,85 +159,103 @@ impl Client {
         if status.is_success() {
             return Ok(());
         }
-        if let Some(partial) = partial_write(&args.topic, lines, &body) {
+        if let Some(partial) = partial_write(args.topic.name(), lines, &body) {
             return Err(partial.into());
         }
         let message = body["error"].as_str().unwrap_or("(no message)");
         bail!("server answered {status}: {message}; lines {first_line}..: nothing of them was acknowledged")
     }
 
-    pub fn consume(&self, args: &ConsumeArgs) -> Result<()> {
+    /// Streams every partition concurrently (needed for --follow) and prints whole records
+    /// as they come, until each stream ends, `max_records` are printed in all, or the follow
+    /// has been idle for `idle_timeout`.
+    pub fn consume(&self, plan: &Plan) -> Result<()> {
         self.runtime.block_on(async {
-            let topic = self.call(self.request(reqwest::Method::GET, &format!("/v1/topics/{}", args.topic))).await?;
-            let partitions: Vec<u32> = match args.partition {
-                Some(p) => vec![p],
-                None => topic["partitions"]
+            let topic_path = format!("/v1/topics/{}", plan.topic);
+            let partitions: Vec<u32> = match plan.partitions.as_slice() {
+                [] => self.call(self.request(reqwest::Method::GET, &topic_path)).await?["partitions"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|p| p["partition"].as_u64())
                     .map(|p| p as u32)
                     .collect(),
+                ids => ids.to_vec(),
             };
-            let committed = match &args.group {
-                Some(group) => self
-                    .call(
-                        self.request(reqwest::Method::GET, &format!("/v1/groups/{group}/offsets?topic={}", args.topic)),
-                    )
-                    .await?["offsets"]
-                    .clone(),
+            let committed = match &plan.group {
+                Some(group) => {
+                    let path = format!("/v1/groups/{group}/offsets?topic={}", plan.topic);
+                    self.call(self.request(reqwest::Method::GET, &path)).await?["offsets"].clone()
+                }
                 None => Value::Null,
             };
-            let mut streams = Vec::new();
+            // -o end / -N / +N: from the partitions' offsets, as the server reports them now.
+            let mut bounds = BTreeMap::new();
+            if plan.start.needs_bounds() {
+                let offsets = self.call(self.request(reqwest::Method::GET, &format!("{topic_path}/offsets"))).await?;
+                for o in offsets.as_array().into_iter().flatten() {
+                    if let (Some(p), Some(first), Some(end)) =
+                        (o["partition"].as_u64(), o["start"].as_u64(), o["end"].as_u64())
+                    {
+                        bounds.insert(p as u32, (first, end));
+                    }
+                }
+            }
+            let printed = Printed::new(plan.max_records);
+            if printed.stopped.get() {
+                return Ok(()); // --max-records 0
+            }
+            let mut streams = FuturesUnordered::new();
             for p in partitions {
-                streams.push(self.consume_partition(args, p, committed[p.to_string()].as_u64()));
+                if plan.start.needs_bounds() && !bounds.contains_key(&p) {
+                    let count = bounds.len();
+                    bail!(
+                        "topic '{}' has no partition {p} (it has {count}: 0..={})",
+                        plan.topic,
+                        count.saturating_sub(1)
+                    );
+                }
+                let from = plan.start.at(bounds.get(&p).copied(), committed[p.to_string()].as_u64());
+                streams.push(self.consume_partition(plan, p, from, &printed));
             }
-            // Partitions stream concurrently (needed for --follow); lines are whole records.
-            for result in futures::future::join_all(streams).await {
-                result?;
+            let idle = std::pin::pin!(printed.idle_for(plan.idle_timeout));
+            let mut idle = idle.fuse();
+            // Every stream ends by itself once stopped, so a group commit in flight completes.
+            loop {
+                tokio::select! {
+                    next = streams.next() => match next {
+                        None => return Ok(()),
+                        Some(result) => result?,
+                    },
+                    () = &mut idle => printed.stop(),
+                }
             }
-            Ok(())
         })
     }
 
-    async fn consume_partition(&self, args: &ConsumeArgs, partition: u32, committed: Option<u64>) -> Result<()> {
+    async fn consume_partition(&self, plan: &Plan, partition: u32, from: StartAt, printed: &Printed) -> Result<()> {
         let mut query = Vec::new();
-        let explicit = args.from_beginning || args.from_offset.is_some() || args.from_time.is_some() || args.from_end;
-        match (args.from_offset, args.from_time, args.from_end, committed) {
-            (Some(o), ..) => query.push(format!("from_offset={o}")),
-            (_, Some(t), ..) => query.push(format!("from_time={t}")),
-            (_, _, true, _) => {
-                let offsets = self
-                    .call(self.request(reqwest::Method::GET, &format!("/v1/topics/{}/offsets", args.topic)))
-                    .await?;
-                let end = offsets
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|o| o["partition"] == partition)
-                    .and_then(|o| o["end"].as_u64())
-                    .unwrap_or(0);
-                query.push(format!("from_offset={end}"));
-            }
-            (.., Some(o)) if !explicit => query.push(format!("from_offset={o}")),
-            _ => {}
+        match from {
+            StartAt::Offset(o) => query.push(format!("from_offset={o}")),
+            StartAt::Time(t) => query.push(format!("from_time={t}")),
+            StartAt::First => {}
         }
-        if let Some(o) = args.to_offset {
+        if let Some(o) = plan.to_offset {
             query.push(format!("to_offset={o}"));
         }
-        if let Some(t) = args.to_time {
+        if let Some(t) = plan.to_time {
             query.push(format!("to_time={t}"));
         }
-        if let Some(t) = args.as_of {
+        if let Some(t) = plan.as_of {
             query.push(format!("as_of={t}"));
         }
-        if let Some(m) = args.max_records {
-            query.push(format!("max_records={m}"));
+        if let Some(m) = plan.max_records {
+            query.push(format!("max_records={m}")); // a bound per partition; the total is counted here
         }
-        if args.follow {
+        if plan.follow {
             query.push("follow=true".into());
         }
-        let path = format!("/v1/topics/{}/partitions/{partition}/records?{}", args.topic, query.join("&"));
+        let path = format!("/v1/topics/{}/partitions/{partition}/records?{}", plan.topic, query.join("&"));
         let response = self
             .request(reqwest::Method::GET, &path)
             .send()
@@ -189,24 +271,35 @@ impl Client {
         }
         let mut stream = response.bytes_stream();
         let mut pending = Vec::new();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.next() => chunk,
+                () = printed.stopped() => None,
+            };
+            let Some(chunk) = chunk else { break };
             pending.extend_from_slice(&chunk?);
             let Some(end) = pending.iter().rposition(|b| *b == b'\n') else { continue };
             let lines: Vec<u8> = pending.drain(..=end).collect();
             let mut next = None;
+            let mut out = std::io::stdout().lock();
             for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let record: Value = serde_json::from_slice(line)?;
-                if let Some(error) = record["error"].as_str() {
+                if printed.stopped.get() {
+                    break;
+                }
+                let object: Value = serde_json::from_slice(line)?;
+                if let Some(error) = object["error"].as_str() {
                     bail!("partition {partition}: {error}");
                 }
-                next = record["offset"].as_u64().map(|o| o + 1);
+                let (p, stored) = tierlog::envelope::record_from_json(&object)
+                    .map_err(|e| anyhow::anyhow!("partition {partition}: unreadable record from the server: {e}"))?;
+                plan.format.write(&mut out, &plan.topic, p, &stored)?;
+                printed.one();
+                next = Some(stored.offset + 1);
             }
-            let mut out = std::io::stdout().lock();
-            out.write_all(&lines)?;
             out.flush()?;
             drop(out);
-            if let (Some(group), Some(next)) = (&args.group, next) {
-                let commit = json!({"topic": args.topic, "offsets": {partition.to_string(): next}});
+            if let (Some(group), Some(next)) = (&plan.group, next) {
+                let commit = json!({"topic": plan.topic, "offsets": {partition.to_string(): next}});
                 self.call(self.request(reqwest::Method::POST, &format!("/v1/groups/{group}/offsets")).json(&commit))
                     .await?;
             }

@@ -12,6 +12,7 @@ mod decrypt;
 mod demo;
 mod group;
 mod hold;
+mod output;
 mod produce;
 mod restore;
 mod serve;
@@ -37,6 +38,7 @@ use tierlog::config::Config;
   tierlog topic create payments --partitions 3
   echo '{\"key\":\"acct-1\",\"value\":{\"amount\":12}}' | tierlog produce payments --input-format json
   tierlog consume payments --from-time 2026-03-03T14:02:00Z --max-records 10
+  tierlog consume -t payments -o -10 -f '%k %v\\n'        # kcat-style: the last 10 of each partition
   tierlog offsets payments --time 2026-03-03T14:02:00Z
 
 Logs go to stderr; set RUST_LOG=info (or debug) for more.")]
@@ -94,22 +96,36 @@ pub enum Command {
     /// Append records read from stdin, one per line; exits 0 once every record is durable.
     #[command(after_help = "Examples:
   printf 'a\\nb\\n' | tierlog produce events
+  printf 'a\\n' | tierlog produce -t events -p 2                       # kcat's -t and -p
   echo '{\"key\":\"k\",\"value\":{\"x\":1},\"timestamp\":\"2026-03-03T14:02:00Z\",\"headers\":{\"src\":\"pos\"}}' \\
       | tierlog produce events --input-format json
+  tierlog consume events | tierlog produce events-copy --input-format json   # copies byte for byte
 
 Prints one JSON line per partition written: {\"partition\":P,\"first_offset\":A,\"last_offset\":B,\"count\":N}
 If an append fails after others were written, exits non-zero after printing what was written and
 {\"failed\":{\"partition\":P,\"error\":E},\"not_attempted\":[..],\"not_written_lines\":\"2-3,5-\"}:
 resend exactly those lines (\"5-\" = line 5 to the end of the input) to resume without duplicates.")]
     Produce(produce::ProduceArgs),
-    /// Print records as JSON lines, from an offset or a point in time.
+    /// Print records (JSON lines, raw values or a kcat template), from an offset or a point in time.
     #[command(after_help = "Examples:
   tierlog consume events --from-beginning
   tierlog consume events --partition 0 --from-offset 100 --max-records 10
   tierlog consume events --from-time 2026-03-03T14:00:00Z --to-time 2026-03-03T15:00:00Z
+  tierlog consume events --from-time -1h                    # the last hour
   tierlog consume events --from-end --follow
+  tierlog consume events --follow --idle-timeout 30s        # tail; exit 0 after 30 s without a record
   tierlog consume events --as-of 2026-03-03T14:02:00Z      # what the log had received by then
-  tierlog consume events --as-of 2026-03-03T14:02:00Z --from-time 2026-03-03T13:00:00Z --to-time 2026-03-03T14:00:00Z")]
+  tierlog consume events --as-of 2026-03-03T14:02:00Z --from-time 2026-03-03T13:00:00Z --to-time 2026-03-03T14:00:00Z
+
+kcat-style flags:
+  tierlog consume -t events -p 0,2 -o -10 -e                # the last 10 records of partitions 0 and 2
+  tierlog consume -t events -o s@2026-03-03T14:02:00Z -o e@2026-03-03T15:00:00Z -c 100
+  tierlog consume -t events -G billing -o stored            # resume the group (the default with -G)
+  tierlog consume -t events -f '%p:%o %k=%v\\n'              # template: %k %v/%s %o %p %T %t %h %K %S %%
+  tierlog consume -t events -f raw                          # the values only
+-e is the default (consume exits at the end unless --follow). -c/--max-records counts records printed
+over all partitions, locally and with --server. Without -f (or with -f json) each line is an object
+that `produce --input-format json` reads back. Offsets and times may start with '-' without '='.")]
     Consume(consume::ConsumeArgs),
     /// Print per-partition start/end offsets, the first offset at or after a time, or the as-of cut.
     #[command(after_help = "Examples:
@@ -212,6 +228,25 @@ Examples:
     Man,
 }
 
+/// The topic of `produce` and `consume`: positional, or kcat's `-t TOPIC`.
+#[derive(Args, Debug)]
+#[group(id = "topic_name", required = true, multiple = false)]
+pub struct TopicArg {
+    /// The topic (or -t TOPIC).
+    #[arg(value_name = "TOPIC")]
+    positional: Option<String>,
+    /// The topic, as kcat's -t (instead of the positional TOPIC).
+    #[arg(short = 't', long = "topic", value_name = "TOPIC")]
+    flag: Option<String>,
+}
+
+impl TopicArg {
+    pub fn name(&self) -> &str {
+        // clap's required group guarantees one of them.
+        self.positional.as_deref().or(self.flag.as_deref()).unwrap_or_default()
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputFormat {
     /// Each line is the record value.
@@ -246,5 +281,39 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument that takes a time (value name `T`) accepts `-1h` without `=`, and
+    /// `consume -o` accepts `-10`: clap would read a leading `-` as a flag otherwise.
+    #[test]
+    fn every_time_argument_accepts_a_leading_hyphen() {
+        fn walk(command: &clap::Command, path: String, times: &mut Vec<(String, bool)>) {
+            for arg in command.get_arguments() {
+                if arg.get_value_names().is_some_and(|names| names.iter().any(|n| n == "T")) {
+                    times.push((format!("{path} --{}", arg.get_id()), arg.is_allow_hyphen_values_set()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()), times);
+            }
+        }
+        let mut times = Vec::new();
+        walk(&Cli::command(), "tierlog".into(), &mut times);
+        assert!(times.len() >= 14, "every time argument of today is found: {times:?}");
+        let consume = Cli::command().find_subcommand("consume").cloned().expect("consume");
+        let offset = consume.get_arguments().find(|a| a.get_id() == "offset").expect("-o");
+        times.push(("tierlog consume -o".into(), offset.is_allow_hyphen_values_set()));
+        let refused: Vec<_> = times.iter().filter(|(_, hyphen)| !hyphen).collect();
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

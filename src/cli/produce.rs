@@ -31,10 +31,15 @@ const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
-    pub topic: String,
+    #[command(flatten)]
+    pub topic: super::TopicArg,
     /// Write every record to this partition instead of choosing by key hash.
-    #[arg(long)]
+    #[arg(short, long, value_name = "P")]
     pub partition: Option<u32>,
+    /// raw: each line is a value. json: each line is an envelope, as `consume` prints it
+    /// (`{"key"?,"value","timestamp"?,"headers"?}`, bytes as {"base64":…}; partition, offset
+    /// and append_time are ignored), so `consume -f json | produce --input-format json` copies
+    /// records byte for byte.
     #[arg(long, value_enum, default_value = "raw")]
     pub input_format: InputFormat,
 }
@@ -65,7 +70,7 @@ pub fn run(global: &GlobalArgs, args: ProduceArgs) -> Result<ExitCode> {
         }
         None => {
             let log = Log::open(global.load_config()?)?;
-            let topic = log.topic(&args.topic)?;
+            let topic = log.topic(args.topic.name())?;
             if let Some(p) = args.partition {
                 topic.partition(p)?;
             }

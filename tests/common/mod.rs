@@ -1,6 +1,8 @@
 //! Helpers shared by the test files (most run the real `tierlog` binary).
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod server;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
