@@ -332,7 +332,8 @@ fn a_follow_with_an_idle_timeout_exits_zero_once_nothing_arrived_for_that_long()
 }
 
 /// `consume | head -1`, in every output format and through a server: the pipe closes under
-/// the writer; that ends the command quietly, with success.
+/// the writer; that ends the command quietly, with success, as for any Unix filter (it printed
+/// "error: Broken pipe" and exited 1).
 #[test]
 fn consume_into_a_pipe_closed_early_exits_zero_quietly_in_every_format_and_through_a_server() {
     locally_and_through_a_server(|via| {
