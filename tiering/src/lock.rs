@@ -234,10 +234,10 @@ impl WriteSettings {
 
     /// Adds the storage class to `attributes` unless the caller set one.
     fn add_storage_class(&self, attributes: &mut object_store::Attributes) {
-        if let Some(class) = &self.storage_class {
-            if attributes.get(&object_store::Attribute::StorageClass).is_none() {
-                attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
-            }
+        if let Some(class) = &self.storage_class
+            && attributes.get(&object_store::Attribute::StorageClass).is_none()
+        {
+            attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
         }
     }
 }

@@ -179,10 +179,10 @@ impl S3Connection {
     /// - CA bundle: `remote.ca_file`, then `AWS_CA_BUNDLE`.
     pub async fn resolve(config: &RemoteConfig) -> Result<S3Connection> {
         let mut connection = S3Connection::resolve_without_profile(config, &process_env)?;
-        if connection.region.source == FALLBACK_SOURCE {
-            if let Some(region) = chain_region(config).await {
-                connection.region = region;
-            }
+        if connection.region.source == FALLBACK_SOURCE
+            && let Some(region) = chain_region(config).await
+        {
+            connection.region = region;
         }
         Ok(connection)
     }
