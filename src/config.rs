@@ -646,6 +646,7 @@ impl Config {
                 "remote.url = {url:?}: the bucket name is missing (s3://bucket/prefix)"
             )));
         }
+        self.remote.validate()?;
         if !self.remote.endpoint.is_empty()
             && !self.remote.endpoint.starts_with("http://")
             && !self.remote.endpoint.starts_with("https://")
@@ -701,7 +702,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         };
         let Some(default) = default else {
             if section.is_none() {
-                tracing::warn!(variable = %var, "ignoring an environment variable that names no configuration section or key");
+                warn_ignored_once(&var);
                 continue;
             }
             return Err(Error::Config(format!("environment variable {var} names no configuration key")));
@@ -717,6 +718,18 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         target.insert(path[path.len() - 1].clone(), value);
     }
     Ok(())
+}
+
+/// Warns that `var` is ignored, once per process: a command may load the configuration more
+/// than once (and `config show` reads the environment twice), and one warning per variable is
+/// enough.
+fn warn_ignored_once(var: &str) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = WARNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(var.to_string());
+    if first {
+        tracing::warn!(variable = %var, "ignoring an environment variable that names no configuration section or key");
+    }
 }
 
 fn typed_like(default: &toml::Value, raw: &str) -> Option<toml::Value> {

@@ -171,7 +171,7 @@ impl S3Target {
             region: self.region.clone(),
             allow_http: true,
             virtual_hosted_style: false,
-            profile: String::new(),
+            ..RemoteConfig::default()
         }
     }
 

@@ -203,12 +203,52 @@ pub enum Deleted {
     Locked { until_ms: Option<i64>, legal_hold: bool },
 }
 
+/// What the SDK client is built from: the same resolved endpoint, region and CA bundle as
+/// object_store's client, and the same credentials.
+pub struct SdkClient<'a> {
+    pub connection: &'a crate::store::S3Connection,
+    /// Trusts the connection's CA bundle; `None`: the SDK's default client.
+    pub http: Option<aws_sdk_s3::config::SharedHttpClient>,
+    pub credentials: SharedCredentialsProvider,
+}
+
+/// Settings every object write carries, whichever client sends it: storage class and
+/// server-side encryption (object_store adds the encryption headers itself; the storage
+/// class goes into each PUT's attributes, see [`LockingStore`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSettings {
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+impl WriteSettings {
+    fn from_config(config: &RemoteConfig) -> WriteSettings {
+        let set = |s: &String| (!s.is_empty()).then(|| s.clone());
+        WriteSettings {
+            storage_class: set(&config.storage_class),
+            sse: set(&config.sse),
+            sse_kms_key_id: set(&config.sse_kms_key_id),
+        }
+    }
+
+    /// Adds the storage class to `attributes` unless the caller set one.
+    fn add_storage_class(&self, attributes: &mut object_store::Attributes) {
+        if let Some(class) = &self.storage_class
+            && attributes.get(&object_store::Attribute::StorageClass).is_none()
+        {
+            attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
+        }
+    }
+}
+
 /// The SDK client for the lock-related requests of one bucket.
 pub struct S3Lock {
     client: aws_sdk_s3::Client,
     bucket: String,
     display: String,
     checked: OnceCell<BucketLock>,
+    writes: WriteSettings,
 }
 
 impl fmt::Debug for S3Lock {
@@ -218,28 +258,31 @@ impl fmt::Debug for S3Lock {
 }
 
 impl S3Lock {
-    /// A client for `bucket` with the same endpoint, region, addressing and credentials as
-    /// object_store's. No request is made.
-    pub fn new(config: &RemoteConfig, bucket: &str, credentials: SharedCredentialsProvider, display: &str) -> S3Lock {
-        let region = if config.region.is_empty() { "us-east-1".to_string() } else { config.region.clone() };
+    /// A client for `bucket` with the same endpoint, region, addressing, trusted CAs and
+    /// credentials as object_store's. No request is made.
+    pub fn new(config: &RemoteConfig, client: SdkClient<'_>, bucket: &str, display: &str) -> S3Lock {
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(crate::store::REQUEST_TIMEOUT)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build();
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(region))
-            .credentials_provider(credentials)
+            .region(aws_sdk_s3::config::Region::new(client.connection.region.value.clone()))
+            .credentials_provider(client.credentials)
             .timeout_config(timeouts)
             .force_path_style(!config.virtual_hosted_style);
-        if !config.endpoint.is_empty() {
-            builder = builder.endpoint_url(sdk_endpoint(config, bucket));
+        if let Some(endpoint) = &client.connection.endpoint {
+            builder = builder.endpoint_url(sdk_endpoint(&endpoint.value, config.virtual_hosted_style, bucket));
+        }
+        if let Some(http) = client.http {
+            builder = builder.http_client(http);
         }
         S3Lock {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: bucket.to_string(),
             display: display.to_string(),
             checked: OnceCell::new(),
+            writes: WriteSettings::from_config(config),
         }
     }
 
@@ -326,6 +369,15 @@ impl S3Lock {
             .object_lock_retain_until_date(DateTime::from_millis(lock.retain_until_ms));
         if lock.legal_hold {
             request = request.object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On);
+        }
+        if let Some(class) = &self.writes.storage_class {
+            request = request.storage_class(aws_sdk_s3::types::StorageClass::from(class.as_str()));
+        }
+        if let Some(sse) = &self.writes.sse {
+            request = request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(key) = &self.writes.sse_kms_key_id {
+            request = request.ssekms_key_id(key);
         }
         if create_only {
             request = request.if_none_match("*");
@@ -639,17 +691,16 @@ where
 /// The endpoint for the SDK. With virtual-hosted style, object_store takes an endpoint that
 /// already names the bucket (`https://bucket.host`), while the SDK puts the bucket in front of
 /// the endpoint's host itself: give it the host without the bucket.
-fn sdk_endpoint(config: &RemoteConfig, bucket: &str) -> String {
-    let endpoint = &config.endpoint;
-    if !config.virtual_hosted_style {
-        return endpoint.clone();
+fn sdk_endpoint(endpoint: &str, virtual_hosted_style: bool, bucket: &str) -> String {
+    if !virtual_hosted_style {
+        return endpoint.to_string();
     }
     for scheme in ["https://", "http://"] {
         if let Some(host) = endpoint.strip_prefix(scheme).and_then(|rest| rest.strip_prefix(&format!("{bucket}."))) {
             return format!("{scheme}{host}");
         }
     }
-    endpoint.clone()
+    endpoint.to_string()
 }
 
 /// No answer about the bucket: unreachable, timed out, throttled, a server error, or refused
@@ -701,6 +752,8 @@ impl ObjectStore for LockingStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let Some(lock) = opts.extensions.get::<LockRequest>().copied() else {
+            let mut opts = opts;
+            self.lock.writes.add_storage_class(&mut opts.attributes);
             return self.inner.put_opts(location, payload, opts).await;
         };
         let create_only = match opts.mode {
@@ -719,8 +772,9 @@ impl ObjectStore for LockingStore {
     async fn put_multipart_opts(
         &self,
         location: &Path,
-        opts: PutMultipartOptions,
+        mut opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.lock.writes.add_storage_class(&mut opts.attributes);
         self.inner.put_multipart_opts(location, opts).await
     }
 
