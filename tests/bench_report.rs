@@ -85,7 +85,13 @@ fn bench_all_quick_report_charts_every_bench_against_its_limit() {
     let small = &bench(&report, "append-100b")["result"];
     assert_eq!((append["record_bytes"].as_u64(), small["record_bytes"].as_u64()), (Some(1024), Some(100)));
     for result in [append, small] {
-        for field in ["/append/records_per_s", "/append/mb_per_s", "/raw_write_fdatasync/mb_per_s", "/raw_write_fdatasync/records_per_s", "/append_vs_raw_per_round/median"] {
+        for field in [
+            "/append/records_per_s",
+            "/append/mb_per_s",
+            "/raw_write_fdatasync/mb_per_s",
+            "/raw_write_fdatasync/records_per_s",
+            "/append_vs_raw_per_round/median",
+        ] {
             assert!(result.pointer(field).and_then(Value::as_f64).is_some_and(|v| v > 0.0), "{field} in {result}");
         }
     }
@@ -111,7 +117,8 @@ fn bench_all_quick_report_charts_every_bench_against_its_limit() {
     // Latency percentiles from every bench that reports them: bench read's cold seeks and
     // bench http's produce requests at least.
     let latency = chart(&report, "latency");
-    let labels: Vec<&str> = latency["series"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> =
+        latency["series"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
     for expected in ["read: cold seek", "http: http append"] {
         assert!(labels.contains(&expected), "{expected} in {labels:?}");
     }

@@ -74,12 +74,7 @@ const RUNS: &[Run] = &[
     Run { id: "append", bench: "append", args: &["--record-bytes", "1024"], quick: &[("--total-mb", "4")] },
     Run { id: "append-100b", bench: "append", args: &["--record-bytes", "100"], quick: &[("--total-mb", "2")] },
     Run { id: "tier", bench: "tier", args: &[], quick: &[("--total-mb", "8")] },
-    Run {
-        id: "read",
-        bench: "read",
-        args: &[],
-        quick: &[("--total-mb", "8"), ("--seeks", "10"), ("--cache-mb", "2")],
-    },
+    Run { id: "read", bench: "read", args: &[], quick: &[("--total-mb", "8"), ("--seeks", "10"), ("--cache-mb", "2")] },
     Run {
         id: "http",
         bench: "http",
@@ -92,7 +87,13 @@ const RUNS: &[Run] = &[
         id: "latency",
         bench: "latency",
         args: &[],
-        quick: &[("--total-mb", "2"), ("--samples", "200"), ("--requests", "200"), ("--seconds", "2"), ("--rounds", "1")],
+        quick: &[
+            ("--total-mb", "2"),
+            ("--samples", "200"),
+            ("--requests", "200"),
+            ("--seconds", "2"),
+            ("--rounds", "1"),
+        ],
     },
 ];
 
@@ -120,7 +121,8 @@ pub fn all(global: &GlobalArgs, args: AllArgs) -> Result<ExitCode> {
     };
     // Log files are overwritten by name; nothing else in DIR is touched.
     fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
-    let timeout = Duration::from_secs(args.timeout_s.unwrap_or(if args.quick { QUICK_TIMEOUT_S } else { FULL_TIMEOUT_S }));
+    let timeout =
+        Duration::from_secs(args.timeout_s.unwrap_or(if args.quick { QUICK_TIMEOUT_S } else { FULL_TIMEOUT_S }));
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let mut outcomes = Vec::new();
@@ -163,7 +165,8 @@ fn run_one(exe: &Path, global: &GlobalArgs, run: &Run, args: &AllArgs, logs: &Pa
         let stdout = logs.join(format!("{}.stdout", run.id));
         let stderr = logs.join(format!("{}.stderr", run.id));
         run_logged(with_global(exe, global).args(&command), &stdout, &stderr, timeout)?;
-        let text = fs::read_to_string(&stdout).map_err(|e| format!("cannot read its output {}: {e}", stdout.display()))?;
+        let text =
+            fs::read_to_string(&stdout).map_err(|e| format!("cannot read its output {}: {e}", stdout.display()))?;
         serde_json::from_str::<Value>(&text)
             .map_err(|e| format!("its output is not JSON ({e}); see {}", stdout.display()))
     });
@@ -234,26 +237,9 @@ fn last_lines(stderr: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The report: each bench's result, and the charts' figures extracted from them.
 
-/// A figure compared with its limit: `measured / limit` against `target` (a floor).
-struct Comparison {
-    label: &'static str,
-    measured: &'static str,
-    limit_label: &'static str,
-    limit: &'static str,
-    unit: &'static str,
-    target: Option<&'static str>,
-}
-
-const fn cmp(
-    label: &'static str,
-    measured: &'static str,
-    limit_label: &'static str,
-    limit: &'static str,
-    unit: &'static str,
-    target: Option<&'static str>,
-) -> Comparison {
-    Comparison { label, measured, limit_label, limit, unit, target }
-}
+/// A figure compared with its limit, `measured / limit` against a target (a floor): label,
+/// JSON pointer of the figure, label of the limit, its pointer, unit, pointer of the target.
+struct Comparison(&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
 
 /// Where each bench's JSON keeps its figure and its limit (JSON pointers; an object with a
 /// `median` stands for its median). A bench not listed here is charted from its `*_vs_*` ratios.
@@ -261,38 +247,115 @@ const COMPARISONS: &[(&str, &[Comparison])] = &[
     (
         "append",
         &[
-            cmp("append, fsync per batch", "/append/mb_per_s", "raw write+fdatasync", "/raw_write_fdatasync/mb_per_s", "MB/s", Some("/append_target")),
-            cmp("sequential read", "/sequential_read/mb_per_s", "raw read", "/raw_read/mb_per_s", "MB/s", Some("/read_target")),
+            Comparison(
+                "append, fsync per batch",
+                "/append/mb_per_s",
+                "raw write+fdatasync",
+                "/raw_write_fdatasync/mb_per_s",
+                "MB/s",
+                Some("/append_target"),
+            ),
+            Comparison(
+                "sequential read",
+                "/sequential_read/mb_per_s",
+                "raw read",
+                "/raw_read/mb_per_s",
+                "MB/s",
+                Some("/read_target"),
+            ),
         ],
     ),
     (
         "tier",
-        &[cmp("tier: seal + zstd + upload", "/tier/raw_mb_per_s", "single-thread zstd", "/zstd_single_thread/mb_per_s", "MB/s", Some("/tier_target"))],
+        &[Comparison(
+            "tier: seal + zstd + upload",
+            "/tier/raw_mb_per_s",
+            "single-thread zstd",
+            "/zstd_single_thread/mb_per_s",
+            "MB/s",
+            Some("/tier_target"),
+        )],
     ),
     (
         "read",
         &[
-            cmp("remote replay", "/remote_replay/mb_per_s", "local replay", "/local_replay/mb_per_s", "MB/s", Some("/targets/remote_vs_local")),
-            cmp("remote replay", "/remote_replay/mb_per_s", "single-thread zstd -d", "/zstd_decompress_single_thread/mb_per_s", "MB/s", None),
+            Comparison(
+                "remote replay",
+                "/remote_replay/mb_per_s",
+                "local replay",
+                "/local_replay/mb_per_s",
+                "MB/s",
+                Some("/targets/remote_vs_local"),
+            ),
+            Comparison(
+                "remote replay",
+                "/remote_replay/mb_per_s",
+                "single-thread zstd -d",
+                "/zstd_decompress_single_thread/mb_per_s",
+                "MB/s",
+                None,
+            ),
         ],
     ),
     (
         "http",
-        &[cmp("HTTP produce", "/http_append/records_per_s", "library append", "/library_append/records_per_s", "records/s", Some("/http_vs_library_target"))],
+        &[Comparison(
+            "HTTP produce",
+            "/http_append/records_per_s",
+            "library append",
+            "/library_append/records_per_s",
+            "records/s",
+            Some("/http_vs_library_target"),
+        )],
     ),
     (
         "kafka",
         &[
-            cmp("Kafka produce (kcat)", "/kafka_produce/mb_per_s", "library append", "/library_append/mb_per_s", "MB/s", Some("/produce_target")),
-            cmp("Kafka fetch, local", "/kafka_fetch_local/mb_per_s", "library local replay", "/library_local_replay/mb_per_s", "MB/s", Some("/fetch_local_target")),
-            cmp("Kafka fetch, remote", "/kafka_fetch_remote/mb_per_s", "library remote replay", "/library_remote_replay/mb_per_s", "MB/s", Some("/fetch_remote_target")),
+            Comparison(
+                "Kafka produce (kcat)",
+                "/kafka_produce/mb_per_s",
+                "library append",
+                "/library_append/mb_per_s",
+                "MB/s",
+                Some("/produce_target"),
+            ),
+            Comparison(
+                "Kafka fetch, local",
+                "/kafka_fetch_local/mb_per_s",
+                "library local replay",
+                "/library_local_replay/mb_per_s",
+                "MB/s",
+                Some("/fetch_local_target"),
+            ),
+            Comparison(
+                "Kafka fetch, remote",
+                "/kafka_fetch_remote/mb_per_s",
+                "library remote replay",
+                "/library_remote_replay/mb_per_s",
+                "MB/s",
+                Some("/fetch_remote_target"),
+            ),
         ],
     ),
     (
         "verify",
         &[
-            cmp("verify --deep", "/deep_verify_mb_per_s", "single-thread zstd -d", "/zstd_decompress_single_thread_mb_per_s", "MB/s", Some("/target")),
-            cmp("verify --deep", "/deep_verify_mb_per_s", "CPU limit (all cores)", "/cpu_limit_mb_per_s", "MB/s", None),
+            Comparison(
+                "verify --deep",
+                "/deep_verify_mb_per_s",
+                "single-thread zstd -d",
+                "/zstd_decompress_single_thread_mb_per_s",
+                "MB/s",
+                Some("/target"),
+            ),
+            Comparison(
+                "verify --deep",
+                "/deep_verify_mb_per_s",
+                "CPU limit (all cores)",
+                "/cpu_limit_mb_per_s",
+                "MB/s",
+                None,
+            ),
         ],
     ),
 ];
@@ -309,14 +372,14 @@ fn throughput_bars(bench: &str, result: &Value) -> (Vec<Value>, Vec<String>) {
         return (ratio_bars(result), Vec::new());
     };
     let (mut bars, mut missing) = (Vec::new(), Vec::new());
-    for c in comparisons.iter() {
-        match (number(result, c.measured), number(result, c.limit)) {
+    for Comparison(label, measured_at, limit_label, limit_at, unit, target_at) in comparisons.iter() {
+        match (number(result, measured_at), number(result, limit_at)) {
             (Some(measured), Some(limit)) if limit > 0.0 => bars.push(json!({
-                "label": c.label, "measured": measured, "limit_label": c.limit_label, "limit": limit,
-                "unit": c.unit, "ratio": round2(measured / limit),
-                "target": c.target.and_then(|t| number(result, t)),
+                "label": label, "measured": measured, "limit_label": limit_label, "limit": limit,
+                "unit": unit, "ratio": round2(measured / limit),
+                "target": target_at.and_then(|t| number(result, t)),
             })),
-            _ => missing.push(format!("{} vs {} ({} / {})", c.label, c.limit_label, c.measured, c.limit)),
+            _ => missing.push(format!("{label} vs {limit_label} ({measured_at} / {limit_at})")),
         }
     }
     if bars.is_empty() {
@@ -353,9 +416,8 @@ fn ratio_bars(result: &Value) -> Vec<Value> {
 fn latency_series(id: &str, result: &Value, path: &str, out: &mut Vec<Value>) {
     let Some(fields) = result.as_object() else { return };
     let named_ms = path.ends_with("_ms");
-    let get = |p: &str| {
-        fields.get(&format!("{p}_ms")).or_else(|| fields.get(p).filter(|_| named_ms)).and_then(Value::as_f64)
-    };
+    let get =
+        |p: &str| fields.get(&format!("{p}_ms")).or_else(|| fields.get(p).filter(|_| named_ms)).and_then(Value::as_f64);
     if let Some(p50) = get("p50") {
         let label = match path.trim_start_matches('/') {
             "" => id.to_string(),
@@ -388,7 +450,9 @@ fn report_json(outcomes: &[Outcome], args: &AllArgs, started: chrono::DateTime<c
             Err(reason) => {
                 entry["status"] = "not run".into();
                 entry["reason"] = reason.clone().into();
-                charts.push(json!({"id": chart_id, "kind": "throughput", "title": title, "bench": o.id, "not_run": reason}));
+                charts.push(
+                    json!({"id": chart_id, "kind": "throughput", "title": title, "bench": o.id, "not_run": reason}),
+                );
             }
         }
         benches.push(entry);
@@ -405,12 +469,17 @@ fn report_json(outcomes: &[Outcome], args: &AllArgs, started: chrono::DateTime<c
 
 /// Object-store requests per cold seek (bench read) against the design's budget.
 fn cold_seek_chart(outcomes: &[Outcome]) -> Value {
-    let mut chart = json!({"id": "cold-seek", "kind": "budget", "title": "bench read: object-store requests per cold seek"});
+    let mut chart =
+        json!({"id": "cold-seek", "kind": "budget", "title": "bench read: object-store requests per cold seek"});
     match outcomes.iter().find(|o| o.id == "read").map(|o| &o.result) {
         Some(Ok(read)) => {
             let bars: Vec<Value> = [
                 ("requests per cold seek", "/cold_seek/requests_per_seek", "/targets/requests_per_seek"),
-                ("bytes fetched / compressed chunk (worst)", "/cold_seek/worst_bytes_vs_compressed_chunk", "/targets/bytes_vs_compressed_chunk"),
+                (
+                    "bytes fetched / compressed chunk (worst)",
+                    "/cold_seek/worst_bytes_vs_compressed_chunk",
+                    "/targets/bytes_vs_compressed_chunk",
+                ),
             ]
             .iter()
             .filter_map(|(label, at, budget)| {
@@ -457,7 +526,11 @@ fn html_page(report: &Value) -> Result<String> {
                 None => html.push_str("<p>no figures to chart in this bench's output</p>"),
             }
             for missing in chart["missing"].as_array().into_iter().flatten() {
-                write!(html, "<p class=\"not-run\">missing in the bench's JSON: {}</p>", escape(missing.as_str().unwrap_or("?")))?;
+                write!(
+                    html,
+                    "<p class=\"not-run\">missing in the bench's JSON: {}</p>",
+                    escape(missing.as_str().unwrap_or("?"))
+                )?;
             }
         }
         html.push_str("</section>\n");
@@ -531,7 +604,11 @@ const P99: RGBColor = RGBColor(239, 108, 0);
 const P999: RGBColor = RGBColor(142, 36, 170);
 
 fn throughput_row(bar: &Value) -> Row {
-    let (measured, limit, ratio) = (bar["measured"].as_f64().unwrap_or(0.0), bar["limit"].as_f64().unwrap_or(1.0), bar["ratio"].as_f64().unwrap_or(0.0));
+    let (measured, limit, ratio) = (
+        bar["measured"].as_f64().unwrap_or(0.0),
+        bar["limit"].as_f64().unwrap_or(1.0),
+        bar["ratio"].as_f64().unwrap_or(0.0),
+    );
     let target = bar["target"].as_f64();
     let unit = bar["unit"].as_str().unwrap_or("");
     let colour = match target {
@@ -541,7 +618,11 @@ fn throughput_row(bar: &Value) -> Row {
     };
     let target_text = target.map_or_else(String::new, |t| format!(", target ≥ {t}×"));
     Row {
-        heading: format!("{} vs {}: {ratio:.2}× the limit{target_text}", str_of(&bar["label"]), str_of(&bar["limit_label"])),
+        heading: format!(
+            "{} vs {}: {ratio:.2}× the limit{target_text}",
+            str_of(&bar["label"]),
+            str_of(&bar["limit_label"])
+        ),
         bars: vec![
             (ratio, colour, format!("{}: {} {unit}", str_of(&bar["label"]), figure(measured))),
             (1.0, GREY, format!("limit, {}: {} {unit}", str_of(&bar["limit_label"]), figure(limit))),
@@ -553,7 +634,9 @@ fn throughput_row(bar: &Value) -> Row {
 fn latency_row(series: &Value) -> Row {
     let bars = [("p50", "p50_ms", PLAIN), ("p99", "p99_ms", P99), ("p999", "p999_ms", P999)]
         .iter()
-        .filter_map(|(name, key, colour)| series[*key].as_f64().map(|v| (v, *colour, format!("{name} {} ms", figure(v)))))
+        .filter_map(|(name, key, colour)| {
+            series[*key].as_f64().map(|v| (v, *colour, format!("{name} {} ms", figure(v))))
+        })
         .collect();
     Row { heading: str_of(&series["label"]), bars, mark: None }
 }
