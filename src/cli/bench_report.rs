@@ -421,7 +421,7 @@ fn latency_series(id: &str, result: &Value, path: &str, out: &mut Vec<Value>) {
     if let Some(p50) = get("p50") {
         let label = match path.trim_start_matches('/') {
             "" => id.to_string(),
-            path => format!("{id}: {}", path.replace('/', " ").replace('_', " ")),
+            path => format!("{id}: {}", path.replace(['/', '_'], " ")),
         };
         out.push(json!({"label": label, "p50_ms": p50, "p99_ms": get("p99"), "p999_ms": get("p999")}));
     }
@@ -517,7 +517,7 @@ fn html_page(report: &Value) -> Result<String> {
     for chart in report["charts"].as_array().into_iter().flatten() {
         let id = chart["id"].as_str().unwrap_or("chart");
         let title = chart["title"].as_str().unwrap_or(id);
-        write!(html, "<section id=\"{}\"><h2>{}</h2>\n", escape(id), escape(title))?;
+        writeln!(html, "<section id=\"{}\"><h2>{}</h2>", escape(id), escape(title))?;
         if let Some(reason) = chart["not_run"].as_str() {
             write!(html, "<p class=\"not-run\">not run: {}</p>", escape(reason))?;
         } else {
@@ -547,9 +547,9 @@ fn summary_table(html: &mut String, report: &Value) -> Result<()> {
             None => "ok".to_string(),
         };
         let command: Vec<&str> = b["command"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        write!(
+        writeln!(
             html,
-            "<tr><td><a href=\"#throughput-{id}\">{id}</a></td><td>{status}</td><td>{}</td><td><code>tierlog {}</code></td></tr>\n",
+            "<tr><td><a href=\"#throughput-{id}\">{id}</a></td><td>{status}</td><td>{}</td><td><code>tierlog {}</code></td></tr>",
             b["seconds"],
             escape(&command.join(" ")),
             id = escape(b["id"].as_str().unwrap_or("?")),
