@@ -163,7 +163,15 @@ fn bench_never_deletes_a_directory_it_did_not_create() {
     let precious = dir.path().join("precious");
     std::fs::create_dir_all(&precious).unwrap();
     std::fs::write(precious.join("keep.txt"), "mine").unwrap();
-    for bench in [&["append", "--total-mb", "1", "--rounds", "1"][..], &["tier", "--total-mb", "1"], &["http"]] {
+    let benches = [
+        &["append", "--total-mb", "1", "--rounds", "1"][..],
+        &["tier", "--total-mb", "1"],
+        &["read", "--total-mb", "1"],
+        &["http"],
+        &["verify", "--total-mb", "1"],
+        &["all", "--quick"],
+    ];
+    for bench in benches {
         let out = Command::new(BIN).arg("bench").args(bench).arg("--dir").arg(&precious).output().unwrap();
         assert!(!out.status.success(), "bench {bench:?} ran in a non-empty directory");
         assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));

@@ -26,7 +26,8 @@ use super::bench::{Scratch, percentile, round2};
 
 #[derive(Args, Debug)]
 pub struct KafkaArgs {
-    /// Scratch directory (removed afterwards; the embedded remote goes beside its log).
+    /// Scratch directory, new (removed afterwards) or empty (emptied afterwards); a non-empty
+    /// one is refused. The embedded remote goes beside its log.
     #[arg(long, default_value = "tierlog-bench-kafka")]
     pub dir: PathBuf,
     /// Bytes of records to produce, fetch locally and fetch from the remote tier.

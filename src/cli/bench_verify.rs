@@ -15,7 +15,8 @@ use super::bench::{Scratch, spread};
 
 #[derive(Args, Debug)]
 pub struct VerifyBenchArgs {
-    /// Scratch directory (removed afterwards; the embedded remote goes beside its log).
+    /// Scratch directory, new (removed afterwards) or empty (emptied afterwards); a non-empty
+    /// one is refused. The embedded remote goes beside its log.
     #[arg(long, default_value = "tierlog-bench")]
     pub dir: PathBuf,
     /// Raw bytes of payment events to write, tier and verify.
