@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use super::metrics::{Metrics, metrics};
+use super::metrics::{Metrics, count_requests, metrics};
 use crate::append::{Failure, PartitionRecords, Written, append_all};
 use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
@@ -54,9 +54,6 @@ pub struct AppState {
     pub replica: std::sync::OnceLock<Arc<crate::replica::ReplicaStats>>,
     /// The tiering driver's audit trail (set when it runs): topic changes are queued on it.
     pub audit: std::sync::OnceLock<Arc<tierlog_tiering::audit::Trail>>,
-    /// The groups store as last read for `/metrics`, and when: scrapes re-read it at most every
-    /// [`super::metrics::GROUPS_REREAD`], however often they come.
-    pub(super) groups_seen: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::groups::Committed>>)>>,
 }
 
 impl AppState {
@@ -101,7 +98,6 @@ impl AppState {
             tiering,
             replica: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
-            groups_seen: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -113,7 +109,7 @@ impl AppState {
     /// The caller's name, if its bearer token grants `right` on `topic`.
     /// A topic name is validated first, so nothing below (the refusal's log line included)
     /// ever sees raw input such as a percent-decoded CR/LF.
-    fn authorize(&self, headers: &HeaderMap, right: Right, topic: Option<&str>) -> ApiResult<String> {
+    pub(super) fn authorize(&self, headers: &HeaderMap, right: Right, topic: Option<&str>) -> ApiResult<String> {
         if let Some(topic) = topic {
             crate::topic::validate_name(topic)?;
         }
@@ -124,7 +120,6 @@ impl AppState {
                 Denied::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
             };
             tracing::warn!(status = %e.status, error = ?e.message, topic = ?topic.unwrap_or("-"), "request refused");
-            count_error(self, &e);
             e
         })
     }
@@ -146,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(axum::middleware::from_fn_with_state(state.clone(), error_bodies))
         .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
@@ -379,11 +375,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn count_error(state: &AppState, e: &ApiError) {
-    let counter = if e.status.is_server_error() { &state.metrics.server_errors } else { &state.metrics.client_errors };
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateTopic {
@@ -522,17 +513,11 @@ async fn produce(
     Query(query): Query<ProduceQuery>,
     request: Request,
 ) -> ApiResult<Json<Value>> {
-    let started = std::time::Instant::now();
-    let result = produce_inner(&state, &topic, query, request).await;
-    state.metrics.produce_latency.observe(started.elapsed());
-    if let Err(e) = &result {
-        count_error(&state, e);
-    }
-    result
+    produce_inner(&state, &topic, query, request).await
 }
 
 async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, request: Request) -> ApiResult<Json<Value>> {
-    state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    state.metrics.produce_requests.inc();
     state.authorize(request.headers(), Right::Write, Some(topic))?;
     let topic = state.log.topic(topic)?;
     if let Some(remote) = state.log.replica_of() {
@@ -873,13 +858,7 @@ async fn fetch(
             ApiError::bad_request("Last-Event-ID must be the offset of a record this stream sent (an integer)")
         })?),
     };
-    let started = std::time::Instant::now();
-    let result = fetch_inner(state.clone(), topic, partition, q, who, sse, last_event_id).await;
-    state.metrics.fetch_latency.observe(started.elapsed()); // time to the first byte
-    if let Err(e) = &result {
-        count_error(&state, e);
-    }
-    result
+    fetch_inner(state.clone(), topic, partition, q, who, sse, last_event_id).await
 }
 
 async fn fetch_inner(
@@ -1085,7 +1064,7 @@ impl FetchStream {
                 out.extend_from_slice(if self.sse { b"\n\n" } else { b"\n" });
                 self.next = stored.offset + 1;
                 self.remaining -= 1;
-                self.state.metrics.fetched_records.fetch_add(1, Ordering::Relaxed);
+                self.state.metrics.fetched_records.inc();
             }
             if !out.is_empty() {
                 return Ok(Some(Bytes::from(out)));
