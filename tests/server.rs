@@ -580,6 +580,29 @@ print(json.dumps(out))
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// A server whose config has `settings` under `[server]` and a token per `(name, secret,
+/// rights)`, data in `dir/data`, and topic `t` (one partition) created with the admin token
+/// `a-token`, which must be among them.
+async fn start_with_tokens_and_topic(
+    dir: &Path,
+    settings: &str,
+    tokens: &[(&str, &str, &str)],
+    c: &reqwest::Client,
+) -> Server {
+    let entries: String = tokens
+        .iter()
+        .map(|(name, secret, rights)| {
+            format!("  {{ name = \"{name}\", token_sha256 = \"{}\", {rights} }},\n", sha256_hex(secret))
+        })
+        .collect();
+    let config = dir.join("auth.toml");
+    std::fs::write(&config, format!("[server]\n{settings}\ntokens = [\n{entries}]\n")).unwrap();
+    let s = Server::start(&dir.join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
+    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    s
+}
+
 /// The samples of `family` named `family` + `suffix` whose labels include every pair of `labels`.
 fn samples<'a>(families: &'a Value, family: &str, suffix: &str, labels: &[(&str, &str)]) -> Vec<&'a Value> {
     let all = families[family]["samples"].as_array().unwrap_or_else(|| panic!("no family {family}: {families}"));
@@ -602,21 +625,13 @@ fn sample(families: &Value, family: &str, suffix: &str, labels: &[(&str, &str)])
 #[tokio::test]
 async fn every_request_is_counted_once_by_route_and_status_and_metrics_can_require_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmetrics_requires_token = true\ntokens = [\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n  {{ name = \"ingest\", token_sha256 = \"{}\", write = [\"t\"] }},\n  {{ name = \"prometheus\", token_sha256 = \"{}\", metrics = true }},\n]\n",
-            sha256_hex("a-token"),
-            sha256_hex("w-token"),
-            sha256_hex("p-token")
-        ),
-    )
-    .unwrap();
-    let s = Server::start(&dir.path().join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
     let c = client();
-    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
-    assert_eq!(created.send().await.unwrap().status(), 201);
+    let tokens = [
+        ("ops", "a-token", "admin = true"),
+        ("ingest", "w-token", "write = [\"t\"]"),
+        ("prometheus", "p-token", "metrics = true"),
+    ];
+    let s = start_with_tokens_and_topic(dir.path(), "metrics_requires_token = true", &tokens, &c).await;
     let produce = c.post(s.url("/v1/topics/t/records")).header("content-type", "application/x-ndjson");
     assert_eq!(produce.try_clone().unwrap().body("{\"value\":\"x\"}\n").send().await.unwrap().status(), 401);
     let accepted = produce.bearer_auth("w-token").body("{\"value\":\"x\"}\n").send().await.unwrap();
@@ -925,20 +940,9 @@ fn given_an_append_failure_in_the_second_partition_produce_answers_what_was_writ
 #[tokio::test]
 async fn one_token_cannot_hold_every_follow_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmax_follow_streams_per_token = 2\ntokens = [\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n  {{ name = \"tail\", token_sha256 = \"{}\", read = [\"*\"] }},\n]\n",
-            sha256_hex("a-token"),
-            sha256_hex("t-token")
-        ),
-    )
-    .unwrap();
-    let s = Server::start(&dir.path().join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
     let c = client();
-    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
-    assert_eq!(created.send().await.unwrap().status(), 201);
+    let tokens = [("ops", "a-token", "admin = true"), ("tail", "t-token", "read = [\"*\"]")];
+    let s = start_with_tokens_and_topic(dir.path(), "max_follow_streams_per_token = 2", &tokens, &c).await;
     let follow = |token: &'static str| {
         c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=0&follow=true")).bearer_auth(token).send()
     };
