@@ -223,6 +223,9 @@ pub struct ServerSection {
     pub audit_log_keep: u64,
     /// Bearer tokens. Empty: no authentication (loopback only, see `allow_non_loopback`).
     pub tokens: Vec<TokenConfig>,
+    /// `/metrics` only for a token with the metrics (or admin) right (401/403 otherwise);
+    /// needs `tokens`. Off: anyone may scrape, and only such a token sees consumer groups.
+    pub metrics_requires_token: bool,
 }
 
 /// The Kafka wire-protocol listener of `tierlog serve` (docs/KAFKA.md). Off unless `listen`
@@ -327,6 +330,7 @@ impl Default for ServerSection {
             max_produce_bytes_in_flight: 256 * 1024 * 1024,
             max_follow_streams: 256,
             max_follow_streams_per_token: 64,
+            metrics_requires_token: false,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,

@@ -9,10 +9,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter())
+        // Colour codes only for a person at a terminal, never in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.global.log_format {
         cli::LogFormat::Text => logs.init(),
@@ -27,6 +26,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The tracing target of `serve`'s start and stop lines.
+const LIFECYCLE: &str = "tierlog::lifecycle";
+
+/// `RUST_LOG`, `warn` by default; `serve`'s start and stop lines (target
+/// `tierlog::lifecycle`, level info) are shown unless `RUST_LOG` names that target.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if std::env::var("RUST_LOG").is_ok_and(|v| v.contains(LIFECYCLE)) {
+        return filter;
+    }
+    filter.add_directive(format!("{}=info", LIFECYCLE).parse().expect("a valid directive"))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -73,9 +73,26 @@ fn is_zero(n: &u64) -> bool {
 
 /// Local bytes of `partition` not yet in the remote tier (per the last tiering run).
 pub fn untiered_bytes(partition: &Partition) -> u64 {
-    let remote_end = read_partition_state(partition).remote_end_offset;
+    untiered_bytes_above(partition, read_partition_state(partition).remote_end_offset)
+}
+
+/// Local bytes of `partition` at or above `remote_end` (the remote tier's end offset).
+pub fn untiered_bytes_above(partition: &Partition, remote_end: u64) -> u64 {
     let sealed: u64 = partition.sealed_segments().iter().filter(|s| s.next_offset > remote_end).map(|s| s.bytes).sum();
     sealed + partition.active_bytes()
+}
+
+/// What `/metrics` shows of a partition's tiering, kept in memory so a scrape reads no file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionTiering {
+    pub remote_end_offset: u64,
+    pub last_success_ms: Option<i64>,
+}
+
+impl From<&PartitionState> for PartitionTiering {
+    fn from(state: &PartitionState) -> PartitionTiering {
+        PartitionTiering { remote_end_offset: state.remote_end_offset, last_success_ms: state.last_success_ms }
+    }
 }
 
 /// What the writer learned about the store at startup.
@@ -179,6 +196,8 @@ pub struct TieringStats {
     /// partition passes a lock check or lock request failed.
     pub lock_extended_objects: std::sync::atomic::AtomicU64,
     pub lock_failures: std::sync::atomic::AtomicU64,
+    /// Per partition, its tiering state as this process's last pass of it recorded it.
+    pub partitions: std::sync::Mutex<HashMap<(String, u32), PartitionTiering>>,
 }
 
 pub struct Tiering {
@@ -731,6 +750,7 @@ impl Tiering {
         state.manifest_version = manifest.current.manifest_version;
         state.remote_start_offset = manifest.current.expired_before();
         write_json(&*self.log.host().disk, &partition.dir().join(PARTITION_STATE_FILE), &state)?;
+        self.stats.partitions.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (&state).into());
         let fenced = outcome.error.as_ref().is_some_and(tierlog_tiering::Error::is_fenced);
         if fenced {
             self.fenced.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -46,11 +46,11 @@ impl Server {
         while server.http.is_empty() {
             line.clear();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-            if let Some(rest) = line.trim().strip_prefix("tierlog speaking Kafka on ") {
-                server.kafka = rest.split(' ').next().unwrap().to_string();
+            if let Some(kafka) = common::announced(&line, "kafka") {
+                server.kafka = kafka;
             }
-            if let Some(url) = line.trim().split(" on ").nth(1).filter(|u| u.starts_with("http://")) {
-                server.http = url.to_string();
+            if let Some(url) = common::announced(&line, "http") {
+                server.http = url;
             }
         }
         assert!(!server.kafka.is_empty(), "no Kafka listener announced");

@@ -478,22 +478,24 @@ async fn records_round_trip_over_http_across_both_tiers() {
         ] {
             assert_eq!(families[family]["type"], kind, "{family} in {families}");
         }
-        let buckets = &families["tierlog_http_request_duration_seconds"]["buckets"];
-        let counts: Vec<f64> = buckets.as_array().unwrap().iter().map(|b| b[1].as_f64().unwrap()).collect();
-        assert!(counts.windows(2).all(|w| w[0] <= w[1]) && counts.last() == Some(&10.0), "cumulative: {buckets}");
+        let produced = [("route", "/v1/topics/{topic}/records"), ("code", "200")];
+        let buckets = samples(&families, "tierlog_http_request_duration_seconds", "_bucket", &produced);
+        let counts: Vec<f64> = buckets.iter().map(|b| b["value"].as_f64().unwrap()).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]) && counts.last() == Some(&10.0), "cumulative: {buckets:?}");
     }
 }
 
-/// `/metrics` parsed by prometheus-client (Python): family → {type, buckets: [[le, count]]};
-/// `None` when it is not installed and `KAFKA_CLIENTS_OPTIONAL=1` allows skipping.
+/// `/metrics` parsed by prometheus-client (Python): family → {type, samples: [{name, labels,
+/// value}]}; `None` when it is not installed and `KAFKA_CLIENTS_OPTIONAL=1` allows skipping.
 fn prometheus_parse(text: &str) -> Option<Value> {
     const SCRIPT: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
 out = {}
 for f in text_string_to_metric_families(sys.stdin.read()):
-    buckets = [[s.labels["le"], s.value] for s in f.samples if s.name.endswith("_bucket") and s.labels.get("route", "") in ("", "produce")]
-    out[f.name] = {"type": f.type, "buckets": buckets}
+    assert f.name not in out, "family listed twice: " + f.name
+    samples = [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]
+    out[f.name] = {"type": f.type, "samples": samples}
 print(json.dumps(out))
 "#;
     let python = std::env::var("TIERLOG_KAFKA_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -509,6 +511,219 @@ print(json.dumps(out))
     let out = run_with_stdin(Command::new(&python).args(["-c", SCRIPT]), text);
     assert!(out.status.success(), "prometheus-client refused /metrics: {}", String::from_utf8_lossy(&out.stderr));
     Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A server whose config has `settings` under `[server]` and a token per `(name, secret,
+/// rights)`, data in `dir/data`, and topic `t` (one partition) created with the admin token
+/// `a-token`, which must be among them.
+async fn start_with_tokens_and_topic(
+    dir: &Path,
+    settings: &str,
+    tokens: &[(&str, &str, &str)],
+    c: &reqwest::Client,
+) -> Server {
+    let entries: String = tokens
+        .iter()
+        .map(|(name, secret, rights)| {
+            format!("  {{ name = \"{name}\", token_sha256 = \"{}\", {rights} }},\n", sha256_hex(secret))
+        })
+        .collect();
+    let config = dir.join("auth.toml");
+    std::fs::write(&config, format!("[server]\n{settings}\ntokens = [\n{entries}]\n")).unwrap();
+    let s = Server::start(&dir.join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
+    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    s
+}
+
+/// The samples of `family` named `family` + `suffix` whose labels include every pair of `labels`.
+fn samples<'a>(families: &'a Value, family: &str, suffix: &str, labels: &[(&str, &str)]) -> Vec<&'a Value> {
+    let all = families[family]["samples"].as_array().unwrap_or_else(|| panic!("no family {family}: {families}"));
+    let name = format!("{family}{suffix}");
+    all.iter().filter(|s| s["name"] == name.as_str() && labels.iter().all(|(k, v)| s["labels"][*k] == *v)).collect()
+}
+
+/// The value of the one sample of `family` + `suffix` with `labels`.
+fn sample(families: &Value, family: &str, suffix: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(families, family, suffix, labels);
+    assert_eq!(found.len(), 1, "{family}{suffix} {labels:?}: {found:?}");
+    found[0]["value"].as_f64().unwrap()
+}
+
+/// Every HTTP request is counted once, in one place, by method, route template and status: a
+/// refused produce was counted twice (by the handler and by the token check) and the errors
+/// of most routes not at all. Unknown paths share one route label, and no raw path (with a
+/// client's topic name or partition) becomes a label. With `server.metrics_requires_token`,
+/// `/metrics` itself needs a token with the metrics right.
+#[tokio::test]
+async fn every_request_is_counted_once_by_route_and_status_and_metrics_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let tokens = [
+        ("ops", "a-token", "admin = true"),
+        ("ingest", "w-token", "write = [\"t\"]"),
+        ("prometheus", "p-token", "metrics = true"),
+    ];
+    let s = start_with_tokens_and_topic(dir.path(), "metrics_requires_token = true", &tokens, &c).await;
+    let produce = c.post(s.url("/v1/topics/t/records")).header("content-type", "application/x-ndjson");
+    assert_eq!(produce.try_clone().unwrap().body("{\"value\":\"x\"}\n").send().await.unwrap().status(), 401);
+    let accepted = produce.bearer_auth("w-token").body("{\"value\":\"x\"}\n").send().await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    let unknown = c.get(s.url("/no/such/route-7f3a")).bearer_auth("a-token").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let no_partition = c.get(s.url("/v1/topics/t/partitions/7/records")).bearer_auth("a-token").send().await.unwrap();
+    assert_eq!(no_partition.status(), 404);
+    assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status(), 401);
+    assert_eq!(c.get(s.url("/metrics")).bearer_auth("w-token").send().await.unwrap().status(), 403);
+    let scraped = c.get(s.url("/metrics")).bearer_auth("p-token").send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    for line in [
+        r#"tierlog_http_requests_total{method="POST",route="/v1/topics",code="201"} 1"#,
+        r#"tierlog_http_requests_total{method="POST",route="/v1/topics/{topic}/records",code="401"} 1"#,
+        r#"tierlog_http_requests_total{method="POST",route="/v1/topics/{topic}/records",code="200"} 1"#,
+        r#"tierlog_http_requests_total{method="GET",route="unmatched",code="404"} 1"#,
+        r#"tierlog_http_requests_total{method="GET",route="/v1/topics/{topic}/partitions/{partition}/records",code="404"} 1"#,
+        r#"tierlog_http_requests_total{method="GET",route="/metrics",code="401"} 1"#,
+        r#"tierlog_http_requests_total{method="GET",route="/metrics",code="403"} 1"#,
+        "tierlog_http_client_errors_total 5",
+        "tierlog_http_server_errors_total 0",
+        "tierlog_produce_requests_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from /metrics:\n{text}");
+    }
+    assert!(!text.contains("route-7f3a") && !text.contains("partitions/7"), "a raw path became a label:\n{text}");
+    if let Some(families) = prometheus_parse(&text) {
+        assert_eq!(families["tierlog_http_requests"]["type"], "counter");
+        assert_eq!(families["tierlog_http_request_duration_seconds"]["type"], "histogram");
+        let refused = [("method", "POST"), ("route", "/v1/topics/{topic}/records"), ("code", "401")];
+        assert_eq!(sample(&families, "tierlog_http_requests", "_total", &refused), 1.0);
+        assert_eq!(sample(&families, "tierlog_http_request_duration_seconds", "_count", &refused), 1.0);
+        let inf = [("route", "unmatched"), ("code", "404"), ("le", "+Inf")];
+        assert_eq!(sample(&families, "tierlog_http_request_duration_seconds", "_bucket", &inf), 1.0);
+    }
+}
+
+/// `server.metrics_requires_token` without tokens would lock every scraper out: refused at start.
+#[test]
+fn metrics_requires_token_without_tokens_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("TIERLOG_SERVER_METRICS_REQUIRES_TOKEN", "true");
+    let out = run_with_stdin(&mut cmd, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("server.metrics_requires_token"), "{stderr}");
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        match entry.file_type().unwrap().is_dir() {
+            true => files.extend(files_under(&entry.path())),
+            false => files.push(entry.path()),
+        }
+    }
+    files
+}
+
+/// Remote GETs are timed and their failures counted (an object the manifest lists that the
+/// store cannot serve), each partition says when its tiering last succeeded, and the process
+/// figures Prometheus clients export are there; all of it parsed by Prometheus's own parser.
+#[tokio::test]
+async fn remote_get_errors_tiering_success_and_process_figures_are_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let started_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let s = Server::start_tiered(
+        dir.path(),
+        &[
+            ("TIERLOG_TIERING_INTERVAL_MS", "100"),
+            ("TIERLOG_TIERING_LOCAL_RETENTION_BYTES", "0"),
+            ("TIERLOG_SEGMENT_MAX_BYTES", "8192"),
+        ],
+    );
+    let c = client();
+    c.post(s.url("/v1/topics")).json(&json!({"name": "t", "partitions": 1})).send().await.unwrap();
+    let body: String = (0..200).map(|i| format!("{{\"value\":\"record-{i}-{}\"}}\n", "p".repeat(100))).collect();
+    assert_eq!(produce(&c, &s, "t", body).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let topic: Value = c.get(s.url("/v1/topics/t")).send().await.unwrap().json().await.unwrap();
+        if topic["partitions"][0]["local"]["start_offset"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "background tiering did not move old segments: {topic}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let objects: Vec<_> = files_under(&dir.path().join("remote"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("/segments/") && f.extension().is_some_and(|e| e == "zst"))
+        .collect();
+    assert!(!objects.is_empty(), "no segment object in the bucket");
+    for object in &objects {
+        std::fs::write(object, b"").unwrap(); // every ranged GET of it now fails
+    }
+    let read = c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=0")).send().await.unwrap();
+    assert!(read.status().is_server_error(), "{}", read.status());
+    let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let Some(families) = prometheus_parse(&text) else { return };
+    assert!(sample(&families, "tierlog_remote_get_errors", "_total", &[]) >= 1.0, "{text}");
+    let gets = sample(&families, "tierlog_remote_get_duration_seconds", "_count", &[]);
+    let buckets = samples(&families, "tierlog_remote_get_duration_seconds", "_bucket", &[]);
+    let bound = |b: &Value| b["labels"]["le"].as_str().unwrap().parse::<f64>().unwrap();
+    let last_finite = buckets.iter().filter(|b| bound(b).is_finite()).max_by(|a, b| bound(a).total_cmp(&bound(b)));
+    let last_finite = last_finite.unwrap_or_else(|| panic!("no buckets: {text}"));
+    assert!(gets >= 1.0 && bound(last_finite) == 60.0 && last_finite["value"] == gets, "{text}");
+    let tiered = sample(&families, "tierlog_tiering_last_success_seconds", "", &[("topic", "t"), ("partition", "0")]);
+    assert!((started_s - 1.0..=now_s + 1.0).contains(&tiered), "{tiered} not in [{started_s}, {now_s}]");
+    assert_eq!(families["tierlog_tiering_last_success_seconds"]["type"], "gauge");
+    let process_start = sample(&families, "process_start_time_seconds", "", &[]);
+    assert!((started_s - 5.0..=now_s + 1.0).contains(&process_start), "{process_start} vs {started_s}");
+    assert!(sample(&families, "process_resident_memory_bytes", "", &[]) > 1e6, "{text}");
+    assert!(sample(&families, "process_open_fds", "", &[]) > 3.0, "{text}");
+    assert!(sample(&families, "process_max_fds", "", &[]) > 3.0, "{text}");
+    assert!(sample(&families, "process_cpu_seconds", "_total", &[]) > 0.0, "{text}");
+    assert_eq!(families["process_cpu_seconds"]["type"], "counter");
+}
+
+/// `serve`'s start and stop lines go through the log: with `--log-format json` each is a JSON
+/// object naming where it listens; a plain `eprintln!` broke a log shipper's JSON stream.
+#[test]
+fn start_and_stop_lines_are_json_with_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--log-format").arg("json").arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env_remove("RUST_LOG").env("TIERLOG_TIERING_ENABLED", "false");
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let http = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+        let logged: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        if logged["fields"]["message"] == "tierlog serving" {
+            assert_eq!(logged["target"], "tierlog::lifecycle");
+            let data_dir = logged["fields"]["data_dir"].as_str().unwrap();
+            assert!(data_dir.ends_with(dir.path().file_name().unwrap().to_str().unwrap()), "{line}");
+            break logged["fields"]["http"].as_str().unwrap().to_string();
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let health = runtime.block_on(async { client().get(format!("{http}/healthz")).send().await.unwrap().status() });
+    assert_eq!(health, 200);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<Value> = stderr.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let messages: Vec<&str> = rest.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"tierlog stopped cleanly"), "{rest:?}");
 }
 
 #[test]
@@ -658,20 +873,9 @@ fn given_an_append_failure_in_the_second_partition_produce_answers_what_was_writ
 #[tokio::test]
 async fn one_token_cannot_hold_every_follow_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmax_follow_streams_per_token = 2\ntokens = [\n  {{ name = \"ops\", token_sha256 = \"{}\", admin = true }},\n  {{ name = \"tail\", token_sha256 = \"{}\", read = [\"*\"] }},\n]\n",
-            sha256_hex("a-token"),
-            sha256_hex("t-token")
-        ),
-    )
-    .unwrap();
-    let s = Server::start(&dir.path().join("data"), &[("TIERLOG_CONFIG", config.to_str().unwrap())]);
     let c = client();
-    let created = c.post(s.url("/v1/topics")).bearer_auth("a-token").json(&json!({"name": "t", "partitions": 1}));
-    assert_eq!(created.send().await.unwrap().status(), 201);
+    let tokens = [("ops", "a-token", "admin = true"), ("tail", "t-token", "read = [\"*\"]")];
+    let s = start_with_tokens_and_topic(dir.path(), "max_follow_streams_per_token = 2", &tokens, &c).await;
     let follow = |token: &'static str| {
         c.get(s.url("/v1/topics/t/partitions/0/records?from_offset=0&follow=true")).bearer_auth(token).send()
     };

@@ -60,11 +60,13 @@ impl ReplicaServer {
             line.clear();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "replica exited before listening: {line}");
             assert!(!line.contains("error"), "{line}");
-            if let Some(rest) = line.trim().strip_prefix("tierlog speaking Kafka on ") {
-                server.kafka = rest.split(' ').next().unwrap().to_string();
+            // `… tierlog speaking Kafka kafka=ADDR …` and `… tierlog serving … http=URL`.
+            let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
+            if let Some(kafka) = field("kafka=") {
+                server.kafka = kafka;
             }
-            if let Some(at) = line.rfind(" on http://").map(|at| at + 4) {
-                server.base = line[at..].trim().to_string();
+            if let Some(url) = field("http=") {
+                server.base = url;
             }
         }
         std::thread::spawn(move || for _ in stderr.lines() {});

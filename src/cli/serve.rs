@@ -1,6 +1,12 @@
 //! `tierlog serve`: the long-running owner of a data directory. Serves HTTP, tiers in the
 //! background, and shuts down gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight
 //! requests (appends complete and are durable), end follow streams, flush, exit 0.
+//!
+//! Its start and stop lines go through `tracing` at target [`LIFECYCLE`] (level info, shown
+//! unless `RUST_LOG` says otherwise for that target; see `crate::log_filter`), so `--log-format json`
+//! writes them as JSON: `tierlog serving` with fields `data_dir` and `http` (the URL it
+//! listens on; `replica_of` for a replica), `tierlog speaking Kafka` with `kafka` and
+//! `advertised`, then `tierlog shutting down` and `tierlog stopped cleanly`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,6 +22,7 @@ use tierlog::tier::Tiering;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::GlobalArgs;
+use crate::LIFECYCLE;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -45,6 +52,11 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     if !addr.ip().is_loopback() && !config.server.allow_non_loopback && config.server.tokens.is_empty() {
         bail!(
             "refusing to listen on {addr} without authentication: use a loopback address, or set server.allow_non_loopback = true (TIERLOG_SERVER_ALLOW_NON_LOOPBACK=true) behind your own access control"
+        );
+    }
+    if config.server.metrics_requires_token && config.server.tokens.is_empty() {
+        bail!(
+            "server.metrics_requires_token = true needs tokens: configure server.tokens with a token that has metrics = true (or admin), or set it false"
         );
     }
     if let Some(kafka) = args.kafka_listen {
@@ -94,7 +106,6 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
             }
             Err(e) => {
                 tracing::error!(error = %e, "remote tier unavailable: serving the local log without tiering; fix the [remote] settings and restart");
-                eprintln!("warning: tiering is off for this run: {e}");
                 None
             }
         }
@@ -117,13 +128,12 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         Some(kafka) => Some(start_kafka(kafka, state.clone()).await?),
         None => None,
     };
+    let (data_dir, http) = (log.data_dir().display(), format!("http://{}", listener.local_addr()?));
     match log.replica_of() {
-        Some(remote) => eprintln!(
-            "tierlog serving a read-only replica of {remote} (its own directory: {}) on http://{}",
-            log.data_dir().display(),
-            listener.local_addr()?
-        ),
-        None => eprintln!("tierlog serving {} on http://{}", log.data_dir().display(), listener.local_addr()?),
+        Some(remote) => {
+            tracing::info!(target: LIFECYCLE, replica_of = %remote, %data_dir, %http, "tierlog serving a read-only replica")
+        }
+        None => tracing::info!(target: LIFECYCLE, %data_dir, %http, "tierlog serving"),
     }
     let shutdown_state = state.clone();
     let limits = state.limits.clone();
@@ -132,7 +142,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        eprintln!("tierlog: shutting down (finishing in-flight requests)");
+        tracing::info!(target: LIFECYCLE, "tierlog shutting down (finishing in-flight requests)");
         shutdown_state.ready.store(false, Ordering::Relaxed);
         let _ = stop.send(true);
     })
@@ -148,7 +158,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         let _ = refresher.await;
     }
     log.flush()?;
-    eprintln!("tierlog: stopped cleanly");
+    tracing::info!(target: LIFECYCLE, "tierlog stopped cleanly");
     Ok(())
 }
 
@@ -157,11 +167,8 @@ async fn start_kafka(addr: SocketAddr, state: Arc<AppState>) -> Result<tokio::ta
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Kafka listener on {addr}"))?;
     let broker = Arc::new(tierlog::kafka::Broker::new(state.clone(), &listener)?);
-    eprintln!(
-        "tierlog speaking Kafka on {} (advertised as {}:{})",
-        listener.local_addr()?,
-        broker.advertised_host,
-        broker.advertised_port
-    );
+    let (kafka, advertised) =
+        (listener.local_addr()?, format!("{}:{}", broker.advertised_host, broker.advertised_port));
+    tracing::info!(target: LIFECYCLE, %kafka, %advertised, "tierlog speaking Kafka");
     Ok(tokio::spawn(tierlog::kafka::serve(listener, broker, state.shutdown_signal())))
 }

@@ -7,3 +7,4 @@ pub mod audit_log;
 pub mod auth;
 pub mod http;
 pub mod kafka;
+pub mod metrics;

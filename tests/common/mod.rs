@@ -42,3 +42,9 @@ impl Write for Captured {
         Ok(())
     }
 }
+
+/// The value of `field` on a start line of `tierlog serve` (text log format:
+/// `… INFO tierlog::lifecycle: tierlog serving data_dir=… http=http://127.0.0.1:…`).
+pub fn announced(line: &str, field: &str) -> Option<String> {
+    line.split_whitespace().find_map(|word| word.strip_prefix(field)?.strip_prefix('=')).map(str::to_string)
+}

@@ -41,7 +41,7 @@ impl Server {
         while server.base.is_empty() {
             line.clear();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-            if let Some(url) = line.trim().split(" on ").nth(1).filter(|u| u.starts_with("http://")) {
+            if let Some(url) = super::announced(&line, "http") {
                 server.base = url.to_string();
             }
         }

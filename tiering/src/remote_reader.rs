@@ -112,12 +112,47 @@ fn unshare(e: Arc<Error>, key: &str, part: &str) -> Error {
 }
 
 /// Counters for tests, benchmarks and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadStats {
     pub chunk_gets: std::sync::atomic::AtomicU64,
     pub index_gets: std::sync::atomic::AtomicU64,
     pub bytes_fetched: std::sync::atomic::AtomicU64,
     pub cache_hits: std::sync::atomic::AtomicU64,
+    /// Ranged GETs that failed: timed out, refused by the store, missing, or short.
+    pub get_errors: std::sync::atomic::AtomicU64,
+    /// Time of every ranged GET (failed ones included), in seconds over [`GET_LATENCY_BUCKETS_US`].
+    pub get_latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// Upper bounds (µs) of the GET latency buckets: from a read of a `file://` remote (a tenth
+/// of a millisecond) to a GET that used the whole `reader.timeout_ms` (30 s by default) and
+/// beyond.
+pub const GET_LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 200_000, 300_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
+    10_000_000, 30_000_000, 60_000_000,
+];
+
+impl Default for ReadStats {
+    fn default() -> ReadStats {
+        ReadStats {
+            chunk_gets: Default::default(),
+            index_gets: Default::default(),
+            bytes_fetched: Default::default(),
+            cache_hits: Default::default(),
+            get_errors: Default::default(),
+            get_latency: prometheus_client::metrics::histogram::Histogram::new(
+                GET_LATENCY_BUCKETS_US.map(|us| us as f64 / 1e6),
+            ),
+        }
+    }
+}
+
+impl ReadStats {
+    /// Counts one ranged GET that took `elapsed` (to the microsecond) and `failed` or not.
+    fn count_get(&self, elapsed: std::time::Duration, failed: bool) {
+        self.get_latency.observe(elapsed.as_micros() as f64 / 1e6);
+        self.get_errors.fetch_add(u64::from(failed), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub struct RemoteReader {
@@ -458,7 +493,9 @@ impl RemoteReader {
         let _permit = self.permits.acquire().await.map_err(|_| Error::Config("reader closed".into()))?;
         let path = Path::from(key);
         let len = range.end - range.start;
+        let started = std::time::Instant::now();
         let fetched = tokio::time::timeout(self.settings.timeout, self.store.store.get_range(&path, range)).await;
+        self.stats.count_get(started.elapsed(), !matches!(&fetched, Ok(Ok(bytes)) if bytes.len() as u64 == len));
         let bytes = match fetched {
             Err(_) => {
                 return Err(Error::Timeout {

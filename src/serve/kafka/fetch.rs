@@ -11,7 +11,6 @@
 //! Fetch sessions (KIP-227) are not kept: every response is a full one with session id 0.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -228,7 +227,7 @@ async fn read_records(
     let timestamps = broker.state.log.topic(&partition.topic)?.metadata.timestamp_type;
     let mut batches = batches.into_kafka(timestamps)?;
     let next = batches.keep_within(max_bytes, first);
-    broker.state.metrics.fetched_records.fetch_add(next.saturating_sub(offset as u64), Ordering::Relaxed);
+    broker.state.metrics.fetched_records.inc_by(next.saturating_sub(offset as u64));
     let sent = batches.base_offset..next.max(batches.base_offset);
     Ok((batches.bytes, start, sent))
 }

@@ -23,7 +23,6 @@ mod unsupported;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -188,7 +187,7 @@ async fn connection(
             Ok(Some(response)) => stream.write_all(&response).await,
             Ok(None) => Ok(()), // Produce with acks=0: Kafka sends no response
             Err(Close(why)) => {
-                broker.state.metrics.kafka_closed_connections.fetch_add(1, Ordering::Relaxed);
+                broker.state.metrics.kafka_closed_connections.inc();
                 tracing::warn!(%peer, reason = %why, "closing Kafka connection");
                 return;
             }
@@ -290,7 +289,7 @@ fn respond<R: Encodable + HeaderVersion>(request: &Request, response: &R) -> Res
 impl Broker {
     /// Answers one request frame, `Ok(None)` when the request wants no answer.
     async fn handle(&self, frame: Bytes, session: &mut Session) -> Result<Option<Bytes>, Close> {
-        self.state.metrics.kafka_requests.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.kafka_requests.inc();
         // Every header version starts with key, version and correlation id (frames are ≥ 8 bytes).
         let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);

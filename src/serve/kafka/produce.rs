@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -43,7 +42,7 @@ pub(super) async fn produce(
 ) -> Result<Option<Bytes>, Close> {
     let started = std::time::Instant::now();
     let body: ProduceRequest = request.decode()?;
-    broker.state.metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    broker.state.metrics.produce_requests.inc();
     let acks = body.acks;
     let mut responses = Vec::new();
     for topic_data in body.topic_data {
@@ -62,7 +61,7 @@ pub(super) async fn produce(
         }
         responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partitions));
     }
-    broker.state.metrics.produce_latency.observe(started.elapsed());
+    crate::serve::metrics::observe(&broker.state.metrics.kafka_produce_latency, started.elapsed());
     if acks == 0 {
         for failed in responses.iter().flat_map(|t| &t.partition_responses).filter(|p| p.error_code != 0) {
             // Nobody will read an answer: say in the log what was not written.
