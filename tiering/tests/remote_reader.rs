@@ -124,3 +124,41 @@ async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
     let text = err.to_string();
     assert!(text.contains("reader.timeout_ms") && text.contains("GET"), "{text}");
 }
+
+/// The caller's chunk check runs once per load, before the chunk is cached: repeated reads of
+/// a cached chunk are served as checked without running it again. A chunk that fails it is
+/// never served and never cached (every read fetches it again and fails again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_is_checked_once_when_it_enters_the_cache_and_never_served_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 1)).await;
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    let settings = ReaderSettings {
+        cache_bytes: 1 << 20,
+        prefetch_bytes: 0,
+        concurrency: 2,
+        timeout: Duration::from_secs(10),
+        keyring: None,
+    };
+    let checks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = checks.clone();
+    let check: tierlog_tiering::remote_reader::ChunkCheck = Arc::new(move |raw: &[u8], first_offset: u64| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        // Segment 1 (offsets 10..) plays a chunk whose batches are damaged.
+        if first_offset == BATCH_OFFSETS { Err(format!("byte 0: bad CRC in {} bytes", raw.len())) } else { Ok(()) }
+    });
+    let reader = RemoteReader::with_check(store.with_store(faulty.clone()), settings, None, Some(check));
+    for _ in 0..5 {
+        let chunk = reader.read_at("t", 0, 3).await.unwrap().unwrap();
+        assert!(chunk.checked);
+        assert_eq!(chunk.raw, segment_bytes(0));
+    }
+    assert_eq!(checks.load(Ordering::SeqCst), 1, "checked once, served from the cache four times");
+    assert_eq!(reader.stats.cache_hits.load(Ordering::SeqCst), 4);
+    for attempt in 1..=2 {
+        let err = reader.read_at("t", 0, BATCH_OFFSETS).await.unwrap_err().to_string();
+        assert!(err.contains("chunk 0 byte 0: bad CRC"), "{err}");
+        assert_eq!(checks.load(Ordering::SeqCst), 1 + attempt, "a chunk that failed was not cached");
+    }
+}
