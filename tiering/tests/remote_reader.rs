@@ -102,22 +102,26 @@ async fn prefetch_from_the_end_of_the_last_archive_fetches_the_first_inline_segm
     assert_eq!(total, 10, "no GET beyond what the replay and its read-ahead need");
 }
 
+/// Two one-chunk segments (offsets 0..10 and 10..20) tiered, and a fault store over them.
+async fn two_segments(dir: &std::path::Path) -> (RemoteStore, Arc<FaultStore>) {
+    let store = RemoteStore::local_dir(dir).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 1)).await;
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    (store, faulty)
+}
+
+/// One GET at a time, a 1 MiB cache and no prefetch: every GET is one the test asked for.
+fn no_prefetch(timeout: Duration) -> ReaderSettings {
+    ReaderSettings { cache_bytes: 1 << 20, prefetch_bytes: 0, concurrency: 1, timeout, keyring: None }
+}
+
 /// A store that does not answer in time is an outage (`Timeout`, which callers report as
 /// unavailable: HTTP 503), not damage: it was reported as a format error, HTTP 500 "corrupt".
 #[tokio::test]
 async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RemoteStore::local_dir(dir.path()).unwrap();
-    tier(&store, "t", 0, segments(0, 2, 1)).await;
-    let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let settings = ReaderSettings {
-        cache_bytes: 1 << 20,
-        prefetch_bytes: 0,
-        concurrency: 1,
-        timeout: Duration::from_millis(100),
-        keyring: None,
-    };
-    let reader = RemoteReader::new(store.with_store(faulty.clone()), settings);
+    let (store, faulty) = two_segments(dir.path()).await;
+    let reader = RemoteReader::new(store.with_store(faulty.clone()), no_prefetch(Duration::from_millis(100)));
     faulty.faults.latency_ms.store(400, Ordering::SeqCst);
     let err = reader.read_at("t", 0, 0).await.unwrap_err();
     assert!(matches!(err, tierlog_tiering::Error::Timeout { .. }), "{err:?}");
@@ -131,16 +135,8 @@ async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_is_checked_once_when_it_enters_the_cache_and_never_served_unchecked() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RemoteStore::local_dir(dir.path()).unwrap();
-    tier(&store, "t", 0, segments(0, 2, 1)).await;
-    let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let settings = ReaderSettings {
-        cache_bytes: 1 << 20,
-        prefetch_bytes: 0,
-        concurrency: 2,
-        timeout: Duration::from_secs(10),
-        keyring: None,
-    };
+    let (store, faulty) = two_segments(dir.path()).await;
+    let settings = no_prefetch(Duration::from_secs(10));
     let checks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = checks.clone();
     let check: tierlog_tiering::remote_reader::ChunkCheck = Arc::new(move |raw: &[u8], first_offset: u64| {
