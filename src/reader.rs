@@ -62,7 +62,8 @@ impl Reader {
                     let dir = crate::topic::topic_dir(&data_dir, topic).join(partition.to_string());
                     tier::read_partition_state_in(&*disk, &dir).manifest_version
                 });
-                Ok::<_, Error>(RemoteReader::with_hints(store, settings_with_keys(config)?, Some(hints)))
+                let settings = settings_with_keys(config)?;
+                Ok::<_, Error>(RemoteReader::with_check(store, settings, Some(hints), Some(Arc::new(check_chunk))))
             })
             .await
     }
@@ -330,6 +331,26 @@ pub async fn snapshot(reader: &Reader, topics: &[String], time: i64) -> Result<V
     Ok(out)
 }
 
+/// Every batch of a chunk passes its CRC, the first starts at `first_offset` and each one
+/// continues the one before it; else the byte where it fails and why.
+fn validate_chunk(bytes: &[u8], first_offset: u64) -> std::result::Result<(), (usize, batch::BatchError)> {
+    let (mut expected, mut at) = (first_offset, 0);
+    while at < bytes.len() {
+        let header = batch::validate(&bytes[at..])
+            .and_then(|header| header.expect_base(expected).map(|()| header))
+            .map_err(|e| (at, e))?;
+        expected = header.next_offset();
+        at += header.length;
+    }
+    Ok(())
+}
+
+/// The remote reader's [`tierlog_tiering::remote_reader::ChunkCheck`]: [`validate_chunk`],
+/// run once per chunk load, before the chunk is cached.
+fn check_chunk(bytes: &[u8], first_offset: u64) -> std::result::Result<(), String> {
+    validate_chunk(bytes, first_offset).map_err(|(at, e)| format!("byte {at}: {e}"))
+}
+
 /// The reader settings of `config`, without a keyring (objects in clear only): see
 /// [`settings_with_keys`].
 pub fn settings(config: &crate::config::Config) -> ReaderSettings {
@@ -401,17 +422,13 @@ impl Batches {
 
     /// A remote chunk's batches from the one holding `offset`, each CRC-checked, the first
     /// starting at the chunk's first offset and every one continuing the one before it.
+    /// A chunk the remote reader already checked with [`check_chunk`] (when it entered its
+    /// cache) is not checked again: a 1 MiB fetch from a 4 MiB chunk costs its own bytes only.
     fn of_chunk(chunk: &RemoteChunk, offset: u64) -> Result<Batches> {
         let origin = Origin::Remote { key: chunk.key.clone(), chunk: chunk.chunk };
         let mut batches = Batches { bytes: chunk.raw.clone(), base_offset: chunk.first_offset, origin };
-        let mut expected = chunk.first_offset;
-        let mut at = 0;
-        while at < batches.bytes.len() {
-            let header = batch::validate(&batches.bytes[at..])
-                .and_then(|header| header.expect_base(expected).map(|()| header))
-                .map_err(|e| batches.corrupt(at, e))?;
-            expected = header.next_offset();
-            at += header.length;
+        if !chunk.checked {
+            validate_chunk(&batches.bytes, chunk.first_offset).map_err(|(at, e)| batches.corrupt(at, e))?;
         }
         batches.skip_before(offset).map_err(|e| batches.corrupt(0, e))?;
         Ok(batches)

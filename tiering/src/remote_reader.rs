@@ -53,7 +53,18 @@ pub struct RemoteChunk {
     pub last_offset: u64,
     pub key: String,
     pub chunk: usize,
+    /// The reader's [`ChunkCheck`] passed on these bytes (once, when they were loaded): the
+    /// caller need not check them again. `false` when the reader has no check.
+    pub checked: bool,
 }
+
+/// A check of a chunk's decompressed bytes (`raw`, starting at offset `first_offset`) by the
+/// caller, who knows the record format (the log checks every batch's CRC and that offsets run
+/// on densely). It runs once per load, off the async threads and in parallel with other
+/// loads; a chunk enters the cache only after passing it, so a cache hit is served without
+/// checking again, and bytes that failed it are never served. The error says what is wrong
+/// (e.g. "byte 4096: CRC mismatch").
+pub type ChunkCheck = Arc<dyn Fn(&[u8], u64) -> std::result::Result<(), String> + Send + Sync>;
 
 type ChunkId = (String, usize);
 type Loading<V> = Shared<BoxFuture<'static, std::result::Result<V, Arc<Error>>>>;
@@ -169,6 +180,7 @@ pub struct RemoteReader {
     pub stats: Arc<ReadStats>,
     me: std::sync::Weak<RemoteReader>,
     hints: Option<VersionHints>,
+    check: Option<ChunkCheck>,
 }
 
 /// Where a reader may learn a partition's last known manifest version (e.g. the writer's
@@ -188,9 +200,21 @@ impl RemoteReader {
     }
 
     pub fn with_hints(store: RemoteStore, settings: ReaderSettings, hints: Option<VersionHints>) -> Arc<RemoteReader> {
+        RemoteReader::with_check(store, settings, hints, None)
+    }
+
+    /// A reader that runs `check` on every chunk it loads, before caching it (see
+    /// [`ChunkCheck`]).
+    pub fn with_check(
+        store: RemoteStore,
+        settings: ReaderSettings,
+        hints: Option<VersionHints>,
+        check: Option<ChunkCheck>,
+    ) -> Arc<RemoteReader> {
         Arc::new_cyclic(|me| RemoteReader {
             me: me.clone(),
             hints,
+            check,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             indexes: Mutex::new(Lru::new(INDEXES_MAX as u64)),
             chunks: Mutex::new(Lru::new(settings.cache_bytes)),
@@ -558,6 +582,7 @@ impl RemoteReader {
             last_offset: meta.last_offset,
             key: entry.key.clone(),
             chunk: chunk_no,
+            checked: self.check.is_some(),
         };
         if let Some(raw) = lock(&self.chunks).get(&id) {
             self.stats.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -588,17 +613,26 @@ impl RemoteReader {
         let compressed = self.get_range(&id.0, range).await?;
         self.stats.chunk_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chunk_no = id.1;
-        let raw = crate::blocking::run(move || match &sealed {
-            None => segment_object::decode_chunk(&meta, &compressed),
-            Some(s) => {
-                let opening = segment_object::Opening {
-                    key: &s.key,
-                    topic: &s.topic,
-                    partition: s.partition,
-                    base_offset: s.base_offset,
-                };
-                segment_object::open_chunk(&meta, chunk_no, &compressed, &opening)
+        let check = self.check.clone();
+        // Decoded (and checked) on the blocking pool: the loads prefetch starts decode in
+        // parallel, one per core, while the reader serves the chunks already cached.
+        let raw = crate::blocking::run(move || {
+            let raw = match &sealed {
+                None => segment_object::decode_chunk(&meta, &compressed)?,
+                Some(s) => {
+                    let opening = segment_object::Opening {
+                        key: &s.key,
+                        topic: &s.topic,
+                        partition: s.partition,
+                        base_offset: s.base_offset,
+                    };
+                    segment_object::open_chunk(&meta, chunk_no, &compressed, &opening)?
+                }
+            };
+            if let Some(check) = &check {
+                check(&raw, meta.first_offset).map_err(|e| Error::Format(format!("chunk {chunk_no} {e}")))?;
             }
+            Ok::<_, Error>(raw)
         })
         .await
         .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;

@@ -150,12 +150,31 @@ pub struct Opening<'a> {
     pub base_offset: u64,
 }
 
-/// Builds the object for a raw segment. `batches` must cover `raw` exactly, in order.
+/// Chunks one build has in flight per thread of the compression pool: two keep every thread
+/// busy while the builder appends the finished ones in order. A build therefore holds at most
+/// `2 × threads` compressed chunks beside the object it is assembling (docs/ARCHITECTURE.md,
+/// "Memory and parallelism").
+const CHUNKS_IN_FLIGHT_PER_THREAD: usize = 2;
+
+/// How a build runs the compression (and sealing) of its chunks. The bytes are the same either
+/// way: chunks are independent zstd frames, appended in chunk order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    /// On rayon's global pool (one thread per core, shared by every build in the process).
+    Parallel,
+    /// One chunk after the other on the calling thread (the reference the tests compare with).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Sequential,
+}
+
+/// Builds the object for a raw segment. `batches` must cover `raw` exactly, in order. Chunks
+/// are compressed in parallel on all cores; the bytes are those of a sequential build.
 pub fn build(raw: &[u8], batches: &[BatchMark], chunk_bytes: u64, zstd_level: i32) -> Result<BuiltObject> {
-    build_with(raw, batches, chunk_bytes, zstd_level, None)
+    build_with(raw, batches, chunk_bytes, zstd_level, None, Schedule::Parallel)
 }
 
 /// Builds an encrypted object (chunk index version 3): each chunk compressed, then sealed.
+/// Nonces are drawn in chunk order on the calling thread, as a sequential build draws them.
 pub fn build_sealed(
     raw: &[u8],
     batches: &[BatchMark],
@@ -163,20 +182,15 @@ pub fn build_sealed(
     zstd_level: i32,
     sealing: Sealing<'_>,
 ) -> Result<BuiltObject> {
-    build_with(raw, batches, chunk_bytes, zstd_level, Some(sealing))
+    build_with(raw, batches, chunk_bytes, zstd_level, Some(sealing), Schedule::Parallel)
 }
 
-fn build_with(
-    raw: &[u8],
-    batches: &[BatchMark],
-    chunk_bytes: u64,
-    zstd_level: i32,
-    mut sealing: Option<Sealing<'_>>,
-) -> Result<BuiltObject> {
-    check_marks(raw, batches)?;
-    let base_offset = batches[0].base_offset;
-    let mut bytes = Vec::with_capacity(raw.len() / 3 + 1024);
-    let mut chunks = Vec::new();
+/// The batches `start..end` that make up one chunk.
+type Group = std::ops::Range<usize>;
+
+/// Splits the batches into chunks of about `chunk_bytes` raw (at least one batch each).
+fn plan_chunks(batches: &[BatchMark], chunk_bytes: u64) -> Vec<Group> {
+    let mut groups = Vec::new();
     let mut start = 0;
     while start < batches.len() {
         let mut end = start + 1;
@@ -185,34 +199,68 @@ fn build_with(
         {
             end += 1;
         }
-        let group = &batches[start..end];
-        let raw_position = group[0].position;
-        let raw_len = group.iter().map(|b| b.length).sum::<u64>();
-        let plain = &raw[raw_position as usize..(raw_position + raw_len) as usize];
-        let mut compressed = compress(plain, zstd_level)?;
-        if let Some(s) = sealing.as_mut() {
-            let chunk_no = u32::try_from(chunks.len()).expect("chunk count is bounded by CHUNKS_MAX");
-            let aad = encryption::chunk_aad(s.topic, s.partition, base_offset, chunk_no)?;
-            compressed = s.key.seal((s.nonce)()?, &aad, &compressed)?;
-        }
-        chunks.push(ChunkMeta {
-            first_offset: group[0].base_offset,
-            last_offset: group[group.len() - 1].last_offset,
-            min_timestamp: group.iter().map(|b| b.min_timestamp).min().unwrap_or(i64::MAX),
-            max_timestamp: group.iter().map(|b| b.max_timestamp).max().unwrap_or(i64::MIN),
-            min_append_time: group.iter().map(|b| b.append_time).min().unwrap_or(NO_APPEND_TIME),
-            max_append_time: group.iter().map(|b| b.append_time).max().unwrap_or(NO_APPEND_TIME),
-            raw_position,
-            raw_len: u32::try_from(raw_len).map_err(|_| Error::Format("chunk larger than 4 GiB".into()))?,
-            compressed_position: bytes.len() as u64,
-            compressed_len: compressed.len() as u32,
-            crc32c: crc32c::crc32c(&compressed),
-        });
-        bytes.extend_from_slice(&compressed);
+        groups.push(start..end);
         start = end;
     }
-    if chunks.len() > CHUNKS_MAX {
-        return Err(Error::Format(format!("{} chunks; at most {CHUNKS_MAX}: raise the chunk size", chunks.len())));
+    groups
+}
+
+fn build_with(
+    raw: &[u8],
+    batches: &[BatchMark],
+    chunk_bytes: u64,
+    zstd_level: i32,
+    mut sealing: Option<Sealing<'_>>,
+    schedule: Schedule,
+) -> Result<BuiltObject> {
+    check_marks(raw, batches)?;
+    let base_offset = batches[0].base_offset;
+    let groups = plan_chunks(batches, chunk_bytes);
+    if groups.len() > CHUNKS_MAX {
+        return Err(Error::Format(format!("{} chunks; at most {CHUNKS_MAX}: raise the chunk size", groups.len())));
+    }
+    // What a pool thread needs to seal a chunk (the nonce source stays on this thread).
+    let seal_with = sealing.as_ref().map(|s| (s.key, s.topic, s.partition));
+    let stored_chunk = |chunk_no: usize, group: &Group, nonce: Option<[u8; encryption::NONCE_BYTES]>| {
+        let (first, last) = (&batches[group.start], &batches[group.end - 1]);
+        let plain = &raw[first.position as usize..(last.position + last.length) as usize];
+        let compressed = compress(plain, zstd_level)?;
+        let stored = match (seal_with, nonce) {
+            (Some((key, topic, partition)), Some(nonce)) => {
+                let chunk_no = u32::try_from(chunk_no).expect("chunk count is bounded by CHUNKS_MAX");
+                key.seal(nonce, &encryption::chunk_aad(topic, partition, base_offset, chunk_no)?, &compressed)?
+            }
+            _ => compressed,
+        };
+        let crc = crc32c::crc32c(&stored);
+        Ok::<_, Error>((stored, crc))
+    };
+    let window = match schedule {
+        Schedule::Parallel => rayon::current_num_threads().max(1) * CHUNKS_IN_FLIGHT_PER_THREAD,
+        Schedule::Sequential => 1,
+    };
+    let mut bytes = Vec::with_capacity(raw.len() / 3 + 1024);
+    let mut chunks = Vec::with_capacity(groups.len());
+    for (w, in_window) in groups.chunks(window).enumerate() {
+        let first_no = w * window;
+        let nonces = match sealing.as_mut() {
+            Some(s) => in_window.iter().map(|_| (s.nonce)().map(Some)).collect::<Result<Vec<_>>>()?,
+            None => vec![None; in_window.len()],
+        };
+        let jobs: Vec<(usize, &Group, Option<[u8; encryption::NONCE_BYTES]>)> =
+            in_window.iter().zip(nonces).enumerate().map(|(i, (g, n))| (first_no + i, g, n)).collect();
+        let done: Vec<Result<(Vec<u8>, u32)>> = match schedule {
+            Schedule::Parallel => {
+                use rayon::prelude::*;
+                jobs.into_par_iter().map(|(no, group, nonce)| stored_chunk(no, group, nonce)).collect()
+            }
+            Schedule::Sequential => jobs.into_iter().map(|(no, group, nonce)| stored_chunk(no, group, nonce)).collect(),
+        };
+        for (group, result) in in_window.iter().zip(done) {
+            let (stored, crc32c) = result?;
+            chunks.push(chunk_meta(&batches[group.clone()], bytes.len() as u64, &stored, crc32c)?);
+            bytes.extend_from_slice(&stored);
+        }
     }
     let key_id = sealing.map(|s| s.key.id().to_string());
     let index = ChunkIndex { base_offset, raw_bytes: raw.len() as u64, chunks, key_id };
@@ -221,6 +269,24 @@ fn build_with(
     let index_len = bytes.len() as u64 - index_position;
     write_skippable(&mut bytes, SEEK_TABLE_FRAME_MAGIC, &seek_table(&index.chunks));
     Ok(BuiltObject { bytes, index, index_position, index_len })
+}
+
+/// The index entry of the chunk made of `group`, stored at `compressed_position`.
+fn chunk_meta(group: &[BatchMark], compressed_position: u64, stored: &[u8], crc32c: u32) -> Result<ChunkMeta> {
+    let raw_len = group.iter().map(|b| b.length).sum::<u64>();
+    Ok(ChunkMeta {
+        first_offset: group[0].base_offset,
+        last_offset: group[group.len() - 1].last_offset,
+        min_timestamp: group.iter().map(|b| b.min_timestamp).min().unwrap_or(i64::MAX),
+        max_timestamp: group.iter().map(|b| b.max_timestamp).max().unwrap_or(i64::MIN),
+        min_append_time: group.iter().map(|b| b.append_time).min().unwrap_or(NO_APPEND_TIME),
+        max_append_time: group.iter().map(|b| b.append_time).max().unwrap_or(NO_APPEND_TIME),
+        raw_position: group[0].position,
+        raw_len: u32::try_from(raw_len).map_err(|_| Error::Format("chunk larger than 4 GiB".into()))?,
+        compressed_position,
+        compressed_len: stored.len() as u32,
+        crc32c,
+    })
 }
 
 fn check_marks(raw: &[u8], batches: &[BatchMark]) -> Result<()> {
@@ -745,6 +811,69 @@ mod tests {
             let at = flip.index(frame.len());
             frame[at] ^= 1 << bit;
             prop_assert!(parse_index_frame(&frame).is_err(), "index flip at {} undetected", at);
+        }
+    }
+
+    /// Nonces 1,1,…,1 then 2,2,…,2 and so on, failing (as a broken random source would) on
+    /// draw number `fail_at` (1-based), if any.
+    fn counting_nonces(fail_at: Option<u8>) -> impl FnMut() -> Result<[u8; encryption::NONCE_BYTES]> {
+        let mut counter = 0u8;
+        move || {
+            counter += 1;
+            match fail_at {
+                Some(n) if n == counter => Err(Error::Format("injected: the system random source failed".into())),
+                _ => Ok([counter; encryption::NONCE_BYTES]),
+            }
+        }
+    }
+
+    fn build_counting(raw: &[u8], marks: &[BatchMark], chunk_bytes: u64, schedule: Schedule) -> Result<BuiltObject> {
+        let mut nonce = counting_nonces(None);
+        let sealing = Sealing { key: &key(), topic: "pay", partition: 3, nonce: &mut nonce };
+        build_with(raw, marks, chunk_bytes, 1, Some(sealing), schedule)
+    }
+
+    /// A seal that fails part-way through a parallel build (the nonce of a chunk in a later
+    /// window than the first) fails the whole build: no object, nothing partial to upload.
+    /// Built again, the object is byte for byte the sequential build with the same nonces.
+    #[test]
+    fn a_failure_in_the_middle_of_a_parallel_build_yields_no_object_and_a_retry_the_same_bytes() {
+        let (raw, marks) = segment(&[900; 24]);
+        let window = rayon::current_num_threads() * CHUNKS_IN_FLIGHT_PER_THREAD;
+        assert!(24 > 2 * window, "the failing chunk must lie past the first window");
+        let fail_at = u8::try_from(window + 2).unwrap();
+        let mut nonce = counting_nonces(Some(fail_at));
+        let sealing = Sealing { key: &key(), topic: "pay", partition: 3, nonce: &mut nonce };
+        let err = build_with(&raw, &marks, 1000, 1, Some(sealing), Schedule::Parallel).unwrap_err();
+        assert!(err.to_string().contains("random source failed"), "{err}");
+        let retried = build_counting(&raw, &marks, 1000, Schedule::Parallel).unwrap();
+        let sequential = build_counting(&raw, &marks, 1000, Schedule::Sequential).unwrap();
+        assert_eq!(retried.index.chunks.len(), 24);
+        assert_eq!(retried.bytes, sequential.bytes);
+        assert_eq!(decode_object_with(&retried.bytes, Some(&keyring(vec![key()])), "pay", 3).unwrap(), raw);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        /// Parallel and sequential builds give identical objects (same frames, same order, same
+        /// index), in clear and sealed, for any segment and chunk size — also with many more
+        /// chunks than a build has in flight at once.
+        #[test]
+        fn parallel_and_sequential_builds_give_identical_bytes(
+            sizes in proptest::collection::vec(1usize..3000, 1..60),
+            chunk_bytes in 64u64..6_000,
+            level in 1i32..4,
+        ) {
+            let (raw, marks) = segment(&sizes);
+            let parallel = build_with(&raw, &marks, chunk_bytes, level, None, Schedule::Parallel).unwrap();
+            let sequential = build_with(&raw, &marks, chunk_bytes, level, None, Schedule::Sequential).unwrap();
+            prop_assert_eq!(&parallel.index, &sequential.index);
+            prop_assert_eq!((parallel.index_position, parallel.index_len), (sequential.index_position, sequential.index_len));
+            prop_assert!(parallel.bytes == sequential.bytes, "object bytes differ");
+            prop_assert_eq!(decode_object(&parallel.bytes).unwrap(), raw.clone());
+            let parallel = build_counting(&raw, &marks, chunk_bytes, Schedule::Parallel).unwrap();
+            let sequential = build_counting(&raw, &marks, chunk_bytes, Schedule::Sequential).unwrap();
+            prop_assert!(parallel.bytes == sequential.bytes, "sealed object bytes differ");
         }
     }
 

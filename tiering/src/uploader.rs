@@ -147,15 +147,18 @@ pub async fn upload_segment(
     let batches = segment.batches.clone();
     let (key, sealed_topic) = (settings.encryption.clone(), topic.to_string());
     let (built, raw_sha256, object_sha256) = crate::blocking::run(move || {
-        let built = match &key {
-            None => segment_object::build(&raw, &batches, chunk_bytes, level)?,
+        // The build spreads its chunks over the compression pool; the raw segment's SHA-256
+        // is computed on that pool beside it rather than after it.
+        let build = || match &key {
+            None => segment_object::build(&raw, &batches, chunk_bytes, level),
             Some(key) => {
                 let mut nonce = crate::encryption::random_nonce;
                 let sealing = segment_object::Sealing { key, topic: &sealed_topic, partition, nonce: &mut nonce };
-                segment_object::build_sealed(&raw, &batches, chunk_bytes, level, sealing)?
+                segment_object::build_sealed(&raw, &batches, chunk_bytes, level, sealing)
             }
         };
-        let raw_sha = crate::sha256_hex(&raw);
+        let (built, raw_sha) = rayon::join(build, || crate::sha256_hex(&raw));
+        let built = built?;
         let object_sha = crate::sha256_hex(&built.bytes);
         Ok::<_, Error>((built, raw_sha, object_sha))
     })

@@ -102,25 +102,59 @@ async fn prefetch_from_the_end_of_the_last_archive_fetches_the_first_inline_segm
     assert_eq!(total, 10, "no GET beyond what the replay and its read-ahead need");
 }
 
+/// Two one-chunk segments (offsets 0..10 and 10..20) tiered, and a fault store over them.
+async fn two_segments(dir: &std::path::Path) -> (RemoteStore, Arc<FaultStore>) {
+    let store = RemoteStore::local_dir(dir).unwrap();
+    tier(&store, "t", 0, segments(0, 2, 1)).await;
+    let faulty = Arc::new(FaultStore::new(store.store.clone()));
+    (store, faulty)
+}
+
+/// One GET at a time, a 1 MiB cache and no prefetch: every GET is one the test asked for.
+fn no_prefetch(timeout: Duration) -> ReaderSettings {
+    ReaderSettings { cache_bytes: 1 << 20, prefetch_bytes: 0, concurrency: 1, timeout, keyring: None }
+}
+
 /// A store that does not answer in time is an outage (`Timeout`, which callers report as
 /// unavailable: HTTP 503), not damage: it was reported as a format error, HTTP 500 "corrupt".
 #[tokio::test]
 async fn a_ranged_get_that_times_out_is_a_timeout_not_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RemoteStore::local_dir(dir.path()).unwrap();
-    tier(&store, "t", 0, segments(0, 2, 1)).await;
-    let faulty = Arc::new(FaultStore::new(store.store.clone()));
-    let settings = ReaderSettings {
-        cache_bytes: 1 << 20,
-        prefetch_bytes: 0,
-        concurrency: 1,
-        timeout: Duration::from_millis(100),
-        keyring: None,
-    };
-    let reader = RemoteReader::new(store.with_store(faulty.clone()), settings);
+    let (store, faulty) = two_segments(dir.path()).await;
+    let reader = RemoteReader::new(store.with_store(faulty.clone()), no_prefetch(Duration::from_millis(100)));
     faulty.faults.latency_ms.store(400, Ordering::SeqCst);
     let err = reader.read_at("t", 0, 0).await.unwrap_err();
     assert!(matches!(err, tierlog_tiering::Error::Timeout { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("reader.timeout_ms") && text.contains("GET"), "{text}");
+}
+
+/// The caller's chunk check runs once per load, before the chunk is cached: repeated reads of
+/// a cached chunk are served as checked without running it again. A chunk that fails it is
+/// never served and never cached (every read fetches it again and fails again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_is_checked_once_when_it_enters_the_cache_and_never_served_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faulty) = two_segments(dir.path()).await;
+    let settings = no_prefetch(Duration::from_secs(10));
+    let checks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = checks.clone();
+    let check: tierlog_tiering::remote_reader::ChunkCheck = Arc::new(move |raw: &[u8], first_offset: u64| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        // Segment 1 (offsets 10..) plays a chunk whose batches are damaged.
+        if first_offset == BATCH_OFFSETS { Err(format!("byte 0: bad CRC in {} bytes", raw.len())) } else { Ok(()) }
+    });
+    let reader = RemoteReader::with_check(store.with_store(faulty.clone()), settings, None, Some(check));
+    for _ in 0..5 {
+        let chunk = reader.read_at("t", 0, 3).await.unwrap().unwrap();
+        assert!(chunk.checked);
+        assert_eq!(chunk.raw, segment_bytes(0));
+    }
+    assert_eq!(checks.load(Ordering::SeqCst), 1, "checked once, served from the cache four times");
+    assert_eq!(reader.stats.cache_hits.load(Ordering::SeqCst), 4);
+    for attempt in 1..=2 {
+        let err = reader.read_at("t", 0, BATCH_OFFSETS).await.unwrap_err().to_string();
+        assert!(err.contains("chunk 0 byte 0: bad CRC"), "{err}");
+        assert_eq!(checks.load(Ordering::SeqCst), 1 + attempt, "a chunk that failed was not cached");
+    }
 }
