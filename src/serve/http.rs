@@ -1157,8 +1157,7 @@ impl FetchStream {
                 if self.sse {
                     out.extend_from_slice(format!("id: {}\ndata: ", stored.offset).as_bytes());
                 }
-                serde_json::to_writer(&mut out, &envelope::record_to_json(self.partition.id, &stored))
-                    .expect("json to vec");
+                envelope::write_record_json(&mut out, self.partition.id, &stored);
                 out.extend_from_slice(if self.sse { b"\n\n" } else { b"\n" });
                 self.next = stored.offset + 1;
                 self.remaining -= 1;
