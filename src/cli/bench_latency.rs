@@ -312,7 +312,8 @@ async fn follow(
         let mut consumed = 0;
         while let Some(end) = pending[consumed..].iter().position(|b| *b == b'\n') {
             let line: Line = serde_json::from_slice(&pending[consumed..consumed + end])?;
-            let sent_ns: u128 = line.value.get(..20).and_then(|t| t.parse().ok()).context("a record without a send time")?;
+            let sent_ns: u128 =
+                line.value.get(..20).and_then(|t| t.parse().ok()).context("a record without a send time")?;
             latencies.push(arrived_ns.saturating_sub(sent_ns) as f64 / 1e6);
             consumed += end + 1;
         }
