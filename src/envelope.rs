@@ -53,8 +53,11 @@ pub fn parse_json_record(line: &str, now_ms: i64) -> Result<Record, String> {
     Ok(Record { timestamp, key, value, headers })
 }
 
+/// An envelope's stored value (if it has one) and its other fields.
+type Fields = (Option<Vec<u8>>, Map<String, Value>);
+
 /// The stored value and the other fields of an envelope parsed as a `Value` first.
-fn fields_of_value(line: &str) -> Result<(Option<Vec<u8>>, Map<String, Value>), String> {
+fn fields_of_value(line: &str) -> Result<Fields, String> {
     match serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))? {
         Value::Object(mut object) => Ok((object.remove("value").map(value_bytes), object)),
         _ => Err("expected a JSON object with at least a \"value\" field".into()),
