@@ -45,6 +45,13 @@ pub enum BenchCommand {
     /// Deep `verify` of a tiered log against single-thread zstd decompression of the same objects.
     #[command(after_help = "Example:\n  tierlog bench verify --total-mb 128 --rounds 3")]
     Verify(super::bench_verify::VerifyBenchArgs),
+    /// Produce → follow delivery latency over HTTP (fsync per batch, one 1 KiB record per
+    /// request) at 10%, 50% and 90% of the maximum produce rate measured in the same run,
+    /// against the write+fdatasync latency of the same disk.
+    #[command(
+        after_help = "Examples:\n  tierlog bench latency --seconds 5\n  tierlog --server http://127.0.0.1:7070 bench latency --dir /data/bench-scratch   # a running server"
+    )]
+    Latency(super::bench_latency::LatencyArgs),
     /// Every bench above, each in a subprocess, with `--report DIR` an HTML page of charts
     /// (DIR/index.html) and DIR/report.json; a bench that is missing or fails is reported as
     /// not run and the rest still are.
@@ -147,6 +154,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Http(args) => http(global, args),
         BenchCommand::Kafka(args) => super::bench_kafka::kafka(global, args),
         BenchCommand::Verify(args) => super::bench_verify::verify(global, args),
+        BenchCommand::Latency(args) => super::bench_latency::latency(global, args),
         BenchCommand::All(args) => super::bench_report::all(global, args),
         BenchCommand::Replay(args) => replay(global, args),
     }
@@ -717,6 +725,10 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
             consumed += c.await??;
         }
         let consume_secs = start.elapsed().as_secs_f64();
+        let expected = (args.producers * args.requests * args.batch_records) as u64;
+        anyhow::ensure!(consumed == expected, "HTTP consumers read {consumed} records, expected {expected}");
+        let library_replay_rps = library_replay(&topic, args.producers, args.consumers)?;
+        let fetch_rps = consumed as f64 / consume_secs;
         let p = |q: f64| percentile(&latencies, q);
         anyhow::Ok(json!({
             "bench": "http",
@@ -725,13 +737,48 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
             "library_append": {"records_per_s": round2(library_rps)},
             "http_append": {"records_per_s": round2(http_rps), "p50_ms": round2(p(0.5)), "p99_ms": round2(p(0.99))},
             "http_vs_library": round2(http_rps / library_rps),
-            "http_vs_library_target": 0.5,
-            "http_consume": {"records": consumed, "records_per_s": round2(consumed as f64 / consume_secs)},
+            "http_vs_library_target": 0.6,
+            "http_fetch": {"records": consumed, "records_per_s": round2(fetch_rps), "format": "NDJSON"},
+            "library_replay": {"records_per_s": round2(library_replay_rps)},
+            "fetch_vs_library": round2(fetch_rps / library_replay_rps),
+            "fetch_vs_library_target": 0.6,
         }))
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(log);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records per second that `consumers` threads reach reading every record of the topic's
+/// first `partitions` partitions (split among them as the HTTP consumers split them) through
+/// the library: `read_chunk` and CRC-checked record views, as `bench append` reads.
+fn library_replay(topic: &tierlog::topic::Topic, partitions: usize, consumers: usize) -> Result<f64> {
+    let consumers = consumers.max(1);
+    let start = Instant::now();
+    let records = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..consumers)
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut records = 0u64;
+                    for p in (0..partitions).filter(|p| p % consumers == c) {
+                        let partition = topic.partition(p as u32)?;
+                        let (mut next, mut buf) = (0, Vec::new());
+                        while let Some(chunk) = partition.read_chunk(next, tierlog::partition::READ_BYTES_MAX, buf)? {
+                            let views = chunk.views()?;
+                            let Some(last) = views.last() else { break };
+                            next = last.offset + 1;
+                            records += views.len() as u64;
+                            drop(views);
+                            buf = chunk.into_buffer();
+                        }
+                    }
+                    anyhow::Ok(records)
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().expect("replay thread")).sum::<Result<u64>>()
+    })?;
+    Ok(records as f64 / start.elapsed().as_secs_f64())
 }
 
 /// A bench's scratch directory: created if missing, or used if empty, and emptied (removed, if

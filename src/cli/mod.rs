@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod bench_kafka;
+mod bench_latency;
 mod bench_report;
 mod bench_verify;
 mod client;
