@@ -202,7 +202,10 @@ impl Client {
                 next = record["offset"].as_u64().map(|o| o + 1);
             }
             let mut out = std::io::stdout().lock();
-            out.write_all(&lines)?;
+            // Without the empty lines an idle follow sends as keep-alives.
+            for line in lines.split_inclusive(|b| *b == b'\n').filter(|l| *l != b"\n") {
+                out.write_all(line)?;
+            }
             out.flush()?;
             drop(out);
             if let (Some(group), Some(next)) = (&args.group, next) {

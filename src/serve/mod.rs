@@ -5,5 +5,6 @@
 pub mod append;
 pub mod audit_log;
 pub mod auth;
+mod connection;
 pub mod http;
 pub mod kafka;
