@@ -376,7 +376,7 @@ fn a_json_array_produce_stops_parsing_at_the_record_limit() {
         let mut config = config(dir.path());
         config.server.max_records_per_request = 10;
         let app = router(state(log(config)));
-        let body = format!("[{}, this is not JSON", vec!["0"; 11].join(","));
+        let body = format!("[{}, this is not JSON", ["0"; 11].join(","));
         let request = Request::builder()
             .method("POST")
             .uri("/v1/topics/t/records")
