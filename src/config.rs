@@ -206,12 +206,21 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// A connection that has not sent a request's complete headers this long after it
     /// opened (or after its previous request) is closed: slow or idle clients do not hold
-    /// connections forever.
+    /// connections forever. The same holds before the first byte (a socket that sends nothing,
+    /// or only part of the HTTP/2 preface) and for an HTTP/2 connection with no request open.
     pub header_read_timeout_ms: u64,
     /// Most open HTTP connections; further ones wait in the accept queue until one closes.
     pub max_connections: u64,
-    /// An idle Server-Sent Events follow stream sends a comment line this often, so proxies
-    /// and load balancers do not cut it and a client that went away is noticed.
+    /// Most requests open at once on one HTTP/2 connection (advertised to the client), so one
+    /// connection cannot park an unbounded number of produce requests or follow streams.
+    pub http2_max_concurrent_streams: u64,
+    /// Dead peers: TCP keepalive probes start after this long without traffic on a
+    /// connection (one every this long, three unanswered close it), and an HTTP/2 connection
+    /// is pinged this often and closed when a ping is not answered within this long.
+    pub keepalive_ms: u64,
+    /// An idle follow stream sends a keep-alive this often: a comment line under
+    /// Server-Sent Events, an empty line under NDJSON. Proxies and load balancers then do
+    /// not cut it, and a write to a client that went away fails and frees its follow slot.
     pub sse_keepalive_ms: u64,
     /// Refuse appends (429) while a partition holds more than this many bytes not yet in the
     /// remote tier, so a stalled object store cannot fill the local disk. 0: no limit.
@@ -334,6 +343,8 @@ impl Default for ServerSection {
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
+            http2_max_concurrent_streams: 32,
+            keepalive_ms: 30_000,
             sse_keepalive_ms: 15_000,
             max_untiered_bytes: 0,
             audit_log_max_bytes: 64 * 1024 * 1024,
@@ -524,6 +535,10 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("server.request_timeout_ms", 100, 3_600_000),
     ("server.header_read_timeout_ms", 100, 3_600_000),
     ("server.max_connections", 1, 100_000),
+    // One stream is one request: hyper's default of 200 per connection times
+    // max_connections would let a few clients park far more requests than the limits assume.
+    ("server.http2_max_concurrent_streams", 1, 1_000),
+    ("server.keepalive_ms", 100, 3_600_000),
     ("server.sse_keepalive_ms", 100, 3_600_000),
     ("server.max_untiered_bytes", 0, u64::MAX >> 2),
     // A line is a few hundred bytes: smaller files would rotate on every few reads.

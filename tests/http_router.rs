@@ -6,8 +6,14 @@
 //! never ends is allowed only for a follow stream. A panic, a 5xx or a hang fails the test with
 //! the request that caused it (proptest shrinks it).
 //!
-//! `HTTP_FUZZ_CASES` sets the number of requests (default 3000, about ten seconds here);
-//! `HTTP_FUZZ_TRACE=1` prints each status, method and path (to see what the cases reach).
+//! A second run configures tokens (an admin, a reader of `t`, a group committer, a metrics
+//! reader) and sends valid, unknown, malformed and missing ones, so the 401/403 paths and the
+//! group and metrics rights are fuzzed too; a request without a valid token is never answered
+//! 2xx outside `/healthz`, `/readyz` and `/metrics`.
+//!
+//! `HTTP_FUZZ_CASES` sets the number of requests per run (default 3000, about ten seconds
+//! here); `HTTP_FUZZ_TRACE=1` prints each status, method, path and query (to see what the
+//! cases reach).
 
 mod common;
 use common::Captured;
@@ -124,6 +130,8 @@ fn query_value() -> impl Strategy<Value = String> {
         Just("2026-03-03T14:02:00Z".to_string()),
         Just("2026-03-03".to_string()),
         Just(String::new()),
+        (0u64..45).prop_map(|n| n.to_string()),
+        (0u64..45).prop_map(|n| n.to_string()),
         any::<i64>().prop_map(|n| n.to_string()),
         "[ -~]{0,10}".prop_map(|s| percent(&s)),
     ]
@@ -131,27 +139,48 @@ fn query_value() -> impl Strategy<Value = String> {
 
 fn query() -> impl Strategy<Value = Vec<(String, String)>> {
     let key = prop_oneof![
-        Just("offset"),
-        Just("max_records"),
-        Just("max_bytes"),
-        Just("from_time"),
-        Just("to_time"),
-        Just("time"),
-        Just("as_of"),
-        Just("topics"),
-        Just("follow"),
-        Just("format"),
-        Just("partition"),
-        Just("group"),
-        Just("topic"),
-        Just("timeout_ms"),
-        Just("key"),
-        Just("x"),
+        3 => Just("from_offset"),
+        2 => Just("to_offset"),
+        1 => Just("offset"),
+        1 => Just("max_records"),
+        1 => Just("max_bytes"),
+        1 => Just("from_time"),
+        1 => Just("to_time"),
+        1 => Just("time"),
+        1 => Just("as_of"),
+        1 => Just("topics"),
+        1 => Just("follow"),
+        1 => Just("format"),
+        1 => Just("partition"),
+        1 => Just("group"),
+        1 => Just("topic"),
+        1 => Just("timeout_ms"),
+        1 => Just("key"),
+        1 => Just("x"),
     ];
     proptest::collection::vec((key.prop_map(str::to_string), query_value()), 0..5)
 }
 
-fn headers() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+/// `Authorization` values of the run without tokens (all ignored there).
+fn junk_authorization() -> BoxedStrategy<String> {
+    prop_oneof![Just("Bearer wrong".to_string()), Just("Basic xyz".to_string()), Just("Bearer ".to_string())].boxed()
+}
+
+/// Secrets of the tokens of the run with tokens ([`token_config`]).
+const TOKEN_SECRETS: [&str; 4] = ["admin-secret", "reader-secret", "group-secret", "metrics-secret"];
+
+/// `Authorization` values of the run with tokens: each token, and unknown or malformed ones.
+fn token_authorization() -> BoxedStrategy<String> {
+    prop_oneof![
+        2 => proptest::sample::select(TOKEN_SECRETS.to_vec()).prop_map(|s| format!("Bearer {s}")),
+        1 => junk_authorization(),
+        1 => Just("Bearer admin-secret ".to_string()),
+        1 => Just("bearer reader-secret".to_string()),
+    ]
+    .boxed()
+}
+
+fn headers(authorization: BoxedStrategy<String>) -> impl Strategy<Value = Vec<(&'static str, String)>> {
     // Mostly what gets past the Host guard and the content-type check, so handlers are reached.
     let host = prop_oneof![
         8 => Just("127.0.0.1".to_string()),
@@ -167,8 +196,6 @@ fn headers() -> impl Strategy<Value = Vec<(&'static str, String)>> {
     ];
     let accept =
         prop_oneof![Just("text/event-stream"), Just("application/json"), Just("*/*"), Just("application/x-ndjson")];
-    let authorization =
-        prop_oneof![Just("Bearer wrong".to_string()), Just("Basic xyz".to_string()), Just("Bearer ".to_string())];
     (
         host,
         proptest::option::weighted(0.8, content_type),
@@ -211,7 +238,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn fuzzed() -> impl Strategy<Value = Fuzzed> {
+fn fuzzed(authorization: BoxedStrategy<String>) -> impl Strategy<Value = Fuzzed> {
     let method = prop_oneof![
         6 => Just(Method::GET),
         6 => Just(Method::POST),
@@ -221,7 +248,7 @@ fn fuzzed() -> impl Strategy<Value = Fuzzed> {
         1 => Just(Method::HEAD),
         1 => Just(Method::OPTIONS),
     ];
-    (method, path(), query(), headers(), body()).prop_map(|(method, path, query, headers, body)| Fuzzed {
+    (method, path(), query(), headers(authorization), body()).prop_map(|(method, path, query, headers, body)| Fuzzed {
         method,
         path,
         query,
@@ -255,7 +282,8 @@ fn app_with(config: Config) -> (Router, Log) {
     (router(state), log)
 }
 
-async fn check(app: &Router, case: &Fuzzed) -> Result<(), String> {
+/// Sends `case`; its status, or what was wrong with the answer.
+async fn check(app: &Router, case: &Fuzzed) -> Result<axum::http::StatusCode, String> {
     let answer = tokio::time::timeout(Duration::from_secs(10), app.clone().oneshot(case.request())).await;
     let response = match answer {
         Err(_) => return Err("no response within 10 s".into()),
@@ -264,12 +292,12 @@ async fn check(app: &Router, case: &Fuzzed) -> Result<(), String> {
     };
     let status = response.status();
     if std::env::var("HTTP_FUZZ_TRACE").is_ok() {
-        eprintln!("FUZZ {} {} {}", status.as_u16(), case.method, case.path);
+        eprintln!("FUZZ {} {} {} {:?}", status.as_u16(), case.method, case.path, case.query);
     }
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect()).await;
     let bytes = match body {
-        Err(_) if case.follows() => return Ok(()), // a follow stream never ends by itself
+        Err(_) if case.follows() => return Ok(status), // a follow stream never ends by itself
         Err(_) => return Err(format!("{status}: the body did not end within 2 s")),
         Ok(Err(e)) => return Err(format!("{status}: the body failed: {e}")),
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -287,7 +315,7 @@ async fn check(app: &Router, case: &Fuzzed) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(status)
 }
 
 #[test]
@@ -297,9 +325,61 @@ fn random_requests_get_a_4xx_or_a_valid_answer_never_a_panic_5xx_or_hang() {
     let (app, _log) = runtime.block_on(async { app(dir.path()) });
     let cases = std::env::var("HTTP_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(3000);
     let mut runner = TestRunner::new(ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() });
-    let result = runner.run(&fuzzed(), |case| {
+    let result = runner.run(&fuzzed(junk_authorization()), |case| {
         let outcome = runtime.block_on(check(&app, &case));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The tokens of the run with tokens: an admin, a reader of `t`, a committer of groups `t` and
+/// `g*` that reads `t`, and a metrics reader.
+fn token_config(dir: &std::path::Path) -> Config {
+    use sha2::Digest;
+    let token = |name: &str, secret: &str| tierlog::config::TokenConfig {
+        name: name.into(),
+        token_sha256: sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+        read: vec![],
+        write: vec![],
+        admin: false,
+        groups: vec![],
+        metrics: false,
+    };
+    let [admin, reader, group, metrics] = TOKEN_SECRETS;
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.server.tokens = vec![
+        tierlog::config::TokenConfig { admin: true, ..token("admin", admin) },
+        tierlog::config::TokenConfig { read: vec!["t".into()], ..token("reader", reader) },
+        tierlog::config::TokenConfig {
+            read: vec!["t".into()],
+            groups: vec!["t".into(), "g*".into()],
+            ..token("committer", group)
+        },
+        tierlog::config::TokenConfig { metrics: true, ..token("scraper", metrics) },
+    ];
+    config
+}
+
+#[test]
+fn random_requests_with_tokens_get_401_403_or_a_valid_answer_never_a_panic_5xx_or_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (app, _log) = runtime.block_on(async { app_with(token_config(dir.path())) });
+    let cases = std::env::var("HTTP_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(3000);
+    let mut runner = TestRunner::new(ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() });
+    let result = runner.run(&fuzzed(token_authorization()), |case| {
+        let status = runtime.block_on(check(&app, &case));
+        prop_assert!(status.is_ok(), "{}", status.unwrap_err());
+        let valid = case.headers.iter().any(|(name, value)| {
+            let presented = value.strip_prefix("Bearer ").map(str::trim);
+            *name == "authorization" && presented.is_some_and(|p| TOKEN_SECRETS.contains(&p))
+        });
+        let open = ["/healthz", "/readyz", "/metrics"].contains(&case.path.as_str());
+        let status = status.unwrap();
+        prop_assert!(valid || open || !status.is_success(), "{status} without a valid token");
         Ok(())
     });
     if let Err(e) = result {

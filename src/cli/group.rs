@@ -3,6 +3,10 @@
 //! `kafka-consumer-groups --describe / --reset-offsets / --delete` do. Opens the data directory
 //! read-only (a seek or delete only touches the group's files, under the same lock every commit
 //! takes), so it works while `tierlog serve` runs.
+//!
+//! With tokens configured, a seek or delete is recorded in the server's `<data_dir>/audit.log`
+//! as the same line an HTTP or Kafka commit or DeleteGroups writes, by the OS user and host.
+//! The change stands when that line cannot be written; the command then says so and fails.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -12,6 +16,10 @@ use clap::{ArgGroup, Subcommand};
 use serde_json::json;
 use tierlog::Log;
 use tierlog::time::parse_time;
+
+use tierlog::audit::os_actor;
+use tierlog::config::Config;
+use tierlog::serve::auth::{audit_from_cli, commit_line, group_delete_line};
 
 use super::GlobalArgs;
 
@@ -82,7 +90,7 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     if let GroupCommand::Delete { group, topic, dry_run } = cmd {
         tierlog::log::check_not_restoring(&tierlog::host::Host::os(), &data_dir)?;
-        return delete(&data_dir, &group, topic.as_deref(), dry_run);
+        return delete(&config, &group, topic.as_deref(), dry_run);
     }
     let log = Log::open_read_only(config)?;
     let stored = tierlog::groups::all(&data_dir)?;
@@ -144,11 +152,15 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
                 tierlog::groups::commit(&data_dir, &group, &topic, &offsets)
                     .with_context(|| format!("commit {group}'s offsets on {topic}"))?;
             }
-            for (partition, offset) in offsets {
+            for (partition, offset) in &offsets {
                 println!(
                     "{}",
-                    json!({"group": group, "topic": topic, "partition": partition, "from": before.get(&partition), "to": offset, "committed": !dry_run})
+                    json!({"group": group, "topic": topic, "partition": partition, "from": before.get(partition), "to": offset, "committed": !dry_run})
                 );
+            }
+            if !dry_run {
+                let line = commit_line(&os_actor(), &group, &topic, &offsets);
+                audit(log.config(), &line, &format!("{group}'s offsets on {topic} were moved"))?;
             }
         }
         GroupCommand::Delete { .. } => unreachable!("handled before the store is read"),
@@ -159,7 +171,8 @@ pub fn run(global: &GlobalArgs, cmd: GroupCommand) -> Result<ExitCode> {
 /// `group delete`: only the group's own files are read, so a damaged file elsewhere in the
 /// store (or of this group: it is deleted too) does not stop it. Each deleted topic is printed,
 /// also when a later one fails.
-fn delete(data_dir: &std::path::Path, group: &str, topic: Option<&str>, dry_run: bool) -> Result<ExitCode> {
+fn delete(config: &Config, group: &str, topic: Option<&str>, dry_run: bool) -> Result<ExitCode> {
+    let data_dir = config.data_dir.as_path();
     let (deleted, result) = if dry_run {
         let topics = tierlog::groups::topics_of(data_dir, group)?;
         let planned = topics.into_iter().filter(|t| topic.is_none_or(|only| only == t)).map(|t| {
@@ -173,6 +186,11 @@ fn delete(data_dir: &std::path::Path, group: &str, topic: Option<&str>, dry_run:
     for c in &deleted {
         println!("{}", json!({"group": group, "topic": c.topic, "offsets": c.offsets, "deleted": !dry_run}));
     }
+    if !dry_run && !deleted.is_empty() {
+        // Also when a later topic failed: what was deleted is recorded.
+        let line = group_delete_line(&os_actor(), group, &deleted);
+        audit(config, &line, &format!("{group}'s committed offsets were deleted"))?;
+    }
     result.with_context(|| {
         format!("delete {group}'s committed offsets ({} topics deleted before the error)", deleted.len())
     })?;
@@ -182,4 +200,12 @@ fn delete(data_dir: &std::path::Path, group: &str, topic: Option<&str>, dry_run:
         topic.map(|t| format!(" in topic {t:?}")).unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records `line` in the server's audit log (with tokens configured); `done` says what took
+/// effect, for the error when the line cannot be written.
+fn audit(config: &Config, line: &serde_json::Value, done: &str) -> Result<()> {
+    audit_from_cli(config, line).map(|_| ()).with_context(|| {
+        format!("{done}, but the audit line could not be written: the change stands; record it by hand ({line})")
+    })
 }

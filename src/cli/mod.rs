@@ -60,7 +60,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Talk to a running `tierlog serve` at this URL instead of opening a data directory
-    /// (produce, consume, offsets, topic).
+    /// (produce, consume, offsets, snapshot, topic).
     #[arg(long, global = true, env = "TIERLOG_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token for --server (prefer the environment variable: arguments are visible to
@@ -146,7 +146,7 @@ Examples:
     /// The effective configuration and where each value came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Consumer groups: committed offsets and lag, and moving them (list, describe, seek).
+    /// Consumer groups: committed offsets and lag, moving and deleting them (list, describe, seek, delete).
     #[command(subcommand)]
     Group(group::GroupCommand),
     /// Serve the HTTP/JSON API (docs/HTTP.md) and optionally Kafka (docs/KAFKA.md), tier in the background, stop cleanly on SIGTERM.

@@ -85,7 +85,9 @@ impl AuditLog {
                 }
             }
         }
-        match writeln!(state.file, "{line}") {
+        // One write per line: another process appending (a CLI, see `append_line`) never
+        // lands between a line and its newline.
+        match state.file.write_all(format!("{line}\n").as_bytes()) {
             Ok(()) => {
                 state.bytes += line.len() as u64 + 1;
                 state.dirty = true;
@@ -103,6 +105,14 @@ impl Drop for AuditLog {
             let _ = flusher.join();
         }
     }
+}
+
+/// Appends `line` to the audit log at `path` from a process that does not own it (the server
+/// rotates it): one append-mode write of the line and its newline, then an fsync.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut file = open_append(path)?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| Error::io(path, "write audit log", e))?;
+    file.sync_data().map_err(|e| Error::io(path, "fsync audit log", e))
 }
 
 fn open_append(path: &Path) -> Result<File> {

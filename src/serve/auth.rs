@@ -27,6 +27,34 @@ pub enum Right {
     Metrics,
 }
 
+/// The audit line of `who` moving `group`'s offsets on `topic` (partition → next offset).
+pub fn commit_line(
+    who: &str,
+    group: &str,
+    topic: &str,
+    offsets: &std::collections::BTreeMap<u32, u64>,
+) -> serde_json::Value {
+    json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "commit", "group": group, "topic": topic, "offsets": offsets})
+}
+
+/// The audit line of `who` deleting `group`'s committed offsets (what they were, by topic).
+pub fn group_delete_line(who: &str, group: &str, deleted: &[crate::groups::Committed]) -> serde_json::Value {
+    let topics: serde_json::Map<String, serde_json::Value> =
+        deleted.iter().map(|c| (c.topic.clone(), json!(c.offsets))).collect();
+    json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "delete_group", "group": group, "offsets": topics})
+}
+
+/// Appends `line` to the audit log of the server configured by `config`, from another process
+/// (`tierlog group seek|delete`), when that server keeps one (tokens configured); `false` when
+/// it does not. The line is one append-mode write, fsynced, so it never splits a server's line.
+pub fn audit_from_cli(config: &Config, line: &serde_json::Value) -> Result<bool> {
+    if config.server.tokens.is_empty() {
+        return Ok(false);
+    }
+    crate::serve::audit_log::append_line(&config.data_dir.join("audit.log"), &line.to_string())?;
+    Ok(true)
+}
+
 /// Why a request is refused: no valid token (401) or not allowed (403).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Denied {
@@ -122,14 +150,12 @@ impl Auth {
 
     /// Records that `who` moved `group`'s offsets on `topic` (partition → next offset).
     pub fn audit_commit(&self, who: &str, group: &str, topic: &str, offsets: &std::collections::BTreeMap<u32, u64>) {
-        self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "commit", "group": group, "topic": topic, "offsets": offsets}));
+        self.audit(commit_line(who, group, topic, offsets));
     }
 
     /// Records that `who` deleted `group`'s committed offsets (what they were, by topic).
     pub fn audit_group_delete(&self, who: &str, group: &str, deleted: &[crate::groups::Committed]) {
-        let topics: serde_json::Map<String, serde_json::Value> =
-            deleted.iter().map(|c| (c.topic.clone(), json!(c.offsets))).collect();
-        self.audit(json!({"ts_ms": crate::partition::now_ms(), "who": who, "action": "delete_group", "group": group, "offsets": topics}));
+        self.audit(group_delete_line(who, group, deleted));
     }
 
     fn audit(&self, line: serde_json::Value) {

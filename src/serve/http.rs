@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use super::metrics::{Metrics, count_requests, metrics};
+use super::connection;
 use crate::append::{Failure, PartitionRecords, Written, append_all};
 use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
@@ -161,9 +162,15 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish. Unlike `axum::serve`, every connection runs with a timer: one that has not sent a
-/// request's headers within `header_read_timeout_ms` is closed (slowloris and idle clients),
-/// and at most `max_connections` are open at once (the rest wait in the accept queue).
+/// finish. Unlike `axum::serve`, every connection runs with a timer and its limits:
+/// - at most `max_connections` are open at once (the rest wait in the accept queue);
+/// - one with no request in flight for `header_read_timeout_ms` is closed: a socket that
+///   sends nothing or part of the HTTP/2 preface (hyper-util reads the protocol version before
+///   any HTTP/1 timer runs), an HTTP/1 client slow to send its headers (slowloris), an idle
+///   keep-alive or HTTP/2 connection;
+/// - TCP keepalive and HTTP/2 pings every `keepalive_ms` find peers that vanished, whose
+///   follow streams would otherwise hold their slots forever;
+/// - an HTTP/2 connection carries at most `http2_max_concurrent_streams` requests at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -172,10 +179,17 @@ pub async fn serve(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let idle = Duration::from_millis(limits.header_read_timeout_ms);
+    let keepalive = Duration::from_millis(limits.keepalive_ms);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
-    builder.http2().timer(TokioTimer::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams as u32);
+    let (closing, closed) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -202,16 +216,19 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
         }
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection =
-            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        connection::set_tcp_keepalive(&stream, keepalive);
+        let (service, busy) = connection::tracked(router.clone());
+        let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let closed = closed.clone();
         tokio::spawn(async move {
-            let _ = connection.await; // a client that went away or timed out: nothing to do
+            connection::drive(served, |c| c.graceful_shutdown(), busy, idle, closed).await;
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    // Each connection's task holds its permit until the connection has ended.
+    let _ = permits.acquire_many(limits.max_connections as u32).await;
 }
 
 /// Error bodies are never longer than this (they are built here or by axum's extractors).
@@ -1043,8 +1060,9 @@ struct FetchStream {
 
 impl FetchStream {
     /// The next piece of the stream, `None` at its end. An SSE stream starts with `retry:`
-    /// (how long EventSource waits before reconnecting), sends a comment while a follow is
-    /// idle for `server.sse_keepalive_ms`, and ends a non-follow stream with `event: end`.
+    /// (how long EventSource waits before reconnecting), a follow idle for
+    /// `server.sse_keepalive_ms` sends a keep-alive, and an SSE stream that is not a follow
+    /// ends with `event: end`.
     async fn step(&mut self) -> Result<Option<Bytes>, Error> {
         if self.sse && !self.opened {
             self.opened = true;
@@ -1096,9 +1114,16 @@ impl FetchStream {
             tokio::select! {
                 changed = self.ends.changed() => if changed.is_err() { return Ok(None) },
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
-                _ = tokio::time::sleep(keepalive), if self.sse => return Ok(Some(Bytes::from_static(b": keep-alive\n\n"))),
+                _ = tokio::time::sleep(keepalive) => return Ok(Some(Bytes::from_static(self.keepalive()))),
             }
         }
+    }
+
+    /// What an idle follow sends every `server.sse_keepalive_ms`: an SSE comment, or an empty
+    /// NDJSON line (readers skip empty lines, docs/HTTP.md). Writing it keeps proxies from
+    /// cutting the stream, and fails once the client is gone, which frees its follow slot.
+    fn keepalive(&self) -> &'static [u8] {
+        if self.sse { b": keep-alive\n\n" } else { b"\n" }
     }
 
     /// What ends a stream that finished (its end, `to_*` or `max_records`; not an error or a
@@ -1204,6 +1229,10 @@ async fn group_offsets(
     Path(group): Path<String>,
     Query(q): Query<GroupQuery>,
 ) -> ApiResult<Json<Value>> {
+    // A group's positions are its own, as for Kafka's OffsetFetch: the group right, and read
+    // on the topic.
+    groups::check_name(&group)?;
+    state.authorize(&headers, Right::Group, Some(&group))?;
     let topic = q.topic.ok_or_else(|| ApiError::bad_request("topic query parameter is required"))?;
     state.authorize(&headers, Right::Read, Some(&topic))?;
     state.log.topic(&topic)?;

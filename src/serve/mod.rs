@@ -5,6 +5,7 @@
 pub mod append;
 pub mod audit_log;
 pub mod auth;
+mod connection;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

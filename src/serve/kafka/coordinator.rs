@@ -346,7 +346,7 @@ impl Coordinator {
         }
         let metadata_bytes: usize = join.protocols.iter().map(|(_, m)| m.len()).sum();
         if metadata_bytes > MEMBER_METADATA_MAX {
-            tracing::warn!(group = %join.group, bytes = metadata_bytes, "JoinGroup refused: member metadata over {MEMBER_METADATA_MAX} bytes");
+            tracing::warn!(group = ?join.group, bytes = metadata_bytes, "JoinGroup refused: member metadata over {MEMBER_METADATA_MAX} bytes");
             return refuse(ResponseError::GroupMaxSizeReached);
         }
         let mut groups = self.lock();

@@ -168,6 +168,9 @@ pub(super) async fn delete_groups(broker: &Broker, request: &mut Request, who: &
 }
 
 async fn delete_group(broker: &Broker, who: &str, group: String) -> Result<(), ResponseError> {
+    // After every OffsetCommit in flight to the group has landed, and before any later one is
+    // checked: none brings the deleted offsets back.
+    let _deleting = broker.group_writes.delete(&group).await;
     let known = broker.groups.forget_if_empty(&group)?;
     let data_dir = broker.state.log.data_dir().to_path_buf();
     let task_group = group.clone();
@@ -179,7 +182,7 @@ async fn delete_group(broker: &Broker, who: &str, group: String) -> Result<(), R
     }
     match result {
         Err(e) => {
-            tracing::error!(group, error = %e, deleted_topics = deleted.len(), "DeleteGroups failed part-way");
+            tracing::error!(group = ?group, error = %e, deleted_topics = deleted.len(), "DeleteGroups failed part-way");
             Err(ResponseError::KafkaStorageError)
         }
         Ok(()) if deleted.is_empty() && !known => Err(ResponseError::GroupIdNotFound),

@@ -81,6 +81,8 @@ pub struct Broker {
     pub advertised_port: i32,
     /// Consumer-group membership (committed offsets are in the groups store).
     pub groups: Arc<coordinator::Coordinator>,
+    /// Orders each group's OffsetCommits and DeleteGroups (see [`offsets::GroupWrites`]).
+    group_writes: offsets::GroupWrites,
 }
 
 impl Broker {
@@ -93,7 +95,8 @@ impl Broker {
             if config.advertised_host.is_empty() { bound.ip().to_string() } else { config.advertised_host.clone() };
         let advertised_port = if config.advertised_port == 0 { bound.port() } else { config.advertised_port as u16 };
         let groups = Arc::new(coordinator::Coordinator::default());
-        Ok(Broker { state, advertised_host, advertised_port: i32::from(advertised_port), groups })
+        let advertised_port = i32::from(advertised_port);
+        Ok(Broker { state, advertised_host, advertised_port, groups, group_writes: offsets::GroupWrites::default() })
     }
 }
 
@@ -188,7 +191,7 @@ async fn connection(
             Ok(None) => Ok(()), // Produce with acks=0: Kafka sends no response
             Err(Close(why)) => {
                 broker.state.metrics.kafka_closed_connections.inc();
-                tracing::warn!(%peer, reason = %why, "closing Kafka connection");
+                tracing::warn!(%peer, reason = ?why, "closing Kafka connection");
                 return;
             }
         };

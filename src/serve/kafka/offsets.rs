@@ -5,8 +5,14 @@
 //! Stable (the coordinator checks); one outside a generation (-1, as consumers with manual
 //! assignment send) is accepted while the group has no members. The store keeps offsets only: commit metadata strings and
 //! leader epochs are not kept (OffsetFetch answers "" and -1).
+//!
+//! A commit is checked against the coordinator, then written on the blocking pool. DeleteGroups
+//! must not fall between the two, or the commit would bring back offsets of a group just
+//! deleted: [`GroupWrites`] holds a group shared from a commit's check through its write, and
+//! exclusively while the group is deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -26,6 +32,8 @@ use crate::groups;
 pub(super) async fn commit(broker: &Broker, request: &mut Request, who: &str) -> Result<Option<Bytes>, Close> {
     let body: OffsetCommitRequest = request.decode()?;
     let group = body.group_id.0.as_str().to_string();
+    // Held from the check through the writes: a DeleteGroups waits for them (or they for it).
+    let _writing = broker.group_writes.commit(&group).await;
     let refusal = if crate::topic::validate_name(&group).is_err() {
         Some(ResponseError::InvalidGroupId)
     } else if !broker.allows(who, Right::Group, &group) {
@@ -54,6 +62,51 @@ pub(super) async fn commit(broker: &Broker, request: &mut Request, who: &str) ->
         topics.push(OffsetCommitResponseTopic::default().with_name(topic.name).with_partitions(partitions));
     }
     respond(request, &OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// Per consumer group, a lock that OffsetCommit holds shared from its check of the group
+/// through its writes, and DeleteGroups exclusively: a commit whose check passed lands before
+/// the group is deleted, never after. Entries exist only while held, so the map stays as small
+/// as the number of groups being committed to at once.
+#[derive(Default)]
+pub(super) struct GroupWrites(Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>);
+
+/// A group held by [`GroupWrites`]; dropping it releases the group (and its entry, when no
+/// one else holds or waits for it).
+pub(super) struct GroupHeld<'a, G> {
+    writes: &'a GroupWrites,
+    group: String,
+    guard: Option<G>,
+}
+
+impl GroupWrites {
+    fn lock_of(&self, group: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.to_string()).or_default().clone()
+    }
+
+    /// Holds `group` for a commit (commits to one group do not wait for each other).
+    pub(super) async fn commit(&self, group: &str) -> GroupHeld<'_, tokio::sync::OwnedRwLockReadGuard<()>> {
+        let guard = self.lock_of(group).read_owned().await;
+        GroupHeld { writes: self, group: group.to_string(), guard: Some(guard) }
+    }
+
+    /// Holds `group` for its deletion, once every commit in flight to it has landed.
+    pub(super) async fn delete(&self, group: &str) -> GroupHeld<'_, tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let guard = self.lock_of(group).write_owned().await;
+        GroupHeld { writes: self, group: group.to_string(), guard: Some(guard) }
+    }
+}
+
+impl<G> Drop for GroupHeld<'_, G> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.writes.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map's own reference left: nobody holds or waits for the group.
+        if locks.get(&self.group).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(&self.group);
+        }
+    }
 }
 
 /// Commits one topic's partitions in one durable write; an error code per partition.

@@ -190,7 +190,7 @@ pub(super) async fn init_producer_id(
     let response = if body.transactional_id.as_ref().is_some_and(|id| id.0.is_empty()) {
         answer(ResponseError::InvalidRequest) // as Kafka: an empty transactional id is neither null nor an id
     } else if let Some(id) = &body.transactional_id {
-        tracing::info!(transactional_id = %id.0.as_str(), "InitProducerId for a transactional producer refused: no transactions");
+        tracing::info!(transactional_id = ?id.0.as_str(), "InitProducerId for a transactional producer refused: no transactions");
         answer(ResponseError::TransactionalIdAuthorizationFailed)
     } else if !broker.may_write_some_topic(who) {
         answer(ResponseError::ClusterAuthorizationFailed)

@@ -27,8 +27,10 @@ pub(super) fn handshake(broker: &Broker, request: &mut Request, session: &mut Se
         0
     };
     if error != 0 {
+        // The mechanism is client bytes, logged before authentication: Debug-escaped, as text
+        // logs do not escape CR/LF (a forged line otherwise).
         let version = request.version();
-        tracing::warn!(peer = %session.peer, mechanism = %body.mechanism.as_str(), tokens = enabled, version, "Kafka SASL handshake refused (PLAIN over SaslHandshake v1 and SaslAuthenticate only)");
+        tracing::warn!(peer = %session.peer, mechanism = ?body.mechanism.as_str(), tokens = enabled, version, "Kafka SASL handshake refused (PLAIN over SaslHandshake v1 and SaslAuthenticate only)");
     }
     respond(request, &SaslHandshakeResponse::default().with_error_code(error).with_mechanisms(mechanisms))
 }
