@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use super::metrics::{Metrics, count_requests, metrics};
 use super::connection;
+use super::metrics::{Metrics, count_requests, metrics};
 use crate::append::{Failure, PartitionRecords, Written, append_all};
 use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
