@@ -140,7 +140,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
         };
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         tokio::spawn(async move {
-            connection(stream, peer, &broker, Limits { max_frame, frame_timeout }, shutdown).await;
+            // Boxed: the connection's future is deep enough that computing its layout inline
+            // overflows rustc's query depth in crates that monomorphise `serve`.
+            Box::pin(connection(stream, peer, &broker, Limits { max_frame, frame_timeout }, shutdown)).await;
             drop(permit);
         });
     }
