@@ -34,6 +34,9 @@ use crate::store::RemoteStore;
 /// Chunk indexes kept in memory. An index is ~60 bytes per 4 MiB chunk, so this bound is
 /// about an MiB of memory while covering thousands of segments.
 const INDEXES_MAX: usize = 4096;
+/// Damaged chunks remembered per reader (see `RemoteReader::damaged`); an evicted one costs
+/// one more GET when it is read again.
+const DAMAGED_MAX: u64 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ReaderSettings {
@@ -174,6 +177,10 @@ pub struct RemoteReader {
     indexes: Mutex<Lru<String, Arc<ChunkIndex>>>,
     chunks: Mutex<Lru<ChunkId, Bytes>>,
     loading_chunks: Coalescer<ChunkId, Bytes>,
+    /// Chunks whose stored bytes failed to decode or failed the check, with why: objects are
+    /// immutable, so asking again would fetch the same damage; a read of one answers at once,
+    /// with no GET (a client retrying a damaged offset must not cost a GET each time).
+    damaged: Mutex<Lru<ChunkId, String>>,
     loading_indexes: Coalescer<String, Arc<ChunkIndex>>,
     /// Per partition: the offset right after the last chunk served (sequential detection).
     next_expected: Mutex<HashMap<(String, u32), u64>>,
@@ -222,6 +229,7 @@ impl RemoteReader {
             settings,
             manifests: Mutex::default(),
             loading_chunks: Coalescer::new(),
+            damaged: Mutex::new(Lru::new(DAMAGED_MAX)),
             loading_indexes: Coalescer::new(),
             next_expected: Mutex::default(),
             stats: Arc::default(),
@@ -598,6 +606,10 @@ impl RemoteReader {
 
     /// The shared load of a chunk: joins one in flight or starts one.
     fn start_load(&self, id: ChunkId, meta: segment_object::ChunkMeta, sealed: Option<Arc<Sealed>>) -> Loading<Bytes> {
+        if let Some(reason) = lock(&self.damaged).get(&id) {
+            let damaged = Error::Corrupt { key: id.0.clone(), reason };
+            return futures::future::ready(Err(Arc::new(damaged))).boxed().shared();
+        }
         let this = self.self_handle();
         let task_id = id.clone();
         self.loading_chunks.load(id, async move { this.fetch_chunk(&task_id, meta, sealed).await })
@@ -629,13 +641,23 @@ impl RemoteReader {
                     segment_object::open_chunk(&meta, chunk_no, &compressed, &opening)?
                 }
             };
-            if let Some(check) = &check {
-                check(&raw, meta.first_offset).map_err(|e| Error::Format(format!("chunk {chunk_no} {e}")))?;
-            }
-            Ok::<_, Error>(raw)
+            let verdict = match &check {
+                Some(check) => check(&raw, meta.first_offset).map_err(|e| format!("chunk {chunk_no} {e}")),
+                None => Ok(()),
+            };
+            Ok::<_, Error>((raw, verdict))
         })
         .await
         .map_err(|e| Error::Corrupt { key: id.0.clone(), reason: e.to_string() })?;
+        // Bytes that decoded passed the stored CRC32C and zstd checksum: they are what the
+        // object holds, so a failed check is the object's damage and is remembered. (A decode
+        // failure may be a GET damaged in transit: the next read asks again.)
+        let (raw, verdict) = raw;
+        if let Err(why) = verdict {
+            let reason = Error::Format(why).to_string();
+            lock(&self.damaged).insert(id.clone(), reason.clone(), 1);
+            return Err(Error::Corrupt { key: id.0.clone(), reason });
+        }
         let raw = Bytes::from(raw);
         lock(&self.chunks).insert(id.clone(), raw.clone(), raw.len() as u64);
         Ok(raw)
@@ -667,7 +689,7 @@ impl RemoteReader {
                 }
                 budget -= u64::from(meta.raw_len);
                 let id: ChunkId = (entry.key.clone(), c);
-                if lock(&self.chunks).contains(&id) {
+                if lock(&self.chunks).contains(&id) || lock(&self.damaged).contains(&id) {
                     continue;
                 }
                 let Ok(sealed) = self.sealed(&topic, partition, &entry, &index) else { break };
