@@ -836,8 +836,18 @@ mod tests {
     /// A seal that fails part-way through a parallel build (the nonce of a chunk in a later
     /// window than the first) fails the whole build: no object, nothing partial to upload.
     /// Built again, the object is byte for byte the sequential build with the same nonces.
+    /// Runs `f` on a pool of two threads, so a build's window (threads × chunks in flight per
+    /// thread) is the same on every machine and the tests below span several windows.
+    fn on_two_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(f)
+    }
+
     #[test]
     fn a_failure_in_the_middle_of_a_parallel_build_yields_no_object_and_a_retry_the_same_bytes() {
+        on_two_threads(failure_in_the_middle_of_a_parallel_build);
+    }
+
+    fn failure_in_the_middle_of_a_parallel_build() {
         let (raw, marks) = segment(&[900; 24]);
         let window = rayon::current_num_threads() * CHUNKS_IN_FLIGHT_PER_THREAD;
         assert!(24 > 2 * window, "the failing chunk must lie past the first window");
@@ -865,13 +875,14 @@ mod tests {
             level in 1i32..4,
         ) {
             let (raw, marks) = segment(&sizes);
-            let parallel = build_with(&raw, &marks, chunk_bytes, level, None, Schedule::Parallel).unwrap();
+            let parallel =
+                on_two_threads(|| build_with(&raw, &marks, chunk_bytes, level, None, Schedule::Parallel)).unwrap();
             let sequential = build_with(&raw, &marks, chunk_bytes, level, None, Schedule::Sequential).unwrap();
             prop_assert_eq!(&parallel.index, &sequential.index);
             prop_assert_eq!((parallel.index_position, parallel.index_len), (sequential.index_position, sequential.index_len));
             prop_assert!(parallel.bytes == sequential.bytes, "object bytes differ");
             prop_assert_eq!(decode_object(&parallel.bytes).unwrap(), raw.clone());
-            let parallel = build_counting(&raw, &marks, chunk_bytes, Schedule::Parallel).unwrap();
+            let parallel = on_two_threads(|| build_counting(&raw, &marks, chunk_bytes, Schedule::Parallel)).unwrap();
             let sequential = build_counting(&raw, &marks, chunk_bytes, Schedule::Sequential).unwrap();
             prop_assert!(parallel.bytes == sequential.bytes, "sealed object bytes differ");
         }
