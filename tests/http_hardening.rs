@@ -599,3 +599,37 @@ fn an_object_store_outage_is_503_with_retry_after() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
 }
+
+/// A client that asks for a large fetch and stops reading it: its response can neither finish
+/// nor fail, so its connection never ends. Shutdown gives in-flight responses
+/// `request_timeout_ms` and then returns (so `serve` flushes the log and exits) instead of
+/// waiting for that connection forever.
+#[test]
+fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.server.request_timeout_ms = 1_000;
+    let limits = config.server.clone();
+    let log = log(config);
+    let big: Vec<Record> = (0..64).map(|_| Record { value: vec![b'x'; 64 * 1024], ..Record::default() }).collect();
+    for _ in 0..8 {
+        log.topic("u").unwrap().partition(0).unwrap().append(&big, 2_000).unwrap(); // 32 MiB
+    }
+    let runtime = runtime();
+    let app = router(state(log));
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = runtime.spawn(async move {
+        tierlog::serve::http::serve(listener, app, &limits, async move { drop(stopped.await) }).await;
+    });
+    let mut socket = TcpStream::connect(addr).unwrap();
+    write!(socket, "GET /v1/topics/u/partitions/0/records HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut head = [0u8; 1024];
+    assert!(socket.read(&mut head).unwrap() > 0, "the fetch started");
+    std::thread::sleep(Duration::from_millis(500)); // the server fills the socket buffers and waits
+    stop.send(()).unwrap();
+    let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await });
+    assert!(ended.is_ok(), "serve still waiting for a client that stopped reading, 10 s after shutdown began");
+    drop(socket);
+}

@@ -162,7 +162,7 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish. Unlike `axum::serve`, every connection runs with a timer and its limits:
+/// finish within `request_timeout_ms`. Unlike `axum::serve`, every connection runs with a timer and its limits:
 /// - at most `max_connections` are open at once (the rest wait in the accept queue);
 /// - one with no request in flight for `header_read_timeout_ms` is closed: a socket that
 ///   sends nothing or part of the HTTP/2 preface (hyper-util reads the protocol version before
@@ -227,8 +227,19 @@ pub async fn serve(
     }
     drop(listener);
     let _ = closing.send(true);
-    // Each connection's task holds its permit until the connection has ended.
-    let _ = permits.acquire_many(limits.max_connections as u32).await;
+    // Each connection's task holds its permit until the connection has ended. One whose client
+    // stopped reading its response never ends on its own (its response can neither finish nor
+    // fail), so in-flight requests get `request_timeout_ms` to finish; the rest are dropped
+    // with the server rather than holding its shutdown (and the log's flush) forever.
+    let drain = Duration::from_millis(limits.request_timeout_ms);
+    if tokio::time::timeout(drain, permits.acquire_many(limits.max_connections as u32)).await.is_err() {
+        let open = limits.max_connections as usize - permits.available_permits();
+        tracing::warn!(
+            open,
+            "HTTP connections still sending a response {} ms after shutdown began (server.request_timeout_ms) are dropped",
+            limits.request_timeout_ms
+        );
+    }
 }
 
 /// Error bodies are never longer than this (they are built here or by axum's extractors).
