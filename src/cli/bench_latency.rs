@@ -311,6 +311,10 @@ async fn follow(
         pending.extend_from_slice(&chunk);
         let mut consumed = 0;
         while let Some(end) = pending[consumed..].iter().position(|b| *b == b'\n') {
+            if end == 0 {
+                consumed += 1; // an idle follow's keep-alive line
+                continue;
+            }
             let line: Line = serde_json::from_slice(&pending[consumed..consumed + end])?;
             let sent_ns: u128 =
                 line.value.get(..20).and_then(|t| t.parse().ok()).context("a record without a send time")?;

@@ -65,6 +65,8 @@ async fn idle_for(busy: &mut watch::Receiver<usize>, idle: Duration) {
 /// is found after `every` of silence plus three unanswered probes `every` apart, instead of
 /// holding its connection (and any follow stream on it) forever.
 pub(super) fn set_tcp_keepalive(stream: &tokio::net::TcpStream, every: Duration) {
+    // The kernel counts in whole seconds: below one, 0 would be refused.
+    let every = every.max(Duration::from_secs(1));
     let keepalive = socket2::TcpKeepalive::new().with_time(every).with_interval(every).with_retries(3);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         tracing::warn!(error = %e, "cannot enable TCP keepalive on an HTTP connection");
