@@ -245,6 +245,20 @@ fn append(global: &GlobalArgs, args: AppendArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tierlog serve`'s HTTP listener over `log` on a loopback port of the current runtime, until
+/// the runtime ends: its base URL, and the shutdown sender to keep while it serves (dropping it
+/// ends follow streams).
+pub(super) async fn serve_in_process(log: &Log) -> Result<(String, tokio::sync::watch::Sender<bool>)> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = tierlog::serve::http::AppState::new(log.clone(), stopped, None)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let limits = state.limits.clone();
+    let router = tierlog::serve::http::router(state);
+    tokio::spawn(async move { tierlog::serve::http::serve(listener, router, &limits, std::future::pending()).await });
+    Ok((base, stop))
+}
+
 /// Reads every record of `partition` back (zero-copy views, CRC per batch): seconds and records.
 fn read_all(partition: &tierlog::partition::Partition) -> Result<(f64, u64)> {
     let start = Instant::now();
@@ -665,15 +679,7 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     let body: String = batch.iter().map(|r| format!("{}\n", json!({"key": String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()), "value": String::from_utf8_lossy(&r.value), "timestamp": r.timestamp}))).collect();
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let state = tierlog::serve::http::AppState::new(log.clone(), stopped, None)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let limits = state.limits.clone();
-        tokio::spawn(async move {
-            tierlog::serve::http::serve(listener, tierlog::serve::http::router(state), &limits, std::future::pending())
-                .await
-        });
+        let (base, _stop) = serve_in_process(&log).await?;
         let client = reqwest::Client::new();
         let start = Instant::now();
         let mut producers = Vec::new();
@@ -725,7 +731,8 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
             consumed += c.await??;
         }
         let consume_secs = start.elapsed().as_secs_f64();
-        let expected = (args.producers * args.requests * args.batch_records) as u64;
+        // The library's appends and then the HTTP ones went to the same partitions: both are read.
+        let expected = 2 * (args.producers * args.requests * args.batch_records) as u64;
         anyhow::ensure!(consumed == expected, "HTTP consumers read {consumed} records, expected {expected}");
         let library_replay_rps = library_replay(&topic, args.producers, args.consumers)?;
         let fetch_rps = consumed as f64 / consume_secs;
@@ -761,16 +768,7 @@ fn library_replay(topic: &tierlog::topic::Topic, partitions: usize, consumers: u
                 scope.spawn(move || {
                     let mut records = 0u64;
                     for p in (0..partitions).filter(|p| p % consumers == c) {
-                        let partition = topic.partition(p as u32)?;
-                        let (mut next, mut buf) = (0, Vec::new());
-                        while let Some(chunk) = partition.read_chunk(next, tierlog::partition::READ_BYTES_MAX, buf)? {
-                            let views = chunk.views()?;
-                            let Some(last) = views.last() else { break };
-                            next = last.offset + 1;
-                            records += views.len() as u64;
-                            drop(views);
-                            buf = chunk.into_buffer();
-                        }
+                        records += read_all(topic.partition(p as u32)?)?.1;
                     }
                     anyhow::Ok(records)
                 })

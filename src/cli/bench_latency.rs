@@ -85,15 +85,7 @@ pub fn latency(global: &GlobalArgs, args: LatencyArgs) -> Result<ExitCode> {
             let log = Log::open(config)?;
             log.create_topic("bench", 1)?;
             let report = runtime.block_on(async {
-                let (_stop, stopped) = tokio::sync::watch::channel(false);
-                let state = tierlog::serve::http::AppState::new(log.clone(), stopped, None)?;
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let base = format!("http://{}", listener.local_addr()?);
-                let limits = state.limits.clone();
-                let router = tierlog::serve::http::router(state);
-                tokio::spawn(async move {
-                    tierlog::serve::http::serve(listener, router, &limits, std::future::pending()).await
-                });
+                let (base, _stop) = super::bench::serve_in_process(&log).await?;
                 run(client(None)?, &base, "bench", &args, raw).await
             })?;
             drop(log);
