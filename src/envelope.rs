@@ -17,6 +17,7 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use crate::plain_json::PlainValue;
 use crate::record::{Record, StoredRecord};
 
 /// Parses one JSON envelope. `now_ms` is the timestamp of records that carry none.
@@ -69,7 +70,7 @@ type Fields = (Option<Result<Vec<u8>, String>>, Map<String, Value>);
 
 /// The stored value and the other fields of an envelope parsed as a `Value` first.
 fn fields_of_value(line: &str) -> Result<Fields, String> {
-    match serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))? {
+    match serde_json::from_str::<PlainValue>(line).map_err(|e| format!("invalid JSON: {e}"))?.0 {
         Value::Object(mut object) => Ok((object.remove("value").map(value_bytes), object)),
         _ => Err("expected a JSON object with at least a \"value\" field".into()),
     }
@@ -111,7 +112,7 @@ impl<'de> serde::Deserialize<'de> for Envelope {
                     if name == "value" {
                         envelope.value = Some(map.next_value::<ValueBytes>()?.0);
                     } else {
-                        envelope.rest.insert(name.into_owned(), map.next_value()?);
+                        envelope.rest.insert(name.into_owned(), map.next_value::<PlainValue>()?.0);
                     }
                 }
                 Ok(envelope)
@@ -164,12 +165,14 @@ impl<'de> serde::Deserialize<'de> for ValueBytes {
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ValueBytes, A::Error> {
-                let value = serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let PlainValue(value) =
+                    serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(ValueBytes(value_bytes(value)))
             }
 
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<ValueBytes, A::Error> {
-                let value = serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                let PlainValue(value) =
+                    serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
                 Ok(ValueBytes(value_bytes(value)))
             }
         }
@@ -294,6 +297,44 @@ fn bytes_to_json(bytes: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// serde_json (with its `raw_value` feature, on in this build) reads an object whose one
+    /// key is `$serde_json::private::RawValue` into a `Value` by parsing its string again,
+    /// with a fresh nesting limit. Chained inside a 16 MiB produce body that is some 20 times
+    /// 120 levels of recursion, past a 2 MiB server thread's stack: the process would abort.
+    /// Input is read with no such key, under one limit, so this returns (an error or not).
+    #[test]
+    fn raw_value_magic_key_cannot_nest_past_the_depth_limit() {
+        let mut nested = String::from("0");
+        let mut levels = 0;
+        loop {
+            let text = serde_json::to_string(&nested).unwrap();
+            let wrapped =
+                format!("{}{{\"$serde_json::private::RawValue\":{text}}}{}", "[".repeat(120), "]".repeat(120));
+            if wrapped.len() > 16 << 20 {
+                break;
+            }
+            (nested, levels) = (wrapped, levels + 1);
+        }
+        assert!(levels >= 15, "only {levels} levels fit in 16 MiB");
+        let envelope = format!("{{\"value\":{nested}}}");
+        let bare = nested.clone();
+        let small_stack = |text: String| {
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || parse_json_record(&text, 0).map(|r| r.value.len()))
+                .unwrap()
+                .join()
+                .expect("parsing returned")
+        };
+        let stored = small_stack(envelope);
+        // Stored as written, the key being an ordinary one (compact JSON text).
+        if let Ok(len) = stored {
+            assert!(len > 0);
+        }
+        let _ = small_stack(format!("{{\"value\":\"v\",\"headers\":{bare}}}"));
+        let _ = small_stack(bare);
+    }
 
     #[test]
     fn parses_every_envelope_field() {

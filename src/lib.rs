@@ -22,6 +22,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod groups;
+pub mod plain_json;
 pub mod reader;
 pub mod replica;
 pub mod restore;
