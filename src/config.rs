@@ -202,7 +202,9 @@ pub struct ServerSection {
     /// client cannot take every follow slot; more get 429.
     pub max_follow_streams_per_token: u64,
     /// A request whose body has not arrived completely after this long is cut off
-    /// (slow-body clients).
+    /// (slow-body clients), and a connection whose client has taken no bytes of a response
+    /// for this long is dropped (a client that stopped reading, or an HTTP/2 client that
+    /// grants no flow-control window).
     pub request_timeout_ms: u64,
     /// A connection that has not sent a request's complete headers this long after it
     /// opened (or after its previous request) is closed: slow or idle clients do not hold

@@ -61,7 +61,13 @@ fn state(log: Log) -> Arc<AppState> {
 /// `tierlog serve`'s HTTP listener on a loopback port, on `runtime`.
 fn serve_http(runtime: &tokio::runtime::Runtime, config: Config) -> SocketAddr {
     let limits = config.server.clone();
-    let app = router(state(log(config)));
+    serve_log(runtime, &limits, log(config))
+}
+
+/// `log` served over HTTP with `limits` on a loopback port, on `runtime`.
+fn serve_log(runtime: &tokio::runtime::Runtime, limits: &tierlog::config::ServerSection, log: Log) -> SocketAddr {
+    let limits = limits.clone();
+    let app = router(state(log));
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     runtime.spawn(async move {
@@ -604,6 +610,70 @@ fn an_object_store_outage_is_503_with_retry_after() {
 /// nor fail, so its connection never ends. Shutdown gives in-flight responses
 /// `request_timeout_ms` and then returns (so `serve` flushes the log and exits) instead of
 /// waiting for that connection forever.
+/// Topic `u` of `log` with 32 MiB of records.
+fn fill_32_mib(log: &Log) {
+    let big: Vec<Record> = (0..64).map(|_| Record { value: vec![b'x'; 64 * 1024], ..Record::default() }).collect();
+    for _ in 0..8 {
+        log.topic("u").unwrap().partition(0).unwrap().append(&big, 2_000).unwrap();
+    }
+}
+
+/// Sends a fetch of topic `u` on a new connection and reads the first bytes of the answer,
+/// then never reads again: the server fills the socket buffers and waits.
+fn fetch_and_stop_reading(addr: SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    write!(socket, "GET /v1/topics/u/partitions/0/records HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut head = [0u8; 1024];
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(socket.read(&mut head).unwrap() > 0, "the fetch started");
+    socket
+}
+
+/// Clients that stop reading a large response (or, over HTTP/2, grant no window) do not hold
+/// their connection slots: with a cap of 2 and two such clients, a third is served once their
+/// responses have waited `request_timeout_ms` for them, and their connections are closed.
+#[test]
+fn clients_that_take_no_bytes_of_their_responses_do_not_hold_connection_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let mut config = config(dir.path());
+    // The idle timer is long, so only the stalled responses can free the slots.
+    (config.server.max_connections, config.server.header_read_timeout_ms) = (2, 60_000);
+    config.server.request_timeout_ms = 1_000;
+    let limits = config.server.clone();
+    let log = log(config);
+    fill_32_mib(&log);
+    let addr = serve_log(&runtime, &limits, log);
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| fetch_and_stop_reading(addr)).collect();
+    let started = Instant::now();
+    // Both slots must come free (the stalled clients are not read meanwhile: reading would
+    // let their responses go on): two more clients are served side by side, keeping their
+    // connections open.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let answer = get(&mut client, "/healthz", None).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        served.push(client);
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "served after {:?}", started.elapsed());
+    for (i, socket) in stalled.iter_mut().enumerate() {
+        let mut rest = vec![0u8; 1 << 20];
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut read = 0;
+        let ended = loop {
+            match socket.read(&mut rest) {
+                Ok(0) => break true,
+                Ok(n) => read += n, // what the kernel buffered before the drop
+                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        assert!(ended, "stalled client {i}'s connection is still open after {read} more bytes");
+        assert!(read < 30 << 20, "stalled client {i} read {read} more bytes: its response was not cut off");
+    }
+}
+
 #[test]
 fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
     let dir = tempfile::tempdir().unwrap();
@@ -611,10 +681,7 @@ fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
     config.server.request_timeout_ms = 1_000;
     let limits = config.server.clone();
     let log = log(config);
-    let big: Vec<Record> = (0..64).map(|_| Record { value: vec![b'x'; 64 * 1024], ..Record::default() }).collect();
-    for _ in 0..8 {
-        log.topic("u").unwrap().partition(0).unwrap().append(&big, 2_000).unwrap(); // 32 MiB
-    }
+    fill_32_mib(&log);
     let runtime = runtime();
     let app = router(state(log));
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -623,10 +690,7 @@ fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
     let served = runtime.spawn(async move {
         tierlog::serve::http::serve(listener, app, &limits, async move { drop(stopped.await) }).await;
     });
-    let mut socket = TcpStream::connect(addr).unwrap();
-    write!(socket, "GET /v1/topics/u/partitions/0/records HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut head = [0u8; 1024];
-    assert!(socket.read(&mut head).unwrap() > 0, "the fetch started");
+    let socket = fetch_and_stop_reading(addr);
     std::thread::sleep(Duration::from_millis(500)); // the server fills the socket buffers and waits
     stop.send(()).unwrap();
     let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await });

@@ -565,6 +565,41 @@ fn produce_bodies_in_flight_are_bounded() {
     });
 }
 
+/// A parsed record takes memory beyond its body bytes (its `Record`, label and place), so a
+/// body of many small records counts against `server.max_produce_bytes_in_flight` by what
+/// parsing it takes, not by its length: with half the budget held, 1000 records in 13 KB
+/// wait for the other half, which 13 KB alone would not.
+#[test]
+fn parsed_records_count_against_the_produce_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.server.request_timeout_ms = 1_000;
+        config.server.max_produce_bytes_in_flight = 65_536;
+        let (app, _log) = app_with(config);
+        let produce = |length: usize, body: Body| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/topics/t/records")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/x-ndjson")
+                .header("content-length", length.to_string())
+                .body(body)
+                .unwrap()
+        };
+        let many = "{\"value\":\"\"}\n".repeat(1000);
+        let holder = tokio::spawn(app.clone().oneshot(produce(32_768, endless_body())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiter = tokio::spawn(app.clone().oneshot(produce(many.len(), Body::from(many.clone()))));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "1000 parsed records must wait for more than the free half of the budget");
+        assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
+        let answer = waiter.await.unwrap().unwrap();
+        assert_eq!(answer.status(), 200, "then the many records go through");
+    });
+}
+
 /// The access log (`RUST_LOG=tierlog::access=info`, here as `--log-format json` writes it):
 /// one line per request with method, status and the path as received — still
 /// percent-encoded, so a CR/LF a client put in a topic name never reaches the log decoded.

@@ -6,11 +6,21 @@
 //! sniffing comes first and has no timer), nor an HTTP/2 connection with no stream open. So
 //! every connection counts its requests in flight (from the request's head until its response
 //! body is sent or dropped) and is shut down gracefully once that count has stayed at zero for
-//! `server.header_read_timeout_ms`, then dropped if it is still there as long again. Does not
-//! own the limits themselves (connection cap, HTTP/2 settings): `http::serve` sets them.
+//! `server.header_read_timeout_ms`, then dropped if it is still there as long again.
+//!
+//! A client can also hold its connection by taking no bytes of a response: an HTTP/1 client
+//! that stops reading, an HTTP/2 client that grants no flow-control window but answers pings.
+//! hyper then neither finishes nor fails the response, so the connection (and its slot under
+//! `max_connections`) would live as long as the client wished. Each response body therefore
+//! notes when it last handed hyper a frame that hyper has not come back for; a connection
+//! with a body left waiting that way for `server.request_timeout_ms` is dropped. A follow
+//! stream with nothing to send is not waiting (hyper is waiting on it), and it sends an
+//! empty line every `sse_keepalive_ms`, which a live client takes. Does not own the limits
+//! themselves (connection cap, HTTP/2 settings): `http::serve` sets them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,14 +30,21 @@ use tokio::sync::watch;
 /// after the current response) when the server shuts down or when it has had no request in
 /// flight for `idle`, and dropped when it is still idle `idle` later (a peer that never
 /// finishes the close).
+/// It is also dropped at once when one of its responses has waited `stalled` for the client
+/// to take a frame (see the module's comment).
 pub(super) async fn drive<C: std::future::Future>(
     connection: C,
     graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
-    mut busy: watch::Receiver<usize>,
+    tracking: Tracking,
     idle: Duration,
+    stalled: Duration,
     mut closed: watch::Receiver<bool>,
 ) {
     tokio::pin!(connection);
+    let Tracking { busy, sending } = tracking;
+    let mut idle_wait = Box::pin(idle_for(busy.clone(), idle));
+    let mut check = tokio::time::interval((stalled / 4).max(Duration::from_millis(25)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -36,19 +53,29 @@ pub(super) async fn drive<C: std::future::Future>(
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }
-            () = idle_for(&mut busy, idle) => {
+            () = idle_wait.as_mut() => {
                 if closing {
                     return;
                 }
                 graceful_shutdown(connection.as_mut());
                 closing = true;
+                idle_wait = Box::pin(idle_for(busy.clone(), idle));
+            }
+            _ = check.tick() => {
+                if let Some(waited) = sending.longest_wait().filter(|waited| *waited >= stalled) {
+                    tracing::warn!(
+                        waited_ms = waited.as_millis() as u64,
+                        "an HTTP client took no bytes of a response for server.request_timeout_ms; its connection is dropped"
+                    );
+                    return;
+                }
             }
         }
     }
 }
 
 /// Returns once `busy` (requests in flight on a connection) has stayed 0 for `idle`.
-async fn idle_for(busy: &mut watch::Receiver<usize>, idle: Duration) {
+async fn idle_for(mut busy: watch::Receiver<usize>, idle: Duration) {
     loop {
         if *busy.borrow_and_update() == 0 {
             tokio::select! {
@@ -63,18 +90,64 @@ async fn idle_for(busy: &mut watch::Receiver<usize>, idle: Duration) {
 
 /// TCP keepalive on an accepted connection: a peer whose machine vanished (no FIN, no RST)
 /// is found after `every` of silence plus three unanswered probes `every` apart, instead of
-/// holding its connection (and any follow stream on it) forever.
+/// holding its connection (and any follow stream on it) forever. Keepalive probes only go
+/// out on a quiet connection; while a follow's writes wait for ACKs the kernel retransmits
+/// instead, for some 15 minutes by default, so `TCP_USER_TIMEOUT` gives up on unacknowledged
+/// data after the same four periods.
 pub(super) fn set_tcp_keepalive(stream: &tokio::net::TcpStream, every: Duration) {
     // The kernel counts in whole seconds: below one, 0 would be refused.
     let every = every.max(Duration::from_secs(1));
     let keepalive = socket2::TcpKeepalive::new().with_time(every).with_interval(every).with_retries(3);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         tracing::warn!(error = %e, "cannot enable TCP keepalive on an HTTP connection");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(Some(every * 4)) {
+        tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT on an HTTP connection");
     }
 }
 
-/// `router` as one connection's service, and the count of its requests in flight: from a
-/// request's head until its response body has been sent or dropped.
+/// What `drive` watches on one connection: its requests in flight and its response bodies.
+pub(super) struct Tracking {
+    busy: watch::Receiver<usize>,
+    sending: Arc<Sending>,
+}
+
+/// The response bodies of one connection that are still alive, each with the time it last
+/// handed hyper a frame that hyper has not come back for.
+struct Sending {
+    epoch: Instant,
+    bodies: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl Sending {
+    /// A new body's clock: 0 while hyper is not holding a frame of it, else 1 + the
+    /// milliseconds from `epoch` to when it handed the frame over.
+    fn register(&self) -> Arc<AtomicU64> {
+        let waiting = Arc::new(AtomicU64::new(0));
+        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|body| body.strong_count() > 0);
+        bodies.push(Arc::downgrade(&waiting));
+        waiting
+    }
+
+    /// How long the body that has waited longest for the client has waited.
+    fn longest_wait(&self) -> Option<Duration> {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies
+            .iter()
+            .filter_map(|body| body.upgrade())
+            .map(|waiting| waiting.load(Ordering::Relaxed))
+            .filter(|since| *since != 0)
+            .map(|since| Duration::from_millis(now.saturating_sub(since)))
+            .max()
+    }
+}
+
+/// `router` as one connection's service, and what `drive` watches: the count of its requests
+/// in flight (from a request's head until its response body has been sent or dropped) and its
+/// response bodies.
 pub(super) fn tracked(
     router: Router,
 ) -> (
@@ -85,21 +158,30 @@ pub(super) fn tracked(
         Future: Send + 'static,
     > + Send
     + 'static,
-    watch::Receiver<usize>,
+    Tracking,
 ) {
     let (busy, watched) = watch::channel(0usize);
     let busy = Arc::new(busy);
+    let sending = Arc::new(Sending { epoch: Instant::now(), bodies: Mutex::new(Vec::new()) });
     let service = hyper_util::service::TowerToHyperService::new(router);
+    let bodies = sending.clone();
     let tracked = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         busy.send_modify(|n| *n += 1);
         let in_flight = InFlight(busy.clone());
         let call = hyper::service::Service::call(&service, request);
+        let bodies = bodies.clone();
         async move {
             let response = call.await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
+            let (waiting, epoch) = (bodies.register(), bodies.epoch);
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+                waiting,
+                epoch,
+            }))
         }
     });
-    (tracked, watched)
+    (tracked, Tracking { busy: watched, sending })
 }
 
 /// One request in flight on a connection, until dropped.
@@ -112,9 +194,12 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request counted in flight until it is sent or dropped.
+/// It also notes when it hands hyper a frame and when hyper comes back for the next.
 pub(super) struct Tracked {
     body: Body,
     _in_flight: InFlight,
+    waiting: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl hyper::body::Body for Tracked {
@@ -125,7 +210,13 @@ impl hyper::body::Body for Tracked {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        self.waiting.store(0, Ordering::Relaxed);
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &frame {
+            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+            self.waiting.store(now, Ordering::Relaxed);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -134,5 +225,22 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         hyper::body::Body::size_hint(&self.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_give_up_on_unacknowledged_data_after_four_keepalive_periods() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        set_tcp_keepalive(&accepted, Duration::from_secs(30));
+        let socket = socket2::SockRef::from(&accepted);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(120)));
+        assert!(socket.keepalive().unwrap());
+        drop(client);
     }
 }

@@ -29,6 +29,7 @@ use crate::auth::{Auth, Denied, Right};
 use crate::config::ServerSection;
 use crate::error::{Error, ErrorKind};
 use crate::partition::{Partition, now_ms};
+use crate::plain_json::PlainValue;
 use crate::reader::Reader;
 use crate::record::{Record, StoredRecord};
 use crate::settings::{NewTopicSettings, SettingsChange};
@@ -170,7 +171,8 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
 ///   keep-alive or HTTP/2 connection;
 /// - TCP keepalive and HTTP/2 pings every `keepalive_ms` find peers that vanished, whose
 ///   follow streams would otherwise hold their slots forever;
-/// - an HTTP/2 connection carries at most `http2_max_concurrent_streams` requests at once.
+/// - an HTTP/2 connection carries at most `http2_max_concurrent_streams` requests at once;
+/// - one whose client has taken no bytes of a response for `request_timeout_ms` is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -180,6 +182,7 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let idle = Duration::from_millis(limits.header_read_timeout_ms);
+    let stalled = Duration::from_millis(limits.request_timeout_ms);
     let keepalive = Duration::from_millis(limits.keepalive_ms);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
@@ -217,11 +220,11 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
         }
         connection::set_tcp_keepalive(&stream, keepalive);
-        let (service, busy) = connection::tracked(router.clone());
+        let (service, tracking) = connection::tracked(router.clone());
         let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let closed = closed.clone();
         tokio::spawn(async move {
-            connection::drive(served, |c| c.graceful_shutdown(), busy, idle, closed).await;
+            connection::drive(served, |c| c.graceful_shutdown(), tracking, idle, stalled, closed).await;
             drop(permit);
         });
     }
@@ -418,15 +421,15 @@ struct CreateTopic {
     partitions: Option<u32>,
     /// Per-topic settings under Kafka's names (`segment.bytes`, `message.timestamp.type`, …).
     #[serde(default)]
-    config: BTreeMap<String, Value>,
+    config: BTreeMap<String, PlainValue>,
 }
 
 /// Settings of a request body in text form: strings as they are, numbers and booleans as
 /// written (`{"segment.bytes": 1048576}` and `{"segment.bytes": "1048576"}` are the same).
-fn setting_pairs(settings: BTreeMap<String, Value>) -> ApiResult<Vec<(String, String)>> {
+fn setting_pairs(settings: BTreeMap<String, PlainValue>) -> ApiResult<Vec<(String, String)>> {
     settings
         .into_iter()
-        .map(|(key, value)| match value {
+        .map(|(key, PlainValue(value))| match value {
             Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok((key, crate::settings::text(&value))),
             other => {
                 Err(ApiError::bad_request(format!("setting {key:?} = {other}: expected a string, number or boolean")))
@@ -469,7 +472,7 @@ async fn create_topic(
 struct AlterTopic {
     /// Settings to set, by Kafka name.
     #[serde(default)]
-    set: BTreeMap<String, Value>,
+    set: BTreeMap<String, PlainValue>,
     /// Settings to fall back to the configuration.
     #[serde(default)]
     unset: Vec<String>,
@@ -573,8 +576,11 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     }
     let ndjson = content_type_is_ndjson(request.headers())?;
     let declared = declared_length(state, request.headers())?;
-    let (body, share) = read_produce_body(state, declared, request.into_body()).await?;
-    let (records, labels) = parse_records(&body, ndjson, state.limits.max_records_per_request as usize)?;
+    let (body, mut share) = read_produce_body(state, declared, request.into_body()).await?;
+    let texts = record_texts(&body, ndjson, state.limits.max_records_per_request as usize)?;
+    share.cover(body.len() as u64 + texts.parsed_bytes()).await?;
+    let (records, labels) = texts.parse()?;
+    let share = share.held;
     let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
     for (position, record) in records.into_iter().enumerate() {
         let p = explicit.unwrap_or_else(|| topic.partition_for(record.key.as_deref()));
@@ -725,18 +731,18 @@ impl Share<'_> {
 /// `server.max_produce_bytes_in_flight` as it goes: all of a declared Content-Length before
 /// the first byte, else as much as has arrived before each chunk is kept, so a request that
 /// sends nothing holds nothing. The share is held until the caller drops it.
-async fn read_produce_body(
-    state: &AppState,
+async fn read_produce_body<'a>(
+    state: &'a AppState,
     declared: Option<u64>,
     body: Body,
-) -> ApiResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
+) -> ApiResult<(Bytes, Share<'a>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.limits.request_timeout_ms);
     let mut share = Share { state, held: None, kib: 0, deadline };
     if let Some(length) = declared {
         share.cover(length).await?;
     }
     let bytes = read_body(state, body, state.limits.max_body_bytes as usize, Some(&mut share)).await?;
-    Ok((bytes, share.held))
+    Ok((bytes, share))
 }
 
 /// Bytes of a control request's body (create a topic, commit a group's offsets).
@@ -773,49 +779,71 @@ async fn read_body(state: &AppState, body: Body, limit: usize, mut share: Option
     }
 }
 
-/// The records of a produce body, and for each a label naming it in error messages
-/// ("line 3" of NDJSON, "record 2" of a JSON array).
-fn parse_records(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<(Vec<Record>, Vec<String>)> {
+/// The texts of a produce body's records (one pointer each, nothing parsed yet), each with
+/// the number its label carries: the line of NDJSON, the place in a JSON array.
+fn record_texts(body: &[u8], ndjson: bool, max_records: usize) -> ApiResult<RecordTexts<'_>> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?;
-    let now = now_ms();
     let too_many = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("more than server.max_records_per_request = {max_records} records"),
         )
     };
-    let (mut records, mut labels) = (Vec::new(), Vec::new());
-    if ndjson {
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            if records.len() == max_records {
-                return Err(too_many());
-            }
-            labels.push(format!("line {}", i + 1));
-            records.push(
-                envelope::parse_json_record(line, now)
-                    .map_err(|e| ApiError::bad_request(format!("line {}: {e}; nothing was written", i + 1)))?,
-            );
+    let texts: Vec<(usize, &str)> = if ndjson {
+        let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let texts: Vec<(usize, &str)> = lines.take(max_records + 1).map(|(i, line)| (i + 1, line)).collect();
+        if texts.len() > max_records {
+            return Err(too_many());
         }
+        texts
     } else {
         let over_limit = std::cell::Cell::new(false);
         let elements = array_elements(text, max_records, &over_limit).map_err(|e| match over_limit.get() {
             true => too_many(),
             false => ApiError::bad_request(format!("expected a JSON array of records: {e}")),
         })?;
-        for (i, element) in elements.iter().enumerate() {
-            labels.push(format!("record {i}"));
-            records.push(
-                envelope::parse_json_record(element.get(), now)
-                    .map_err(|e| ApiError::bad_request(format!("record {i}: {e}; nothing was written")))?,
-            );
-        }
-    }
-    if records.is_empty() {
+        elements.into_iter().enumerate().map(|(i, element)| (i, element.get())).collect()
+    };
+    if texts.is_empty() {
         return Err(ApiError::bad_request("no records in the body"));
     }
-    Ok((records, labels))
+    Ok(RecordTexts { ndjson, texts })
 }
+
+/// A produce body split into its records' texts.
+struct RecordTexts<'a> {
+    ndjson: bool,
+    texts: Vec<(usize, &'a str)>,
+}
+
+impl RecordTexts<'_> {
+    /// What parsing these records takes beyond the body's bytes (see [`PARSED_RECORD_BYTES`]).
+    fn parsed_bytes(&self) -> u64 {
+        self.texts.len() as u64 * PARSED_RECORD_BYTES
+    }
+
+    /// The records, and for each a label naming it in error messages ("line 3" of NDJSON,
+    /// "record 2" of a JSON array).
+    fn parse(self) -> ApiResult<(Vec<Record>, Vec<String>)> {
+        let now = now_ms();
+        let label = |n: usize| if self.ndjson { format!("line {n}") } else { format!("record {n}") };
+        let (mut records, mut labels) = (Vec::with_capacity(self.texts.len()), Vec::with_capacity(self.texts.len()));
+        for &(n, text) in &self.texts {
+            let record = envelope::parse_json_record(text, now)
+                .map_err(|e| ApiError::bad_request(format!("{}: {e}; nothing was written", label(n))))?;
+            records.push(record);
+            labels.push(label(n));
+        }
+        Ok((records, labels))
+    }
+}
+
+/// Memory a parsed record takes beyond its body bytes: its `Record`, its label and place in
+/// the request, allocation slack. A produce's share of `server.max_produce_bytes_in_flight`
+/// covers this for every record before any is parsed, so a small body of many tiny records
+/// counts by what parsing it costs, not by its length.
+const PARSED_RECORD_BYTES: u64 = 192;
 
 /// The elements of the JSON array `text` as raw text, stopping with an error (and
 /// `over_limit` set) at element `max + 1`: a 16 MiB body of `[0,0,0,…]` costs one pointer per
@@ -1303,15 +1331,15 @@ mod tests {
     #[test]
     fn a_json_array_produce_stops_parsing_at_the_record_limit() {
         let body = format!("[{}{{\"value\":\"last\"}}]", "{\"value\":\"v\"},".repeat(4));
-        let (records, labels) = parse_records(body.as_bytes(), false, 5).unwrap();
+        let (records, labels) = record_texts(body.as_bytes(), false, 5).unwrap().parse().unwrap();
         assert_eq!((records.len(), labels[4].as_str()), (5, "record 4"));
         assert_eq!(records[4].value, b"last");
         let huge = format!("[{}0]", "0,".repeat(1_000_000));
-        let err = parse_records(huge.as_bytes(), false, 10).unwrap_err();
+        let err = record_texts(huge.as_bytes(), false, 10).err().unwrap();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", err.message);
-        let err = parse_records(b"[{\"value\":1}] trailing", false, 10).unwrap_err();
+        let err = record_texts(b"[{\"value\":1}] trailing", false, 10).err().unwrap();
         assert_eq!(err.status, StatusCode::BAD_REQUEST, "{}", err.message);
-        let err = parse_records(b"{\"value\":1}", false, 10).unwrap_err();
+        let err = record_texts(b"{\"value\":1}", false, 10).err().unwrap();
         assert!(err.message.contains("JSON array"), "{}", err.message);
     }
 
