@@ -499,7 +499,7 @@ for f in text_string_to_metric_families(sys.stdin.read()):
     out[f.name] = {"type": f.type, "samples": samples}
 print(json.dumps(out))
 "#;
-    let python = std::env::var("TIERLOG_KAFKA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("KAFKA_PYTHON").unwrap_or_else(|_| "python3".into());
     let installed = Command::new(&python).args(["-c", "import prometheus_client"]).status().is_ok_and(|s| s.success());
     if !installed {
         assert_eq!(
@@ -702,7 +702,7 @@ fn start_and_stop_lines_are_json_with_log_format_json() {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIERLOG_")) {
         cmd.env_remove(k);
     }
-    cmd.env_remove("RUST_LOG").env("TIERLOG_TIERING_ENABLED", "false");
+    cmd.env_remove("RUST_LOG");
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
@@ -714,6 +714,8 @@ fn start_and_stop_lines_are_json_with_log_format_json() {
             assert_eq!(logged["target"], "tierlog::lifecycle");
             let data_dir = logged["fields"]["data_dir"].as_str().unwrap();
             assert!(data_dir.ends_with(dir.path().file_name().unwrap().to_str().unwrap()), "{line}");
+            // Where the tiers go (the embedded default here), so an inherited endpoint shows.
+            assert!(logged["fields"]["remote"].as_str().unwrap().starts_with("local directory "), "{line}");
             break logged["fields"]["http"].as_str().unwrap().to_string();
         }
     };

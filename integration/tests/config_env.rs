@@ -62,6 +62,35 @@ fn the_region_comes_from_the_config_then_aws_region_then_the_profile_then_us_eas
     assert_eq!((line["value"].as_str(), line["source"].as_str()), (Some("garage"), Some("file")));
 }
 
+/// Connections made to a listener standing in for EC2 instance metadata, while `config show`
+/// resolves `config`'s region.
+fn instance_metadata_connections(config: &Path) -> (usize, Value) {
+    let imds = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let vars = env(&[
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &format!("http://{}", imds.local_addr().unwrap())),
+    ]);
+    let line = shown(config, &vars, "remote.region");
+    imds.set_nonblocking(true).unwrap();
+    let asked = std::iter::from_fn(|| imds.accept().ok()).count(); // queued in the backlog
+    (asked, line)
+}
+
+/// With no region anywhere, instance metadata is asked only for AWS itself: a custom endpoint
+/// (MinIO, Garage) does not take an EC2 instance's region, and off EC2 each connect would
+/// wait for the metadata timeout.
+#[test]
+fn instance_metadata_is_not_asked_for_the_region_of_a_custom_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (asked, line) = instance_metadata_connections(&s3_config(dir.path(), ""));
+    assert!(asked > 0, "without an endpoint the chain asks instance metadata: {line}");
+    let custom = s3_config(dir.path(), "endpoint = \"http://127.0.0.1:9\"\nallow_http = true");
+    let (asked, line) = instance_metadata_connections(&custom);
+    assert_eq!(asked, 0, "instance metadata was asked for a custom endpoint's region: {line}");
+    assert_eq!(line["value"], "us-east-1", "{line}");
+    assert!(line["source"].as_str().unwrap().contains("not asked with a custom endpoint"), "{line}");
+}
+
 #[test]
 fn the_endpoint_comes_from_the_config_then_aws_endpoint_url_s3_then_aws_endpoint_url() {
     let dir = tempfile::tempdir().unwrap();

@@ -93,6 +93,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
     let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
     let mut refresher = None;
     let mut replica_stats = None;
+    let mut remote = None;
     let background = if let Background::Replica(replica) = background {
         replica_stats = Some(replica.stats.clone());
         refresher = Some(replica.spawn(refresh_stopped));
@@ -101,6 +102,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         match Tiering::start(log.clone()).await {
             Ok(tiering) => {
                 tiering_stats = Some(tiering.stats.clone());
+                remote = Some(tiering.remote_display().to_string());
                 audit_trail = Some(tiering.audit.clone());
                 Some(Arc::new(tiering).spawn())
             }
@@ -133,7 +135,10 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         Some(remote) => {
             tracing::info!(target: LIFECYCLE, replica_of = %remote, %data_dir, %http, "tierlog serving a read-only replica")
         }
-        None => tracing::info!(target: LIFECYCLE, %data_dir, %http, "tierlog serving"),
+        None => {
+            let remote = remote.as_deref().unwrap_or("none (tiering off or unavailable)");
+            tracing::info!(target: LIFECYCLE, %data_dir, %http, remote, "tierlog serving")
+        }
     }
     let shutdown_state = state.clone();
     let limits = state.limits.clone();

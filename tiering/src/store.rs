@@ -173,16 +173,21 @@ pub struct S3Connection {
 impl S3Connection {
     /// The AWS SDK's precedence, tierlog's own settings first:
     /// - region: `remote.region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`
-    ///   in the shared config file, EC2 instance metadata, then [`FALLBACK_REGION`];
+    ///   in the shared config file, EC2 instance metadata (only without a custom endpoint: a
+    ///   MinIO or Garage beside an EC2 instance does not take its region, and off EC2 the
+    ///   question costs a timeout at every connect), then [`FALLBACK_REGION`];
     /// - endpoint: `remote.endpoint`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` (both ignored
     ///   under `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`), then AWS's regional endpoint;
     /// - CA bundle: `remote.ca_file`, then `AWS_CA_BUNDLE`.
     pub async fn resolve(config: &RemoteConfig) -> Result<S3Connection> {
         let mut connection = S3Connection::resolve_without_profile(config, &process_env)?;
-        if connection.region.source == FALLBACK_SOURCE
-            && let Some(region) = chain_region(config).await
-        {
-            connection.region = region;
+        if connection.region.source == FALLBACK_SOURCE {
+            let ask_instance = connection.endpoint.is_none();
+            match chain_region(config, ask_instance).await {
+                Some(region) => connection.region = region,
+                None if !ask_instance => connection.region.source = FALLBACK_SOURCE_WITH_ENDPOINT.to_string(),
+                None => {}
+            }
         }
         Ok(connection)
     }
@@ -203,10 +208,12 @@ impl S3Connection {
         Ok(S3Connection { region, endpoint: resolve_endpoint(config, env)?, ca: resolve_ca(config, env)? })
     }
 
-    /// The endpoint for messages: the URL, or "AWS S3 (region)".
+    /// The endpoint for messages: the URL (saying which variable set it, when one did: an
+    /// inherited `AWS_ENDPOINT_URL` sends the data elsewhere), or "AWS S3 (region)".
     pub fn endpoint_display(&self) -> String {
         match &self.endpoint {
-            Some(endpoint) => endpoint.value.clone(),
+            Some(endpoint) if endpoint.source == "remote.endpoint" => endpoint.value.clone(),
+            Some(endpoint) => format!("{} (from {})", endpoint.value, endpoint.source),
             None => format!("AWS S3 ({})", self.region.value),
         }
     }
@@ -232,6 +239,7 @@ impl S3Connection {
 
 const FALLBACK_SOURCE: &str =
     "default (no region in remote.region, AWS_REGION, AWS_DEFAULT_REGION, the AWS profile or instance metadata)";
+const FALLBACK_SOURCE_WITH_ENDPOINT: &str = "default (no region in remote.region, AWS_REGION, AWS_DEFAULT_REGION or the AWS profile; instance metadata is not asked with a custom endpoint)";
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -242,9 +250,9 @@ fn first_env(env: &dyn Fn(&str) -> Option<String>, names: &[&'static str]) -> Op
     names.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (*name, v.trim().to_string())))
 }
 
-/// The region of the AWS profile (shared config file), else of the EC2 instance metadata
-/// (which aws-config skips under `AWS_EC2_METADATA_DISABLED=true`).
-async fn chain_region(config: &RemoteConfig) -> Option<Resolved> {
+/// The region of the AWS profile (shared config file), else, if `ask_instance`, of the EC2
+/// instance metadata (which aws-config skips under `AWS_EC2_METADATA_DISABLED=true`).
+async fn chain_region(config: &RemoteConfig, ask_instance: bool) -> Option<Resolved> {
     use aws_config::meta::region::ProvideRegion;
     let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
     let name = if config.profile.is_empty() {
@@ -255,6 +263,9 @@ async fn chain_region(config: &RemoteConfig) -> Option<Resolved> {
     };
     if let Some(region) = profile.build().region().await {
         return Some(Resolved::new(region.to_string(), format!("AWS profile '{name}' (shared config file)")));
+    }
+    if !ask_instance {
+        return None;
     }
     let imds = aws_config::imds::region::ImdsRegionProvider::builder().build();
     imds.region().await.map(|region| Resolved::new(region.to_string(), "EC2 instance metadata"))
@@ -777,5 +788,16 @@ mod status_tests {
         let no_credentials =
             object_store::Error::Generic { store: "S3", source: Box::new(NoCredentials("none in env".into())) };
         assert_eq!(hint(&no_credentials), HINT_NO_CREDENTIALS);
+    }
+
+    #[test]
+    fn an_endpoint_from_the_environment_is_named_with_its_variable() {
+        let config = RemoteConfig { url: "s3://b/p".into(), allow_http: true, ..RemoteConfig::default() };
+        let env = |name: &str| (name == "AWS_ENDPOINT_URL").then(|| "http://10.0.0.9:9000".to_string());
+        let connection = S3Connection::resolve_without_profile(&config, &env).unwrap();
+        assert_eq!(connection.endpoint_display(), "http://10.0.0.9:9000 (from env AWS_ENDPOINT_URL)");
+        let config = RemoteConfig { endpoint: "http://127.0.0.1:9000".into(), ..config };
+        let connection = S3Connection::resolve_without_profile(&config, &env).unwrap();
+        assert_eq!(connection.endpoint_display(), "http://127.0.0.1:9000");
     }
 }
