@@ -7,7 +7,7 @@
 //!
 //! The client tools are required: a missing `kcat` or `kafka-python` fails the test (CI installs
 //! them, see .ci/run) unless `KAFKA_CLIENTS_OPTIONAL=1`, which skips with a message.
-//! `TIERLOG_KAFKA_PYTHON` names the Python that has `kafka-python` (default `python3`).
+//! `KAFKA_PYTHON` names the Python that has `kafka-python` (default `python3`).
 
 mod common;
 
@@ -133,7 +133,7 @@ fn kcat_available() -> bool {
 }
 
 fn python() -> String {
-    std::env::var("TIERLOG_KAFKA_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("KAFKA_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 fn kcat(args: &[&str], stdin: &str) -> Output {
