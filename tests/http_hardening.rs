@@ -606,10 +606,6 @@ fn an_object_store_outage_is_503_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "5");
 }
 
-/// A client that asks for a large fetch and stops reading it: its response can neither finish
-/// nor fail, so its connection never ends. Shutdown gives in-flight responses
-/// `request_timeout_ms` and then returns (so `serve` flushes the log and exits) instead of
-/// waiting for that connection forever.
 /// Topic `u` of `log` with 32 MiB of records.
 fn fill_32_mib(log: &Log) {
     let big: Vec<Record> = (0..64).map(|_| Record { value: vec![b'x'; 64 * 1024], ..Record::default() }).collect();
@@ -618,20 +614,47 @@ fn fill_32_mib(log: &Log) {
     }
 }
 
-/// Sends a fetch of topic `u` on a new connection and reads the first bytes of the answer,
-/// then never reads again: the server fills the socket buffers and waits.
-fn fetch_and_stop_reading(addr: SocketAddr) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).unwrap();
-    write!(socket, "GET /v1/topics/u/partitions/0/records HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+/// A connection whose receive buffer is small (16 KiB), so that what the server can push
+/// into the kernel is far below a 32 MiB response on any host.
+fn connect_small_buffer(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Sends `requests` fetches of topic `u` (pipelined) on a new connection and reads the first
+/// bytes of the answer, then never reads again: the server fills the socket buffers and waits.
+fn fetch_and_stop_reading(addr: SocketAddr, requests: usize) -> TcpStream {
+    let mut socket = connect_small_buffer(addr);
+    for _ in 0..requests {
+        write!(socket, "GET /v1/topics/u/partitions/0/records HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    }
     let mut head = [0u8; 1024];
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert!(socket.read(&mut head).unwrap() > 0, "the fetch started");
     socket
 }
 
+/// Whether the server ended `socket` (EOF or reset) within 10 s, reading what was buffered;
+/// and how much that was.
+fn ended_after_draining(socket: &mut TcpStream) -> (bool, usize) {
+    let mut rest = vec![0u8; 1 << 20];
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut read = 0;
+    loop {
+        match socket.read(&mut rest) {
+            Ok(0) => return (true, read),
+            Ok(n) => read += n,
+            Err(e) => return (e.kind() == std::io::ErrorKind::ConnectionReset, read),
+        }
+    }
+}
+
 /// Clients that stop reading a large response (or, over HTTP/2, grant no window) do not hold
-/// their connection slots: with a cap of 2 and two such clients, a third is served once their
-/// responses have waited `request_timeout_ms` for them, and their connections are closed.
+/// their connection slots: with a cap of 2 and two such clients — one of them with a second
+/// request pipelined behind the first — two more clients are served once the stalled ones
+/// have taken nothing for `request_timeout_ms`, and the stalled connections are closed.
 #[test]
 fn clients_that_take_no_bytes_of_their_responses_do_not_hold_connection_slots() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,7 +667,7 @@ fn clients_that_take_no_bytes_of_their_responses_do_not_hold_connection_slots() 
     let log = log(config);
     fill_32_mib(&log);
     let addr = serve_log(&runtime, &limits, log);
-    let mut stalled: Vec<TcpStream> = (0..2).map(|_| fetch_and_stop_reading(addr)).collect();
+    let mut stalled = [fetch_and_stop_reading(addr, 1), fetch_and_stop_reading(addr, 2)];
     let started = Instant::now();
     // Both slots must come free (the stalled clients are not read meanwhile: reading would
     // let their responses go on): two more clients are served side by side, keeping their
@@ -659,21 +682,45 @@ fn clients_that_take_no_bytes_of_their_responses_do_not_hold_connection_slots() 
     }
     assert!(started.elapsed() < Duration::from_secs(15), "served after {:?}", started.elapsed());
     for (i, socket) in stalled.iter_mut().enumerate() {
-        let mut rest = vec![0u8; 1 << 20];
-        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut read = 0;
-        let ended = loop {
-            match socket.read(&mut rest) {
-                Ok(0) => break true,
-                Ok(n) => read += n, // what the kernel buffered before the drop
-                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
-            }
-        };
+        let (ended, read) = ended_after_draining(socket);
         assert!(ended, "stalled client {i}'s connection is still open after {read} more bytes");
         assert!(read < 30 << 20, "stalled client {i} read {read} more bytes: its response was not cut off");
     }
 }
 
+/// A client that reads slowly but steadily (4 KiB every 500 ms, far less than one frame of a
+/// fetch per `request_timeout_ms`) is not taken for a stalled one.
+#[test]
+fn a_slow_but_steady_reader_keeps_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let mut config = config(dir.path());
+    config.server.request_timeout_ms = 1_000;
+    let limits = config.server.clone();
+    let log = log(config);
+    fill_32_mib(&log);
+    let addr = serve_log(&runtime, &limits, log);
+    let mut socket = fetch_and_stop_reading(addr, 1);
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut chunk = vec![0u8; 4 * 1024];
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut taken = 0;
+        while taken < chunk.len() {
+            match socket.read(&mut chunk[taken..]) {
+                Ok(0) => panic!("the server ended a slow reader's response"),
+                Ok(n) => taken += n,
+                Err(e) => panic!("the server dropped a slow reader: {e}"),
+            }
+        }
+    }
+}
+
+/// A client that asks for a large fetch and stops reading it. Shutdown gives in-flight
+/// responses `request_timeout_ms` and then returns (so `serve` flushes the log and exits)
+/// instead of waiting for that connection forever. (The stall watchdog now drops such a
+/// connection within as long, so this holds by either path.)
 #[test]
 fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
     let dir = tempfile::tempdir().unwrap();
@@ -690,7 +737,7 @@ fn a_client_that_stops_reading_its_response_does_not_hold_shutdown() {
     let served = runtime.spawn(async move {
         tierlog::serve::http::serve(listener, app, &limits, async move { drop(stopped.await) }).await;
     });
-    let socket = fetch_and_stop_reading(addr);
+    let socket = fetch_and_stop_reading(addr, 1);
     std::thread::sleep(Duration::from_millis(500)); // the server fills the socket buffers and waits
     stop.send(()).unwrap();
     let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await });

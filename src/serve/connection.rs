@@ -9,22 +9,33 @@
 //! `server.header_read_timeout_ms`, then dropped if it is still there as long again.
 //!
 //! A client can also hold its connection by taking no bytes of a response: an HTTP/1 client
-//! that stops reading, an HTTP/2 client that grants no flow-control window but answers pings.
-//! hyper then neither finishes nor fails the response, so the connection (and its slot under
-//! `max_connections`) would live as long as the client wished. Each response body therefore
-//! notes when it last handed hyper a frame that hyper has not come back for; a connection
-//! with a body left waiting that way for `server.request_timeout_ms` is dropped. A follow
-//! stream with nothing to send is not waiting (hyper is waiting on it), and it sends an
-//! empty line every `sse_keepalive_ms`, which a live client takes. Does not own the limits
-//! themselves (connection cap, HTTP/2 settings): `http::serve` sets them.
+//! that stops reading (pipelined requests included), an HTTP/2 client that grants no
+//! flow-control window but answers pings. hyper then neither finishes nor fails the response,
+//! so the connection (and its slot under `max_connections`) would live as long as the client
+//! wished. So each connection watches whether it has something to send that cannot leave —
+//! the socket refused a write, or a response body handed hyper a frame that hyper has not
+//! come back for (an HTTP/2 window) — and how recently the socket took another
+//! [`PROGRESS_BYTES`]. A connection that has wanted to send for `server.request_timeout_ms`
+//! with no such progress is dropped. A slow reader keeps making progress, however large a
+//! frame; a follow stream with nothing to send wants nothing (hyper is waiting on it), and
+//! sends an empty line every `sse_keepalive_ms`. Does not own the limits themselves
+//! (connection cap, HTTP/2 settings): `http::serve` sets them.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+
+/// The bytes a client must take to count as reading: an HTTP/2 ping and its answer (a few
+/// dozen bytes every `keepalive_ms`) are not enough to hold a connection whose responses
+/// cannot move.
+pub(super) const PROGRESS_BYTES: u64 = 4096;
 
 /// Runs one connection to its end. It is shut down gracefully (HTTP/2 GOAWAY, HTTP/1 close
 /// after the current response) when the server shuts down or when it has had no request in
@@ -41,7 +52,7 @@ pub(super) async fn drive<C: std::future::Future>(
     mut closed: watch::Receiver<bool>,
 ) {
     tokio::pin!(connection);
-    let Tracking { busy, sending } = tracking;
+    let Tracking { busy, sending: watch } = tracking;
     let mut idle_wait = Box::pin(idle_for(busy.clone(), idle));
     let mut check = tokio::time::interval((stalled / 4).max(Duration::from_millis(25)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -62,10 +73,10 @@ pub(super) async fn drive<C: std::future::Future>(
                 idle_wait = Box::pin(idle_for(busy.clone(), idle));
             }
             _ = check.tick() => {
-                if let Some(waited) = sending.longest_wait().filter(|waited| *waited >= stalled) {
+                if let Some(waited) = watch.stalled_for().filter(|waited| *waited >= stalled) {
                     tracing::warn!(
                         waited_ms = waited.as_millis() as u64,
-                        "an HTTP client took no bytes of a response for server.request_timeout_ms; its connection is dropped"
+                        "an HTTP client took no response bytes for server.request_timeout_ms; its connection is dropped"
                     );
                     return;
                 }
@@ -102,27 +113,52 @@ pub(super) fn set_tcp_keepalive(stream: &tokio::net::TcpStream, every: Duration)
     if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         tracing::warn!(error = %e, "cannot enable TCP keepalive on an HTTP connection");
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Err(e) = socket.set_tcp_user_timeout(Some(every * 4)) {
         tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT on an HTTP connection");
     }
 }
 
-/// What `drive` watches on one connection: its requests in flight and its response bodies.
+/// What `drive` watches on one connection: its requests in flight, and what it sends.
 pub(super) struct Tracking {
     busy: watch::Receiver<usize>,
     sending: Arc<Sending>,
 }
 
-/// The response bodies of one connection that are still alive, each with the time it last
-/// handed hyper a frame that hyper has not come back for.
-struct Sending {
+/// What one connection has to send and how its client takes it. Times are kept as 1 + the
+/// milliseconds since `epoch` (0: not set).
+pub(super) struct Sending {
     epoch: Instant,
+    /// Bytes the socket has taken.
+    written: AtomicU64,
+    /// When the socket last took the [`PROGRESS_BYTES`]-th byte since the one before (or the
+    /// connection opened).
+    progressed_at: AtomicU64,
+    /// Since when the socket has refused writes (0: it took the last one).
+    blocked_since: AtomicU64,
+    /// The live response bodies, each with when it handed hyper a frame that hyper has not
+    /// come back for (0: none).
     bodies: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl Sending {
-    /// A new body's clock: 0 while hyper is not holding a frame of it, else 1 + the
-    /// milliseconds from `epoch` to when it handed the frame over.
+    fn new() -> Sending {
+        let sending = Sending {
+            epoch: Instant::now(),
+            written: AtomicU64::new(0),
+            progressed_at: AtomicU64::new(0),
+            blocked_since: AtomicU64::new(0),
+            bodies: Mutex::new(Vec::new()),
+        };
+        sending.progressed_at.store(sending.now(), Ordering::Relaxed);
+        sending
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A new body's clock (see `bodies`).
     fn register(&self) -> Arc<AtomicU64> {
         let waiting = Arc::new(AtomicU64::new(0));
         let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,17 +167,91 @@ impl Sending {
         waiting
     }
 
-    /// How long the body that has waited longest for the client has waited.
-    fn longest_wait(&self) -> Option<Duration> {
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+    fn wrote(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.blocked_since.store(0, Ordering::Relaxed);
+        let before = self.written.fetch_add(n as u64, Ordering::Relaxed);
+        if before / PROGRESS_BYTES != (before + n as u64) / PROGRESS_BYTES {
+            self.progressed_at.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    fn refused(&self) {
+        let _ = self.blocked_since.compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long the connection has wanted to send (a refused write, a frame hyper holds)
+    /// without its client taking [`PROGRESS_BYTES`]; `None` when it wants nothing.
+    fn stalled_for(&self) -> Option<Duration> {
+        let blocked = Some(self.blocked_since.load(Ordering::Relaxed)).filter(|since| *since != 0);
         let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies
+        let waiting = bodies
             .iter()
             .filter_map(|body| body.upgrade())
             .map(|waiting| waiting.load(Ordering::Relaxed))
             .filter(|since| *since != 0)
-            .map(|since| Duration::from_millis(now.saturating_sub(since)))
-            .max()
+            .min();
+        let wanting_since = blocked.into_iter().chain(waiting).min()?;
+        let since = wanting_since.max(self.progressed_at.load(Ordering::Relaxed));
+        Some(Duration::from_millis(self.now().saturating_sub(since)))
+    }
+}
+
+/// A connection's socket, counting what it takes and noting when it refuses a write.
+pub(super) struct Watched<S> {
+    socket: S,
+    sending: Arc<Sending>,
+}
+
+impl<S> Watched<S> {
+    /// `socket` counted into `tracking`'s watch.
+    pub(super) fn new(socket: S, tracking: &Tracking) -> Watched<S> {
+        Watched { socket, sending: tracking.sending.clone() }
+    }
+
+    fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        match &written {
+            Poll::Ready(Ok(n)) => self.sending.wrote(*n),
+            Poll::Pending => self.sending.refused(),
+            Poll::Ready(Err(_)) => {}
+        }
+        written
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.socket).poll_write(cx, buf);
+        self.note(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.socket).poll_write_vectored(cx, bufs);
+        self.note(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
 
@@ -162,7 +272,7 @@ pub(super) fn tracked(
 ) {
     let (busy, watched) = watch::channel(0usize);
     let busy = Arc::new(busy);
-    let sending = Arc::new(Sending { epoch: Instant::now(), bodies: Mutex::new(Vec::new()) });
+    let sending = Arc::new(Sending::new());
     let service = hyper_util::service::TowerToHyperService::new(router);
     let bodies = sending.clone();
     let tracked = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -172,12 +282,12 @@ pub(super) fn tracked(
         let bodies = bodies.clone();
         async move {
             let response = call.await?;
-            let (waiting, epoch) = (bodies.register(), bodies.epoch);
+            let waiting = bodies.register();
             Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
                 body,
                 _in_flight: in_flight,
                 waiting,
-                epoch,
+                sending: bodies,
             }))
         }
     });
@@ -199,7 +309,7 @@ pub(super) struct Tracked {
     body: Body,
     _in_flight: InFlight,
     waiting: Arc<AtomicU64>,
-    epoch: Instant,
+    sending: Arc<Sending>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -213,8 +323,7 @@ impl hyper::body::Body for Tracked {
         self.waiting.store(0, Ordering::Relaxed);
         let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(_))) = &frame {
-            let now = self.epoch.elapsed().as_millis() as u64 + 1;
-            self.waiting.store(now, Ordering::Relaxed);
+            self.waiting.store(self.sending.now(), Ordering::Relaxed);
         }
         frame
     }
@@ -232,6 +341,7 @@ impl hyper::body::Body for Tracked {
 mod tests {
     use super::*;
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[tokio::test]
     async fn accepted_sockets_give_up_on_unacknowledged_data_after_four_keepalive_periods() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -172,7 +172,8 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
 /// - TCP keepalive and HTTP/2 pings every `keepalive_ms` find peers that vanished, whose
 ///   follow streams would otherwise hold their slots forever;
 /// - an HTTP/2 connection carries at most `http2_max_concurrent_streams` requests at once;
-/// - one whose client has taken no bytes of a response for `request_timeout_ms` is dropped.
+/// - one that has had bytes to send that its client would not take (fewer than 4 KiB) for
+///   `request_timeout_ms` is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -221,7 +222,8 @@ pub async fn serve(
         }
         connection::set_tcp_keepalive(&stream, keepalive);
         let (service, tracking) = connection::tracked(router.clone());
-        let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let stream = TokioIo::new(connection::Watched::new(stream, &tracking));
+        let served = builder.serve_connection_with_upgrades(stream, service).into_owned();
         let closed = closed.clone();
         tokio::spawn(async move {
             connection::drive(served, |c| c.graceful_shutdown(), tracking, idle, stalled, closed).await;
@@ -578,7 +580,9 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     let declared = declared_length(state, request.headers())?;
     let (body, mut share) = read_produce_body(state, declared, request.into_body()).await?;
     let texts = record_texts(&body, ndjson, state.limits.max_records_per_request as usize)?;
-    share.cover(body.len() as u64 + texts.parsed_bytes()).await?;
+    // A declared length was charged its most records up front, so this only gives back what
+    // they did not use; a chunked body is charged its records now.
+    share.cover_exactly(body.len() as u64 + texts.parsed_bytes()).await?;
     let (records, labels) = texts.parse()?;
     let share = share.held;
     let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
@@ -725,12 +729,29 @@ impl Share<'_> {
         self.kib = want;
         Ok(())
     }
+
+    /// Makes the share cover exactly `bytes`: more as [`cover`](Self::cover) takes it, or
+    /// less by giving back what is over.
+    async fn cover_exactly(&mut self, bytes: u64) -> ApiResult<()> {
+        let want = produce_kib(bytes).clamp(1, produce_kib(self.state.limits.max_produce_bytes_in_flight));
+        if want < self.kib
+            && let Some(held) = &mut self.held
+        {
+            drop(held.split((self.kib - want) as usize));
+            self.kib = want;
+        }
+        self.cover(bytes).await
+    }
 }
+
+/// The shortest text of a record, `{"value":0}`: a body of N bytes holds at most N / 11 + 1.
+const MIN_RECORD_TEXT_BYTES: u64 = 11;
 
 /// Reads a produce body within `max_body_bytes` and `request_timeout_ms`, taking its share of
 /// `server.max_produce_bytes_in_flight` as it goes: all of a declared Content-Length before
-/// the first byte, else as much as has arrived before each chunk is kept, so a request that
-/// sends nothing holds nothing. The share is held until the caller drops it.
+/// the first byte, with what parsing the most records it can hold takes, else as much as has
+/// arrived before each chunk is kept, so a request that sends nothing holds nothing. The share
+/// is held until the caller drops it.
 async fn read_produce_body<'a>(
     state: &'a AppState,
     declared: Option<u64>,
@@ -739,7 +760,10 @@ async fn read_produce_body<'a>(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.limits.request_timeout_ms);
     let mut share = Share { state, held: None, kib: 0, deadline };
     if let Some(length) = declared {
-        share.cover(length).await?;
+        // All at once, records included: a request that held its body's share while waiting
+        // for its records' would deadlock with others doing the same.
+        let most_records = (length / MIN_RECORD_TEXT_BYTES + 1).min(state.limits.max_records_per_request);
+        share.cover(length + most_records * PARSED_RECORD_BYTES).await?;
     }
     let bytes = read_body(state, body, state.limits.max_body_bytes as usize, Some(&mut share)).await?;
     Ok((bytes, share))
