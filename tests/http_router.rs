@@ -568,14 +568,15 @@ fn produce_bodies_in_flight_are_bounded() {
 /// A parsed record takes memory beyond its body bytes (its `Record`, label and place), so a
 /// body of many small records counts against `server.max_produce_bytes_in_flight` by what
 /// parsing it takes, not by its length: with half the budget held, 1000 records in 13 KB
-/// wait for the other half, which 13 KB alone would not.
+/// (declared: charged up front for the most records 13 KB can hold) wait for the other half,
+/// which 13 KB alone would not.
 #[test]
 fn parsed_records_count_against_the_produce_budget() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-        config.server.request_timeout_ms = 1_000;
+        config.server.request_timeout_ms = 2_000;
         config.server.max_produce_bytes_in_flight = 65_536;
         let (app, _log) = app_with(config);
         let produce = |length: usize, body: Body| {
@@ -589,14 +590,65 @@ fn parsed_records_count_against_the_produce_budget() {
                 .unwrap()
         };
         let many = "{\"value\":\"\"}\n".repeat(1000);
-        let holder = tokio::spawn(app.clone().oneshot(produce(32_768, endless_body())));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A chunked holder takes what has arrived: 32 KiB, half the budget, and then stalls.
+        let half = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 32_768]))]);
+        let chunked = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/topics/t/records")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from_stream(futures::StreamExt::chain(half, futures::stream::pending())))
+            .unwrap();
+        let holder = tokio::spawn(app.clone().oneshot(chunked));
+        // The holder is cut off 2 s after it started; the waiter gives up 2 s after it did.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let waiter = tokio::spawn(app.clone().oneshot(produce(many.len(), Body::from(many.clone()))));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiter.is_finished(), "1000 parsed records must wait for more than the free half of the budget");
         assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
         let answer = waiter.await.unwrap().unwrap();
         assert_eq!(answer.status(), 200, "then the many records go through");
+    });
+}
+
+/// Review of the record charge: a request must not hold its body's share while it waits for
+/// its records' (two such requests would each wait for the other until both time out). Two
+/// declared bodies of 2300 tiny records each, sent once both requests are under way, are both
+/// written.
+#[test]
+fn requests_waiting_for_their_records_share_do_not_lock_each_other_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.server.request_timeout_ms = 3_000;
+        config.server.max_produce_bytes_in_flight = 65_536;
+        let (app, _log) = app_with(config);
+        let records = "{\"value\":\"v\"}\n".repeat(2300);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let requests: Vec<_> = (0..2)
+            .map(|_| {
+                let (mut released, text) = (released.clone(), bytes::Bytes::from(records.clone()));
+                let body = futures::stream::once(async move {
+                    let _ = released.wait_for(|go| *go).await;
+                    Ok::<_, std::io::Error>(text)
+                });
+                let request = Request::builder()
+                    .method(Method::POST)
+                    .uri("/v1/topics/t/records")
+                    .header("host", "127.0.0.1")
+                    .header("content-type", "application/x-ndjson")
+                    .header("content-length", records.len().to_string())
+                    .body(Body::from_stream(body))
+                    .unwrap();
+                tokio::spawn(app.clone().oneshot(request))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        release.send(true).unwrap();
+        for request in requests {
+            assert_eq!(request.await.unwrap().unwrap().status(), 200);
+        }
     });
 }
 
