@@ -173,7 +173,7 @@ pub struct S3Connection {
 impl S3Connection {
     /// The AWS SDK's precedence, tierlog's own settings first:
     /// - region: `remote.region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`
-    ///   in the shared config file, EC2 instance metadata (only without a custom endpoint: a
+    ///   in the shared config file, EC2 instance metadata (not for an endpoint outside AWS: a
     ///   MinIO or Garage beside an EC2 instance does not take its region, and off EC2 the
     ///   question costs a timeout at every connect), then [`FALLBACK_REGION`];
     /// - endpoint: `remote.endpoint`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` (both ignored
@@ -182,7 +182,7 @@ impl S3Connection {
     pub async fn resolve(config: &RemoteConfig) -> Result<S3Connection> {
         let mut connection = S3Connection::resolve_without_profile(config, &process_env)?;
         if connection.region.source == FALLBACK_SOURCE {
-            let ask_instance = connection.endpoint.is_none();
+            let ask_instance = connection.endpoint.as_ref().is_none_or(|endpoint| is_aws_endpoint(&endpoint.value));
             match chain_region(config, ask_instance).await {
                 Some(region) => connection.region = region,
                 None if !ask_instance => connection.region.source = FALLBACK_SOURCE_WITH_ENDPOINT.to_string(),
@@ -239,7 +239,15 @@ impl S3Connection {
 
 const FALLBACK_SOURCE: &str =
     "default (no region in remote.region, AWS_REGION, AWS_DEFAULT_REGION, the AWS profile or instance metadata)";
-const FALLBACK_SOURCE_WITH_ENDPOINT: &str = "default (no region in remote.region, AWS_REGION, AWS_DEFAULT_REGION or the AWS profile; instance metadata is not asked with a custom endpoint)";
+const FALLBACK_SOURCE_WITH_ENDPOINT: &str = "default (no region in remote.region, AWS_REGION, AWS_DEFAULT_REGION or the AWS profile; instance metadata is not asked for an endpoint outside AWS)";
+
+/// Whether `url` is one of AWS's own endpoints (a VPC, FIPS or regional S3 endpoint), whose
+/// region an EC2 instance's metadata gives.
+fn is_aws_endpoint(url: &str) -> bool {
+    let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = host.split(['/', ':']).next().unwrap_or("").to_ascii_lowercase();
+    host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
+}
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -799,5 +807,14 @@ mod status_tests {
         let config = RemoteConfig { endpoint: "http://127.0.0.1:9000".into(), ..config };
         let connection = S3Connection::resolve_without_profile(&config, &env).unwrap();
         assert_eq!(connection.endpoint_display(), "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn aws_endpoints_are_told_from_others() {
+        assert!(is_aws_endpoint("https://bucket.vpce-1a2b.s3.eu-west-1.vpce.amazonaws.com"));
+        assert!(is_aws_endpoint("https://s3-fips.us-east-2.amazonaws.com:443/"));
+        assert!(is_aws_endpoint("https://s3.cn-north-1.amazonaws.com.cn"));
+        assert!(!is_aws_endpoint("http://127.0.0.1:9000"));
+        assert!(!is_aws_endpoint("https://minio.amazonaws.com.example.org"));
     }
 }
