@@ -779,8 +779,11 @@ async fn read_body(state: &AppState, body: Body, limit: usize, mut share: Option
     use futures::StreamExt;
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     let deadline = share.as_ref().map_or_else(|| tokio::time::Instant::now() + timeout, |s| s.deadline);
+    // Room for a declared length at once (within the limit, and a produce's share covers it):
+    // growing by doubling copied a 256 KiB body some six times over and faulted in fresh pages.
+    let declared = hyper::body::Body::size_hint(&body).lower().min(limit as u64) as usize;
     let mut stream = body.into_data_stream();
-    let mut bytes = bytes::BytesMut::new();
+    let mut bytes = bytes::BytesMut::with_capacity(declared);
     loop {
         let data = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
