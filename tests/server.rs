@@ -654,7 +654,14 @@ async fn remote_get_errors_tiering_success_and_process_figures_are_exported() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let topic: Value = c.get(s.url("/v1/topics/t")).send().await.unwrap().json().await.unwrap();
-        if topic["partitions"][0]["local"]["start_offset"].as_u64().unwrap() > 0 {
+        // A pass records its success when it ends, after it has deleted the local copies.
+        let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let succeeded = text.lines().any(|l| {
+            l.starts_with("tierlog_tiering_last_success_seconds{")
+                && l.contains("topic=\"t\"")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0)
+        });
+        if topic["partitions"][0]["local"]["start_offset"].as_u64().unwrap() > 0 && succeeded {
             break;
         }
         assert!(Instant::now() < deadline, "background tiering did not move old segments: {topic}");
