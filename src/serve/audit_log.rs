@@ -146,7 +146,10 @@ fn flush_loop(shared: &Shared) {
 
 /// `audit.log` → `audit.log.1`, `.1` → `.2`, …, dropping `.<keep>`; a fresh `audit.log`.
 /// The fresh file is opened first, as `audit.log.new`: an error before the shift changes
-/// nothing, and the file being written is never shifted nor deleted.
+/// nothing, and the file being written is never shifted nor deleted. `audit.log` is never
+/// missing: the full file is linked as `.1` and the fresh one renamed over it. (Renaming it
+/// away first left a moment without `audit.log`, in which a CLI appending a line — see
+/// [`append_line`] — created one that the fresh file then replaced, losing the line.)
 fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
     let path = &shared.path;
     state.file.sync_data().map_err(|e| Error::io(path, "fsync audit log", e))?;
@@ -156,14 +159,14 @@ fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
     let fresh = open_append(&fresh_path)?;
     fresh.set_len(0).map_err(|e| Error::io(&fresh_path, "truncate new audit log", e))?;
     let shifted = shift(shared, &numbered)
-        .and_then(|()| std::fs::rename(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e)));
+        .and_then(|()| std::fs::hard_link(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e)));
     if let Err(e) = shifted {
         let _ = std::fs::remove_file(&fresh_path); // best effort: the next rotation truncates it
         return Err(e);
     }
     if let Err(e) = std::fs::rename(&fresh_path, path) {
-        // Put the file being written back under its name; the fresh one is not used.
-        let _ = std::fs::rename(numbered(1), path);
+        // The file being written is still `audit.log`; the fresh one is not used.
+        let _ = std::fs::remove_file(numbered(1));
         let _ = std::fs::remove_file(&fresh_path);
         return Err(Error::io(&fresh_path, "rotate audit log", e));
     }
@@ -215,6 +218,35 @@ mod tests {
         assert_eq!(numbers(&dir.path().join("audit.log.1")), [6, 7]);
         assert_eq!(numbers(&dir.path().join("audit.log.2")), [4, 5]);
         assert!(!dir.path().join("audit.log.3").exists(), "only `keep` old files stay");
+    }
+
+    /// Another process appending (`append_line`, the CLI) opens `audit.log` by name: it must
+    /// exist at every moment of a rotation, or the line lands in a file the rotation replaces.
+    #[test]
+    fn the_audit_log_never_goes_missing_while_it_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, 100, 3).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut missing = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    missing += usize::from(!path.exists());
+                }
+                missing
+            })
+        };
+        for n in 0..600 {
+            log.write_line(&format!("{{\"n\":{n:03},\"pad\":\"{}\"}}", "x".repeat(21)));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(watcher.join().unwrap(), 0, "audit.log was missing during rotations");
+        drop(log);
+        let numbers = |p: &Path| -> Vec<u32> { lines(p).iter().map(|l| l[5..8].parse().unwrap()).collect() };
+        assert_eq!(numbers(&path), [598, 599]);
+        assert_eq!(numbers(&dir.path().join("audit.log.3")), [592, 593]);
     }
 
     #[test]
