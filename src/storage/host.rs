@@ -58,6 +58,10 @@ impl Host {
 /// starts, in any partitions, the later one's append time is not smaller, and an as-of cut
 /// taken at any instant is consistent across partitions and topics. While the clock is
 /// behind, batches get the last append time handed out.
+/// How far behind the last append time the wall clock must be to count as having stepped
+/// back (see [`AppendClock::next`]).
+pub const CLOCK_STEP_MS: i64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct AppendClock {
     last: Arc<AtomicI64>,
@@ -72,11 +76,15 @@ impl Default for AppendClock {
 
 impl AppendClock {
     /// The append time for an append at `now_ms`, and whether the clock just fell behind the
-    /// last append time (to warn once per episode).
+    /// last append time by [`CLOCK_STEP_MS`] or more (to warn once per episode). Smaller gaps
+    /// are concurrent appends that read the clock in one order and took the log in the other:
+    /// under load they happen all the time (a warning each flooded the log) and say nothing
+    /// about the clock. Either way the append time never goes back.
     pub fn next(&self, now_ms: i64) -> (i64, bool) {
         let last = self.last.fetch_max(now_ms, Ordering::SeqCst);
         if now_ms < last {
-            (last, !self.behind.swap(true, Ordering::SeqCst))
+            let stepped_back = last - now_ms >= CLOCK_STEP_MS;
+            (last, stepped_back && !self.behind.swap(true, Ordering::SeqCst))
         } else {
             self.behind.store(false, Ordering::SeqCst);
             (now_ms, false)
@@ -86,5 +94,27 @@ impl AppendClock {
     /// Makes every later append time at least `appended` (an append time the log holds).
     pub fn observe(&self, appended: i64) {
         self.last.fetch_max(appended, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_step_back_is_told_once_and_concurrent_reorderings_not_at_all() {
+        let clock = AppendClock::default();
+        let steps: Vec<(i64, bool)> = [1_000, 990, 1_005, 0, 1, 2_000, 500, 1_990].map(|t| clock.next(t)).to_vec();
+        let want = [
+            (1_000, false),
+            (1_000, false), // 10 ms: two appends that read the clock in the other order
+            (1_005, false),
+            (1_005, true),  // stepped back
+            (1_005, false), // the same episode
+            (2_000, false), // caught up
+            (2_000, true),
+            (2_000, false),
+        ];
+        assert_eq!(steps, want);
     }
 }
