@@ -102,7 +102,11 @@ fn client(token: Option<&str>) -> Result<reqwest::Client> {
     if let Some(token) = token {
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
     }
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    // Idle connections are let go before the server closes them (`header_read_timeout_ms`,
+    // 10 s): reusing one just as the server's close arrives fails the request (seen between
+    // load levels: "connection closed before message completed").
+    let idle = std::time::Duration::from_secs(5);
+    Ok(reqwest::Client::builder().default_headers(headers).pool_idle_timeout(idle).build()?)
 }
 
 async fn run(client: reqwest::Client, base: &str, topic: &str, args: &LatencyArgs, raw: Vec<f64>) -> Result<Value> {

@@ -90,7 +90,12 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--server {base:?}: expected http://HOST:PORT");
         }
-        let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+        // Idle connections go before the server's `header_read_timeout_ms` (10 s) closes them:
+        // one reused just as that close arrives fails its request.
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()?;
         Ok(Client { base, token: global.token.clone(), http, runtime: tokio::runtime::Runtime::new()? })
     }
 
