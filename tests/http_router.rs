@@ -465,6 +465,43 @@ fn an_idle_server_sent_events_follow_sends_keep_alive_comments() {
 }
 
 /// A body that never arrives.
+/// Sends `holder` (a body that never ends), then `lead_ms` later `waiter`: the waiter must
+/// still wait 300 ms later, the holder be cut off with 408, and then the waiter go through.
+async fn waits_for_a_holder_cut_off(app: &axum::Router, holder: Request<Body>, lead_ms: u64, waiter: Request<Body>) {
+    let holder = tokio::spawn(app.clone().oneshot(holder));
+    tokio::time::sleep(Duration::from_millis(lead_ms)).await;
+    let waiter = tokio::spawn(app.clone().oneshot(waiter));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the request must wait while the budget is taken");
+    assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
+    assert_eq!(waiter.await.unwrap().unwrap().status(), 200, "then the waiting request goes through");
+}
+
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// An app in `dir` whose produce budget is 64 KiB, a request timing out after `timeout_ms`.
+fn budget_app(dir: &std::path::Path, timeout_ms: u64) -> (axum::Router, tierlog::Log) {
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.server.request_timeout_ms = timeout_ms;
+    config.server.max_produce_bytes_in_flight = 65_536;
+    app_with(config)
+}
+
+/// An NDJSON produce to topic `t`, declaring `length` as its Content-Length (else chunked).
+fn ndjson_produce(length: Option<usize>, body: Body) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/topics/t/records")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/x-ndjson");
+    if let Some(length) = length {
+        builder = builder.header("content-length", length.to_string());
+    }
+    builder.body(body).unwrap()
+}
+
 fn endless_body() -> Body {
     Body::from_stream(futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>())
 }
@@ -533,34 +570,16 @@ fn control_requests_check_the_token_before_reading_a_bounded_body() {
 #[test]
 fn produce_bodies_in_flight_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-        config.server.request_timeout_ms = 1_000;
-        config.server.max_produce_bytes_in_flight = 65_536;
-        let (app, _log) = app_with(config);
-        let produce = |length: usize, body: Body| {
-            Request::builder()
-                .method(Method::POST)
-                .uri("/v1/topics/t/records")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/x-ndjson")
-                .header("content-length", length.to_string())
-                .body(body)
-                .unwrap()
-        };
+    two_workers().block_on(async {
+        let (app, _log) = budget_app(dir.path(), 1_000);
         let line = "{\"value\":\"v\"}\n";
         // One request holds the whole budget; a small one waits for it, then goes through.
-        let holder = tokio::spawn(app.clone().oneshot(produce(65_536, endless_body())));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiter = tokio::spawn(app.clone().oneshot(produce(line.len(), Body::from(line))));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiter.is_finished(), "the small request must wait while the budget is taken");
-        assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
-        assert_eq!(waiter.await.unwrap().unwrap().status(), 200, "then the waiting request goes through");
+        let holder = ndjson_produce(Some(65_536), endless_body());
+        let waiter = ndjson_produce(Some(line.len()), Body::from(line));
+        waits_for_a_holder_cut_off(&app, holder, 50, waiter).await;
         // (503 when the share does not come in time: see the review test below, where the
         // budget stays taken by records waiting for a slow append.)
-        let huge = app.clone().oneshot(produce(17 * 1024 * 1024, endless_body())).await.unwrap();
+        let huge = app.clone().oneshot(ndjson_produce(Some(17 * 1024 * 1024), endless_body())).await.unwrap();
         assert_eq!(huge.status(), 413, "over max_body_bytes by its Content-Length");
     });
 }
@@ -573,41 +592,16 @@ fn produce_bodies_in_flight_are_bounded() {
 #[test]
 fn parsed_records_count_against_the_produce_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-        config.server.request_timeout_ms = 2_000;
-        config.server.max_produce_bytes_in_flight = 65_536;
-        let (app, _log) = app_with(config);
-        let produce = |length: usize, body: Body| {
-            Request::builder()
-                .method(Method::POST)
-                .uri("/v1/topics/t/records")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/x-ndjson")
-                .header("content-length", length.to_string())
-                .body(body)
-                .unwrap()
-        };
+    two_workers().block_on(async {
+        let (app, _log) = budget_app(dir.path(), 2_000);
         let many = "{\"value\":\"\"}\n".repeat(1000);
         // A chunked holder takes what has arrived: 32 KiB, half the budget, and then stalls.
         let half = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 32_768]))]);
-        let chunked = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/topics/t/records")
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/x-ndjson")
-            .body(Body::from_stream(futures::StreamExt::chain(half, futures::stream::pending())))
-            .unwrap();
-        let holder = tokio::spawn(app.clone().oneshot(chunked));
+        let stalls = futures::StreamExt::chain(half, futures::stream::pending());
+        let chunked = ndjson_produce(None, Body::from_stream(stalls));
         // The holder is cut off 2 s after it started; the waiter gives up 2 s after it did.
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let waiter = tokio::spawn(app.clone().oneshot(produce(many.len(), Body::from(many.clone()))));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiter.is_finished(), "1000 parsed records must wait for more than the free half of the budget");
-        assert_eq!(holder.await.unwrap().unwrap().status(), 408, "the endless body is cut off");
-        let answer = waiter.await.unwrap().unwrap();
-        assert_eq!(answer.status(), 200, "then the many records go through");
+        let waiter = ndjson_produce(Some(many.len()), Body::from(many.clone()));
+        waits_for_a_holder_cut_off(&app, chunked, 700, waiter).await;
     });
 }
 
@@ -618,12 +612,8 @@ fn parsed_records_count_against_the_produce_budget() {
 #[test]
 fn requests_waiting_for_their_records_share_do_not_lock_each_other_out() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-        config.server.request_timeout_ms = 3_000;
-        config.server.max_produce_bytes_in_flight = 65_536;
-        let (app, _log) = app_with(config);
+    two_workers().block_on(async {
+        let (app, _log) = budget_app(dir.path(), 3_000);
         let records = "{\"value\":\"v\"}\n".repeat(2300);
         let (release, released) = tokio::sync::watch::channel(false);
         let requests: Vec<_> = (0..2)
@@ -633,14 +623,7 @@ fn requests_waiting_for_their_records_share_do_not_lock_each_other_out() {
                     let _ = released.wait_for(|go| *go).await;
                     Ok::<_, std::io::Error>(text)
                 });
-                let request = Request::builder()
-                    .method(Method::POST)
-                    .uri("/v1/topics/t/records")
-                    .header("host", "127.0.0.1")
-                    .header("content-type", "application/x-ndjson")
-                    .header("content-length", records.len().to_string())
-                    .body(Body::from_stream(body))
-                    .unwrap();
+                let request = ndjson_produce(Some(records.len()), Body::from_stream(body));
                 tokio::spawn(app.clone().oneshot(request))
             })
             .collect();
@@ -798,17 +781,7 @@ fn review_idle_chunked_produce_requests_do_not_lock_out_every_producer() {
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
         config.server.request_timeout_ms = 1_000; // 30 s by default; shortened for the test
         let (app, _log) = app_with(config);
-        let request = |length: Option<usize>, body: Body| {
-            let mut builder = Request::builder()
-                .method(Method::POST)
-                .uri("/v1/topics/t/records")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/x-ndjson");
-            if let Some(length) = length {
-                builder = builder.header("content-length", length.to_string());
-            }
-            builder.body(body).unwrap()
-        };
+        let request = ndjson_produce;
         // 16 requests hold the whole budget; 16 more queue for it (the semaphore is FIFO, so
         // they are served before anyone who comes later). A client keeps this up by sending
         // a new idle request whenever one is answered 408 or 503.
