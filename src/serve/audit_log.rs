@@ -145,30 +145,46 @@ fn flush_loop(shared: &Shared) {
 }
 
 /// `audit.log` → `audit.log.1`, `.1` → `.2`, …, dropping `.<keep>`; a fresh `audit.log`.
-/// The fresh file is opened first, as `audit.log.new`: an error before the shift changes
-/// nothing, and the file being written is never shifted nor deleted. `audit.log` is never
-/// missing: the full file is linked as `.1` and the fresh one renamed over it. (Renaming it
-/// away first left a moment without `audit.log`, in which a CLI appending a line — see
-/// [`append_line`] — created one that the fresh file then replaced, losing the line.)
+/// The fresh file is opened first, as `audit.log.new`, and the full file linked as
+/// `audit.log.old`: an error before the shift changes nothing, and the file being written is
+/// never shifted nor deleted. `audit.log` is never missing: the link becomes `.1` and the
+/// fresh file is renamed over `audit.log`. (Renaming it away first left a moment without
+/// `audit.log`, in which a CLI appending a line — see [`append_line`] — created one that the
+/// fresh file then replaced, losing the line.) Where the file system has no hard links, the
+/// full file is renamed to `.1` as before, with that moment. A crash after the link became
+/// `.1` leaves `.1` and `audit.log` one file: the next rotation only renames the fresh file
+/// over `audit.log`.
 fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
     let path = &shared.path;
     state.file.sync_data().map_err(|e| Error::io(path, "fsync audit log", e))?;
     let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
     let fresh_path = PathBuf::from(format!("{}.new", path.display()));
+    let old_path = PathBuf::from(format!("{}.old", path.display()));
     // Emptied: a leftover of a rotation that died before its last rename was never written to.
     let fresh = open_append(&fresh_path)?;
     fresh.set_len(0).map_err(|e| Error::io(&fresh_path, "truncate new audit log", e))?;
-    let shifted = shift(shared, &numbered)
-        .and_then(|()| std::fs::hard_link(path, numbered(1)).map_err(|e| Error::io(path, "rotate audit log", e)));
-    if let Err(e) = shifted {
+    let undo = |e: Error| {
+        let _ = std::fs::remove_file(&old_path);
         let _ = std::fs::remove_file(&fresh_path); // best effort: the next rotation truncates it
-        return Err(e);
-    }
-    if let Err(e) = std::fs::rename(&fresh_path, path) {
-        // The file being written is still `audit.log`; the fresh one is not used.
-        let _ = std::fs::remove_file(numbered(1));
-        let _ = std::fs::remove_file(&fresh_path);
-        return Err(Error::io(&fresh_path, "rotate audit log", e));
+        e
+    };
+    let already_linked = same_file(path, &numbered(1));
+    if !already_linked {
+        let _ = std::fs::remove_file(&old_path); // a leftover of a rotation that died
+        let linked = hard_link(path, &old_path).is_ok();
+        shift(shared, &numbered).map_err(undo)?;
+        let moved = if linked { std::fs::rename(&old_path, numbered(1)) } else { std::fs::rename(path, numbered(1)) };
+        moved.map_err(|e| undo(Error::io(path, "rotate audit log", e)))?;
+        if let Err(e) = std::fs::rename(&fresh_path, path) {
+            // The file being written goes back under its name (or stays there, linked).
+            match linked {
+                true => drop(std::fs::remove_file(numbered(1))),
+                false => drop(std::fs::rename(numbered(1), path)),
+            }
+            return Err(undo(Error::io(&fresh_path, "rotate audit log", e)));
+        }
+    } else if let Err(e) = std::fs::rename(&fresh_path, path) {
+        return Err(undo(Error::io(&fresh_path, "rotate audit log", e)));
     }
     state.file = fresh;
     (state.bytes, state.dirty) = (0, false);
@@ -176,6 +192,29 @@ fn rotate(shared: &Shared, state: &mut State) -> Result<()> {
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))?;
     }
     Ok(())
+}
+
+/// Whether `a` and `b` are one file (two links to it).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: this thread's rotations find no hard links (as on vfat or some network mounts).
+    static NO_HARD_LINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn hard_link(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if NO_HARD_LINKS.with(|no| no.get()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no hard links here"));
+    }
+    std::fs::hard_link(from, to)
 }
 
 /// `.<keep-1>` → `.<keep>`, …, `.1` → `.2`, dropping `.<keep>`: files no longer written.
@@ -203,12 +242,12 @@ mod tests {
         std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
     }
 
-    #[test]
-    fn given_a_full_log_when_writing_should_rotate_and_keep_the_newest_files() {
+    /// 10 lines of 40 bytes (with the newline) into a log of 100 bytes keeping 2: two per
+    /// file, five files' worth; the newest three files stay.
+    fn rotates_ten_lines_keeping_the_newest_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path, 100, 2).unwrap();
-        // 10 lines of 40 bytes (with the newline): two per file, five files' worth.
         for n in 0..10 {
             log.write_line(&format!("{{\"n\":{n:02},\"pad\":\"{}\"}}", "x".repeat(22)));
         }
@@ -218,6 +257,11 @@ mod tests {
         assert_eq!(numbers(&dir.path().join("audit.log.1")), [6, 7]);
         assert_eq!(numbers(&dir.path().join("audit.log.2")), [4, 5]);
         assert!(!dir.path().join("audit.log.3").exists(), "only `keep` old files stay");
+    }
+
+    #[test]
+    fn given_a_full_log_when_writing_should_rotate_and_keep_the_newest_files() {
+        rotates_ten_lines_keeping_the_newest_files();
     }
 
     /// Another process appending (`append_line`, the CLI) opens `audit.log` by name: it must
@@ -247,6 +291,37 @@ mod tests {
         let numbers = |p: &Path| -> Vec<u32> { lines(p).iter().map(|l| l[5..8].parse().unwrap()).collect() };
         assert_eq!(numbers(&path), [598, 599]);
         assert_eq!(numbers(&dir.path().join("audit.log.3")), [592, 593]);
+    }
+
+    /// Review: where hard links fail, rotation still works (renaming, as before), and a failed
+    /// link never costs a rotated file.
+    #[test]
+    fn without_hard_links_rotation_renames_and_keeps_the_newest_files() {
+        NO_HARD_LINKS.with(|no| no.set(true));
+        rotates_ten_lines_keeping_the_newest_files();
+        NO_HARD_LINKS.with(|no| no.set(false));
+    }
+
+    /// Review: a crash after the full file was linked as `.1` but before the fresh one took
+    /// its name leaves `audit.log` and `.1` one file. The next rotation must not shift that
+    /// file into `.2` as well (doubling its lines and dropping a real old file early).
+    #[test]
+    fn a_rotation_that_died_after_linking_is_finished_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let line = |n: u32| format!("{{\"n\":{n:02},\"pad\":\"{}\"}}", "x".repeat(22));
+        std::fs::write(dir.path().join("audit.log.1"), format!("{}\n{}\n", line(0), line(1))).unwrap();
+        std::fs::write(&path, format!("{}\n{}\n", line(2), line(3))).unwrap();
+        std::fs::rename(dir.path().join("audit.log.1"), dir.path().join("audit.log.2")).unwrap();
+        std::fs::hard_link(&path, dir.path().join("audit.log.1")).unwrap(); // the crash
+        let log = AuditLog::open(&path, 100, 3).unwrap();
+        log.write_line(&line(4));
+        drop(log);
+        let numbers = |p: &Path| -> Vec<u32> { lines(p).iter().map(|l| l[5..7].parse().unwrap()).collect() };
+        assert_eq!(numbers(&path), [4]);
+        assert_eq!(numbers(&dir.path().join("audit.log.1")), [2, 3]);
+        assert_eq!(numbers(&dir.path().join("audit.log.2")), [0, 1]);
+        assert!(!dir.path().join("audit.log.3").exists());
     }
 
     #[test]
