@@ -605,6 +605,27 @@ fn parsed_records_count_against_the_produce_budget() {
     });
 }
 
+/// Second review of the record charge: texts too short to be records (`1` per line) are
+/// counted past the up-front bound; such a body is refused at once (400), not made to wait
+/// for a share it does not need until it gets 503.
+#[test]
+fn a_declared_body_of_non_records_is_refused_without_waiting_for_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    two_workers().block_on(async {
+        let (app, _log) = budget_app(dir.path(), 2_000);
+        let half = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 32_768]))]);
+        let stalls = futures::StreamExt::chain(half, futures::stream::pending());
+        let holder = tokio::spawn(app.clone().oneshot(ndjson_produce(None, Body::from_stream(stalls))));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ones = "1\n".repeat(500);
+        let started = std::time::Instant::now();
+        let answer = app.clone().oneshot(ndjson_produce(Some(ones.len()), Body::from(ones))).await.unwrap();
+        assert_eq!(answer.status(), 400);
+        assert!(started.elapsed() < Duration::from_millis(1_000), "waited {:?}", started.elapsed());
+        holder.abort();
+    });
+}
+
 /// Review of the record charge: a request must not hold its body's share while it waits for
 /// its records' (two such requests would each wait for the other until both time out). Two
 /// declared bodies of 2300 tiny records each, sent once both requests are under way, are both

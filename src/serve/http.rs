@@ -580,10 +580,19 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     let declared = declared_length(state, request.headers())?;
     let (body, mut share) = read_produce_body(state, declared, request.into_body()).await?;
     let texts = record_texts(&body, ndjson, state.limits.max_records_per_request as usize)?;
-    // A declared length was charged its most records up front, so this only gives back what
-    // they did not use; a chunked body is charged its records now.
-    share.cover_exactly(body.len() as u64 + texts.parsed_bytes()).await?;
-    let (records, labels) = texts.parse()?;
+    let charge = body.len() as u64 + texts.parsed_bytes();
+    let (records, labels) = if declared.is_some() {
+        // Charged up front for the most records the body could hold: every valid record text
+        // is 11 bytes or more and parsing stops at the first invalid one, so it stays within
+        // that, and the share only gives back what the records did not use.
+        let parsed = texts.parse()?;
+        share.cover_exactly(charge).await?;
+        parsed
+    } else {
+        // A chunked body is charged its records now, before they are parsed.
+        share.cover_exactly(charge).await?;
+        texts.parse()?
+    };
     let share = share.held;
     let mut by_partition: BTreeMap<u32, PartitionRecords> = BTreeMap::new();
     for (position, record) in records.into_iter().enumerate() {
