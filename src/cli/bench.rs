@@ -680,7 +680,7 @@ fn http(global: &GlobalArgs, args: HttpArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let (base, _stop) = serve_in_process(&log).await?;
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(5)).build()?;
         let start = Instant::now();
         let mut producers = Vec::new();
         for p in 0..args.producers {

@@ -32,9 +32,11 @@ use axum::body::{Body, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// The bytes a client must take to count as reading: an HTTP/2 ping and its answer (a few
+/// The bytes a client must take to count as reading: the server's own HTTP/2 pings (a few
 /// dozen bytes every `keepalive_ms`) are not enough to hold a connection whose responses
-/// cannot move.
+/// cannot move. (A client that sends its own pings or requests to make the server write 4 KiB
+/// per `request_timeout_ms` can still keep one stream without a window; it holds one
+/// connection slot doing so.)
 pub(super) const PROGRESS_BYTES: u64 = 4096;
 
 /// Runs one connection to its end. It is shut down gracefully (HTTP/2 GOAWAY, HTTP/1 close

@@ -52,16 +52,16 @@ impl Host {
     }
 }
 
+/// How far behind the last append time the wall clock must be to count as having stepped
+/// back (see [`AppendClock::next`]).
+pub const CLOCK_STEP_MS: i64 = 1_000;
+
 /// Hands out append times: the wall clock, clamped so that append times never decrease —
 /// whatever the clock does (NTP steps, a VM restored from a snapshot) — across every partition
 /// of the writer, not only within one. So when an append is acknowledged before another one
 /// starts, in any partitions, the later one's append time is not smaller, and an as-of cut
 /// taken at any instant is consistent across partitions and topics. While the clock is
 /// behind, batches get the last append time handed out.
-/// How far behind the last append time the wall clock must be to count as having stepped
-/// back (see [`AppendClock::next`]).
-pub const CLOCK_STEP_MS: i64 = 1_000;
-
 #[derive(Debug, Clone)]
 pub struct AppendClock {
     last: Arc<AtomicI64>,
