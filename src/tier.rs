@@ -245,11 +245,6 @@ impl Tiering {
     }
 
     /// Like [`start`](Self::start) with an already built store (tests wrap it with faults).
-    /// The remote store as messages name it (endpoint and where it came from, bucket).
-    pub fn remote_display(&self) -> &str {
-        &self.remote.display
-    }
-
     pub async fn start_with(log: Log, remote: RemoteStore) -> Result<Tiering> {
         if let Some(replica_of) = log.replica_of() {
             // A replica never writes to the bucket (not even the conditional-write probe).

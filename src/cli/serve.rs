@@ -102,7 +102,7 @@ async fn serve(log: Log, addr: SocketAddr, kafka: Option<SocketAddr>, background
         match Tiering::start(log.clone()).await {
             Ok(tiering) => {
                 tiering_stats = Some(tiering.stats.clone());
-                remote = Some(tiering.remote_display().to_string());
+                remote = Some(tiering.remote().display.clone());
                 audit_trail = Some(tiering.audit.clone());
                 Some(Arc::new(tiering).spawn())
             }

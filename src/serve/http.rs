@@ -581,7 +581,7 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     let (body, mut share) = read_produce_body(state, declared, request.into_body()).await?;
     let texts = record_texts(&body, ndjson, state.limits.max_records_per_request as usize)?;
     let charge = body.len() as u64 + texts.parsed_bytes();
-    let (records, labels) = if declared.is_some() {
+    let records = if declared.is_some() {
         // Charged up front for the most records the body could hold: every valid record text
         // is 11 bytes or more and parsing stops at the first invalid one, so it stays within
         // that, and the share only gives back what the records did not use.
@@ -604,7 +604,7 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
     for (p, group) in &by_partition {
         let partition = topic.partition(*p)?;
         // Validate everything before writing anything.
-        partition.check_records(&group.records).map_err(|e| locate(e, &group.positions, &labels))?;
+        partition.check_records(&group.records).map_err(|e| locate(e, &group.positions, &texts))?;
         backpressure(state, partition)?;
     }
     // One blocking task for every partition: a client that disconnects cannot stop the request
@@ -645,10 +645,10 @@ fn partial_write_error(written: Vec<Written>, failure: Failure) -> ApiError {
 
 /// Names a refused record by its place in the request instead of its place in the partition's
 /// share of it.
-fn locate(e: Error, positions: &[usize], labels: &[String]) -> ApiError {
+fn locate(e: Error, positions: &[usize], texts: &RecordTexts<'_>) -> ApiError {
     match e {
         Error::RecordLimit { topic, partition, index, limit } => {
-            let label = positions.get(index).and_then(|p| labels.get(*p)).map_or("a record", String::as_str);
+            let label = positions.get(index).map_or_else(|| "a record".to_string(), |p| texts.label(*p));
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("{topic}/{partition}: {label} {limit}; nothing was written"),
@@ -859,24 +859,29 @@ impl RecordTexts<'_> {
         self.texts.len() as u64 * PARSED_RECORD_BYTES
     }
 
-    /// The records, and for each a label naming it in error messages ("line 3" of NDJSON,
-    /// "record 2" of a JSON array).
-    fn parse(self) -> ApiResult<(Vec<Record>, Vec<String>)> {
+    /// The records, in order.
+    fn parse(&self) -> ApiResult<Vec<Record>> {
         let now = now_ms();
-        let label = |n: usize| if self.ndjson { format!("line {n}") } else { format!("record {n}") };
-        let (mut records, mut labels) = (Vec::with_capacity(self.texts.len()), Vec::with_capacity(self.texts.len()));
-        for &(n, text) in &self.texts {
-            let record = envelope::parse_json_record(text, now)
-                .map_err(|e| ApiError::bad_request(format!("{}: {e}; nothing was written", label(n))))?;
-            records.push(record);
-            labels.push(label(n));
+        let parse = |(position, (_, text)): (usize, &(usize, &str))| {
+            envelope::parse_json_record(text, now)
+                .map_err(|e| ApiError::bad_request(format!("{}: {e}; nothing was written", self.label(position))))
+        };
+        self.texts.iter().enumerate().map(parse).collect()
+    }
+
+    /// The record at `position` as error messages name it ("line 3" of NDJSON, "record 2" of
+    /// a JSON array); formatted only for an error, not kept per record.
+    fn label(&self, position: usize) -> String {
+        match self.texts.get(position) {
+            Some((n, _)) if self.ndjson => format!("line {n}"),
+            Some((n, _)) => format!("record {n}"),
+            None => "a record".to_string(),
         }
-        Ok((records, labels))
     }
 }
 
-/// Memory a parsed record takes beyond its body bytes: its `Record`, its label and place in
-/// the request, allocation slack. A produce's share of `server.max_produce_bytes_in_flight`
+/// Memory a parsed record takes beyond its body bytes: its `Record`, its text's place in the
+/// request, allocation slack. A produce's share of `server.max_produce_bytes_in_flight`
 /// covers this for every record before any is parsed, so a small body of many tiny records
 /// counts by what parsing it costs, not by its length.
 const PARSED_RECORD_BYTES: u64 = 192;
@@ -1367,8 +1372,9 @@ mod tests {
     #[test]
     fn a_json_array_produce_stops_parsing_at_the_record_limit() {
         let body = format!("[{}{{\"value\":\"last\"}}]", "{\"value\":\"v\"},".repeat(4));
-        let (records, labels) = record_texts(body.as_bytes(), false, 5).unwrap().parse().unwrap();
-        assert_eq!((records.len(), labels[4].as_str()), (5, "record 4"));
+        let texts = record_texts(body.as_bytes(), false, 5).unwrap();
+        let records = texts.parse().unwrap();
+        assert_eq!((records.len(), texts.label(4).as_str()), (5, "record 4"));
         assert_eq!(records[4].value, b"last");
         let huge = format!("[{}0]", "0,".repeat(1_000_000));
         let err = record_texts(huge.as_bytes(), false, 10).err().unwrap();

@@ -833,15 +833,15 @@ mod tests {
         build_with(raw, marks, chunk_bytes, 1, Some(sealing), schedule)
     }
 
-    /// A seal that fails part-way through a parallel build (the nonce of a chunk in a later
-    /// window than the first) fails the whole build: no object, nothing partial to upload.
-    /// Built again, the object is byte for byte the sequential build with the same nonces.
     /// Runs `f` on a pool of two threads, so a build's window (threads × chunks in flight per
     /// thread) is the same on every machine and the tests below span several windows.
     fn on_two_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(f)
     }
 
+    /// A seal that fails part-way through a parallel build (the nonce of a chunk in a later
+    /// window than the first) fails the whole build: no object, nothing partial to upload.
+    /// Built again, the object is byte for byte the sequential build with the same nonces.
     #[test]
     fn a_failure_in_the_middle_of_a_parallel_build_yields_no_object_and_a_retry_the_same_bytes() {
         on_two_threads(failure_in_the_middle_of_a_parallel_build);

@@ -244,9 +244,8 @@ const FALLBACK_SOURCE_WITH_ENDPOINT: &str = "default (no region in remote.region
 /// Whether `url` is one of AWS's own endpoints (a VPC, FIPS or regional S3 endpoint), whose
 /// region an EC2 instance's metadata gives.
 fn is_aws_endpoint(url: &str) -> bool {
-    let host = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host = host.split(['/', ':']).next().unwrap_or("").to_ascii_lowercase();
-    host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
+    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    host.is_some_and(|host| host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -816,5 +815,6 @@ mod status_tests {
         assert!(is_aws_endpoint("https://s3.cn-north-1.amazonaws.com.cn"));
         assert!(!is_aws_endpoint("http://127.0.0.1:9000"));
         assert!(!is_aws_endpoint("https://minio.amazonaws.com.example.org"));
+        assert!(!is_aws_endpoint("http://s3.amazonaws.com@10.0.0.9:9000"));
     }
 }
