@@ -108,10 +108,16 @@ pub fn claimed_producer_id(bytes: &[u8]) -> Option<i64> {
 /// field is covered by the CRC.
 pub fn with_base_offset(bytes: &[u8], base_offset: u64) -> Vec<u8> {
     let mut out = bytes.to_vec();
-    let base = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
-    out[..8].copy_from_slice(&base.to_be_bytes());
-    out[OFF_EPOCH..OFF_MAGIC].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
+    set_base_offset(&mut out, base_offset);
     out
+}
+
+/// Moves the batch in `bytes` to start at `base_offset` (no leader epoch): fields outside
+/// the CRC, so it stays valid.
+pub fn set_base_offset(bytes: &mut [u8], base_offset: u64) {
+    let base = i64::try_from(base_offset).expect("offsets fit in Kafka's int64");
+    bytes[..8].copy_from_slice(&base.to_be_bytes());
+    bytes[OFF_EPOCH..OFF_MAGIC].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
 }
 
 /// Encodes `records` as one batch of at most `max_length` bytes (panics past it: callers split
