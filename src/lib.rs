@@ -35,8 +35,8 @@ pub mod verify;
 
 pub use serve::{append, auth, kafka};
 pub use storage::{
-    ack_end, append_floor, batch, disk, host, index, limits, lock, log, partition, producers, record, segment,
-    settings, topic,
+    ack_end, append_floor, batch, disk, group_commit, host, index, limits, lock, log, partition, producers, record,
+    segment, settings, topic,
 };
 
 pub use error::{Error, ErrorKind, Result};

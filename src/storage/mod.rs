@@ -5,6 +5,7 @@
 //! - [`index`], [`segment`]: one segment file and its sparse offset/time indexes.
 //! - [`ack_end`]: the acknowledged end the writer publishes for read-only readers.
 //! - [`partition`]: dense offsets, rolling, fsync policy, recovery, lookups.
+//! - [`group_commit`]: concurrent appends to a partition written together, one fsync.
 //! - [`producers`]: idempotent producers' state per partition (retries stored once).
 //! - [`topic`], [`settings`], [`log`], [`lock`]: topics and their per-topic settings, the data
 //!   directory and its writer lock.
@@ -17,6 +18,7 @@ pub mod ack_end;
 pub mod append_floor;
 pub mod batch;
 pub mod disk;
+pub mod group_commit;
 pub mod host;
 pub mod index;
 pub mod limits;
