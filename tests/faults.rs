@@ -1167,3 +1167,193 @@ fn a_failed_write_of_topic_json_during_an_alter_keeps_the_old_settings_in_force_
 fn reopened_segment_bytes(f: &Fixture) -> u64 {
     f.open().unwrap().topic("t").unwrap().settings(&f.config).segment_bytes.value
 }
+
+/// Group commit under faults. A first append holds its fsync open (`before_next_sync`) while
+/// `calls` more appends queue behind it, one thread each, in order; `arm` runs when all are
+/// queued, just before the first append's fsync. Returns the first append's result and each
+/// queued call's, in queue order. Records: the first call 0..3, queued call `k` 10k..10k+3.
+fn group_behind_a_held_fsync(
+    f: &Fixture,
+    p: &tierlog::partition::Partition,
+    calls: u64,
+    arm: impl FnOnce() + Send + 'static,
+) -> (tierlog::Result<tierlog::partition::Appended>, Vec<tierlog::Result<tierlog::partition::Appended>>) {
+    let (held, wait_held) = std::sync::mpsc::channel::<()>();
+    let (release, wait_release) = std::sync::mpsc::channel::<()>();
+    f.disk.before_next_sync(move || {
+        held.send(()).unwrap();
+        wait_release.recv().unwrap();
+        arm();
+    });
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| p.append(&records(0..3), 1_000));
+        wait_held.recv().unwrap();
+        let queued: Vec<_> = (1..=calls)
+            .map(|k| {
+                let handle = scope.spawn(move || p.append(&records(10 * k..10 * k + 3), 1_000));
+                while p.appends_waiting() < k as usize {
+                    std::thread::yield_now();
+                }
+                handle
+            })
+            .collect();
+        release.send(()).unwrap();
+        (first.join().unwrap(), queued.into_iter().map(|h| h.join().unwrap()).collect())
+    })
+}
+
+/// Appends that queue while another one fsyncs are written together after it, in the order
+/// they came, and share one fsync; each is acknowledged with its own dense offsets and append
+/// time, and all of them survive a power cut.
+#[test]
+fn appends_queued_behind_an_fsync_share_the_next_one_and_survive_a_power_cut() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let syncs_before = f.disk.file_syncs();
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 3, || {});
+    assert_eq!(first.unwrap().first_offset, 0);
+    let offsets: Vec<(u64, u64)> = queued
+        .iter()
+        .map(|r| {
+            let a = r.as_ref().unwrap();
+            (a.first_offset, a.last_offset)
+        })
+        .collect();
+    assert_eq!(offsets, vec![(3, 5), (6, 8), (9, 11)], "queue order, dense offsets");
+    assert_eq!(f.disk.file_syncs() - syncs_before, 2, "one fsync for the first append, one for the three queued");
+    let all = expected(&[0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32]);
+    assert_eq!(values(&log), all);
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), all, "every acknowledged record after a power cut");
+}
+
+/// The group's one fsync fails: every call of the group fails, none of their records is
+/// served or comes back after a power cut, and the partition stops.
+#[test]
+fn a_failed_group_fsync_fails_every_call_of_the_group_and_leaves_none_of_them() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let disk = f.disk.clone();
+    // The first append's fsync passes; the next one, the group's, fails.
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 3, move || disk.fail_sync_after(1));
+    assert_eq!(first.unwrap().last_offset, 2);
+    for (k, result) in queued.iter().enumerate() {
+        let err = result.as_ref().unwrap_err();
+        assert!(matches!(err, Error::Stopped { .. } | Error::Io { .. }), "call {k}: {err}");
+    }
+    assert_eq!(values(&log), expected(&[0, 1, 2]), "no record of the failed group is served");
+    assert!(matches!(p.append(&records(40..41), 1_000), Err(Error::Stopped { .. })));
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), expected(&[0, 1, 2]), "after a power cut");
+}
+
+/// One call of a group fails to write (ENOSPC): it alone is undone; the calls before and
+/// after it are acknowledged with dense offsets, and survive a power cut.
+#[test]
+fn a_write_failing_inside_a_group_undoes_that_call_alone() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let disk = f.disk.clone();
+    // In the group: the first queued call's write passes, the second's fails.
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 3, move || disk.fail_append_after(1));
+    first.unwrap();
+    assert_eq!(queued[0].as_ref().unwrap().first_offset, 3);
+    assert!(matches!(queued[1], Err(Error::Io { .. })), "{:?}", queued[1]);
+    assert_eq!(queued[2].as_ref().unwrap().first_offset, 6, "the failed call's offsets go to the next");
+    let kept = expected(&[0, 1, 2, 10, 11, 12, 30, 31, 32]);
+    assert_eq!(values(&log), kept);
+    assert_eq!(p.append(&records(40..41), 1_000).unwrap().first_offset, 9, "the partition goes on");
+    drop((p, log));
+    f.disk.crash();
+    let mut kept = kept;
+    kept.push((9, "value-00040".to_string()));
+    assert_eq!(values(&f.open().unwrap()), kept, "after a power cut");
+}
+
+/// A call of a group fails to write and its undo fails too (its fsync): the partition stops, the call written before it in the group fails as well (it is
+/// not durable) and is no longer served; after a power cut at most a prefix of the two calls
+/// comes back, after every acknowledged record.
+#[test]
+fn an_undo_failing_inside_a_group_fails_the_calls_written_before_it_and_serves_none() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let disk = f.disk.clone();
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 2, move || {
+        disk.fail_append_after(1);
+        disk.fail_sync_after(1); // the first append's fsync passes, the undo's fails
+    });
+    first.unwrap();
+    for (k, result) in queued.iter().enumerate() {
+        assert!(matches!(result, Err(Error::Stopped { .. })), "call {k}: {result:?}");
+    }
+    assert_eq!(values(&log), expected(&[0, 1, 2]), "the stopped writer serves no record of the group");
+    assert_eq!(p.end_offset(), 3);
+    drop((p, log));
+    f.disk.crash();
+    let got = values(&f.open().unwrap());
+    let group = expected(&[0, 1, 2, 10, 11, 12, 20, 21, 22]);
+    assert!(
+        got.len() >= 3 && group.starts_with(&got),
+        "every acknowledged record, then a prefix of the group: {got:?}"
+    );
+}
+
+/// In a group, a call's write fails and is undone (the undo's fsync makes the call before it
+/// durable), then the group's fsync fails: the call made durable by the undo is acknowledged
+/// (it is on the medium and comes back after a power cut), the call after the failed one
+/// fails and does not come back.
+#[test]
+fn a_call_made_durable_by_an_undo_in_its_group_is_acknowledged_even_when_the_group_fsync_fails() {
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    let disk = f.disk.clone();
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 3, move || {
+        disk.fail_append_after(1); // the second queued call's write fails
+        disk.fail_sync_after(2); // the first append's and the undo's fsyncs pass, the group's fails
+    });
+    first.unwrap();
+    assert_eq!(queued[0].as_ref().unwrap().first_offset, 3, "durable since the undo's fsync");
+    assert!(matches!(queued[1], Err(Error::Io { .. })), "{:?}", queued[1]);
+    assert!(matches!(queued[2], Err(Error::Stopped { .. })), "{:?}", queued[2]);
+    let kept = expected(&[0, 1, 2, 10, 11, 12]);
+    assert_eq!(values(&log), kept);
+    drop((p, log));
+    f.disk.crash();
+    assert_eq!(values(&f.open().unwrap()), kept, "after a power cut");
+}
+
+/// A read-only reader looking while a group's failed call is being undone (in the undo's
+/// fsync) must not see the call written before it in the group: that call is not durable
+/// yet, and here the undo's fsync fails, so it is never acknowledged.
+#[test]
+fn a_read_only_reader_never_serves_a_group_call_that_an_undo_leaves_unacknowledged() {
+    use std::sync::Mutex;
+    let f = fixture(FsyncPolicy::Batch);
+    let log = f.open().unwrap();
+    let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+    p.append(&records(0..3), 1_000).unwrap();
+    let reader = Log::open_read_only_on(f.host.clone(), f.config.clone()).unwrap();
+    let rp = reader.topic("t").unwrap().partition(0).unwrap().clone();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (looker, looked, disk) = (rp.clone(), seen.clone(), f.disk.clone());
+    let (first, queued) = group_behind_a_held_fsync(&f, &p, 2, move || {
+        disk.fail_append_after(1); // the second queued call's write fails
+        disk.fail_sync_after(1); // the first append's fsync passes, the undo's fails
+        disk.before_next_sync(move || {
+            // In the undo's fsync: the call before the failed one is written, not durable.
+            looker.refresh().unwrap();
+            looked.lock().unwrap().extend(looker.read(6, 1 << 20).unwrap().iter().map(|s| s.offset));
+        });
+    });
+    assert_eq!(first.unwrap().first_offset, 3);
+    assert!(queued.iter().all(|r| matches!(r, Err(Error::Stopped { .. }))), "{queued:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.is_empty(), "the reader served offsets {seen:?} of a call that was never acknowledged");
+}

@@ -102,6 +102,8 @@ struct World {
     /// predate it keep the rest of their course).
     producers: Vec<SimProducer>,
     producer_rng: SimRng,
+    /// Draws of group commits (its own stream, so older seeds keep their traces).
+    group_rng: SimRng,
     /// Draws of the as-of check (its own stream, so older seeds keep their traces).
     as_of_rng: SimRng,
     /// Per partition, the log's start as last read: retention may only move it forward.
@@ -188,6 +190,7 @@ impl World {
         let producers =
             (0..PARTITIONS).map(|p| SimProducer { id: i64::from(p) * 1000, ..SimProducer::default() }).collect();
         let producer_rng = SimRng::new(seed ^ 0x7072_6f64);
+        let group_rng = SimRng::new(seed ^ 0x6772_6f75);
         let as_of_rng = SimRng::new(seed ^ 0x6173_6f66);
         World {
             seed,
@@ -207,6 +210,7 @@ impl World {
             trace,
             producers,
             producer_rng,
+            group_rng,
             as_of_rng,
             start: vec![0; PARTITIONS as usize],
             rotations: 0,
@@ -315,6 +319,9 @@ impl World {
         if self.producer_rng.below(3) == 0 {
             return self.produce_idempotent(partition, call, records, now).await;
         }
+        if self.group_rng.below(4) == 0 {
+            return self.produce_group(partition, call, records, batch, now).await;
+        }
         let expected_first = self.oracle[partition as usize].records.len() as u64;
         match p.append(&batch, now) {
             Ok(appended) => {
@@ -329,6 +336,112 @@ impl World {
                 self.oracle[partition as usize].records.extend(records);
             }
             Err(e) => self.failed_call(partition, call, records, e).await,
+        }
+    }
+
+    /// A group commit: the call `call` is sent, and while it is in an fsync (held there by
+    /// the disk's hook) 1–3 more calls to the same partition queue behind it, one thread each,
+    /// in order, so the next group holds them all. Each call's answer is checked as if it had
+    /// come alone: acknowledged ones at the oracle's end in queue order, cleanly failed ones
+    /// leave nothing, and the calls in doubt (stopped, or cut by a power cut) are in doubt
+    /// together, in order (what survives is a prefix of them). When the call never reaches an
+    /// fsync (it failed before, or the `never` policy), the others are sent one after another.
+    async fn produce_group(
+        &mut self,
+        partition: u32,
+        call: u64,
+        records: Vec<(String, i64)>,
+        batch: Vec<Record>,
+        now: i64,
+    ) {
+        let p = self.log().topic(TOPIC).unwrap().partition(partition).unwrap().clone();
+        let mut calls = vec![(call, records, batch)];
+        for _ in 0..1 + self.group_rng.below(3) {
+            let call = self.calls;
+            self.calls += 1;
+            let count = 1 + self.group_rng.below(20) as usize;
+            let size = 1 + self.group_rng.below(300) as usize;
+            let records: Vec<(String, i64)> = (0..count)
+                .map(|i| (format!("p{partition}-c{call}-r{i}-{}", "x".repeat(size)), now + i as i64))
+                .collect();
+            let batch = records
+                .iter()
+                .map(|(v, ts)| Record { timestamp: *ts, key: None, value: v.clone().into_bytes(), headers: vec![] })
+                .collect();
+            calls.push((call, records, batch));
+        }
+        let queued: Vec<Vec<Record>> = calls[1..].iter().map(|(_, _, batch)| batch.clone()).collect();
+        let (spawned, wait_spawned) = std::sync::mpsc::channel();
+        let queuer = p.clone();
+        self.disk.before_next_sync(move || {
+            let handles: Vec<_> = queued
+                .into_iter()
+                .enumerate()
+                .map(|(k, batch)| {
+                    let p = queuer.clone();
+                    let handle = std::thread::spawn(move || p.append(&batch, now));
+                    while queuer.appends_waiting() <= k {
+                        std::thread::yield_now();
+                    }
+                    handle
+                })
+                .collect();
+            spawned.send(handles).unwrap();
+        });
+        let first = p.append(&calls[0].2, now);
+        let mut results = vec![first];
+        if self.disk.cancel_sync_hook() {
+            // Never reached an fsync: the others go one after another.
+            self.note(format!("group p{partition} call {call}: no fsync to queue behind"));
+            results.extend(calls[1..].iter().map(|(_, _, batch)| p.append(batch, now)));
+        } else {
+            let handles = wait_spawned.recv().unwrap();
+            results.extend(handles.into_iter().map(|h| h.join().unwrap()));
+            self.note(format!(
+                "group p{partition}: calls {call}..={} queued behind an fsync",
+                call + results.len() as u64 - 1
+            ));
+        }
+        let mut doubt = Vec::new();
+        let mut doubt_error = None;
+        for ((call, records, _), result) in calls.into_iter().zip(results) {
+            let expected_first = self.oracle[partition as usize].records.len() as u64;
+            match result {
+                Ok(appended) => {
+                    let count = records.len() as u64;
+                    if !doubt.is_empty()
+                        || appended.first_offset != expected_first
+                        || appended.last_offset + 1 - appended.first_offset != count
+                    {
+                        self.fail(format!(
+                            "group call {call} got {appended:?}, expected {count} records from {expected_first} ({} in doubt before it)",
+                            doubt.len()
+                        ));
+                    }
+                    self.note(format!(
+                        "produce p{partition} call {call}: {count} acked at {expected_first} in a group"
+                    ));
+                    self.oracle[partition as usize].records.extend(records);
+                }
+                // Judged by its own error: the disk may have died after it answered.
+                Err(e) if cut_by_power(&e) || matches!(e, Error::Stopped { .. }) => {
+                    self.note(format!("produce p{partition} call {call}: in doubt in a group ({})", kind(&e)));
+                    doubt.extend(records);
+                    doubt_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    if !doubt.is_empty() {
+                        self.fail(format!("group call {call} failed cleanly ({e}) after calls in doubt"));
+                    }
+                    self.note(format!(
+                        "produce p{partition} call {call}: failed in a group, must leave nothing ({})",
+                        kind(&e)
+                    ));
+                }
+            }
+        }
+        if let Some(e) = doubt_error {
+            self.failed_call(partition, call, doubt, e).await;
         }
     }
 
@@ -865,6 +978,11 @@ async fn run_scrub(remote: &RemoteStore) -> Option<usize> {
     let settings = ScrubSettings { commit_window_ms: 1_000, orphan_grace_ms: 0, delete: true };
     let report = scrub::scrub(remote, &partitions, &settings).await.ok()?;
     Some(report.objects.iter().filter(|o| o.action == ScrubAction::Deleted).count())
+}
+
+/// Whether `e` came from the simulated disk after its power cut.
+fn cut_by_power(e: &Error) -> bool {
+    format!("{e:?}").contains("simulated power loss")
 }
 
 fn kind(e: &Error) -> String {

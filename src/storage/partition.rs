@@ -6,7 +6,10 @@
 //! not know about topics, keys or the remote tier.
 //!
 //! Concurrency: one mutex guards the segment list. Appends hold it for write + fsync, so
-//! appends to one partition are serialised (the order is the log). Reads hold it only to take
+//! appends to one partition are serialised (the order is the log). Plain appends (no
+//! producer stamp) that arrive while another holds it queue and are then written together by
+//! one of them and share one fsync (group commit, see `group_commit` and
+//! [`Partition::append`]); each stays all or nothing. Reads hold it only to take
 //! a [`SegmentSlice`] snapshot of committed bytes and then read without it, so a slow reader
 //! never blocks a writer. Only bytes of fully written batches are ever visible to readers.
 //!
@@ -30,6 +33,7 @@ use crate::batch::{self, HEADER_BYTES, ProducerStamp, RecordView};
 use crate::config::{Config, FsyncPolicy};
 use crate::disk::{self, Disk, FileRef};
 use crate::error::{Error, Result};
+use crate::group_commit::GroupCommit;
 use crate::host::Host;
 use crate::index::IndexMark;
 use crate::index::SegmentIndex;
@@ -96,12 +100,22 @@ pub struct Partition {
     state: Mutex<State>,
     /// The end offset, published after every append, so followers wait without polling.
     end_watch: tokio::sync::watch::Sender<u64>,
+    /// Plain appends waiting to be written and fsynced together (see `group_commit`).
+    commits: GroupCommit<Call, Result<Appended>>,
     /// Set on a read-only replica's partitions (the bucket URL): every append is refused.
     replica_of: std::sync::OnceLock<String>,
     /// The first offset remote retention has not expired, as this process last learned it
     /// (from its tiering pass or a replica's refresh): a reader below it reloads the manifest
     /// rather than answer from a version (or a cached chunk) from before the expiry.
     expired_before: std::sync::atomic::AtomicU64,
+}
+
+/// A plain append (no producer stamp) waiting for its group commit: its batches encoded at
+/// offset 0 without an append time, which the group's leader sets where they land
+/// ([`batch::place`]).
+struct Call {
+    batches: Vec<Vec<u8>>,
+    now_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +192,7 @@ impl Partition {
             writable,
             state: Mutex::new(state),
             end_watch,
+            commits: GroupCommit::default(),
             replica_of: std::sync::OnceLock::new(),
             expired_before: std::sync::atomic::AtomicU64::new(0),
         })
@@ -298,6 +313,12 @@ impl Partition {
         segment::remove_files(disk, &self.dir, end)
     }
 
+    /// Plain appends waiting for the group commit in progress to end, to be written together
+    /// after it.
+    pub fn appends_waiting(&self) -> usize {
+        self.commits.waiting()
+    }
+
     /// Bytes in the active segment.
     pub fn active_bytes(&self) -> u64 {
         self.lock().active.index.bytes
@@ -307,14 +328,17 @@ impl Partition {
     /// durable under the fsync policy. All or nothing: records over `log.max_record_bytes`
     /// reject the whole call before anything is written, and an I/O error leaves none of the
     /// call's records in the log, even when the call had rolled segments (see the module doc).
+    /// Calls that arrive while another is written wait and are written after it together,
+    /// with one fsync (see `write_group`).
     pub fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
         self.check_appendable()?;
         assert!(!records.is_empty(), "append needs at least one record");
         self.check_records(records)?;
-        let groups = split_by_size(records, self.batch_bytes_target());
-        let encode = |i: usize, base, at| batch::encode_appended(base, groups[i], None, at);
-        let (appended, _) = self.append_batches(groups.len(), encode, None, now_ms)?;
-        Ok(appended)
+        // Encoded here, outside the partition's lock (beside another call's fsync); the
+        // group's leader only places each batch where it lands.
+        let batches =
+            split_by_size(records, self.batch_bytes_target()).into_iter().map(|g| batch::encode(0, g)).collect();
+        self.commit(Call { batches, now_ms })
     }
 
     /// Appends an idempotent producer's records as one batch stamped `producer`, unless the
@@ -354,6 +378,11 @@ impl Partition {
         let count = views.len();
         let checked = self.check_views(&views);
         drop(views);
+        if header.producer.is_none() {
+            let call = Call { batches: vec![bytes.to_vec()], now_ms };
+            let produced = |appended| Produced { appended, records: count, duplicate: false };
+            return Some(checked.and_then(|()| self.commit(call)).map(produced));
+        }
         let producer = header.producer.map(|stamp| (stamp, header.record_count));
         Some(checked.and_then(|()| {
             let encode = |_, base, at| {
@@ -380,13 +409,7 @@ impl Partition {
     ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
-        let (append_time, fell_behind) = self.host.append_clock.next(now_ms);
-        if fell_behind {
-            tracing::warn!(
-                topic = %self.topic, partition = self.id, clock_ms = now_ms, last_append_ms = append_time,
-                "the wall clock is behind the last append time; appends keep the last append time until it catches up"
-            );
-        }
+        let append_time = self.append_time(now_ms);
         // A producer's batch is judged by its bytes as sent (a retry is the same bytes, before
         // the append time is set), encoded first.
         let mut first = None;
@@ -408,22 +431,11 @@ impl Partition {
                 Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
             }
         }
-        let start = (state.active.index.base_offset, state.active.index.mark());
-        for i in 0..count {
-            let bytes = match first.take() {
-                Some(bytes) => bytes, // encoded at this same offset above
-                None => encode(i, state.active.index.next_offset, append_time),
-            };
-            let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
-            let written = self
-                .roll_if_needed(&mut state, bytes.len() as u64, now_ms)
-                .map_err(Failure::Roll)
-                .and_then(|()| state.active.write_batch(&bytes).map_err(Failure::Write));
-            if let Err(failure) = written {
-                return Err(self.undo_append(&mut state, start, failure));
-            }
-            state.active.index.push(&header);
-        }
+        let encode = |i, base| match first.take() {
+            Some(bytes) => bytes, // encoded at this same offset above
+            None => encode(i, base, append_time),
+        };
+        let start = self.write_batches(&mut state, count, encode, now_ms)?;
         let fsync = self.policy.fsync == FsyncPolicy::Batch;
         if fsync && let Err(e) = state.active.sync_data() {
             return Err(self.undo_append(&mut state, start, Failure::Sync(e)));
@@ -442,6 +454,154 @@ impl Partition {
         let appended =
             Appended { first_offset: start.1.next_offset, last_offset: end - 1, append_time: Some(append_time) };
         Ok((appended, false))
+    }
+
+    /// The append time of a call made at `now_ms`, from the partition's clock (never
+    /// decreasing), told once when the wall clock falls behind.
+    fn append_time(&self, now_ms: i64) -> i64 {
+        let (append_time, fell_behind) = self.host.append_clock.next(now_ms);
+        if fell_behind {
+            tracing::warn!(
+                topic = %self.topic, partition = self.id, clock_ms = now_ms, last_append_ms = append_time,
+                "the wall clock is behind the last append time; appends keep the last append time until it catches up"
+            );
+        }
+        append_time
+    }
+
+    /// Writes one call's `count` batches after the log end, the `i`th encoded by
+    /// `encode(i, its base offset)`, rolling as needed, and records them in the index; they
+    /// are not durable yet. Returns where the call started (what an undo cuts back to). On
+    /// failure the call is undone (see [`Self::undo_append`]).
+    fn write_batches(
+        &self,
+        state: &mut State,
+        count: usize,
+        mut encode: impl FnMut(usize, u64) -> Vec<u8>,
+        now_ms: i64,
+    ) -> Result<(u64, IndexMark)> {
+        let start = (state.active.index.base_offset, state.active.index.mark());
+        for i in 0..count {
+            let bytes = encode(i, state.active.index.next_offset);
+            let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
+            let written = self
+                .roll_if_needed(state, bytes.len() as u64, now_ms)
+                .map_err(Failure::Roll)
+                .and_then(|()| state.active.write_batch(&bytes).map_err(Failure::Write));
+            if let Err(failure) = written {
+                return Err(self.undo_append(state, start, failure));
+            }
+            state.active.index.push(&header);
+        }
+        Ok(start)
+    }
+
+    /// Appends a plain call (no producer stamp) through the partition's group commit.
+    fn commit(&self, call: Call) -> Result<Appended> {
+        self.commits.run(call, |calls| self.write_group(calls))
+    }
+
+    /// Leads one group commit (see `group_commit`): writes the calls one after another at the
+    /// log end, as if each had come alone, then makes them durable with one fsync (under the
+    /// `batch` policy) and acknowledges them together. Each call is all or nothing, as
+    /// [`Self::append`] says:
+    ///
+    /// - a call whose write fails is undone alone (the calls written before it stay, and the
+    ///   undo's fsync makes them durable); the calls after it go on;
+    /// - when the group's fsync fails, every call written since the last durable point is
+    ///   undone and fails, and the partition stops;
+    /// - when an undo fails (the partition stops), the calls written before it that are not
+    ///   durable fail too and are forgotten in memory, so the stopped writer never serves them;
+    ///   on disk they read, after a restart, like a call a crash cut short.
+    ///
+    /// Readers in this process see nothing of the group before its end (they wait for the
+    /// lock), and readers in other processes nothing past the acknowledged end, published once
+    /// the group is durable.
+    fn write_group(&self, calls: Vec<Call>) -> Vec<Result<Appended>> {
+        let mut state = self.lock();
+        let base_before = state.active.index.base_offset;
+        let mut results: Vec<Option<Result<Appended>>> = Vec::with_capacity(calls.len());
+        // Calls written since the group's last durable point, by their place in `results`,
+        // and where the first of them starts.
+        let mut pending: Vec<(usize, Appended)> = Vec::new();
+        let mut pending_start = None;
+        let mut durable: Vec<(usize, Appended)> = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            if let Err(e) = self.check_running(&state) {
+                results.push(Some(Err(e)));
+                continue;
+            }
+            let append_time = self.append_time(call.now_ms);
+            let count = call.batches.len();
+            let mut batches = call.batches.into_iter();
+            let encode = |_, base| {
+                let mut bytes = batches.next().expect("one encoded batch per write");
+                batch::place(&mut bytes, base, append_time);
+                bytes
+            };
+            match self.write_batches(&mut state, count, encode, call.now_ms) {
+                Ok(start) => {
+                    let end = state.active.index.next_offset;
+                    let first_offset = start.1.next_offset;
+                    let appended = Appended { first_offset, last_offset: end - 1, append_time: Some(append_time) };
+                    pending_start.get_or_insert(start);
+                    pending.push((i, appended));
+                    results.push(None);
+                }
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    if state.stopped.is_none() {
+                        // Undone alone, and the undo fsynced the file: the calls before it are
+                        // durable (as sealed segments were when they rolled).
+                        durable.append(&mut pending);
+                        pending_start = None;
+                    }
+                }
+            }
+        }
+        if let Some(start) = pending_start {
+            let fsync = self.policy.fsync == FsyncPolicy::Batch;
+            let failed = match state.stopped.clone() {
+                // An undo failed after these calls were written: forget them, in memory only
+                // (the disk is the failed undo's to leave as it could).
+                Some(reason) => {
+                    self.forget(&mut state, start);
+                    Some(self.stopped(reason))
+                }
+                None if fsync => {
+                    state.active.sync_data().err().map(|e| self.undo_append(&mut state, start, Failure::Sync(e)))
+                }
+                None => None,
+            };
+            match failed {
+                Some(error) => {
+                    let reason = state.stopped.clone().unwrap_or_default();
+                    let mut first = Some(error);
+                    for (i, _) in pending.drain(..) {
+                        results[i] = Some(Err(first.take().unwrap_or_else(|| self.stopped(reason.clone()))));
+                    }
+                }
+                None => {
+                    state.dirty |= !fsync;
+                    durable.append(&mut pending);
+                }
+            }
+        }
+        if !durable.is_empty() {
+            self.publish_ack_end(&state);
+            if state.active.index.base_offset != base_before {
+                self.prune_producer_snapshots();
+            }
+        }
+        let end = state.active.index.next_offset;
+        drop(state);
+        if !durable.is_empty() {
+            self.end_watch.send_replace(end);
+        }
+        for (i, appended) in durable {
+            results[i] = Some(Ok(appended));
+        }
+        results.into_iter().map(|r| r.expect("every call of the group answered")).collect()
     }
 
     /// Tells read-only readers in other processes how far the acknowledged records go. Never
@@ -539,15 +699,14 @@ impl Partition {
     /// would leave a hole that recovery refuses. So when a removal fails, the first segment
     /// keeps the call's first batches: after a restart they read like the records of a call
     /// cut short by a crash (never acknowledged, maybe present), and the partition is stopped.
-    fn rewind(&self, state: &mut State, (base, mark): (u64, IndexMark)) -> Result<()> {
+    ///
+    /// The acknowledged end readers in other processes see is not published here: it was
+    /// never moved past the call's start (nor past the start of a group commit's first call
+    /// not yet durable, which this call may follow).
+    fn rewind(&self, state: &mut State, start: (u64, IndexMark)) -> Result<()> {
         let disk = &*self.host.disk;
-        let mut created = Vec::new();
-        while state.active.index.base_offset != base {
-            let (_, previous) = state.sealed.pop_last().expect("the call's first segment was sealed by the call");
-            created.push(std::mem::replace(&mut state.active, previous).index.base_offset);
-        }
-        state.active.index.rewind(mark);
-        self.publish_ack_end(state);
+        let (base, mark) = start;
+        let created = self.forget(state, start);
         // A snapshot taken when the call rolled describes an offset the log no longer reaches.
         producers::remove_snapshots_after(disk, &self.dir, mark.next_offset)?;
         for created in &created {
@@ -557,6 +716,19 @@ impl Partition {
             segment::remove_index_files(disk, &self.dir, base)?;
         }
         state.active.truncate(mark.bytes)
+    }
+
+    /// The in-memory half of [`Self::rewind`]: the state goes back to `start`, segments
+    /// created since then dropped from it (their base offsets returned, newest first). The
+    /// files are left as they are.
+    fn forget(&self, state: &mut State, (base, mark): (u64, IndexMark)) -> Vec<u64> {
+        let mut created = Vec::new();
+        while state.active.index.base_offset != base {
+            let (_, previous) = state.sealed.pop_last().expect("the call's first segment was sealed by the call");
+            created.push(std::mem::replace(&mut state.active, previous).index.base_offset);
+        }
+        state.active.index.rewind(mark);
+        created
     }
 
     /// [`Self::check_records`] for records of a batch as sent: the format's limits the decoder

@@ -120,6 +120,8 @@ struct State {
     dirs_synced: Vec<PathBuf>,
     /// Run (without the disk's lock) right before the next file fsync.
     before_sync: Option<SyncHook>,
+    /// File fsyncs attempted.
+    file_syncs: u64,
 }
 
 /// A callback run right before a file fsync (a test looks at the disk at that moment).
@@ -167,6 +169,7 @@ impl SimDisk {
             dirs_created: Vec::new(),
             dirs_synced: Vec::new(),
             before_sync: None,
+            file_syncs: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)) }
     }
@@ -209,6 +212,17 @@ impl SimDisk {
     /// Runs `hook` right before the next file fsync, without the disk's lock held.
     pub fn before_next_sync(&self, hook: impl FnOnce() + Send + 'static) {
         self.lock().before_sync = Some(SyncHook(Box::new(hook)));
+    }
+
+    /// Removes the hook set by [`Self::before_next_sync`] if no fsync ran it; whether one was
+    /// pending.
+    pub fn cancel_sync_hook(&self) -> bool {
+        self.lock().before_sync.take().is_some()
+    }
+
+    /// File fsyncs attempted so far (failed ones included).
+    pub fn file_syncs(&self) -> u64 {
+        self.lock().file_syncs
     }
 
     /// Directories created and directories fsynced since the last call, and forgets them.
@@ -589,6 +603,7 @@ impl DiskFile for SimFile {
             hook();
         }
         self.with(|inode, state| {
+            state.file_syncs += 1;
             let fails = State::fails(&mut state.sync_countdown, &mut state.rng, state.faults.fsync_error_per_million);
             if fails && state.sync_failures > 1 {
                 (state.sync_countdown, state.sync_failures) = (Some(0), state.sync_failures - 1);
