@@ -1178,6 +1178,18 @@ fn group_behind_a_held_fsync(
     calls: u64,
     arm: impl FnOnce() + Send + 'static,
 ) -> (tierlog::Result<tierlog::partition::Appended>, Vec<tierlog::Result<tierlog::partition::Appended>>) {
+    let queued = (1..=calls).map(|k| records(10 * k..10 * k + 3)).collect();
+    group_of(f, p, records(0..3), queued, arm)
+}
+
+/// [`group_behind_a_held_fsync`] with the calls' records given.
+fn group_of(
+    f: &Fixture,
+    p: &tierlog::partition::Partition,
+    first: Vec<Record>,
+    queued: Vec<Vec<Record>>,
+    arm: impl FnOnce() + Send + 'static,
+) -> (tierlog::Result<tierlog::partition::Appended>, Vec<tierlog::Result<tierlog::partition::Appended>>) {
     let (held, wait_held) = std::sync::mpsc::channel::<()>();
     let (release, wait_release) = std::sync::mpsc::channel::<()>();
     f.disk.before_next_sync(move || {
@@ -1186,12 +1198,14 @@ fn group_behind_a_held_fsync(
         arm();
     });
     std::thread::scope(|scope| {
-        let first = scope.spawn(|| p.append(&records(0..3), 1_000));
+        let first = scope.spawn(|| p.append(&first, 1_000));
         wait_held.recv().unwrap();
-        let queued: Vec<_> = (1..=calls)
-            .map(|k| {
-                let handle = scope.spawn(move || p.append(&records(10 * k..10 * k + 3), 1_000));
-                while p.appends_waiting() < k as usize {
+        let queued: Vec<_> = queued
+            .into_iter()
+            .enumerate()
+            .map(|(k, call)| {
+                let handle = scope.spawn(move || p.append(&call, 1_000));
+                while p.appends_waiting() <= k {
                     std::thread::yield_now();
                 }
                 handle
@@ -1275,18 +1289,18 @@ fn a_write_failing_inside_a_group_undoes_that_call_alone() {
     assert_eq!(values(&f.open().unwrap()), kept, "after a power cut");
 }
 
-/// A call of a group fails to write and its undo fails too (its fsync): the partition stops, the call written before it in the group fails as well (it is
-/// not durable) and is no longer served; after a power cut at most a prefix of the two calls
-/// comes back, after every acknowledged record.
+/// A call of a group fails to write, and the fsync that would make the call written before it
+/// durable fails: the partition stops, both calls fail and are no longer served; after a
+/// power cut at most a prefix of the two calls comes back, after every acknowledged record.
 #[test]
-fn an_undo_failing_inside_a_group_fails_the_calls_written_before_it_and_serves_none() {
+fn an_fsync_failing_before_an_undo_in_a_group_fails_the_calls_written_before_it_and_serves_none() {
     let f = fixture(FsyncPolicy::Batch);
     let log = f.open().unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let disk = f.disk.clone();
     let (first, queued) = group_behind_a_held_fsync(&f, &p, 2, move || {
         disk.fail_append_after(1);
-        disk.fail_sync_after(1); // the first append's fsync passes, the undo's fails
+        disk.fail_sync_after(1); // the first append's fsync passes, the one before the undo fails
     });
     first.unwrap();
     for (k, result) in queued.iter().enumerate() {
@@ -1304,22 +1318,23 @@ fn an_undo_failing_inside_a_group_fails_the_calls_written_before_it_and_serves_n
     );
 }
 
-/// In a group, a call's write fails and is undone (the undo's fsync makes the call before it
-/// durable), then the group's fsync fails: the call made durable by the undo is acknowledged
-/// (it is on the medium and comes back after a power cut), the call after the failed one
-/// fails and does not come back.
+/// In a group, a call's write fails; the call before it is made durable (an fsync before the
+/// undo) and the failed one undone; then the group's fsync fails: the call made durable is
+/// acknowledged (it is on the medium and comes back after a power cut), the call after the
+/// failed one fails and does not come back.
 #[test]
-fn a_call_made_durable_by_an_undo_in_its_group_is_acknowledged_even_when_the_group_fsync_fails() {
+fn a_call_made_durable_before_an_undo_in_its_group_is_acknowledged_even_when_the_group_fsync_fails() {
     let f = fixture(FsyncPolicy::Batch);
     let log = f.open().unwrap();
     let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
     let disk = f.disk.clone();
     let (first, queued) = group_behind_a_held_fsync(&f, &p, 3, move || {
         disk.fail_append_after(1); // the second queued call's write fails
-        disk.fail_sync_after(2); // the first append's and the undo's fsyncs pass, the group's fails
+        // The first append's fsync, the one before the undo and the undo's pass; the group's fails.
+        disk.fail_sync_after(3);
     });
     first.unwrap();
-    assert_eq!(queued[0].as_ref().unwrap().first_offset, 3, "durable since the undo's fsync");
+    assert_eq!(queued[0].as_ref().unwrap().first_offset, 3, "durable since the fsync before the undo");
     assert!(matches!(queued[1], Err(Error::Io { .. })), "{:?}", queued[1]);
     assert!(matches!(queued[2], Err(Error::Stopped { .. })), "{:?}", queued[2]);
     let kept = expected(&[0, 1, 2, 10, 11, 12]);
@@ -1329,9 +1344,9 @@ fn a_call_made_durable_by_an_undo_in_its_group_is_acknowledged_even_when_the_gro
     assert_eq!(values(&f.open().unwrap()), kept, "after a power cut");
 }
 
-/// A read-only reader looking while a group's failed call is being undone (in the undo's
-/// fsync) must not see the call written before it in the group: that call is not durable
-/// yet, and here the undo's fsync fails, so it is never acknowledged.
+/// A read-only reader looking while a group's failed call is being undone (in the fsync
+/// before the undo) must not see the call written before it in the group: that call is not
+/// durable yet, and here that fsync fails, so it is never acknowledged.
 #[test]
 fn a_read_only_reader_never_serves_a_group_call_that_an_undo_leaves_unacknowledged() {
     use std::sync::Mutex;
@@ -1345,9 +1360,9 @@ fn a_read_only_reader_never_serves_a_group_call_that_an_undo_leaves_unacknowledg
     let (looker, looked, disk) = (rp.clone(), seen.clone(), f.disk.clone());
     let (first, queued) = group_behind_a_held_fsync(&f, &p, 2, move || {
         disk.fail_append_after(1); // the second queued call's write fails
-        disk.fail_sync_after(1); // the first append's fsync passes, the undo's fails
+        disk.fail_sync_after(1); // the first append's fsync passes, the next fails
         disk.before_next_sync(move || {
-            // In the undo's fsync: the call before the failed one is written, not durable.
+            // In the fsync before the undo: the call before the failed one is written, not durable.
             looker.refresh().unwrap();
             looked.lock().unwrap().extend(looker.read(6, 1 << 20).unwrap().iter().map(|s| s.offset));
         });
@@ -1356,4 +1371,53 @@ fn a_read_only_reader_never_serves_a_group_call_that_an_undo_leaves_unacknowledg
     assert!(queued.iter().all(|r| matches!(r, Err(Error::Stopped { .. }))), "{queued:?}");
     let seen = seen.lock().unwrap().clone();
     assert!(seen.is_empty(), "the reader served offsets {seen:?} of a call that was never acknowledged");
+}
+
+/// A call of a group rolls a segment (whose fsync makes the call before it durable), then
+/// fails to write, and its undo fails at some directory fsync (each write and each directory
+/// fsync tried in turn): the
+/// call before it must be answered as what it is. Acknowledged, it must survive a power cut;
+/// failed, it must not come back (a client told it failed resends it, and the log would hold
+/// it twice).
+#[test]
+fn a_call_made_durable_by_a_roll_in_its_group_is_not_answered_as_failed() {
+    let value = |i: u64, bytes: usize| Record {
+        value: format!("value-{i:05}-{}", "x".repeat(bytes)).into_bytes(),
+        ..record(i)
+    };
+    let mut stops = 0;
+    for (appends_ok, dir_syncs_ok) in (1..10).flat_map(|a| (0..16).map(move |d| (a, d))) {
+        let mut f = fixture(FsyncPolicy::Batch);
+        f.config.segment.max_bytes = 4096;
+        let log = f.open().unwrap();
+        let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
+        let disk = f.disk.clone();
+        // ~3.1 KB, then q0 (~0.5 KB) fits in the segment, then q1 (~1 KB) rolls it.
+        let first: Vec<Record> = (0..3).map(|i| value(i, 1000)).collect();
+        let queued = vec![vec![value(10, 500)], vec![value(20, 1000)]];
+        let (first, queued) = group_of(&f, &p, first, queued, move || {
+            disk.fail_append_after(appends_ok); // q0's write passes, then the roll's or q1's fails
+            disk.fail_dir_sync_after(dir_syncs_ok); // somewhere in the roll, or in the undo
+        });
+        first.unwrap();
+        let stopped =
+            queued[1].as_ref().is_err_and(|e| e.to_string().contains("undoing the failed append also failed"));
+        stops += usize::from(stopped);
+        drop((p, log));
+        f.disk.disarm();
+        f.disk.crash();
+        let got: Vec<String> = values(&f.open().unwrap()).into_iter().map(|(_, v)| v).collect();
+        let q0_kept = got.iter().any(|v| v.starts_with("value-00010"));
+        match &queued[0] {
+            Ok(_) => assert!(
+                q0_kept,
+                "write {appends_ok}, dir fsync {dir_syncs_ok}: q0 was acknowledged and is lost: {got:.20?}"
+            ),
+            Err(e) => assert!(
+                !q0_kept,
+                "write {appends_ok}, dir fsync {dir_syncs_ok}: q0 was answered '{e}' and is in the log after a power cut"
+            ),
+        }
+    }
+    assert!(stops > 0, "no injection point made q1's undo fail: the test does not reach the case it names");
 }

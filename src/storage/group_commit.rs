@@ -23,6 +23,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 pub struct GroupCommit<C, R> {
     inner: Mutex<Inner<C, R>>,
     wake: Condvar,
+    /// A group takes waiting calls, in order, while their costs sum to at most this (and
+    /// always at least one call), so one group's work stays bounded.
+    max_cost: u64,
+    cost: fn(&C) -> u64,
 }
 
 struct Inner<C, R> {
@@ -36,21 +40,21 @@ struct Inner<C, R> {
     next_ticket: u64,
 }
 
-impl<C, R> Default for GroupCommit<C, R> {
-    fn default() -> Self {
-        let inner = Inner { waiting: Vec::new(), done: HashMap::new(), leading: false, next_ticket: 0 };
-        GroupCommit { inner: Mutex::new(inner), wake: Condvar::new() }
-    }
-}
-
 impl<C, R> GroupCommit<C, R> {
+    /// A queue whose groups hold calls costing at most `max_cost` in all (by `cost`), or one
+    /// call when it alone costs more.
+    pub fn new(max_cost: u64, cost: fn(&C) -> u64) -> Self {
+        let inner = Inner { waiting: Vec::new(), done: HashMap::new(), leading: false, next_ticket: 0 };
+        GroupCommit { inner: Mutex::new(inner), wake: Condvar::new(), max_cost, cost }
+    }
+
     /// Queues `call` and returns its result once a group holding it has run. If this caller
     /// leads, `lead` gets the group's calls in order and must return one result per call, in
     /// the same order.
     ///
     /// Panics if the leader of the call's group panicked (the caller learns nothing of what
     /// happened to its call, so it must not go on as if it knew).
-    pub fn run(&self, call: C, lead: impl FnOnce(Vec<C>) -> Vec<R>) -> R {
+    pub fn run(&self, call: C, lead: impl Fn(Vec<C>) -> Vec<R>) -> R {
         let mut inner = self.lock();
         let ticket = inner.next_ticket;
         inner.next_ticket += 1;
@@ -59,23 +63,32 @@ impl<C, R> GroupCommit<C, R> {
             if let Some(result) = inner.done.remove(&ticket) {
                 return result.expect("the leader of this append's group commit panicked");
             }
-            if !inner.leading {
-                break;
+            if inner.leading {
+                inner = self.wake.wait(inner).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
             }
-            inner = self.wake.wait(inner).unwrap_or_else(|poisoned| poisoned.into_inner());
+            // No group is running and this call is still waiting (a finished group would have
+            // answered it): lead the next group, with the calls waiting now, oldest first, as
+            // far as the cost allows. Those left wait for the next group, which this caller
+            // leads again if its own call is among them.
+            inner.leading = true;
+            let (mut taken, mut cost) = (0, 0u64);
+            while taken < inner.waiting.len() {
+                cost = cost.saturating_add((self.cost)(&inner.waiting[taken].1));
+                if taken > 0 && cost > self.max_cost {
+                    break;
+                }
+                taken += 1;
+            }
+            let (tickets, calls): (Vec<u64>, Vec<C>) = inner.waiting.drain(..taken).unzip();
+            drop(inner);
+            let mut guard = Leading { queue: self, own: ticket, tickets, results: None };
+            let results = lead(calls);
+            assert_eq!(results.len(), guard.tickets.len(), "one result per call of the group");
+            guard.results = Some(results);
+            drop(guard); // hands the results over and wakes the waiters
+            inner = self.lock();
         }
-        // No group is running and this call is still waiting (a finished group would have
-        // answered it): lead the next group, with every call waiting now.
-        inner.leading = true;
-        let (tickets, calls): (Vec<u64>, Vec<C>) = std::mem::take(&mut inner.waiting).into_iter().unzip();
-        drop(inner);
-        let mut guard = Leading { queue: self, own: ticket, tickets, results: None };
-        let results = lead(calls);
-        assert_eq!(results.len(), guard.tickets.len(), "one result per call of the group");
-        guard.results = Some(results);
-        drop(guard); // hands the results over and wakes the waiters
-        let mut inner = self.lock();
-        inner.done.remove(&ticket).expect("the group answered its leader").expect("results were set")
     }
 
     /// Calls waiting for the next group.
@@ -125,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_lone_call_leads_its_own_group() {
-        let queue = GroupCommit::<u32, u32>::default();
+        let queue = GroupCommit::<u32, u32>::new(u64::MAX, |_| 1);
         assert_eq!(queue.run(7, |calls| calls.iter().map(|c| c * 2).collect()), 14);
         assert_eq!(queue.run(8, |calls| calls.iter().map(|c| c + 1).collect()), 9);
     }
@@ -134,7 +147,7 @@ mod tests {
     /// arrival order, each answered with its own result.
     #[test]
     fn calls_queued_behind_a_group_share_the_next_one() {
-        let queue = Arc::new(GroupCommit::<u32, (u32, usize)>::default());
+        let queue = Arc::new(GroupCommit::<u32, (u32, usize)>::new(u64::MAX, |_| 1));
         let groups = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
         let (entered, wait_entered) = mpsc::channel();
         let (release, wait_release) = mpsc::channel::<()>();
@@ -175,10 +188,11 @@ mod tests {
         assert_eq!(*groups.lock().unwrap(), vec![vec![0], vec![1, 2, 3]]);
     }
 
-    /// Under contention every call runs exactly once and no caller is left waiting.
+    /// Under contention every call runs exactly once, no group passes its cost (3 calls
+    /// here), and no caller is left waiting.
     #[test]
     fn every_call_runs_once_under_contention() {
-        let queue = Arc::new(GroupCommit::<usize, usize>::default());
+        let queue = Arc::new(GroupCommit::<usize, usize>::new(3, |_| 1));
         let ran = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -187,6 +201,7 @@ mod tests {
                     for i in 0..500 {
                         let call = t * 1000 + i;
                         let answer = queue.run(call, |calls| {
+                            assert!(calls.len() <= 3, "a group stays within its cost: {}", calls.len());
                             ran.fetch_add(calls.len(), Ordering::SeqCst);
                             calls.iter().map(|c| c + 1).collect()
                         });
@@ -201,11 +216,56 @@ mod tests {
         assert!(inner.waiting.is_empty() && inner.done.is_empty() && !inner.leading);
     }
 
+    /// Calls over a group's cost wait for the next group, in order.
+    #[test]
+    fn calls_past_a_groups_cost_go_in_the_next_group() {
+        let queue = Arc::new(GroupCommit::<u32, u32>::new(5, |&c| u64::from(c)));
+        let groups = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let (entered, wait_entered) = mpsc::channel();
+        let (release, wait_release) = mpsc::channel::<()>();
+        let wait_release = Mutex::new(wait_release);
+        let first = {
+            let (queue, groups) = (queue.clone(), groups.clone());
+            std::thread::spawn(move || {
+                queue.run(1, |calls| {
+                    entered.send(()).unwrap();
+                    wait_release.lock().unwrap().recv().unwrap();
+                    groups.lock().unwrap().push(calls.clone());
+                    calls
+                })
+            })
+        };
+        wait_entered.recv().unwrap();
+        // Costs 2, 3, 4, 9: groups [2, 3] (5), [4], [9] (alone over the cost).
+        let queued: Vec<_> = [2u32, 3, 4, 9]
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (queue2, groups) = (queue.clone(), groups.clone());
+                let handle = std::thread::spawn(move || {
+                    queue2.run(c, |calls| {
+                        groups.lock().unwrap().push(calls.clone());
+                        calls
+                    })
+                });
+                while queue.lock().waiting.len() <= i {
+                    std::thread::yield_now();
+                }
+                handle
+            })
+            .collect();
+        release.send(()).unwrap();
+        assert_eq!(first.join().unwrap(), 1);
+        let answers: Vec<u32> = queued.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(answers, vec![2, 3, 4, 9]);
+        assert_eq!(*groups.lock().unwrap(), vec![vec![1], vec![2, 3], vec![4], vec![9]]);
+    }
+
     /// A leader that panics answers its group's other callers with a panic, not a wait
     /// forever, and the next call leads a fresh group.
     #[test]
     fn a_panicking_leader_does_not_strand_its_group() {
-        let queue = Arc::new(GroupCommit::<u32, u32>::default());
+        let queue = Arc::new(GroupCommit::<u32, u32>::new(u64::MAX, |_| 1));
         let (entered, wait_entered) = mpsc::channel();
         let (release, wait_release) = mpsc::channel::<()>();
         let wait_release = Mutex::new(wait_release);

@@ -110,6 +110,14 @@ pub struct Partition {
     expired_before: std::sync::atomic::AtomicU64,
 }
 
+/// Where a call started writing: the base offset of the segment it started in and the
+/// index mark there (what an undo cuts back to).
+type CallStart = (u64, IndexMark);
+
+/// The most encoded bytes one group commit writes (or one call's, when larger): bounds how
+/// long a group holds the partition's lock, which readers take too.
+const GROUP_COMMIT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A plain append (no producer stamp) waiting for its group commit: its batches encoded at
 /// offset 0 without an append time, which the group's leader sets where they land
 /// ([`batch::place`]).
@@ -192,7 +200,9 @@ impl Partition {
             writable,
             state: Mutex::new(state),
             end_watch,
-            commits: GroupCommit::default(),
+            commits: GroupCommit::new(GROUP_COMMIT_MAX_BYTES, |call: &Call| {
+                call.batches.iter().map(|b| b.len() as u64).sum()
+            }),
             replica_of: std::sync::OnceLock::new(),
             expired_before: std::sync::atomic::AtomicU64::new(0),
         })
@@ -435,7 +445,9 @@ impl Partition {
             Some(bytes) => bytes, // encoded at this same offset above
             None => encode(i, base, append_time),
         };
-        let start = self.write_batches(&mut state, count, encode, now_ms)?;
+        let start = self
+            .write_batches(&mut state, count, encode, now_ms)
+            .map_err(|failed| self.undo_append(&mut state, failed.0, failed.1))?;
         let fsync = self.policy.fsync == FsyncPolicy::Batch;
         if fsync && let Err(e) = state.active.sync_data() {
             return Err(self.undo_append(&mut state, start, Failure::Sync(e)));
@@ -450,10 +462,21 @@ impl Partition {
             self.prune_producer_snapshots();
         }
         drop(state);
-        self.end_watch.send_replace(end);
+        self.publish_end(end);
         let appended =
             Appended { first_offset: start.1.next_offset, last_offset: end - 1, append_time: Some(append_time) };
         Ok((appended, false))
+    }
+
+    /// Wakes the followers with the end offset an append reached, after it let go of the
+    /// lock: an append that took the lock later may have told a larger end first, which
+    /// stays (the end never goes back).
+    fn publish_end(&self, end: u64) {
+        self.end_watch.send_if_modified(|told| {
+            let larger = end > *told;
+            *told = (*told).max(end);
+            larger
+        });
     }
 
     /// The append time of a call made at `now_ms`, from the partition's clock (never
@@ -472,14 +495,16 @@ impl Partition {
     /// Writes one call's `count` batches after the log end, the `i`th encoded by
     /// `encode(i, its base offset)`, rolling as needed, and records them in the index; they
     /// are not durable yet. Returns where the call started (what an undo cuts back to). On
-    /// failure the call is undone (see [`Self::undo_append`]).
+    /// failure, that start and the failure: the caller undoes the call (see
+    /// [`Self::undo_append`]).
     fn write_batches(
         &self,
         state: &mut State,
         count: usize,
         mut encode: impl FnMut(usize, u64) -> Vec<u8>,
         now_ms: i64,
-    ) -> Result<(u64, IndexMark)> {
+    ) -> std::result::Result<CallStart, Box<(CallStart, Failure)>> {
+        debug_assert!(count > 0, "a call writes at least one batch");
         let start = (state.active.index.base_offset, state.active.index.mark());
         for i in 0..count {
             let bytes = encode(i, state.active.index.next_offset);
@@ -489,7 +514,7 @@ impl Partition {
                 .map_err(Failure::Roll)
                 .and_then(|()| state.active.write_batch(&bytes).map_err(Failure::Write));
             if let Err(failure) = written {
-                return Err(self.undo_append(state, start, failure));
+                return Err(Box::new((start, failure)));
             }
             state.active.index.push(&header);
         }
@@ -506,13 +531,14 @@ impl Partition {
     /// `batch` policy) and acknowledges them together. Each call is all or nothing, as
     /// [`Self::append`] says:
     ///
-    /// - a call whose write fails is undone alone (the calls written before it stay, and the
-    ///   undo's fsync makes them durable); the calls after it go on;
-    /// - when the group's fsync fails, every call written since the last durable point is
-    ///   undone and fails, and the partition stops;
-    /// - when an undo fails (the partition stops), the calls written before it that are not
-    ///   durable fail too and are forgotten in memory, so the stopped writer never serves them;
-    ///   on disk they read, after a restart, like a call a crash cut short.
+    /// - a call whose write fails is undone alone, after the calls written before it are made
+    ///   durable and so acknowledged (an fsync of their own, so that an undo that fails cannot
+    ///   take them along); the calls after it go on;
+    /// - when the group's fsync (or that one) fails, every call written since the last durable
+    ///   point is undone and fails, and the partition stops;
+    /// - when a roll's fsync fails (the partition stops), the calls written before it that are
+    ///   not durable fail too and are forgotten in memory, so the stopped writer never serves
+    ///   them; on disk they read, after a restart, like a call a crash cut short.
     ///
     /// Readers in this process see nothing of the group before its end (they wait for the
     /// lock), and readers in other processes nothing past the acknowledged end, published once
@@ -526,6 +552,7 @@ impl Partition {
         let mut pending: Vec<(usize, Appended)> = Vec::new();
         let mut pending_start = None;
         let mut durable: Vec<(usize, Appended)> = Vec::new();
+        let fsync = self.policy.fsync == FsyncPolicy::Batch;
         for (i, call) in calls.into_iter().enumerate() {
             if let Err(e) = self.check_running(&state) {
                 results.push(Some(Err(e)));
@@ -548,22 +575,39 @@ impl Partition {
                     pending.push((i, appended));
                     results.push(None);
                 }
-                Err(e) => {
-                    results.push(Some(Err(e)));
-                    if state.stopped.is_none() {
-                        // Undone alone, and the undo fsynced the file: the calls before it are
-                        // durable (as sealed segments were when they rolled).
+                Err(failed) => {
+                    let (start, failure) = *failed;
+                    // The calls written before it are made durable first (one more fsync, on
+                    // this path only), so an undo that fails cannot take them along: they may
+                    // already be on the medium (a roll fsyncs), and a call answered as failed
+                    // must not come back. Not after a failed fsync (a roll's: the partition is
+                    // stopped), which a later one cannot make good.
+                    if !pending.is_empty() && state.stopped.is_none() {
+                        let synced = if fsync { state.active.sync_data() } else { Ok(()) };
+                        if let Err(e) = synced {
+                            // As when the group's fsync fails: everything since the last
+                            // durable point is undone, this call included, and fails.
+                            let since = pending_start.take().expect("pending calls have a start");
+                            let error = self.undo_append(&mut state, since, Failure::Sync(e));
+                            let reason = state.stopped.clone().unwrap_or_default();
+                            for (j, _) in pending.drain(..) {
+                                results[j] = Some(Err(self.stopped(reason.clone())));
+                            }
+                            results.push(Some(Err(error)));
+                            continue;
+                        }
+                        state.dirty |= !fsync;
                         durable.append(&mut pending);
                         pending_start = None;
                     }
+                    results.push(Some(Err(self.undo_append(&mut state, start, failure))));
                 }
             }
         }
         if let Some(start) = pending_start {
-            let fsync = self.policy.fsync == FsyncPolicy::Batch;
             let failed = match state.stopped.clone() {
-                // An undo failed after these calls were written: forget them, in memory only
-                // (the disk is the failed undo's to leave as it could).
+                // A roll's fsync failed after these calls were written: forget them, in memory
+                // only (the disk is the failed call's undo's to leave as it could).
                 Some(reason) => {
                     self.forget(&mut state, start);
                     Some(self.stopped(reason))
@@ -596,7 +640,7 @@ impl Partition {
         let end = state.active.index.next_offset;
         drop(state);
         if !durable.is_empty() {
-            self.end_watch.send_replace(end);
+            self.publish_end(end);
         }
         for (i, appended) in durable {
             results[i] = Some(Ok(appended));

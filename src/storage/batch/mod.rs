@@ -214,9 +214,10 @@ pub fn encode_appended(
 }
 
 /// Places a batch encoded by [`encode`] (or a [`storable`] one) where the log stores it: at
-/// `base_offset`, stamped with `append_time`. The same bytes as [`encode_appended`] without
-/// a producer gives at that offset and time, so a batch can be encoded before the log end
-/// and its append time are known (outside the partition's lock).
+/// `base_offset` (no leader epoch), stamped with `append_time`. For a batch of [`encode`],
+/// the same bytes as [`encode_appended`] without a producer gives at that offset and time, so
+/// a batch can be encoded before the log end and its append time are known (outside the
+/// partition's lock); a storable batch keeps its records' bytes as the client encoded them.
 pub fn place(bytes: &mut [u8], base_offset: u64, append_time: i64) {
     v2::set_base_offset(bytes, base_offset);
     stamp(bytes, append_time);

@@ -214,6 +214,13 @@ impl SimDisk {
         self.lock().before_sync = Some(SyncHook(Box::new(hook)));
     }
 
+    /// Cancels every armed targeted failure (appends, fsyncs, directory fsyncs).
+    pub fn disarm(&self) {
+        let mut state = self.lock();
+        (state.append_countdown, state.sync_countdown, state.dir_sync_countdown) = (None, None, None);
+        state.sync_failures = 0;
+    }
+
     /// Removes the hook set by [`Self::before_next_sync`] if no fsync ran it; whether one was
     /// pending.
     pub fn cancel_sync_hook(&self) -> bool {
