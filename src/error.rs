@@ -73,7 +73,7 @@ pub enum Error {
     /// A write or fsync failed in a way that leaves the durability of the active segment
     /// unknown: the partition refuses appends until it is reopened (recovery re-validates it).
     #[error(
-        "{topic}/{partition} refuses appends: {reason}. Nothing after the last acknowledged record was kept. Fix the disk, then restart tierlog: recovery re-validates the active segment"
+        "{topic}/{partition} refuses appends: {reason}. Every acknowledged record is kept; records of the appends that failed may or may not be in the log after the restart (after every acknowledged one, never between). Fix the disk, then restart tierlog: recovery re-validates the active segment"
     )]
     Stopped { topic: String, partition: u32, reason: String },
     /// An idempotent producer's batch that is neither the next in its sequence nor a retry of
