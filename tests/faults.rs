@@ -1373,51 +1373,61 @@ fn a_read_only_reader_never_serves_a_group_call_that_an_undo_leaves_unacknowledg
     assert!(seen.is_empty(), "the reader served offsets {seen:?} of a call that was never acknowledged");
 }
 
-/// A call of a group rolls a segment (whose fsync makes the call before it durable), then
-/// fails to write, and its undo fails at some directory fsync (each write and each directory
-/// fsync tried in turn): the
-/// call before it must be answered as what it is. Acknowledged, it must survive a power cut;
-/// failed, it must not come back (a client told it failed resends it, and the log would hold
-/// it twice).
+/// Calls of a group roll segments (each roll's fsync makes the calls before it durable), then
+/// a write, an fsync or a directory fsync fails (each write, each directory fsync and each of
+/// the first file fsyncs tried in turn as the first failure; file fsyncs keep failing after
+/// it, a disk returning EIO everywhere), and undos may fail too. The call before the first
+/// roll must be answered as what it is: acknowledged, it must survive a power cut; answered
+/// as failed, it must not come back (a client told it failed resends it, and the log would
+/// hold it twice). Every acknowledged call must survive.
 #[test]
 fn a_call_made_durable_by_a_roll_in_its_group_is_not_answered_as_failed() {
     let value = |i: u64, bytes: usize| Record {
         value: format!("value-{i:05}-{}", "x".repeat(bytes)).into_bytes(),
         ..record(i)
     };
-    let mut stops = 0;
-    for (appends_ok, dir_syncs_ok) in (1..10).flat_map(|a| (0..16).map(move |d| (a, d))) {
+    let (mut undo_failed, mut q0_failed) = (0, 0);
+    let syncs = [None, Some(1), Some(2), Some(3), Some(4)];
+    let points = (1..10).flat_map(|a| (0..16).flat_map(move |d| syncs.map(move |s| (a, d, s))));
+    for (appends_ok, dir_syncs_ok, syncs_ok) in points {
         let mut f = fixture(FsyncPolicy::Batch);
         f.config.segment.max_bytes = 4096;
         let log = f.open().unwrap();
         let p = log.create_topic("t", 1).unwrap().partition(0).unwrap().clone();
         let disk = f.disk.clone();
-        // ~3.1 KB, then q0 (~0.5 KB) fits in the segment, then q1 (~1 KB) rolls it.
+        // ~3.1 KB; q0 (~0.5 KB) fits in the segment; q1 (~1 KB) rolls it; q2 (~3.5 KB) rolls
+        // again.
         let first: Vec<Record> = (0..3).map(|i| value(i, 1000)).collect();
-        let queued = vec![vec![value(10, 500)], vec![value(20, 1000)]];
+        let queued = vec![vec![value(10, 500)], vec![value(20, 1000)], vec![value(30, 3500)]];
         let (first, queued) = group_of(&f, &p, first, queued, move || {
-            disk.fail_append_after(appends_ok); // q0's write passes, then the roll's or q1's fails
-            disk.fail_dir_sync_after(dir_syncs_ok); // somewhere in the roll, or in the undo
+            disk.fail_append_after(appends_ok);
+            disk.fail_dir_sync_after(dir_syncs_ok);
+            if let Some(ok) = syncs_ok {
+                disk.fail_syncs_after(ok, 100);
+            }
         });
-        first.unwrap();
-        let stopped =
-            queued[1].as_ref().is_err_and(|e| e.to_string().contains("undoing the failed append also failed"));
-        stops += usize::from(stopped);
+        let at = format!("write {appends_ok}, dir fsync {dir_syncs_ok}, fsync {syncs_ok:?}");
+        let first = first.unwrap_or_else(|e| panic!("{at}: the first call, before any fault: {e}"));
+        let undo = queued.iter().any(|r| r.as_ref().is_err_and(|e| e.to_string().contains("also failed")));
+        undo_failed += usize::from(undo);
+        q0_failed += usize::from(queued[0].is_err());
         drop((p, log));
         f.disk.disarm();
         f.disk.crash();
         let got: Vec<String> = values(&f.open().unwrap()).into_iter().map(|(_, v)| v).collect();
-        let q0_kept = got.iter().any(|v| v.starts_with("value-00010"));
-        match &queued[0] {
-            Ok(_) => assert!(
-                q0_kept,
-                "write {appends_ok}, dir fsync {dir_syncs_ok}: q0 was acknowledged and is lost: {got:.20?}"
-            ),
-            Err(e) => assert!(
-                !q0_kept,
-                "write {appends_ok}, dir fsync {dir_syncs_ok}: q0 was answered '{e}' and is in the log after a power cut"
-            ),
+        let kept = |i: u64| got.iter().any(|v| v.starts_with(&format!("value-{i:05}")));
+        assert!(kept(0) && first.last_offset == 2, "{at}: the first call is lost");
+        for (k, result) in queued.iter().enumerate() {
+            if result.is_ok() {
+                assert!(kept(10 * (k as u64 + 1)), "{at}: q{k} was acknowledged and is lost");
+            }
+        }
+        if let Err(e) = &queued[0] {
+            assert!(!kept(10), "{at}: q0 was answered '{e}' and is in the log after a power cut");
         }
     }
-    assert!(stops > 0, "no injection point made q1's undo fail: the test does not reach the case it names");
+    assert!(
+        undo_failed > 0 && q0_failed > 0,
+        "the injection points never reach a failed undo ({undo_failed}) or a failed q0 ({q0_failed})"
+    );
 }

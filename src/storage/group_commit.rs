@@ -116,6 +116,11 @@ impl<C, R> Drop for Leading<'_, C, R> {
     fn drop(&mut self) {
         let mut inner = self.queue.lock();
         let panicked = self.results.is_none();
+        if panicked {
+            // The leader's own call, when the cost left it for a later group: its caller is
+            // gone, so no later group may write it for nobody.
+            inner.waiting.retain(|(ticket, _)| *ticket != self.own);
+        }
         let results = self.results.take().map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
         let results = results.unwrap_or_else(|| self.tickets.iter().map(|_| None).collect());
         for (ticket, result) in self.tickets.iter().zip(results) {

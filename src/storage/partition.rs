@@ -114,6 +114,23 @@ pub struct Partition {
 /// index mark there (what an undo cuts back to).
 type CallStart = (u64, IndexMark);
 
+/// A call of a group commit written and not yet known to be durable.
+struct Pending {
+    /// Its place in the group.
+    at: usize,
+    appended: Appended,
+    start: CallStart,
+    /// Where its last batch ends: (segment base offset, bytes).
+    ends_at: (u64, u64),
+}
+
+/// Moves the calls at the front of `pending` that end at or before `synced` (how far a
+/// roll's fsync put the log on the medium) to `durable`.
+fn settle(pending: &mut Vec<Pending>, durable: &mut Vec<(usize, Appended)>, synced: (u64, u64)) {
+    let covered = pending.iter().take_while(|call| call.ends_at <= synced).count();
+    durable.extend(pending.drain(..covered).map(|call| (call.at, call.appended)));
+}
+
 /// The most encoded bytes one group commit writes (or one call's, when larger): bounds how
 /// long a group holds the partition's lock, which readers take too.
 const GROUP_COMMIT_MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -154,6 +171,11 @@ struct State {
     ack_end: Option<FileRef>,
     /// Idempotent producers' state as of the log end (the writer's only).
     producers: Producers,
+    /// How far the written bytes are known to be on the medium, as (segment base offset,
+    /// bytes in it), from the last successful fsync of the active segment before a roll (or
+    /// a flush); lowered by an undo. A group commit's calls that end there are durable even
+    /// when the group fails after.
+    synced: (u64, u64),
 }
 
 /// Where the first batch appended after a time lies in the local log ([`Partition::offset_as_of`]).
@@ -547,10 +569,8 @@ impl Partition {
         let mut state = self.lock();
         let base_before = state.active.index.base_offset;
         let mut results: Vec<Option<Result<Appended>>> = Vec::with_capacity(calls.len());
-        // Calls written since the group's last durable point, by their place in `results`,
-        // and where the first of them starts.
-        let mut pending: Vec<(usize, Appended)> = Vec::new();
-        let mut pending_start = None;
+        // Calls written and not yet known to be durable, in log order.
+        let mut pending: Vec<Pending> = Vec::new();
         let mut durable: Vec<(usize, Appended)> = Vec::new();
         let fsync = self.policy.fsync == FsyncPolicy::Batch;
         for (i, call) in calls.into_iter().enumerate() {
@@ -571,40 +591,41 @@ impl Partition {
                     let end = state.active.index.next_offset;
                     let first_offset = start.1.next_offset;
                     let appended = Appended { first_offset, last_offset: end - 1, append_time: Some(append_time) };
-                    pending_start.get_or_insert(start);
-                    pending.push((i, appended));
+                    let ends_at = (state.active.index.base_offset, state.active.index.bytes);
+                    pending.push(Pending { at: i, appended, start, ends_at });
                     results.push(None);
                 }
                 Err(failed) => {
                     let (start, failure) = *failed;
-                    // The calls written before it are made durable first (one more fsync, on
-                    // this path only), so an undo that fails cannot take them along: they may
-                    // already be on the medium (a roll fsyncs), and a call answered as failed
-                    // must not come back. Not after a failed fsync (a roll's: the partition is
-                    // stopped), which a later one cannot make good.
+                    // The calls before it are acknowledged before it is undone, so an undo that
+                    // fails cannot take them along (a call answered as failed must not come
+                    // back, and a roll may have put them on the medium already): those a
+                    // roll's fsync covered are durable; the others are made so now, one more
+                    // fsync on this path only. Not after a failed fsync (a roll's: the
+                    // partition is stopped), which a later one cannot make good.
+                    settle(&mut pending, &mut durable, state.synced);
                     if !pending.is_empty() && state.stopped.is_none() {
                         let synced = if fsync { state.active.sync_data() } else { Ok(()) };
                         if let Err(e) = synced {
                             // As when the group's fsync fails: everything since the last
                             // durable point is undone, this call included, and fails.
-                            let since = pending_start.take().expect("pending calls have a start");
-                            let error = self.undo_append(&mut state, since, Failure::Sync(e));
+                            let error = self.undo_append(&mut state, pending[0].start, Failure::Sync(e));
                             let reason = state.stopped.clone().unwrap_or_default();
-                            for (j, _) in pending.drain(..) {
-                                results[j] = Some(Err(self.stopped(reason.clone())));
+                            for call in pending.drain(..) {
+                                results[call.at] = Some(Err(self.stopped(reason.clone())));
                             }
                             results.push(Some(Err(error)));
                             continue;
                         }
                         state.dirty |= !fsync;
-                        durable.append(&mut pending);
-                        pending_start = None;
+                        durable.extend(pending.drain(..).map(|call| (call.at, call.appended)));
                     }
                     results.push(Some(Err(self.undo_append(&mut state, start, failure))));
                 }
             }
         }
-        if let Some(start) = pending_start {
+        settle(&mut pending, &mut durable, state.synced);
+        if let Some(start) = pending.first().map(|call| call.start) {
             let failed = match state.stopped.clone() {
                 // A roll's fsync failed after these calls were written: forget them, in memory
                 // only (the disk is the failed call's undo's to leave as it could).
@@ -621,13 +642,13 @@ impl Partition {
                 Some(error) => {
                     let reason = state.stopped.clone().unwrap_or_default();
                     let mut first = Some(error);
-                    for (i, _) in pending.drain(..) {
-                        results[i] = Some(Err(first.take().unwrap_or_else(|| self.stopped(reason.clone()))));
+                    for call in pending.drain(..) {
+                        results[call.at] = Some(Err(first.take().unwrap_or_else(|| self.stopped(reason.clone()))));
                     }
                 }
                 None => {
                     state.dirty |= !fsync;
-                    durable.append(&mut pending);
+                    durable.extend(pending.drain(..).map(|call| (call.at, call.appended)));
                 }
             }
         }
@@ -772,6 +793,7 @@ impl Partition {
             created.push(std::mem::replace(&mut state.active, previous).index.base_offset);
         }
         state.active.index.rewind(mark);
+        state.synced = state.synced.min((base, mark.bytes));
         created
     }
 
@@ -933,6 +955,7 @@ impl Partition {
             return Err(self.stop(state, reason));
         }
         state.dirty = false;
+        state.synced = state.synced.max((state.active.index.base_offset, state.active.index.bytes));
         Ok(())
     }
 
@@ -1331,7 +1354,7 @@ fn recover(host: &Host, topic: &str, id: u32, dir: &Path, policy: Policy, writab
     if let Some(last) = local.into_iter().chain(floor).max() {
         host.append_clock.observe(last);
     }
-    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers })
+    Ok(State { sealed, active, dirty: false, stopped: None, ack_end, producers, synced: (0, 0) })
 }
 
 /// The producer state at the log end: the newest readable snapshot at or below it, and the
