@@ -1,6 +1,7 @@
 //! Appending a request's records, shared by the HTTP and Kafka front ends: one partition's
 //! share of a request is appended all or nothing, partitions one after another, and the
-//! outcome says exactly what was written and what was not, so a retry duplicates nothing.
+//! outcome says exactly what was written and what was not, so a retry duplicates nothing
+//! (unless the failed partition stopped: its share is then in doubt, see `Error::Stopped`).
 //! Also the backpressure rule (`server.max_untiered_bytes`) both front ends apply before
 //! appending. Owns no protocol: each front end maps [`Outcome`] to its own answer.
 

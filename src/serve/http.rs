@@ -627,17 +627,29 @@ async fn produce_inner(state: &AppState, topic: &str, query: ProduceQuery, reque
 
 /// The answer to a produce that failed after writing some partitions: the failure's usual
 /// status and message, plus what was written and what was not, so a retry resends only the
-/// records listed in `unwritten_records` and duplicates nothing.
+/// records listed in `unwritten_records` and duplicates nothing. Unless the failed partition
+/// stopped: its records are then in doubt (they may be in the log after its restart), which
+/// the answer says (`"in_doubt": true`), so the client reads before it resends them.
 fn partial_write_error(written: Vec<Written>, failure: Failure) -> ApiError {
     let error_text = failure.error.to_string();
+    let in_doubt = matches!(failure.error, Error::Stopped { .. });
     let mut e = ApiError::from(failure.error);
     let written_partitions: Vec<u32> = written.iter().map(|w| w.partition).collect();
+    let resend = if in_doubt {
+        format!(
+            "The records sent to {0}/{1} are in doubt: the partition stopped, and after its restart they may or may not be in the log; read {0}/{1} from its end before resending them. The records of the partitions not attempted were not written",
+            failure.topic, failure.partition
+        )
+    } else {
+        "Resend only the records listed in \"unwritten_records\"".to_string()
+    };
     e.message = format!(
-        "{}/{} failed: {error_text}. Written before the failure: partitions {written_partitions:?} (see \"written\"); not attempted: partitions {:?}. Resend only the records listed in \"unwritten_records\"",
+        "{}/{} failed: {error_text}. Written before the failure: partitions {written_partitions:?} (see \"written\"); not attempted: partitions {:?}. {resend}",
         failure.topic, failure.partition, failure.not_attempted
     );
     e.details.insert("written".into(), written.iter().map(Written::to_json).collect());
-    e.details.insert("failed".into(), json!({"partition": failure.partition, "error": error_text}));
+    e.details
+        .insert("failed".into(), json!({"partition": failure.partition, "error": error_text, "in_doubt": in_doubt}));
     e.details.insert("not_attempted".into(), json!(failure.not_attempted));
     e.details.insert("unwritten_records".into(), json!(failure.unwritten_positions));
     e
@@ -1383,6 +1395,29 @@ mod tests {
         assert_eq!(err.status, StatusCode::BAD_REQUEST, "{}", err.message);
         let err = record_texts(b"{\"value\":1}", false, 10).err().unwrap();
         assert!(err.message.contains("JSON array"), "{}", err.message);
+    }
+
+    /// A produce whose partition stopped says its records are in doubt instead of telling
+    /// the client that resending them duplicates nothing; an ordinary failure still does.
+    #[test]
+    fn a_stopped_partition_leaves_the_records_sent_to_it_in_doubt() {
+        let failure = |error| Failure {
+            topic: "t".into(),
+            partition: 1,
+            error,
+            not_attempted: vec![2],
+            unwritten_positions: vec![1, 2],
+        };
+        let written =
+            || vec![Written { partition: 0, first_offset: 4, last_offset: 4, count: 1, bytes: 10, append_time: None }];
+        let stopped = Error::Stopped { topic: "t".into(), partition: 1, reason: "fsync of x failed".into() };
+        let e = partial_write_error(written(), failure(stopped));
+        assert_eq!(e.details["failed"]["in_doubt"], json!(true));
+        assert!(e.message.contains("in doubt") && !e.message.contains("Resend only"), "{}", e.message);
+        let full = Error::io(std::path::Path::new("x"), "append to", std::io::Error::other("no space"));
+        let e = partial_write_error(written(), failure(full));
+        assert_eq!(e.details["failed"]["in_doubt"], json!(false));
+        assert!(e.message.contains("Resend only"), "{}", e.message);
     }
 
     /// An object store that does not answer in time is an outage: 503 with Retry-After, not
