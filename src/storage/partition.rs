@@ -124,13 +124,6 @@ struct Pending {
     ends_at: (u64, u64),
 }
 
-/// Moves the calls at the front of `pending` that end at or before `synced` (how far a
-/// roll's fsync put the log on the medium) to `durable`.
-fn settle(pending: &mut Vec<Pending>, durable: &mut Vec<(usize, Appended)>, synced: (u64, u64)) {
-    let covered = pending.iter().take_while(|call| call.ends_at <= synced).count();
-    durable.extend(pending.drain(..covered).map(|call| (call.at, call.appended)));
-}
-
 /// The most encoded bytes one group commit writes (or one call's, when larger): bounds how
 /// long a group holds the partition's lock, which readers take too.
 const GROUP_COMMIT_MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -387,8 +380,8 @@ impl Partition {
             let max = batch::BATCH_BYTES_MAX;
             return Err(Error::RecordTooLarge { topic: self.topic.clone(), partition: self.id, bytes, max });
         }
-        let encode = |_, base, at| batch::encode_appended(base, records, Some(producer), at);
-        let (appended, duplicate) = self.append_batches(1, encode, Some((producer, records.len() as u32)), now_ms)?;
+        let encode = |base, at| batch::encode_appended(base, records, Some(producer), at);
+        let (appended, duplicate) = self.append_producer_batch(encode, (producer, records.len() as u32), now_ms)?;
         Ok(Produced { appended, records: records.len(), duplicate })
     }
 
@@ -415,60 +408,52 @@ impl Partition {
             let produced = |appended| Produced { appended, records: count, duplicate: false };
             return Some(checked.and_then(|()| self.commit(call)).map(produced));
         }
-        let producer = header.producer.map(|stamp| (stamp, header.record_count));
+        let producer = (header.producer.expect("a producer's batch, the others went above"), header.record_count);
         Some(checked.and_then(|()| {
-            let encode = |_, base, at| {
-                let mut stored = batch::with_base_offset(bytes, base);
-                batch::stamp(&mut stored, at);
+            let encode = |base, at| {
+                let mut stored = bytes.to_vec();
+                batch::place(&mut stored, base, at);
                 stored
             };
-            let (appended, duplicate) = self.append_batches(1, encode, producer, now_ms)?;
+            let (appended, duplicate) = self.append_producer_batch(encode, producer, now_ms)?;
             Ok(Produced { appended, records: count, duplicate })
         }))
     }
 
-    /// Writes `count` batches, the `i`th encoded by `encode(i, its base offset, append time)`,
-    /// and makes them durable under the fsync policy; all or nothing (see [`Self::append`]).
-    /// Every batch of the call gets the same append time, from the partition's clock. With
-    /// `producer` (one batch of that many records, stamped so), the producer state decides
-    /// first: a retry of a stored batch returns its offsets and `true`, writing nothing.
-    fn append_batches(
+    /// Writes an idempotent producer's batch, encoded by `encode(its base offset, append
+    /// time)`, and makes it durable under the fsync policy; all or nothing (see
+    /// [`Self::append`]). `producer` is its stamp and record count: the producer state decides
+    /// first, and a retry of a stored batch returns its offsets and `true`, writing nothing.
+    /// One at a time under the lock, not through the group commit: a batch's sequence check
+    /// needs every earlier batch of its producer recorded.
+    fn append_producer_batch(
         &self,
-        count: usize,
-        encode: impl Fn(usize, u64, i64) -> Vec<u8>,
-        producer: Option<(ProducerStamp, u32)>,
+        encode: impl Fn(u64, i64) -> Vec<u8>,
+        (stamp, records): (ProducerStamp, u32),
         now_ms: i64,
     ) -> Result<(Appended, bool)> {
         let mut state = self.lock();
         self.check_running(&state)?;
         let append_time = self.append_time(now_ms);
-        // A producer's batch is judged by its bytes as sent (a retry is the same bytes, before
-        // the append time is set), encoded first.
-        let mut first = None;
-        let mut sent_checksum = 0;
-        if let Some((stamp, records)) = producer {
-            debug_assert_eq!(count, 1, "a producer's batch is stored as one batch");
-            let bytes = encode(0, state.active.index.next_offset, append_time);
-            let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
-            let checksum = batch::sent_checksum(&bytes, &header);
-            sent_checksum = checksum;
-            match state.producers.check(stamp, records, checksum) {
-                Ok(Verdict::Append) => first = Some(bytes),
-                Ok(Verdict::Duplicate { first_offset, last_offset }) => {
-                    drop(state);
-                    // The stored batch's append time, as Kafka answers a retry.
-                    let append_time = self.stored_append_time(first_offset);
-                    return Ok((Appended { first_offset, last_offset, append_time }, true));
-                }
-                Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
+        // Judged by its bytes as sent (a retry is the same bytes, before the append time is
+        // set), encoded at the log end: a roll before it is written does not move the end.
+        let bytes = encode(state.active.index.next_offset, append_time);
+        let header = batch::peek_header(&bytes).expect("freshly encoded batch is valid");
+        let sent_checksum = batch::sent_checksum(&bytes, &header);
+        match state.producers.check(stamp, records, sent_checksum) {
+            Ok(Verdict::Append) => {}
+            Ok(Verdict::Duplicate { first_offset, last_offset }) => {
+                drop(state);
+                // The stored batch's append time, as Kafka answers a retry.
+                let append_time = self.stored_append_time(first_offset);
+                return Ok((Appended { first_offset, last_offset, append_time }, true));
             }
+            Err(refusal) => return Err(Error::Producer { topic: self.topic.clone(), partition: self.id, refusal }),
         }
-        let encode = |i, base| match first.take() {
-            Some(bytes) => bytes, // encoded at this same offset above
-            None => encode(i, base, append_time),
-        };
+        let mut bytes = Some(bytes);
+        let encoded = |_, _| bytes.take().expect("one batch");
         let start = self
-            .write_batches(&mut state, count, encode, now_ms)
+            .write_batches(&mut state, 1, encoded, now_ms)
             .map_err(|failed| self.undo_append(&mut state, failed.0, failed.1))?;
         let fsync = self.policy.fsync == FsyncPolicy::Batch;
         if fsync && let Err(e) = state.active.sync_data() {
@@ -477,9 +462,7 @@ impl Partition {
         state.dirty |= !fsync;
         self.publish_ack_end(&state);
         let end = state.active.index.next_offset;
-        if let Some((stamp, records)) = producer {
-            state.producers.record(stamp, records, (start.1.next_offset, end - 1), sent_checksum, now_ms);
-        }
+        state.producers.record(stamp, records, (start.1.next_offset, end - 1), sent_checksum, now_ms);
         if state.active.index.base_offset != start.0 {
             self.prune_producer_snapshots();
         }
@@ -572,7 +555,6 @@ impl Partition {
         // Calls written and not yet known to be durable, in log order.
         let mut pending: Vec<Pending> = Vec::new();
         let mut durable: Vec<(usize, Appended)> = Vec::new();
-        let fsync = self.policy.fsync == FsyncPolicy::Batch;
         for (i, call) in calls.into_iter().enumerate() {
             if let Err(e) = self.check_running(&state) {
                 results.push(Some(Err(e)));
@@ -599,59 +581,21 @@ impl Partition {
                     let (start, failure) = *failed;
                     // The calls before it are acknowledged before it is undone, so an undo that
                     // fails cannot take them along (a call answered as failed must not come
-                    // back, and a roll may have put them on the medium already): those a
-                    // roll's fsync covered are durable; the others are made so now, one more
-                    // fsync on this path only. Not after a failed fsync (a roll's: the
-                    // partition is stopped), which a later one cannot make good.
-                    settle(&mut pending, &mut durable, state.synced);
-                    if !pending.is_empty() && state.stopped.is_none() {
-                        let synced = if fsync { state.active.sync_data() } else { Ok(()) };
-                        if let Err(e) = synced {
-                            // As when the group's fsync fails: everything since the last
-                            // durable point is undone, this call included, and fails.
-                            let error = self.undo_append(&mut state, pending[0].start, Failure::Sync(e));
-                            let reason = state.stopped.clone().unwrap_or_default();
-                            for call in pending.drain(..) {
-                                results[call.at] = Some(Err(self.stopped(reason.clone())));
-                            }
-                            results.push(Some(Err(error)));
-                            continue;
-                        }
-                        state.dirty |= !fsync;
-                        durable.extend(pending.drain(..).map(|call| (call.at, call.appended)));
+                    // back, and a roll may have put them on the medium already). Not after a
+                    // failed fsync (a roll's: the partition is stopped), which a later one
+                    // cannot make good: those are settled at the end, after this undo.
+                    if state.stopped.is_none()
+                        && !self.settle_pending(&mut state, &mut pending, &mut durable, &mut results)
+                    {
+                        // Their fsync failed and undid them, this call included.
+                        results.push(Some(Err(self.stopped(state.stopped.clone().unwrap_or_default()))));
+                        continue;
                     }
                     results.push(Some(Err(self.undo_append(&mut state, start, failure))));
                 }
             }
         }
-        settle(&mut pending, &mut durable, state.synced);
-        if let Some(start) = pending.first().map(|call| call.start) {
-            let failed = match state.stopped.clone() {
-                // A roll's fsync failed after these calls were written: forget them, in memory
-                // only (the disk is the failed call's undo's to leave as it could).
-                Some(reason) => {
-                    self.forget(&mut state, start);
-                    Some(self.stopped(reason))
-                }
-                None if fsync => {
-                    state.active.sync_data().err().map(|e| self.undo_append(&mut state, start, Failure::Sync(e)))
-                }
-                None => None,
-            };
-            match failed {
-                Some(error) => {
-                    let reason = state.stopped.clone().unwrap_or_default();
-                    let mut first = Some(error);
-                    for call in pending.drain(..) {
-                        results[call.at] = Some(Err(first.take().unwrap_or_else(|| self.stopped(reason.clone()))));
-                    }
-                }
-                None => {
-                    state.dirty |= !fsync;
-                    durable.extend(pending.drain(..).map(|call| (call.at, call.appended)));
-                }
-            }
-        }
+        self.settle_pending(&mut state, &mut pending, &mut durable, &mut results);
         if !durable.is_empty() {
             self.publish_ack_end(&state);
             if state.active.index.base_offset != base_before {
@@ -667,6 +611,44 @@ impl Partition {
             results[i] = Some(Ok(appended));
         }
         results.into_iter().map(|r| r.expect("every call of the group answered")).collect()
+    }
+
+    /// Ends the pending calls of a group: those a roll's fsync covered are durable; the others
+    /// are made durable by one fsync (under `batch`) and moved to `durable`. When that fsync
+    /// fails they are undone (the partition stops); when the partition was already stopped (a
+    /// roll's fsync failed) they are forgotten in memory only (the disk is the failed call's
+    /// undo's to leave as it could). Either way each is answered with the failure, and false
+    /// is returned.
+    fn settle_pending(
+        &self,
+        state: &mut State,
+        pending: &mut Vec<Pending>,
+        durable: &mut Vec<(usize, Appended)>,
+        results: &mut [Option<Result<Appended>>],
+    ) -> bool {
+        let covered = pending.iter().take_while(|call| call.ends_at <= state.synced).count();
+        durable.extend(pending.drain(..covered).map(|call| (call.at, call.appended)));
+        let Some(start) = pending.first().map(|call| call.start) else { return true };
+        let fsync = self.policy.fsync == FsyncPolicy::Batch;
+        let failed = match state.stopped.clone() {
+            Some(reason) => {
+                self.forget(state, start);
+                Some(self.stopped(reason))
+            }
+            None if fsync => state.active.sync_data().err().map(|e| self.undo_append(state, start, Failure::Sync(e))),
+            None => None,
+        };
+        let Some(error) = failed else {
+            state.dirty |= !fsync;
+            durable.extend(pending.drain(..).map(|call| (call.at, call.appended)));
+            return true;
+        };
+        let reason = state.stopped.clone().unwrap_or_default();
+        let mut first = Some(error);
+        for call in pending.drain(..) {
+            results[call.at] = Some(Err(first.take().unwrap_or_else(|| self.stopped(reason.clone()))));
+        }
+        false
     }
 
     /// Tells read-only readers in other processes how far the acknowledged records go. Never
