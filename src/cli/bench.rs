@@ -578,7 +578,8 @@ fn read(global: &GlobalArgs, args: ReadArgs) -> Result<ExitCode> {
             },
             "local_replay": {"mb_per_s": round2(raw_bytes as f64 / local_secs / 1e6), "records_per_s": round2(end as f64 / local_secs)},
             "remote_replay": {"mb_per_s": round2(remote_mb_s), "records_per_s": round2(records as f64 / remote_secs),
-                              "chunk_gets": replay["chunk_gets"], "index_gets": replay["index_gets"]},
+                              "chunk_gets": replay["chunk_gets"], "index_gets": replay["index_gets"],
+                              "buffers_reused": replay["buffers_reused"]},
             "remote_vs_local": round2(local_secs / remote_secs),
             "zstd_decompress_single_thread": {"mb_per_s": round2(decompress_mb_s)},
             "single_thread_zstd_mb_s": round2(decompress_mb_s),
@@ -624,6 +625,7 @@ fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<ExitCode> {
             "seconds": start.elapsed().as_secs_f64(), "records": records,
             "chunk_gets": stats.chunk_gets.load(std::sync::atomic::Ordering::SeqCst),
             "index_gets": stats.index_gets.load(std::sync::atomic::Ordering::SeqCst),
+            "buffers_reused": stats.buffers_reused.load(std::sync::atomic::Ordering::SeqCst),
             "peak_rss_mb": round2(peak_rss_bytes() as f64 / 1048576.0),
         }))
     })?;

@@ -132,6 +132,9 @@ pub struct ReadStats {
     pub index_gets: std::sync::atomic::AtomicU64,
     pub bytes_fetched: std::sync::atomic::AtomicU64,
     pub cache_hits: std::sync::atomic::AtomicU64,
+    /// Chunk loads given the buffer of a chunk the cache gave up to decode into (see
+    /// `make_room`), whether the decode then succeeded or not.
+    pub buffers_reused: std::sync::atomic::AtomicU64,
     /// Ranged GETs that failed: timed out, refused by the store, missing, or short.
     pub get_errors: std::sync::atomic::AtomicU64,
     /// Time of every ranged GET (failed ones included), in seconds over [`GET_LATENCY_BUCKETS_US`].
@@ -153,6 +156,7 @@ impl Default for ReadStats {
             index_gets: Default::default(),
             bytes_fetched: Default::default(),
             cache_hits: Default::default(),
+            buffers_reused: Default::default(),
             get_errors: Default::default(),
             get_latency: prometheus_client::metrics::histogram::Histogram::new(
                 GET_LATENCY_BUCKETS_US.map(|us| us as f64 / 1e6),
@@ -626,11 +630,15 @@ impl RemoteReader {
         self.stats.chunk_gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chunk_no = id.1;
         let check = self.check.clone();
+        // Bytes damaged in transit (or rotted) are refused before they may evict a chunk: a
+        // client retrying such a read must not flush the cache.
+        segment_object::check_stored_chunk(&meta, &compressed)?;
+        let (room, mut raw) = self.make_room(u64::from(meta.raw_len));
         // Decoded (and checked) on the blocking pool: the loads prefetch starts decode in
         // parallel, one per core, while the reader serves the chunks already cached.
         let raw = crate::blocking::run(move || {
-            let raw = match &sealed {
-                None => segment_object::decode_chunk(&meta, &compressed)?,
+            match &sealed {
+                None => segment_object::decode_chunk(&meta, &compressed, &mut raw)?,
                 Some(s) => {
                     let opening = segment_object::Opening {
                         key: &s.key,
@@ -638,9 +646,9 @@ impl RemoteReader {
                         partition: s.partition,
                         base_offset: s.base_offset,
                     };
-                    segment_object::open_chunk(&meta, chunk_no, &compressed, &opening)?
+                    segment_object::open_chunk(&meta, chunk_no, &compressed, &opening, &mut raw)?
                 }
-            };
+            }
             let verdict = match &check {
                 Some(check) => check(&raw, meta.first_offset).map_err(|e| format!("chunk {chunk_no} {e}")),
                 None => Ok(()),
@@ -658,9 +666,32 @@ impl RemoteReader {
             lock(&self.damaged).insert(id.clone(), reason.clone(), 1);
             return Err(Error::Corrupt { key: id.0.clone(), reason });
         }
+        let cost = raw.capacity() as u64;
         let raw = Bytes::from(raw);
-        lock(&self.chunks).insert(id.clone(), raw.clone(), raw.len() as u64);
+        let mut cache = lock(&self.chunks);
+        cache.release(room.take());
+        cache.insert(id.clone(), raw.clone(), cost);
         Ok(raw)
+    }
+
+    /// Makes room in the chunk cache for a chunk of `raw_len` bytes about to be decoded, so the
+    /// cache's budget bounds the chunks being decoded too, and returns the buffer to decode it
+    /// into: that of a chunk the cache gave up for it, when no reader holds that one any more and
+    /// its size fits, else a new one. (A new buffer costs a page fault and a zeroed page per
+    /// 4 KiB: about 15% of a remote replay's time before buffers were reused.)
+    fn make_room(&self, raw_len: u64) -> (Room<'_>, Vec<u8>) {
+        let mut room = Room { cache: &self.chunks, reserved: 0 };
+        let evicted;
+        (room.reserved, evicted) = lock(&self.chunks).reserve(raw_len);
+        // Chunks end on batch boundaries at or below the chunk size: a buffer of one is at most
+        // a batch larger than the next. The slack (an eighth) is counted when it is cached.
+        let fits = |b: &Vec<u8>| (raw_len..=raw_len + raw_len / 8).contains(&(b.capacity() as u64));
+        let spare = evicted.into_iter().filter_map(|b| b.try_into_mut().ok().map(Vec::from)).find(fits);
+        let reused = spare.is_some();
+        self.stats.buffers_reused.fetch_add(u64::from(reused), std::sync::atomic::Ordering::Relaxed);
+        let mut buffer = spare.unwrap_or_default();
+        buffer.clear();
+        (room, buffer)
     }
 
     /// Starts loading the chunks after `from` (in this segment, then the next segment) up to
@@ -704,6 +735,28 @@ impl RemoteReader {
     }
 }
 
+/// Room reserved in the chunk cache for a chunk being loaded: given back when the load ends,
+/// fails, panics or is dropped with the runtime.
+struct Room<'a> {
+    cache: &'a Mutex<Lru<ChunkId, Bytes>>,
+    reserved: u64,
+}
+
+impl Room<'_> {
+    /// Hands the reservation to the caller, who releases it under the cache's lock it holds.
+    fn take(mut self) -> u64 {
+        std::mem::take(&mut self.reserved)
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            lock(self.cache).release(self.reserved);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -743,15 +796,39 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
             self.used -= old_cost;
             self.order.remove(&old_tick);
         }
-        while self.used + cost > self.budget {
-            let Some((_, victim)) = self.order.pop_first() else { break };
-            if let Some((_, victim_cost, _)) = self.items.remove(&victim) {
-                self.used -= victim_cost;
-            }
-        }
+        self.evict_for(cost);
         self.tick += 1;
         self.items.insert(key.clone(), (value, cost, self.tick));
         self.order.insert(self.tick, key);
         self.used += cost;
+    }
+
+    /// Evicts the least recently used values until `cost` more fits, and returns them.
+    fn evict_for(&mut self, cost: u64) -> Vec<V> {
+        let mut evicted = Vec::new();
+        while self.used + cost > self.budget {
+            let Some((_, victim)) = self.order.pop_first() else { break };
+            if let Some((value, victim_cost, _)) = self.items.remove(&victim) {
+                self.used -= victim_cost;
+                evicted.push(value);
+            }
+        }
+        evicted
+    }
+
+    /// Counts `cost` as used (evicting what must go, returned) until [`Lru::release`]: room for
+    /// a value on its way. Returns how much was reserved: nothing for a value larger than the
+    /// whole cache, which is served and not kept.
+    fn reserve(&mut self, cost: u64) -> (u64, Vec<V>) {
+        if cost > self.budget {
+            return (0, Vec::new());
+        }
+        let evicted = self.evict_for(cost);
+        self.used += cost;
+        (cost, evicted)
+    }
+
+    fn release(&mut self, reserved: u64) {
+        self.used -= reserved;
     }
 }

@@ -1099,20 +1099,17 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn, place
             Some((_, Some(key))) => {
                 let (topic, partition, base_offset) = (place.topic.as_str(), place.partition, index.base_offset);
                 let opening = segment_object::Opening { key, topic, partition, base_offset };
-                segment_object::open_chunk(chunk, chunk_no, compressed, &opening)
+                segment_object::open_chunk(chunk, chunk_no, compressed, &opening, &mut raw)
             }
-            _ => segment_object::decode_chunk(chunk, compressed),
+            _ => segment_object::decode_chunk(chunk, compressed, &mut raw),
         };
-        match decoded {
-            Ok(plain) => raw.extend_from_slice(&plain),
-            Err(e) => {
-                problems.push(Finding {
-                    kind: ProblemKind::ObjectCorrupt,
-                    expected_found: None,
-                    detail: format!("chunk of offsets {}..={}: {e}", chunk.first_offset, chunk.last_offset),
-                });
-                return outcome(problems, None);
-            }
+        if let Err(e) = decoded {
+            problems.push(Finding {
+                kind: ProblemKind::ObjectCorrupt,
+                expected_found: None,
+                detail: format!("chunk of offsets {}..={}: {e}", chunk.first_offset, chunk.last_offset),
+            });
+            return outcome(problems, None);
         }
     }
     let raw_sha = crate::sha256_hex(&raw);

@@ -162,3 +162,54 @@ async fn a_chunk_is_checked_once_when_it_enters_the_cache_and_never_served_unche
     assert_eq!(checks.load(Ordering::SeqCst), 2, "the damaged chunk was checked once");
     assert_eq!(reader.stats.chunk_gets.load(Ordering::SeqCst), gets + 1, "and fetched once");
 }
+
+/// A chunk is decoded into the buffer of a chunk the cache gave up, but never into one a reader
+/// still holds: the bytes a reader was served stay what the object holds while it reads them.
+#[tokio::test]
+async fn chunks_reuse_the_buffers_of_evicted_chunks_but_never_one_a_reader_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    let batches = 100; // one chunk of 10 000 bytes per segment
+    tier(&store, "t", 0, segments(0, 8, batches)).await;
+    let settings = ReaderSettings { cache_bytes: 25_000, ..no_prefetch(Duration::from_secs(10)) };
+    let reader = RemoteReader::new(store, settings);
+    let segment_bytes = |s: u64| common::segment(s * batches * BATCH_OFFSETS, batches).raw;
+    let held = reader.read_at("t", 0, 0).await.unwrap().unwrap();
+    for s in 1..8 {
+        let chunk = reader.read_at("t", 0, s * batches * BATCH_OFFSETS).await.unwrap().unwrap();
+        assert_eq!(chunk.raw, segment_bytes(s), "segment {s} reads back unchanged");
+    }
+    assert_eq!(held.raw, segment_bytes(0), "the chunk a reader held was decoded into");
+    // Two chunks fit the cache: each read from the fourth on evicts one nobody holds.
+    let reused = reader.stats.buffers_reused.load(Ordering::Relaxed);
+    assert!(reused >= 4, "{reused} buffers reused");
+}
+
+/// A chunk whose stored bytes fail their CRC32C (rotted, or damaged in transit) is refused
+/// before it takes room in the cache: a client retrying it does not flush the chunks cached.
+#[tokio::test]
+async fn retrying_a_damaged_chunk_does_not_evict_the_cached_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RemoteStore::local_dir(dir.path()).unwrap();
+    let batches = 100; // one chunk of 10 000 bytes per segment
+    let manifest = tier(&store, "t", 0, segments(0, 3, batches)).await;
+    let object = dir.path().join(manifest.entries[0].key.as_str());
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[20] ^= 0x40;
+    std::fs::write(&object, bytes).unwrap();
+    let settings = ReaderSettings { cache_bytes: 25_000, ..no_prefetch(Duration::from_secs(10)) };
+    let reader = RemoteReader::new(store, settings);
+    let first = |s: u64| s * batches * BATCH_OFFSETS;
+    for s in [1, 2] {
+        reader.read_at("t", 0, first(s)).await.unwrap().unwrap();
+    }
+    for _ in 0..3 {
+        let err = reader.read_at("t", 0, 0).await.unwrap_err().to_string();
+        assert!(err.contains("CRC32C"), "{err}");
+    }
+    let gets = reader.stats.chunk_gets.load(Ordering::Relaxed);
+    for s in [1, 2] {
+        reader.read_at("t", 0, first(s)).await.unwrap().unwrap();
+    }
+    assert_eq!(reader.stats.chunk_gets.load(Ordering::Relaxed), gets, "a cached chunk was evicted");
+}

@@ -78,7 +78,8 @@ fn a_chunk_of_another_segment_at_the_same_place_does_not_authenticate() {
     // The reader opens chunk 0 of the committed object's place; the attacker replaced its bytes
     // (and the index entry's length and CRC32C, which are not authenticated).
     let opening = Opening { key: &key, topic: "pay", partition: 0, base_offset: committed.index.base_offset };
-    let opened = segment_object::open_chunk(&meta, 0, stored, &opening);
+    let mut plain = Vec::new();
+    let opened = segment_object::open_chunk(&meta, 0, stored, &opening, &mut plain).map(|()| plain);
     assert!(opened.is_err(), "a chunk of another segment object was accepted: {:?}", opened.map(|p| p[0] as char));
 }
 
