@@ -99,12 +99,12 @@ impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 
         if let Some(existing) = inflight.get(&key) {
             return existing.clone();
         }
-        let registry = self.inflight.clone();
-        let task_key = key.clone();
+        let leave = Leave { registry: self.inflight.clone(), key: key.clone() };
         let task = tokio::spawn(async move {
-            let result = work.await.map_err(Arc::new);
-            lock(&registry).remove(&task_key);
-            result
+            // Leaves the registry however the load ends, a panic included: a key left behind
+            // would answer every later read of it with that panic.
+            let _leave = leave;
+            work.await.map_err(Arc::new)
         });
         let shared =
             async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Format(format!("load task: {e}"))))) }
@@ -112,6 +112,18 @@ impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 
                 .shared();
         inflight.insert(key, shared.clone());
         shared
+    }
+}
+
+/// A load's key in its coalescer's registry, removed when the load ends or unwinds.
+struct Leave<K: std::hash::Hash + Eq, V> {
+    registry: Arc<Mutex<HashMap<K, Loading<V>>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq, V> Drop for Leave<K, V> {
+    fn drop(&mut self) {
+        lock(&self.registry).remove(&self.key);
     }
 }
 

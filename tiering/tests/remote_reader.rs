@@ -213,3 +213,32 @@ async fn retrying_a_damaged_chunk_does_not_evict_the_cached_ones() {
     }
     assert_eq!(reader.stats.chunk_gets.load(Ordering::Relaxed), gets, "a cached chunk was evicted");
 }
+
+/// A load that panics (here, the chunk check) fails the reads waiting on it, and the next read
+/// of that chunk loads it again: the panic is not kept as the chunk's answer for the reader's
+/// lifetime, and the room it took in the cache is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_panics_is_not_kept_as_the_answer_for_that_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faulty) = two_segments(dir.path()).await;
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = panicked.clone();
+    let check: tierlog_tiering::remote_reader::ChunkCheck = Arc::new(move |_: &[u8], _: u64| {
+        if !once.swap(true, Ordering::SeqCst) {
+            panic!("a check that panics once");
+        }
+        Ok(())
+    });
+    // Room for the two segments' chunks (100 bytes each) and not a third.
+    let settings = ReaderSettings { cache_bytes: 250, ..no_prefetch(Duration::from_secs(10)) };
+    let reader = RemoteReader::with_check(store.with_store(faulty.clone()), settings, None, Some(check));
+    let err = reader.read_at("t", 0, 3).await.unwrap_err().to_string();
+    assert!(panicked.load(Ordering::SeqCst) && err.contains("load task"), "{err}");
+    let chunk = reader.read_at("t", 0, 3).await.unwrap().unwrap();
+    assert_eq!(chunk.raw, segment_bytes(0));
+    // The cache still takes both chunks: the panicked load left no room reserved.
+    reader.read_at("t", 0, BATCH_OFFSETS).await.unwrap().unwrap();
+    let gets = reader.stats.chunk_gets.load(Ordering::SeqCst);
+    reader.read_at("t", 0, 3).await.unwrap().unwrap();
+    assert_eq!(reader.stats.chunk_gets.load(Ordering::SeqCst), gets, "segment 0 was evicted");
+}
