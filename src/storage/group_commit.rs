@@ -140,6 +140,45 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
+    use std::thread::JoinHandle;
+
+    /// Runs `call` on a thread as a group whose leader, once inside it, waits until the
+    /// returned sender sends: calls queued meanwhile wait for the next group. Returns once the
+    /// leader is inside.
+    fn group_held_open<R: Send + 'static>(
+        queue: &Arc<GroupCommit<u32, R>>,
+        call: u32,
+        lead: impl Fn(Vec<u32>) -> Vec<R> + Send + 'static,
+    ) -> (JoinHandle<R>, mpsc::Sender<()>) {
+        let (entered, wait_entered) = mpsc::channel();
+        let (release, wait_release) = mpsc::channel::<()>();
+        let wait_release = Mutex::new(wait_release);
+        let queue = queue.clone();
+        let leader = std::thread::spawn(move || {
+            queue.run(call, |calls| {
+                entered.send(()).unwrap();
+                wait_release.lock().unwrap().recv().unwrap();
+                lead(calls)
+            })
+        });
+        wait_entered.recv().unwrap();
+        (leader, release)
+    }
+
+    /// Runs `call` on a thread and returns once it is queued, as the `n`th call waiting.
+    fn queue_behind<R: Send + 'static>(
+        queue: &Arc<GroupCommit<u32, R>>,
+        call: u32,
+        n: usize,
+        lead: impl Fn(Vec<u32>) -> Vec<R> + Send + 'static,
+    ) -> JoinHandle<R> {
+        let caller = queue.clone();
+        let handle = std::thread::spawn(move || caller.run(call, lead));
+        while queue.lock().waiting.len() < n {
+            std::thread::yield_now();
+        }
+        handle
+    }
 
     #[test]
     fn a_lone_call_leads_its_own_group() {
@@ -154,36 +193,20 @@ mod tests {
     fn calls_queued_behind_a_group_share_the_next_one() {
         let queue = Arc::new(GroupCommit::<u32, (u32, usize)>::new(u64::MAX, |_| 1));
         let groups = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
-        let (entered, wait_entered) = mpsc::channel();
-        let (release, wait_release) = mpsc::channel::<()>();
-        let wait_release = Mutex::new(wait_release);
-        let leader = {
-            let (queue, groups) = (queue.clone(), groups.clone());
-            std::thread::spawn(move || {
-                queue.run(0, |calls| {
-                    entered.send(()).unwrap();
-                    wait_release.lock().unwrap().recv().unwrap(); // hold the group open
-                    groups.lock().unwrap().push(calls.clone());
-                    calls.iter().map(|&c| (c, 1)).collect()
-                })
-            })
-        };
-        wait_entered.recv().unwrap();
+        let recorded = groups.clone();
+        let (leader, release) = group_held_open(&queue, 0, move |calls| {
+            recorded.lock().unwrap().push(calls.clone());
+            calls.iter().map(|&c| (c, 1)).collect()
+        });
+        // Queued in this order before the first group ends.
         let followers: Vec<_> = (1..=3)
             .map(|i| {
-                let (queue2, groups) = (queue.clone(), groups.clone());
-                let handle = std::thread::spawn(move || {
-                    queue2.run(i, |calls| {
-                        let n = calls.len();
-                        groups.lock().unwrap().push(calls.clone());
-                        calls.iter().map(|&c| (c, n)).collect()
-                    })
-                });
-                // Queued in this order before the first group ends.
-                while queue.lock().waiting.len() < i as usize {
-                    std::thread::yield_now();
-                }
-                handle
+                let groups = groups.clone();
+                queue_behind(&queue, i, i as usize, move |calls| {
+                    let n = calls.len();
+                    groups.lock().unwrap().push(calls.clone());
+                    calls.iter().map(|&c| (c, n)).collect()
+                })
             })
             .collect();
         release.send(()).unwrap();
@@ -226,38 +249,19 @@ mod tests {
     fn calls_past_a_groups_cost_go_in_the_next_group() {
         let queue = Arc::new(GroupCommit::<u32, u32>::new(5, |&c| u64::from(c)));
         let groups = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
-        let (entered, wait_entered) = mpsc::channel();
-        let (release, wait_release) = mpsc::channel::<()>();
-        let wait_release = Mutex::new(wait_release);
-        let first = {
-            let (queue, groups) = (queue.clone(), groups.clone());
-            std::thread::spawn(move || {
-                queue.run(1, |calls| {
-                    entered.send(()).unwrap();
-                    wait_release.lock().unwrap().recv().unwrap();
-                    groups.lock().unwrap().push(calls.clone());
-                    calls
-                })
-            })
+        let recording = |groups: &Arc<Mutex<Vec<Vec<u32>>>>| {
+            let groups = groups.clone();
+            move |calls: Vec<u32>| {
+                groups.lock().unwrap().push(calls.clone());
+                calls
+            }
         };
-        wait_entered.recv().unwrap();
+        let (first, release) = group_held_open(&queue, 1, recording(&groups));
         // Costs 2, 3, 4, 9: groups [2, 3] (5), [4], [9] (alone over the cost).
         let queued: Vec<_> = [2u32, 3, 4, 9]
             .into_iter()
             .enumerate()
-            .map(|(i, c)| {
-                let (queue2, groups) = (queue.clone(), groups.clone());
-                let handle = std::thread::spawn(move || {
-                    queue2.run(c, |calls| {
-                        groups.lock().unwrap().push(calls.clone());
-                        calls
-                    })
-                });
-                while queue.lock().waiting.len() <= i {
-                    std::thread::yield_now();
-                }
-                handle
-            })
+            .map(|(i, c)| queue_behind(&queue, c, i + 1, recording(&groups)))
             .collect();
         release.send(()).unwrap();
         assert_eq!(first.join().unwrap(), 1);
@@ -271,31 +275,10 @@ mod tests {
     #[test]
     fn a_panicking_leader_does_not_strand_its_group() {
         let queue = Arc::new(GroupCommit::<u32, u32>::new(u64::MAX, |_| 1));
-        let (entered, wait_entered) = mpsc::channel();
-        let (release, wait_release) = mpsc::channel::<()>();
-        let wait_release = Mutex::new(wait_release);
         // A first group held open, so that two calls queue behind it and form the next one.
-        let first = {
-            let queue = queue.clone();
-            std::thread::spawn(move || {
-                queue.run(0, |calls| {
-                    entered.send(()).unwrap();
-                    wait_release.lock().unwrap().recv().unwrap();
-                    calls
-                })
-            })
-        };
-        wait_entered.recv().unwrap();
-        let second: Vec<_> = (1..=2)
-            .map(|i| {
-                let queue2 = queue.clone();
-                let handle = std::thread::spawn(move || queue2.run(i, |_| panic!("the group's leader fails")));
-                while queue.lock().waiting.len() < i as usize {
-                    std::thread::yield_now();
-                }
-                handle
-            })
-            .collect();
+        let (first, release) = group_held_open(&queue, 0, |calls| calls);
+        let fails = |_: Vec<u32>| -> Vec<u32> { panic!("the group's leader fails") };
+        let second: Vec<_> = (1..=2).map(|i| queue_behind(&queue, i, i as usize, fails)).collect();
         release.send(()).unwrap();
         assert_eq!(first.join().unwrap(), 0);
         // Whichever led the second group panicked in it; the other learned of it and panicked

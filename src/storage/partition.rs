@@ -403,12 +403,12 @@ impl Partition {
         let count = views.len();
         let checked = self.check_views(&views);
         drop(views);
-        if header.producer.is_none() {
-            let call = Call { batches: vec![bytes.to_vec()], now_ms };
+        let Some(stamp) = header.producer else {
             let produced = |appended| Produced { appended, records: count, duplicate: false };
-            return Some(checked.and_then(|()| self.commit(call)).map(produced));
-        }
-        let producer = (header.producer.expect("a producer's batch, the others went above"), header.record_count);
+            let call = || Call { batches: vec![bytes.to_vec()], now_ms };
+            return Some(checked.and_then(|()| self.commit(call())).map(produced));
+        };
+        let producer = (stamp, header.record_count);
         Some(checked.and_then(|()| {
             let encode = |base, at| {
                 let mut stored = bytes.to_vec();

@@ -644,13 +644,13 @@ impl RemoteReader {
         let check = self.check.clone();
         // Bytes damaged in transit (or rotted) are refused before they may evict a chunk: a
         // client retrying such a read must not flush the cache.
-        segment_object::check_stored_chunk(&meta, &compressed)?;
+        let stored = segment_object::check_stored_chunk(&meta, compressed)?;
         let (room, mut raw) = self.make_room(u64::from(meta.raw_len));
         // Decoded (and checked) on the blocking pool: the loads prefetch starts decode in
         // parallel, one per core, while the reader serves the chunks already cached.
         let raw = crate::blocking::run(move || {
             match &sealed {
-                None => segment_object::decode_chunk(&meta, &compressed, &mut raw)?,
+                None => segment_object::decode_chunk(&meta, &stored, &mut raw)?,
                 Some(s) => {
                     let opening = segment_object::Opening {
                         key: &s.key,
@@ -658,7 +658,7 @@ impl RemoteReader {
                         partition: s.partition,
                         base_offset: s.base_offset,
                     };
-                    segment_object::open_chunk(&meta, chunk_no, &compressed, &opening, &mut raw)?
+                    segment_object::open_chunk(&meta, chunk_no, &stored, &opening, &mut raw)?
                 }
             }
             let verdict = match &check {

@@ -467,55 +467,59 @@ pub fn locate_index(object: &[u8]) -> Result<(u64, u64)> {
     Ok((frame_start as u64, (seek_start - frame_start) as u64))
 }
 
-/// Checks and decompresses one chunk of an object in clear from its compressed bytes, appending
-/// its raw bytes to `out` (left as it was on an error). A caller decoding many chunks passes one
-/// buffer (or a whole segment's): a fresh buffer per chunk costs a page fault per 4 KiB.
-pub fn decode_chunk(meta: &ChunkMeta, compressed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    check_stored_chunk(meta, compressed)?;
-    decompress(meta, compressed, out)
-}
+/// A chunk's stored bytes (compressed, or sealed) that have the index's length and CRC32C,
+/// from [`check_stored_chunk`]: what [`decode_chunk`] and [`open_chunk`] take, so a chunk is
+/// never decoded unchecked, nor checked twice by a caller that checks before it decodes.
+pub struct CheckedChunk<B>(B);
 
-/// Checks, decrypts and decompresses chunk `chunk_no` of an encrypted object from its stored
-/// bytes, appending its raw bytes to `out` (left as it was on an error). The CRC32C (of the
-/// stored bytes) is checked before the key is used.
-pub fn open_chunk(
-    meta: &ChunkMeta,
-    chunk_no: usize,
-    stored: &[u8],
-    opening: &Opening<'_>,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    check_stored_chunk(meta, stored)?;
-    let chunk = u32::try_from(chunk_no).map_err(|_| Error::Format("chunk number above u32".into()))?;
-    let aad = encryption::chunk_aad(opening.topic, opening.partition, opening.base_offset, chunk)?;
-    let compressed = opening.key.open(&aad, stored).map_err(|e| {
-        Error::Format(format!(
-            "chunk {chunk_no} at byte {} (offsets {}..={}): {e}",
-            meta.compressed_position, meta.first_offset, meta.last_offset
-        ))
-    })?;
-    decompress(meta, &compressed, out)
-}
-
-/// The stored bytes of a chunk (compressed, or sealed) have the index's length and CRC32C:
-/// what can be checked of an encrypted chunk without its key.
-pub fn check_stored_chunk(meta: &ChunkMeta, compressed: &[u8]) -> Result<()> {
-    if compressed.len() != meta.compressed_len as usize {
+/// Checks that `stored`, a chunk's stored bytes (compressed, or sealed), have the index's
+/// length and CRC32C: what can be checked of an encrypted chunk without its key.
+pub fn check_stored_chunk<B: AsRef<[u8]>>(meta: &ChunkMeta, stored: B) -> Result<CheckedChunk<B>> {
+    let bytes = stored.as_ref();
+    if bytes.len() != meta.compressed_len as usize {
         return Err(Error::Format(format!(
             "chunk at {} has {} bytes, index says {}",
             meta.compressed_position,
-            compressed.len(),
+            bytes.len(),
             meta.compressed_len
         )));
     }
-    let crc = crc32c::crc32c(compressed);
+    let crc = crc32c::crc32c(bytes);
     if crc != meta.crc32c {
         return Err(Error::Format(format!(
             "chunk at byte {} (offsets {}..={}): CRC32C {crc:#010x} != index {:#010x}",
             meta.compressed_position, meta.first_offset, meta.last_offset, meta.crc32c
         )));
     }
-    Ok(())
+    Ok(CheckedChunk(stored))
+}
+
+/// Decompresses one checked chunk of an object in clear, appending its raw bytes to `out`
+/// (left as it was on an error). A caller decoding many chunks passes one buffer (or a whole
+/// segment's): a fresh buffer per chunk costs a page fault per 4 KiB.
+pub fn decode_chunk(meta: &ChunkMeta, chunk: &CheckedChunk<impl AsRef<[u8]>>, out: &mut Vec<u8>) -> Result<()> {
+    decompress(meta, chunk.0.as_ref(), out)
+}
+
+/// Decrypts and decompresses checked chunk `chunk_no` of an encrypted object, appending its
+/// raw bytes to `out` (left as it was on an error). The CRC32C of the stored bytes was checked
+/// before the key is used.
+pub fn open_chunk(
+    meta: &ChunkMeta,
+    chunk_no: usize,
+    chunk: &CheckedChunk<impl AsRef<[u8]>>,
+    opening: &Opening<'_>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let number = u32::try_from(chunk_no).map_err(|_| Error::Format("chunk number above u32".into()))?;
+    let aad = encryption::chunk_aad(opening.topic, opening.partition, opening.base_offset, number)?;
+    let compressed = opening.key.open(&aad, chunk.0.as_ref()).map_err(|e| {
+        Error::Format(format!(
+            "chunk {chunk_no} at byte {} (offsets {}..={}): {e}",
+            meta.compressed_position, meta.first_offset, meta.last_offset
+        ))
+    })?;
+    decompress(meta, &compressed, out)
 }
 
 thread_local! {
@@ -585,11 +589,12 @@ pub fn decode_object_with(object: &[u8], keys: Option<&Keyring>, topic: &str, pa
         if c.raw_position != raw.len() as u64 {
             return Err(Error::Format("chunks do not tile the segment".into()));
         }
+        let stored = check_stored_chunk(c, compressed)?;
         match &key {
-            None => decode_chunk(c, compressed, &mut raw)?,
+            None => decode_chunk(c, &stored, &mut raw)?,
             Some(key) => {
                 let opening = Opening { key, topic, partition, base_offset: index.base_offset };
-                open_chunk(c, chunk_no, compressed, &opening, &mut raw)?
+                open_chunk(c, chunk_no, &stored, &opening, &mut raw)?
             }
         }
     }
@@ -692,12 +697,14 @@ mod tests {
         for raw_len in [meta.raw_len - 1, meta.raw_len + 1, 0] {
             let mut out = b"held".to_vec();
             out.reserve(2 * meta.raw_len as usize); // room for a longer frame to land in
-            let err = decode_chunk(&ChunkMeta { raw_len, ..meta }, stored, &mut out).unwrap_err().to_string();
+            let wrong = ChunkMeta { raw_len, ..meta };
+            let checked = check_stored_chunk(&wrong, stored).unwrap();
+            let err = decode_chunk(&wrong, &checked, &mut out).unwrap_err().to_string();
             assert!(err.contains("index says") || err.contains("zstd"), "raw_len {raw_len}: {err}");
             assert_eq!(out, b"held", "raw_len {raw_len}");
         }
         let mut out = b"held".to_vec();
-        decode_chunk(&meta, stored, &mut out).unwrap();
+        decode_chunk(&meta, &check_stored_chunk(&meta, stored).unwrap(), &mut out).unwrap();
         assert_eq!(&out[4..], &raw[meta.raw_position as usize..][..meta.raw_len as usize]);
     }
 
@@ -840,7 +847,7 @@ mod tests {
                 let opening = Opening { key: &k, topic, partition, base_offset: base };
                 // Appends after what the buffer holds, and leaves it as it was on an error.
                 let mut out = b"before".to_vec();
-                let opened = open_chunk(meta, no, bytes, &opening, &mut out);
+                let opened = check_stored_chunk(meta, bytes).and_then(|c| open_chunk(meta, no, &c, &opening, &mut out));
                 assert!(out.starts_with(b"before") && (opened.is_ok() || out == b"before"));
                 opened.map(|()| out.split_off(6))
             };

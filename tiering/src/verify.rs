@@ -1095,14 +1095,14 @@ fn check_object_bytes(entry: &Entry, bytes: &[u8], check: &SegmentCheckFn, place
     for (chunk_no, chunk) in index.chunks.iter().enumerate() {
         let start = chunk.compressed_position as usize;
         let compressed = bytes.get(start..start.saturating_add(chunk.compressed_len as usize)).unwrap_or(&[]);
-        let decoded = match &key {
+        let decoded = segment_object::check_stored_chunk(chunk, compressed).and_then(|stored| match &key {
             Some((_, Some(key))) => {
                 let (topic, partition, base_offset) = (place.topic.as_str(), place.partition, index.base_offset);
                 let opening = segment_object::Opening { key, topic, partition, base_offset };
-                segment_object::open_chunk(chunk, chunk_no, compressed, &opening, &mut raw)
+                segment_object::open_chunk(chunk, chunk_no, &stored, &opening, &mut raw)
             }
-            _ => segment_object::decode_chunk(chunk, compressed, &mut raw),
-        };
+            _ => segment_object::decode_chunk(chunk, &stored, &mut raw),
+        });
         if let Err(e) = decoded {
             problems.push(Finding {
                 kind: ProblemKind::ObjectCorrupt,

@@ -79,7 +79,9 @@ fn a_chunk_of_another_segment_at_the_same_place_does_not_authenticate() {
     // (and the index entry's length and CRC32C, which are not authenticated).
     let opening = Opening { key: &key, topic: "pay", partition: 0, base_offset: committed.index.base_offset };
     let mut plain = Vec::new();
-    let opened = segment_object::open_chunk(&meta, 0, stored, &opening, &mut plain).map(|()| plain);
+    let opened = segment_object::check_stored_chunk(&meta, stored)
+        .and_then(|checked| segment_object::open_chunk(&meta, 0, &checked, &opening, &mut plain))
+        .map(|()| plain);
     assert!(opened.is_err(), "a chunk of another segment object was accepted: {:?}", opened.map(|p| p[0] as char));
 }
 
